@@ -1,0 +1,189 @@
+//! The life of a component: logs, health/metrics server, client, leader election,
+//! the work itself, and a graceful end. Each binary calls [`main`] with its work.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::sync::atomic::AtomicI64;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use kube::Client;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use tokio_util::sync::CancellationToken;
+
+use crate::cli::CommonArgs;
+use crate::events::EventRecorder;
+use crate::health::Health;
+use crate::leader::LeaderElector;
+use crate::server::{self, SharedRegistry};
+use crate::{logging, shutdown};
+
+/// What a binary is: its name (used for the lease, the user agent and Events)
+/// and its well-known health/metrics port.
+#[derive(Clone, Copy, Debug)]
+pub struct Component {
+    pub name: &'static str,
+    pub default_port: u16,
+    /// Per-node components (the proxy) never elect: every replica works.
+    pub elects_leader: bool,
+}
+
+/// Everything the work loop needs, built once per process.
+#[derive(Clone)]
+pub struct ComponentContext {
+    pub client: Client,
+    pub registry: SharedRegistry,
+    pub health: Health,
+    /// Cancelled on SIGTERM/SIGINT or when leadership is lost: finish in-flight
+    /// work and return.
+    pub shutdown: CancellationToken,
+    pub events: EventRecorder,
+    pub identity: String,
+    /// Where the health/metrics server actually listens.
+    pub server_addr: SocketAddr,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LeaseLabel {
+    name: String,
+}
+
+/// How long a start-up connection check may take before it is reported as failed.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Runs the component on a fresh runtime and turns the outcome into an exit code,
+/// printing one clear line on failure.
+pub fn main<F, Fut>(component: Component, args: CommonArgs, work: F) -> ExitCode
+where
+    F: FnOnce(ComponentContext) -> Fut,
+    Fut: Future<Output = anyhow::Result<()>>,
+{
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("{}: cannot start the async runtime: {e}", component.name);
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(component, args, work)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = format!("{e:#}"), "exiting");
+            eprintln!("{}: error: {e:#}", component.name);
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Sets everything up, waits for leadership when enabled, runs `work` until it
+/// returns, then releases the lease and stops the server.
+pub async fn run<F, Fut>(component: Component, args: CommonArgs, work: F) -> anyhow::Result<()>
+where
+    F: FnOnce(ComponentContext) -> Fut,
+    Fut: Future<Output = anyhow::Result<()>>,
+{
+    logging::init(args.log_format, &args.log_level).map_err(anyhow::Error::msg)?;
+    let shutdown = CancellationToken::new();
+    shutdown::cancel_on_signals(shutdown.clone()).context("installing signal handlers")?;
+
+    let addr = SocketAddr::new(
+        args.bind_address,
+        args.port.unwrap_or(component.default_port),
+    );
+    let listener = server::bind(addr).await?;
+    let server_addr = listener
+        .local_addr()
+        .context("reading the server address")?;
+    let registry = SharedRegistry::default();
+    let health = Health::new();
+    health.register("apiserver-connection");
+    let server_stop = CancellationToken::new();
+    let server = tokio::spawn(server::serve(
+        listener,
+        registry.clone(),
+        health.clone(),
+        server_stop.clone(),
+    ));
+    tracing::info!(component = component.name, %server_addr, "serving /metrics, /healthz, /livez, /readyz");
+
+    let client = args
+        .client_options(component.name)
+        .connected_client(CONNECT_TIMEOUT)
+        .await?;
+    health.set("apiserver-connection", true);
+
+    let election = args.leader_election(component.name);
+    let identity = election.identity.clone();
+    let leader_status = Family::<LeaseLabel, Gauge<i64, AtomicI64>>::default();
+    registry.write().expect("registry lock").register(
+        "leader_election_master_status",
+        "Gauge of if the reporting system is master of the relevant lease, 0 indicates backup, 1 indicates master.",
+        leader_status.clone(),
+    );
+    let lease_label = LeaseLabel {
+        name: election.name.clone(),
+    };
+
+    let context = ComponentContext {
+        client: client.clone(),
+        registry,
+        health: health.clone(),
+        shutdown: shutdown.clone(),
+        events: EventRecorder::new(client.clone(), component.name, Some(identity.clone())),
+        identity: identity.clone(),
+        server_addr,
+    };
+
+    let outcome = if args.leader_elect && component.elects_leader {
+        let lease = format!("{}/{}", election.namespace, election.name);
+        let mut elector = LeaderElector::start(client, election).await?;
+        tracing::info!(%lease, %identity, "attempting to acquire leader lease");
+        let acquired = tokio::select! {
+            acquired = elector.acquired() => Some(acquired),
+            _ = shutdown.cancelled() => None,
+        };
+        match acquired {
+            None => Ok(()),
+            Some(Err(e)) => Err(e.into()),
+            Some(Ok(())) => {
+                tracing::info!(%lease, %identity, "successfully acquired lease");
+                leader_status.get_or_create(&lease_label).set(1);
+                let work = work(context);
+                tokio::pin!(work);
+                let result = tokio::select! {
+                    result = &mut work => result,
+                    _ = elector.lost() => {
+                        // As upstream: a leader that lost its lease must stop acting at
+                        // once; the process exits so it restarts as a clean standby.
+                        leader_status.get_or_create(&lease_label).set(0);
+                        shutdown.cancel();
+                        let _ = tokio::time::timeout(Duration::from_secs(5), &mut work).await;
+                        Err(anyhow::anyhow!("leader election lost for lease {lease}"))
+                    }
+                };
+                if result.is_ok() {
+                    if let Err(e) = elector.release().await {
+                        tracing::warn!(error = %e, "could not release the lease");
+                    }
+                    leader_status.get_or_create(&lease_label).set(0);
+                }
+                result
+            }
+        }
+    } else {
+        work(context).await
+    };
+
+    health.set_shutting_down();
+    server_stop.cancel();
+    match server.await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::warn!(error = %e, "health server stopped with an error"),
+        Err(e) => tracing::warn!(error = %e, "health server task failed"),
+    }
+    tracing::info!(component = component.name, "stopped");
+    outcome
+}

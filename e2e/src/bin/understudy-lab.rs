@@ -1,0 +1,291 @@
+//! understudy-lab: a local Kubernetes control plane from the upstream binaries,
+//! with fake kwok nodes and the Understudy components, on loopback only.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use understudy_e2e::controlplane::{self, LabOptions};
+use understudy_e2e::nodes::{NodeTemplate, parse_taint};
+use understudy_e2e::process::{self, pid_alive};
+use understudy_e2e::state::{ClusterState, default_state_dir};
+use understudy_e2e::understudies::{self, Understudy};
+
+#[derive(Parser)]
+#[command(
+    name = "understudy-lab",
+    version,
+    about = "Local Kubernetes control plane for Understudy"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Start etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kwok,
+    /// fake nodes and the understudies. Does nothing if the cluster already runs.
+    Up(Box<UpArgs>),
+    /// Stop everything the cluster started and remove its state.
+    Down(Target),
+    /// Show the cluster's processes and their health.
+    Status(Target),
+    /// Wait for a process to exit, then take the cluster down (used by tests so a
+    /// crashed test run leaves nothing behind).
+    #[command(hide = true)]
+    Watchdog {
+        #[command(flatten)]
+        target: Target,
+        #[arg(long)]
+        pid: i32,
+    },
+}
+
+#[derive(Args, Clone)]
+struct Target {
+    /// Cluster name; clusters with different names run side by side.
+    #[arg(long, default_value = "understudy")]
+    name: String,
+    /// State directory (default: $XDG_STATE_HOME/understudy/<name>).
+    #[arg(long)]
+    state_dir: Option<PathBuf>,
+}
+
+impl Target {
+    fn dir(&self) -> PathBuf {
+        self.state_dir
+            .clone()
+            .unwrap_or_else(|| default_state_dir(&self.name))
+    }
+}
+
+#[derive(Args)]
+struct UpArgs {
+    #[command(flatten)]
+    target: Target,
+    /// Number of fake (kwok) nodes.
+    #[arg(long, default_value_t = 3)]
+    nodes: usize,
+    /// Upstream parts replaced by understudies: all, none, or a list of
+    /// scheduler,controllers,proxy. The replaced kube-controller-manager
+    /// controllers are switched off.
+    #[arg(long, default_value = "all")]
+    understudies: String,
+    /// Switch the replaced upstream parts off but do not start the understudies.
+    #[arg(long)]
+    no_start_understudies: bool,
+    /// Do not run upstream kube-scheduler (pods of default-scheduler stay Pending).
+    #[arg(long)]
+    no_kube_scheduler: bool,
+    /// Port of kube-apiserver on 127.0.0.1 (default: a free one).
+    #[arg(long)]
+    apiserver_port: Option<u16>,
+    /// Node CPU capacity.
+    #[arg(long, default_value = "32")]
+    node_cpu: String,
+    /// Node memory capacity.
+    #[arg(long, default_value = "128Gi")]
+    node_memory: String,
+    /// Node pod capacity.
+    #[arg(long, default_value = "110")]
+    node_pods: String,
+    /// Zones the nodes are spread over, round-robin.
+    #[arg(long, value_delimiter = ',', default_value = "zone-a,zone-b,zone-c")]
+    zones: Vec<String>,
+    /// Taint every node: key[=value]:Effect (repeatable).
+    #[arg(long = "node-taint", value_parser = parse_taint)]
+    node_taints: Vec<k8s_openapi::api::core::v1::Taint>,
+    /// Directory of the understudy binaries (default: next to this binary).
+    #[arg(long)]
+    components_dir: Option<PathBuf>,
+    /// Take the cluster down when this process exits.
+    #[arg(long)]
+    stop_with_pid: Option<i32>,
+    /// Extra flag passed to every understudy (repeatable).
+    #[arg(long = "understudy-arg", allow_hyphen_values = true)]
+    understudy_args: Vec<String>,
+    /// Print only errors.
+    #[arg(long)]
+    quiet: bool,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
+    let result = match cli.command {
+        Command::Up(args) => runtime.block_on(up(*args)),
+        Command::Down(target) => down(&target),
+        Command::Status(target) => runtime.block_on(status(&target)),
+        Command::Watchdog { target, pid } => watchdog(&target, pid),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("understudy-lab: error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn up(args: UpArgs) -> Result<ExitCode, String> {
+    let replaced = understudies::parse_set(&args.understudies)?;
+    let components_dir = match args.components_dir {
+        Some(dir) => dir,
+        None => std::env::current_exe()
+            .map_err(|e| e.to_string())?
+            .parent()
+            .map(PathBuf::from)
+            .ok_or("cannot tell this binary's directory")?,
+    };
+    let opts = LabOptions {
+        name: args.target.name.clone(),
+        state_dir: args.target.dir(),
+        nodes: args.nodes,
+        node_template: NodeTemplate {
+            cpu: args.node_cpu,
+            memory: args.node_memory,
+            pods: args.node_pods,
+            zones: args.zones,
+            taints: args.node_taints,
+            ..Default::default()
+        },
+        replaced: replaced.clone(),
+        start_understudies: !args.no_start_understudies,
+        kube_scheduler: !args.no_kube_scheduler,
+        apiserver_port: args.apiserver_port,
+        components_dir,
+        understudy_args: args.understudy_args,
+    };
+    let already_up = ClusterState::load(&opts.state_dir)
+        .ok()
+        .flatten()
+        .is_some_and(|s| s.ready);
+    if !args.quiet && !already_up {
+        eprintln!(
+            "understudy-lab: starting cluster {:?} in {} ({} nodes; understudies: {})",
+            opts.name,
+            opts.state_dir.display(),
+            opts.nodes,
+            if replaced.is_empty() {
+                "none".to_string()
+            } else {
+                replaced
+                    .iter()
+                    .map(Understudy::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            }
+        );
+    }
+    // Ctrl-C while starting: stop what was started and remove the state.
+    let state = tokio::select! {
+        result = controlplane::up(&opts) => result.map_err(|e| e.to_string())?,
+        _ = tokio::signal::ctrl_c() => {
+            eprintln!("understudy-lab: interrupted; stopping what was started");
+            controlplane::down(&opts.state_dir).map_err(|e| e.to_string())?;
+            return Ok(ExitCode::from(130));
+        }
+    };
+    if let Some(pid) = args.stop_with_pid.filter(|_| !already_up) {
+        start_watchdog(&state, pid)?;
+    }
+    if !args.quiet {
+        let kubectl = state.toolchain_dir.join("kubectl");
+        let how = if already_up { "already up" } else { "up" };
+        println!(
+            "Cluster {:?} is {how}: {} nodes, apiserver {}",
+            state.name, state.nodes, state.server
+        );
+        println!("  export KUBECONFIG={}", state.kubeconfig.display());
+        println!("  {} get nodes", kubectl.display());
+        println!(
+            "  understudy-lab status --name {}    understudy-lab down --name {}",
+            state.name, state.name
+        );
+        println!("Logs: {}", state.state_dir.join("logs").display());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn start_watchdog(state: &ClusterState, pid: i32) -> Result<(), String> {
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let args = vec![
+        "watchdog".to_string(),
+        format!("--name={}", state.name),
+        format!("--state-dir={}", state.state_dir.display()),
+        format!("--pid={pid}"),
+    ];
+    let record = process::spawn(
+        "watchdog",
+        &exe,
+        &args,
+        &state.state_dir.join("logs/watchdog.log"),
+    )
+    .map_err(|e| e.to_string())?;
+    let mut state = state.clone();
+    state.processes.push(record);
+    state.save().map_err(|e| e.to_string())
+}
+
+fn down(target: &Target) -> Result<ExitCode, String> {
+    let dir = target.dir();
+    let stopped = controlplane::down(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    if stopped.is_empty() {
+        println!("Cluster {:?}: nothing running; state removed", target.name);
+    } else {
+        println!(
+            "Cluster {:?}: stopped {}; state removed",
+            target.name,
+            stopped.join(", ")
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn status(target: &Target) -> Result<ExitCode, String> {
+    let dir = target.dir();
+    let Some(state) = ClusterState::load(&dir).map_err(|e| e.to_string())? else {
+        println!(
+            "Cluster {:?} is not running (no state in {})",
+            target.name,
+            dir.display()
+        );
+        return Ok(ExitCode::from(3));
+    };
+    println!(
+        "Cluster {:?}: {} (kubeconfig {})",
+        state.name,
+        state.server,
+        state.kubeconfig.display()
+    );
+    let mut all_good = state.ready;
+    for (name, alive, healthy) in controlplane::status(&state).await {
+        let health = match healthy {
+            Some(true) => "healthy",
+            Some(false) => "unhealthy",
+            None if alive => "running",
+            None => "-",
+        };
+        all_good &= alive && healthy != Some(false);
+        println!(
+            "  {name:<24} {:<8} {health}",
+            if alive { "up" } else { "down" }
+        );
+    }
+    Ok(if all_good {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+fn watchdog(target: &Target, pid: i32) -> Result<ExitCode, String> {
+    // Polling is the portable way to learn that a non-child process exited.
+    while pid_alive(pid) {
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    controlplane::down(&target.dir()).map_err(|e| e.to_string())?;
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,538 @@
+//! `up`, `down` and `status` of the local control plane: etcd, kube-apiserver,
+//! kube-controller-manager (with the replaced controllers off), kube-scheduler,
+//! kwok and fake nodes, then the chosen understudies — all local processes on
+//! loopback ports, all recorded in the state directory.
+
+use std::collections::BTreeSet;
+use std::net::{Ipv4Addr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{Namespace, Node, ServiceAccount};
+use kube::api::{Api, PostParams};
+use kube::{Client, ResourceExt};
+
+use crate::certs::{self, ADMIN, CONTROLLER_MANAGER, Pki, SCHEDULER};
+use crate::nodes::{KWOK_ANNOTATION, NodeTemplate};
+use crate::probe::{self, WaitError, wait_for};
+use crate::process::{self, ProcessError, ProcessRecord};
+use crate::state::{ClusterState, Probe};
+use crate::toolchain::{Toolchain, ToolchainError};
+use crate::understudies::{self, Understudy};
+use crate::{kubeconfig, wait};
+
+pub const KUBERNETES_VERSION: &str = "v1.37.2";
+const SERVICE_CIDR: &str = "10.96.0.0/16";
+const SERVICE_IP: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 1);
+/// Namespace of the understudies' leases, as kube-system holds upstream's.
+pub const COMPONENT_NAMESPACE: &str = "kube-system";
+
+#[derive(Debug, thiserror::Error)]
+pub enum LabError {
+    #[error(transparent)]
+    Toolchain(#[from] ToolchainError),
+    #[error(transparent)]
+    Process(#[from] ProcessError),
+    #[error(transparent)]
+    Wait(#[from] WaitError),
+    #[error("creating certificates: {0}")]
+    Certs(#[from] certs::CertError),
+    #[error("{0}")]
+    Io(String),
+    #[error(
+        "port {port} on 127.0.0.1 is already in use; choose another with --apiserver-port or stop what holds it"
+    )]
+    PortInUse { port: u16 },
+    #[error(
+        "cluster {name:?} is partly running ({dead} not running); run `understudy-lab down --name {name}` first"
+    )]
+    PartlyRunning { name: String, dead: String },
+    #[error(
+        "the understudy binary {0} was not found; build it with `cargo build --workspace` or pass --components-dir"
+    )]
+    MissingComponent(PathBuf),
+    #[error("talking to the new apiserver: {0}")]
+    Api(String),
+}
+
+fn io(context: impl std::fmt::Display) -> impl FnOnce(std::io::Error) -> LabError {
+    move |e| LabError::Io(format!("{context}: {e}"))
+}
+
+/// What to bring up.
+#[derive(Clone, Debug)]
+pub struct LabOptions {
+    pub name: String,
+    pub state_dir: PathBuf,
+    pub nodes: usize,
+    pub node_template: NodeTemplate,
+    /// Upstream parts switched off in favour of understudies.
+    pub replaced: BTreeSet<Understudy>,
+    /// Start the replacing understudies too (tests may start their own).
+    pub start_understudies: bool,
+    /// Run upstream kube-scheduler for pods of `default-scheduler`.
+    pub kube_scheduler: bool,
+    pub apiserver_port: Option<u16>,
+    /// Where the understudy binaries are; defaults to the lab binary's directory.
+    pub components_dir: PathBuf,
+    /// Extra flags for each understudy.
+    pub understudy_args: Vec<String>,
+}
+
+/// A free loopback port. Another process may take it before we use it; the
+/// component's own bind then fails loudly, so the race costs a retry, not a hang.
+pub fn free_port() -> std::io::Result<u16> {
+    Ok(TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?
+        .local_addr()?
+        .port())
+}
+
+fn require_free(port: u16) -> Result<u16, LabError> {
+    TcpListener::bind((Ipv4Addr::LOCALHOST, port))
+        .map(|_| port)
+        .map_err(|_| LabError::PortInUse { port })
+}
+
+/// Brings the cluster up, or returns the running one unchanged. On any failure,
+/// everything started so far is stopped and the state directory removed.
+pub async fn up(opts: &LabOptions) -> Result<ClusterState, LabError> {
+    if let Some(existing) =
+        ClusterState::load(&opts.state_dir).map_err(io("reading cluster state"))?
+    {
+        let dead: Vec<String> = existing
+            .dead_processes()
+            .into_iter()
+            .map(String::from)
+            .collect();
+        if existing.ready && dead.is_empty() {
+            return Ok(existing);
+        }
+        if !existing.ready && dead.len() == existing.processes.len() {
+            // A start that died before finishing: nothing to keep.
+            down(&opts.state_dir).map_err(io("cleaning an interrupted start"))?;
+        } else {
+            return Err(LabError::PartlyRunning {
+                name: existing.name,
+                dead: dead.join(", "),
+            });
+        }
+    }
+    let toolchain = Toolchain::locate()?;
+    if opts.start_understudies {
+        for understudy in &opts.replaced {
+            let bin = opts.components_dir.join(understudy.binary());
+            if !bin.is_file() {
+                return Err(LabError::MissingComponent(bin));
+            }
+        }
+    }
+    std::fs::create_dir_all(&opts.state_dir)
+        .map_err(io(format!("creating {}", opts.state_dir.display())))?;
+    let mut state = ClusterState {
+        name: opts.name.clone(),
+        state_dir: opts.state_dir.clone(),
+        toolchain_dir: toolchain.bin_dir.clone(),
+        nodes: opts.nodes,
+        replaced: opts.replaced.iter().copied().collect(),
+        ..Default::default()
+    };
+    state.save().map_err(io("writing cluster state"))?;
+    match start_all(opts, &toolchain, &mut state).await {
+        Ok(()) => {
+            state.ready = true;
+            state.save().map_err(io("writing cluster state"))?;
+            Ok(state)
+        }
+        Err(e) => {
+            let _ = down(&opts.state_dir);
+            Err(e)
+        }
+    }
+}
+
+struct Starter<'a> {
+    state: &'a mut ClusterState,
+    logs: PathBuf,
+}
+
+impl Starter<'_> {
+    fn spawn(
+        &mut self,
+        name: &str,
+        program: &Path,
+        args: Vec<String>,
+    ) -> Result<ProcessRecord, LabError> {
+        let record = process::spawn(name, program, &args, &self.logs.join(format!("{name}.log")))?;
+        self.state.processes.push(record.clone());
+        self.state.save().map_err(io("writing cluster state"))?;
+        Ok(record)
+    }
+
+    fn probe(&mut self, process: &str, url: String) {
+        self.state.probes.push(Probe {
+            process: process.into(),
+            url,
+        });
+    }
+
+    fn port(&mut self, name: &str) -> Result<u16, LabError> {
+        let port = free_port().map_err(io("finding a free port"))?;
+        self.state.ports.insert(name.into(), port);
+        Ok(port)
+    }
+}
+
+async fn wait_healthy(
+    record: &ProcessRecord,
+    url: &str,
+    timeout: Duration,
+) -> Result<(), LabError> {
+    let client = probe::http_client();
+    let what = format!("{} to become healthy at {url}", record.name);
+    wait_for(&what, timeout, Some(record), || {
+        let client = client.clone();
+        async move {
+            match client.get(url).send().await {
+                Ok(r) if r.status().is_success() => Ok(true),
+                Ok(r) => Err(format!("HTTP {}", r.status())),
+                Err(e) => Err(e.to_string()),
+            }
+        }
+    })
+    .await?;
+    Ok(())
+}
+
+async fn start_all(
+    opts: &LabOptions,
+    toolchain: &Toolchain,
+    state: &mut ClusterState,
+) -> Result<(), LabError> {
+    let dir = opts.state_dir.clone();
+    let logs = dir.join("logs");
+    std::fs::create_dir_all(&logs).map_err(io("creating the log directory"))?;
+    let pki = Pki::create(
+        &dir.join("pki"),
+        SERVICE_IP,
+        &[ADMIN, CONTROLLER_MANAGER, SCHEDULER],
+    )?;
+    let mut s = Starter { state, logs };
+
+    let apiserver_port = match opts.apiserver_port {
+        Some(port) => {
+            let port = require_free(port)?;
+            s.state.ports.insert("apiserver".into(), port);
+            port
+        }
+        None => s.port("apiserver")?,
+    };
+    let server = format!("https://127.0.0.1:{apiserver_port}");
+    s.state.server = server.clone();
+    let kubeconfigs = dir.join("kubeconfigs");
+    std::fs::create_dir_all(&kubeconfigs).map_err(io("creating kubeconfigs"))?;
+    let admin_kubeconfig = dir.join("kubeconfig");
+    kubeconfig::write(&admin_kubeconfig, &opts.name, &server, &pki, &ADMIN)
+        .map_err(io("writing kubeconfig"))?;
+    let kcm_kubeconfig = kubeconfig::write(
+        &kubeconfigs.join("controller-manager.yaml"),
+        &opts.name,
+        &server,
+        &pki,
+        &CONTROLLER_MANAGER,
+    )
+    .map_err(io("writing kubeconfig"))?;
+    let sched_kubeconfig = kubeconfig::write(
+        &kubeconfigs.join("scheduler.yaml"),
+        &opts.name,
+        &server,
+        &pki,
+        &SCHEDULER,
+    )
+    .map_err(io("writing kubeconfig"))?;
+    s.state.kubeconfig = admin_kubeconfig.clone();
+    let path = |p: &Path| p.display().to_string();
+
+    // etcd
+    let etcd_port = s.port("etcd")?;
+    let etcd_peer = s.port("etcd-peer")?;
+    let etcd_url = format!("http://127.0.0.1:{etcd_port}");
+    let etcd = s.spawn(
+        "etcd",
+        &toolchain.bin("etcd"),
+        vec![
+            "--name=understudy".into(),
+            format!("--data-dir={}", path(&dir.join("etcd"))),
+            format!("--listen-client-urls={etcd_url}"),
+            format!("--advertise-client-urls={etcd_url}"),
+            format!("--listen-peer-urls=http://127.0.0.1:{etcd_peer}"),
+            format!("--initial-advertise-peer-urls=http://127.0.0.1:{etcd_peer}"),
+            format!("--initial-cluster=understudy=http://127.0.0.1:{etcd_peer}"),
+            "--listen-metrics-urls=".into(),
+            // Test clusters trade durability for speed, as kind and kwokctl do.
+            "--unsafe-no-fsync=true".into(),
+            "--quota-backend-bytes=8589934592".into(),
+            "--log-level=warn".into(),
+        ],
+    )?;
+    s.probe("etcd", format!("{etcd_url}/health"));
+    wait_healthy(
+        &etcd,
+        &format!("{etcd_url}/health"),
+        Duration::from_secs(30),
+    )
+    .await?;
+
+    // kube-apiserver
+    let apiserver = s.spawn(
+        "kube-apiserver",
+        &toolchain.bin("kube-apiserver"),
+        vec![
+            format!("--etcd-servers={etcd_url}"),
+            "--bind-address=127.0.0.1".into(),
+            "--advertise-address=127.0.0.1".into(),
+            // A loopback advertise address cannot back the `kubernetes` Service's
+            // endpoints; nothing in the lab dials it through the Service.
+            "--endpoint-reconciler-type=none".into(),
+            format!("--secure-port={apiserver_port}"),
+            format!("--tls-cert-file={}", path(&pki.apiserver_cert())),
+            format!("--tls-private-key-file={}", path(&pki.apiserver_key())),
+            format!("--client-ca-file={}", path(&pki.ca_cert())),
+            format!("--service-account-key-file={}", path(&pki.sa_pub())),
+            format!("--service-account-signing-key-file={}", path(&pki.sa_key())),
+            "--service-account-issuer=https://kubernetes.default.svc.cluster.local".into(),
+            format!("--service-cluster-ip-range={SERVICE_CIDR}"),
+            "--authorization-mode=Node,RBAC".into(),
+            "--allow-privileged=true".into(),
+            "--profiling=false".into(),
+            format!("--cert-dir={}", path(&dir.join("apiserver"))),
+            "--v=0".into(),
+        ],
+    )?;
+    s.probe("kube-apiserver", format!("{server}/readyz"));
+    wait_healthy(
+        &apiserver,
+        &format!("{server}/readyz"),
+        Duration::from_secs(120),
+    )
+    .await?;
+    let client = wait::client_for(&admin_kubeconfig)
+        .await
+        .map_err(|e| LabError::Api(e.to_string()))?;
+
+    // kube-controller-manager, with the controllers our understudies replace off.
+    let kcm_port = s.port("kube-controller-manager")?;
+    let kcm = s.spawn(
+        "kube-controller-manager",
+        &toolchain.bin("kube-controller-manager"),
+        vec![
+            format!("--kubeconfig={}", path(&kcm_kubeconfig)),
+            format!("--authentication-kubeconfig={}", path(&kcm_kubeconfig)),
+            format!("--authorization-kubeconfig={}", path(&kcm_kubeconfig)),
+            "--bind-address=127.0.0.1".into(),
+            format!("--secure-port={kcm_port}"),
+            format!("--cert-dir={}", path(&dir.join("controller-manager"))),
+            format!(
+                "--controllers={}",
+                understudies::controller_manager_controllers(&opts.replaced)
+            ),
+            format!("--service-account-private-key-file={}", path(&pki.sa_key())),
+            format!("--root-ca-file={}", path(&pki.ca_cert())),
+            "--use-service-account-credentials=true".into(),
+            "--leader-elect=false".into(),
+            "--v=0".into(),
+        ],
+    )?;
+    let kcm_health = format!("https://127.0.0.1:{kcm_port}/healthz");
+    s.probe("kube-controller-manager", kcm_health.clone());
+
+    // kube-scheduler for pods of default-scheduler.
+    let scheduler = if opts.kube_scheduler {
+        let port = s.port("kube-scheduler")?;
+        let record = s.spawn(
+            "kube-scheduler",
+            &toolchain.bin("kube-scheduler"),
+            vec![
+                format!("--kubeconfig={}", path(&sched_kubeconfig)),
+                format!("--authentication-kubeconfig={}", path(&sched_kubeconfig)),
+                format!("--authorization-kubeconfig={}", path(&sched_kubeconfig)),
+                "--bind-address=127.0.0.1".into(),
+                format!("--secure-port={port}"),
+                "--leader-elect=false".into(),
+                "--v=0".into(),
+            ],
+        )?;
+        let url = format!("https://127.0.0.1:{port}/healthz");
+        s.probe("kube-scheduler", url.clone());
+        Some((record, url))
+    } else {
+        None
+    };
+
+    // kwok, managing only the nodes we create.
+    let kwok_port = s.port("kwok")?;
+    let mut kwok_args = vec![
+        format!("--kubeconfig={}", path(&admin_kubeconfig)),
+        "--manage-all-nodes=false".into(),
+        format!("--manage-nodes-with-annotation-selector={KWOK_ANNOTATION}=fake"),
+        "--node-lease-duration-seconds=40".into(),
+        format!("--server-address=127.0.0.1:{kwok_port}"),
+        "--node-ip=10.0.0.1".into(),
+    ];
+    let stages = toolchain.kwok_stages();
+    if stages.is_empty() {
+        return Err(LabError::Toolchain(ToolchainError::Missing {
+            dir: toolchain.bin_dir.join("../kwok-stages"),
+            missing: "kwok stage files".into(),
+        }));
+    }
+    kwok_args.extend(stages.iter().map(|p| format!("--config={}", path(p))));
+    let kwok = s.spawn("kwok", &toolchain.bin("kwok"), kwok_args)?;
+    let kwok_health = format!("http://127.0.0.1:{kwok_port}/healthz");
+    s.probe("kwok", kwok_health.clone());
+
+    wait_healthy(&kcm, &kcm_health, Duration::from_secs(60)).await?;
+    if let Some((record, url)) = &scheduler {
+        wait_healthy(record, url, Duration::from_secs(60)).await?;
+    }
+    wait_healthy(&kwok, &kwok_health, Duration::from_secs(60)).await?;
+
+    // Pods are rejected until kube-controller-manager made the default
+    // ServiceAccount; a cluster that says it is up must accept them.
+    let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), "default");
+    wait::object(
+        &accounts,
+        "default",
+        Duration::from_secs(60),
+        |sa: Option<&ServiceAccount>| sa.is_some(),
+    )
+    .await
+    .map_err(|e| LabError::Api(e.to_string()))?;
+
+    create_nodes(&client, &opts.node_template, opts.nodes).await?;
+    wait::nodes_ready(&client, opts.nodes, Duration::from_secs(120))
+        .await
+        .map_err(|e| LabError::Api(e.to_string()))?;
+
+    if opts.start_understudies {
+        for understudy in opts.replaced.clone() {
+            let port = s.port(understudy.binary())?;
+            let mut args = vec![
+                format!("--kubeconfig={}", path(&admin_kubeconfig)),
+                "--bind-address=127.0.0.1".into(),
+                format!("--port={port}"),
+                format!("--leader-elect-resource-namespace={COMPONENT_NAMESPACE}"),
+            ];
+            args.extend(opts.understudy_args.iter().cloned());
+            let record = s.spawn(
+                understudy.binary(),
+                &opts.components_dir.join(understudy.binary()),
+                args,
+            )?;
+            let url = format!("http://127.0.0.1:{port}/readyz");
+            s.probe(understudy.binary(), url.clone());
+            wait_healthy(&record, &url, Duration::from_secs(60)).await?;
+            s.state.running_understudies.push(understudy);
+        }
+    }
+    Ok(())
+}
+
+/// Creates the fake nodes that kwok then runs; existing ones are kept.
+pub async fn create_nodes(
+    client: &Client,
+    template: &NodeTemplate,
+    count: usize,
+) -> Result<(), LabError> {
+    let nodes: Api<Node> = Api::all(client.clone());
+    let existing: BTreeSet<String> = nodes
+        .list(&Default::default())
+        .await
+        .map_err(|e| LabError::Api(e.to_string()))?
+        .items
+        .iter()
+        .map(|n| n.name_any())
+        .collect();
+    let wanted: Vec<Node> = (0..count)
+        .map(|i| template.node(i, KUBERNETES_VERSION))
+        .filter(|n| !existing.contains(&n.name_any()))
+        .collect();
+    // Bounded concurrency: thousands of nodes for benchmarks, without a storm.
+    use futures::StreamExt;
+    let results: Vec<Result<Node, kube::Error>> = futures::stream::iter(wanted)
+        .map(|node| {
+            let nodes = nodes.clone();
+            async move { nodes.create(&PostParams::default(), &node).await }
+        })
+        .buffer_unordered(32)
+        .collect()
+        .await;
+    for result in results {
+        result.map_err(|e| LabError::Api(format!("creating a node: {e}")))?;
+    }
+    Ok(())
+}
+
+/// Stops every recorded process and removes the state directory. Safe to run on
+/// a cluster that is half up or already gone.
+pub fn down(state_dir: &Path) -> std::io::Result<Vec<String>> {
+    let Some(state) = ClusterState::load(state_dir)? else {
+        if state_dir.exists() {
+            std::fs::remove_dir_all(state_dir)?;
+        }
+        return Ok(vec![]);
+    };
+    let me = std::process::id() as i32;
+    let mut stopped = vec![];
+    // Reverse start order: dependents before what they depend on.
+    for record in state.processes.iter().rev() {
+        if record.pid == me {
+            continue;
+        }
+        if record.is_alive() {
+            let killed = record.stop(Duration::from_secs(10));
+            stopped.push(if killed {
+                format!("{} (killed after 10s)", record.name)
+            } else {
+                record.name.clone()
+            });
+        }
+    }
+    std::fs::remove_dir_all(state_dir)?;
+    Ok(stopped)
+}
+
+/// One line per process: alive or not, healthy or not.
+pub async fn status(state: &ClusterState) -> Vec<(String, bool, Option<bool>)> {
+    let client = probe::http_client();
+    let mut rows = vec![];
+    for record in &state.processes {
+        let alive = record.is_alive();
+        let url = state
+            .probes
+            .iter()
+            .find(|p| p.process == record.name)
+            .map(|p| p.url.clone());
+        let healthy = match (alive, url) {
+            (true, Some(url)) => Some(probe::healthy(&client, &url).await),
+            _ => None,
+        };
+        rows.push((record.name.clone(), alive, healthy));
+    }
+    rows
+}
+
+/// Creates a namespace if missing (used for the understudies' leases).
+pub async fn ensure_namespace(client: &Client, name: &str) -> Result<(), kube::Error> {
+    let api: Api<Namespace> = Api::all(client.clone());
+    if api.get_opt(name).await?.is_none() {
+        let ns = Namespace {
+            metadata: kube::api::ObjectMeta {
+                name: Some(name.into()),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        api.create(&PostParams::default(), &ns).await?;
+    }
+    Ok(())
+}

@@ -1,0 +1,15 @@
+//! The Understudy lab: a local Kubernetes control plane built from the upstream
+//! binaries (etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kwok),
+//! the `understudy-lab` CLI over it, and the fixtures the e2e suite runs on.
+
+pub mod certs;
+pub mod controlplane;
+pub mod fixture;
+pub mod kubeconfig;
+pub mod nodes;
+pub mod probe;
+pub mod process;
+pub mod state;
+pub mod toolchain;
+pub mod understudies;
+pub mod wait;

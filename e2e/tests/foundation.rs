@@ -1,0 +1,286 @@
+//! Foundation e2e: the local control plane itself, kwok nodes and pods, the
+//! replaced kube-controller-manager controllers being off, and leader election
+//! of the shared component runtime against the real apiserver.
+
+use std::time::Duration;
+
+use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{Node, Pod};
+use kube::api::{Api, ListParams, PostParams};
+use kube::runtime::conditions::is_pod_running;
+use serde_json::json;
+use understudy_component_base::leader::{LeaderElectionConfig, LeaderElector};
+use understudy_e2e::fixture::{Cluster, ClusterSpec, TestNamespace, binaries_dir};
+use understudy_e2e::nodes::{HOSTNAME_LABEL, ZONE_LABEL};
+use understudy_e2e::wait;
+
+const NODES: usize = 3;
+
+/// kube-controller-manager runs with the understudy-controllers' controllers
+/// switched off, and the understudies are not started: tests start their own.
+fn cluster() -> &'static Cluster {
+    Cluster::shared(ClusterSpec {
+        nodes: NODES,
+        understudies: "controllers",
+        start_understudies: false,
+    })
+}
+
+fn from_json<T: serde::de::DeserializeOwned>(value: serde_json::Value) -> T {
+    serde_json::from_value(value).expect("valid object")
+}
+
+#[tokio::test]
+async fn kwok_nodes_are_ready_with_zone_and_hostname_labels() {
+    let client = cluster().client().await;
+    wait::nodes_ready(&client, NODES, Duration::from_secs(60))
+        .await
+        .unwrap();
+    let nodes: Api<Node> = Api::all(client);
+    let list = nodes
+        .list(&ListParams::default().labels("type=kwok"))
+        .await
+        .unwrap();
+    assert!(list.items.len() >= NODES);
+    for node in &list.items {
+        let labels = node.metadata.labels.as_ref().unwrap();
+        assert!(labels.contains_key(ZONE_LABEL), "{labels:?}");
+        assert_eq!(labels.get(HOSTNAME_LABEL), node.metadata.name.as_ref());
+        let allocatable = node.status.as_ref().unwrap().allocatable.as_ref().unwrap();
+        assert_eq!(allocatable["cpu"].0, "32");
+    }
+}
+
+#[tokio::test]
+async fn a_pod_bound_to_a_node_runs_with_a_pod_ip() {
+    let cluster = cluster();
+    let client = cluster.client().await;
+    let ns = TestNamespace::create(cluster, &client, "pod").await;
+    let pods: Api<Pod> = Api::namespaced(client, &ns.name);
+    let pod: Pod = from_json(json!({
+        "metadata": {"name": "web"},
+        "spec": {
+            "nodeName": "kwok-node-1",
+            "containers": [{"name": "web", "image": "registry.k8s.io/pause:3.10"}],
+        },
+    }));
+    pods.create(&PostParams::default(), &pod).await.unwrap();
+    let running = wait::object(&pods, "web", Duration::from_secs(60), is_pod_running())
+        .await
+        .unwrap();
+    let status = running.status.unwrap();
+    let ip: std::net::Ipv4Addr = status.pod_ip.expect("pod IP").parse().expect("IPv4 pod IP");
+    assert_eq!(
+        ip.octets()[0..2],
+        [10, 128],
+        "from kwok-node-1's pod CIDR 10.128.1.0/24"
+    );
+    assert_eq!(ip.octets()[2], 1);
+}
+
+#[tokio::test]
+async fn replaced_controllers_are_off_in_kube_controller_manager() {
+    let cluster = cluster();
+    if let Some(state) = &cluster.local {
+        let kcm = state.process("kube-controller-manager").expect("kcm runs");
+        let controllers = kcm
+            .args
+            .iter()
+            .find(|a| a.starts_with("--controllers="))
+            .unwrap();
+        for off in [
+            "-deployment-controller",
+            "-replicaset-controller",
+            "-endpointslice-controller",
+        ] {
+            assert!(controllers.contains(off), "{controllers}");
+        }
+    }
+    let client = cluster.client().await;
+    let ns = TestNamespace::create(cluster, &client, "kcm-off").await;
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns.name);
+    let jobs: Api<Job> = Api::namespaced(client.clone(), &ns.name);
+    let replicasets: Api<ReplicaSet> = Api::namespaced(client.clone(), &ns.name);
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns.name);
+    let labels = json!({"app": "web"});
+    let template = json!({
+        "metadata": {"labels": labels},
+        "spec": {"containers": [{"name": "c", "image": "registry.k8s.io/pause:3.10"}]},
+    });
+    deployments
+        .create(
+            &PostParams::default(),
+            &from_json(json!({
+                "metadata": {"name": "web"},
+                "spec": {"replicas": 2, "selector": {"matchLabels": labels}, "template": template},
+            })),
+        )
+        .await
+        .unwrap();
+    // A Job created after the Deployment is the control: kube-controller-manager
+    // is alive and has caught up past the Deployment once the Job has its pod.
+    jobs.create(
+        &PostParams::default(),
+        &from_json(json!({
+            "metadata": {"name": "probe"},
+            "spec": {"template": {"metadata": {"labels": {"probe": "yes"}}, "spec": {
+                "restartPolicy": "Never",
+                "containers": [{"name": "c", "image": "registry.k8s.io/pause:3.10"}],
+            }}},
+        })),
+    )
+    .await
+    .unwrap();
+    wait::until("the Job's pod", Duration::from_secs(60), || {
+        let pods = pods.clone();
+        async move {
+            let list = pods
+                .list(&ListParams::default().labels("probe=yes"))
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok((!list.items.is_empty()).then_some(()))
+        }
+    })
+    .await
+    .unwrap();
+    let rs = replicasets.list(&ListParams::default()).await.unwrap();
+    assert!(
+        rs.items.is_empty(),
+        "deployment-controller is off, yet: {:?}",
+        rs.items
+    );
+    let deployment = deployments.get("web").await.unwrap();
+    assert_eq!(deployment.status.and_then(|s| s.observed_generation), None);
+}
+
+fn election(identity: &str, lease: &str) -> LeaderElectionConfig {
+    LeaderElectionConfig {
+        namespace: "default".into(),
+        name: lease.into(),
+        identity: identity.into(),
+        lease_duration: Duration::from_secs(4),
+        renew_deadline: Duration::from_secs(2),
+        retry_period: Duration::from_secs(1),
+    }
+}
+
+async fn holder(leases: &Api<Lease>, name: &str) -> Option<String> {
+    leases
+        .get_opt(name)
+        .await
+        .ok()
+        .flatten()
+        .and_then(|l| l.spec)
+        .and_then(|s| s.holder_identity)
+}
+
+#[tokio::test]
+async fn leader_lease_hands_over_when_the_leader_releases_it() {
+    let cluster = cluster();
+    let client = cluster.client().await;
+    let ns = TestNamespace::create(cluster, &client, "lease").await;
+    let mut first = LeaderElector::start(
+        client.clone(),
+        LeaderElectionConfig {
+            namespace: ns.name.clone(),
+            ..election("first", "handover")
+        },
+    )
+    .await
+    .unwrap();
+    tokio::time::timeout(Duration::from_secs(30), first.acquired())
+        .await
+        .unwrap()
+        .unwrap();
+    let mut second = LeaderElector::start(
+        client.clone(),
+        LeaderElectionConfig {
+            namespace: ns.name.clone(),
+            ..election("second", "handover")
+        },
+    )
+    .await
+    .unwrap();
+    let leases: Api<Lease> = Api::namespaced(client.clone(), &ns.name);
+    assert_eq!(holder(&leases, "handover").await.as_deref(), Some("first"));
+    assert!(!second.is_leader(), "two leaders at once");
+
+    first.release().await.unwrap();
+    tokio::time::timeout(Duration::from_secs(30), second.acquired())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(holder(&leases, "handover").await.as_deref(), Some("second"));
+    second.release().await.unwrap();
+}
+
+/// Process-level failover: two understudy-scheduler replicas, the leader killed
+/// with SIGKILL (no release), the standby takes the lease once it expires.
+#[tokio::test]
+async fn standby_replica_takes_over_from_a_killed_leader() {
+    let cluster = cluster();
+    let client = cluster.client().await;
+    let ns = TestNamespace::create(cluster, &client, "failover").await;
+    let leases: Api<Lease> = Api::namespaced(client.clone(), &ns.name);
+    let spawn = |identity: &str| {
+        tokio::process::Command::new(binaries_dir().join("understudy-scheduler"))
+            .arg(format!("--kubeconfig={}", cluster.kubeconfig.display()))
+            .args(["--bind-address=127.0.0.1", "--port=0", "--log-level=warn"])
+            .arg(format!("--leader-elect-resource-namespace={}", ns.name))
+            .arg(format!("--leader-elect-identity={identity}"))
+            .args([
+                "--leader-elect-lease-duration=4s",
+                "--leader-elect-renew-deadline=2s",
+                "--leader-elect-retry-period=1s",
+            ])
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start understudy-scheduler")
+    };
+    let holder_is = |who: &'static str| {
+        let leases = leases.clone();
+        move || {
+            let leases = leases.clone();
+            async move {
+                Ok(
+                    (holder(&leases, "understudy-scheduler").await.as_deref() == Some(who))
+                        .then_some(()),
+                )
+            }
+        }
+    };
+    let mut a = spawn("replica-a");
+    wait::until(
+        "replica-a to lead",
+        Duration::from_secs(30),
+        holder_is("replica-a"),
+    )
+    .await
+    .unwrap();
+    let mut b = spawn("replica-b");
+    a.start_kill().unwrap();
+    a.wait().await.unwrap();
+    wait::until(
+        "replica-b to take over",
+        Duration::from_secs(30),
+        holder_is("replica-b"),
+    )
+    .await
+    .unwrap();
+
+    // A graceful stop releases the lease: exit code 0 and no holder left.
+    let pid = nix::unistd::Pid::from_raw(b.id().unwrap() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    let status = tokio::time::timeout(Duration::from_secs(30), b.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "graceful shutdown exits 0, got {status}");
+    let after = holder(&leases, "understudy-scheduler").await;
+    assert!(
+        after.as_deref().is_none_or(str::is_empty),
+        "lease released, holder {after:?}"
+    );
+}

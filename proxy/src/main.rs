@@ -1,0 +1,36 @@
+//! understudy-proxy: Understudy's stand-in for kube-proxy.
+//!
+//! For now the binary runs the shared component life (logs, /metrics and health
+//! endpoints, leader election, graceful shutdown) with no work of its own yet.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use understudy_component_base::{CommonArgs, Component, component};
+
+const COMPONENT: Component = Component {
+    name: "understudy-proxy",
+    default_port: 10356,
+    elects_leader: false,
+};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "understudy-proxy",
+    version,
+    about = "Understudy's stand-in for kube-proxy"
+)]
+struct Args {
+    #[command(flatten)]
+    common: CommonArgs,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    component::main(COMPONENT, args.common, |ctx| async move {
+        tracing::info!(identity = %ctx.identity, "running; no work implemented yet");
+        ctx.health.set("apiserver-connection", true);
+        ctx.shutdown.cancelled().await;
+        Ok(())
+    })
+}
