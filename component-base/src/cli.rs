@@ -33,13 +33,17 @@ pub struct CommonArgs {
     #[arg(long)]
     pub port: Option<u16>,
 
-    /// Log line format.
-    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    /// Log line format (`--logging-format` as upstream also works).
+    #[arg(long, alias = "logging-format", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
 
     /// Log filter (tracing directives, e.g. `info` or `info,kube=warn`); RUST_LOG overrides.
     #[arg(long, default_value = "info")]
     pub log_level: String,
+
+    /// Upstream's klog verbosity, mapped onto --log-level: 0-1 info, 2-4 debug, 5+ trace.
+    #[arg(short = 'v', long = "v")]
+    pub verbosity: Option<u8>,
 
     /// Take a Lease before doing any work, so only one replica acts.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
@@ -71,6 +75,16 @@ pub struct CommonArgs {
 }
 
 impl CommonArgs {
+    /// The log filter in force: `--v` when given, else `--log-level`.
+    pub fn log_filter(&self) -> String {
+        match self.verbosity {
+            Some(0..=1) => "info".into(),
+            Some(2..=4) => "debug".into(),
+            Some(_) => "trace".into(),
+            None => self.log_level.clone(),
+        }
+    }
+
     pub fn client_options(&self, component: &str) -> ClientOptions {
         ClientOptions {
             kubeconfig: self.kubeconfig.clone(),
@@ -135,6 +149,15 @@ mod tests {
         assert_eq!(election.lease_duration, Duration::from_secs(4));
         assert_eq!(election.retry_period, Duration::from_millis(500));
         assert_eq!(election.name, "mine");
+    }
+
+    #[test]
+    fn upstream_logging_flags_are_accepted() {
+        let cli = Cli::try_parse_from(["x", "--logging-format=json", "--v=4"]).unwrap();
+        assert_eq!(cli.common.log_format, LogFormat::Json);
+        assert_eq!(cli.common.log_filter(), "debug");
+        let cli = Cli::try_parse_from(["x", "--log-level=warn"]).unwrap();
+        assert_eq!(cli.common.log_filter(), "warn");
     }
 
     #[test]

@@ -85,7 +85,7 @@ where
     F: FnOnce(ComponentContext) -> Fut,
     Fut: Future<Output = anyhow::Result<()>>,
 {
-    logging::init(args.log_format, &args.log_level).map_err(anyhow::Error::msg)?;
+    logging::init(args.log_format, &args.log_filter()).map_err(anyhow::Error::msg)?;
     let shutdown = CancellationToken::new();
     shutdown::cancel_on_signals(shutdown.clone()).context("installing signal handlers")?;
 
