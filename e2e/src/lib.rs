@@ -7,6 +7,7 @@ pub mod controlplane;
 pub mod fixture;
 pub mod kubeconfig;
 pub mod nodes;
+pub mod pods;
 pub mod probe;
 pub mod process;
 pub mod state;

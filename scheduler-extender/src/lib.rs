@@ -2,5 +2,14 @@
 //! kube-scheduler's rules allow, as a library so the binary, the extender API
 //! and the correctness checker share one implementation.
 
+pub mod cache;
+pub mod checker;
+pub mod config;
 pub mod framework;
+pub mod informers;
+pub mod metrics;
 pub mod plugins;
+pub mod profile;
+pub mod queue;
+pub mod scheduler;
+pub mod scheduling;

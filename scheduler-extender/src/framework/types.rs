@@ -387,7 +387,9 @@ pub struct VolumeIndex {
 #[derive(Clone, Debug, Default)]
 pub struct Snapshot {
     pub nodes: Vec<Arc<NodeInfo>>,
-    pub index: HashMap<String, usize>,
+    /// Node name → position in `nodes`; shared between snapshots until the
+    /// node set changes.
+    pub index: Arc<HashMap<String, usize>>,
     /// Namespace name → labels, for namespaceSelector.
     pub namespaces: Arc<HashMap<String, Labels>>,
     pub volumes: Arc<VolumeIndex>,
@@ -401,25 +403,34 @@ impl Snapshot {
         namespaces: HashMap<String, Labels>,
         volumes: VolumeIndex,
     ) -> Self {
-        let index = nodes
-            .iter()
-            .enumerate()
-            .map(|(i, n)| (n.name.clone(), i))
-            .collect();
-        let mut image_nodes: HashMap<String, usize> = HashMap::new();
-        for node in &nodes {
-            let unique: HashSet<&String> = node.images.keys().collect();
-            for image in unique {
-                *image_nodes.entry(image.clone()).or_default() += 1;
-            }
-        }
+        let index = Arc::new(Self::index_of(&nodes));
+        let image_nodes = Arc::new(Self::image_counts(&nodes));
         Self {
             nodes,
             index,
             namespaces: Arc::new(namespaces),
             volumes: Arc::new(volumes),
-            image_nodes: Arc::new(image_nodes),
+            image_nodes,
         }
+    }
+
+    pub fn index_of(nodes: &[Arc<NodeInfo>]) -> HashMap<String, usize> {
+        nodes
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (n.name.clone(), i))
+            .collect()
+    }
+
+    pub fn image_counts(nodes: &[Arc<NodeInfo>]) -> HashMap<String, usize> {
+        let mut image_nodes: HashMap<String, usize> = HashMap::new();
+        for node in nodes {
+            let unique: HashSet<&String> = node.images.keys().collect();
+            for image in unique {
+                *image_nodes.entry(image.clone()).or_default() += 1;
+            }
+        }
+        image_nodes
     }
 
     pub fn get(&self, name: &str) -> Option<&Arc<NodeInfo>> {

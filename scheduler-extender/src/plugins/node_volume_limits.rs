@@ -1,21 +1,472 @@
-//! NodeVolumeLimits (stub: to be implemented).
+//! NodeVolumeLimits (upstream's CSILimits): the distinct CSI volumes used on a
+//! node, per driver, may not exceed what the node's CSINode says the driver
+//! can attach (`spec.drivers[].allocatable.count`).
+//!
+//! Not modelled: in-tree volumes (inline or PV) that upstream counts after
+//! translating them to their CSI driver when the node has migrated that
+//! plugin, and VolumeAttachment objects still attached to the node; neither
+//! is in the snapshot.
 
+use std::collections::HashMap;
+use std::collections::hash_map::RandomState;
+use std::hash::{BuildHasher, Hasher};
 use std::sync::Arc;
 
+use k8s_openapi::api::core::v1::PersistentVolumeClaim;
+use k8s_openapi::api::storage::v1::CSINode;
 use serde_json::Value;
 
-use crate::framework::Plugin;
+use crate::framework::{
+    CycleState, FilterPlugin, NodeInfo, Plugin, PodInfo, PreFilterPlugin, PreFilterResult,
+    Snapshot, Status, VolumeIndex,
+};
+use crate::plugins::volume_binding::{
+    check_ephemeral_owner, claim_class, claim_key, claim_not_found, claim_of, claim_volume_name,
+    pod_volumes,
+};
 
 pub const NAME: &str = "NodeVolumeLimits";
 
-struct Stub;
+pub const ERR_REASON_MAX_VOLUME_COUNT_EXCEEDED: &str = "node(s) exceed max volume count";
 
-impl Plugin for Stub {
-    fn name(&self) -> &'static str {
-        NAME
-    }
+/// In-tree provisioners whose volumes count only once translated to their CSI
+/// driver, which needs CSI migration data this scheduler does not track.
+const MIGRATABLE_IN_TREE_PROVISIONERS: [&str; 7] = [
+    "kubernetes.io/aws-ebs",
+    "kubernetes.io/gce-pd",
+    "kubernetes.io/azure-disk",
+    "kubernetes.io/azure-file",
+    "kubernetes.io/cinder",
+    "kubernetes.io/vsphere-volume",
+    "kubernetes.io/portworx-volume",
+];
+
+pub struct CsiLimits {
+    /// Makes the made-up handles of not-yet-bound claims unlike any real one.
+    random_volume_id_prefix: String,
 }
 
 pub fn new(_args: Option<&Value>) -> Result<Arc<dyn Plugin>, String> {
-    Ok(Arc::new(Stub))
+    let mut hasher = RandomState::new().build_hasher();
+    hasher.write_usize(std::process::id() as usize);
+    Ok(Arc::new(CsiLimits {
+        random_volume_id_prefix: format!("{:016x}", hasher.finish()),
+    }))
+}
+
+/// The storage objects Filter needs, since it sees no snapshot.
+#[derive(Clone)]
+struct LimitsState {
+    volumes: Arc<VolumeIndex>,
+}
+
+impl Plugin for CsiLimits {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+    fn as_pre_filter(&self) -> Option<&dyn PreFilterPlugin> {
+        Some(self)
+    }
+    fn as_filter(&self) -> Option<&dyn FilterPlugin> {
+        Some(self)
+    }
+}
+
+/// `driver/handle` of each counted volume → its driver.
+type AttachableVolumes = HashMap<String, String>;
+
+impl CsiLimits {
+    /// Upstream's filterAttachableVolumes. For the incoming pod a missing
+    /// claim is fatal (NotFound makes it unresolvable); for placed pods such
+    /// volumes are simply not counted.
+    fn attachable_volumes(
+        &self,
+        pod: &PodInfo,
+        index: &VolumeIndex,
+        new_pod: bool,
+        result: &mut AttachableVolumes,
+    ) -> Result<(), Status> {
+        for volume in pod_volumes(pod) {
+            // Inline in-tree volumes would count only once migrated to CSI
+            // (see the module note).
+            let Some(claim) = claim_of(pod, volume) else {
+                continue;
+            };
+            if claim.name.is_empty() {
+                return Err(Status::error("PersistentVolumeClaim had no name"));
+            }
+            let Some(pvc) = index.claims.get(&claim_key(&pod.namespace, &claim.name)) else {
+                if new_pod {
+                    return Err(Status::unresolvable(format!(
+                        "looking up PVC {}/{}: {}",
+                        pod.namespace,
+                        claim.name,
+                        claim_not_found(&claim.name)
+                    )));
+                }
+                continue;
+            };
+            if claim.ephemeral {
+                check_ephemeral_owner(pod, pvc).map_err(Status::error)?;
+            }
+            if let Some((driver, handle)) = self.csi_driver_info(pvc, index) {
+                result.insert(format!("{driver}/{handle}"), driver);
+            }
+        }
+        Ok(())
+    }
+
+    /// The CSI driver and volume handle behind a claim: the bound PV's, or for
+    /// a claim not (visibly) bound yet, its class's provisioner with a handle
+    /// unique to the claim.
+    fn csi_driver_info(
+        &self,
+        pvc: &PersistentVolumeClaim,
+        index: &VolumeIndex,
+    ) -> Option<(String, String)> {
+        let pv_name = claim_volume_name(pvc);
+        let pv = (!pv_name.is_empty())
+            .then(|| index.volumes.get(pv_name))
+            .flatten();
+        let Some(pv) = pv else {
+            return self.csi_driver_info_from_class(pvc, index);
+        };
+        let csi = pv.spec.as_ref().and_then(|s| s.csi.as_ref())?;
+        let found = !csi.driver.is_empty() && !csi.volume_handle.is_empty();
+        found.then(|| (csi.driver.clone(), csi.volume_handle.clone()))
+    }
+
+    fn csi_driver_info_from_class(
+        &self,
+        pvc: &PersistentVolumeClaim,
+        index: &VolumeIndex,
+    ) -> Option<(String, String)> {
+        // Without a class the claim binds immediately, so it is bound before
+        // scheduling and safe not to count.
+        let class = claim_class(pvc);
+        if class.is_empty() {
+            return None;
+        }
+        let provisioner = &index.storage_classes.get(class)?.provisioner;
+        if provisioner.is_empty() || MIGRATABLE_IN_TREE_PROVISIONERS.contains(&provisioner.as_str())
+        {
+            return None;
+        }
+        let handle = format!(
+            "{}-{}/{}",
+            self.random_volume_id_prefix,
+            pvc.metadata.namespace.as_deref().unwrap_or_default(),
+            pvc.metadata.name.as_deref().unwrap_or_default()
+        );
+        Some((provisioner.clone(), handle))
+    }
+}
+
+/// Driver → attachable count, from the node's CSINode.
+fn volume_limits(csi_node: Option<&Arc<CSINode>>) -> HashMap<&str, i64> {
+    csi_node
+        .map(|n| n.spec.drivers.as_slice())
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|d| {
+            let count = d.allocatable.as_ref()?.count?;
+            Some((d.name.as_str(), i64::from(count)))
+        })
+        .collect()
+}
+
+impl PreFilterPlugin for CsiLimits {
+    fn pre_filter(
+        &self,
+        state: &mut CycleState,
+        pod: &PodInfo,
+        snapshot: &Snapshot,
+    ) -> (PreFilterResult, Status) {
+        if !pod_volumes(pod).iter().any(|v| claim_of(pod, v).is_some()) {
+            return (PreFilterResult::default(), Status::skip());
+        }
+        state.write(
+            NAME,
+            LimitsState {
+                volumes: snapshot.volumes.clone(),
+            },
+        );
+        (PreFilterResult::default(), Status::success())
+    }
+}
+
+impl FilterPlugin for CsiLimits {
+    fn filter(&self, state: &CycleState, pod: &PodInfo, node: &NodeInfo) -> Status {
+        if pod_volumes(pod).is_empty() {
+            return Status::success();
+        }
+        let Some(st) = state.read::<LimitsState>(NAME) else {
+            return Status::error(format!("reading {NAME:?} from cycleState: not found"));
+        };
+        let index = &st.volumes;
+        let mut new_volumes = AttachableVolumes::new();
+        if let Err(status) = self.attachable_volumes(pod, index, true, &mut new_volumes) {
+            return status;
+        }
+        if new_volumes.is_empty() {
+            return Status::success();
+        }
+        let limits = volume_limits(index.csi_nodes.get(&node.name));
+        if limits.is_empty() {
+            return Status::success();
+        }
+        let mut attached = AttachableVolumes::new();
+        for existing in &node.pods {
+            if let Err(status) = self.attachable_volumes(existing, index, false, &mut attached) {
+                return status;
+            }
+        }
+        let mut attached_count: HashMap<&str, i64> = HashMap::new();
+        for (unique, driver) in &attached {
+            // A volume already on the node costs nothing more.
+            new_volumes.remove(unique);
+            *attached_count.entry(driver.as_str()).or_default() += 1;
+        }
+        let mut new_count: HashMap<&str, i64> = HashMap::new();
+        for driver in new_volumes.values() {
+            *new_count.entry(driver.as_str()).or_default() += 1;
+        }
+        for (driver, count) in new_count {
+            if let Some(limit) = limits.get(driver)
+                && attached_count.get(driver).copied().unwrap_or(0) + count > *limit
+            {
+                return Status::unschedulable(ERR_REASON_MAX_VOLUME_COUNT_EXCEEDED);
+            }
+        }
+        Status::success()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::framework::Code;
+    use crate::framework::testing::{node, node_info, pod};
+    use crate::plugins::volume_binding::test_util::{claim, class, index, pv, pvc_volume};
+    use serde_json::json;
+
+    const EBS: &str = "ebs.csi.aws.com";
+    const GCE: &str = "pd.csi.storage.gke.io";
+
+    fn plugin() -> CsiLimits {
+        CsiLimits {
+            random_volume_id_prefix: "rand".into(),
+        }
+    }
+
+    fn csi_pv(name: &str, driver: &str, handle: &str) -> Value {
+        let mut v = pv(
+            name,
+            "",
+            "1Gi",
+            json!({"csi": {"driver": driver, "volumeHandle": handle}}),
+        );
+        v["spec"].as_object_mut().unwrap().remove("local");
+        v
+    }
+
+    fn csi_node(drivers: &[(&str, Option<i32>)]) -> Value {
+        let drivers: Vec<Value> = drivers
+            .iter()
+            .map(|(d, c)| {
+                let mut v = json!({"name": d, "nodeID": "n"});
+                if let Some(c) = c {
+                    v["allocatable"] = json!({"count": c});
+                }
+                v
+            })
+            .collect();
+        json!({"metadata": {"name": "node-1"}, "spec": {"drivers": drivers}})
+    }
+
+    /// Claims `<driver>-<i>` bound to PVs with handle `vol-<i>` of each driver,
+    /// plus an unbound claim of a CSI class and one of an in-tree class.
+    fn storage(limits: &[(&str, Option<i32>)]) -> VolumeIndex {
+        let mut claims = vec![];
+        let mut pvs = vec![];
+        for driver in [EBS, GCE] {
+            for i in 0..4 {
+                let name = format!("{driver}-{i}");
+                claims.push(claim(&name, None, &format!("pv-{name}"), json!({})));
+                pvs.push(csi_pv(&format!("pv-{name}"), driver, &format!("vol-{i}")));
+            }
+        }
+        claims.push(claim("unbound-csi", Some("csi-sc"), "", json!({})));
+        claims.push(claim("unbound-intree", Some("intree-sc"), "", json!({})));
+        claims.push(claim("bound-non-csi", None, "pv-local", json!({})));
+        pvs.push(pv("pv-local", "", "1Gi", json!({})));
+        index(
+            claims,
+            pvs,
+            vec![
+                class("csi-sc", "WaitForFirstConsumer", EBS),
+                class("intree-sc", "WaitForFirstConsumer", "kubernetes.io/aws-ebs"),
+            ],
+            vec![csi_node(limits)],
+        )
+    }
+
+    fn pod_using(name: &str, claims: &[&str]) -> Arc<PodInfo> {
+        let volumes: Vec<Value> = claims.iter().map(|c| pvc_volume(c)).collect();
+        pod(name, &[], json!({"volumes": volumes}))
+    }
+
+    fn run(index: VolumeIndex, new: &[&str], existing: &[&[&str]]) -> (Status, Option<Status>) {
+        let placed: Vec<Arc<PodInfo>> = existing
+            .iter()
+            .enumerate()
+            .map(|(i, c)| pod_using(&format!("existing-{i}"), c))
+            .collect();
+        let n = node_info(node("node-1", "1", "1Gi", &[], json!({})), &placed);
+        let snap = Snapshot::new(vec![Arc::new(n.clone())], HashMap::new(), index);
+        let p = pod_using("new", new);
+        let mut state = CycleState::new();
+        let (_, pre) = plugin().pre_filter(&mut state, &p, &snap);
+        if !pre.is_success() {
+            return (pre, None);
+        }
+        (pre, Some(plugin().filter(&state, &p, &n)))
+    }
+
+    fn ebs(i: usize) -> String {
+        format!("{EBS}-{i}")
+    }
+
+    #[test]
+    fn limits() {
+        let exceeded = Status::unschedulable(ERR_REASON_MAX_VOLUME_COUNT_EXCEEDED);
+        let ok = Status::success();
+        let (e0, e1, e2, e3) = (ebs(0), ebs(1), ebs(2), ebs(3));
+        let g0 = format!("{GCE}-0");
+        type Case<'a> = (
+            &'a str,
+            Vec<&'a str>,
+            Vec<Vec<&'a str>>,
+            Vec<(&'a str, Option<i32>)>,
+            Status,
+        );
+        let cases: Vec<Case> = vec![
+            (
+                "fits",
+                vec![&e0, &e1],
+                vec![vec![&e2]],
+                vec![(EBS, Some(4))],
+                ok.clone(),
+            ),
+            (
+                "exceeds",
+                vec![&e0, &e1],
+                vec![vec![&e2, &e3]],
+                vec![(EBS, Some(3))],
+                exceeded.clone(),
+            ),
+            (
+                "at the limit",
+                vec![&e0],
+                vec![vec![&e2, &e3]],
+                vec![(EBS, Some(3))],
+                ok.clone(),
+            ),
+            (
+                "shared volume counts once",
+                vec![&e0, &e2],
+                vec![vec![&e2, &e3]],
+                vec![(EBS, Some(3))],
+                ok.clone(),
+            ),
+            (
+                "same volume in two placed pods",
+                vec![&e0],
+                vec![vec![&e2], vec![&e2]],
+                vec![(EBS, Some(2))],
+                ok.clone(),
+            ),
+            (
+                "other driver's limit",
+                vec![&e0, &e1],
+                vec![vec![&e2, &e3]],
+                vec![(GCE, Some(1))],
+                ok.clone(),
+            ),
+            (
+                "per driver",
+                vec![&g0],
+                vec![vec![&e1, &e2, &e3]],
+                vec![(EBS, Some(3)), (GCE, Some(1))],
+                ok.clone(),
+            ),
+            (
+                "no count",
+                vec![&e0, &e1],
+                vec![vec![&e2, &e3]],
+                vec![(EBS, None)],
+                ok.clone(),
+            ),
+            (
+                "non-CSI volume not counted",
+                vec!["bound-non-csi"],
+                vec![vec![&e2]],
+                vec![(EBS, Some(1))],
+                ok.clone(),
+            ),
+            (
+                "unbound claim counts via its class",
+                vec!["unbound-csi"],
+                vec![vec![&e2]],
+                vec![(EBS, Some(1))],
+                exceeded.clone(),
+            ),
+            (
+                "unbound in-tree class not counted",
+                vec!["unbound-intree"],
+                vec![vec![&e2]],
+                vec![(EBS, Some(1))],
+                ok.clone(),
+            ),
+            (
+                "placed pod's missing claim ignored",
+                vec![&e0],
+                vec![vec!["gone", &e2]],
+                vec![(EBS, Some(2))],
+                ok,
+            ),
+        ];
+        for (name, new, existing, limits, want) in cases {
+            let existing: Vec<&[&str]> = existing.iter().map(Vec::as_slice).collect();
+            let (pre, filter) = run(storage(&limits), &new, &existing);
+            assert!(pre.is_success(), "{name}: {pre}");
+            assert_eq!(filter, Some(want), "{name}");
+        }
+    }
+
+    #[test]
+    fn node_without_csinode_has_no_limits() {
+        let mut idx = storage(&[]);
+        idx.csi_nodes.clear();
+        let e = [ebs(0), ebs(1)];
+        let (_, filter) = run(idx, &[&e[0]], &[&[&e[1]]]);
+        assert_eq!(filter, Some(Status::success()));
+    }
+
+    #[test]
+    fn skips_pods_without_claims() {
+        let (pre, filter) = run(storage(&[(EBS, Some(0))]), &[], &[]);
+        assert_eq!((pre.code, filter), (Code::Skip, None));
+    }
+
+    #[test]
+    fn missing_claim_of_incoming_pod_is_unresolvable() {
+        let (_, filter) = run(storage(&[(EBS, Some(1))]), &["gone"], &[]);
+        assert_eq!(
+            filter,
+            Some(Status::unresolvable(
+                "looking up PVC default/gone: persistentvolumeclaim \"gone\" not found"
+            ))
+        );
+    }
 }

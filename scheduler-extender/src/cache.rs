@@ -1,0 +1,408 @@
+//! The scheduler cache: per-node state fed by watches, plus the pods this
+//! scheduler has *assumed* onto nodes ahead of the watch confirming the bind.
+//! Nodes are copy-on-write `Arc`s, so a snapshot is a list of pointers and a
+//! cycle never sees a half-applied change.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use k8s_openapi::api::core::v1::{Node, PersistentVolume, PersistentVolumeClaim, Pod};
+use k8s_openapi::api::storage::v1::{CSINode, StorageClass};
+use kube::ResourceExt;
+
+use crate::framework::labels::Labels;
+use crate::framework::{NodeInfo, PodInfo, Snapshot, VolumeIndex};
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum CacheError {
+    #[error("pod {0} is already in the cache")]
+    AlreadyPresent(String),
+    #[error("pod {0} is not assumed")]
+    NotAssumed(String),
+}
+
+#[derive(Clone, Debug)]
+struct PodState {
+    info: Arc<PodInfo>,
+    node: String,
+    assumed: bool,
+}
+
+/// The parts of a Node that scheduling decisions depend on; a change in any of
+/// them may make waiting pods schedulable.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NodeSummary {
+    labels: std::collections::BTreeMap<String, String>,
+    taints: Option<Vec<k8s_openapi::api::core::v1::Taint>>,
+    unschedulable: Option<bool>,
+    allocatable: Option<
+        std::collections::BTreeMap<String, k8s_openapi::apimachinery::pkg::api::resource::Quantity>,
+    >,
+}
+
+impl NodeSummary {
+    pub fn of(node: &Node) -> Self {
+        Self {
+            labels: node.labels().clone(),
+            taints: node.spec.as_ref().and_then(|s| s.taints.clone()),
+            unschedulable: node.spec.as_ref().and_then(|s| s.unschedulable),
+            allocatable: node.status.as_ref().and_then(|s| s.allocatable.clone()),
+        }
+    }
+}
+
+#[derive(Default)]
+pub struct Cache {
+    nodes: HashMap<String, Arc<NodeInfo>>,
+    /// Nodes with a Node object (others only hold pods bound ahead of the node).
+    real_nodes: Vec<String>,
+    pods: HashMap<String, PodState>,
+    namespaces: HashMap<String, Labels>,
+    volumes: VolumeIndex,
+    // Shared pieces of the snapshot, rebuilt only when their inputs change.
+    node_set_dirty: bool,
+    index: Arc<HashMap<String, usize>>,
+    image_nodes: Arc<HashMap<String, usize>>,
+    namespaces_arc: Option<Arc<HashMap<String, Labels>>>,
+    volumes_arc: Option<Arc<VolumeIndex>>,
+}
+
+/// Whether a pod holds node resources: bound and not finished.
+pub fn is_assigned_and_active(pod: &Pod) -> bool {
+    let assigned = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.node_name.as_deref())
+        .is_some_and(|n| !n.is_empty());
+    let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
+    assigned && !matches!(phase, Some("Succeeded") | Some("Failed"))
+}
+
+impl Cache {
+    pub fn new() -> Self {
+        Self {
+            node_set_dirty: true,
+            ..Default::default()
+        }
+    }
+
+    fn node_mut(&mut self, name: &str) -> &mut NodeInfo {
+        let entry = self.nodes.entry(name.to_string()).or_insert_with(|| {
+            let placeholder = Node {
+                metadata: kube::api::ObjectMeta {
+                    name: Some(name.to_string()),
+                    ..Default::default()
+                },
+                ..Default::default()
+            };
+            Arc::new(NodeInfo::new(Arc::new(placeholder)))
+        });
+        let info = Arc::make_mut(entry);
+        info.generation += 1;
+        info
+    }
+
+    pub fn add_or_update_node(&mut self, node: Node) {
+        let name = node.name_any();
+        let images_before = self.nodes.get(&name).map(|n| n.images.len());
+        let info = self.node_mut(&name);
+        info.set_node(Arc::new(node));
+        let images_after = info.images.len();
+        if !self.real_nodes.contains(&name) {
+            self.real_nodes.push(name);
+            self.node_set_dirty = true;
+        } else if images_before != Some(images_after) {
+            self.node_set_dirty = true;
+        }
+    }
+
+    pub fn remove_node(&mut self, name: &str) {
+        self.real_nodes.retain(|n| n != name);
+        self.node_set_dirty = true;
+        // Keep the entry while pods still reference it (upstream does too).
+        if self.nodes.get(name).is_some_and(|n| n.pods.is_empty()) {
+            self.nodes.remove(name);
+        }
+    }
+
+    /// A pod from the watch. Bound, unfinished pods are placed on their node;
+    /// an assumed pod is confirmed; anything else is removed.
+    pub fn upsert_pod(&mut self, pod: Pod) {
+        let uid = pod.uid().unwrap_or_default();
+        if !is_assigned_and_active(&pod) {
+            self.remove_pod(&uid);
+            return;
+        }
+        let info = Arc::new(PodInfo::new(Arc::new(pod)));
+        let node = info.node_name().unwrap_or_default().to_string();
+        if let Some(old) = self.pods.get(&uid).cloned() {
+            self.node_mut(&old.node).remove_pod(&uid);
+        }
+        self.node_mut(&node).add_pod(info.clone());
+        self.pods.insert(
+            uid,
+            PodState {
+                info,
+                node,
+                assumed: false,
+            },
+        );
+    }
+
+    pub fn remove_pod(&mut self, uid: &str) {
+        if let Some(state) = self.pods.remove(uid) {
+            self.node_mut(&state.node).remove_pod(uid);
+            if !self.real_nodes.contains(&state.node)
+                && self
+                    .nodes
+                    .get(&state.node)
+                    .is_some_and(|n| n.pods.is_empty())
+            {
+                self.nodes.remove(&state.node);
+            }
+        }
+    }
+
+    /// Places `pod` on `node` before the bind is confirmed, so the next cycle
+    /// already counts it.
+    pub fn assume(&mut self, pod: &PodInfo, node: &str) -> Result<Arc<PodInfo>, CacheError> {
+        if self.pods.contains_key(&pod.uid) {
+            return Err(CacheError::AlreadyPresent(pod.key()));
+        }
+        let mut bound = (*pod.pod).clone();
+        bound.spec.get_or_insert_with(Default::default).node_name = Some(node.to_string());
+        let mut info = pod.clone();
+        info.pod = Arc::new(bound);
+        let info = Arc::new(info);
+        self.node_mut(node).add_pod(info.clone());
+        self.pods.insert(
+            pod.uid.clone(),
+            PodState {
+                info: info.clone(),
+                node: node.to_string(),
+                assumed: true,
+            },
+        );
+        Ok(info)
+    }
+
+    /// Undoes [`Cache::assume`] after a failed bind.
+    pub fn forget(&mut self, uid: &str) -> Result<(), CacheError> {
+        match self.pods.get(uid) {
+            Some(state) if state.assumed => {
+                self.remove_pod(uid);
+                Ok(())
+            }
+            Some(state) => Err(CacheError::NotAssumed(state.info.key())),
+            None => Err(CacheError::NotAssumed(uid.to_string())),
+        }
+    }
+
+    pub fn is_assumed(&self, uid: &str) -> bool {
+        self.pods.get(uid).is_some_and(|s| s.assumed)
+    }
+
+    /// Whether the pod is placed (bound or assumed) on some node.
+    pub fn node_of(&self, uid: &str) -> Option<&str> {
+        self.pods.get(uid).map(|s| s.node.as_str())
+    }
+
+    pub fn set_namespace(&mut self, name: String, labels: Labels) {
+        self.namespaces.insert(name, labels);
+        self.namespaces_arc = None;
+    }
+
+    pub fn remove_namespace(&mut self, name: &str) {
+        self.namespaces.remove(name);
+        self.namespaces_arc = None;
+    }
+
+    pub fn set_claim(&mut self, claim: PersistentVolumeClaim) {
+        let key = format!(
+            "{}/{}",
+            claim.namespace().unwrap_or_default(),
+            claim.name_any()
+        );
+        self.volumes.claims.insert(key, Arc::new(claim));
+        self.volumes_arc = None;
+    }
+    pub fn remove_claim(&mut self, namespace: &str, name: &str) {
+        self.volumes.claims.remove(&format!("{namespace}/{name}"));
+        self.volumes_arc = None;
+    }
+    pub fn set_volume(&mut self, pv: PersistentVolume) {
+        self.volumes.volumes.insert(pv.name_any(), Arc::new(pv));
+        self.volumes_arc = None;
+    }
+    pub fn remove_volume(&mut self, name: &str) {
+        self.volumes.volumes.remove(name);
+        self.volumes_arc = None;
+    }
+    pub fn set_storage_class(&mut self, sc: StorageClass) {
+        self.volumes
+            .storage_classes
+            .insert(sc.name_any(), Arc::new(sc));
+        self.volumes_arc = None;
+    }
+    pub fn remove_storage_class(&mut self, name: &str) {
+        self.volumes.storage_classes.remove(name);
+        self.volumes_arc = None;
+    }
+    pub fn set_csi_node(&mut self, n: CSINode) {
+        self.volumes.csi_nodes.insert(n.name_any(), Arc::new(n));
+        self.volumes_arc = None;
+    }
+    pub fn remove_csi_node(&mut self, name: &str) {
+        self.volumes.csi_nodes.remove(name);
+        self.volumes_arc = None;
+    }
+
+    /// The scheduling-relevant parts of a known node.
+    pub fn node_summary(&self, name: &str) -> Option<NodeSummary> {
+        if !self.real_nodes.iter().any(|n| n == name) {
+            return None;
+        }
+        self.nodes.get(name).map(|n| NodeSummary::of(&n.node))
+    }
+
+    pub fn node_count(&self) -> usize {
+        self.real_nodes.len()
+    }
+
+    /// A consistent picture for one cycle: O(nodes) pointer copies; the index
+    /// and image counts are shared until the node set changes.
+    pub fn snapshot(&mut self) -> Snapshot {
+        let nodes: Vec<Arc<NodeInfo>> = self
+            .real_nodes
+            .iter()
+            .filter_map(|n| self.nodes.get(n).cloned())
+            .collect();
+        if self.node_set_dirty {
+            self.index = Arc::new(Snapshot::index_of(&nodes));
+            self.image_nodes = Arc::new(Snapshot::image_counts(&nodes));
+            self.node_set_dirty = false;
+        }
+        let namespaces = self
+            .namespaces_arc
+            .get_or_insert_with(|| Arc::new(self.namespaces.clone()))
+            .clone();
+        let volumes = self
+            .volumes_arc
+            .get_or_insert_with(|| Arc::new(self.volumes.clone()))
+            .clone();
+        Snapshot {
+            nodes,
+            index: self.index.clone(),
+            namespaces,
+            volumes,
+            image_nodes: self.image_nodes.clone(),
+        }
+    }
+
+    /// (uid, name) of every node with a Node object.
+    pub fn node_uids(&self) -> Vec<(String, String)> {
+        self.real_nodes
+            .iter()
+            .filter_map(|n| {
+                self.nodes
+                    .get(n)
+                    .map(|i| (i.node.metadata.uid.clone().unwrap_or_default(), n.clone()))
+            })
+            .collect()
+    }
+
+    /// UIDs of every pod placed on a node (for consistency checks).
+    pub fn pod_uids(&self) -> HashSet<String> {
+        self.pods.keys().cloned().collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::framework::testing::{node, pod};
+    use serde_json::json;
+
+    fn bound(name: &str, node: &str, cpu: &str) -> Pod {
+        let p = pod(
+            name,
+            &[],
+            json!({"nodeName": node, "containers": [{"name": "c", "resources": {"requests": {"cpu": cpu}}}]}),
+        );
+        (*p.pod).clone()
+    }
+
+    #[test]
+    fn bound_pods_count_on_their_node() {
+        let mut cache = Cache::new();
+        cache.add_or_update_node(node("n1", "4", "8Gi", &[], json!({})));
+        cache.upsert_pod(bound("a", "n1", "1"));
+        cache.upsert_pod(bound("b", "n1", "500m"));
+        let snap = cache.snapshot();
+        assert_eq!(snap.get("n1").unwrap().requested.milli_cpu, 1500);
+        cache.remove_pod("uid-default-a");
+        assert_eq!(cache.snapshot().get("n1").unwrap().requested.milli_cpu, 500);
+        // The first snapshot is unaffected: copy-on-write.
+        assert_eq!(snap.get("n1").unwrap().requested.milli_cpu, 1500);
+    }
+
+    #[test]
+    fn assume_confirm_and_forget() {
+        let mut cache = Cache::new();
+        cache.add_or_update_node(node("n1", "4", "8Gi", &[], json!({})));
+        let p = pod(
+            "p",
+            &[],
+            json!({"containers": [{"name": "c", "resources": {"requests": {"cpu": "2"}}}]}),
+        );
+        cache.assume(&p, "n1").unwrap();
+        assert!(cache.is_assumed(&p.uid));
+        assert_eq!(
+            cache.assume(&p, "n1").unwrap_err(),
+            CacheError::AlreadyPresent("default/p".into())
+        );
+        assert_eq!(
+            cache.snapshot().get("n1").unwrap().requested.milli_cpu,
+            2000
+        );
+        cache.forget(&p.uid).unwrap();
+        assert_eq!(cache.snapshot().get("n1").unwrap().requested.milli_cpu, 0);
+        // Assume again, then the watch confirms the bind: counted once.
+        cache.assume(&p, "n1").unwrap();
+        cache.upsert_pod(bound("p", "n1", "2"));
+        assert!(!cache.is_assumed(&p.uid));
+        assert_eq!(
+            cache.snapshot().get("n1").unwrap().requested.milli_cpu,
+            2000
+        );
+        assert!(
+            cache.forget(&p.uid).is_err(),
+            "a confirmed pod cannot be forgotten"
+        );
+    }
+
+    #[test]
+    fn finished_pods_free_their_resources() {
+        let mut cache = Cache::new();
+        cache.add_or_update_node(node("n1", "4", "8Gi", &[], json!({})));
+        let mut p = bound("a", "n1", "1");
+        cache.upsert_pod(p.clone());
+        p.status = Some(serde_json::from_value(json!({"phase": "Succeeded"})).unwrap());
+        cache.upsert_pod(p);
+        assert_eq!(cache.snapshot().get("n1").unwrap().requested.milli_cpu, 0);
+    }
+
+    #[test]
+    fn pods_seen_before_their_node_are_kept() {
+        let mut cache = Cache::new();
+        cache.upsert_pod(bound("early", "n2", "1"));
+        assert!(cache.snapshot().get("n2").is_none(), "no Node object yet");
+        cache.add_or_update_node(node("n2", "4", "8Gi", &[], json!({})));
+        assert_eq!(
+            cache.snapshot().get("n2").unwrap().requested.milli_cpu,
+            1000
+        );
+        cache.remove_node("n2");
+        assert!(cache.snapshot().get("n2").is_none());
+    }
+}

@@ -1,0 +1,408 @@
+//! `KubeSchedulerConfiguration` (kubescheduler.config.k8s.io/v1): the file
+//! users already write for kube-scheduler. Every field we read is named as
+//! upstream; unknown fields, and known fields we do not support yet, are
+//! rejected by name at start-up rather than silently ignored.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde_json::Value;
+
+pub const API_VERSION: &str = "kubescheduler.config.k8s.io/v1";
+pub const KIND: &str = "KubeSchedulerConfiguration";
+pub const DEFAULT_SCHEDULER_NAME: &str = "understudy-scheduler";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("reading {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("invalid scheduler configuration: {0}")]
+    Invalid(String),
+}
+
+fn invalid(msg: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid(msg.into())
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct RawConfig {
+    api_version: Option<String>,
+    kind: Option<String>,
+    parallelism: Option<i32>,
+    percentage_of_nodes_to_score: Option<i32>,
+    pod_initial_backoff_seconds: Option<i64>,
+    pod_max_backoff_seconds: Option<i64>,
+    leader_election: Option<RawLeaderElection>,
+    client_connection: Option<RawClientConnection>,
+    profiles: Option<Vec<RawProfile>>,
+    extenders: Option<Vec<Value>>,
+    delay_cache_until_active: Option<bool>,
+    enable_profiling: Option<bool>,
+    enable_contention_profiling: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct RawLeaderElection {
+    leader_elect: Option<bool>,
+    lease_duration: Option<String>,
+    renew_deadline: Option<String>,
+    retry_period: Option<String>,
+    resource_lock: Option<String>,
+    resource_name: Option<String>,
+    resource_namespace: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct RawClientConnection {
+    kubeconfig: Option<String>,
+    accept_content_types: Option<String>,
+    content_type: Option<String>,
+    qps: Option<f32>,
+    burst: Option<i32>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct RawProfile {
+    scheduler_name: Option<String>,
+    percentage_of_nodes_to_score: Option<i32>,
+    plugins: Option<RawPlugins>,
+    plugin_config: Option<Vec<RawPluginConfig>>,
+}
+
+#[derive(Debug, Default, Deserialize, Clone)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RawPlugins {
+    pub pre_enqueue: Option<PluginSet>,
+    pub queue_sort: Option<PluginSet>,
+    pub pre_filter: Option<PluginSet>,
+    pub filter: Option<PluginSet>,
+    pub post_filter: Option<PluginSet>,
+    pub pre_score: Option<PluginSet>,
+    pub score: Option<PluginSet>,
+    pub reserve: Option<PluginSet>,
+    pub permit: Option<PluginSet>,
+    pub pre_bind: Option<PluginSet>,
+    pub bind: Option<PluginSet>,
+    pub post_bind: Option<PluginSet>,
+    pub multi_point: Option<PluginSet>,
+}
+
+#[derive(Debug, Default, Deserialize, Clone)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PluginSet {
+    #[serde(default)]
+    pub enabled: Vec<PluginRef>,
+    #[serde(default)]
+    pub disabled: Vec<PluginRef>,
+}
+
+#[derive(Debug, Default, Deserialize, Clone, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PluginRef {
+    pub name: String,
+    pub weight: Option<i32>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct RawPluginConfig {
+    name: String,
+    args: Option<Value>,
+}
+
+/// Leader election settings in upstream's shape.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LeaderElection {
+    pub leader_elect: bool,
+    pub lease_duration: Duration,
+    pub renew_deadline: Duration,
+    pub retry_period: Duration,
+    pub resource_name: String,
+    pub resource_namespace: String,
+}
+
+/// One scheduling profile: a schedulerName and its plugin configuration.
+#[derive(Clone, Debug)]
+pub struct ProfileConfig {
+    pub scheduler_name: String,
+    pub percentage_of_nodes_to_score: Option<u32>,
+    pub plugins: RawPlugins,
+    /// Plugin name → args object.
+    pub plugin_config: BTreeMap<String, Value>,
+}
+
+/// The validated configuration.
+#[derive(Clone, Debug)]
+pub struct SchedulerConfig {
+    pub parallelism: usize,
+    /// `None`: upstream's adaptive default.
+    pub percentage_of_nodes_to_score: Option<u32>,
+    pub pod_initial_backoff: Duration,
+    pub pod_max_backoff: Duration,
+    pub leader_election: Option<LeaderElection>,
+    pub kubeconfig: Option<String>,
+    pub qps: Option<f32>,
+    pub burst: Option<u32>,
+    pub profiles: Vec<ProfileConfig>,
+}
+
+impl Default for SchedulerConfig {
+    fn default() -> Self {
+        Self::parse("{}").expect("the empty configuration is valid")
+    }
+}
+
+fn parse_duration(field: &str, v: &str) -> Result<Duration, ConfigError> {
+    humantime::parse_duration(v).map_err(|e| invalid(format!("{field}: {v:?}: {e}")))
+}
+
+fn percentage(field: &str, v: Option<i32>) -> Result<Option<u32>, ConfigError> {
+    match v {
+        None | Some(0) => Ok(None),
+        Some(p) if (1..=100).contains(&p) => Ok(Some(p as u32)),
+        Some(p) => Err(invalid(format!("{field}: {p} is not in 0..=100"))),
+    }
+}
+
+impl SchedulerConfig {
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::parse(&text)
+    }
+
+    /// Parses YAML (or JSON) text.
+    pub fn parse(text: &str) -> Result<Self, ConfigError> {
+        let raw: RawConfig = if text.trim().is_empty() {
+            RawConfig::default()
+        } else {
+            serde_yaml::from_str(text).map_err(|e| invalid(e.to_string()))?
+        };
+        if let Some(v) = raw.api_version.as_deref()
+            && v != API_VERSION
+        {
+            return Err(invalid(format!(
+                "apiVersion {v:?} is not supported; use {API_VERSION}"
+            )));
+        }
+        if let Some(k) = raw.kind.as_deref()
+            && k != KIND
+        {
+            return Err(invalid(format!("kind {k:?} is not {KIND}")));
+        }
+        if raw.extenders.as_ref().is_some_and(|e| !e.is_empty()) {
+            return Err(invalid(
+                "extenders: not supported yet by understudy-scheduler",
+            ));
+        }
+        if raw.enable_contention_profiling == Some(true) || raw.enable_profiling == Some(true) {
+            return Err(invalid(
+                "enableProfiling/enableContentionProfiling: not supported (no pprof in a Rust binary)",
+            ));
+        }
+        let _ = raw.delay_cache_until_active;
+        let parallelism = match raw.parallelism {
+            None => 16,
+            Some(p) if p > 0 => p as usize,
+            Some(p) => Err(invalid(format!("parallelism: {p} must be greater than 0")))?,
+        };
+        let initial = raw.pod_initial_backoff_seconds.unwrap_or(1);
+        let max = raw.pod_max_backoff_seconds.unwrap_or(10);
+        if initial <= 0 {
+            return Err(invalid("podInitialBackoffSeconds: must be greater than 0"));
+        }
+        if max < initial {
+            return Err(invalid(
+                "podMaxBackoffSeconds: must be at least podInitialBackoffSeconds",
+            ));
+        }
+        let leader_election = match raw.leader_election {
+            None => None,
+            Some(le) => {
+                if let Some(lock) = le.resource_lock.as_deref()
+                    && lock != "leases"
+                {
+                    return Err(invalid(format!(
+                        "leaderElection.resourceLock: {lock:?} is not supported; only \"leases\""
+                    )));
+                }
+                Some(LeaderElection {
+                    leader_elect: le.leader_elect.unwrap_or(true),
+                    lease_duration: parse_duration(
+                        "leaderElection.leaseDuration",
+                        le.lease_duration.as_deref().unwrap_or("15s"),
+                    )?,
+                    renew_deadline: parse_duration(
+                        "leaderElection.renewDeadline",
+                        le.renew_deadline.as_deref().unwrap_or("10s"),
+                    )?,
+                    retry_period: parse_duration(
+                        "leaderElection.retryPeriod",
+                        le.retry_period.as_deref().unwrap_or("2s"),
+                    )?,
+                    resource_name: le
+                        .resource_name
+                        .unwrap_or_else(|| DEFAULT_SCHEDULER_NAME.into()),
+                    resource_namespace: le
+                        .resource_namespace
+                        .unwrap_or_else(|| "kube-system".into()),
+                })
+            }
+        };
+        let cc = raw.client_connection.unwrap_or_default();
+        if cc.burst.is_some_and(|b| b < 0) {
+            return Err(invalid("clientConnection.burst: must not be negative"));
+        }
+        let _ = (cc.accept_content_types, cc.content_type);
+        let raw_profiles = raw.profiles.unwrap_or_default();
+        let raw_profiles = if raw_profiles.is_empty() {
+            vec![RawProfile::default()]
+        } else {
+            raw_profiles
+        };
+        let mut profiles = vec![];
+        for (i, p) in raw_profiles.into_iter().enumerate() {
+            let scheduler_name = p
+                .scheduler_name
+                .unwrap_or_else(|| DEFAULT_SCHEDULER_NAME.into());
+            if scheduler_name.is_empty() {
+                return Err(invalid(format!(
+                    "profiles[{i}].schedulerName: must not be empty"
+                )));
+            }
+            if profiles
+                .iter()
+                .any(|q: &ProfileConfig| q.scheduler_name == scheduler_name)
+            {
+                return Err(invalid(format!(
+                    "profiles[{i}].schedulerName: duplicate {scheduler_name:?}"
+                )));
+            }
+            let mut plugin_config = BTreeMap::new();
+            for pc in p.plugin_config.unwrap_or_default() {
+                if plugin_config
+                    .insert(pc.name.clone(), pc.args.unwrap_or(Value::Null))
+                    .is_some()
+                {
+                    return Err(invalid(format!(
+                        "profiles[{i}].pluginConfig: duplicate entry for {}",
+                        pc.name
+                    )));
+                }
+            }
+            profiles.push(ProfileConfig {
+                scheduler_name,
+                percentage_of_nodes_to_score: percentage(
+                    &format!("profiles[{i}].percentageOfNodesToScore"),
+                    p.percentage_of_nodes_to_score,
+                )?,
+                plugins: p.plugins.unwrap_or_default(),
+                plugin_config,
+            });
+        }
+        Ok(Self {
+            parallelism,
+            percentage_of_nodes_to_score: percentage(
+                "percentageOfNodesToScore",
+                raw.percentage_of_nodes_to_score,
+            )?,
+            pod_initial_backoff: Duration::from_secs(initial as u64),
+            pod_max_backoff: Duration::from_secs(max as u64),
+            leader_election,
+            kubeconfig: cc.kubeconfig.filter(|k| !k.is_empty()),
+            qps: cc.qps,
+            burst: cc.burst.map(|b| b as u32),
+            profiles,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_config_gives_one_default_profile() {
+        let c = SchedulerConfig::parse("").unwrap();
+        assert_eq!(c.profiles.len(), 1);
+        assert_eq!(c.profiles[0].scheduler_name, "understudy-scheduler");
+        assert_eq!(c.parallelism, 16);
+        assert_eq!(c.pod_initial_backoff, Duration::from_secs(1));
+        assert_eq!(c.pod_max_backoff, Duration::from_secs(10));
+        assert_eq!(c.percentage_of_nodes_to_score, None);
+    }
+
+    #[test]
+    fn reads_upstream_fields() {
+        let c = SchedulerConfig::parse(
+            r#"
+apiVersion: kubescheduler.config.k8s.io/v1
+kind: KubeSchedulerConfiguration
+parallelism: 4
+percentageOfNodesToScore: 30
+clientConnection: {qps: 500, burst: 1000}
+leaderElection: {leaderElect: true, resourceNamespace: understudy, leaseDuration: 4s}
+profiles:
+- schedulerName: understudy-scheduler
+  plugins:
+    score:
+      disabled: [{name: ImageLocality}]
+      enabled: [{name: NodeResourcesFit, weight: 5}]
+  pluginConfig:
+  - name: NodeResourcesFit
+    args: {scoringStrategy: {type: MostAllocated}}
+- schedulerName: understudy-packer
+"#,
+        )
+        .unwrap();
+        assert_eq!(c.parallelism, 4);
+        assert_eq!(c.percentage_of_nodes_to_score, Some(30));
+        assert_eq!((c.qps, c.burst), (Some(500.0), Some(1000)));
+        let le = c.leader_election.unwrap();
+        assert_eq!(le.resource_namespace, "understudy");
+        assert_eq!(le.resource_name, "understudy-scheduler");
+        assert_eq!(le.lease_duration, Duration::from_secs(4));
+        assert_eq!(c.profiles.len(), 2);
+        assert!(c.profiles[0].plugin_config.contains_key("NodeResourcesFit"));
+        let score = c.profiles[0].plugins.score.as_ref().unwrap();
+        assert_eq!(score.enabled[0].weight, Some(5));
+    }
+
+    #[test]
+    fn rejects_unknown_and_unsupported_fields_by_name() {
+        for (text, needle) in [
+            ("percentageOfNodez: 5", "percentageOfNodez"),
+            ("profiles: [{schedulerName: a, plugin: {}}]", "plugin"),
+            ("extenders: [{urlPrefix: http://x}]", "extenders"),
+            ("leaderElection: {resourceLock: endpoints}", "resourceLock"),
+            (
+                "apiVersion: kubescheduler.config.k8s.io/v1beta3",
+                "apiVersion",
+            ),
+            ("parallelism: 0", "parallelism"),
+            ("percentageOfNodesToScore: 101", "percentageOfNodesToScore"),
+            (
+                "profiles: [{schedulerName: a}, {schedulerName: a}]",
+                "duplicate",
+            ),
+            (
+                "podInitialBackoffSeconds: 5\npodMaxBackoffSeconds: 2",
+                "podMaxBackoffSeconds",
+            ),
+        ] {
+            let err = SchedulerConfig::parse(text).unwrap_err().to_string();
+            assert!(err.contains(needle), "{text}: {err}");
+        }
+    }
+}

@@ -1,0 +1,259 @@
+//! Watches that feed the cache and the queue: Pods, Nodes, Namespaces and the
+//! storage objects. Each watcher reports when its initial list is applied, so
+//! the scheduler only schedules (and reports ready) on a complete picture.
+
+use std::collections::HashSet;
+use std::fmt::Debug;
+use std::sync::Arc;
+
+use futures::{StreamExt, TryStreamExt};
+use k8s_openapi::api::core::v1::{Namespace, Node, PersistentVolume, PersistentVolumeClaim, Pod};
+use k8s_openapi::api::storage::v1::{CSINode, StorageClass};
+use kube::runtime::WatchStreamExt;
+use kube::runtime::watcher::{self, Event};
+use kube::{Api, Resource, ResourceExt};
+use serde::de::DeserializeOwned;
+use tokio::sync::watch;
+
+use crate::cache::{NodeSummary, is_assigned_and_active};
+use crate::framework::PodInfo;
+use crate::scheduler::Scheduler;
+
+/// Applies one watched object change to the scheduler's state.
+trait Handler<K>: Send + Sync + 'static {
+    fn apply(&self, s: &Scheduler, obj: K);
+    fn delete(&self, s: &Scheduler, obj: K);
+    /// After a (re)list: forget what the list no longer contains (deleted
+    /// while the watch was down). `seen` holds the listed objects' UIDs.
+    fn resync(&self, _s: &Scheduler, _seen: &HashSet<String>) {}
+}
+
+struct Pods;
+impl Handler<Pod> for Pods {
+    fn apply(&self, s: &Scheduler, pod: Pod) {
+        let uid = pod.uid().unwrap_or_default();
+        let assigned = pod
+            .spec
+            .as_ref()
+            .and_then(|sp| sp.node_name.as_deref())
+            .is_some_and(|n| !n.is_empty());
+        if assigned {
+            s.queue.delete(&uid);
+            let active = is_assigned_and_active(&pod);
+            let was_placed = {
+                let mut cache = s.cache.lock().expect("cache lock");
+                let was_placed = cache.node_of(&uid).is_some();
+                cache.upsert_pod(pod);
+                was_placed
+            };
+            if was_placed && !active {
+                // A finished pod frees its node's resources.
+                s.queue.move_all_to_active();
+            }
+            return;
+        }
+        let terminal = matches!(
+            pod.status.as_ref().and_then(|st| st.phase.as_deref()),
+            Some("Succeeded") | Some("Failed")
+        );
+        if !s.responsible_for(&pod) || terminal || pod.metadata.deletion_timestamp.is_some() {
+            s.queue.delete(&uid);
+            return;
+        }
+        if s.cache.lock().expect("cache lock").is_assumed(&uid) {
+            return; // our bind is in flight; the watch will confirm it
+        }
+        s.queue.add(Arc::new(PodInfo::new(Arc::new(pod))));
+    }
+    fn delete(&self, s: &Scheduler, pod: Pod) {
+        let uid = pod.uid().unwrap_or_default();
+        s.queue.delete(&uid);
+        s.cache.lock().expect("cache lock").remove_pod(&uid);
+        s.queue.move_all_to_active();
+    }
+    fn resync(&self, s: &Scheduler, seen: &HashSet<String>) {
+        let mut cache = s.cache.lock().expect("cache lock");
+        let gone: Vec<String> = cache
+            .pod_uids()
+            .into_iter()
+            .filter(|uid| !seen.contains(uid) && !cache.is_assumed(uid))
+            .collect();
+        for uid in &gone {
+            cache.remove_pod(uid);
+        }
+        drop(cache);
+        for uid in s.queue.uids() {
+            if !seen.contains(&uid) {
+                s.queue.delete(&uid);
+            }
+        }
+        if !gone.is_empty() {
+            s.queue.move_all_to_active();
+        }
+    }
+}
+
+struct Nodes;
+impl Handler<Node> for Nodes {
+    fn apply(&self, s: &Scheduler, node: Node) {
+        let changed = {
+            let mut cache = s.cache.lock().expect("cache lock");
+            // Heartbeats only touch conditions; only scheduling-relevant changes
+            // (new node, labels, taints, allocatable, unschedulable) wake pods.
+            let changed = cache.node_summary(&node.name_any()) != Some(NodeSummary::of(&node));
+            cache.add_or_update_node(node);
+            changed
+        };
+        if changed {
+            s.queue.move_all_to_active();
+        }
+    }
+    fn delete(&self, s: &Scheduler, node: Node) {
+        s.cache
+            .lock()
+            .expect("cache lock")
+            .remove_node(&node.name_any());
+    }
+}
+
+struct Namespaces;
+impl Handler<Namespace> for Namespaces {
+    fn apply(&self, s: &Scheduler, ns: Namespace) {
+        s.cache
+            .lock()
+            .expect("cache lock")
+            .set_namespace(ns.name_any(), ns.labels().clone());
+        s.queue.move_all_to_active();
+    }
+    fn delete(&self, s: &Scheduler, ns: Namespace) {
+        s.cache
+            .lock()
+            .expect("cache lock")
+            .remove_namespace(&ns.name_any());
+    }
+}
+
+struct Claims;
+impl Handler<PersistentVolumeClaim> for Claims {
+    fn apply(&self, s: &Scheduler, c: PersistentVolumeClaim) {
+        s.cache.lock().expect("cache lock").set_claim(c);
+        s.queue.move_all_to_active();
+    }
+    fn delete(&self, s: &Scheduler, c: PersistentVolumeClaim) {
+        s.cache
+            .lock()
+            .expect("cache lock")
+            .remove_claim(&c.namespace().unwrap_or_default(), &c.name_any());
+    }
+}
+
+struct Volumes;
+impl Handler<PersistentVolume> for Volumes {
+    fn apply(&self, s: &Scheduler, v: PersistentVolume) {
+        s.cache.lock().expect("cache lock").set_volume(v);
+        s.queue.move_all_to_active();
+    }
+    fn delete(&self, s: &Scheduler, v: PersistentVolume) {
+        s.cache
+            .lock()
+            .expect("cache lock")
+            .remove_volume(&v.name_any());
+    }
+}
+
+struct StorageClasses;
+impl Handler<StorageClass> for StorageClasses {
+    fn apply(&self, s: &Scheduler, c: StorageClass) {
+        s.cache.lock().expect("cache lock").set_storage_class(c);
+        s.queue.move_all_to_active();
+    }
+    fn delete(&self, s: &Scheduler, c: StorageClass) {
+        s.cache
+            .lock()
+            .expect("cache lock")
+            .remove_storage_class(&c.name_any());
+    }
+}
+
+struct CsiNodes;
+impl Handler<CSINode> for CsiNodes {
+    fn apply(&self, s: &Scheduler, n: CSINode) {
+        s.cache.lock().expect("cache lock").set_csi_node(n);
+        s.queue.move_all_to_active();
+    }
+    fn delete(&self, s: &Scheduler, n: CSINode) {
+        s.cache
+            .lock()
+            .expect("cache lock")
+            .remove_csi_node(&n.name_any());
+    }
+}
+
+/// Runs one watch forever (it retries with backoff inside kube's watcher),
+/// flipping `synced` once the initial list has been applied.
+async fn watch_into<K, H>(s: Arc<Scheduler>, api: Api<K>, handler: H, synced: watch::Sender<bool>)
+where
+    K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+    H: Handler<K>,
+    K::DynamicType: Default,
+{
+    let config = watcher::Config::default().any_semantic();
+    let mut stream = watcher::watcher(api, config).default_backoff().boxed();
+    // During a (re)list, objects seen are collected so deletions missed
+    // while disconnected are applied when the list completes.
+    let mut listing: Option<HashSet<String>> = None;
+    loop {
+        match stream.try_next().await {
+            Ok(Some(Event::Init)) => listing = Some(Default::default()),
+            Ok(Some(Event::InitApply(obj))) => {
+                if let Some(seen) = listing.as_mut() {
+                    seen.insert(obj.uid().unwrap_or_default());
+                }
+                handler.apply(&s, obj);
+            }
+            Ok(Some(Event::InitDone)) => {
+                if let Some(seen) = listing.take() {
+                    handler.resync(&s, &seen);
+                }
+                let _ = synced.send(true);
+            }
+            Ok(Some(Event::Apply(obj))) => handler.apply(&s, obj),
+            Ok(Some(Event::Delete(obj))) => handler.delete(&s, obj),
+            Ok(None) => return,
+            Err(e) => {
+                tracing::warn!(kind = %K::kind(&Default::default()), error = %e, "watch error; retrying")
+            }
+        }
+    }
+}
+
+/// Starts every watch; the returned receiver turns true once all have synced.
+pub fn start(s: Arc<Scheduler>) -> watch::Receiver<bool> {
+    let client = s.client.clone();
+    let mut receivers = vec![];
+    macro_rules! spawn_watch {
+        ($kind:ty, $handler:expr) => {{
+            let (tx, rx) = watch::channel(false);
+            receivers.push(rx);
+            let api: Api<$kind> = Api::all(client.clone());
+            tokio::spawn(watch_into(s.clone(), api, $handler, tx));
+        }};
+    }
+    spawn_watch!(Namespace, Namespaces);
+    spawn_watch!(Node, Nodes);
+    spawn_watch!(PersistentVolume, Volumes);
+    spawn_watch!(PersistentVolumeClaim, Claims);
+    spawn_watch!(StorageClass, StorageClasses);
+    spawn_watch!(CSINode, CsiNodes);
+    spawn_watch!(Pod, Pods);
+    let (all_tx, all_rx) = watch::channel(false);
+    tokio::spawn(async move {
+        for mut rx in receivers {
+            if rx.wait_for(|synced| *synced).await.is_err() {
+                return;
+            }
+        }
+        let _ = all_tx.send(true);
+    });
+    all_rx
+}

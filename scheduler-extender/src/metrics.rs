@@ -1,0 +1,145 @@
+//! Scheduler metrics under upstream's names, so dashboards built for
+//! kube-scheduler read ours unchanged.
+
+use std::sync::atomic::AtomicI64;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabels {
+    pub result: String,
+    pub profile: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct QueueLabels {
+    pub queue: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AttemptsLabels {
+    pub attempts: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PluginLabels {
+    pub plugin: String,
+    pub extension_point: String,
+}
+
+type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
+
+fn attempt_buckets() -> Histogram {
+    Histogram::new(exponential_buckets(0.001, 2.0, 15))
+}
+
+fn sli_buckets() -> Histogram {
+    Histogram::new(exponential_buckets(0.01, 2.0, 20))
+}
+
+#[derive(Clone)]
+pub struct Metrics {
+    pub schedule_attempts: Family<ResultLabels, Counter>,
+    pub attempt_duration: HistogramFamily<ResultLabels>,
+    pub algorithm_duration: Histogram,
+    pub pending_pods: Family<QueueLabels, Gauge<i64, AtomicI64>>,
+    pub pod_scheduling_sli_duration: HistogramFamily<AttemptsLabels>,
+    pub binding_duration: Histogram,
+    pub unschedulable_pods: Family<PluginLabels, Gauge<i64, AtomicI64>>,
+}
+
+impl Metrics {
+    pub fn register(registry: &mut Registry) -> Self {
+        let m = Self {
+            schedule_attempts: Family::default(),
+            attempt_duration: Family::new_with_constructor(attempt_buckets as fn() -> Histogram),
+            algorithm_duration: attempt_buckets(),
+            pending_pods: Family::default(),
+            pod_scheduling_sli_duration: Family::new_with_constructor(
+                sli_buckets as fn() -> Histogram,
+            ),
+            binding_duration: attempt_buckets(),
+            unschedulable_pods: Family::default(),
+        };
+        registry.register(
+            "scheduler_schedule_attempts",
+            "Number of attempts to schedule pods, by the result. 'unschedulable' means a pod could not be scheduled, while 'error' means an internal scheduler problem.",
+            m.schedule_attempts.clone(),
+        );
+        registry.register(
+            "scheduler_scheduling_attempt_duration_seconds",
+            "Scheduling attempt latency in seconds (scheduling algorithm + binding)",
+            m.attempt_duration.clone(),
+        );
+        registry.register(
+            "scheduler_scheduling_algorithm_duration_seconds",
+            "Scheduling algorithm latency in seconds",
+            m.algorithm_duration.clone(),
+        );
+        registry.register(
+            "scheduler_pending_pods",
+            "Number of pending pods, by the queue type. 'active' means number of pods in activeQ; 'backoff' means number of pods in backoffQ; 'unschedulable' means number of pods in unschedulablePods; 'gated' is the number of pods with scheduling gates.",
+            m.pending_pods.clone(),
+        );
+        registry.register(
+            "scheduler_pod_scheduling_sli_duration_seconds",
+            "E2e latency for a pod being scheduled, from the time the pod enters the scheduling queue and might involve multiple scheduling attempts.",
+            m.pod_scheduling_sli_duration.clone(),
+        );
+        registry.register(
+            "scheduler_binding_duration_seconds",
+            "Binding latency in seconds",
+            m.binding_duration.clone(),
+        );
+        registry.register(
+            "scheduler_unschedulable_pods",
+            "The number of unschedulable pods broken down by plugin name. A pod will increment the gauge for all plugins that caused it to not schedule.",
+            m.unschedulable_pods.clone(),
+        );
+        m
+    }
+
+    pub fn attempt(&self, result: &str, profile: &str, seconds: f64) {
+        let labels = ResultLabels {
+            result: result.into(),
+            profile: profile.into(),
+        };
+        self.schedule_attempts.get_or_create(&labels).inc();
+        self.attempt_duration
+            .get_or_create(&labels)
+            .observe(seconds);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exposes_upstream_names() {
+        let mut registry = Registry::default();
+        let m = Metrics::register(&mut registry);
+        m.attempt("scheduled", "understudy-scheduler", 0.002);
+        m.pending_pods
+            .get_or_create(&QueueLabels {
+                queue: "active".into(),
+            })
+            .set(3);
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        assert!(text.contains("scheduler_schedule_attempts_total{result=\"scheduled\",profile=\"understudy-scheduler\"} 1"), "{text}");
+        assert!(
+            text.contains("scheduler_pending_pods{queue=\"active\"} 3"),
+            "{text}"
+        );
+        assert!(
+            text.contains("scheduler_scheduling_attempt_duration_seconds_bucket"),
+            "{text}"
+        );
+    }
+}

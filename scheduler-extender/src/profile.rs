@@ -1,0 +1,366 @@
+//! A scheduling profile: the plugins enabled at each extension point, built
+//! from the configuration with upstream's merge rules, and the runner of
+//! those points for one pod.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+
+use crate::config::{PluginRef, PluginSet, ProfileConfig};
+use crate::framework::{
+    CycleState, NodeInfo, NodeScore, Plugin, PodInfo, PreFilterResult, Snapshot, Status,
+};
+use crate::plugins;
+
+/// Upstream's default multiPoint plugins (v1.37), in order, with default score weights.
+pub const DEFAULT_PLUGINS: &[(&str, i64)] = &[
+    ("PrioritySort", 0),
+    ("NodeUnschedulable", 0),
+    ("NodeName", 0),
+    ("TaintToleration", 3),
+    ("NodeAffinity", 2),
+    ("NodePorts", 0),
+    ("NodeResourcesFit", 1),
+    ("VolumeRestrictions", 0),
+    ("NodeVolumeLimits", 0),
+    ("VolumeBinding", 0),
+    ("VolumeZone", 0),
+    ("PodTopologySpread", 2),
+    ("InterPodAffinity", 2),
+    ("NodeResourcesBalancedAllocation", 1),
+    ("ImageLocality", 1),
+];
+
+/// Upstream plugins whose behaviour is built into this scheduler rather than
+/// being a plugin object: naming them in a configuration is accepted.
+pub const BUILT_IN: &[&str] = &[
+    "SchedulingGates",
+    "DefaultBinder",
+    "DefaultPreemption",
+    "DynamicResources",
+];
+
+/// Plugins of one extension point with their score weights.
+type Weighted = Vec<(Arc<dyn Plugin>, i64)>;
+
+pub struct Profile {
+    pub scheduler_name: String,
+    pub percentage_of_nodes_to_score: Option<u32>,
+    pub queue_sort: Arc<dyn Plugin>,
+    pub pre_filter: Vec<Arc<dyn Plugin>>,
+    pub filter: Vec<Arc<dyn Plugin>>,
+    pub pre_score: Vec<Arc<dyn Plugin>>,
+    pub score: Vec<(Arc<dyn Plugin>, i64)>,
+}
+
+fn apply(
+    list: &mut Vec<(String, i64)>,
+    set: Option<&PluginSet>,
+    default_weight: &HashMap<&str, i64>,
+) {
+    let Some(set) = set else { return };
+    if set.disabled.iter().any(|p| p.name == "*") {
+        list.clear();
+    }
+    list.retain(|(name, _)| !set.disabled.iter().any(|d| &d.name == name));
+    for PluginRef { name, weight } in &set.enabled {
+        list.retain(|(n, _)| n != name);
+        let weight = weight.filter(|w| *w > 0).map(i64::from).unwrap_or_else(|| {
+            default_weight
+                .get(name.as_str())
+                .copied()
+                .filter(|w| *w > 0)
+                .unwrap_or(1)
+        });
+        list.push((name.clone(), weight));
+    }
+}
+
+impl Profile {
+    pub fn from_config(cfg: &ProfileConfig) -> Result<Self, String> {
+        let registry: HashMap<&str, plugins::Factory> = plugins::registry().into_iter().collect();
+        let default_weight: HashMap<&str, i64> = DEFAULT_PLUGINS.iter().copied().collect();
+        let context = |msg: String| format!("profile {:?}: {msg}", cfg.scheduler_name);
+
+        for name in cfg.plugin_config.keys() {
+            if !registry.contains_key(name.as_str()) && !BUILT_IN.contains(&name.as_str()) {
+                return Err(context(format!("pluginConfig: unknown plugin {name:?}")));
+            }
+        }
+        // multiPoint: defaults, then the profile's multiPoint changes.
+        let mut multi: Vec<(String, i64)> = DEFAULT_PLUGINS
+            .iter()
+            .map(|(n, w)| (n.to_string(), *w))
+            .collect();
+        apply(
+            &mut multi,
+            cfg.plugins.multi_point.as_ref(),
+            &default_weight,
+        );
+
+        let mut instances: HashMap<String, Arc<dyn Plugin>> = HashMap::new();
+        let mut instance = |name: &str| -> Result<Option<Arc<dyn Plugin>>, String> {
+            if BUILT_IN.contains(&name) {
+                return Ok(None);
+            }
+            if let Some(p) = instances.get(name) {
+                return Ok(Some(p.clone()));
+            }
+            let factory = registry
+                .get(name)
+                .ok_or_else(|| context(format!("unknown plugin {name:?}")))?;
+            let plugin =
+                factory(cfg.plugin_config.get(name).filter(|v| !v.is_null())).map_err(context)?;
+            instances.insert(name.to_string(), plugin.clone());
+            Ok(Some(plugin))
+        };
+
+        // Each point: the multiPoint plugins serving it, then that point's own set.
+        type Serves = fn(&dyn Plugin) -> bool;
+        let mut point = |set: Option<&PluginSet>, serves: Serves| -> Result<Weighted, String> {
+            let mut list = vec![];
+            for (name, weight) in &multi {
+                if let Some(p) = instance(name)?
+                    && serves(p.as_ref())
+                {
+                    list.push((name.clone(), *weight));
+                }
+            }
+            apply(&mut list, set, &default_weight);
+            let mut out = vec![];
+            for (name, weight) in list {
+                if let Some(p) = instance(&name)? {
+                    if !serves(p.as_ref()) {
+                        return Err(context(format!(
+                            "plugin {name:?} does not serve the extension point it is enabled at"
+                        )));
+                    }
+                    out.push((p, weight));
+                }
+            }
+            Ok(out)
+        };
+        let p = &cfg.plugins;
+        let queue_sort = point(p.queue_sort.as_ref(), |p| p.as_queue_sort().is_some())?;
+        let pre_filter = point(p.pre_filter.as_ref(), |p| p.as_pre_filter().is_some())?;
+        let filter = point(p.filter.as_ref(), |p| p.as_filter().is_some())?;
+        let pre_score = point(p.pre_score.as_ref(), |p| p.as_pre_score().is_some())?;
+        let score = point(p.score.as_ref(), |p| p.as_score().is_some())?;
+        for (what, set) in [
+            ("reserve", &p.reserve),
+            ("permit", &p.permit),
+            ("preBind", &p.pre_bind),
+            ("postBind", &p.post_bind),
+            ("preEnqueue", &p.pre_enqueue),
+            ("postFilter", &p.post_filter),
+            ("bind", &p.bind),
+        ] {
+            if let Some(set) = set
+                && let Some(bad) = set
+                    .enabled
+                    .iter()
+                    .find(|r| !BUILT_IN.contains(&r.name.as_str()))
+            {
+                return Err(context(format!(
+                    "plugins.{what}: plugin {:?} is not supported at this extension point",
+                    bad.name
+                )));
+            }
+        }
+        let queue_sort = match queue_sort.as_slice() {
+            [(one, _)] => one.clone(),
+            [] => {
+                return Err(context(
+                    "plugins.queueSort: exactly one queue sort plugin must be enabled".into(),
+                ));
+            }
+            _ => {
+                return Err(context(
+                    "plugins.queueSort: only one queue sort plugin may be enabled".into(),
+                ));
+            }
+        };
+        Ok(Self {
+            scheduler_name: cfg.scheduler_name.clone(),
+            percentage_of_nodes_to_score: cfg.percentage_of_nodes_to_score,
+            queue_sort,
+            pre_filter: pre_filter.into_iter().map(|(p, _)| p).collect(),
+            filter: filter.into_iter().map(|(p, _)| p).collect(),
+            pre_score: pre_score.into_iter().map(|(p, _)| p).collect(),
+            score,
+        })
+    }
+
+    pub fn plugin_names(&self, point: &str) -> Vec<&'static str> {
+        match point {
+            "preFilter" => self.pre_filter.iter().map(|p| p.name()).collect(),
+            "filter" => self.filter.iter().map(|p| p.name()).collect(),
+            "preScore" => self.pre_score.iter().map(|p| p.name()).collect(),
+            "score" => self.score.iter().map(|(p, _)| p.name()).collect(),
+            _ => vec![],
+        }
+    }
+
+    /// Runs every PreFilter; the candidate node sets they return intersect.
+    /// A rejection ends the cycle with that status.
+    pub fn run_pre_filter(
+        &self,
+        state: &mut CycleState,
+        pod: &PodInfo,
+        snapshot: &Snapshot,
+    ) -> Result<PreFilterResult, Status> {
+        let mut result = PreFilterResult::default();
+        for plugin in &self.pre_filter {
+            let pf = plugin.as_pre_filter().expect("registered as PreFilter");
+            let (r, status) = pf.pre_filter(state, pod, snapshot);
+            if status.is_skip() {
+                state.skip_filter.insert(plugin.name());
+                continue;
+            }
+            if !status.is_success() {
+                return Err(status.with_plugin(plugin.name()));
+            }
+            if let Some(names) = r.node_names {
+                result.node_names = Some(match result.node_names {
+                    None => names,
+                    Some(prev) => prev.intersection(&names).cloned().collect::<BTreeSet<_>>(),
+                });
+            }
+        }
+        Ok(result)
+    }
+
+    /// Runs Filters in order; the first rejection is the node's status.
+    pub fn run_filter(&self, state: &CycleState, pod: &PodInfo, node: &NodeInfo) -> Status {
+        for plugin in &self.filter {
+            if state.skip_filter.contains(plugin.name()) {
+                continue;
+            }
+            let status = plugin
+                .as_filter()
+                .expect("registered as Filter")
+                .filter(state, pod, node);
+            if !status.is_success() {
+                return status.with_plugin(plugin.name());
+            }
+        }
+        Status::success()
+    }
+
+    pub fn run_pre_score(
+        &self,
+        state: &mut CycleState,
+        pod: &PodInfo,
+        nodes: &[Arc<NodeInfo>],
+        snapshot: &Snapshot,
+    ) -> Result<(), Status> {
+        for plugin in &self.pre_score {
+            let status = plugin
+                .as_pre_score()
+                .expect("registered as PreScore")
+                .pre_score(state, pod, nodes, snapshot);
+            if status.is_skip() {
+                state.skip_score.insert(plugin.name());
+            } else if !status.is_success() {
+                return Err(status.with_plugin(plugin.name()));
+            }
+        }
+        Ok(())
+    }
+
+    /// Weighted sum of every Score plugin's normalized score, per node.
+    pub fn run_score(
+        &self,
+        state: &CycleState,
+        pod: &PodInfo,
+        nodes: &[Arc<NodeInfo>],
+    ) -> Result<Vec<NodeScore>, Status> {
+        let mut totals: Vec<NodeScore> = nodes
+            .iter()
+            .map(|n| NodeScore {
+                name: n.name.clone(),
+                score: 0,
+            })
+            .collect();
+        for (plugin, weight) in &self.score {
+            if state.skip_score.contains(plugin.name()) {
+                continue;
+            }
+            let scorer = plugin.as_score().expect("registered as Score");
+            let mut scores = Vec::with_capacity(nodes.len());
+            for node in nodes {
+                let score = scorer
+                    .score(state, pod, node)
+                    .map_err(|s| s.with_plugin(plugin.name()))?;
+                scores.push(NodeScore {
+                    name: node.name.clone(),
+                    score,
+                });
+            }
+            let status = scorer.normalize(state, pod, &mut scores);
+            if !status.is_success() {
+                return Err(status.with_plugin(plugin.name()));
+            }
+            for (total, s) in totals.iter_mut().zip(&scores) {
+                total.score += s.score * weight;
+            }
+        }
+        Ok(totals)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::SchedulerConfig;
+
+    fn profile(yaml: &str) -> Result<Profile, String> {
+        let cfg = SchedulerConfig::parse(yaml).map_err(|e| e.to_string())?;
+        Profile::from_config(&cfg.profiles[0])
+    }
+
+    #[test]
+    fn defaults_follow_upstream_order_and_weights() {
+        let p = profile("").unwrap();
+        assert_eq!(p.queue_sort.name(), "PrioritySort");
+        let weights: HashMap<&str, i64> = p.score.iter().map(|(p, w)| (p.name(), *w)).collect();
+        for (name, w) in [
+            ("TaintToleration", 3),
+            ("NodeAffinity", 2),
+            ("PodTopologySpread", 2),
+            ("InterPodAffinity", 2),
+            ("NodeResourcesFit", 1),
+            ("NodeResourcesBalancedAllocation", 1),
+            ("ImageLocality", 1),
+        ] {
+            if let Some(got) = weights.get(name) {
+                assert_eq!(*got, w, "{name}");
+            }
+        }
+    }
+
+    #[test]
+    fn disabling_and_reweighting_scores() {
+        let p = profile(
+            "profiles: [{plugins: {score: {disabled: [{name: '*'}], enabled: [{name: NodeResourcesFit, weight: 7}]}}}]",
+        );
+        let p = p.unwrap();
+        let names: Vec<(&str, i64)> = p.score.iter().map(|(p, w)| (p.name(), *w)).collect();
+        assert_eq!(names, vec![("NodeResourcesFit", 7)]);
+    }
+
+    #[test]
+    fn unknown_plugins_are_rejected_by_name() {
+        let err = profile("profiles: [{plugins: {filter: {enabled: [{name: Nope}]}}}]")
+            .err()
+            .unwrap();
+        assert!(err.contains("Nope"), "{err}");
+        let err = profile("profiles: [{pluginConfig: [{name: Nope, args: {}}]}]")
+            .err()
+            .unwrap();
+        assert!(err.contains("Nope"), "{err}");
+        let err = profile("profiles: [{plugins: {queueSort: {disabled: [{name: '*'}]}}}]")
+            .err()
+            .unwrap();
+        assert!(err.contains("queueSort"), "{err}");
+    }
+}

@@ -1,0 +1,448 @@
+//! The scheduling queue, as upstream's PriorityQueue: an active queue ordered
+//! by priority then arrival (PrioritySort), a backoff queue of pods waiting out
+//! an exponential backoff after a failed attempt, and an unschedulable set
+//! that cluster events (a node added, a pod deleted, …) move back to active,
+//! flushed periodically. Pods with scheduling gates wait apart until ungated.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::Notify;
+
+use crate::framework::{PodInfo, QueuedPodInfo};
+
+/// Pods unschedulable this long are retried even without a matching event
+/// (upstream's podMaxInUnschedulablePodsDuration).
+pub const MAX_IN_UNSCHEDULABLE: Duration = Duration::from_secs(5 * 60);
+
+/// Where a pending pod sits, for the `scheduler_pending_pods` metric.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum QueueName {
+    Active,
+    Backoff,
+    Unschedulable,
+    Gated,
+}
+
+impl QueueName {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Active => "active",
+            Self::Backoff => "backoff",
+            Self::Unschedulable => "unschedulable",
+            Self::Gated => "gated",
+        }
+    }
+}
+
+type ActiveKey = (Reverse<i32>, Instant, u64);
+
+#[derive(Default)]
+struct Inner {
+    active: BTreeSet<ActiveKey>,
+    backoff: BTreeSet<(Instant, u64)>,
+    /// uid → entry, for every pod in any queue.
+    entries: HashMap<String, Entry>,
+    /// seq → uid, to resolve heap keys.
+    by_seq: HashMap<u64, String>,
+    seq: u64,
+    /// Bumped by every cluster event that may make pods schedulable; a pod
+    /// whose attempt started before the bump goes to backoff, not unschedulable.
+    move_cycle: u64,
+    closed: bool,
+}
+
+struct Entry {
+    info: QueuedPodInfo,
+    place: Place,
+    seq: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Place {
+    Active(ActiveKey),
+    Backoff(Instant),
+    Unschedulable(Instant),
+    Gated,
+    /// Popped and being scheduled.
+    InFlight,
+}
+
+pub struct SchedulingQueue {
+    inner: Mutex<Inner>,
+    notify: Notify,
+    initial_backoff: Duration,
+    max_backoff: Duration,
+}
+
+fn is_gated(pod: &PodInfo) -> bool {
+    pod.pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.scheduling_gates.as_ref())
+        .is_some_and(|g| !g.is_empty())
+}
+
+/// A popped pod plus the move cycle it was popped in.
+pub struct Popped {
+    pub info: QueuedPodInfo,
+    pub move_cycle: u64,
+}
+
+impl SchedulingQueue {
+    pub fn new(initial_backoff: Duration, max_backoff: Duration) -> Self {
+        Self {
+            inner: Mutex::new(Inner::default()),
+            notify: Notify::new(),
+            initial_backoff,
+            max_backoff,
+        }
+    }
+
+    /// The backoff after `attempts` failed attempts: initial × 2^(attempts−1), capped.
+    pub fn backoff_duration(&self, attempts: u32) -> Duration {
+        let mut d = self.initial_backoff;
+        for _ in 1..attempts {
+            d = d.saturating_mul(2);
+            if d >= self.max_backoff {
+                return self.max_backoff;
+            }
+        }
+        d.min(self.max_backoff)
+    }
+
+    fn place(inner: &mut Inner, uid: &str, place: Place) {
+        let Some(entry) = inner.entries.get_mut(uid) else {
+            return;
+        };
+        match entry.place {
+            Place::Active(k) => {
+                inner.active.remove(&k);
+            }
+            Place::Backoff(t) => {
+                inner.backoff.remove(&(t, entry.seq));
+            }
+            _ => {}
+        }
+        entry.place = place;
+        match place {
+            Place::Active(k) => {
+                inner.active.insert(k);
+            }
+            Place::Backoff(t) => {
+                inner.backoff.insert((t, entry.seq));
+            }
+            _ => {}
+        }
+    }
+
+    fn activate(inner: &mut Inner, uid: &str, now: Instant) {
+        let Some(entry) = inner.entries.get_mut(uid) else {
+            return;
+        };
+        if is_gated(&entry.info.pod) {
+            Self::place(inner, uid, Place::Gated);
+            return;
+        }
+        entry.info.timestamp = now;
+        let key = (Reverse(entry.info.pod.priority), now, entry.seq);
+        Self::place(inner, uid, Place::Active(key));
+    }
+
+    /// Adds a new pending pod (or updates a known one).
+    pub fn add(&self, pod: Arc<PodInfo>) {
+        let now = Instant::now();
+        let mut inner = self.inner.lock().expect("queue lock");
+        let uid = pod.uid.clone();
+        if let Some(entry) = inner.entries.get_mut(&uid) {
+            entry.info.pod = pod;
+            match entry.place {
+                // An update may be what an unschedulable or gated pod waited for.
+                Place::Unschedulable(_) | Place::Gated => Self::activate(&mut inner, &uid, now),
+                Place::Active(_) => Self::activate(&mut inner, &uid, now),
+                Place::Backoff(_) | Place::InFlight => {}
+            }
+        } else {
+            inner.seq += 1;
+            let seq = inner.seq;
+            inner.by_seq.insert(seq, uid.clone());
+            inner.entries.insert(
+                uid.clone(),
+                Entry {
+                    info: QueuedPodInfo {
+                        pod,
+                        initial_attempt: now,
+                        timestamp: now,
+                        attempts: 0,
+                    },
+                    place: Place::Gated,
+                    seq,
+                },
+            );
+            Self::activate(&mut inner, &uid, now);
+        }
+        drop(inner);
+        self.notify.notify_one();
+    }
+
+    /// Forgets a pod (deleted, or bound by someone else).
+    pub fn delete(&self, uid: &str) {
+        let mut inner = self.inner.lock().expect("queue lock");
+        Self::place(&mut inner, uid, Place::Gated);
+        if let Some(entry) = inner.entries.remove(uid) {
+            inner.by_seq.remove(&entry.seq);
+        }
+    }
+
+    /// Moves every unschedulable pod back (to backoff if still backing off):
+    /// something changed that may let them fit.
+    pub fn move_all_to_active(&self) {
+        let now = Instant::now();
+        let mut inner = self.inner.lock().expect("queue lock");
+        inner.move_cycle += 1;
+        let waiting: Vec<(String, u32, Instant)> = inner
+            .entries
+            .iter()
+            .filter_map(|(uid, e)| match e.place {
+                Place::Unschedulable(t) => Some((uid.clone(), e.info.attempts, t)),
+                _ => None,
+            })
+            .collect();
+        for (uid, attempts, since) in waiting {
+            let until = since + self.backoff_duration(attempts);
+            if until > now {
+                Self::place(&mut inner, &uid, Place::Backoff(until));
+            } else {
+                Self::activate(&mut inner, &uid, now);
+            }
+        }
+        drop(inner);
+        self.notify.notify_one();
+    }
+
+    /// A failed attempt: back to unschedulable, or to backoff when a cluster
+    /// event arrived during the attempt (it might have changed the answer) or
+    /// the failure was an error.
+    pub fn requeue_failed(&self, popped: Popped, unschedulable: bool) {
+        let now = Instant::now();
+        let mut inner = self.inner.lock().expect("queue lock");
+        let uid = popped.info.pod.uid.clone();
+        let Some(entry) = inner.entries.get_mut(&uid) else {
+            return; // deleted meanwhile
+        };
+        entry.info.attempts = popped.info.attempts;
+        if unschedulable && inner.move_cycle == popped.move_cycle {
+            Self::place(&mut inner, &uid, Place::Unschedulable(now));
+        } else {
+            let until = now + self.backoff_duration(popped.info.attempts);
+            Self::place(&mut inner, &uid, Place::Backoff(until));
+        }
+        drop(inner);
+        self.notify.notify_one();
+    }
+
+    /// The pod was scheduled (assumed): it leaves the queue.
+    pub fn done(&self, uid: &str) {
+        self.delete(uid);
+    }
+
+    /// Moves expired backoffs and stale unschedulable pods to active; returns
+    /// the next backoff expiry.
+    fn flush(inner: &mut Inner, backoff_duration: impl Fn(u32) -> Duration) -> Option<Instant> {
+        let now = Instant::now();
+        while let Some(&(t, seq)) = inner.backoff.iter().next() {
+            if t > now {
+                break;
+            }
+            let uid = inner.by_seq.get(&seq).cloned().expect("seq indexed");
+            Self::activate(inner, &uid, now);
+        }
+        let stale: Vec<String> = inner
+            .entries
+            .iter()
+            .filter_map(|(uid, e)| match e.place {
+                Place::Unschedulable(t) if now.duration_since(t) >= MAX_IN_UNSCHEDULABLE => {
+                    Some(uid.clone())
+                }
+                _ => None,
+            })
+            .collect();
+        for uid in stale {
+            let attempts = inner.entries[&uid].info.attempts;
+            let _ = backoff_duration(attempts);
+            Self::activate(inner, &uid, now);
+        }
+        inner.backoff.iter().next().map(|(t, _)| *t)
+    }
+
+    /// Waits for the next pod to schedule; `None` once closed.
+    pub async fn pop(&self) -> Option<Popped> {
+        loop {
+            let notified = self.notify.notified();
+            let next_wake = {
+                let mut inner = self.inner.lock().expect("queue lock");
+                if inner.closed {
+                    return None;
+                }
+                let next_backoff = Self::flush(&mut inner, |a| self.backoff_duration(a));
+                if let Some(&key) = inner.active.iter().next() {
+                    let uid = inner.by_seq.get(&key.2).cloned().expect("seq indexed");
+                    Self::place(&mut inner, &uid, Place::InFlight);
+                    let move_cycle = inner.move_cycle;
+                    let entry = inner.entries.get_mut(&uid).expect("entry");
+                    entry.info.attempts += 1;
+                    return Some(Popped {
+                        info: entry.info.clone(),
+                        move_cycle,
+                    });
+                }
+                next_backoff
+            };
+            // Also wake periodically so stale unschedulable pods get flushed.
+            let wait = next_wake
+                .map(|t| t.saturating_duration_since(Instant::now()))
+                .unwrap_or(Duration::from_secs(30))
+                .min(Duration::from_secs(30));
+            let _ = tokio::time::timeout(wait, notified).await;
+        }
+    }
+
+    pub fn close(&self) {
+        self.inner.lock().expect("queue lock").closed = true;
+        self.notify.notify_waiters();
+    }
+
+    /// Pending pods per queue.
+    pub fn counts(&self) -> HashMap<QueueName, usize> {
+        let inner = self.inner.lock().expect("queue lock");
+        let mut counts = HashMap::new();
+        for e in inner.entries.values() {
+            let q = match e.place {
+                Place::Active(_) | Place::InFlight => QueueName::Active,
+                Place::Backoff(_) => QueueName::Backoff,
+                Place::Unschedulable(_) => QueueName::Unschedulable,
+                Place::Gated => QueueName::Gated,
+            };
+            *counts.entry(q).or_default() += 1;
+        }
+        counts
+    }
+
+    /// UIDs of every pod the queue holds.
+    pub fn uids(&self) -> Vec<String> {
+        self.inner
+            .lock()
+            .expect("queue lock")
+            .entries
+            .keys()
+            .cloned()
+            .collect()
+    }
+
+    pub fn contains(&self, uid: &str) -> bool {
+        self.inner
+            .lock()
+            .expect("queue lock")
+            .entries
+            .contains_key(uid)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::framework::testing::pod;
+    use serde_json::json;
+
+    fn q() -> SchedulingQueue {
+        SchedulingQueue::new(Duration::from_secs(1), Duration::from_secs(10))
+    }
+
+    async fn pop_now(q: &SchedulingQueue) -> Option<Popped> {
+        tokio::time::timeout(Duration::from_millis(50), q.pop())
+            .await
+            .ok()
+            .flatten()
+    }
+
+    #[tokio::test]
+    async fn pops_by_priority_then_arrival() {
+        let q = q();
+        q.add(pod("low", &[], json!({"priority": 1})));
+        q.add(pod("high", &[], json!({"priority": 100})));
+        q.add(pod("low2", &[], json!({"priority": 1})));
+        let order: Vec<String> = [
+            pop_now(&q).await.unwrap(),
+            pop_now(&q).await.unwrap(),
+            pop_now(&q).await.unwrap(),
+        ]
+        .iter()
+        .map(|p| p.info.pod.name.clone())
+        .collect();
+        assert_eq!(order, ["high", "low", "low2"]);
+        assert!(pop_now(&q).await.is_none());
+    }
+
+    #[test]
+    fn backoff_doubles_up_to_the_cap() {
+        let q = q();
+        let secs: Vec<u64> = (1..=6).map(|a| q.backoff_duration(a).as_secs()).collect();
+        assert_eq!(secs, [1, 2, 4, 8, 10, 10]);
+    }
+
+    #[tokio::test]
+    async fn unschedulable_pods_wait_for_an_event() {
+        let q = q();
+        q.add(pod("p", &[], json!({})));
+        let popped = pop_now(&q).await.unwrap();
+        q.requeue_failed(popped, true);
+        assert_eq!(q.counts()[&QueueName::Unschedulable], 1);
+        assert!(pop_now(&q).await.is_none(), "no event, no retry");
+        q.move_all_to_active();
+        // Still inside its 1s backoff: it goes to backoff, then active.
+        assert_eq!(q.counts()[&QueueName::Backoff], 1);
+        let popped = tokio::time::timeout(Duration::from_secs(5), q.pop())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(popped.info.attempts, 2);
+    }
+
+    #[tokio::test]
+    async fn an_event_during_the_attempt_sends_the_pod_to_backoff() {
+        let q = q();
+        q.add(pod("p", &[], json!({})));
+        let popped = pop_now(&q).await.unwrap();
+        q.move_all_to_active();
+        q.requeue_failed(popped, true);
+        assert_eq!(q.counts()[&QueueName::Backoff], 1);
+    }
+
+    #[tokio::test]
+    async fn gated_pods_wait_until_ungated() {
+        let q = q();
+        q.add(pod(
+            "g",
+            &[],
+            json!({"schedulingGates": [{"name": "example.com/wait"}]}),
+        ));
+        assert_eq!(q.counts()[&QueueName::Gated], 1);
+        assert!(pop_now(&q).await.is_none());
+        q.move_all_to_active();
+        assert!(pop_now(&q).await.is_none(), "events do not ungate");
+        q.add(pod("g", &[], json!({})));
+        assert_eq!(pop_now(&q).await.unwrap().info.pod.name, "g");
+    }
+
+    #[tokio::test]
+    async fn deleted_pods_leave_every_queue() {
+        let q = q();
+        let p = pod("p", &[], json!({}));
+        q.add(p.clone());
+        q.delete(&p.uid);
+        assert!(pop_now(&q).await.is_none());
+        assert!(!q.contains(&p.uid));
+    }
+}

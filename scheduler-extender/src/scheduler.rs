@@ -1,0 +1,342 @@
+//! The scheduling loop: pop a pod, decide on a snapshot, assume it in the
+//! cache, and bind asynchronously through `pods/binding`; report failures as
+//! upstream does (PodScheduled=False/Unschedulable + FailedScheduling Event).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use k8s_openapi::api::core::v1::{ObjectReference, Pod};
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::{Client, Resource};
+use serde_json::json;
+use tokio_util::task::TaskTracker;
+use understudy_component_base::events::EventRecorder;
+
+use crate::cache::Cache;
+use crate::config::SchedulerConfig;
+use crate::framework::{CycleState, PodInfo, Snapshot};
+use crate::metrics::{AttemptsLabels, Metrics, QueueLabels};
+use crate::profile::Profile;
+use crate::queue::{Popped, QueueName, SchedulingQueue};
+use crate::scheduling::{Algorithm, ScheduleError, ScheduleResult};
+
+pub struct Scheduler {
+    pub client: Client,
+    pub profiles: HashMap<String, (Arc<Profile>, Arc<Algorithm>)>,
+    pub cache: Mutex<Cache>,
+    pub queue: SchedulingQueue,
+    pub config: SchedulerConfig,
+    pub events: HashMap<String, EventRecorder>,
+    pub metrics: Metrics,
+    /// Binds in flight, so shutdown can wait for them.
+    pub binds: TaskTracker,
+}
+
+/// What happened to one attempt, for tests and metrics.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Assumed(String),
+    Unschedulable(String),
+    Error(String),
+    Skipped,
+}
+
+impl Scheduler {
+    pub fn new(client: Client, config: SchedulerConfig, metrics: Metrics) -> Result<Self, String> {
+        let mut profiles = HashMap::new();
+        let mut events = HashMap::new();
+        for p in &config.profiles {
+            let profile = Profile::from_config(p)?;
+            events.insert(
+                p.scheduler_name.clone(),
+                EventRecorder::new(client.clone(), &p.scheduler_name, None),
+            );
+            profiles.insert(
+                p.scheduler_name.clone(),
+                (Arc::new(profile), Arc::new(Algorithm::default())),
+            );
+        }
+        Ok(Self {
+            client,
+            profiles,
+            cache: Mutex::new(Cache::new()),
+            queue: SchedulingQueue::new(config.pod_initial_backoff, config.pod_max_backoff),
+            config,
+            events,
+            metrics,
+            binds: TaskTracker::new(),
+        })
+    }
+
+    /// Whether this scheduler is responsible for `pod`.
+    pub fn responsible_for(&self, pod: &Pod) -> bool {
+        let name = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.scheduler_name.as_deref())
+            .unwrap_or("default-scheduler");
+        self.profiles.contains_key(name)
+    }
+
+    pub fn update_pending_metrics(&self) {
+        let counts = self.queue.counts();
+        for q in [
+            QueueName::Active,
+            QueueName::Backoff,
+            QueueName::Unschedulable,
+            QueueName::Gated,
+        ] {
+            self.metrics
+                .pending_pods
+                .get_or_create(&QueueLabels {
+                    queue: q.as_str().into(),
+                })
+                .set(counts.get(&q).copied().unwrap_or(0) as i64);
+        }
+    }
+
+    /// Runs until the queue is closed, then waits for in-flight binds.
+    pub async fn run(self: Arc<Self>) {
+        while let Some(popped) = self.queue.pop().await {
+            let this = self.clone();
+            // The decision is CPU work (parallel filters): keep it off the
+            // async workers that serve watches and binds.
+            let outcome = tokio::task::spawn_blocking(move || this.schedule_one(popped)).await;
+            if let Err(e) = outcome {
+                tracing::error!(error = %e, "scheduling cycle panicked");
+            }
+            self.update_pending_metrics();
+        }
+        self.binds.close();
+        self.binds.wait().await;
+    }
+
+    fn snapshot(&self) -> Snapshot {
+        self.cache.lock().expect("cache lock").snapshot()
+    }
+
+    /// One scheduling cycle for `popped`; on success the bind is started in the
+    /// background.
+    pub fn schedule_one(self: &Arc<Self>, popped: Popped) -> Outcome {
+        let start = Instant::now();
+        let pod = popped.info.pod.clone();
+        let scheduler_name = pod
+            .pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.scheduler_name.clone())
+            .unwrap_or_else(|| "default-scheduler".into());
+        let Some((profile, algorithm)) = self.profiles.get(&scheduler_name).cloned() else {
+            self.queue.done(&pod.uid);
+            return Outcome::Skipped;
+        };
+        if pod.pod.metadata.deletion_timestamp.is_some() {
+            self.queue.done(&pod.uid);
+            return Outcome::Skipped;
+        }
+        let snapshot = self.snapshot();
+        let mut state = CycleState::new();
+        let result = algorithm.schedule(
+            &profile,
+            self.config.percentage_of_nodes_to_score,
+            &mut state,
+            &pod,
+            &snapshot,
+        );
+        self.metrics
+            .algorithm_duration
+            .observe(start.elapsed().as_secs_f64());
+        match result {
+            Ok(ScheduleResult { node, .. }) => {
+                let assumed = self.cache.lock().expect("cache lock").assume(&pod, &node);
+                match assumed {
+                    Ok(_) => {
+                        self.queue.done(&pod.uid);
+                        let this = self.clone();
+                        let node2 = node.clone();
+                        let attempts = popped.info.attempts;
+                        let since = popped.info.initial_attempt;
+                        let name = profile.scheduler_name.clone();
+                        let handle = tokio::runtime::Handle::current();
+                        self.binds.spawn_on(
+                            async move { this.bind(pod, node2, name, start, since, attempts).await },
+                            &handle,
+                        );
+                        Outcome::Assumed(node)
+                    }
+                    Err(e) => {
+                        tracing::error!(pod = %pod.key(), error = %e, "assume failed");
+                        self.queue.requeue_failed(popped, false);
+                        self.metrics.attempt(
+                            "error",
+                            &profile.scheduler_name,
+                            start.elapsed().as_secs_f64(),
+                        );
+                        Outcome::Error(e.to_string())
+                    }
+                }
+            }
+            Err(ScheduleError::Unfit(fit)) => {
+                let message = fit.message();
+                tracing::info!(pod = %pod.key(), %message, "unable to schedule pod");
+                self.metrics.attempt(
+                    "unschedulable",
+                    &profile.scheduler_name,
+                    start.elapsed().as_secs_f64(),
+                );
+                self.queue.requeue_failed(popped, true);
+                let this = self.clone();
+                let name = profile.scheduler_name.clone();
+                let msg = message.clone();
+                tokio::runtime::Handle::current().spawn(async move {
+                    this.report_unschedulable(&pod, &name, "Unschedulable", &msg)
+                        .await;
+                });
+                Outcome::Unschedulable(message)
+            }
+            Err(ScheduleError::Internal(status)) => {
+                let message = status.message();
+                tracing::error!(pod = %pod.key(), plugin = status.plugin, %message, "scheduling error");
+                self.metrics.attempt(
+                    "error",
+                    &profile.scheduler_name,
+                    start.elapsed().as_secs_f64(),
+                );
+                self.queue.requeue_failed(popped, false);
+                let this = self.clone();
+                let name = profile.scheduler_name.clone();
+                tokio::runtime::Handle::current().spawn(async move {
+                    this.report_unschedulable(&pod, &name, "SchedulerError", &message)
+                        .await;
+                });
+                Outcome::Error(status.message())
+            }
+        }
+    }
+
+    async fn bind(
+        &self,
+        pod: Arc<PodInfo>,
+        node: String,
+        profile: String,
+        start: Instant,
+        since: Instant,
+        attempts: u32,
+    ) {
+        let pods: Api<Pod> = Api::namespaced(self.client.clone(), &pod.namespace);
+        let binding = json!({
+            "apiVersion": "v1",
+            "kind": "Binding",
+            "metadata": {"name": pod.name, "namespace": pod.namespace, "uid": pod.uid},
+            "target": {"apiVersion": "v1", "kind": "Node", "name": node},
+        });
+        let bind_start = Instant::now();
+        let result = pods
+            .create_subresource::<_, serde_json::Value>(
+                "binding",
+                &pod.name,
+                &PostParams::default(),
+                &binding,
+            )
+            .await;
+        self.metrics
+            .binding_duration
+            .observe(bind_start.elapsed().as_secs_f64());
+        match result {
+            Ok(_) => {
+                self.metrics
+                    .attempt("scheduled", &profile, start.elapsed().as_secs_f64());
+                self.metrics
+                    .pod_scheduling_sli_duration
+                    .get_or_create(&AttemptsLabels {
+                        attempts: attempts.to_string(),
+                    })
+                    .observe(since.elapsed().as_secs_f64());
+                tracing::debug!(pod = %pod.key(), %node, "bound");
+                if let Some(events) = self.events.get(&profile) {
+                    let note = format!("Successfully assigned {} to {node}", pod.key());
+                    events
+                        .normal(&object_ref(&pod), "Scheduled", "Binding", note)
+                        .await;
+                }
+            }
+            Err(e) => {
+                let _ = self.cache.lock().expect("cache lock").forget(&pod.uid);
+                self.metrics
+                    .attempt("error", &profile, start.elapsed().as_secs_f64());
+                let gone = matches!(&e, kube::Error::Api(s) if s.code == 404 || s.code == 409);
+                if gone {
+                    // Deleted, or bound by someone else: the watch will tell the cache.
+                    tracing::info!(pod = %pod.key(), error = %e, "binding rejected; dropping the pod");
+                } else {
+                    tracing::warn!(pod = %pod.key(), %node, error = %e, "binding failed; retrying with backoff");
+                    self.queue.add(pod.clone());
+                    self.report_unschedulable(
+                        &pod,
+                        &profile,
+                        "SchedulerError",
+                        &format!("Binding rejected: {e}"),
+                    )
+                    .await;
+                }
+            }
+        }
+    }
+
+    /// Sets PodScheduled=False with `reason` and records FailedScheduling, as
+    /// upstream's handleSchedulingFailure.
+    async fn report_unschedulable(
+        &self,
+        pod: &PodInfo,
+        profile: &str,
+        reason: &str,
+        message: &str,
+    ) {
+        if let Some(events) = self.events.get(profile) {
+            events
+                .warning(
+                    &object_ref(pod),
+                    "FailedScheduling",
+                    "Scheduling",
+                    message.to_string(),
+                )
+                .await;
+        }
+        let current = pod
+            .pod
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .and_then(|c| c.iter().find(|c| c.type_ == "PodScheduled"));
+        if current.is_some_and(|c| {
+            c.status == "False"
+                && c.reason.as_deref() == Some(reason)
+                && c.message.as_deref() == Some(message)
+        }) {
+            return;
+        }
+        let pods: Api<Pod> = Api::namespaced(self.client.clone(), &pod.namespace);
+        let now = jiff::Timestamp::now().to_string();
+        let patch = json!({"status": {"conditions": [{
+            "type": "PodScheduled",
+            "status": "False",
+            "reason": reason,
+            "message": message,
+            "lastProbeTime": null,
+            "lastTransitionTime": now,
+        }]}});
+        if let Err(e) = pods
+            .patch_status(&pod.name, &PatchParams::default(), &Patch::Strategic(patch))
+            .await
+        {
+            tracing::debug!(pod = %pod.key(), error = %e, "could not update the PodScheduled condition");
+        }
+    }
+}
+
+fn object_ref(pod: &PodInfo) -> ObjectReference {
+    let mut r = pod.pod.object_ref(&());
+    r.uid = Some(pod.uid.clone());
+    r
+}

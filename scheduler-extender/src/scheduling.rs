@@ -1,0 +1,320 @@
+//! One scheduling decision over a snapshot, as upstream's schedulePod: PreFilter,
+//! Filter across nodes in parallel (stopping once enough feasible nodes are
+//! found, starting where the previous cycle stopped), PreScore, Score, and the
+//! pick of the best node (random among ties). Pure: no API calls.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use rayon::prelude::*;
+
+use crate::framework::{CycleState, NodeInfo, PodInfo, Snapshot, Status};
+use crate::profile::Profile;
+
+/// Below this many nodes every node is evaluated (upstream's minFeasibleNodesToFind).
+pub const MIN_FEASIBLE_NODES_TO_FIND: usize = 100;
+/// The adaptive percentage never drops below this (minFeasibleNodesPercentageToFind).
+pub const MIN_FEASIBLE_NODES_PERCENTAGE_TO_FIND: usize = 5;
+
+/// How many feasible nodes to find before scoring, as upstream's numFeasibleNodesToFind.
+pub fn num_feasible_nodes_to_find(percentage: Option<u32>, num_all_nodes: usize) -> usize {
+    if num_all_nodes < MIN_FEASIBLE_NODES_TO_FIND {
+        return num_all_nodes;
+    }
+    let percentage = match percentage {
+        Some(p) if p > 0 => p as usize,
+        _ => {
+            (50usize.saturating_sub(num_all_nodes / 125)).max(MIN_FEASIBLE_NODES_PERCENTAGE_TO_FIND)
+        }
+    };
+    if percentage >= 100 {
+        return num_all_nodes;
+    }
+    (num_all_nodes * percentage / 100).max(MIN_FEASIBLE_NODES_TO_FIND)
+}
+
+/// Why a pod fits nowhere: each node's rejection, for the event message and
+/// for preemption.
+#[derive(Clone, Debug, Default)]
+pub struct Diagnosis {
+    pub node_statuses: BTreeMap<String, Status>,
+    /// A PreFilter rejection applies to every node.
+    pub pre_filter: Option<Status>,
+    /// Message of the PostFilter (preemption) attempt, appended to the event.
+    pub post_filter_msg: Option<String>,
+}
+
+#[derive(Clone, Debug)]
+pub struct FitError {
+    pub num_all_nodes: usize,
+    pub diagnosis: Diagnosis,
+}
+
+impl FitError {
+    /// Upstream's message: "0/5 nodes are available: 3 Insufficient cpu, 2 node(s) …."
+    pub fn message(&self) -> String {
+        let mut msg = format!("0/{} nodes are available:", self.num_all_nodes);
+        if let Some(pf) = &self.diagnosis.pre_filter {
+            msg.push_str(&format!(" {}.", pf.message()));
+        }
+        let mut histogram: BTreeMap<&str, usize> = BTreeMap::new();
+        for status in self.diagnosis.node_statuses.values() {
+            for reason in &status.reasons {
+                *histogram.entry(reason.as_str()).or_default() += 1;
+            }
+        }
+        if !histogram.is_empty() {
+            let mut parts: Vec<String> =
+                histogram.iter().map(|(r, n)| format!("{n} {r}")).collect();
+            parts.sort();
+            msg.push_str(&format!(" {}.", parts.join(", ")));
+        }
+        if let Some(post) = &self.diagnosis.post_filter_msg {
+            msg.push_str(&format!(" {post}."));
+        }
+        msg
+    }
+}
+
+#[derive(Debug)]
+pub enum ScheduleError {
+    /// No node fits; the pod waits for a cluster change.
+    Unfit(FitError),
+    /// A plugin failed; the pod retries with backoff.
+    Internal(Status),
+}
+
+#[derive(Clone, Debug)]
+pub struct ScheduleResult {
+    pub node: String,
+    pub evaluated_nodes: usize,
+    pub feasible_nodes: usize,
+}
+
+/// Per-profile scheduling state carried across cycles.
+#[derive(Debug, Default)]
+pub struct Algorithm {
+    next_start_node_index: AtomicUsize,
+}
+
+impl Algorithm {
+    pub fn schedule(
+        &self,
+        profile: &Profile,
+        global_percentage: Option<u32>,
+        state: &mut CycleState,
+        pod: &PodInfo,
+        snapshot: &Snapshot,
+    ) -> Result<ScheduleResult, ScheduleError> {
+        let num_all = snapshot.nodes.len();
+        if num_all == 0 {
+            return Err(ScheduleError::Unfit(FitError {
+                num_all_nodes: 0,
+                diagnosis: Diagnosis::default(),
+            }));
+        }
+        let (feasible, diagnosis) =
+            self.find_feasible(profile, global_percentage, state, pod, snapshot)?;
+        if feasible.is_empty() {
+            return Err(ScheduleError::Unfit(FitError {
+                num_all_nodes: num_all,
+                diagnosis,
+            }));
+        }
+        let evaluated = feasible.len() + diagnosis.node_statuses.len();
+        if feasible.len() == 1 {
+            return Ok(ScheduleResult {
+                node: feasible[0].name.clone(),
+                evaluated_nodes: evaluated,
+                feasible_nodes: 1,
+            });
+        }
+        profile
+            .run_pre_score(state, pod, &feasible, snapshot)
+            .map_err(ScheduleError::Internal)?;
+        let scores = profile
+            .run_score(state, pod, &feasible)
+            .map_err(ScheduleError::Internal)?;
+        let best = select_host(
+            &scores.iter().map(|s| s.score).collect::<Vec<_>>(),
+            rand_u64(),
+        );
+        Ok(ScheduleResult {
+            node: scores[best].name.clone(),
+            evaluated_nodes: evaluated,
+            feasible_nodes: feasible.len(),
+        })
+    }
+
+    /// PreFilter, then Filter over nodes in round-robin order from where the
+    /// last cycle stopped, until enough feasible nodes are found.
+    pub fn find_feasible(
+        &self,
+        profile: &Profile,
+        global_percentage: Option<u32>,
+        state: &mut CycleState,
+        pod: &PodInfo,
+        snapshot: &Snapshot,
+    ) -> Result<(Vec<Arc<NodeInfo>>, Diagnosis), ScheduleError> {
+        let mut diagnosis = Diagnosis::default();
+        if let Some(err) = pod.parse_errors.first() {
+            diagnosis.pre_filter =
+                Some(Status::unresolvable(format!("invalid pod affinity: {err}")));
+            return Ok((vec![], diagnosis));
+        }
+        let pre = match profile.run_pre_filter(state, pod, snapshot) {
+            Ok(r) => r,
+            Err(status) if status.is_rejected() => {
+                diagnosis.pre_filter = Some(status);
+                return Ok((vec![], diagnosis));
+            }
+            Err(status) => return Err(ScheduleError::Internal(status)),
+        };
+        let candidates: Vec<Arc<NodeInfo>> = match &pre.node_names {
+            Some(names) => names
+                .iter()
+                .filter_map(|n| snapshot.get(n).cloned())
+                .collect(),
+            None => snapshot.nodes.clone(),
+        };
+        let n = candidates.len();
+        if n == 0 {
+            return Ok((vec![], diagnosis));
+        }
+        let percentage = profile.percentage_of_nodes_to_score.or(global_percentage);
+        let want = if pre.node_names.is_some() {
+            n
+        } else {
+            num_feasible_nodes_to_find(percentage, n)
+        };
+        let start = if pre.node_names.is_some() {
+            0
+        } else {
+            self.next_start_node_index.load(Ordering::Relaxed) % n
+        };
+        let state_ref: &CycleState = state;
+        let mut feasible = Vec::with_capacity(want);
+        let mut processed = 0;
+        // Batches keep the parallel filter from overshooting `want` by much
+        // while still giving every core a share of the work.
+        let batch = want.max(64);
+        while processed < n && feasible.len() < want {
+            let end = (processed + batch).min(n);
+            let results: Vec<(usize, Status)> = (processed..end)
+                .into_par_iter()
+                .map(|i| {
+                    let node = &candidates[(start + i) % n];
+                    (i, profile.run_filter(state_ref, pod, node))
+                })
+                .collect();
+            for (i, status) in results {
+                let node = &candidates[(start + i) % n];
+                processed = processed.max(i + 1);
+                if feasible.len() >= want {
+                    processed = i;
+                    break;
+                }
+                if status.is_success() {
+                    feasible.push(node.clone());
+                } else if status.is_rejected() {
+                    diagnosis.node_statuses.insert(node.name.clone(), status);
+                } else {
+                    return Err(ScheduleError::Internal(status));
+                }
+            }
+        }
+        if pre.node_names.is_none() {
+            self.next_start_node_index
+                .store((start + processed) % n, Ordering::Relaxed);
+        }
+        Ok((feasible, diagnosis))
+    }
+}
+
+/// Index of the highest score; ties broken uniformly at random (reservoir
+/// sampling over the tied nodes, as upstream's selectHost).
+pub fn select_host(scores: &[i64], mut seed: u64) -> usize {
+    let mut best = 0;
+    let mut ties = 1u64;
+    for (i, s) in scores.iter().enumerate().skip(1) {
+        if *s > scores[best] {
+            best = i;
+            ties = 1;
+        } else if *s == scores[best] {
+            ties += 1;
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            if (seed >> 33).is_multiple_of(ties) {
+                best = i;
+            }
+        }
+    }
+    best
+}
+
+fn rand_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(0);
+    h.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn feasible_nodes_to_find_matches_upstream() {
+        assert_eq!(num_feasible_nodes_to_find(None, 50), 50);
+        assert_eq!(num_feasible_nodes_to_find(None, 99), 99);
+        // 50 - 100/125 = 50% of 100 → 50, raised to the 100 minimum.
+        assert_eq!(num_feasible_nodes_to_find(None, 100), 100);
+        // 5000 nodes: 50 - 40 = 10% → 500.
+        assert_eq!(num_feasible_nodes_to_find(None, 5000), 500);
+        // 6000 nodes: 50 - 48 = 2% → floor 5% → 300.
+        assert_eq!(num_feasible_nodes_to_find(None, 6000), 300);
+        assert_eq!(num_feasible_nodes_to_find(Some(30), 1000), 300);
+        assert_eq!(num_feasible_nodes_to_find(Some(1), 1000), 100);
+        assert_eq!(num_feasible_nodes_to_find(Some(100), 1000), 1000);
+    }
+
+    #[test]
+    fn select_host_picks_the_max_and_spreads_ties() {
+        assert_eq!(select_host(&[1, 5, 3], 7), 1);
+        let mut seen = std::collections::BTreeSet::new();
+        for seed in 0..200 {
+            seen.insert(select_host(&[4, 9, 9, 2, 9], seed));
+        }
+        assert_eq!(seen, [1, 2, 4].into_iter().collect());
+    }
+
+    #[test]
+    fn fit_error_message_has_upstream_shape() {
+        let mut diagnosis = Diagnosis::default();
+        for (node, reason) in [
+            ("a", "Insufficient cpu"),
+            ("b", "Insufficient cpu"),
+            ("c", "node(s) had untolerated taint {k: v}"),
+        ] {
+            diagnosis
+                .node_statuses
+                .insert(node.into(), Status::unschedulable(reason));
+        }
+        let e = FitError {
+            num_all_nodes: 3,
+            diagnosis,
+        };
+        assert_eq!(
+            e.message(),
+            "0/3 nodes are available: 1 node(s) had untolerated taint {k: v}, 2 Insufficient cpu."
+        );
+        let mut e = e;
+        e.diagnosis.post_filter_msg = Some(
+            "preemption: 0/3 nodes are available: 3 Preemption is not helpful for scheduling"
+                .into(),
+        );
+        assert!(e.message().ends_with("2 Insufficient cpu. preemption: 0/3 nodes are available: 3 Preemption is not helpful for scheduling."));
+    }
+}
