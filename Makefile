@@ -62,14 +62,13 @@ e2e: build
 	@echo "          today the suite runs its cluster-level tests against $$KUBECONFIG."
 	UNDERSTUDY_E2E_KUBECONFIG="$$KUBECONFIG" $(CARGO) test -p understudy-e2e --no-fail-fast
 
-## Benchmarks, understudy vs upstream on one local control plane (not part of test).
+## Benchmarks, understudy vs upstream on one local control plane (not part of
+## `make test`). BENCH_ARGS scales it down, e.g. BENCH_ARGS="--nodes 500 --pods 2000".
+BENCH_ARGS ?=
 bench: deps toolchain
-	@echo "make bench: not implemented yet. It will run, on one local control plane and in one run:"
-	@echo "  scheduler   SchedulingBasic (5000 nodes, 1000 existing, 10000 measured pods), preemption,"
-	@echo "              affinity/topology-spread, against kube-scheduler and a null-scheduler bind ceiling;"
-	@echo "  proxy       10000 Services x 5 endpoints: full/partial sync time, rules size, per mode;"
-	@echo "  controllers Deployment rollouts, pod-ready -> EndpointSlice latency, PVC binding;"
-	@echo "printing throughput, latency percentiles, CPU seconds, peak RSS and ratios into docs/BENCHMARKS.md."
+	$(CARGO) build --release --workspace --bins
+	target/release/understudy-bench scheduler $(BENCH_ARGS)
+	@echo "make bench: proxy and controllers benchmarks are not implemented yet."
 
 clean-cache:
 	rm -rf "$${XDG_CACHE_HOME:-$$HOME/.cache}/understudy"

@@ -35,6 +35,9 @@ pub struct Component {
 #[derive(Clone)]
 pub struct ComponentContext {
     pub client: Client,
+    /// A second client with its own QPS/burst budget for Events, so recording
+    /// them never delays the component's real work (as upstream's broadcasters).
+    pub event_client: Client,
     pub registry: SharedRegistry,
     pub health: Health,
     /// Cancelled on SIGTERM/SIGINT or when leadership is lost: finish in-flight
@@ -114,6 +117,7 @@ where
         .connected_client(CONNECT_TIMEOUT)
         .await?;
     health.set("apiserver-connection", true);
+    let event_client = args.client_options(component.name).client().await?;
 
     let election = args.leader_election(component.name);
     let identity = election.identity.clone();
@@ -132,7 +136,8 @@ where
         registry,
         health: health.clone(),
         shutdown: shutdown.clone(),
-        events: EventRecorder::new(client.clone(), component.name, Some(identity.clone())),
+        events: EventRecorder::new(event_client.clone(), component.name, Some(identity.clone())),
+        event_client,
         identity: identity.clone(),
         server_addr,
     };

@@ -77,6 +77,9 @@ pub struct LabOptions {
     pub components_dir: PathBuf,
     /// Extra flags for each understudy.
     pub understudy_args: Vec<String>,
+    /// kwok's node lease duration; it renews every quarter of it. Thousands of
+    /// nodes want a long one, or lease renewals swamp a small machine.
+    pub node_lease_seconds: u32,
 }
 
 /// A free loopback port. Another process may take it before we use it; the
@@ -338,6 +341,12 @@ async fn start_all(
             format!("--service-account-private-key-file={}", path(&pki.sa_key())),
             format!("--root-ca-file={}", path(&pki.ca_cert())),
             "--use-service-account-credentials=true".into(),
+            // Nodes are NotReady once their lease is older than this; keep it
+            // above kwok's renew interval whatever the lease duration.
+            format!(
+                "--node-monitor-grace-period={}s",
+                (opts.node_lease_seconds * 2).max(50)
+            ),
             "--leader-elect=false".into(),
             "--v=0".into(),
         ],
@@ -374,7 +383,7 @@ async fn start_all(
         format!("--kubeconfig={}", path(&admin_kubeconfig)),
         "--manage-all-nodes=false".into(),
         format!("--manage-nodes-with-annotation-selector={KWOK_ANNOTATION}=fake"),
-        "--node-lease-duration-seconds=40".into(),
+        format!("--node-lease-duration-seconds={}", opts.node_lease_seconds),
         format!("--server-address=127.0.0.1:{kwok_port}"),
         "--node-ip=10.0.0.1".into(),
     ];

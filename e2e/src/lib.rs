@@ -2,6 +2,7 @@
 //! binaries (etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kwok),
 //! the `understudy-lab` CLI over it, and the fixtures the e2e suite runs on.
 
+pub mod bench;
 pub mod certs;
 pub mod controlplane;
 pub mod fixture;

@@ -28,6 +28,15 @@ struct PodState {
     assumed: bool,
 }
 
+/// The storage object kinds the cache indexes.
+#[derive(Clone, Copy, Debug)]
+pub enum VolumeKind {
+    Claims,
+    Volumes,
+    StorageClasses,
+    CsiNodes,
+}
+
 /// The parts of a Node that scheduling decisions depend on; a change in any of
 /// them may make waiting pods schedulable.
 #[derive(Clone, Debug, PartialEq)]
@@ -54,8 +63,10 @@ impl NodeSummary {
 #[derive(Default)]
 pub struct Cache {
     nodes: HashMap<String, Arc<NodeInfo>>,
-    /// Nodes with a Node object (others only hold pods bound ahead of the node).
+    /// Nodes with a Node object (others only hold pods bound ahead of the
+    /// node), in arrival order, and the same as a set for lookups.
     real_nodes: Vec<String>,
+    real_set: HashSet<String>,
     pods: HashMap<String, PodState>,
     namespaces: HashMap<String, Labels>,
     volumes: VolumeIndex,
@@ -104,20 +115,24 @@ impl Cache {
 
     pub fn add_or_update_node(&mut self, node: Node) {
         let name = node.name_any();
-        let images_before = self.nodes.get(&name).map(|n| n.images.len());
+        let same_images = self.nodes.get(&name).is_some_and(|n| {
+            n.node.status.as_ref().and_then(|s| s.images.as_ref())
+                == node.status.as_ref().and_then(|s| s.images.as_ref())
+        });
         let info = self.node_mut(&name);
         info.set_node(Arc::new(node));
-        let images_after = info.images.len();
-        if !self.real_nodes.contains(&name) {
+        if self.real_set.insert(name.clone()) {
             self.real_nodes.push(name);
             self.node_set_dirty = true;
-        } else if images_before != Some(images_after) {
+        } else if !same_images {
             self.node_set_dirty = true;
         }
     }
 
     pub fn remove_node(&mut self, name: &str) {
-        self.real_nodes.retain(|n| n != name);
+        if self.real_set.remove(name) {
+            self.real_nodes.retain(|n| n != name);
+        }
         self.node_set_dirty = true;
         // Keep the entry while pods still reference it (upstream does too).
         if self.nodes.get(name).is_some_and(|n| n.pods.is_empty()) {
@@ -137,6 +152,7 @@ impl Cache {
         let node = info.node_name().unwrap_or_default().to_string();
         if let Some(old) = self.pods.get(&uid).cloned() {
             self.node_mut(&old.node).remove_pod(&uid);
+            self.drop_empty_placeholder(&old.node);
         }
         self.node_mut(&node).add_pod(info.clone());
         self.pods.insert(
@@ -160,6 +176,13 @@ impl Cache {
             {
                 self.nodes.remove(&state.node);
             }
+        }
+    }
+
+    fn drop_empty_placeholder(&mut self, node: &str) {
+        if !self.real_set.contains(node) && self.nodes.get(node).is_some_and(|n| n.pods.is_empty())
+        {
+            self.nodes.remove(node);
         }
     }
 
@@ -226,16 +249,8 @@ impl Cache {
         self.volumes.claims.insert(key, Arc::new(claim));
         self.volumes_arc = None;
     }
-    pub fn remove_claim(&mut self, namespace: &str, name: &str) {
-        self.volumes.claims.remove(&format!("{namespace}/{name}"));
-        self.volumes_arc = None;
-    }
     pub fn set_volume(&mut self, pv: PersistentVolume) {
         self.volumes.volumes.insert(pv.name_any(), Arc::new(pv));
-        self.volumes_arc = None;
-    }
-    pub fn remove_volume(&mut self, name: &str) {
-        self.volumes.volumes.remove(name);
         self.volumes_arc = None;
     }
     pub fn set_storage_class(&mut self, sc: StorageClass) {
@@ -244,22 +259,14 @@ impl Cache {
             .insert(sc.name_any(), Arc::new(sc));
         self.volumes_arc = None;
     }
-    pub fn remove_storage_class(&mut self, name: &str) {
-        self.volumes.storage_classes.remove(name);
-        self.volumes_arc = None;
-    }
     pub fn set_csi_node(&mut self, n: CSINode) {
         self.volumes.csi_nodes.insert(n.name_any(), Arc::new(n));
-        self.volumes_arc = None;
-    }
-    pub fn remove_csi_node(&mut self, name: &str) {
-        self.volumes.csi_nodes.remove(name);
         self.volumes_arc = None;
     }
 
     /// The scheduling-relevant parts of a known node.
     pub fn node_summary(&self, name: &str) -> Option<NodeSummary> {
-        if !self.real_nodes.iter().any(|n| n == name) {
+        if !self.real_set.contains(name) {
             return None;
         }
         self.nodes.get(name).map(|n| NodeSummary::of(&n.node))
@@ -299,16 +306,38 @@ impl Cache {
         }
     }
 
-    /// (uid, name) of every node with a Node object.
-    pub fn node_uids(&self) -> Vec<(String, String)> {
-        self.real_nodes
-            .iter()
-            .filter_map(|n| {
-                self.nodes
-                    .get(n)
-                    .map(|i| (i.node.metadata.uid.clone().unwrap_or_default(), n.clone()))
-            })
-            .collect()
+    /// Names of every node with a Node object.
+    pub fn node_names(&self) -> Vec<String> {
+        self.real_nodes.clone()
+    }
+
+    pub fn retain_namespaces(&mut self, keep: &HashSet<String>) {
+        let before = self.namespaces.len();
+        self.namespaces.retain(|name, _| keep.contains(name));
+        if self.namespaces.len() != before {
+            self.namespaces_arc = None;
+        }
+    }
+
+    /// Drops the storage objects of `kind` whose keys are in `gone`.
+    pub fn remove_volume_object(&mut self, kind: VolumeKind, gone: HashSet<String>) {
+        self.retain_volumes_where(kind, |k| !gone.contains(k));
+    }
+
+    /// Drops storage objects of `kind` whose key is not in `keep`.
+    pub fn retain_volume_objects(&mut self, kind: VolumeKind, keep: &HashSet<String>) {
+        self.retain_volumes_where(kind, |k| keep.contains(k));
+    }
+
+    fn retain_volumes_where(&mut self, kind: VolumeKind, keep: impl Fn(&String) -> bool) {
+        let v = &mut self.volumes;
+        match kind {
+            VolumeKind::Claims => v.claims.retain(|k, _| keep(k)),
+            VolumeKind::Volumes => v.volumes.retain(|k, _| keep(k)),
+            VolumeKind::StorageClasses => v.storage_classes.retain(|k, _| keep(k)),
+            VolumeKind::CsiNodes => v.csi_nodes.retain(|k, _| keep(k)),
+        }
+        self.volumes_arc = None;
     }
 
     /// UIDs of every pod placed on a node (for consistency checks).

@@ -69,7 +69,7 @@ pub fn check(
         ) {
             (_, None) => Some(format!("node {node} does not exist")),
             (Err(status), _) => Some(status.to_string()),
-            (Ok(pre), Some(node_info)) => {
+            (Ok((pre, _)), Some(node_info)) => {
                 if pre
                     .node_names
                     .as_ref()

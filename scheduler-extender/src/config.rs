@@ -165,10 +165,11 @@ fn parse_duration(field: &str, v: &str) -> Result<Duration, ConfigError> {
     humantime::parse_duration(v).map_err(|e| invalid(format!("{field}: {v:?}: {e}")))
 }
 
+/// `Some(0)` means "adaptive" explicitly: a profile's 0 overrides the global value.
 fn percentage(field: &str, v: Option<i32>) -> Result<Option<u32>, ConfigError> {
     match v {
-        None | Some(0) => Ok(None),
-        Some(p) if (1..=100).contains(&p) => Ok(Some(p as u32)),
+        None => Ok(None),
+        Some(p) if (0..=100).contains(&p) => Ok(Some(p as u32)),
         Some(p) => Err(invalid(format!("{field}: {p} is not in 0..=100"))),
     }
 }
@@ -385,6 +386,7 @@ profiles:
             ("percentageOfNodez: 5", "percentageOfNodez"),
             ("profiles: [{schedulerName: a, plugin: {}}]", "plugin"),
             ("extenders: [{urlPrefix: http://x}]", "extenders"),
+            ("percentageOfNodesToScore: -1", "percentageOfNodesToScore"),
             ("leaderElection: {resourceLock: endpoints}", "resourceLock"),
             (
                 "apiVersion: kubescheduler.config.k8s.io/v1beta3",

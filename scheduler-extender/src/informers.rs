@@ -15,7 +15,7 @@ use kube::{Api, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use tokio::sync::watch;
 
-use crate::cache::{NodeSummary, is_assigned_and_active};
+use crate::cache::{NodeSummary, VolumeKind, is_assigned_and_active};
 use crate::framework::PodInfo;
 use crate::scheduler::Scheduler;
 
@@ -23,9 +23,11 @@ use crate::scheduler::Scheduler;
 trait Handler<K>: Send + Sync + 'static {
     fn apply(&self, s: &Scheduler, obj: K);
     fn delete(&self, s: &Scheduler, obj: K);
+    /// The identity `resync` compares: the UID by default.
+    fn key(&self, obj: &K) -> String;
     /// After a (re)list: forget what the list no longer contains (deleted
-    /// while the watch was down). `seen` holds the listed objects' UIDs.
-    fn resync(&self, _s: &Scheduler, _seen: &HashSet<String>) {}
+    /// while the watch was down). `seen` holds the listed objects' keys.
+    fn resync(&self, s: &Scheduler, seen: &HashSet<String>);
 }
 
 struct Pods;
@@ -46,8 +48,9 @@ impl Handler<Pod> for Pods {
                 cache.upsert_pod(pod);
                 was_placed
             };
-            if was_placed && !active {
-                // A finished pod frees its node's resources.
+            // A new or changed assigned pod can satisfy waiting pods' affinity
+            // or spread; a finished one frees its node's resources.
+            if !was_placed || !active {
                 s.queue.move_all_to_active();
             }
             return;
@@ -70,6 +73,9 @@ impl Handler<Pod> for Pods {
         s.queue.delete(&uid);
         s.cache.lock().expect("cache lock").remove_pod(&uid);
         s.queue.move_all_to_active();
+    }
+    fn key(&self, pod: &Pod) -> String {
+        pod.uid().unwrap_or_default()
     }
     fn resync(&self, s: &Scheduler, seen: &HashSet<String>) {
         let mut cache = s.cache.lock().expect("cache lock");
@@ -114,15 +120,27 @@ impl Handler<Node> for Nodes {
             .expect("cache lock")
             .remove_node(&node.name_any());
     }
+    fn key(&self, node: &Node) -> String {
+        node.name_any()
+    }
+    fn resync(&self, s: &Scheduler, seen: &HashSet<String>) {
+        let mut cache = s.cache.lock().expect("cache lock");
+        for name in cache.node_names() {
+            if !seen.contains(&name) {
+                cache.remove_node(&name);
+            }
+        }
+    }
 }
 
 struct Namespaces;
 impl Handler<Namespace> for Namespaces {
     fn apply(&self, s: &Scheduler, ns: Namespace) {
+        let labels = ns.labels().clone();
         s.cache
             .lock()
             .expect("cache lock")
-            .set_namespace(ns.name_any(), ns.labels().clone());
+            .set_namespace(ns.name_any(), labels);
         s.queue.move_all_to_active();
     }
     fn delete(&self, s: &Scheduler, ns: Namespace) {
@@ -131,73 +149,81 @@ impl Handler<Namespace> for Namespaces {
             .expect("cache lock")
             .remove_namespace(&ns.name_any());
     }
-}
-
-struct Claims;
-impl Handler<PersistentVolumeClaim> for Claims {
-    fn apply(&self, s: &Scheduler, c: PersistentVolumeClaim) {
-        s.cache.lock().expect("cache lock").set_claim(c);
-        s.queue.move_all_to_active();
+    fn key(&self, ns: &Namespace) -> String {
+        ns.name_any()
     }
-    fn delete(&self, s: &Scheduler, c: PersistentVolumeClaim) {
-        s.cache
-            .lock()
-            .expect("cache lock")
-            .remove_claim(&c.namespace().unwrap_or_default(), &c.name_any());
+    fn resync(&self, s: &Scheduler, seen: &HashSet<String>) {
+        s.cache.lock().expect("cache lock").retain_namespaces(seen);
     }
 }
 
-struct Volumes;
-impl Handler<PersistentVolume> for Volumes {
-    fn apply(&self, s: &Scheduler, v: PersistentVolume) {
-        s.cache.lock().expect("cache lock").set_volume(v);
-        s.queue.move_all_to_active();
-    }
-    fn delete(&self, s: &Scheduler, v: PersistentVolume) {
-        s.cache
-            .lock()
-            .expect("cache lock")
-            .remove_volume(&v.name_any());
-    }
+/// Handlers of the storage objects: each sets, removes and resyncs one map of
+/// the cache's volume index.
+macro_rules! volume_handler {
+    ($handler:ident, $kind:ty, $set:ident, $kind_tag:expr, |$obj:ident| $key:expr) => {
+        struct $handler;
+        impl Handler<$kind> for $handler {
+            fn apply(&self, s: &Scheduler, obj: $kind) {
+                s.cache.lock().expect("cache lock").$set(obj);
+                s.queue.move_all_to_active();
+            }
+            fn delete(&self, s: &Scheduler, obj: $kind) {
+                let gone = HashSet::from([self.key(&obj)]);
+                s.cache
+                    .lock()
+                    .expect("cache lock")
+                    .remove_volume_object($kind_tag, gone);
+            }
+            fn key(&self, $obj: &$kind) -> String {
+                $key
+            }
+            fn resync(&self, s: &Scheduler, seen: &HashSet<String>) {
+                s.cache
+                    .lock()
+                    .expect("cache lock")
+                    .retain_volume_objects($kind_tag, seen);
+            }
+        }
+    };
 }
 
-struct StorageClasses;
-impl Handler<StorageClass> for StorageClasses {
-    fn apply(&self, s: &Scheduler, c: StorageClass) {
-        s.cache.lock().expect("cache lock").set_storage_class(c);
-        s.queue.move_all_to_active();
-    }
-    fn delete(&self, s: &Scheduler, c: StorageClass) {
-        s.cache
-            .lock()
-            .expect("cache lock")
-            .remove_storage_class(&c.name_any());
-    }
-}
-
-struct CsiNodes;
-impl Handler<CSINode> for CsiNodes {
-    fn apply(&self, s: &Scheduler, n: CSINode) {
-        s.cache.lock().expect("cache lock").set_csi_node(n);
-        s.queue.move_all_to_active();
-    }
-    fn delete(&self, s: &Scheduler, n: CSINode) {
-        s.cache
-            .lock()
-            .expect("cache lock")
-            .remove_csi_node(&n.name_any());
-    }
-}
+volume_handler!(
+    Claims,
+    PersistentVolumeClaim,
+    set_claim,
+    VolumeKind::Claims,
+    |c| format!("{}/{}", c.namespace().unwrap_or_default(), c.name_any())
+);
+volume_handler!(
+    Volumes,
+    PersistentVolume,
+    set_volume,
+    VolumeKind::Volumes,
+    |v| v.name_any()
+);
+volume_handler!(
+    StorageClasses,
+    StorageClass,
+    set_storage_class,
+    VolumeKind::StorageClasses,
+    |c| c.name_any()
+);
+volume_handler!(CsiNodes, CSINode, set_csi_node, VolumeKind::CsiNodes, |n| n
+    .name_any());
 
 /// Runs one watch forever (it retries with backoff inside kube's watcher),
 /// flipping `synced` once the initial list has been applied.
-async fn watch_into<K, H>(s: Arc<Scheduler>, api: Api<K>, handler: H, synced: watch::Sender<bool>)
-where
+async fn watch_into<K, H>(
+    s: Arc<Scheduler>,
+    api: Api<K>,
+    config: watcher::Config,
+    handler: H,
+    synced: watch::Sender<bool>,
+) where
     K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
     H: Handler<K>,
     K::DynamicType: Default,
 {
-    let config = watcher::Config::default().any_semantic();
     let mut stream = watcher::watcher(api, config).default_backoff().boxed();
     // During a (re)list, objects seen are collected so deletions missed
     // while disconnected are applied when the list completes.
@@ -207,7 +233,7 @@ where
             Ok(Some(Event::Init)) => listing = Some(Default::default()),
             Ok(Some(Event::InitApply(obj))) => {
                 if let Some(seen) = listing.as_mut() {
-                    seen.insert(obj.uid().unwrap_or_default());
+                    seen.insert(handler.key(&obj));
                 }
                 handler.apply(&s, obj);
             }
@@ -232,11 +258,14 @@ pub fn start(s: Arc<Scheduler>) -> watch::Receiver<bool> {
     let client = s.client.clone();
     let mut receivers = vec![];
     macro_rules! spawn_watch {
-        ($kind:ty, $handler:expr) => {{
+        ($kind:ty, $handler:expr) => {
+            spawn_watch!($kind, $handler, watcher::Config::default())
+        };
+        ($kind:ty, $handler:expr, $config:expr) => {{
             let (tx, rx) = watch::channel(false);
             receivers.push(rx);
             let api: Api<$kind> = Api::all(client.clone());
-            tokio::spawn(watch_into(s.clone(), api, $handler, tx));
+            tokio::spawn(watch_into(s.clone(), api, $config, $handler, tx));
         }};
     }
     spawn_watch!(Namespace, Namespaces);
@@ -245,7 +274,13 @@ pub fn start(s: Arc<Scheduler>) -> watch::Receiver<bool> {
     spawn_watch!(PersistentVolumeClaim, Claims);
     spawn_watch!(StorageClass, StorageClasses);
     spawn_watch!(CSINode, CsiNodes);
-    spawn_watch!(Pod, Pods);
+    // As upstream's informer: finished pods hold nothing and need no decision;
+    // a pod that finishes leaves the watch as a deletion.
+    spawn_watch!(
+        Pod,
+        Pods,
+        watcher::Config::default().fields("status.phase!=Succeeded,status.phase!=Failed")
+    );
     let (all_tx, all_rx) = watch::channel(false);
     tokio::spawn(async move {
         for mut rx in receivers {

@@ -60,7 +60,13 @@ fn main() -> ExitCode {
     component::main(COMPONENT, args.common, |ctx| async move {
         let metrics = Metrics::register(&mut ctx.registry.write().expect("registry lock"));
         let scheduler = Arc::new(
-            Scheduler::new(ctx.client.clone(), config, metrics).map_err(anyhow::Error::msg)?,
+            Scheduler::new(
+                ctx.client.clone(),
+                ctx.event_client.clone(),
+                config,
+                metrics,
+            )
+            .map_err(anyhow::Error::msg)?,
         );
         ctx.health.register("informers-synced");
         let mut synced = informers::start(scheduler.clone());

@@ -2,14 +2,15 @@
 //! from the configuration with upstream's merge rules, and the runner of
 //! those points for one pod.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
 use crate::config::{PluginRef, PluginSet, ProfileConfig};
 use crate::framework::{
-    CycleState, NodeInfo, NodeScore, Plugin, PodInfo, PreFilterResult, Snapshot, Status,
+    Code, CycleState, NodeInfo, NodeScore, Plugin, PodInfo, PreFilterResult, Snapshot, Status,
 };
 use crate::plugins;
+use rayon::prelude::*;
 
 /// Upstream's default multiPoint plugins (v1.37), in order, with default score weights.
 pub const DEFAULT_PLUGINS: &[(&str, i64)] = &[
@@ -52,33 +53,51 @@ pub struct Profile {
     pub score: Vec<(Arc<dyn Plugin>, i64)>,
 }
 
-fn apply(
-    list: &mut Vec<(String, i64)>,
+/// Upstream's mergePluginSet: defaults minus the disabled (`*` = all), a
+/// default re-enabled by the user replaced in place (taking the user's weight),
+/// then the user's other enabled plugins in their order.
+fn merge_set(
+    defaults: &[(String, i64)],
     set: Option<&PluginSet>,
-    default_weight: &HashMap<&str, i64>,
-) {
-    let Some(set) = set else { return };
-    if set.disabled.iter().any(|p| p.name == "*") {
-        list.clear();
+) -> Result<Vec<(String, i64)>, String> {
+    let Some(set) = set else {
+        return Ok(defaults.to_vec());
+    };
+    let weight = |r: &PluginRef| -> Result<i64, String> {
+        match r.weight {
+            Some(w) if w < 0 => Err(format!(
+                "plugin {:?}: weight {w} must not be negative",
+                r.name
+            )),
+            w => Ok(i64::from(w.unwrap_or(0))),
+        }
+    };
+    let disabled_all = set.disabled.iter().any(|d| d.name == "*");
+    let mut out = vec![];
+    let mut replaced = HashSet::new();
+    for (name, w) in defaults {
+        if disabled_all || set.disabled.iter().any(|d| &d.name == name) {
+            continue;
+        }
+        match set.enabled.iter().find(|e| &e.name == name) {
+            Some(custom) => {
+                out.push((name.clone(), weight(custom)?));
+                replaced.insert(name.clone());
+            }
+            None => out.push((name.clone(), *w)),
+        }
     }
-    list.retain(|(name, _)| !set.disabled.iter().any(|d| &d.name == name));
-    for PluginRef { name, weight } in &set.enabled {
-        list.retain(|(n, _)| n != name);
-        let weight = weight.filter(|w| *w > 0).map(i64::from).unwrap_or_else(|| {
-            default_weight
-                .get(name.as_str())
-                .copied()
-                .filter(|w| *w > 0)
-                .unwrap_or(1)
-        });
-        list.push((name.clone(), weight));
+    for e in &set.enabled {
+        if !replaced.contains(&e.name) && !out.iter().any(|(n, _)| n == &e.name) {
+            out.push((e.name.clone(), weight(e)?));
+        }
     }
+    Ok(out)
 }
 
 impl Profile {
     pub fn from_config(cfg: &ProfileConfig) -> Result<Self, String> {
         let registry: HashMap<&str, plugins::Factory> = plugins::registry().into_iter().collect();
-        let default_weight: HashMap<&str, i64> = DEFAULT_PLUGINS.iter().copied().collect();
         let context = |msg: String| format!("profile {:?}: {msg}", cfg.scheduler_name);
 
         for name in cfg.plugin_config.keys() {
@@ -87,15 +106,11 @@ impl Profile {
             }
         }
         // multiPoint: defaults, then the profile's multiPoint changes.
-        let mut multi: Vec<(String, i64)> = DEFAULT_PLUGINS
+        let defaults: Vec<(String, i64)> = DEFAULT_PLUGINS
             .iter()
             .map(|(n, w)| (n.to_string(), *w))
             .collect();
-        apply(
-            &mut multi,
-            cfg.plugins.multi_point.as_ref(),
-            &default_weight,
-        );
+        let multi = merge_set(&defaults, cfg.plugins.multi_point.as_ref()).map_err(context)?;
 
         let mut instances: HashMap<String, Arc<dyn Plugin>> = HashMap::new();
         let mut instance = |name: &str| -> Result<Option<Arc<dyn Plugin>>, String> {
@@ -116,16 +131,33 @@ impl Profile {
 
         // Each point: the multiPoint plugins serving it, then that point's own set.
         type Serves = fn(&dyn Plugin) -> bool;
+        // One extension point, as upstream's expandMultiPointPlugins orders it:
+        // plugins enabled both here and in multiPoint (this point's order and
+        // weight), then the other multiPoint plugins serving this point, then
+        // the plugins enabled only here. A weight of 0 means 1.
         let mut point = |set: Option<&PluginSet>, serves: Serves| -> Result<Weighted, String> {
-            let mut list = vec![];
+            let regular = merge_set(&[], set).map_err(context)?;
+            let disabled_all = set.is_some_and(|s| s.disabled.iter().any(|d| d.name == "*"));
+            let disabled = |name: &str| {
+                disabled_all || set.is_some_and(|s| s.disabled.iter().any(|d| d.name == name))
+            };
+            let in_multi = |name: &str| multi.iter().any(|(n, _)| n == name);
+            let mut list: Vec<(String, i64)> = regular
+                .iter()
+                .filter(|(n, _)| in_multi(n))
+                .cloned()
+                .collect();
             for (name, weight) in &multi {
+                if disabled(name) || regular.iter().any(|(n, _)| n == name) {
+                    continue;
+                }
                 if let Some(p) = instance(name)?
                     && serves(p.as_ref())
                 {
                     list.push((name.clone(), *weight));
                 }
             }
-            apply(&mut list, set, &default_weight);
+            list.extend(regular.iter().filter(|(n, _)| !in_multi(n)).cloned());
             let mut out = vec![];
             for (name, weight) in list {
                 if let Some(p) = instance(&name)? {
@@ -134,7 +166,7 @@ impl Profile {
                             "plugin {name:?} does not serve the extension point it is enabled at"
                         )));
                     }
-                    out.push((p, weight));
+                    out.push((p, weight.max(1)));
                 }
             }
             Ok(out)
@@ -202,13 +234,17 @@ impl Profile {
 
     /// Runs every PreFilter; the candidate node sets they return intersect.
     /// A rejection ends the cycle with that status.
+    /// Also returns the plugins that narrowed the candidate nodes, named in the
+    /// reason given to the nodes they excluded.
     pub fn run_pre_filter(
         &self,
         state: &mut CycleState,
         pod: &PodInfo,
         snapshot: &Snapshot,
-    ) -> Result<PreFilterResult, Status> {
+    ) -> Result<(PreFilterResult, Vec<&'static str>), Status> {
         let mut result = PreFilterResult::default();
+        let mut narrowing = vec![];
+        let mut unschedulable: Option<Status> = None;
         for plugin in &self.pre_filter {
             let pf = plugin.as_pre_filter().expect("registered as PreFilter");
             let (r, status) = pf.pre_filter(state, pod, snapshot);
@@ -216,17 +252,39 @@ impl Profile {
                 state.skip_filter.insert(plugin.name());
                 continue;
             }
-            if !status.is_success() {
-                return Err(status.with_plugin(plugin.name()));
+            match status.code {
+                Code::Success => {}
+                // Preemption may still help: run the remaining PreFilters so
+                // their state exists, then report this one.
+                Code::Unschedulable => {
+                    unschedulable.get_or_insert(status.with_plugin(plugin.name()));
+                    continue;
+                }
+                _ => return Err(status.with_plugin(plugin.name())),
             }
             if let Some(names) = r.node_names {
-                result.node_names = Some(match result.node_names {
+                narrowing.push(plugin.name());
+                let merged = match result.node_names {
                     None => names,
                     Some(prev) => prev.intersection(&names).cloned().collect::<BTreeSet<_>>(),
-                });
+                };
+                if merged.is_empty() {
+                    let msg = match narrowing.as_slice() {
+                        [one] => format!("node(s) didn't satisfy plugin {one}"),
+                        many => format!(
+                            "node(s) didn't satisfy plugin(s) [{}] simultaneously",
+                            many.join(" ")
+                        ),
+                    };
+                    return Err(Status::unresolvable(msg).with_plugin(plugin.name()));
+                }
+                result.node_names = Some(merged);
             }
         }
-        Ok(result)
+        match unschedulable {
+            Some(status) => Err(status),
+            None => Ok((result, narrowing)),
+        }
     }
 
     /// Runs Filters in order; the first rejection is the node's status.
@@ -286,16 +344,17 @@ impl Profile {
                 continue;
             }
             let scorer = plugin.as_score().expect("registered as Score");
-            let mut scores = Vec::with_capacity(nodes.len());
-            for node in nodes {
-                let score = scorer
-                    .score(state, pod, node)
-                    .map_err(|s| s.with_plugin(plugin.name()))?;
-                scores.push(NodeScore {
-                    name: node.name.clone(),
-                    score,
-                });
-            }
+            // Nodes are scored in parallel, as upstream's parallelizer does.
+            let mut scores = nodes
+                .par_iter()
+                .map(|node| {
+                    scorer.score(state, pod, node).map(|score| NodeScore {
+                        name: node.name.clone(),
+                        score,
+                    })
+                })
+                .collect::<Result<Vec<_>, Status>>()
+                .map_err(|s| s.with_plugin(plugin.name()))?;
             let status = scorer.normalize(state, pod, &mut scores);
             if !status.is_success() {
                 return Err(status.with_plugin(plugin.name()));
@@ -346,6 +405,42 @@ mod tests {
         let p = p.unwrap();
         let names: Vec<(&str, i64)> = p.score.iter().map(|(p, w)| (p.name(), *w)).collect();
         assert_eq!(names, vec![("NodeResourcesFit", 7)]);
+    }
+
+    #[test]
+    fn listed_without_weight_means_weight_one_and_negative_is_rejected() {
+        let p =
+            profile("profiles: [{plugins: {multiPoint: {enabled: [{name: TaintToleration}]}}}]")
+                .unwrap();
+        let w = p
+            .score
+            .iter()
+            .find(|(p, _)| p.name() == "TaintToleration")
+            .unwrap()
+            .1;
+        assert_eq!(
+            w, 1,
+            "re-listing a default without weight drops its default weight"
+        );
+        let err = profile(
+            "profiles: [{plugins: {score: {enabled: [{name: ImageLocality, weight: -1}]}}}]",
+        )
+        .err()
+        .unwrap();
+        assert!(err.contains("negative"), "{err}");
+    }
+
+    #[test]
+    fn a_plugin_enabled_at_a_point_comes_first_there() {
+        let p = profile("profiles: [{plugins: {filter: {enabled: [{name: NodePorts}]}}}]").unwrap();
+        let names = p.plugin_names("filter");
+        assert_eq!(names[0], "NodePorts", "{names:?}");
+        assert_eq!(names.iter().filter(|n| **n == "NodePorts").count(), 1);
+        // Disabling at one point leaves the others.
+        let p = profile("profiles: [{plugins: {filter: {disabled: [{name: TaintToleration}]}}}]")
+            .unwrap();
+        assert!(!p.plugin_names("filter").contains(&"TaintToleration"));
+        assert!(p.plugin_names("score").contains(&"TaintToleration"));
     }
 
     #[test]

@@ -43,9 +43,14 @@ type ActiveKey = (Reverse<i32>, Instant, u64);
 struct Inner {
     active: BTreeSet<ActiveKey>,
     backoff: BTreeSet<(Instant, u64)>,
+    /// Unschedulable pods by the time they became so: moves and the periodic
+    /// flush touch only these, never the whole queue.
+    unschedulable: BTreeSet<(Instant, u64)>,
+    gated: usize,
+    in_flight: usize,
     /// uid → entry, for every pod in any queue.
     entries: HashMap<String, Entry>,
-    /// seq → uid, to resolve heap keys.
+    /// seq → uid, to resolve set keys.
     by_seq: HashMap<u64, String>,
     seq: u64,
     /// Bumped by every cluster event that may make pods schedulable; a pod
@@ -58,6 +63,8 @@ struct Entry {
     info: QueuedPodInfo,
     place: Place,
     seq: u64,
+    /// When the last failed attempt ended (backoff is counted from it).
+    last_failure: Option<Instant>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -68,6 +75,8 @@ enum Place {
     Gated,
     /// Popped and being scheduled.
     InFlight,
+    /// Not yet placed (a new entry).
+    Nowhere,
 }
 
 pub struct SchedulingQueue {
@@ -83,6 +92,18 @@ fn is_gated(pod: &PodInfo) -> bool {
         .as_ref()
         .and_then(|s| s.scheduling_gates.as_ref())
         .is_some_and(|g| !g.is_empty())
+}
+
+/// Whether an update can change a scheduling decision: anything but status,
+/// resourceVersion and managedFields (upstream's isPodUpdated), so our own
+/// PodScheduled condition patch does not trigger a retry.
+fn pod_changed(old: &PodInfo, new: &PodInfo) -> bool {
+    let (o, n) = (&old.pod, &new.pod);
+    o.spec != n.spec
+        || o.metadata.labels != n.metadata.labels
+        || o.metadata.annotations != n.metadata.annotations
+        || o.metadata.deletion_timestamp != n.metadata.deletion_timestamp
+        || o.metadata.owner_references != n.metadata.owner_references
 }
 
 /// A popped pod plus the move cycle it was popped in.
@@ -117,25 +138,55 @@ impl SchedulingQueue {
         let Some(entry) = inner.entries.get_mut(uid) else {
             return;
         };
-        match entry.place {
+        let seq = entry.seq;
+        let old = std::mem::replace(&mut entry.place, place);
+        match old {
             Place::Active(k) => {
                 inner.active.remove(&k);
             }
             Place::Backoff(t) => {
-                inner.backoff.remove(&(t, entry.seq));
+                inner.backoff.remove(&(t, seq));
             }
-            _ => {}
+            Place::Unschedulable(t) => {
+                inner.unschedulable.remove(&(t, seq));
+            }
+            Place::Gated => inner.gated -= 1,
+            Place::InFlight => inner.in_flight -= 1,
+            Place::Nowhere => {}
         }
-        entry.place = place;
         match place {
             Place::Active(k) => {
                 inner.active.insert(k);
             }
             Place::Backoff(t) => {
-                inner.backoff.insert((t, entry.seq));
+                inner.backoff.insert((t, seq));
             }
-            _ => {}
+            Place::Unschedulable(t) => {
+                inner.unschedulable.insert((t, seq));
+            }
+            Place::Gated => inner.gated += 1,
+            Place::InFlight => inner.in_flight += 1,
+            Place::Nowhere => {}
         }
+    }
+
+    /// To active, unless gated or still backing off from its last failure.
+    fn activate_or_backoff(&self, inner: &mut Inner, uid: &str, now: Instant) {
+        let Some(entry) = inner.entries.get_mut(uid) else {
+            return;
+        };
+        if is_gated(&entry.info.pod) {
+            Self::place(inner, uid, Place::Gated);
+            return;
+        }
+        if let Some(failed) = entry.last_failure {
+            let until = failed + self.backoff_duration(entry.info.attempts);
+            if until > now {
+                Self::place(inner, uid, Place::Backoff(until));
+                return;
+            }
+        }
+        Self::activate(inner, uid, now);
     }
 
     fn activate(inner: &mut Inner, uid: &str, now: Instant) {
@@ -146,41 +197,69 @@ impl SchedulingQueue {
             Self::place(inner, uid, Place::Gated);
             return;
         }
-        entry.info.timestamp = now;
-        let key = (Reverse(entry.info.pod.priority), now, entry.seq);
+        // Ordered by when the pod last became schedulable (creation, or end of
+        // its backoff), as upstream's queue timestamp.
+        entry.info.timestamp = entry.last_failure.unwrap_or(now);
+        let key = (
+            Reverse(entry.info.pod.priority),
+            entry.info.timestamp,
+            entry.seq,
+        );
         Self::place(inner, uid, Place::Active(key));
     }
 
-    /// Adds a new pending pod (or updates a known one).
+    fn insert(
+        inner: &mut Inner,
+        pod: Arc<PodInfo>,
+        attempts: u32,
+        initial_attempt: Instant,
+        last_failure: Option<Instant>,
+    ) -> String {
+        inner.seq += 1;
+        let seq = inner.seq;
+        let uid = pod.uid.clone();
+        inner.by_seq.insert(seq, uid.clone());
+        inner.entries.insert(
+            uid.clone(),
+            Entry {
+                info: QueuedPodInfo {
+                    pod,
+                    initial_attempt,
+                    timestamp: initial_attempt,
+                    attempts,
+                },
+                place: Place::Nowhere,
+                seq,
+                last_failure,
+            },
+        );
+        uid
+    }
+
+    /// Adds a new pending pod, or applies an update to a known one.
     pub fn add(&self, pod: Arc<PodInfo>) {
         let now = Instant::now();
         let mut inner = self.inner.lock().expect("queue lock");
         let uid = pod.uid.clone();
         if let Some(entry) = inner.entries.get_mut(&uid) {
+            let changed = pod_changed(&entry.info.pod, &pod);
             entry.info.pod = pod;
+            if !changed {
+                return;
+            }
             match entry.place {
                 // An update may be what an unschedulable or gated pod waited for.
-                Place::Unschedulable(_) | Place::Gated => Self::activate(&mut inner, &uid, now),
+                Place::Unschedulable(_) | Place::Gated => {
+                    self.activate_or_backoff(&mut inner, &uid, now)
+                }
+                // Re-key: the priority may have changed.
                 Place::Active(_) => Self::activate(&mut inner, &uid, now),
-                Place::Backoff(_) | Place::InFlight => {}
+                // The attempt in flight used the old spec: retry rather than park.
+                Place::InFlight => inner.move_cycle += 1,
+                Place::Backoff(_) | Place::Nowhere => {}
             }
         } else {
-            inner.seq += 1;
-            let seq = inner.seq;
-            inner.by_seq.insert(seq, uid.clone());
-            inner.entries.insert(
-                uid.clone(),
-                Entry {
-                    info: QueuedPodInfo {
-                        pod,
-                        initial_attempt: now,
-                        timestamp: now,
-                        attempts: 0,
-                    },
-                    place: Place::Gated,
-                    seq,
-                },
-            );
+            Self::insert(&mut inner, pod, 0, now, None);
             Self::activate(&mut inner, &uid, now);
         }
         drop(inner);
@@ -190,7 +269,7 @@ impl SchedulingQueue {
     /// Forgets a pod (deleted, or bound by someone else).
     pub fn delete(&self, uid: &str) {
         let mut inner = self.inner.lock().expect("queue lock");
-        Self::place(&mut inner, uid, Place::Gated);
+        Self::place(&mut inner, uid, Place::Nowhere);
         if let Some(entry) = inner.entries.remove(uid) {
             inner.by_seq.remove(&entry.seq);
         }
@@ -202,21 +281,16 @@ impl SchedulingQueue {
         let now = Instant::now();
         let mut inner = self.inner.lock().expect("queue lock");
         inner.move_cycle += 1;
-        let waiting: Vec<(String, u32, Instant)> = inner
-            .entries
+        if inner.unschedulable.is_empty() {
+            return;
+        }
+        let waiting: Vec<String> = inner
+            .unschedulable
             .iter()
-            .filter_map(|(uid, e)| match e.place {
-                Place::Unschedulable(t) => Some((uid.clone(), e.info.attempts, t)),
-                _ => None,
-            })
+            .filter_map(|(_, seq)| inner.by_seq.get(seq).cloned())
             .collect();
-        for (uid, attempts, since) in waiting {
-            let until = since + self.backoff_duration(attempts);
-            if until > now {
-                Self::place(&mut inner, &uid, Place::Backoff(until));
-            } else {
-                Self::activate(&mut inner, &uid, now);
-            }
+        for uid in waiting {
+            self.activate_or_backoff(&mut inner, &uid, now);
         }
         drop(inner);
         self.notify.notify_one();
@@ -229,16 +303,38 @@ impl SchedulingQueue {
         let now = Instant::now();
         let mut inner = self.inner.lock().expect("queue lock");
         let uid = popped.info.pod.uid.clone();
+        let move_cycle = inner.move_cycle;
         let Some(entry) = inner.entries.get_mut(&uid) else {
             return; // deleted meanwhile
         };
         entry.info.attempts = popped.info.attempts;
-        if unschedulable && inner.move_cycle == popped.move_cycle {
+        entry.last_failure = Some(now);
+        if unschedulable && move_cycle == popped.move_cycle {
             Self::place(&mut inner, &uid, Place::Unschedulable(now));
         } else {
             let until = now + self.backoff_duration(popped.info.attempts);
             Self::place(&mut inner, &uid, Place::Backoff(until));
         }
+        drop(inner);
+        self.notify.notify_one();
+    }
+
+    /// A bind failed after the pod left the queue: back in, with backoff and
+    /// its attempt count kept.
+    pub fn requeue_after_bind_failure(
+        &self,
+        pod: Arc<PodInfo>,
+        attempts: u32,
+        initial_attempt: Instant,
+    ) {
+        let now = Instant::now();
+        let mut inner = self.inner.lock().expect("queue lock");
+        if inner.entries.contains_key(&pod.uid) {
+            return;
+        }
+        let uid = Self::insert(&mut inner, pod, attempts, initial_attempt, Some(now));
+        let until = now + self.backoff_duration(attempts);
+        Self::place(&mut inner, &uid, Place::Backoff(until));
         drop(inner);
         self.notify.notify_one();
     }
@@ -249,8 +345,8 @@ impl SchedulingQueue {
     }
 
     /// Moves expired backoffs and stale unschedulable pods to active; returns
-    /// the next backoff expiry.
-    fn flush(inner: &mut Inner, backoff_duration: impl Fn(u32) -> Duration) -> Option<Instant> {
+    /// the next time something expires.
+    fn flush(&self, inner: &mut Inner) -> Option<Instant> {
         let now = Instant::now();
         while let Some(&(t, seq)) = inner.backoff.iter().next() {
             if t > now {
@@ -259,22 +355,23 @@ impl SchedulingQueue {
             let uid = inner.by_seq.get(&seq).cloned().expect("seq indexed");
             Self::activate(inner, &uid, now);
         }
-        let stale: Vec<String> = inner
-            .entries
-            .iter()
-            .filter_map(|(uid, e)| match e.place {
-                Place::Unschedulable(t) if now.duration_since(t) >= MAX_IN_UNSCHEDULABLE => {
-                    Some(uid.clone())
-                }
-                _ => None,
-            })
-            .collect();
-        for uid in stale {
-            let attempts = inner.entries[&uid].info.attempts;
-            let _ = backoff_duration(attempts);
-            Self::activate(inner, &uid, now);
+        while let Some(&(t, seq)) = inner.unschedulable.iter().next() {
+            if now.duration_since(t) < MAX_IN_UNSCHEDULABLE {
+                break;
+            }
+            let uid = inner.by_seq.get(&seq).cloned().expect("seq indexed");
+            self.activate_or_backoff(inner, &uid, now);
         }
-        inner.backoff.iter().next().map(|(t, _)| *t)
+        let next_backoff = inner.backoff.iter().next().map(|(t, _)| *t);
+        let next_stale = inner
+            .unschedulable
+            .iter()
+            .next()
+            .map(|(t, _)| *t + MAX_IN_UNSCHEDULABLE);
+        match (next_backoff, next_stale) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// Waits for the next pod to schedule; `None` once closed.
@@ -286,7 +383,7 @@ impl SchedulingQueue {
                 if inner.closed {
                     return None;
                 }
-                let next_backoff = Self::flush(&mut inner, |a| self.backoff_duration(a));
+                let next_wake = self.flush(&mut inner);
                 if let Some(&key) = inner.active.iter().next() {
                     let uid = inner.by_seq.get(&key.2).cloned().expect("seq indexed");
                     Self::place(&mut inner, &uid, Place::InFlight);
@@ -298,9 +395,8 @@ impl SchedulingQueue {
                         move_cycle,
                     });
                 }
-                next_backoff
+                next_wake
             };
-            // Also wake periodically so stale unschedulable pods get flushed.
             let wait = next_wake
                 .map(|t| t.saturating_duration_since(Instant::now()))
                 .unwrap_or(Duration::from_secs(30))
@@ -314,20 +410,15 @@ impl SchedulingQueue {
         self.notify.notify_waiters();
     }
 
-    /// Pending pods per queue.
+    /// Pending pods per queue (in-flight pods count as active, as upstream).
     pub fn counts(&self) -> HashMap<QueueName, usize> {
         let inner = self.inner.lock().expect("queue lock");
-        let mut counts = HashMap::new();
-        for e in inner.entries.values() {
-            let q = match e.place {
-                Place::Active(_) | Place::InFlight => QueueName::Active,
-                Place::Backoff(_) => QueueName::Backoff,
-                Place::Unschedulable(_) => QueueName::Unschedulable,
-                Place::Gated => QueueName::Gated,
-            };
-            *counts.entry(q).or_default() += 1;
-        }
-        counts
+        HashMap::from([
+            (QueueName::Active, inner.active.len() + inner.in_flight),
+            (QueueName::Backoff, inner.backoff.len()),
+            (QueueName::Unschedulable, inner.unschedulable.len()),
+            (QueueName::Gated, inner.gated),
+        ])
     }
 
     /// UIDs of every pod the queue holds.
@@ -434,6 +525,53 @@ mod tests {
         assert!(pop_now(&q).await.is_none(), "events do not ungate");
         q.add(pod("g", &[], json!({})));
         assert_eq!(pop_now(&q).await.unwrap().info.pod.name, "g");
+    }
+
+    #[tokio::test]
+    async fn status_only_updates_do_not_retry_an_unschedulable_pod() {
+        let q = q();
+        let p = pod("p", &[], json!({}));
+        q.add(p.clone());
+        let popped = pop_now(&q).await.unwrap();
+        q.requeue_failed(popped, true);
+        let mut updated = (*p.pod).clone();
+        updated.status = Some(
+            serde_json::from_value(
+                json!({"conditions": [{"type": "PodScheduled", "status": "False"}]}),
+            )
+            .unwrap(),
+        );
+        q.add(Arc::new(PodInfo::new(Arc::new(updated))));
+        assert_eq!(
+            q.counts()[&QueueName::Unschedulable],
+            1,
+            "our own status patch must not requeue"
+        );
+        let mut relabelled = (*p.pod).clone();
+        relabelled.metadata.labels = Some([("new".to_string(), "label".to_string())].into());
+        q.add(Arc::new(PodInfo::new(Arc::new(relabelled))));
+        assert_eq!(
+            q.counts()[&QueueName::Backoff],
+            1,
+            "a real change retries, after the backoff"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_failed_bind_requeues_with_backoff_and_attempts() {
+        let q = q();
+        let p = pod("p", &[], json!({}));
+        q.add(p.clone());
+        let popped = pop_now(&q).await.unwrap();
+        q.done(&p.uid);
+        q.requeue_after_bind_failure(p.clone(), popped.info.attempts, popped.info.initial_attempt);
+        assert_eq!(q.counts()[&QueueName::Backoff], 1);
+        assert!(pop_now(&q).await.is_none(), "not before the backoff ends");
+        let again = tokio::time::timeout(Duration::from_secs(5), q.pop())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(again.info.attempts, 2);
     }
 
     #[tokio::test]

@@ -19,7 +19,7 @@ use crate::framework::{CycleState, PodInfo, Snapshot};
 use crate::metrics::{AttemptsLabels, Metrics, QueueLabels};
 use crate::profile::Profile;
 use crate::queue::{Popped, QueueName, SchedulingQueue};
-use crate::scheduling::{Algorithm, ScheduleError, ScheduleResult};
+use crate::scheduling::{Algorithm, Diagnosis, FitError, ScheduleError, ScheduleResult};
 
 pub struct Scheduler {
     pub client: Client,
@@ -43,14 +43,21 @@ pub enum Outcome {
 }
 
 impl Scheduler {
-    pub fn new(client: Client, config: SchedulerConfig, metrics: Metrics) -> Result<Self, String> {
+    /// `event_client` has its own rate limit, so Events never slow binds
+    /// (upstream gives its event broadcaster a separate client too).
+    pub fn new(
+        client: Client,
+        event_client: Client,
+        config: SchedulerConfig,
+        metrics: Metrics,
+    ) -> Result<Self, String> {
         let mut profiles = HashMap::new();
         let mut events = HashMap::new();
         for p in &config.profiles {
             let profile = Profile::from_config(p)?;
             events.insert(
                 p.scheduler_name.clone(),
-                EventRecorder::new(client.clone(), &p.scheduler_name, None),
+                EventRecorder::new(event_client.clone(), &p.scheduler_name, None),
             );
             profiles.insert(
                 p.scheduler_name.clone(),
@@ -137,13 +144,19 @@ impl Scheduler {
         }
         let snapshot = self.snapshot();
         let mut state = CycleState::new();
-        let result = algorithm.schedule(
-            &profile,
-            self.config.percentage_of_nodes_to_score,
-            &mut state,
-            &pod,
-            &snapshot,
-        );
+        let result = match unsupported(&pod, &snapshot) {
+            Some(fit) => Err(ScheduleError::Unfit(fit)),
+            None => algorithm.schedule(
+                &profile,
+                self.config.percentage_of_nodes_to_score,
+                &mut state,
+                &pod,
+                &snapshot,
+            ),
+        };
+        // Release the snapshot's node references before assuming, so the cache
+        // updates its nodes in place instead of copying them.
+        drop(snapshot);
         self.metrics
             .algorithm_duration
             .observe(start.elapsed().as_secs_f64());
@@ -262,23 +275,30 @@ impl Scheduler {
                 }
             }
             Err(e) => {
-                let _ = self.cache.lock().expect("cache lock").forget(&pod.uid);
+                // If the watch already confirmed the pod bound, there is nothing to undo.
+                let forgotten = self
+                    .cache
+                    .lock()
+                    .expect("cache lock")
+                    .forget(&pod.uid)
+                    .is_ok();
                 self.metrics
                     .attempt("error", &profile, start.elapsed().as_secs_f64());
+                if forgotten {
+                    // The assumed pod may have kept others out of its node.
+                    self.queue.move_all_to_active();
+                }
                 let gone = matches!(&e, kube::Error::Api(s) if s.code == 404 || s.code == 409);
-                if gone {
+                if gone || !forgotten {
                     // Deleted, or bound by someone else: the watch will tell the cache.
                     tracing::info!(pod = %pod.key(), error = %e, "binding rejected; dropping the pod");
                 } else {
                     tracing::warn!(pod = %pod.key(), %node, error = %e, "binding failed; retrying with backoff");
-                    self.queue.add(pod.clone());
-                    self.report_unschedulable(
-                        &pod,
-                        &profile,
-                        "SchedulerError",
-                        &format!("Binding rejected: {e}"),
-                    )
-                    .await;
+                    self.queue
+                        .requeue_after_bind_failure(pod.clone(), attempts, since);
+                    let message = format!("Binding rejected: {e}");
+                    self.report_unschedulable(&pod, &profile, "SchedulerError", &message)
+                        .await;
                 }
             }
         }
@@ -293,16 +313,26 @@ impl Scheduler {
         reason: &str,
         message: &str,
     ) {
+        // Placed meanwhile (a later attempt, or someone else): the failure is stale.
+        if self
+            .cache
+            .lock()
+            .expect("cache lock")
+            .node_of(&pod.uid)
+            .is_some()
+        {
+            return;
+        }
+        self.patch_condition(pod, reason, message).await;
         if let Some(events) = self.events.get(profile) {
+            let note = message.to_string();
             events
-                .warning(
-                    &object_ref(pod),
-                    "FailedScheduling",
-                    "Scheduling",
-                    message.to_string(),
-                )
+                .warning(&object_ref(pod), "FailedScheduling", "Scheduling", note)
                 .await;
         }
+    }
+
+    async fn patch_condition(&self, pod: &PodInfo, reason: &str, message: &str) {
         let current = pod
             .pod
             .status
@@ -333,6 +363,45 @@ impl Scheduler {
             tracing::debug!(pod = %pod.key(), error = %e, "could not update the PodScheduled condition");
         }
     }
+}
+
+/// Pods this scheduler must not place because the step that makes them
+/// runnable is not implemented: binding them would leave them stuck in
+/// ContainerCreating, so they are reported unschedulable with the reason.
+fn unsupported(pod: &PodInfo, snapshot: &Snapshot) -> Option<FitError> {
+    let spec = pod.pod.spec.as_ref()?;
+    let reason = if spec.resource_claims.as_ref().is_some_and(|c| !c.is_empty()) {
+        "pod uses resource claims (dynamic resource allocation), which understudy-scheduler does not allocate yet"
+    } else if pod.pvc_names().iter().any(|claim| {
+        let volumes = &snapshot.volumes;
+        volumes
+            .claims
+            .get(&format!("{}/{claim}", pod.namespace))
+            .is_some_and(|c| {
+                let spec = c.spec.as_ref();
+                let unbound = spec
+                    .and_then(|s| s.volume_name.as_deref())
+                    .is_none_or(str::is_empty);
+                let delayed = spec
+                    .and_then(|s| s.storage_class_name.as_ref())
+                    .and_then(|sc| volumes.storage_classes.get(sc))
+                    .is_some_and(|sc| {
+                        sc.volume_binding_mode.as_deref() == Some("WaitForFirstConsumer")
+                    });
+                unbound && delayed
+            })
+    }) {
+        "pod has unbound PersistentVolumeClaims; understudy-scheduler does not bind delayed (WaitForFirstConsumer) claims yet"
+    } else {
+        return None;
+    };
+    Some(FitError {
+        num_all_nodes: snapshot.nodes.len(),
+        diagnosis: Diagnosis {
+            pre_filter: Some(crate::framework::Status::unresolvable(reason)),
+            ..Default::default()
+        },
+    })
 }
 
 fn object_ref(pod: &PodInfo) -> ObjectReference {

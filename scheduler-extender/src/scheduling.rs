@@ -54,6 +54,9 @@ pub struct FitError {
 impl FitError {
     /// Upstream's message: "0/5 nodes are available: 3 Insufficient cpu, 2 node(s) …."
     pub fn message(&self) -> String {
+        if self.num_all_nodes == 0 {
+            return "no nodes available to schedule pods".into();
+        }
         let mut msg = format!("0/{} nodes are available:", self.num_all_nodes);
         if let Some(pf) = &self.diagnosis.pre_filter {
             msg.push_str(&format!(" {}.", pf.message()));
@@ -71,7 +74,7 @@ impl FitError {
             msg.push_str(&format!(" {}.", parts.join(", ")));
         }
         if let Some(post) = &self.diagnosis.post_filter_msg {
-            msg.push_str(&format!(" {post}."));
+            msg.push_str(&format!(" {post}"));
         }
         msg
     }
@@ -123,6 +126,7 @@ impl Algorithm {
             }));
         }
         let evaluated = feasible.len() + diagnosis.node_statuses.len();
+        // (Counts nodes PreFilter excluded too: upstream's evaluatedNodes does.)
         if feasible.len() == 1 {
             return Ok(ScheduleResult {
                 node: feasible[0].name.clone(),
@@ -163,7 +167,7 @@ impl Algorithm {
                 Some(Status::unresolvable(format!("invalid pod affinity: {err}")));
             return Ok((vec![], diagnosis));
         }
-        let pre = match profile.run_pre_filter(state, pod, snapshot) {
+        let (pre, narrowing) = match profile.run_pre_filter(state, pod, snapshot) {
             Ok(r) => r,
             Err(status) if status.is_rejected() => {
                 diagnosis.pre_filter = Some(status);
@@ -172,10 +176,22 @@ impl Algorithm {
             Err(status) => return Err(ScheduleError::Internal(status)),
         };
         let candidates: Vec<Arc<NodeInfo>> = match &pre.node_names {
-            Some(names) => names
-                .iter()
-                .filter_map(|n| snapshot.get(n).cloned())
-                .collect(),
+            Some(names) => {
+                // Nodes PreFilter ruled out still count in "0/N nodes", with
+                // the plugins that ruled them out.
+                let reason = format!("node(s) didn't satisfy plugin(s) [{}]", narrowing.join(" "));
+                for node in &snapshot.nodes {
+                    if !names.contains(&node.name) {
+                        diagnosis
+                            .node_statuses
+                            .insert(node.name.clone(), Status::unresolvable(reason.clone()));
+                    }
+                }
+                names
+                    .iter()
+                    .filter_map(|n| snapshot.get(n).cloned())
+                    .collect()
+            }
             None => snapshot.nodes.clone(),
         };
         let n = candidates.len();
@@ -281,6 +297,15 @@ mod tests {
     }
 
     #[test]
+    fn no_nodes_has_its_own_message() {
+        let e = FitError {
+            num_all_nodes: 0,
+            diagnosis: Diagnosis::default(),
+        };
+        assert_eq!(e.message(), "no nodes available to schedule pods");
+    }
+
+    #[test]
     fn select_host_picks_the_max_and_spreads_ties() {
         assert_eq!(select_host(&[1, 5, 3], 7), 1);
         let mut seen = std::collections::BTreeSet::new();
@@ -312,7 +337,7 @@ mod tests {
         );
         let mut e = e;
         e.diagnosis.post_filter_msg = Some(
-            "preemption: 0/3 nodes are available: 3 Preemption is not helpful for scheduling"
+            "preemption: 0/3 nodes are available: 3 Preemption is not helpful for scheduling."
                 .into(),
         );
         assert!(e.message().ends_with("2 Insufficient cpu. preemption: 0/3 nodes are available: 3 Preemption is not helpful for scheduling."));

@@ -106,6 +106,9 @@ struct UpArgs {
     /// Extra flag passed to every understudy (repeatable).
     #[arg(long = "understudy-arg", allow_hyphen_values = true)]
     understudy_args: Vec<String>,
+    /// kwok's node lease duration in seconds (renewed every quarter of it).
+    #[arg(long, default_value_t = 40)]
+    node_lease_seconds: u32,
     /// Print only errors.
     #[arg(long)]
     quiet: bool,
@@ -157,6 +160,7 @@ async fn up(args: UpArgs) -> Result<ExitCode, String> {
         apiserver_port: args.apiserver_port,
         components_dir,
         understudy_args: args.understudy_args,
+        node_lease_seconds: args.node_lease_seconds,
     };
     let already_up = ClusterState::load(&opts.state_dir)
         .ok()

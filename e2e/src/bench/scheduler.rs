@@ -1,0 +1,518 @@
+//! Scheduler benchmark, after upstream's scheduler_perf SchedulingBasic: N
+//! nodes, some existing pods, then many pending pods, scheduled by (1) a null
+//! scheduler that binds round-robin with no decision — the apiserver's bind
+//! ceiling on this machine —, (2) upstream kube-scheduler and (3)
+//! understudy-scheduler, one after the other on the same control plane.
+//!
+//! The measured pods are created while no scheduler runs, then the scheduler
+//! starts: throughput is measured from its first bind to its last, so it is
+//! the scheduler's pace, not the pod-creation rate.
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::{StreamExt, TryStreamExt};
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
+use kube::api::{Api, DeleteParams, ListParams, PostParams};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Client, ResourceExt};
+use serde_json::json;
+
+use super::procstat::{self, ProcUsage};
+use super::promtext;
+use crate::controlplane::free_port;
+use crate::probe;
+use crate::process::{self, ProcessRecord};
+use crate::state::ClusterState;
+use crate::wait;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Variant {
+    Null,
+    KubeScheduler,
+    Understudy,
+}
+
+impl Variant {
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Null => "null scheduler (bind ceiling)",
+            Self::KubeScheduler => "kube-scheduler",
+            Self::Understudy => "understudy-scheduler",
+        }
+    }
+    fn slug(self) -> &'static str {
+        match self {
+            Self::Null => "null",
+            Self::KubeScheduler => "kube",
+            Self::Understudy => "understudy",
+        }
+    }
+    fn scheduler_name(self) -> &'static str {
+        match self {
+            Self::Null => "null-scheduler",
+            Self::KubeScheduler => "default-scheduler",
+            Self::Understudy => "understudy-scheduler",
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Options {
+    pub existing: usize,
+    pub measured: usize,
+    /// Client QPS and burst given to both schedulers.
+    pub qps: u32,
+    pub components_dir: PathBuf,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct VariantResult {
+    pub pods_per_second: f64,
+    /// From the scheduler's start to the last bind.
+    pub total_seconds: f64,
+    pub p50_attempt_seconds: Option<f64>,
+    pub p99_attempt_seconds: Option<f64>,
+    pub usage: Option<ProcUsage>,
+}
+
+fn pod(name: &str, scheduler: &str) -> Pod {
+    serde_json::from_value(json!({
+        "metadata": {"name": name, "labels": {"bench": "scheduling-basic"}},
+        "spec": {
+            "schedulerName": scheduler,
+            "containers": [{
+                "name": "pause",
+                "image": "registry.k8s.io/pause:3.10",
+                "resources": {"requests": {"cpu": "100m", "memory": "500Mi"}},
+            }],
+        },
+    }))
+    .expect("static pod")
+}
+
+async fn create_pods(
+    client: &Client,
+    ns: &str,
+    prefix: &str,
+    count: usize,
+    scheduler: &str,
+) -> anyhow::Result<()> {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+    let results: Vec<Result<Pod, kube::Error>> = futures::stream::iter(0..count)
+        .map(|i| {
+            let pods = pods.clone();
+            let p = pod(&format!("{prefix}{i}"), scheduler);
+            async move { pods.create(&PostParams::default(), &p).await }
+        })
+        .buffer_unordered(64)
+        .collect()
+        .await;
+    for r in results {
+        r?;
+    }
+    Ok(())
+}
+
+async fn unbound(client: &Client, ns: &str) -> anyhow::Result<Vec<Pod>> {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+    Ok(pods
+        .list(&ListParams::default().fields("spec.nodeName="))
+        .await?
+        .items)
+}
+
+/// A running scheduler under test.
+enum Running {
+    Null(tokio::task::JoinHandle<()>),
+    Process {
+        record: ProcessRecord,
+        metrics_url: String,
+    },
+}
+
+impl Running {
+    fn usage(&self) -> Option<ProcUsage> {
+        match self {
+            Self::Null(_) => None,
+            Self::Process { record, .. } => procstat::usage(record.pid),
+        }
+    }
+
+    async fn metrics(&self) -> Option<String> {
+        match self {
+            Self::Null(_) => None,
+            Self::Process { metrics_url, .. } => {
+                let r = probe::http_client().get(metrics_url).send().await.ok()?;
+                r.text().await.ok()
+            }
+        }
+    }
+
+    fn stop(self) {
+        match self {
+            Self::Null(task) => task.abort(),
+            Self::Process { record, .. } => {
+                record.stop(Duration::from_secs(10));
+            }
+        }
+    }
+}
+
+/// Binds every pending pod of `ns` round-robin over `nodes`, as fast as the
+/// apiserver accepts binds.
+async fn null_scheduler(client: Client, ns: String, nodes: Vec<String>) {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    let mut next = 0usize;
+    loop {
+        let pending = match unbound(&client, &ns).await {
+            Ok(p) => p,
+            Err(_) => continue,
+        };
+        if pending.is_empty() {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            continue;
+        }
+        let jobs: Vec<(String, String)> = pending
+            .iter()
+            .map(|p| {
+                next += 1;
+                (p.name_any(), nodes[next % nodes.len()].clone())
+            })
+            .collect();
+        futures::stream::iter(jobs)
+            .map(|(name, node)| {
+                let pods = pods.clone();
+                let ns = ns.clone();
+                async move {
+                    let binding = json!({
+                        "apiVersion": "v1", "kind": "Binding",
+                        "metadata": {"name": name, "namespace": ns},
+                        "target": {"apiVersion": "v1", "kind": "Node", "name": node},
+                    });
+                    let _ = pods
+                        .create_subresource::<_, serde_json::Value>(
+                            "binding",
+                            &name,
+                            &PostParams::default(),
+                            &binding,
+                        )
+                        .await;
+                }
+            })
+            .buffer_unordered(128)
+            .collect::<Vec<()>>()
+            .await;
+    }
+}
+
+async fn start(
+    variant: Variant,
+    state: &ClusterState,
+    opts: &Options,
+    client: &Client,
+    ns: &str,
+    nodes: &[String],
+    run: &str,
+) -> anyhow::Result<Running> {
+    let logs = state.state_dir.join("logs");
+    let qps = opts.qps.to_string();
+    match variant {
+        Variant::Null => Ok(Running::Null(tokio::spawn(null_scheduler(
+            client.clone(),
+            ns.to_string(),
+            nodes.to_vec(),
+        )))),
+        Variant::KubeScheduler => {
+            let port = free_port()?;
+            let kubeconfig = state.state_dir.join("kubeconfigs/scheduler.yaml");
+            let args = vec![
+                format!("--kubeconfig={}", kubeconfig.display()),
+                format!("--authentication-kubeconfig={}", kubeconfig.display()),
+                format!("--authorization-kubeconfig={}", kubeconfig.display()),
+                "--authorization-always-allow-paths=/healthz,/readyz,/livez,/metrics".into(),
+                "--bind-address=127.0.0.1".into(),
+                format!("--secure-port={port}"),
+                "--leader-elect=false".into(),
+                format!("--kube-api-qps={qps}"),
+                format!("--kube-api-burst={qps}"),
+                "--v=0".into(),
+            ];
+            let record = process::spawn(
+                &format!("bench-kube-scheduler-{run}"),
+                &state.toolchain_dir.join("kube-scheduler"),
+                &args,
+                &logs.join(format!("bench-kube-scheduler-{run}.log")),
+            )?;
+            Ok(Running::Process {
+                record,
+                metrics_url: format!("https://127.0.0.1:{port}/metrics"),
+            })
+        }
+        Variant::Understudy => {
+            let port = free_port()?;
+            let args = vec![
+                format!("--kubeconfig={}", state.kubeconfig.display()),
+                "--bind-address=127.0.0.1".into(),
+                format!("--port={port}"),
+                "--leader-elect=false".into(),
+                format!("--kube-api-qps={qps}"),
+                format!("--kube-api-burst={qps}"),
+                "--log-level=warn".into(),
+            ];
+            let record = process::spawn(
+                &format!("bench-understudy-scheduler-{run}"),
+                &opts.components_dir.join("understudy-scheduler"),
+                &args,
+                &logs.join(format!("bench-understudy-scheduler-{run}.log")),
+            )?;
+            Ok(Running::Process {
+                record,
+                metrics_url: format!("http://127.0.0.1:{port}/metrics"),
+            })
+        }
+    }
+}
+
+/// Records when each pod of `ns` whose name starts with `prefix` is first seen bound.
+fn track_binds(
+    client: &Client,
+    ns: &str,
+    prefix: &str,
+) -> (Arc<Mutex<Vec<Instant>>>, tokio::task::JoinHandle<()>) {
+    let times = Arc::new(Mutex::new(vec![]));
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+    let prefix = prefix.to_string();
+    let sink = times.clone();
+    let task = tokio::spawn(async move {
+        let mut seen = HashSet::new();
+        let mut stream = watcher::watcher(pods, watcher::Config::default().any_semantic())
+            .applied_objects()
+            .boxed();
+        while let Ok(Some(p)) = stream.try_next().await {
+            let bound = p.spec.as_ref().and_then(|s| s.node_name.as_ref()).is_some();
+            let name = p.name_any();
+            if bound && name.starts_with(&prefix) && seen.insert(name) {
+                sink.lock().expect("times lock").push(Instant::now());
+            }
+        }
+    });
+    (times, task)
+}
+
+async fn wait_all_bound(
+    client: &Client,
+    ns: &str,
+    what: &str,
+    timeout: Duration,
+) -> anyhow::Result<()> {
+    wait::until(what, timeout, || async {
+        let left = unbound(client, ns).await.map_err(|e| e.to_string())?.len();
+        Ok((left == 0).then_some(()))
+    })
+    .await?;
+    Ok(())
+}
+
+async fn run_variant(
+    variant: Variant,
+    state: &ClusterState,
+    opts: &Options,
+    client: &Client,
+    nodes: &[String],
+) -> anyhow::Result<VariantResult> {
+    let ns = format!("bench-{}", variant.slug());
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    namespaces
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": ns}}))?,
+        )
+        .await?;
+    let accounts: Api<k8s_openapi::api::core::v1::ServiceAccount> =
+        Api::namespaced(client.clone(), &ns);
+    wait::object(
+        &accounts,
+        "default",
+        Duration::from_secs(60),
+        |sa: Option<&k8s_openapi::api::core::v1::ServiceAccount>| sa.is_some(),
+    )
+    .await?;
+
+    eprintln!(
+        "bench: {}: {} existing pods",
+        variant.label(),
+        opts.existing
+    );
+    create_pods(
+        client,
+        &ns,
+        "existing-",
+        opts.existing,
+        variant.scheduler_name(),
+    )
+    .await?;
+    let running = start(variant, state, opts, client, &ns, nodes, "init").await?;
+    wait_all_bound(
+        client,
+        &ns,
+        "existing pods bound",
+        Duration::from_secs(1800),
+    )
+    .await?;
+    running.stop();
+
+    eprintln!(
+        "bench: {}: creating {} measured pods",
+        variant.label(),
+        opts.measured
+    );
+    create_pods(
+        client,
+        &ns,
+        "measured-",
+        opts.measured,
+        variant.scheduler_name(),
+    )
+    .await?;
+    let (times, tracker) = track_binds(client, &ns, "measured-");
+    let started = Instant::now();
+    let running = start(variant, state, opts, client, &ns, nodes, "measured").await?;
+    eprintln!("bench: {}: scheduling", variant.label());
+    wait::until("all measured pods bound", Duration::from_secs(3600), || {
+        let times = times.clone();
+        async move { Ok((times.lock().expect("times lock").len() >= opts.measured).then_some(())) }
+    })
+    .await?;
+    let metrics = running.metrics().await;
+    let usage = running.usage();
+    running.stop();
+    tracker.abort();
+    let times = times.lock().expect("times lock").clone();
+    let first = *times.iter().min().expect("binds recorded");
+    let last = *times.iter().max().expect("binds recorded");
+    let span = last.duration_since(first).as_secs_f64().max(1e-3);
+    let (p50, p99) = match &metrics {
+        Some(text) => {
+            let b = promtext::buckets(
+                text,
+                "scheduler_scheduling_attempt_duration_seconds",
+                &["result=\"scheduled\""],
+            );
+            (promtext::quantile(0.5, &b), promtext::quantile(0.99, &b))
+        }
+        None => (None, None),
+    };
+    let result = VariantResult {
+        pods_per_second: (times.len() as f64 - 1.0).max(1.0) / span,
+        total_seconds: last.duration_since(started).as_secs_f64(),
+        p50_attempt_seconds: p50,
+        p99_attempt_seconds: p99,
+        usage,
+    };
+
+    eprintln!("bench: {}: cleaning up", variant.label());
+    namespaces.delete(&ns, &DeleteParams::background()).await?;
+    wait::until("namespace deleted", Duration::from_secs(1800), || async {
+        Ok(namespaces
+            .get_opt(&ns)
+            .await
+            .map_err(|e| e.to_string())?
+            .is_none()
+            .then_some(()))
+    })
+    .await?;
+    Ok(result)
+}
+
+pub async fn run(
+    state: &ClusterState,
+    opts: &Options,
+    variants: &[Variant],
+) -> anyhow::Result<Vec<(Variant, VariantResult)>> {
+    let client = wait::client_for(&state.kubeconfig).await?;
+    let nodes: Vec<String> = Api::<Node>::all(client.clone())
+        .list(&ListParams::default())
+        .await?
+        .items
+        .iter()
+        .map(|n| n.name_any())
+        .collect();
+    let mut results = vec![];
+    for v in variants {
+        results.push((*v, run_variant(*v, state, opts, &client, &nodes).await?));
+    }
+    Ok(results)
+}
+
+fn fmt_ms(v: Option<f64>) -> String {
+    v.map(|s| format!("{:.1} ms", s * 1000.0))
+        .unwrap_or_else(|| "–".into())
+}
+
+/// A markdown table of the results with ratios against kube-scheduler.
+pub fn report(results: &[(Variant, VariantResult)], nodes: usize, opts: &Options) -> String {
+    let upstream = results
+        .iter()
+        .find(|(v, _)| *v == Variant::KubeScheduler)
+        .map(|(_, r)| r.clone());
+    let ours = results
+        .iter()
+        .find(|(v, _)| *v == Variant::Understudy)
+        .map(|(_, r)| r.clone());
+    let ceiling = results
+        .iter()
+        .find(|(v, _)| *v == Variant::Null)
+        .map(|(_, r)| r.clone());
+    let mut out = format!(
+        "SchedulingBasic: {nodes} nodes, {} existing pods, {} measured pods, client QPS/burst {}\n\n\
+         | scheduler | pods/s | time to all bound | attempt p50 | attempt p99 | CPU s | CPU ms/pod | peak RSS |\n|---|---|---|---|---|---|---|---|\n",
+        opts.existing, opts.measured, opts.qps
+    );
+    for (v, r) in results {
+        let (cpu, per_pod, rss) = match r.usage {
+            Some(u) => (
+                format!("{:.1}", u.cpu_seconds),
+                format!("{:.2}", u.cpu_seconds * 1000.0 / opts.measured as f64),
+                format!("{:.0} MiB", u.peak_rss_bytes as f64 / (1024.0 * 1024.0)),
+            ),
+            None => ("–".into(), "–".into(), "–".into()),
+        };
+        out.push_str(&format!(
+            "| {} | {:.0} | {:.1} s | {} | {} | {cpu} | {per_pod} | {rss} |\n",
+            v.label(),
+            r.pods_per_second,
+            r.total_seconds,
+            fmt_ms(r.p50_attempt_seconds),
+            fmt_ms(r.p99_attempt_seconds),
+        ));
+    }
+    if let (Some(u), Some(o)) = (&upstream, &ours) {
+        out.push_str(&format!(
+            "\nunderstudy / kube-scheduler: throughput {:.2}×",
+            o.pods_per_second / u.pods_per_second
+        ));
+        if let (Some(ou), Some(uu)) = (o.usage, u.usage) {
+            out.push_str(&format!(
+                ", CPU seconds {:.2}×, peak RSS {:.2}×",
+                ou.cpu_seconds / uu.cpu_seconds,
+                ou.peak_rss_bytes as f64 / uu.peak_rss_bytes as f64
+            ));
+        }
+        out.push('\n');
+    }
+    if let (Some(c), Some(o)) = (&ceiling, &ours) {
+        out.push_str(&format!(
+            "understudy / bind ceiling: {:.0} %\n",
+            100.0 * o.pods_per_second / c.pods_per_second
+        ));
+    }
+    out
+}
+
+/// Where benchmark clusters keep their state.
+pub fn state_dir() -> PathBuf {
+    std::env::temp_dir().join("understudy-bench")
+}
