@@ -17,7 +17,9 @@ use tokio::sync::watch;
 
 use crate::cache::{NodeSummary, VolumeKind, is_assigned_and_active};
 use crate::framework::PodInfo;
+use crate::preemption::pdb::PdbInfo;
 use crate::scheduler::Scheduler;
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 
 /// Applies one watched object change to the scheduler's state.
 trait Handler<K>: Send + Sync + 'static {
@@ -41,6 +43,7 @@ impl Handler<Pod> for Pods {
             .is_some_and(|n| !n.is_empty());
         if assigned {
             s.queue.delete(&uid);
+            s.nominator.lock().expect("nominator lock").remove(&uid);
             let active = is_assigned_and_active(&pod);
             let was_placed = {
                 let mut cache = s.cache.lock().expect("cache lock");
@@ -61,16 +64,35 @@ impl Handler<Pod> for Pods {
         );
         if !s.responsible_for(&pod) || terminal || pod.metadata.deletion_timestamp.is_some() {
             s.queue.delete(&uid);
+            s.nominator.lock().expect("nominator lock").remove(&uid);
             return;
         }
+        let nominated = pod
+            .status
+            .as_ref()
+            .and_then(|st| st.nominated_node_name.clone())
+            .filter(|n| !n.is_empty());
         if s.cache.lock().expect("cache lock").is_assumed(&uid) {
             return; // our bind is in flight; the watch will confirm it
         }
-        s.queue.add(Arc::new(PodInfo::new(Arc::new(pod))));
+        let info = Arc::new(PodInfo::new(Arc::new(pod)));
+        {
+            let mut nominator = s.nominator.lock().expect("nominator lock");
+            match nominated {
+                Some(node) => {
+                    nominator.insert(uid.clone(), (node, info.clone()));
+                }
+                None => {
+                    nominator.remove(&uid);
+                }
+            }
+        }
+        s.queue.add(info);
     }
     fn delete(&self, s: &Scheduler, pod: Pod) {
         let uid = pod.uid().unwrap_or_default();
         s.queue.delete(&uid);
+        s.nominator.lock().expect("nominator lock").remove(&uid);
         s.cache.lock().expect("cache lock").remove_pod(&uid);
         s.queue.move_all_to_active();
     }
@@ -154,6 +176,29 @@ impl Handler<Namespace> for Namespaces {
     }
     fn resync(&self, s: &Scheduler, seen: &HashSet<String>) {
         s.cache.lock().expect("cache lock").retain_namespaces(seen);
+    }
+}
+
+struct Budgets;
+impl Handler<PodDisruptionBudget> for Budgets {
+    fn apply(&self, s: &Scheduler, pdb: PodDisruptionBudget) {
+        let key = self.key(&pdb);
+        s.pdbs
+            .lock()
+            .expect("pdb lock")
+            .insert(key, PdbInfo::new(&pdb));
+    }
+    fn delete(&self, s: &Scheduler, pdb: PodDisruptionBudget) {
+        s.pdbs.lock().expect("pdb lock").remove(&self.key(&pdb));
+    }
+    fn key(&self, pdb: &PodDisruptionBudget) -> String {
+        format!("{}/{}", pdb.namespace().unwrap_or_default(), pdb.name_any())
+    }
+    fn resync(&self, s: &Scheduler, seen: &HashSet<String>) {
+        s.pdbs
+            .lock()
+            .expect("pdb lock")
+            .retain(|k, _| seen.contains(k));
     }
 }
 
@@ -274,6 +319,7 @@ pub fn start(s: Arc<Scheduler>) -> watch::Receiver<bool> {
     spawn_watch!(PersistentVolumeClaim, Claims);
     spawn_watch!(StorageClass, StorageClasses);
     spawn_watch!(CSINode, CsiNodes);
+    spawn_watch!(PodDisruptionBudget, Budgets);
     // As upstream's informer: finished pods hold nothing and need no decision;
     // a pod that finishes leaves the watch as a deletion.
     spawn_watch!(

@@ -9,6 +9,7 @@ pub mod framework;
 pub mod informers;
 pub mod metrics;
 pub mod plugins;
+pub mod preemption;
 pub mod profile;
 pub mod queue;
 pub mod scheduler;

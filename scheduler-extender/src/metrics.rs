@@ -51,6 +51,8 @@ pub struct Metrics {
     pub pod_scheduling_sli_duration: HistogramFamily<AttemptsLabels>,
     pub binding_duration: Histogram,
     pub unschedulable_pods: Family<PluginLabels, Gauge<i64, AtomicI64>>,
+    pub preemption_attempts: Counter,
+    pub preemption_victims: Histogram,
 }
 
 impl Metrics {
@@ -65,7 +67,19 @@ impl Metrics {
             ),
             binding_duration: attempt_buckets(),
             unschedulable_pods: Family::default(),
+            preemption_attempts: Counter::default(),
+            preemption_victims: Histogram::new(exponential_buckets(1.0, 2.0, 7)),
         };
+        registry.register(
+            "scheduler_preemption_attempts",
+            "Total preemption attempts in the cluster till now",
+            m.preemption_attempts.clone(),
+        );
+        registry.register(
+            "scheduler_preemption_victims",
+            "Number of selected preemption victims",
+            m.preemption_victims.clone(),
+        );
         registry.register(
             "scheduler_schedule_attempts",
             "Number of attempts to schedule pods, by the result. 'unschedulable' means a pod could not be scheduled, while 'error' means an internal scheduler problem.",

@@ -10,6 +10,7 @@ use crate::framework::{
     Code, CycleState, NodeInfo, NodeScore, Plugin, PodInfo, PreFilterResult, Snapshot, Status,
 };
 use crate::plugins;
+use crate::preemption::{self, PreemptionArgs};
 use rayon::prelude::*;
 
 /// Upstream's default multiPoint plugins (v1.37), in order, with default score weights.
@@ -29,6 +30,7 @@ pub const DEFAULT_PLUGINS: &[(&str, i64)] = &[
     ("InterPodAffinity", 2),
     ("NodeResourcesBalancedAllocation", 1),
     ("ImageLocality", 1),
+    ("DefaultPreemption", 0),
 ];
 
 /// Upstream plugins whose behaviour is built into this scheduler rather than
@@ -51,6 +53,8 @@ pub struct Profile {
     pub filter: Vec<Arc<dyn Plugin>>,
     pub pre_score: Vec<Arc<dyn Plugin>>,
     pub score: Vec<(Arc<dyn Plugin>, i64)>,
+    /// DefaultPreemption's settings when it is enabled as the PostFilter.
+    pub preemption: Option<PreemptionArgs>,
 }
 
 /// Upstream's mergePluginSet: defaults minus the disabled (`*` = all), a
@@ -198,6 +202,29 @@ impl Profile {
                 )));
             }
         }
+        let post_filter_disabled = p.post_filter.as_ref().is_some_and(|set| {
+            set.disabled
+                .iter()
+                .any(|d| d.name == "*" || d.name == preemption::NAME)
+        });
+        let post_filter_enabled = p
+            .post_filter
+            .as_ref()
+            .is_some_and(|set| set.enabled.iter().any(|e| e.name == preemption::NAME));
+        let preemption_on = post_filter_enabled
+            || (!post_filter_disabled && multi.iter().any(|(n, _)| n == preemption::NAME));
+        let preemption = if preemption_on {
+            Some(
+                PreemptionArgs::parse(
+                    cfg.plugin_config
+                        .get(preemption::NAME)
+                        .filter(|v| !v.is_null()),
+                )
+                .map_err(context)?,
+            )
+        } else {
+            None
+        };
         let queue_sort = match queue_sort.as_slice() {
             [(one, _)] => one.clone(),
             [] => {
@@ -219,6 +246,7 @@ impl Profile {
             filter: filter.into_iter().map(|(p, _)| p).collect(),
             pre_score: pre_score.into_iter().map(|(p, _)| p).collect(),
             score,
+            preemption,
         })
     }
 

@@ -17,9 +17,10 @@ use crate::cache::Cache;
 use crate::config::SchedulerConfig;
 use crate::framework::{CycleState, PodInfo, Snapshot};
 use crate::metrics::{AttemptsLabels, Metrics, QueueLabels};
+use crate::preemption::{self, pdb::PdbInfo};
 use crate::profile::Profile;
 use crate::queue::{Popped, QueueName, SchedulingQueue};
-use crate::scheduling::{Algorithm, Diagnosis, FitError, ScheduleError, ScheduleResult};
+use crate::scheduling::{Algorithm, Diagnosis, FitError, Nominated, ScheduleError, ScheduleResult};
 
 pub struct Scheduler {
     pub client: Client,
@@ -31,6 +32,10 @@ pub struct Scheduler {
     pub metrics: Metrics,
     /// Binds in flight, so shutdown can wait for them.
     pub binds: TaskTracker,
+    /// Pending pods with a nominated node: uid → (node, pod).
+    pub nominator: Mutex<HashMap<String, (String, Arc<PodInfo>)>>,
+    /// PodDisruptionBudgets by namespace/name, for preemption.
+    pub pdbs: Mutex<HashMap<String, PdbInfo>>,
 }
 
 /// What happened to one attempt, for tests and metrics.
@@ -73,6 +78,8 @@ impl Scheduler {
             events,
             metrics,
             binds: TaskTracker::new(),
+            nominator: Mutex::new(HashMap::new()),
+            pdbs: Mutex::new(HashMap::new()),
         })
     }
 
@@ -119,6 +126,99 @@ impl Scheduler {
         self.binds.wait().await;
     }
 
+    /// Nominated pods per node, without `uid` (a pod never waits for itself).
+    fn nominated_except(&self, uid: &str) -> Nominated {
+        let mut out: Nominated = HashMap::new();
+        for (other, (node, pod)) in self.nominator.lock().expect("nominator lock").iter() {
+            if other != uid {
+                out.entry(node.clone()).or_default().push(pod.clone());
+            }
+        }
+        out
+    }
+
+    /// Evicts the chosen victims as upstream's prepareCandidate: mark each with
+    /// the DisruptionTarget condition, delete it (its grace period applies), and
+    /// record Preempted; then lower-priority pods nominated to the node lose
+    /// their nomination.
+    async fn prepare_candidate(
+        &self,
+        preemptor: &PodInfo,
+        profile: &str,
+        candidate: &preemption::Candidate,
+    ) {
+        self.metrics
+            .preemption_victims
+            .observe(candidate.victims.len() as f64);
+        for victim in &candidate.victims {
+            let pods: Api<Pod> = Api::namespaced(self.client.clone(), &victim.namespace);
+            let condition = json!({"status": {"conditions": [{
+                "type": "DisruptionTarget",
+                "status": "True",
+                "reason": "PreemptionByScheduler",
+                "message": format!("{profile}: preempting to accommodate a higher priority pod"),
+                "lastTransitionTime": jiff::Timestamp::now().to_string(),
+            }]}});
+            if let Err(e) = pods
+                .patch_status(
+                    &victim.name,
+                    &PatchParams::default(),
+                    &Patch::Strategic(condition),
+                )
+                .await
+            {
+                tracing::debug!(victim = %victim.key(), error = %e, "could not set DisruptionTarget");
+            }
+            let delete = kube::api::DeleteParams {
+                preconditions: Some(kube::api::Preconditions {
+                    uid: Some(victim.uid.clone()),
+                    resource_version: None,
+                }),
+                ..Default::default()
+            };
+            match pods.delete(&victim.name, &delete).await {
+                Ok(_) => {
+                    tracing::info!(victim = %victim.key(), preemptor = %preemptor.key(), node = %candidate.node, "preempted");
+                    if let Some(events) = self.events.get(profile) {
+                        let note = format!(
+                            "Preempted by pod {} on node {}",
+                            preemptor.uid, candidate.node
+                        );
+                        events
+                            .normal(&object_ref(victim), "Preempted", "Preempting", note)
+                            .await;
+                    }
+                }
+                Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => {}
+                Err(e) => {
+                    tracing::warn!(victim = %victim.key(), error = %e, "could not delete preemption victim")
+                }
+            }
+        }
+        let lower: Vec<Arc<PodInfo>> = {
+            let mut nominator = self.nominator.lock().expect("nominator lock");
+            let lower: Vec<Arc<PodInfo>> = nominator
+                .values()
+                .filter(|(node, p)| node == &candidate.node && p.priority < preemptor.priority)
+                .map(|(_, p)| p.clone())
+                .collect();
+            for p in &lower {
+                nominator.remove(&p.uid);
+            }
+            lower
+        };
+        for p in lower {
+            let pods: Api<Pod> = Api::namespaced(self.client.clone(), &p.namespace);
+            let clear = json!({"status": {"nominatedNodeName": null}});
+            if let Err(e) = pods
+                .patch_status(&p.name, &PatchParams::default(), &Patch::Merge(clear))
+                .await
+            {
+                tracing::debug!(pod = %p.key(), error = %e, "could not clear nominatedNodeName");
+            }
+        }
+    }
+
     fn snapshot(&self) -> Snapshot {
         self.cache.lock().expect("cache lock").snapshot()
     }
@@ -143,8 +243,9 @@ impl Scheduler {
             return Outcome::Skipped;
         }
         let snapshot = self.snapshot();
+        let nominated = self.nominated_except(&pod.uid);
         let mut state = CycleState::new();
-        let result = match unsupported(&pod, &snapshot) {
+        let mut result = match unsupported(&pod, &snapshot) {
             Some(fit) => Err(ScheduleError::Unfit(fit)),
             None => algorithm.schedule(
                 &profile,
@@ -152,8 +253,36 @@ impl Scheduler {
                 &mut state,
                 &pod,
                 &snapshot,
+                &nominated,
             ),
         };
+        let mut preemption = None;
+        if let (Err(ScheduleError::Unfit(fit)), Some(args)) = (&mut result, &profile.preemption) {
+            let pdbs: Vec<PdbInfo> = self
+                .pdbs
+                .lock()
+                .expect("pdb lock")
+                .values()
+                .cloned()
+                .collect();
+            let seed = pod.uid.bytes().fold(popped.info.attempts as u64, |a, b| {
+                a.wrapping_mul(31).wrapping_add(b as u64)
+            });
+            self.metrics.preemption_attempts.inc();
+            let cycle = preemption::Cycle {
+                profile: &profile,
+                state: &state,
+                pod: &pod,
+                snapshot: &snapshot,
+                nominated: &nominated,
+            };
+            match preemption::preempt(&cycle, args, &pdbs, fit, seed) {
+                preemption::Outcome::Preempt(candidate) => preemption = Some(candidate),
+                preemption::Outcome::NotHelpful(msg) => {
+                    fit.diagnosis.post_filter_msg = Some(format!("preemption: {msg}"))
+                }
+            }
+        }
         // Release the snapshot's node references before assuming, so the cache
         // updates its nodes in place instead of copying them.
         drop(snapshot);
@@ -202,9 +331,26 @@ impl Scheduler {
                 let this = self.clone();
                 let name = profile.scheduler_name.clone();
                 let msg = message.clone();
+                let nominate = preemption.as_ref().map(|c| c.node.clone());
+                if let Some(node) = &nominate {
+                    // Later cycles must already keep this room for the pod.
+                    self.nominator
+                        .lock()
+                        .expect("nominator lock")
+                        .insert(pod.uid.clone(), (node.clone(), pod.clone()));
+                }
                 tokio::runtime::Handle::current().spawn(async move {
-                    this.report_unschedulable(&pod, &name, "Unschedulable", &msg)
-                        .await;
+                    if let Some(candidate) = preemption {
+                        this.prepare_candidate(&pod, &name, &candidate).await;
+                    }
+                    this.report_unschedulable(
+                        &pod,
+                        &name,
+                        "Unschedulable",
+                        &msg,
+                        nominate.as_deref(),
+                    )
+                    .await;
                 });
                 Outcome::Unschedulable(message)
             }
@@ -220,7 +366,7 @@ impl Scheduler {
                 let this = self.clone();
                 let name = profile.scheduler_name.clone();
                 tokio::runtime::Handle::current().spawn(async move {
-                    this.report_unschedulable(&pod, &name, "SchedulerError", &message)
+                    this.report_unschedulable(&pod, &name, "SchedulerError", &message, None)
                         .await;
                 });
                 Outcome::Error(status.message())
@@ -297,7 +443,7 @@ impl Scheduler {
                     self.queue
                         .requeue_after_bind_failure(pod.clone(), attempts, since);
                     let message = format!("Binding rejected: {e}");
-                    self.report_unschedulable(&pod, &profile, "SchedulerError", &message)
+                    self.report_unschedulable(&pod, &profile, "SchedulerError", &message, None)
                         .await;
                 }
             }
@@ -312,6 +458,7 @@ impl Scheduler {
         profile: &str,
         reason: &str,
         message: &str,
+        nominate: Option<&str>,
     ) {
         // Placed meanwhile (a later attempt, or someone else): the failure is stale.
         if self
@@ -323,7 +470,7 @@ impl Scheduler {
         {
             return;
         }
-        self.patch_condition(pod, reason, message).await;
+        self.patch_condition(pod, reason, message, nominate).await;
         if let Some(events) = self.events.get(profile) {
             let note = message.to_string();
             events
@@ -332,23 +479,37 @@ impl Scheduler {
         }
     }
 
-    async fn patch_condition(&self, pod: &PodInfo, reason: &str, message: &str) {
+    /// Sets PodScheduled=False and, after a preemption, `status.nominatedNodeName`.
+    async fn patch_condition(
+        &self,
+        pod: &PodInfo,
+        reason: &str,
+        message: &str,
+        nominate: Option<&str>,
+    ) {
         let current = pod
             .pod
             .status
             .as_ref()
             .and_then(|s| s.conditions.as_ref())
             .and_then(|c| c.iter().find(|c| c.type_ == "PodScheduled"));
-        if current.is_some_and(|c| {
-            c.status == "False"
-                && c.reason.as_deref() == Some(reason)
-                && c.message.as_deref() == Some(message)
-        }) {
+        let current_nomination = pod
+            .pod
+            .status
+            .as_ref()
+            .and_then(|s| s.nominated_node_name.as_deref());
+        if nominate.is_none_or(|n| current_nomination == Some(n))
+            && current.is_some_and(|c| {
+                c.status == "False"
+                    && c.reason.as_deref() == Some(reason)
+                    && c.message.as_deref() == Some(message)
+            })
+        {
             return;
         }
         let pods: Api<Pod> = Api::namespaced(self.client.clone(), &pod.namespace);
         let now = jiff::Timestamp::now().to_string();
-        let patch = json!({"status": {"conditions": [{
+        let mut patch = json!({"status": {"conditions": [{
             "type": "PodScheduled",
             "status": "False",
             "reason": reason,
@@ -356,6 +517,9 @@ impl Scheduler {
             "lastProbeTime": null,
             "lastTransitionTime": now,
         }]}});
+        if let Some(node) = nominate {
+            patch["status"]["nominatedNodeName"] = json!(node);
+        }
         if let Err(e) = pods
             .patch_status(&pod.name, &PatchParams::default(), &Patch::Strategic(patch))
             .await

@@ -3,7 +3,7 @@
 //! found, starting where the previous cycle stopped), PreScore, Score, and the
 //! pick of the best node (random among ties). Pure: no API calls.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -11,6 +11,53 @@ use rayon::prelude::*;
 
 use crate::framework::{CycleState, NodeInfo, PodInfo, Snapshot, Status};
 use crate::profile::Profile;
+
+/// Pods nominated to each node (by a preemption), which lower- or
+/// equal-priority pods must leave room for.
+pub type Nominated = HashMap<String, Vec<Arc<PodInfo>>>;
+
+/// Runs the Filters as upstream's RunFilterPluginsWithNominatedPods: when pods
+/// of at least this pod's priority are nominated to the node, the pod must fit
+/// both with them added and without them (their affinity may be what lets it fit).
+pub fn filter_with_nominated(
+    profile: &Profile,
+    state: &CycleState,
+    pod: &PodInfo,
+    node: &NodeInfo,
+    nominated: &Nominated,
+    snapshot: &Snapshot,
+) -> Status {
+    let ahead: Vec<&Arc<PodInfo>> = nominated
+        .get(&node.name)
+        .map(|list| {
+            list.iter()
+                .filter(|p| p.priority >= pod.priority && p.uid != pod.uid)
+                .collect()
+        })
+        .unwrap_or_default();
+    if ahead.is_empty() {
+        return profile.run_filter(state, pod, node);
+    }
+    let mut with_state = state.clone();
+    let mut with_node = node.clone();
+    for p in &ahead {
+        with_node.add_pod((*p).clone());
+        for plugin in &profile.pre_filter {
+            let pf = plugin.as_pre_filter().expect("PreFilter plugin");
+            if pf.has_extensions() && !with_state.skip_filter.contains(plugin.name()) {
+                let s = pf.add_pod(&mut with_state, pod, p, &with_node, snapshot);
+                if !s.is_success() {
+                    return s.with_plugin(plugin.name());
+                }
+            }
+        }
+    }
+    let status = profile.run_filter(&with_state, pod, &with_node);
+    if !status.is_success() {
+        return status;
+    }
+    profile.run_filter(state, pod, node)
+}
 
 /// Below this many nodes every node is evaluated (upstream's minFeasibleNodesToFind).
 pub const MIN_FEASIBLE_NODES_TO_FIND: usize = 100;
@@ -109,6 +156,7 @@ impl Algorithm {
         state: &mut CycleState,
         pod: &PodInfo,
         snapshot: &Snapshot,
+        nominated: &Nominated,
     ) -> Result<ScheduleResult, ScheduleError> {
         let num_all = snapshot.nodes.len();
         if num_all == 0 {
@@ -118,7 +166,7 @@ impl Algorithm {
             }));
         }
         let (feasible, diagnosis) =
-            self.find_feasible(profile, global_percentage, state, pod, snapshot)?;
+            self.find_feasible(profile, global_percentage, state, pod, snapshot, nominated)?;
         if feasible.is_empty() {
             return Err(ScheduleError::Unfit(FitError {
                 num_all_nodes: num_all,
@@ -160,6 +208,7 @@ impl Algorithm {
         state: &mut CycleState,
         pod: &PodInfo,
         snapshot: &Snapshot,
+        nominated: &Nominated,
     ) -> Result<(Vec<Arc<NodeInfo>>, Diagnosis), ScheduleError> {
         let mut diagnosis = Diagnosis::default();
         if let Some(err) = pod.parse_errors.first() {
@@ -198,6 +247,20 @@ impl Algorithm {
         if n == 0 {
             return Ok((vec![], diagnosis));
         }
+        // A pod that preempted tries its nominated node first: the room made
+        // there is meant for it (upstream's evaluateNominatedNode).
+        let nominated_node = pod
+            .pod
+            .status
+            .as_ref()
+            .and_then(|s| s.nominated_node_name.as_deref())
+            .and_then(|name| candidates.iter().find(|c| c.name == name));
+        if let Some(node) = nominated_node {
+            let status = filter_with_nominated(profile, state, pod, node, nominated, snapshot);
+            if status.is_success() {
+                return Ok((vec![node.clone()], diagnosis));
+            }
+        }
         let percentage = profile.percentage_of_nodes_to_score.or(global_percentage);
         let want = if pre.node_names.is_some() {
             n
@@ -221,7 +284,9 @@ impl Algorithm {
                 .into_par_iter()
                 .map(|i| {
                     let node = &candidates[(start + i) % n];
-                    (i, profile.run_filter(state_ref, pod, node))
+                    let status =
+                        filter_with_nominated(profile, state_ref, pod, node, nominated, snapshot);
+                    (i, status)
                 })
                 .collect();
             for (i, status) in results {
