@@ -431,6 +431,11 @@ async fn start_all(
                 format!("--port={port}"),
                 format!("--leader-elect-resource-namespace={COMPONENT_NAMESPACE}"),
             ];
+            if understudy == Understudy::Scheduler {
+                // Not the well-known 10360: several lab clusters may run at once.
+                let extender = s.port("understudy-scheduler-extender")?;
+                args.push(format!("--extender-port={extender}"));
+            }
             args.extend(opts.understudy_args.iter().cloned());
             let record = s.spawn(
                 understudy.binary(),

@@ -227,7 +227,12 @@ async fn standby_replica_takes_over_from_a_killed_leader() {
     let spawn = |identity: &str| {
         tokio::process::Command::new(binaries_dir().join("understudy-scheduler"))
             .arg(format!("--kubeconfig={}", cluster.kubeconfig.display()))
-            .args(["--bind-address=127.0.0.1", "--port=0", "--log-level=warn"])
+            .args([
+                "--bind-address=127.0.0.1",
+                "--port=0",
+                "--extender-port=0",
+                "--log-level=warn",
+            ])
             .arg(format!("--leader-elect-resource-namespace={}", ns.name))
             .arg(format!("--leader-elect-identity={identity}"))
             .args([

@@ -327,7 +327,12 @@ async fn leader_failover_binds_every_pod_exactly_once() {
         tokio::process::Command::new(binaries_dir().join("understudy-scheduler"))
             .arg(format!("--config={}", config_path.display()))
             .arg(format!("--kubeconfig={}", cluster.kubeconfig.display()))
-            .args(["--bind-address=127.0.0.1", "--port=0", "--log-level=warn"])
+            .args([
+                "--bind-address=127.0.0.1",
+                "--port=0",
+                "--extender-port=0",
+                "--log-level=warn",
+            ])
             .arg(format!("--leader-elect-identity={id}"))
             .kill_on_drop(true)
             .spawn()
@@ -376,4 +381,150 @@ async fn leader_failover_binds_every_pod_exactly_once() {
         assert!(scheduled <= 1, "{name} has {scheduled} Scheduled events");
     }
     let _ = std::fs::remove_file(config_path);
+}
+
+/// Upstream kube-scheduler configured with `extenders:` pointing at
+/// understudy-scheduler: our filter's decision (here: a NodeAffinity
+/// `addedAffinity` only our profile has) is visibly applied, our prioritize is
+/// called, and binding goes through our extender.
+#[tokio::test]
+async fn kube_scheduler_uses_our_extender_to_filter_prioritize_and_bind() {
+    let (client, ns, pods) = setup("extender").await;
+    let cluster = cluster();
+    let Some(state) = &cluster.local else {
+        // Needs the lab's kube-scheduler binary and its credentials.
+        panic!("this test starts processes and needs the local control plane");
+    };
+    let ok = [format!("ext-a-{}", ns.name), format!("ext-c-{}", ns.name)];
+    let other = format!("ext-b-{}", ns.name);
+    for n in &ok {
+        create_private_node(&client, n, &ns.name, "8", json!({"extender-ok": "true"})).await;
+    }
+    // The roomiest node: kube-scheduler alone would prefer it for every pod.
+    create_private_node(&client, &other, &ns.name, "64", json!({})).await;
+
+    let dir = std::env::temp_dir().join(format!("extender-{}", ns.name));
+    std::fs::create_dir_all(&dir).unwrap();
+    let free = || understudy_e2e::controlplane::free_port().unwrap();
+    let (metrics_port, extender_port, kube_port) = (free(), free(), free());
+    let ours = dir.join("understudy.yaml");
+    std::fs::write(&ours, format!(
+        "apiVersion: kubescheduler.config.k8s.io/v1\nkind: KubeSchedulerConfiguration\n\
+         profiles:\n- schedulerName: unused-{ns}\n  pluginConfig:\n  - name: NodeAffinity\n    args:\n      addedAffinity:\n        \
+         requiredDuringSchedulingIgnoredDuringExecution:\n          nodeSelectorTerms:\n          - matchExpressions: [{{key: extender-ok, operator: In, values: [\"true\"]}}]\n",
+        ns = ns.name
+    )).unwrap();
+    let _understudy = tokio::process::Command::new(binaries_dir().join("understudy-scheduler"))
+        .arg(format!("--config={}", ours.display()))
+        .arg(format!("--kubeconfig={}", cluster.kubeconfig.display()))
+        .args([
+            "--bind-address=127.0.0.1",
+            "--leader-elect=false",
+            "--log-level=warn",
+        ])
+        .arg(format!("--port={metrics_port}"))
+        .arg(format!("--extender-port={extender_port}"))
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let http = reqwest::Client::new();
+    let ready = format!("http://127.0.0.1:{metrics_port}/readyz");
+    wait::until("understudy-scheduler ready", T, || async {
+        Ok(http
+            .get(&ready)
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success())
+            .then_some(()))
+    })
+    .await
+    .unwrap();
+
+    let profile = format!("extended-{}", ns.name);
+    let sched_kubeconfig = state.state_dir.join("kubeconfigs/scheduler.yaml");
+    let upstream = dir.join("kube-scheduler.yaml");
+    std::fs::write(&upstream, format!(
+        "apiVersion: kubescheduler.config.k8s.io/v1\nkind: KubeSchedulerConfiguration\n\
+         clientConnection: {{kubeconfig: {kc}}}\nleaderElection: {{leaderElect: false}}\n\
+         profiles: [{{schedulerName: {profile}}}]\n\
+         extenders:\n- urlPrefix: http://127.0.0.1:{extender_port}\n  filterVerb: filter\n  prioritizeVerb: prioritize\n  \
+         bindVerb: bind\n  weight: 5\n  nodeCacheCapable: true\n",
+        kc = sched_kubeconfig.display()
+    )).unwrap();
+    let _kube = tokio::process::Command::new(state.toolchain_dir.join("kube-scheduler"))
+        .arg(format!("--config={}", upstream.display()))
+        .arg(format!(
+            "--authentication-kubeconfig={}",
+            sched_kubeconfig.display()
+        ))
+        .arg(format!(
+            "--authorization-kubeconfig={}",
+            sched_kubeconfig.display()
+        ))
+        .args(["--bind-address=127.0.0.1", "--v=1"])
+        .arg(format!("--secure-port={kube_port}"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+
+    for i in 0..4 {
+        let mut p = pod(
+            &format!("e{i}"),
+            json!({}),
+            json!({
+                "nodeSelector": {"understudy.dev/test": ns.name},
+                "tolerations": [{"key": "understudy.dev/test", "operator": "Exists", "effect": "NoSchedule"}],
+            }),
+        );
+        p["spec"]["schedulerName"] = json!(profile);
+        create(&pods, p).await;
+    }
+    let mut placed = vec![];
+    for i in 0..4 {
+        placed.push(wait_scheduled(&pods, &format!("e{i}"), Duration::from_secs(90)).await);
+    }
+    let metrics = http
+        .get(format!("http://127.0.0.1:{metrics_port}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let count = |verb: &str| -> u64 {
+        metrics
+            .lines()
+            .find(|l| {
+                l.starts_with(&format!(
+                    "understudy_scheduler_extender_requests_total{{verb=\"{verb}\"}}"
+                ))
+            })
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    let (filters, prioritizes, binds) = (count("filter"), count("prioritize"), count("bind"));
+    for n in ok.iter().chain([&other]) {
+        delete_node(&client, n).await;
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    for node in placed {
+        let node = node.unwrap();
+        assert!(
+            ok.contains(&node),
+            "placed on {node}, which only our filter rejects"
+        );
+    }
+    assert!(filters >= 4, "filter calls: {filters}\n{metrics}");
+    assert!(prioritizes >= 1, "prioritize calls: {prioritizes}");
+    assert!(binds >= 4, "bind calls: {binds}");
+    let event = wait_event(&client, &ns.name, "e0", "Scheduled", T)
+        .await
+        .unwrap();
+    assert_eq!(
+        event.reporting_controller.as_deref(),
+        Some(profile.as_str())
+    );
 }

@@ -62,11 +62,13 @@ impl NodeSummary {
 
 #[derive(Default)]
 pub struct Cache {
-    nodes: HashMap<String, Arc<NodeInfo>>,
-    /// Nodes with a Node object (others only hold pods bound ahead of the
-    /// node), in arrival order, and the same as a set for lookups.
-    real_nodes: Vec<String>,
-    real_set: HashSet<String>,
+    /// Nodes with a Node object, in the order the snapshot lists them: a
+    /// snapshot is a copy of this Vec's pointers, with no per-node lookup.
+    nodes: Vec<Arc<NodeInfo>>,
+    /// Node name → position in `nodes`.
+    positions: HashMap<String, usize>,
+    /// Pods bound to nodes whose Node object is not (or no longer) known.
+    placeholders: HashMap<String, Arc<NodeInfo>>,
     pods: HashMap<String, PodState>,
     namespaces: HashMap<String, Labels>,
     volumes: VolumeIndex,
@@ -98,16 +100,22 @@ impl Cache {
     }
 
     fn node_mut(&mut self, name: &str) -> &mut NodeInfo {
-        let entry = self.nodes.entry(name.to_string()).or_insert_with(|| {
-            let placeholder = Node {
-                metadata: kube::api::ObjectMeta {
-                    name: Some(name.to_string()),
-                    ..Default::default()
-                },
-                ..Default::default()
-            };
-            Arc::new(NodeInfo::new(Arc::new(placeholder)))
-        });
+        let entry = match self.positions.get(name) {
+            Some(&i) => &mut self.nodes[i],
+            None => self
+                .placeholders
+                .entry(name.to_string())
+                .or_insert_with(|| {
+                    let placeholder = Node {
+                        metadata: kube::api::ObjectMeta {
+                            name: Some(name.to_string()),
+                            ..Default::default()
+                        },
+                        ..Default::default()
+                    };
+                    Arc::new(NodeInfo::new(Arc::new(placeholder)))
+                }),
+        };
         let info = Arc::make_mut(entry);
         info.generation += 1;
         info
@@ -115,29 +123,43 @@ impl Cache {
 
     pub fn add_or_update_node(&mut self, node: Node) {
         let name = node.name_any();
-        let same_images = self.nodes.get(&name).is_some_and(|n| {
-            n.node.status.as_ref().and_then(|s| s.images.as_ref())
-                == node.status.as_ref().and_then(|s| s.images.as_ref())
-        });
-        let info = self.node_mut(&name);
-        info.set_node(Arc::new(node));
-        if self.real_set.insert(name.clone()) {
-            self.real_nodes.push(name);
-            self.node_set_dirty = true;
-        } else if !same_images {
-            self.node_set_dirty = true;
+        if let Some(&i) = self.positions.get(&name) {
+            let same_images = self.nodes[i]
+                .node
+                .status
+                .as_ref()
+                .and_then(|s| s.images.as_ref())
+                == node.status.as_ref().and_then(|s| s.images.as_ref());
+            self.node_mut(&name).set_node(Arc::new(node));
+            if !same_images {
+                self.node_set_dirty = true;
+            }
+            return;
         }
+        // New node: adopt the pods already bound to it, if any.
+        let mut info = match self.placeholders.remove(&name) {
+            Some(p) => p,
+            None => Arc::new(NodeInfo::new(Arc::new(node.clone()))),
+        };
+        Arc::make_mut(&mut info).set_node(Arc::new(node));
+        self.positions.insert(name, self.nodes.len());
+        self.nodes.push(info);
+        self.node_set_dirty = true;
     }
 
     pub fn remove_node(&mut self, name: &str) {
-        if self.real_set.remove(name) {
-            self.real_nodes.retain(|n| n != name);
+        let Some(i) = self.positions.remove(name) else {
+            return;
+        };
+        let info = self.nodes.swap_remove(i);
+        if let Some(moved) = self.nodes.get(i) {
+            self.positions.insert(moved.name.clone(), i);
+        }
+        // Keep its pods accounted while they still reference it (upstream does too).
+        if !info.pods.is_empty() {
+            self.placeholders.insert(name.to_string(), info);
         }
         self.node_set_dirty = true;
-        // Keep the entry while pods still reference it (upstream does too).
-        if self.nodes.get(name).is_some_and(|n| n.pods.is_empty()) {
-            self.nodes.remove(name);
-        }
     }
 
     /// A pod from the watch. Bound, unfinished pods are placed on their node;
@@ -168,21 +190,17 @@ impl Cache {
     pub fn remove_pod(&mut self, uid: &str) {
         if let Some(state) = self.pods.remove(uid) {
             self.node_mut(&state.node).remove_pod(uid);
-            if !self.real_nodes.contains(&state.node)
-                && self
-                    .nodes
-                    .get(&state.node)
-                    .is_some_and(|n| n.pods.is_empty())
-            {
-                self.nodes.remove(&state.node);
-            }
+            self.drop_empty_placeholder(&state.node);
         }
     }
 
     fn drop_empty_placeholder(&mut self, node: &str) {
-        if !self.real_set.contains(node) && self.nodes.get(node).is_some_and(|n| n.pods.is_empty())
+        if self
+            .placeholders
+            .get(node)
+            .is_some_and(|n| n.pods.is_empty())
         {
-            self.nodes.remove(node);
+            self.placeholders.remove(node);
         }
     }
 
@@ -266,24 +284,19 @@ impl Cache {
 
     /// The scheduling-relevant parts of a known node.
     pub fn node_summary(&self, name: &str) -> Option<NodeSummary> {
-        if !self.real_set.contains(name) {
-            return None;
-        }
-        self.nodes.get(name).map(|n| NodeSummary::of(&n.node))
+        self.positions
+            .get(name)
+            .map(|&i| NodeSummary::of(&self.nodes[i].node))
     }
 
     pub fn node_count(&self) -> usize {
-        self.real_nodes.len()
+        self.nodes.len()
     }
 
     /// A consistent picture for one cycle: O(nodes) pointer copies; the index
     /// and image counts are shared until the node set changes.
     pub fn snapshot(&mut self) -> Snapshot {
-        let nodes: Vec<Arc<NodeInfo>> = self
-            .real_nodes
-            .iter()
-            .filter_map(|n| self.nodes.get(n).cloned())
-            .collect();
+        let nodes = self.nodes.clone();
         if self.node_set_dirty {
             self.index = Arc::new(Snapshot::index_of(&nodes));
             self.image_nodes = Arc::new(Snapshot::image_counts(&nodes));
@@ -308,7 +321,7 @@ impl Cache {
 
     /// Names of every node with a Node object.
     pub fn node_names(&self) -> Vec<String> {
-        self.real_nodes.clone()
+        self.nodes.iter().map(|n| n.name.clone()).collect()
     }
 
     pub fn retain_namespaces(&mut self, keep: &HashSet<String>) {

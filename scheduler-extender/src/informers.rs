@@ -256,6 +256,13 @@ volume_handler!(
 volume_handler!(CsiNodes, CSINode, set_csi_node, VolumeKind::CsiNodes, |n| n
     .name_any());
 
+/// Drops managedFields before an object is kept: the scheduler never reads
+/// them and they are often the largest part of an object (upstream's
+/// informers trim them too).
+fn trim<K: Resource>(obj: &mut K) {
+    obj.meta_mut().managed_fields = None;
+}
+
 /// Runs one watch forever (it retries with backoff inside kube's watcher),
 /// flipping `synced` once the initial list has been applied.
 async fn watch_into<K, H>(
@@ -276,7 +283,8 @@ async fn watch_into<K, H>(
     loop {
         match stream.try_next().await {
             Ok(Some(Event::Init)) => listing = Some(Default::default()),
-            Ok(Some(Event::InitApply(obj))) => {
+            Ok(Some(Event::InitApply(mut obj))) => {
+                trim(&mut obj);
                 if let Some(seen) = listing.as_mut() {
                     seen.insert(handler.key(&obj));
                 }
@@ -288,7 +296,10 @@ async fn watch_into<K, H>(
                 }
                 let _ = synced.send(true);
             }
-            Ok(Some(Event::Apply(obj))) => handler.apply(&s, obj),
+            Ok(Some(Event::Apply(mut obj))) => {
+                trim(&mut obj);
+                handler.apply(&s, obj)
+            }
             Ok(Some(Event::Delete(obj))) => handler.delete(&s, obj),
             Ok(None) => return,
             Err(e) => {

@@ -5,6 +5,7 @@
 pub mod cache;
 pub mod checker;
 pub mod config;
+pub mod extender;
 pub mod framework;
 pub mod informers;
 pub mod metrics;

@@ -2,6 +2,7 @@
 //! pods whose `spec.schedulerName` names one of its profiles
 //! (`understudy-scheduler` by default).
 
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -9,8 +10,14 @@ use std::sync::Arc;
 use clap::Parser;
 use understudy_component_base::{CommonArgs, Component, component};
 use understudy_scheduler::config::SchedulerConfig;
+use understudy_scheduler::extender;
 use understudy_scheduler::metrics::Metrics;
 use understudy_scheduler::{informers, scheduler::Scheduler};
+
+// mimalloc: glibc's per-thread arenas fragment badly under the filter
+// threads' short-lived allocations, inflating RSS and malloc time.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const COMPONENT: Component = Component {
     name: "understudy-scheduler",
@@ -29,6 +36,23 @@ struct Args {
     /// leaderElection and clientConnection settings override the flags.
     #[arg(long)]
     config: Option<PathBuf>,
+
+    /// Port of the scheduler-extender HTTP API (POST .../filter, .../prioritize,
+    /// .../preempt, .../bind) for an upstream kube-scheduler; 0 disables it.
+    #[arg(long, default_value_t = extender::DEFAULT_PORT)]
+    extender_port: u16,
+
+    /// Address the extender API listens on; defaults to --bind-address.
+    #[arg(long)]
+    extender_bind_address: Option<IpAddr>,
+
+    /// PEM certificate (chain) to serve the extender API over HTTPS.
+    #[arg(long, requires = "extender_tls_private_key_file")]
+    extender_tls_cert_file: Option<PathBuf>,
+
+    /// PEM private key for --extender-tls-cert-file.
+    #[arg(long, requires = "extender_tls_cert_file")]
+    extender_tls_private_key_file: Option<PathBuf>,
 
     #[command(flatten)]
     common: CommonArgs,
@@ -56,8 +80,40 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     }
+    // Where the extender API listens; TLS files are read now so a bad one
+    // fails start-up, not the first request.
+    let extender_addr = (args.extender_port != 0).then(|| {
+        SocketAddr::new(
+            args.extender_bind_address
+                .unwrap_or(args.common.bind_address),
+            args.extender_port,
+        )
+    });
+    let extender_tls = match (
+        &args.extender_tls_cert_file,
+        &args.extender_tls_private_key_file,
+    ) {
+        (Some(cert), Some(key)) => match extender::tls_config(cert, key) {
+            Ok(tls) => Some(tls),
+            Err(e) => {
+                eprintln!("understudy-scheduler: error: extender API: {e}");
+                return ExitCode::FAILURE;
+            }
+        },
+        _ => None,
+    };
     rayon_pool(config.parallelism);
     component::main(COMPONENT, args.common, |ctx| async move {
+        // Bound before the watches sync so a busy port fails at once; served
+        // only after, so every answer comes from a synced cache.
+        let extender_listener = match extender_addr {
+            Some(addr) => Some(tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+                anyhow::anyhow!(
+                    "cannot listen on {addr} for the extender API: {e} (pick another --extender-port, or 0 to disable it)"
+                )
+            })?),
+            None => None,
+        };
         let metrics = Metrics::register(&mut ctx.registry.write().expect("registry lock"));
         let scheduler = Arc::new(
             Scheduler::new(
@@ -77,10 +133,34 @@ fn main() -> ExitCode {
         ctx.health.set("informers-synced", true);
         tracing::info!(profiles = ?scheduler.profiles.keys().collect::<Vec<_>>(), "caches synced; scheduling");
         let runner = tokio::spawn(scheduler.clone().run());
+        let extender_server = extender_listener.map(|listener| {
+            let addr = listener.local_addr().ok();
+            tracing::info!(
+                ?addr,
+                tls = extender_tls.is_some(),
+                "serving the scheduler-extender API"
+            );
+            let backend = Arc::new(extender::SchedulerBackend::new(scheduler.clone()));
+            tokio::spawn(extender::serve(
+                listener,
+                extender::router(backend),
+                extender_tls,
+                ctx.shutdown.clone(),
+            ))
+        });
         ctx.shutdown.cancelled().await;
         // Graceful: stop popping, let in-flight binds finish.
         scheduler.queue.close();
         let _ = runner.await;
+        if let Some(server) = extender_server {
+            match server.await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "extender API server stopped with an error")
+                }
+                Err(e) => tracing::warn!(error = %e, "extender API server task failed"),
+            }
+        }
         Ok(())
     })
 }
@@ -105,10 +185,15 @@ fn apply_config_to_flags(config: &SchedulerConfig, common: &mut CommonArgs) {
     }
 }
 
-/// Filters run on rayon's pool; `parallelism` bounds it as upstream bounds its workers.
+/// Filters run on rayon's pool; `parallelism` bounds it as upstream bounds its
+/// workers, and so do the cores: goroutines are cheap, but OS threads beyond
+/// the core count only add context switches (rayon's idle threads spin).
 fn rayon_pool(parallelism: usize) {
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
     let _ = rayon::ThreadPoolBuilder::new()
-        .num_threads(parallelism)
+        .num_threads(parallelism.min(cores).max(1))
         .thread_name(|i| format!("filter-{i}"))
         .build_global();
 }

@@ -17,6 +17,11 @@ pub struct ResultLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct VerbLabels {
+    pub verb: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct QueueLabels {
     pub queue: String,
 }
@@ -52,6 +57,7 @@ pub struct Metrics {
     pub binding_duration: Histogram,
     pub unschedulable_pods: Family<PluginLabels, Gauge<i64, AtomicI64>>,
     pub preemption_attempts: Counter,
+    pub extender_requests: Family<VerbLabels, Counter>,
     pub preemption_victims: Histogram,
 }
 
@@ -68,12 +74,18 @@ impl Metrics {
             binding_duration: attempt_buckets(),
             unschedulable_pods: Family::default(),
             preemption_attempts: Counter::default(),
+            extender_requests: Family::default(),
             preemption_victims: Histogram::new(exponential_buckets(1.0, 2.0, 7)),
         };
         registry.register(
             "scheduler_preemption_attempts",
             "Total preemption attempts in the cluster till now",
             m.preemption_attempts.clone(),
+        );
+        registry.register(
+            "understudy_scheduler_extender_requests",
+            "Requests served by the scheduler-extender API, by verb.",
+            m.extender_requests.clone(),
         );
         registry.register(
             "scheduler_preemption_victims",
@@ -116,6 +128,12 @@ impl Metrics {
             m.unschedulable_pods.clone(),
         );
         m
+    }
+
+    pub fn extender_request(&self, verb: &str) {
+        self.extender_requests
+            .get_or_create(&VerbLabels { verb: verb.into() })
+            .inc();
     }
 
     pub fn attempt(&self, result: &str, profile: &str, seconds: f64) {

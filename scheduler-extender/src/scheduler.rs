@@ -384,12 +384,7 @@ impl Scheduler {
         attempts: u32,
     ) {
         let pods: Api<Pod> = Api::namespaced(self.client.clone(), &pod.namespace);
-        let binding = json!({
-            "apiVersion": "v1",
-            "kind": "Binding",
-            "metadata": {"name": pod.name, "namespace": pod.namespace, "uid": pod.uid},
-            "target": {"apiVersion": "v1", "kind": "Node", "name": node},
-        });
+        let binding = binding_body(&pod.namespace, &pod.name, &pod.uid, &node);
         let bind_start = Instant::now();
         let result = pods
             .create_subresource::<_, serde_json::Value>(
@@ -565,6 +560,21 @@ fn unsupported(pod: &PodInfo, snapshot: &Snapshot) -> Option<FitError> {
             pre_filter: Some(crate::framework::Status::unresolvable(reason)),
             ..Default::default()
         },
+    })
+}
+
+/// The `pods/binding` body upstream's DefaultBinder posts. A non-empty `uid`
+/// makes the apiserver refuse to bind a different pod of the same name.
+pub fn binding_body(namespace: &str, name: &str, uid: &str, node: &str) -> serde_json::Value {
+    let mut metadata = json!({"name": name, "namespace": namespace});
+    if !uid.is_empty() {
+        metadata["uid"] = json!(uid);
+    }
+    json!({
+        "apiVersion": "v1",
+        "kind": "Binding",
+        "metadata": metadata,
+        "target": {"apiVersion": "v1", "kind": "Node", "name": node},
     })
 }
 

@@ -257,6 +257,7 @@ async fn start(
                 format!("--kubeconfig={}", state.kubeconfig.display()),
                 "--bind-address=127.0.0.1".into(),
                 format!("--port={port}"),
+                "--extender-port=0".into(),
                 "--leader-elect=false".into(),
                 format!("--kube-api-qps={qps}"),
                 format!("--kube-api-burst={qps}"),

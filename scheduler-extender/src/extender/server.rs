@@ -1,0 +1,785 @@
+//! The HTTP side of the extender API: routes kube-scheduler's POSTs to a
+//! [`Backend`], turning bad input into 4xx replies (never a panic), and serves
+//! them over plain TCP or TLS.
+
+use std::any::Any;
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::panic::AssertUnwindSafe;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, FromRequest, Request, State};
+use axum::http::{Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use futures::FutureExt;
+use serde::Serialize;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::rustls;
+use tokio_rustls::rustls::pki_types::pem::PemObject;
+use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use tokio_rustls::server::TlsStream;
+use tokio_util::sync::CancellationToken;
+
+use super::types::{
+    DecodeError, ExtenderArgs, ExtenderBindingArgs, ExtenderBindingResult, ExtenderFilterResult,
+    ExtenderPreemptionArgs, ExtenderPreemptionResult, HostPriorityList, decode,
+};
+
+/// Largest request body accepted. A non-nodeCacheCapable filter call carries
+/// every candidate Node object (a few KiB each with images and conditions), so
+/// this leaves room for clusters of several thousand nodes.
+pub const MAX_BODY_BYTES: usize = 64 * 1024 * 1024;
+
+/// How long a client may take to finish the TLS handshake before it is dropped,
+/// so a stalled client cannot hold resources.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Why a verb could not be answered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Failure {
+    /// The request is well-formed JSON but unusable (e.g. no Pod): 400.
+    BadRequest(String),
+    /// Something on our side failed (a plugin error, a poisoned lock): 500.
+    Internal(String),
+}
+
+impl From<DecodeError> for Failure {
+    fn from(e: DecodeError) -> Self {
+        Failure::BadRequest(e.to_string())
+    }
+}
+
+/// What answers the verbs. The scheduler implements it over its cache; tests
+/// implement it without an apiserver.
+pub trait Backend: Send + Sync + 'static {
+    /// CPU work: called on a blocking thread.
+    fn filter(&self, args: ExtenderArgs) -> Result<ExtenderFilterResult, Failure>;
+    /// CPU work: called on a blocking thread.
+    fn prioritize(&self, args: ExtenderArgs) -> Result<HostPriorityList, Failure>;
+    /// CPU work: called on a blocking thread.
+    fn preempt(&self, args: ExtenderPreemptionArgs) -> Result<ExtenderPreemptionResult, Failure>;
+    /// An API call: awaited on the async runtime. Failures go in the reply's
+    /// `Error`, as kube-scheduler expects.
+    fn bind(&self, args: ExtenderBindingArgs)
+    -> impl Future<Output = ExtenderBindingResult> + Send;
+}
+
+/// The four extender verbs. kube-scheduler POSTs to `urlPrefix + "/" + verb`,
+/// so the verb is the last segment of the path, whatever prefix precedes it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verb {
+    Filter,
+    Prioritize,
+    Preempt,
+    Bind,
+}
+
+impl Verb {
+    pub fn from_path(path: &str) -> Option<Self> {
+        match path.rsplit('/').find(|s| !s.is_empty())? {
+            "filter" => Some(Verb::Filter),
+            "prioritize" => Some(Verb::Prioritize),
+            "preempt" => Some(Verb::Preempt),
+            "bind" => Some(Verb::Bind),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verb::Filter => "filter",
+            Verb::Prioritize => "prioritize",
+            Verb::Preempt => "preempt",
+            Verb::Bind => "bind",
+        }
+    }
+}
+
+/// The extender routes over `backend`, accepting bodies up to [`MAX_BODY_BYTES`].
+pub fn router<B: Backend>(backend: Arc<B>) -> Router {
+    router_with_limit(backend, MAX_BODY_BYTES)
+}
+
+/// As [`router`] with another body limit (tests use a small one).
+pub fn router_with_limit<B: Backend>(backend: Arc<B>, max_body_bytes: usize) -> Router {
+    // One fallback instead of a route per verb: any prefix may precede the
+    // verb, and method/verb checks then come before reading the body.
+    Router::new()
+        .fallback(handle::<B>)
+        .with_state(backend)
+        .layer(DefaultBodyLimit::max(max_body_bytes))
+}
+
+async fn handle<B: Backend>(State(backend): State<Arc<B>>, request: Request) -> Response {
+    let start = Instant::now();
+    let path = request.uri().path().to_owned();
+    let Some(verb) = Verb::from_path(&path) else {
+        tracing::debug!(%path, "extender request for an unknown verb");
+        return text(
+            StatusCode::NOT_FOUND,
+            format!(
+                "no extender verb at {path}: the path must end in filter, prioritize, preempt or bind"
+            ),
+        );
+    };
+    if request.method() != Method::POST {
+        tracing::debug!(%path, method = %request.method(), "extender request with a wrong method");
+        let mut response = text(
+            StatusCode::METHOD_NOT_ALLOWED,
+            format!("{} accepts POST only", verb.as_str()),
+        );
+        response
+            .headers_mut()
+            .insert(header::ALLOW, header::HeaderValue::from_static("POST"));
+        return response;
+    }
+    let body = match Bytes::from_request(request, &()).await {
+        Ok(body) => body,
+        // 413 past the limit, 400 for a broken body.
+        Err(rejection) => {
+            tracing::debug!(verb = verb.as_str(), error = %rejection, "extender request body rejected");
+            return rejection.into_response();
+        }
+    };
+    let size = body.len();
+    let response = match verb {
+        Verb::Bind => match decode::<ExtenderBindingArgs>(&body) {
+            Ok(args) => {
+                // A panic in the bind path must not take the connection's
+                // task down without a reply.
+                match AssertUnwindSafe(backend.bind(args)).catch_unwind().await {
+                    Ok(result) => json(&result),
+                    Err(panic) => internal_panic(verb, panic),
+                }
+            }
+            Err(e) => failure(Failure::from(e)),
+        },
+        _ => {
+            // Filtering and scoring take CPU (and rayon's pool): keep them off
+            // the async workers. A panic there surfaces as a JoinError.
+            let task =
+                tokio::task::spawn_blocking(move || answer_cpu_verb(backend.as_ref(), verb, &body));
+            match task.await {
+                Ok(response) => response,
+                Err(e) if e.is_panic() => internal_panic(verb, e.into_panic()),
+                Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+            }
+        }
+    };
+    tracing::debug!(
+        verb = verb.as_str(),
+        %path,
+        bytes = size,
+        status = response.status().as_u16(),
+        elapsed_ms = start.elapsed().as_secs_f64() * 1000.0,
+        "extender request"
+    );
+    response
+}
+
+fn answer_cpu_verb<B: Backend>(backend: &B, verb: Verb, body: &[u8]) -> Response {
+    let reply = match verb {
+        Verb::Filter => decode::<ExtenderArgs>(body)
+            .map_err(Failure::from)
+            .and_then(|args| backend.filter(args))
+            .map(|r| json(&r)),
+        Verb::Prioritize => decode::<ExtenderArgs>(body)
+            .map_err(Failure::from)
+            .and_then(|args| backend.prioritize(args))
+            .map(|r| json(&r)),
+        Verb::Preempt => decode::<ExtenderPreemptionArgs>(body)
+            .map_err(Failure::from)
+            .and_then(|args| backend.preempt(args))
+            .map(|r| json(&r)),
+        Verb::Bind => Err(Failure::Internal("bind is not a CPU verb".into())),
+    };
+    reply.unwrap_or_else(failure)
+}
+
+fn internal_panic(verb: Verb, panic: Box<dyn Any + Send>) -> Response {
+    let what = panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "panic".into());
+    tracing::error!(verb = verb.as_str(), panic = %what, "extender handler panicked");
+    text(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        format!("{} failed: {what}", verb.as_str()),
+    )
+}
+
+fn failure(f: Failure) -> Response {
+    match f {
+        Failure::BadRequest(msg) => text(StatusCode::BAD_REQUEST, msg),
+        Failure::Internal(msg) => text(StatusCode::INTERNAL_SERVER_ERROR, msg),
+    }
+}
+
+fn text(status: StatusCode, msg: String) -> Response {
+    (
+        status,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        msg,
+    )
+        .into_response()
+}
+
+fn json<T: Serialize>(value: &T) -> Response {
+    match serde_json::to_vec(value) {
+        Ok(body) => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "application/json")],
+            body,
+        )
+            .into_response(),
+        Err(e) => text(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("encoding the reply: {e}"),
+        ),
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("reading TLS certificate {path}: {source}")]
+    Cert {
+        path: String,
+        source: rustls::pki_types::pem::Error,
+    },
+    #[error("TLS certificate file {0} holds no certificate")]
+    NoCert(String),
+    #[error("reading TLS private key {path}: {source}")]
+    Key {
+        path: String,
+        source: rustls::pki_types::pem::Error,
+    },
+    #[error("TLS certificate and key do not make a server configuration: {0}")]
+    Config(rustls::Error),
+}
+
+/// A TLS server configuration from PEM files (certificate chain, then key),
+/// speaking HTTP/1.1 only, as the server does.
+pub fn tls_config(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+        .and_then(|it| it.collect())
+        .map_err(|source| TlsError::Cert {
+            path: cert.display().to_string(),
+            source,
+        })?;
+    if certs.is_empty() {
+        return Err(TlsError::NoCert(cert.display().to_string()));
+    }
+    let key = PrivateKeyDer::from_pem_file(key).map_err(|source| TlsError::Key {
+        path: key.display().to_string(),
+        source,
+    })?;
+    // The provider is named so the result does not depend on which rustls
+    // backends other crates in the build happen to enable.
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(TlsError::Config)?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(TlsError::Config)?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// Serves `router` on `listener` (over TLS when `tls` is given) until
+/// `shutdown` is cancelled, then lets in-flight requests finish.
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    shutdown: CancellationToken,
+) -> io::Result<()> {
+    let stop = shutdown.cancelled_owned();
+    match tls {
+        None => {
+            axum::serve(listener, router)
+                .with_graceful_shutdown(stop)
+                .await
+        }
+        Some(config) => {
+            axum::serve(TlsListener::new(listener, config)?, router)
+                .with_graceful_shutdown(stop)
+                .await
+        }
+    }
+}
+
+/// Hands axum connections whose TLS handshake already finished. Handshakes run
+/// in their own tasks so one slow client never delays accepting the next.
+struct TlsListener {
+    local: SocketAddr,
+    ready: mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)>,
+    acceptor_task: tokio::task::JoinHandle<()>,
+}
+
+impl TlsListener {
+    fn new(listener: TcpListener, config: Arc<rustls::ServerConfig>) -> io::Result<Self> {
+        let local = listener.local_addr()?;
+        let acceptor = TlsAcceptor::from(config);
+        let (tx, ready) = mpsc::channel(64);
+        let acceptor_task = tokio::spawn(async move {
+            loop {
+                let (tcp, peer) = match listener.accept().await {
+                    Ok(conn) => conn,
+                    Err(e) => {
+                        // Usually out of file descriptors: back off, as axum does.
+                        tracing::warn!(error = %e, "extender: accepting a connection failed");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                };
+                let acceptor = acceptor.clone();
+                let tx = tx.clone();
+                tokio::spawn(async move {
+                    match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                        Ok(Ok(stream)) => {
+                            let _ = tx.send((stream, peer)).await;
+                        }
+                        Ok(Err(e)) => {
+                            tracing::debug!(%peer, error = %e, "extender: TLS handshake failed")
+                        }
+                        Err(_) => tracing::debug!(%peer, "extender: TLS handshake timed out"),
+                    }
+                });
+            }
+        });
+        Ok(Self {
+            local,
+            ready,
+            acceptor_task,
+        })
+    }
+}
+
+impl Drop for TlsListener {
+    fn drop(&mut self) {
+        self.acceptor_task.abort();
+    }
+}
+
+impl axum::serve::Listener for TlsListener {
+    type Io = TlsStream<TcpStream>;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        match self.ready.recv().await {
+            Some(conn) => conn,
+            // The accept loop never ends on its own; if it has, no connection
+            // will come again.
+            None => std::future::pending().await,
+        }
+    }
+
+    fn local_addr(&self) -> io::Result<Self::Addr> {
+        Ok(self.local)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::extender::types::{HostPriority, MetaPod, MetaVictims};
+    use axum::body::Body;
+    use serde_json::{Value, json};
+    use tower::ServiceExt;
+
+    /// Answers from the request alone: every node fits, scores 5, one victim
+    /// per node; a node named "boom" panics, to prove a panic becomes a 500.
+    struct Echo;
+
+    fn names(args: &ExtenderArgs) -> Vec<String> {
+        match (&args.nodes, &args.node_names) {
+            (Some(l), _) => l
+                .items
+                .iter()
+                .filter_map(|n| n.metadata.name.clone())
+                .collect(),
+            (None, Some(n)) => n.clone(),
+            _ => vec![],
+        }
+    }
+
+    impl Backend for Echo {
+        fn filter(&self, args: ExtenderArgs) -> Result<ExtenderFilterResult, Failure> {
+            if args.pod.is_none() {
+                return Err(Failure::BadRequest("Pod is required".into()));
+            }
+            let names = names(&args);
+            if names.iter().any(|n| n == "boom") {
+                panic!("boom");
+            }
+            Ok(ExtenderFilterResult {
+                node_names: Some(names),
+                ..Default::default()
+            })
+        }
+        fn prioritize(&self, args: ExtenderArgs) -> Result<HostPriorityList, Failure> {
+            Ok(names(&args)
+                .into_iter()
+                .map(|host| HostPriority { host, score: 5 })
+                .collect())
+        }
+        fn preempt(
+            &self,
+            args: ExtenderPreemptionArgs,
+        ) -> Result<ExtenderPreemptionResult, Failure> {
+            Ok(ExtenderPreemptionResult {
+                node_name_to_meta_victims: args
+                    .node_name_to_meta_victims
+                    .into_keys()
+                    .map(|n| {
+                        let v = MetaVictims {
+                            pods: vec![MetaPod { uid: "v".into() }],
+                            num_pdb_violations: 0,
+                        };
+                        (n, v)
+                    })
+                    .collect(),
+            })
+        }
+        async fn bind(&self, args: ExtenderBindingArgs) -> ExtenderBindingResult {
+            if args.node == "boom" {
+                panic!("bind boom");
+            }
+            ExtenderBindingResult {
+                error: if args.node.is_empty() {
+                    "no node".into()
+                } else {
+                    String::new()
+                },
+            }
+        }
+    }
+
+    async fn call(
+        router: &Router,
+        method: Method,
+        path: &str,
+        body: Vec<u8>,
+    ) -> (StatusCode, Vec<u8>) {
+        let request = axum::http::Request::builder()
+            .method(method)
+            .uri(path)
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(body))
+            .unwrap();
+        let response = router.clone().oneshot(request).await.unwrap();
+        let status = response.status();
+        let body = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        (status, body.to_vec())
+    }
+
+    async fn post(router: &Router, path: &str, body: Value) -> (StatusCode, Value) {
+        let (status, body) = call(router, Method::POST, path, body.to_string().into_bytes()).await;
+        let value = serde_json::from_slice(&body)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&body).into()));
+        (status, value)
+    }
+
+    #[test]
+    fn verbs_come_from_the_last_path_segment() {
+        assert_eq!(Verb::from_path("/filter"), Some(Verb::Filter));
+        assert_eq!(
+            Verb::from_path("/scheduler/prioritize"),
+            Some(Verb::Prioritize)
+        );
+        assert_eq!(Verb::from_path("/a/b/preempt/"), Some(Verb::Preempt));
+        assert_eq!(Verb::from_path("bind"), Some(Verb::Bind));
+        assert_eq!(Verb::from_path("/filter/x"), None);
+        assert_eq!(Verb::from_path("/"), None);
+        assert_eq!(Verb::from_path("/Filter"), None);
+    }
+
+    #[tokio::test]
+    async fn each_verb_answers_in_upstream_shape() {
+        let r = router(Arc::new(Echo));
+        let (status, body) = post(
+            &r,
+            "/filter",
+            json!({"Pod": {"metadata": {"name": "p"}}, "NodeNames": ["n1", "n2"]}),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(body["NodeNames"], json!(["n1", "n2"]));
+        assert_eq!(body["Error"], json!(""));
+
+        let (status, body) = post(
+            &r,
+            "/scheduler/prioritize",
+            json!({"pod": {}, "nodenames": ["n1"]}),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(body, json!([{"Host": "n1", "Score": 5}]));
+
+        let (status, body) = post(
+            &r,
+            "/preempt",
+            json!({"Pod": {}, "NodeNameToMetaVictims": {"n1": {"Pods": [{"UID": "x"}], "NumPDBViolations": 0}}}),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(
+            body,
+            json!({"NodeNameToMetaVictims": {"n1": {"Pods": [{"UID": "v"}], "NumPDBViolations": 0}}})
+        );
+
+        let (status, body) = post(
+            &r,
+            "/bind",
+            json!({"PodName": "p", "PodNamespace": "ns", "PodUID": "u", "Node": ""}),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(body, json!({"Error": "no node"}));
+    }
+
+    #[tokio::test]
+    async fn bad_requests_get_4xx_with_a_reason() {
+        let r = router_with_limit(Arc::new(Echo), 1024);
+        let (status, body) = call(&r, Method::POST, "/filter", b"{\"Pod\": ".to_vec()).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert!(
+            String::from_utf8_lossy(&body).contains("not valid JSON"),
+            "{}",
+            String::from_utf8_lossy(&body)
+        );
+
+        let (status, body) = post(&r, "/filter", json!({"NodeNames": ["n1"]})).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert_eq!(body, json!("Pod is required"));
+
+        let (status, _) = call(&r, Method::POST, "/filter", vec![b' '; 2048]).await;
+        assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+
+        let (status, _) = call(&r, Method::GET, "/filter", vec![]).await;
+        assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+        let request = axum::http::Request::builder()
+            .method(Method::PUT)
+            .uri("/bind")
+            .body(Body::empty())
+            .unwrap();
+        let response = r.clone().oneshot(request).await.unwrap();
+        assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED);
+        assert_eq!(response.headers()[header::ALLOW], "POST");
+
+        let (status, _) = post(&r, "/healthz", json!({})).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+    }
+
+    #[tokio::test]
+    async fn a_panicking_backend_yields_500_and_the_server_goes_on() {
+        let r = router(Arc::new(Echo));
+        let (status, body) = post(&r, "/filter", json!({"Pod": {}, "NodeNames": ["boom"]})).await;
+        assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert!(body.as_str().unwrap().contains("boom"), "{body}");
+        let (status, _) = post(&r, "/bind", json!({"PodName": "p", "Node": "boom"})).await;
+        assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+        let (status, _) = post(&r, "/filter", json!({"Pod": {}, "NodeNames": ["ok"]})).await;
+        assert_eq!(status, StatusCode::OK);
+    }
+
+    /// xorshift64*: a fixed sequence, so a failure reproduces.
+    struct Rng(u64);
+
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+        }
+        fn below(&mut self, n: usize) -> usize {
+            (self.next() % n as u64) as usize
+        }
+        fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
+            &items[self.below(items.len())]
+        }
+    }
+
+    const KEYS: &[&str] = &[
+        "Pod",
+        "pod",
+        "POD",
+        "Nodes",
+        "nodes",
+        "NodeNames",
+        "nodeNames",
+        "items",
+        "metadata",
+        "spec",
+        "status",
+        "containers",
+        "name",
+        "NodeNameToVictims",
+        "NodeNameToMetaVictims",
+        "nodenametometavictims",
+        "Pods",
+        "UID",
+        "NumPDBViolations",
+        "PodName",
+        "PodNamespace",
+        "PodUID",
+        "Node",
+        "apiVersion",
+        "kind",
+        "priority",
+        "resources",
+        "requests",
+        "cpu",
+        "",
+        "\u{212A}ind",
+    ];
+
+    /// A random JSON value biased towards the extender's own field names, so
+    /// decoding gets past the first level often.
+    fn random_json(rng: &mut Rng, depth: usize) -> Value {
+        let leaf = depth == 0 || rng.below(3) == 0;
+        match if leaf { rng.below(6) } else { 6 + rng.below(2) } {
+            0 => Value::Null,
+            1 => json!(rng.below(2) == 0),
+            2 => json!(rng.next() as i64),
+            3 => json!((rng.next() % 1000) as f64 / 7.0),
+            4 => json!(*rng.pick(KEYS)),
+            5 => json!(*rng.pick(&["v1", "Pod", "Node", "1", "-1", "n1", "\u{0}", "é"])),
+            6 => Value::Array(
+                (0..rng.below(4))
+                    .map(|_| random_json(rng, depth - 1))
+                    .collect(),
+            ),
+            _ => Value::Object(
+                (0..rng.below(5))
+                    .map(|_| (rng.pick(KEYS).to_string(), random_json(rng, depth - 1)))
+                    .collect(),
+            ),
+        }
+    }
+
+    fn mutate(rng: &mut Rng, mut bytes: Vec<u8>) -> Vec<u8> {
+        for _ in 0..1 + rng.below(4) {
+            if bytes.is_empty() {
+                bytes.push(b'{');
+            }
+            let i = rng.below(bytes.len());
+            match rng.below(5) {
+                0 => bytes.truncate(i),
+                1 => bytes[i] = rng.next() as u8,
+                2 => bytes.insert(i, *rng.pick(b"{}[]\",:0-e\\ \xff")),
+                3 => {
+                    bytes.remove(i);
+                }
+                _ => {
+                    let j = rng.below(bytes.len());
+                    bytes.swap(i, j);
+                }
+            }
+        }
+        bytes
+    }
+
+    #[tokio::test]
+    async fn random_and_malformed_bodies_never_panic_or_5xx() {
+        let r = router_with_limit(Arc::new(Echo), 64 * 1024);
+        let seeds = [
+            json!({"Pod": {"metadata": {"name": "p", "uid": "u"}, "spec": {"containers": [{"name": "c"}]}}, "NodeNames": ["n1"]}),
+            json!({"Pod": {}, "Nodes": {"metadata": {}, "items": [{"metadata": {"name": "n1"}}]}, "NodeNames": null}),
+            json!({"Pod": {}, "NodeNameToVictims": {"n1": {"Pods": [{"metadata": {"name": "v"}}], "NumPDBViolations": 1}}}),
+            json!({"Pod": {}, "NodeNameToMetaVictims": {"n1": {"Pods": [{"UID": "v"}], "NumPDBViolations": 0}}}),
+            json!({"PodName": "p", "PodNamespace": "ns", "PodUID": "u", "Node": "n1"}),
+        ];
+        let paths = ["/filter", "/prioritize", "/preempt", "/bind", "/x/filter"];
+        let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+        let mut seen = std::collections::BTreeMap::<u16, usize>::new();
+        for round in 0..3000 {
+            let body = match round % 3 {
+                0 => {
+                    let seed = rng.pick(&seeds).to_string().into_bytes();
+                    mutate(&mut rng, seed)
+                }
+                1 => random_json(&mut rng, 5).to_string().into_bytes(),
+                _ => (0..rng.below(64)).map(|_| rng.next() as u8).collect(),
+            };
+            let path = *rng.pick(&paths);
+            let (status, reply) = call(&r, Method::POST, path, body.clone()).await;
+            *seen.entry(status.as_u16()).or_default() += 1;
+            assert!(
+                status == StatusCode::OK || status == StatusCode::BAD_REQUEST,
+                "{path} {status}: {} → {}",
+                String::from_utf8_lossy(&body),
+                String::from_utf8_lossy(&reply)
+            );
+            if status == StatusCode::OK {
+                let _: Value = serde_json::from_slice(&reply).expect("a 200 carries JSON");
+            }
+        }
+        // Both outcomes occur, so the generator reaches the handlers too.
+        assert!(seen.get(&200).copied().unwrap_or(0) > 100, "{seen:?}");
+        assert!(seen.get(&400).copied().unwrap_or(0) > 100, "{seen:?}");
+    }
+
+    #[tokio::test]
+    async fn serves_over_tcp_and_tls() {
+        let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+        let dir = std::env::temp_dir().join(format!("extender-tls-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (cert_path, key_path) = (dir.join("tls.crt"), dir.join("tls.key"));
+        std::fs::write(&cert_path, cert.cert.pem()).unwrap();
+        std::fs::write(&key_path, cert.signing_key.serialize_pem()).unwrap();
+        let tls = tls_config(&cert_path, &key_path).unwrap();
+        assert!(matches!(
+            tls_config(&key_path, &key_path),
+            Err(TlsError::NoCert(_))
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+
+        let stop = CancellationToken::new();
+        let plain = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let secure = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let (plain_addr, secure_addr) = (plain.local_addr().unwrap(), secure.local_addr().unwrap());
+        let servers = [
+            tokio::spawn(serve(plain, router(Arc::new(Echo)), None, stop.clone())),
+            tokio::spawn(serve(
+                secure,
+                router(Arc::new(Echo)),
+                Some(tls),
+                stop.clone(),
+            )),
+        ];
+        let client = reqwest::Client::builder()
+            .add_root_certificate(
+                reqwest::Certificate::from_pem(cert.cert.pem().as_bytes()).unwrap(),
+            )
+            .timeout(Duration::from_secs(10))
+            .build()
+            .unwrap();
+        let body = json!({"Pod": {}, "NodeNames": ["n1"]}).to_string();
+        for url in [
+            format!("http://{plain_addr}/filter"),
+            format!("https://localhost:{}/scheduler/filter", secure_addr.port()),
+        ] {
+            let response = client.post(&url).body(body.clone()).send().await.unwrap();
+            assert_eq!(response.status(), 200, "{url}");
+            let reply: Value = serde_json::from_slice(&response.bytes().await.unwrap()).unwrap();
+            assert_eq!(reply["NodeNames"], json!(["n1"]), "{url}");
+        }
+        stop.cancel();
+        for s in servers {
+            s.await.unwrap().unwrap();
+        }
+    }
+}
