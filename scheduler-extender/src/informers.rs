@@ -22,11 +22,15 @@ use crate::scheduler::Scheduler;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 
 /// Applies one watched object change to the scheduler's state.
-trait Handler<K>: Send + Sync + 'static {
+trait Handler<K: Resource>: Send + Sync + 'static {
     fn apply(&self, s: &Scheduler, obj: K);
     fn delete(&self, s: &Scheduler, obj: K);
     /// The identity `resync` compares: the UID by default.
     fn key(&self, obj: &K) -> String;
+    /// Drops what the scheduler never reads before the object is kept.
+    fn trim(&self, obj: &mut K) {
+        obj.meta_mut().managed_fields = None;
+    }
     /// After a (re)list: forget what the list no longer contains (deleted
     /// while the watch was down). `seen` holds the listed objects' keys.
     fn resync(&self, s: &Scheduler, seen: &HashSet<String>);
@@ -34,6 +38,9 @@ trait Handler<K>: Send + Sync + 'static {
 
 struct Pods;
 impl Handler<Pod> for Pods {
+    fn trim(&self, pod: &mut Pod) {
+        slim_pod(pod);
+    }
     fn apply(&self, s: &Scheduler, pod: Pod) {
         let uid = pod.uid().unwrap_or_default();
         let assigned = pod
@@ -118,6 +125,41 @@ impl Handler<Pod> for Pods {
         if !gone.is_empty() {
             s.queue.move_all_to_active();
         }
+    }
+}
+
+/// Keeps only what scheduling reads of a pod: the cache holds every pod in
+/// the cluster, and container commands, environments, probes and statuses
+/// are most of a pod's size. managedFields go too, as upstream's informers
+/// drop them.
+pub fn slim_pod(pod: &mut Pod) {
+    pod.metadata.managed_fields = None;
+    if let Some(spec) = pod.spec.as_mut() {
+        for c in spec
+            .containers
+            .iter_mut()
+            .chain(spec.init_containers.iter_mut().flatten())
+        {
+            c.command = None;
+            c.args = None;
+            c.env = None;
+            c.env_from = None;
+            c.liveness_probe = None;
+            c.readiness_probe = None;
+            c.startup_probe = None;
+            c.lifecycle = None;
+            c.volume_mounts = None;
+            c.volume_devices = None;
+            c.security_context = None;
+            c.working_dir = None;
+        }
+        spec.ephemeral_containers = None;
+    }
+    if let Some(status) = pod.status.as_mut() {
+        status.container_statuses = None;
+        status.init_container_statuses = None;
+        status.ephemeral_container_statuses = None;
+        status.resource_claim_statuses = None;
     }
 }
 
@@ -256,13 +298,6 @@ volume_handler!(
 volume_handler!(CsiNodes, CSINode, set_csi_node, VolumeKind::CsiNodes, |n| n
     .name_any());
 
-/// Drops managedFields before an object is kept: the scheduler never reads
-/// them and they are often the largest part of an object (upstream's
-/// informers trim them too).
-fn trim<K: Resource>(obj: &mut K) {
-    obj.meta_mut().managed_fields = None;
-}
-
 /// Runs one watch forever (it retries with backoff inside kube's watcher),
 /// flipping `synced` once the initial list has been applied.
 async fn watch_into<K, H>(
@@ -284,7 +319,7 @@ async fn watch_into<K, H>(
         match stream.try_next().await {
             Ok(Some(Event::Init)) => listing = Some(Default::default()),
             Ok(Some(Event::InitApply(mut obj))) => {
-                trim(&mut obj);
+                handler.trim(&mut obj);
                 if let Some(seen) = listing.as_mut() {
                     seen.insert(handler.key(&obj));
                 }
@@ -297,7 +332,7 @@ async fn watch_into<K, H>(
                 let _ = synced.send(true);
             }
             Ok(Some(Event::Apply(mut obj))) => {
-                trim(&mut obj);
+                handler.trim(&mut obj);
                 handler.apply(&s, obj)
             }
             Ok(Some(Event::Delete(obj))) => handler.delete(&s, obj),
@@ -348,4 +383,41 @@ pub fn start(s: Arc<Scheduler>) -> watch::Receiver<bool> {
         let _ = all_tx.send(true);
     });
     all_rx
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn slimming_keeps_what_scheduling_reads() {
+        let mut pod: Pod = serde_json::from_value(json!({
+            "metadata": {"name": "p", "managedFields": [{"manager": "kubectl"}]},
+            "spec": {
+                "containers": [{
+                    "name": "c", "image": "nginx:1", "command": ["sh"], "env": [{"name": "A", "value": "b"}],
+                    "ports": [{"containerPort": 80, "hostPort": 8080}],
+                    "resources": {"requests": {"cpu": "1"}},
+                    "readinessProbe": {"exec": {"command": ["true"]}},
+                }],
+                "volumes": [{"name": "v", "persistentVolumeClaim": {"claimName": "data"}}],
+            },
+            "status": {"phase": "Running", "nominatedNodeName": "n1", "containerStatuses": [{"name": "c", "image": "nginx:1", "imageID": "", "ready": true, "restartCount": 0}]},
+        }))
+        .unwrap();
+        slim_pod(&mut pod);
+        let before = PodInfo::new(Arc::new(pod.clone()));
+        let c = &pod.spec.as_ref().unwrap().containers[0];
+        assert!(c.command.is_none() && c.env.is_none() && c.readiness_probe.is_none());
+        assert_eq!(c.image.as_deref(), Some("nginx:1"));
+        assert_eq!(before.requests.milli_cpu, 1000);
+        assert_eq!(before.host_ports().len(), 1);
+        assert_eq!(before.pvc_names(), ["data"]);
+        let status = pod.status.as_ref().unwrap();
+        assert_eq!(status.phase.as_deref(), Some("Running"));
+        assert_eq!(status.nominated_node_name.as_deref(), Some("n1"));
+        assert!(status.container_statuses.is_none());
+        assert!(pod.metadata.managed_fields.is_none());
+    }
 }

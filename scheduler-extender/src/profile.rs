@@ -315,6 +315,52 @@ impl Profile {
         }
     }
 
+    /// Tells every PreFilter with extensions that `other` was added to `node`
+    /// (upstream's RunPreFilterExtensionAddPod); `node` already includes it.
+    pub fn run_add_pod(
+        &self,
+        state: &mut CycleState,
+        pod: &PodInfo,
+        other: &Arc<PodInfo>,
+        node: &NodeInfo,
+        snapshot: &Snapshot,
+    ) -> Result<(), Status> {
+        self.run_extension(state, |pf, state| {
+            pf.add_pod(state, pod, other, node, snapshot)
+        })
+    }
+
+    /// The same for a pod removed from `node` (already without it).
+    pub fn run_remove_pod(
+        &self,
+        state: &mut CycleState,
+        pod: &PodInfo,
+        other: &Arc<PodInfo>,
+        node: &NodeInfo,
+        snapshot: &Snapshot,
+    ) -> Result<(), Status> {
+        self.run_extension(state, |pf, state| {
+            pf.remove_pod(state, pod, other, node, snapshot)
+        })
+    }
+
+    fn run_extension(
+        &self,
+        state: &mut CycleState,
+        call: impl Fn(&dyn crate::framework::PreFilterPlugin, &mut CycleState) -> Status,
+    ) -> Result<(), Status> {
+        for plugin in &self.pre_filter {
+            let pf = plugin.as_pre_filter().expect("registered as PreFilter");
+            if pf.has_extensions() && !state.skip_filter.contains(plugin.name()) {
+                let status = call(pf, state);
+                if !status.is_success() {
+                    return Err(status.with_plugin(plugin.name()));
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Runs Filters in order; the first rejection is the node's status.
     pub fn run_filter(&self, state: &CycleState, pod: &PodInfo, node: &NodeInfo) -> Status {
         for plugin in &self.filter {

@@ -46,14 +46,8 @@ pub fn filter_with_nominated(
     let mut with_node = node.clone();
     for p in &ahead {
         with_node.add_pod((*p).clone());
-        for plugin in &profile.pre_filter {
-            let pf = plugin.as_pre_filter().expect("PreFilter plugin");
-            if pf.has_extensions() && !with_state.skip_filter.contains(plugin.name()) {
-                let s = pf.add_pod(&mut with_state, pod, p, &with_node, snapshot);
-                if !s.is_success() {
-                    return s.with_plugin(plugin.name());
-                }
-            }
+        if let Err(status) = profile.run_add_pod(&mut with_state, pod, p, &with_node, snapshot) {
+            return status;
         }
     }
     let status = profile.run_filter(&with_state, pod, &with_node);

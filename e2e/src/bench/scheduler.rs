@@ -59,8 +59,22 @@ impl Variant {
     }
 }
 
+/// What the pods look like.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Workload {
+    /// SchedulingBasic: small pods, room everywhere.
+    Basic,
+    /// Preemption: the existing pods are low priority and fill every node;
+    /// each measured pod is high priority and needs one evicted.
+    Preemption,
+}
+
+const LOW_CLASS: &str = "understudy-bench-low";
+const HIGH_CLASS: &str = "understudy-bench-high";
+
 #[derive(Clone, Debug)]
 pub struct Options {
+    pub workload: Workload,
     pub existing: usize,
     pub measured: usize,
     /// Client QPS and burst given to both schedulers.
@@ -76,21 +90,44 @@ pub struct VariantResult {
     pub p50_attempt_seconds: Option<f64>,
     pub p99_attempt_seconds: Option<f64>,
     pub usage: Option<ProcUsage>,
+    /// Preemption workload: existing pods evicted.
+    pub victims: Option<usize>,
 }
 
-fn pod(name: &str, scheduler: &str) -> Pod {
-    serde_json::from_value(json!({
-        "metadata": {"name": name, "labels": {"bench": "scheduling-basic"}},
+fn pod(name: &str, scheduler: &str, workload: Workload, measured: bool) -> Pod {
+    let (cpu, class) = match (workload, measured) {
+        (Workload::Basic, _) => ("100m", None),
+        (Workload::Preemption, false) => ("1", Some(LOW_CLASS)),
+        (Workload::Preemption, true) => ("1", Some(HIGH_CLASS)),
+    };
+    let mut p = json!({
+        "metadata": {"name": name, "labels": {"bench": "scheduler"}},
         "spec": {
             "schedulerName": scheduler,
             "containers": [{
                 "name": "pause",
                 "image": "registry.k8s.io/pause:3.10",
-                "resources": {"requests": {"cpu": "100m", "memory": "500Mi"}},
+                "resources": {"requests": {"cpu": cpu, "memory": "500Mi"}},
             }],
         },
-    }))
-    .expect("static pod")
+    });
+    if let Some(class) = class {
+        p["spec"]["priorityClassName"] = json!(class);
+    }
+    serde_json::from_value(p).expect("static pod")
+}
+
+async fn ensure_priority_classes(client: &Client) -> anyhow::Result<()> {
+    let classes: Api<k8s_openapi::api::scheduling::v1::PriorityClass> = Api::all(client.clone());
+    for (name, value) in [(LOW_CLASS, 100), (HIGH_CLASS, 1000)] {
+        let pc = serde_json::from_value(json!({"metadata": {"name": name}, "value": value}))?;
+        match classes.create(&PostParams::default(), &pc).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(e)) if e.code == 409 => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
 }
 
 async fn create_pods(
@@ -99,12 +136,14 @@ async fn create_pods(
     prefix: &str,
     count: usize,
     scheduler: &str,
+    workload: Workload,
 ) -> anyhow::Result<()> {
+    let measured = prefix == "measured-";
     let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
     let results: Vec<Result<Pod, kube::Error>> = futures::stream::iter(0..count)
         .map(|i| {
             let pods = pods.clone();
-            let p = pod(&format!("{prefix}{i}"), scheduler);
+            let p = pod(&format!("{prefix}{i}"), scheduler, workload, measured);
             async move { pods.create(&PostParams::default(), &p).await }
         })
         .buffer_unordered(64)
@@ -353,6 +392,7 @@ async fn run_variant(
         "existing-",
         opts.existing,
         variant.scheduler_name(),
+        opts.workload,
     )
     .await?;
     let running = start(variant, state, opts, client, &ns, nodes, "init").await?;
@@ -376,6 +416,7 @@ async fn run_variant(
         "measured-",
         opts.measured,
         variant.scheduler_name(),
+        opts.workload,
     )
     .await?;
     let (times, tracker) = track_binds(client, &ns, "measured-");
@@ -390,6 +431,22 @@ async fn run_variant(
     let metrics = running.metrics().await;
     let usage = running.usage();
     running.stop();
+    let victims = match opts.workload {
+        Workload::Basic => None,
+        Workload::Preemption => {
+            let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+            let left = pods
+                .list(&ListParams::default())
+                .await?
+                .items
+                .iter()
+                .filter(|p| {
+                    p.name_any().starts_with("existing-") && p.metadata.deletion_timestamp.is_none()
+                })
+                .count();
+            Some(opts.existing.saturating_sub(left))
+        }
+    };
     tracker.abort();
     let times = times.lock().expect("times lock").clone();
     let first = *times.iter().min().expect("binds recorded");
@@ -406,12 +463,22 @@ async fn run_variant(
         }
         None => (None, None),
     };
+    // SchedulingBasic: the pace between the first and last bind. Preemption:
+    // every pod waits for its victims, so what counts is the time until all
+    // are bound, from the scheduler's start.
+    let pods_per_second = match opts.workload {
+        Workload::Basic => (times.len() as f64 - 1.0).max(1.0) / span,
+        Workload::Preemption => {
+            times.len() as f64 / last.duration_since(started).as_secs_f64().max(1e-3)
+        }
+    };
     let result = VariantResult {
-        pods_per_second: (times.len() as f64 - 1.0).max(1.0) / span,
+        pods_per_second,
         total_seconds: last.duration_since(started).as_secs_f64(),
         p50_attempt_seconds: p50,
         p99_attempt_seconds: p99,
         usage,
+        victims,
     };
 
     eprintln!("bench: {}: cleaning up", variant.label());
@@ -434,6 +501,9 @@ pub async fn run(
     variants: &[Variant],
 ) -> anyhow::Result<Vec<(Variant, VariantResult)>> {
     let client = wait::client_for(&state.kubeconfig).await?;
+    if opts.workload == Workload::Preemption {
+        ensure_priority_classes(&client).await?;
+    }
     let nodes: Vec<String> = Api::<Node>::all(client.clone())
         .list(&ListParams::default())
         .await?
@@ -467,9 +537,15 @@ pub fn report(results: &[(Variant, VariantResult)], nodes: usize, opts: &Options
         .iter()
         .find(|(v, _)| *v == Variant::Null)
         .map(|(_, r)| r.clone());
+    let name = match opts.workload {
+        Workload::Basic => "SchedulingBasic",
+        Workload::Preemption => {
+            "Preemption (existing pods low priority, measured pods high priority)"
+        }
+    };
     let mut out = format!(
-        "SchedulingBasic: {nodes} nodes, {} existing pods, {} measured pods, client QPS/burst {}\n\n\
-         | scheduler | pods/s | time to all bound | attempt p50 | attempt p99 | CPU s | CPU ms/pod | peak RSS |\n|---|---|---|---|---|---|---|---|\n",
+        "{name}: {nodes} nodes, {} existing pods, {} measured pods, client QPS/burst {}\n\n\
+         | scheduler | pods/s | time to all bound | attempt p50 | attempt p99 | CPU s | CPU ms/pod | peak RSS | victims |\n|---|---|---|---|---|---|---|---|---|\n",
         opts.existing, opts.measured, opts.qps
     );
     for (v, r) in results {
@@ -482,12 +558,15 @@ pub fn report(results: &[(Variant, VariantResult)], nodes: usize, opts: &Options
             None => ("–".into(), "–".into(), "–".into()),
         };
         out.push_str(&format!(
-            "| {} | {:.0} | {:.1} s | {} | {} | {cpu} | {per_pod} | {rss} |\n",
+            "| {} | {:.0} | {:.1} s | {} | {} | {cpu} | {per_pod} | {rss} | {} |\n",
             v.label(),
             r.pods_per_second,
             r.total_seconds,
             fmt_ms(r.p50_attempt_seconds),
             fmt_ms(r.p99_attempt_seconds),
+            r.victims
+                .map(|v| v.to_string())
+                .unwrap_or_else(|| "–".into()),
         ));
     }
     if let (Some(u), Some(o)) = (&upstream, &ours) {

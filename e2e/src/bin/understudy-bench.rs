@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use understudy_e2e::bench::scheduler::{self, Options, Variant};
+use understudy_e2e::bench::scheduler::{self, Options, Variant, Workload};
 use understudy_e2e::controlplane::{self, LabOptions};
 use understudy_e2e::nodes::NodeTemplate;
 
@@ -41,6 +41,24 @@ enum Command {
         #[arg(long)]
         components_dir: Option<PathBuf>,
     },
+    /// Preemption: nodes full of low-priority pods, high-priority pods arrive;
+    /// kube-scheduler and understudy-scheduler.
+    Preemption {
+        #[arg(long, default_value_t = 500)]
+        nodes: usize,
+        /// Low-priority pods (1 CPU each; 4 fill a node).
+        #[arg(long, default_value_t = 2000)]
+        existing: usize,
+        /// High-priority pods (1 CPU each), each needing one victim.
+        #[arg(long, default_value_t = 500)]
+        pods: usize,
+        #[arg(long, default_value_t = 5000)]
+        qps: u32,
+        #[arg(long, value_delimiter = ',', default_value = "kube,understudy")]
+        only: Vec<String>,
+        #[arg(long)]
+        components_dir: Option<PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -56,14 +74,40 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
-    let Command::Scheduler {
-        nodes,
-        existing,
-        pods,
-        qps,
-        only,
-        components_dir,
-    } = cli.command;
+    let (workload, nodes, existing, pods, qps, only, components_dir) = match cli.command {
+        Command::Scheduler {
+            nodes,
+            existing,
+            pods,
+            qps,
+            only,
+            components_dir,
+        } => (
+            Workload::Basic,
+            nodes,
+            existing,
+            pods,
+            qps,
+            only,
+            components_dir,
+        ),
+        Command::Preemption {
+            nodes,
+            existing,
+            pods,
+            qps,
+            only,
+            components_dir,
+        } => (
+            Workload::Preemption,
+            nodes,
+            existing,
+            pods,
+            qps,
+            only,
+            components_dir,
+        ),
+    };
     let components_dir = match components_dir {
         Some(d) => d,
         None => std::env::current_exe()?
@@ -110,6 +154,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
     };
     let opts = Options {
+        workload,
         existing,
         measured: pods,
         qps,

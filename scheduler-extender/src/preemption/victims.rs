@@ -46,42 +46,24 @@ struct Trial<'a> {
 impl Trial<'_> {
     fn remove(&mut self, victim: &Arc<PodInfo>) -> Result<(), Status> {
         self.node.remove_pod(&victim.uid);
-        for p in &self.profile.pre_filter {
-            let pf = p.as_pre_filter().expect("PreFilter plugin");
-            if pf.has_extensions() && !self.state.skip_filter.contains(p.name()) {
-                let s = pf.remove_pod(
-                    &mut self.state,
-                    self.preemptor,
-                    victim,
-                    &self.node,
-                    self.snapshot,
-                );
-                if !s.is_success() {
-                    return Err(s.with_plugin(p.name()));
-                }
-            }
-        }
-        Ok(())
+        self.profile.run_remove_pod(
+            &mut self.state,
+            self.preemptor,
+            victim,
+            &self.node,
+            self.snapshot,
+        )
     }
 
     fn add(&mut self, victim: &Arc<PodInfo>) -> Result<(), Status> {
         self.node.add_pod(victim.clone());
-        for p in &self.profile.pre_filter {
-            let pf = p.as_pre_filter().expect("PreFilter plugin");
-            if pf.has_extensions() && !self.state.skip_filter.contains(p.name()) {
-                let s = pf.add_pod(
-                    &mut self.state,
-                    self.preemptor,
-                    victim,
-                    &self.node,
-                    self.snapshot,
-                );
-                if !s.is_success() {
-                    return Err(s.with_plugin(p.name()));
-                }
-            }
-        }
-        Ok(())
+        self.profile.run_add_pod(
+            &mut self.state,
+            self.preemptor,
+            victim,
+            &self.node,
+            self.snapshot,
+        )
     }
 
     fn fits(&self) -> Status {
