@@ -14,11 +14,6 @@ use understudy_scheduler::extender;
 use understudy_scheduler::metrics::Metrics;
 use understudy_scheduler::{informers, scheduler::Scheduler};
 
-// mimalloc: glibc's per-thread arenas fragment badly under the filter
-// threads' short-lived allocations, inflating RSS and malloc time.
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 const COMPONENT: Component = Component {
     name: "understudy-scheduler",
     default_port: 10359,
