@@ -42,8 +42,19 @@ pub async fn wait_unschedulable(
     name: &str,
     timeout: Duration,
 ) -> Result<(String, String), WaitError> {
+    wait_unschedulable_with(pods, name, timeout, "").await
+}
+
+/// Until the pod carries PodScheduled=False with a message containing
+/// `needle`: the first report may predate the cluster state a test set up.
+pub async fn wait_unschedulable_with(
+    pods: &Api<Pod>,
+    name: &str,
+    timeout: Duration,
+    needle: &str,
+) -> Result<(String, String), WaitError> {
     let pod = wait::object(pods, name, timeout, |p: Option<&Pod>| {
-        unschedulable(p).is_some()
+        unschedulable(p).is_some_and(|(_, message)| message.contains(needle))
     })
     .await?;
     Ok(unschedulable(Some(&pod)).expect("condition present"))

@@ -105,15 +105,28 @@ where
     }
 }
 
+/// Ready, and no longer carrying the not-ready/unreachable taints the node
+/// lifecycle controller puts on new nodes: until those go, no pod fits there.
 pub fn node_is_ready(node: &Node) -> bool {
-    node.status
+    let ready = node
+        .status
         .as_ref()
         .and_then(|s| s.conditions.as_ref())
         .is_some_and(|conds| {
             conds
                 .iter()
                 .any(|c| c.type_ == "Ready" && c.status == "True")
-        })
+        });
+    let tainted = node
+        .spec
+        .as_ref()
+        .and_then(|s| s.taints.as_ref())
+        .is_some_and(|taints| {
+            taints.iter().any(|t| {
+                t.key == "node.kubernetes.io/not-ready" || t.key == "node.kubernetes.io/unreachable"
+            })
+        });
+    ready && !tainted
 }
 
 /// Until at least `count` nodes are Ready.

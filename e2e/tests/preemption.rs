@@ -14,7 +14,7 @@ use kube::{Client, ResourceExt};
 use serde_json::{Value, json};
 use understudy_e2e::fixture::{Cluster, ClusterSpec, TestNamespace};
 use understudy_e2e::pods::{
-    self, create, create_private_node, delete_node, from_json, wait_scheduled, wait_unschedulable,
+    self, create, create_private_node, delete_node, from_json, wait_scheduled,
 };
 use understudy_e2e::wait;
 
@@ -255,7 +255,9 @@ async fn preemption_policy_never_waits_instead() {
         f.pod("polite", &never, "1", Some(&node), json!({}), false),
     )
     .await;
-    let (_, message) = wait_unschedulable(&f.pods, "polite", T).await.unwrap();
+    let (_, message) = pods::wait_unschedulable_with(&f.pods, "polite", T, "preemption:")
+        .await
+        .unwrap();
     assert!(
         message.contains("preemption: not eligible due to preemptionPolicy=Never."),
         "{message}"
@@ -386,7 +388,9 @@ async fn two_preemptors_for_one_node_do_not_both_evict() {
     } else {
         "first"
     };
-    let (_, message) = wait_unschedulable(&f.pods, other, T).await.unwrap();
+    let (_, message) = pods::wait_unschedulable_with(&f.pods, other, T, "preemption:")
+        .await
+        .unwrap();
     assert!(message.contains("preemption:"), "{message}");
     let victims = f.victims().await;
     assert_eq!(

@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use understudy_e2e::fixture::{Cluster, ClusterSpec, TestNamespace, binaries_dir};
 use understudy_e2e::nodes::ZONE_LABEL;
 use understudy_e2e::pods::{
-    self, create, create_private_node, delete_node, wait_event, wait_scheduled, wait_unschedulable,
+    self, create, create_private_node, delete_node, wait_event, wait_scheduled,
 };
 use understudy_e2e::wait;
 
@@ -113,7 +113,9 @@ async fn an_oversized_pod_waits_unschedulable_then_fits_a_new_node() {
         "containers": [{"name": "c", "image": "x", "resources": {"requests": {"cpu": "40"}}}],
     })))
     .await;
-    let (reason, message) = wait_unschedulable(&pods, "big", T).await.unwrap();
+    let (reason, message) = pods::wait_unschedulable_with(&pods, "big", T, "Insufficient cpu")
+        .await
+        .unwrap();
     assert_eq!(reason, "Unschedulable");
     assert!(
         message.starts_with("0/")
@@ -162,7 +164,14 @@ async fn node_selector_and_required_node_affinity_are_honoured() {
         wait_scheduled(&pods, "on-node-2", T).await.unwrap(),
         "kwok-node-2"
     );
-    let (_, message) = wait_unschedulable(&pods, "nowhere", T).await.unwrap();
+    let (_, message) = pods::wait_unschedulable_with(
+        &pods,
+        "nowhere",
+        T,
+        "node(s) didn't match Pod's node affinity/selector",
+    )
+    .await
+    .unwrap();
     assert!(
         message.contains("node(s) didn't match Pod's node affinity/selector"),
         "{message}"
@@ -196,7 +205,8 @@ async fn taints_repel_pods_without_a_toleration() {
     })))
     .await;
     let tolerant = wait_scheduled(&pods, "tolerant", T).await;
-    let intolerant = wait_unschedulable(&pods, "intolerant", T).await;
+    let intolerant =
+        pods::wait_unschedulable_with(&pods, "intolerant", T, "untolerated taint").await;
     delete_node(&client, &node_name).await;
     assert_eq!(tolerant.unwrap(), node_name);
     let (_, message) = intolerant.unwrap();
@@ -216,7 +226,14 @@ async fn host_ports_conflict_on_one_node() {
         "kwok-node-0"
     );
     create(&pods, pod("second", json!({}), spec)).await;
-    let (_, message) = wait_unschedulable(&pods, "second", T).await.unwrap();
+    let (_, message) = pods::wait_unschedulable_with(
+        &pods,
+        "second",
+        T,
+        "node(s) didn't have free ports for the requested pod ports",
+    )
+    .await
+    .unwrap();
     assert!(
         message.contains("node(s) didn't have free ports for the requested pod ports"),
         "{message}"
@@ -245,7 +262,10 @@ async fn required_anti_affinity_spreads_pods_across_zones() {
     }
     assert_eq!(zones.len(), 3, "one pod per zone: {zones:?}");
     create(&pods, pod("a3", json!({"app": app}), spec)).await;
-    let (_, message) = wait_unschedulable(&pods, "a3", T).await.unwrap();
+    let (_, message) =
+        pods::wait_unschedulable_with(&pods, "a3", T, "didn't match pod anti-affinity rules")
+            .await
+            .unwrap();
     assert!(
         message.contains("didn't match pod anti-affinity rules"),
         "{message}"
