@@ -127,7 +127,7 @@ impl Scheduler {
     }
 
     /// Nominated pods per node, without `uid` (a pod never waits for itself).
-    fn nominated_except(&self, uid: &str) -> Nominated {
+    pub fn nominated_except(&self, uid: &str) -> Nominated {
         let mut out: Nominated = HashMap::new();
         for (other, (node, pod)) in self.nominator.lock().expect("nominator lock").iter() {
             if other != uid {
@@ -219,8 +219,18 @@ impl Scheduler {
         }
     }
 
-    fn snapshot(&self) -> Snapshot {
+    pub fn snapshot(&self) -> Snapshot {
         self.cache.lock().expect("cache lock").snapshot()
+    }
+
+    /// The PodDisruptionBudgets preemption must respect.
+    pub fn pdb_list(&self) -> Vec<PdbInfo> {
+        self.pdbs
+            .lock()
+            .expect("pdb lock")
+            .values()
+            .cloned()
+            .collect()
     }
 
     /// One scheduling cycle for `popped`; on success the bind is started in the
@@ -258,13 +268,7 @@ impl Scheduler {
         };
         let mut preemption = None;
         if let (Err(ScheduleError::Unfit(fit)), Some(args)) = (&mut result, &profile.preemption) {
-            let pdbs: Vec<PdbInfo> = self
-                .pdbs
-                .lock()
-                .expect("pdb lock")
-                .values()
-                .cloned()
-                .collect();
+            let pdbs = self.pdb_list();
             let seed = pod.uid.bytes().fold(popped.info.attempts as u64, |a, b| {
                 a.wrapping_mul(31).wrapping_add(b as u64)
             });

@@ -7,11 +7,9 @@ use std::sync::Arc;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, PostParams};
 
-use crate::framework::{PodInfo, Snapshot};
-use crate::preemption::pdb::PdbInfo;
+use crate::framework::PodInfo;
 use crate::profile::Profile;
 use crate::scheduler::{Scheduler, binding_body};
-use crate::scheduling::Nominated;
 
 use super::decide::{filter_nodes, preempt_nodes, prioritize};
 use super::server::{Backend, Failure};
@@ -51,38 +49,6 @@ impl SchedulerBackend {
             .map(|(profile, _)| profile.clone())
             .ok_or_else(|| Failure::Internal("no scheduling profile is configured".into()))
     }
-
-    fn snapshot(&self) -> Result<Snapshot, Failure> {
-        self.scheduler
-            .cache
-            .lock()
-            .map(|mut cache| cache.snapshot())
-            .map_err(|_| Failure::Internal("the scheduler cache is unavailable".into()))
-    }
-
-    /// Pods this scheduler nominated (after its own preemptions), except `uid`.
-    fn nominated_except(&self, uid: &str) -> Result<Nominated, Failure> {
-        let nominator = self
-            .scheduler
-            .nominator
-            .lock()
-            .map_err(|_| Failure::Internal("the nominator is unavailable".into()))?;
-        let mut out = Nominated::new();
-        for (other, (node, pod)) in nominator.iter() {
-            if other != uid {
-                out.entry(node.clone()).or_default().push(pod.clone());
-            }
-        }
-        Ok(out)
-    }
-
-    fn pdbs(&self) -> Result<Vec<PdbInfo>, Failure> {
-        self.scheduler
-            .pdbs
-            .lock()
-            .map(|pdbs| pdbs.values().cloned().collect())
-            .map_err(|_| Failure::Internal("the PodDisruptionBudget index is unavailable".into()))
-    }
 }
 
 fn pod_of(pod: Option<Pod>) -> Result<PodInfo, Failure> {
@@ -111,8 +77,8 @@ impl Backend for SchedulerBackend {
         let names = candidate_names(&args);
         let pod = pod_of(args.pod)?;
         let profile = self.profile_for(&pod.pod)?;
-        let snapshot = self.snapshot()?;
-        let nominated = self.nominated_except(&pod.uid)?;
+        let snapshot = self.scheduler.snapshot();
+        let nominated = self.scheduler.nominated_except(&pod.uid);
         let outcome = filter_nodes(&profile, &snapshot, &nominated, &pod, &names);
         let feasible: HashSet<&str> = outcome.feasible.iter().map(String::as_str).collect();
         // Answer in the form asked: kube-scheduler reads NodeNames from a
@@ -149,7 +115,7 @@ impl Backend for SchedulerBackend {
         let names = candidate_names(&args);
         let pod = pod_of(args.pod)?;
         let profile = self.profile_for(&pod.pod)?;
-        let snapshot = self.snapshot()?;
+        let snapshot = self.scheduler.snapshot();
         prioritize(&profile, &snapshot, &pod, &names).map_err(Failure::Internal)
     }
 
@@ -166,9 +132,9 @@ impl Backend for SchedulerBackend {
         let names: Vec<String> = names.into_iter().collect();
         let pod = pod_of(args.pod)?;
         let profile = self.profile_for(&pod.pod)?;
-        let snapshot = self.snapshot()?;
-        let nominated = self.nominated_except(&pod.uid)?;
-        let pdbs = self.pdbs()?;
+        let snapshot = self.scheduler.snapshot();
+        let nominated = self.scheduler.nominated_except(&pod.uid);
+        let pdbs = self.scheduler.pdb_list();
         let victims = preempt_nodes(&profile, &snapshot, &nominated, &pdbs, &pod, &names)
             .map_err(Failure::Internal)?;
         Ok(ExtenderPreemptionResult {

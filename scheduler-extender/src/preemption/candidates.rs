@@ -23,7 +23,7 @@ pub fn num_candidates(potential_nodes: usize, min_percentage: u32, min_absolute:
 
 /// When a victim started, for the "latest start time" rule (creation time
 /// when the pod never started).
-fn start_time(pod: &PodInfo) -> Option<jiff::Timestamp> {
+pub fn start_time(pod: &PodInfo) -> Option<jiff::Timestamp> {
     pod.pod
         .status
         .as_ref()

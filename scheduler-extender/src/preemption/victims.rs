@@ -16,14 +16,7 @@ pub const NO_VICTIMS: &str = "No preemption victims found for incoming pod";
 /// More important pods sort first: higher priority, then the one that started
 /// earlier (it has been running longer).
 pub fn more_important(a: &Arc<PodInfo>, b: &Arc<PodInfo>) -> std::cmp::Ordering {
-    let start = |p: &PodInfo| {
-        p.pod
-            .status
-            .as_ref()
-            .and_then(|s| s.start_time.as_ref())
-            .or(p.pod.metadata.creation_timestamp.as_ref())
-            .map(|t| t.0)
-    };
+    let start = |p: &PodInfo| super::candidates::start_time(p);
     b.priority
         .cmp(&a.priority)
         .then_with(|| match (start(a), start(b)) {

@@ -4,10 +4,12 @@
 
 use std::sync::Arc;
 
-use k8s_openapi::api::core::v1::{Taint, Toleration, TopologySpreadConstraint};
+use k8s_openapi::api::core::v1::{Toleration, TopologySpreadConstraint};
 
 use crate::framework::labels::{Labels, NodeTerm, Requirement, Selector};
 use crate::framework::{NodeInfo, PodInfo};
+// Only NoSchedule/NoExecute taints keep a pod off a node, as in TaintToleration.
+use crate::plugins::taint_toleration::first_untolerated_do_not_schedule;
 
 pub(super) const LABEL_HOSTNAME: &str = "kubernetes.io/hostname";
 pub(super) const LABEL_TOPOLOGY_ZONE: &str = "topology.kubernetes.io/zone";
@@ -185,43 +187,11 @@ impl NodeInclusion {
             return false;
         }
         if constraint.node_taints_policy == InclusionPolicy::Honor
-            && has_untolerated_do_not_schedule_taint(node.taints(), &self.tolerations)
+            && first_untolerated_do_not_schedule(node.taints(), &self.tolerations).is_some()
         {
             return false;
         }
         true
-    }
-}
-
-/// Only NoSchedule and NoExecute taints keep a pod off a node; a
-/// PreferNoSchedule taint does not exclude the node's domain.
-fn has_untolerated_do_not_schedule_taint(taints: &[Taint], tolerations: &[Toleration]) -> bool {
-    taints
-        .iter()
-        .filter(|t| t.effect == "NoSchedule" || t.effect == "NoExecute")
-        .any(|taint| !tolerations.iter().any(|t| tolerates(t, taint)))
-}
-
-/// Upstream's `Toleration.ToleratesTaint` with the comparison operators
-/// (Lt/Gt, feature TaintTolerationComparisonOperators) off, as they are by
-/// default in v1.37: such tolerations tolerate nothing.
-fn tolerates(toleration: &Toleration, taint: &Taint) -> bool {
-    fn non_empty(s: &Option<String>) -> Option<&str> {
-        s.as_deref().filter(|s| !s.is_empty())
-    }
-    if non_empty(&toleration.effect).is_some_and(|e| e != taint.effect) {
-        return false;
-    }
-    if non_empty(&toleration.key).is_some_and(|k| k != taint.key) {
-        return false;
-    }
-    match toleration.operator.as_deref().unwrap_or_default() {
-        "" | "Equal" => {
-            toleration.value.as_deref().unwrap_or_default()
-                == taint.value.as_deref().unwrap_or_default()
-        }
-        "Exists" => true,
-        _ => false,
     }
 }
 
