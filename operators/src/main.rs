@@ -1,12 +1,14 @@
-//! understudy-controllers: Understudy's stand-in for kube-controller-manager.
-//!
-//! For now the binary runs the shared component life (logs, /metrics and health
-//! endpoints, leader election, graceful shutdown) with no work of its own yet.
+//! understudy-controllers: Understudy's stand-in for kube-controller-manager's
+//! Deployment, ReplicaSet, Endpoints and EndpointSlice controllers.
 
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::Parser;
 use understudy_component_base::{CommonArgs, Component, component};
+use understudy_controllers::context::Settings;
+use understudy_controllers::run::{Workers, run};
+use understudy_controllers::selection;
 
 const COMPONENT: Component = Component {
     name: "understudy-controllers",
@@ -23,14 +25,62 @@ const COMPONENT: Component = Component {
 struct Args {
     #[command(flatten)]
     common: CommonArgs,
+
+    /// Controllers to run, as kube-controller-manager's flag: `*` for all,
+    /// `name` to enable, `-name` to disable.
+    #[arg(long, value_delimiter = ',', default_value = "*")]
+    controllers: Vec<String>,
+
+    /// Deployments reconciled at once.
+    #[arg(long, default_value_t = 5)]
+    concurrent_deployment_syncs: usize,
+
+    /// ReplicaSets reconciled at once.
+    #[arg(long, default_value_t = 5)]
+    concurrent_replicaset_syncs: usize,
+
+    /// Services whose Endpoints are reconciled at once.
+    #[arg(long, default_value_t = 5)]
+    concurrent_endpoint_syncs: usize,
+
+    /// Services whose EndpointSlices are reconciled at once.
+    #[arg(long, default_value_t = 5)]
+    concurrent_service_endpoint_syncs: usize,
+
+    /// Endpoints in one EndpointSlice (1–1000).
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u16).range(1..=1000))]
+    max_endpoints_per_slice: u16,
+
+    /// Batches pod changes into one Endpoints update per period (0: none).
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "0s")]
+    endpoint_updates_batch_period: Duration,
+
+    /// Batches pod changes into one EndpointSlice update per period (0: none).
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "0s")]
+    endpointslice_updates_batch_period: Duration,
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    component::main(COMPONENT, args.common, |ctx| async move {
-        tracing::info!(identity = %ctx.identity, "running; no work implemented yet");
-        ctx.health.set("apiserver-connection", true);
-        ctx.shutdown.cancelled().await;
-        Ok(())
+    let enabled = match selection::parse(&args.controllers) {
+        Ok(enabled) => enabled,
+        Err(e) => {
+            eprintln!("understudy-controllers: --controllers: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let workers = Workers {
+        deployment: args.concurrent_deployment_syncs,
+        replicaset: args.concurrent_replicaset_syncs,
+        endpoints: args.concurrent_endpoint_syncs,
+        endpointslice: args.concurrent_service_endpoint_syncs,
+    };
+    let settings = Settings {
+        max_endpoints_per_slice: args.max_endpoints_per_slice as usize,
+        endpoint_updates_batch_period: args.endpoint_updates_batch_period,
+        endpointslice_updates_batch_period: args.endpointslice_updates_batch_period,
+    };
+    component::main(COMPONENT, args.common, |ctx| {
+        run(ctx, enabled, workers, settings)
     })
 }

@@ -1,0 +1,59 @@
+//! What every controller is built from: API clients, the shared informers,
+//! metrics, an Events recorder per controller, and the shutdown signal.
+
+use std::sync::Arc;
+
+use kube::Client;
+use tokio_util::sync::CancellationToken;
+use understudy_component_base::events::EventRecorder;
+
+use crate::informer::Informers;
+use crate::key::ObjectKey;
+use crate::metrics::Metrics;
+use crate::workqueue::WorkQueue;
+
+#[derive(Clone)]
+pub struct ControllerContext {
+    pub client: Client,
+    pub event_client: Client,
+    pub informers: Arc<Informers>,
+    pub metrics: Metrics,
+    pub identity: String,
+    pub shutdown: CancellationToken,
+    pub settings: Settings,
+}
+
+/// Tunables from the command line, with kube-controller-manager's defaults.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub max_endpoints_per_slice: usize,
+    pub endpoint_updates_batch_period: std::time::Duration,
+    pub endpointslice_updates_batch_period: std::time::Duration,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            max_endpoints_per_slice: 100,
+            endpoint_updates_batch_period: std::time::Duration::ZERO,
+            endpointslice_updates_batch_period: std::time::Duration::ZERO,
+        }
+    }
+}
+
+impl ControllerContext {
+    /// An Events recorder reporting as `source` (upstream's event source of
+    /// the controller, e.g. `deployment-controller`).
+    pub fn recorder(&self, source: &str) -> EventRecorder {
+        EventRecorder::new(
+            self.event_client.clone(),
+            source,
+            Some(self.identity.clone()),
+        )
+    }
+
+    /// A work queue whose metrics carry upstream's queue name.
+    pub fn queue(&self, name: &str) -> Arc<WorkQueue<ObjectKey>> {
+        WorkQueue::new(self.metrics.queue(name))
+    }
+}

@@ -1,0 +1,8 @@
+//! One module per controller; each `register`s its informer handlers and
+//! returns a [`crate::worker::Controller`] to run.
+
+pub mod deployment;
+pub mod endpoints;
+pub mod endpointslice;
+pub mod podutil;
+pub mod replicaset;
