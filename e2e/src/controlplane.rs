@@ -424,31 +424,146 @@ async fn start_all(
 
     if opts.start_understudies {
         for understudy in opts.replaced.clone() {
-            let port = s.port(understudy.binary())?;
-            let mut args = vec![
-                format!("--kubeconfig={}", path(&admin_kubeconfig)),
-                "--bind-address=127.0.0.1".into(),
-                format!("--port={port}"),
-                format!("--leader-elect-resource-namespace={COMPONENT_NAMESPACE}"),
-            ];
-            if understudy == Understudy::Scheduler {
-                // Not the well-known 10360: several lab clusters may run at once.
-                let extender = s.port("understudy-scheduler-extender")?;
-                args.push(format!("--extender-port={extender}"));
-            }
-            args.extend(opts.understudy_args.iter().cloned());
-            let record = s.spawn(
-                understudy.binary(),
-                &opts.components_dir.join(understudy.binary()),
-                args,
-            )?;
-            let url = format!("http://127.0.0.1:{port}/readyz");
-            s.probe(understudy.binary(), url.clone());
-            wait_healthy(&record, &url, Duration::from_secs(60)).await?;
-            s.state.running_understudies.push(understudy);
+            start_understudy(
+                &mut s,
+                understudy,
+                &admin_kubeconfig,
+                &opts.components_dir,
+                &opts.understudy_args,
+            )
+            .await?;
         }
     }
     Ok(())
+}
+
+/// Starts one understudy as a local process and waits until it is ready.
+async fn start_understudy(
+    s: &mut Starter<'_>,
+    understudy: Understudy,
+    admin_kubeconfig: &Path,
+    components_dir: &Path,
+    extra_args: &[String],
+) -> Result<(), LabError> {
+    let port = s.port(understudy.binary())?;
+    let mut args = vec![
+        format!("--kubeconfig={}", admin_kubeconfig.display()),
+        "--bind-address=127.0.0.1".into(),
+        format!("--port={port}"),
+        format!("--leader-elect-resource-namespace={COMPONENT_NAMESPACE}"),
+    ];
+    if understudy == Understudy::Scheduler {
+        // Not the well-known 10360: several lab clusters may run at once.
+        let extender = s.port("understudy-scheduler-extender")?;
+        args.push(format!("--extender-port={extender}"));
+    }
+    args.extend(extra_args.iter().cloned());
+    let record = s.spawn(
+        understudy.binary(),
+        &components_dir.join(understudy.binary()),
+        args,
+    )?;
+    let url = format!("http://127.0.0.1:{port}/readyz");
+    s.probe(understudy.binary(), url.clone());
+    wait_healthy(&record, &url, Duration::from_secs(60)).await?;
+    s.state.running_understudies.push(understudy);
+    Ok(())
+}
+
+/// Who runs the controllers understudy-controllers can replace.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ControllersSide {
+    Upstream,
+    Understudy,
+}
+
+/// Hands the Deployment/ReplicaSet/Endpoints/EndpointSlice controllers of a
+/// running lab cluster over to `to`, never letting both sides run at once:
+/// the side giving up stops first (kube-controller-manager is restarted with
+/// a new `--controllers` list), then the other starts.
+pub async fn switch_controllers(
+    state_dir: &Path,
+    to: ControllersSide,
+    components_dir: &Path,
+    understudy_args: &[String],
+) -> Result<ClusterState, LabError> {
+    let mut state = ClusterState::load(state_dir)
+        .map_err(io("reading cluster state"))?
+        .filter(|s| s.ready)
+        .ok_or_else(|| LabError::Io(format!("no running cluster in {}", state_dir.display())))?;
+    let ours = Understudy::Controllers;
+    let running = state.running_understudies.contains(&ours);
+    match to {
+        ControllersSide::Understudy if running => return Ok(state),
+        ControllersSide::Upstream if !state.replaced.contains(&ours) => return Ok(state),
+        _ => {}
+    }
+    let logs = state_dir.join("logs");
+    let kubeconfig = state_dir.join("kubeconfig");
+    if to == ControllersSide::Upstream {
+        if let Some(record) = state.process(ours.binary()).cloned() {
+            record.stop(Duration::from_secs(30));
+        }
+        state.processes.retain(|p| p.name != ours.binary());
+        state.probes.retain(|p| p.process != ours.binary());
+        state.running_understudies.retain(|u| *u != ours);
+        state.replaced.retain(|u| *u != ours);
+    } else if !state.replaced.contains(&ours) {
+        state.replaced.push(ours);
+    }
+    restart_controller_manager(&mut state, &logs).await?;
+    if to == ControllersSide::Understudy {
+        let bin = components_dir.join(ours.binary());
+        if !bin.is_file() {
+            return Err(LabError::MissingComponent(bin));
+        }
+        let mut s = Starter {
+            state: &mut state,
+            logs,
+        };
+        start_understudy(&mut s, ours, &kubeconfig, components_dir, understudy_args).await?;
+    }
+    state.save().map_err(io("writing cluster state"))?;
+    Ok(state)
+}
+
+/// Restarts kube-controller-manager with `--controllers` following the
+/// state's replaced understudies.
+async fn restart_controller_manager(state: &mut ClusterState, logs: &Path) -> Result<(), LabError> {
+    const KCM: &str = "kube-controller-manager";
+    let old = state
+        .process(KCM)
+        .cloned()
+        .ok_or_else(|| LabError::Io(format!("{KCM} is not part of this cluster")))?;
+    let replaced: BTreeSet<Understudy> = state.replaced.iter().copied().collect();
+    let args: Vec<String> = old
+        .args
+        .iter()
+        .map(|a| {
+            if a.starts_with("--controllers=") {
+                format!(
+                    "--controllers={}",
+                    understudies::controller_manager_controllers(&replaced)
+                )
+            } else {
+                a.clone()
+            }
+        })
+        .collect();
+    old.stop(Duration::from_secs(30));
+    let program = state.toolchain_dir.join(KCM);
+    let record = process::spawn(KCM, &program, &args, &logs.join(format!("{KCM}.log")))?;
+    for p in state.processes.iter_mut().filter(|p| p.name == KCM) {
+        *p = record.clone();
+    }
+    state.save().map_err(io("writing cluster state"))?;
+    let url = state
+        .probes
+        .iter()
+        .find(|p| p.process == KCM)
+        .map(|p| p.url.clone())
+        .ok_or_else(|| LabError::Io(format!("no health probe for {KCM}")))?;
+    wait_healthy(&record, &url, Duration::from_secs(60)).await
 }
 
 /// Creates the fake nodes that kwok then runs; existing ones are kept.

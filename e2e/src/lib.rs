@@ -5,6 +5,7 @@
 pub mod bench;
 pub mod certs;
 pub mod controlplane;
+pub mod differential;
 pub mod fixture;
 pub mod kubeconfig;
 pub mod nodes;
@@ -15,3 +16,4 @@ pub mod state;
 pub mod toolchain;
 pub mod understudies;
 pub mod wait;
+pub mod workloads;

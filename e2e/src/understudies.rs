@@ -34,7 +34,6 @@ impl Understudy {
                 "replicaset-controller",
                 "endpoints-controller",
                 "endpointslice-controller",
-                "persistentvolume-binder-controller",
             ],
             Self::Scheduler | Self::Proxy => &[],
         }
@@ -98,7 +97,7 @@ mod tests {
         assert_eq!(controller_manager_controllers(&BTreeSet::new()), "*");
         assert_eq!(
             controller_manager_controllers(&parse_set("scheduler,controllers").unwrap()),
-            "*,-deployment-controller,-replicaset-controller,-endpoints-controller,-endpointslice-controller,-persistentvolume-binder-controller"
+            "*,-deployment-controller,-replicaset-controller,-endpoints-controller,-endpointslice-controller"
         );
         assert_eq!(
             controller_manager_controllers(&parse_set("scheduler,proxy").unwrap()),

@@ -32,6 +32,13 @@ enum Command {
     Down(Target),
     /// Show the cluster's processes and their health.
     Status(Target),
+    /// Hand the Deployment, ReplicaSet, Endpoints and EndpointSlice
+    /// controllers to upstream kube-controller-manager or to
+    /// understudy-controllers; the two never run at once.
+    SwitchControllers(SwitchArgs),
+    /// Run a scripted scenario with upstream's controllers, then with ours,
+    /// and print what differs between the outcomes (exit 1 if anything does).
+    Differential(DifferentialArgs),
     /// Wait for a process to exit, then take the cluster down (used by tests so a
     /// crashed test run leaves nothing behind).
     #[command(hide = true)]
@@ -59,6 +66,33 @@ impl Target {
             .clone()
             .unwrap_or_else(|| default_state_dir(&self.name))
     }
+}
+
+#[derive(Args)]
+struct SwitchArgs {
+    #[command(flatten)]
+    target: Target,
+    /// `upstream` or `understudy`.
+    #[arg(long, value_parser = ["upstream", "understudy"])]
+    to: String,
+    /// Directory of the understudy binaries (default: next to this binary).
+    #[arg(long)]
+    components_dir: Option<PathBuf>,
+    /// Extra flag passed to understudy-controllers (repeatable).
+    #[arg(long = "understudy-arg", allow_hyphen_values = true)]
+    understudy_args: Vec<String>,
+}
+
+#[derive(Args)]
+struct DifferentialArgs {
+    #[command(flatten)]
+    target: Target,
+    /// The scenario to run (`standard`).
+    #[arg(long, default_value = "standard")]
+    scenario: String,
+    /// Directory of the understudy binaries (default: next to this binary).
+    #[arg(long)]
+    components_dir: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -121,6 +155,8 @@ fn main() -> ExitCode {
         Command::Up(args) => runtime.block_on(up(*args)),
         Command::Down(target) => down(&target),
         Command::Status(target) => runtime.block_on(status(&target)),
+        Command::SwitchControllers(args) => runtime.block_on(switch_controllers(args)),
+        Command::Differential(args) => runtime.block_on(differential(args)),
         Command::Watchdog { target, pid } => watchdog(&target, pid),
     };
     match result {
@@ -132,15 +168,89 @@ fn main() -> ExitCode {
     }
 }
 
+/// The directory of this binary, where the understudy binaries are built too.
+fn own_dir() -> Result<PathBuf, String> {
+    std::env::current_exe()
+        .map_err(|e| e.to_string())?
+        .parent()
+        .map(PathBuf::from)
+        .ok_or_else(|| "cannot tell this binary's directory".to_string())
+}
+
+async fn switch_controllers(args: SwitchArgs) -> Result<ExitCode, String> {
+    let to = match args.to.as_str() {
+        "upstream" => controlplane::ControllersSide::Upstream,
+        _ => controlplane::ControllersSide::Understudy,
+    };
+    let components_dir = match args.components_dir {
+        Some(dir) => dir,
+        None => own_dir()?,
+    };
+    controlplane::switch_controllers(
+        &args.target.dir(),
+        to,
+        &components_dir,
+        &args.understudy_args,
+    )
+    .await
+    .map_err(|e| e.to_string())?;
+    println!("controllers now run by {}", args.to);
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn differential(args: DifferentialArgs) -> Result<ExitCode, String> {
+    use understudy_e2e::differential;
+    let scenario = differential::scenario(&args.scenario).ok_or_else(|| {
+        let known: Vec<&str> = differential::SCENARIOS.iter().map(|s| s.name).collect();
+        format!(
+            "unknown scenario {:?}; known: {}",
+            args.scenario,
+            known.join(", ")
+        )
+    })?;
+    let components_dir = match args.components_dir {
+        Some(dir) => dir,
+        None => own_dir()?,
+    };
+    let dir = args.target.dir();
+    let state = ClusterState::load(&dir)
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| format!("no cluster in {}", dir.display()))?;
+    let client = understudy_e2e::wait::client_for(&state.kubeconfig)
+        .await
+        .map_err(|e| e.to_string())?;
+    let upstream_ns = differential::create_namespace(&client, "diff-upstream").await?;
+    let ours_ns = differential::create_namespace(&client, "diff-ours").await?;
+    let report = differential::run(
+        &client,
+        &dir,
+        &components_dir,
+        scenario,
+        &upstream_ns,
+        &ours_ns,
+    )
+    .await?;
+    println!(
+        "scenario {}: {} objects compared (namespaces {upstream_ns} and {ours_ns})",
+        scenario.name,
+        report.upstream.len().max(report.ours.len())
+    );
+    if report.differences.is_empty() {
+        println!("no differences");
+        Ok(ExitCode::SUCCESS)
+    } else {
+        for line in &report.differences {
+            println!("{line}");
+        }
+        Ok(ExitCode::FAILURE)
+    }
+}
+
 async fn up(args: UpArgs) -> Result<ExitCode, String> {
     let replaced = understudies::parse_set(&args.understudies)?;
     let components_dir = match args.components_dir {
         Some(dir) => dir,
-        None => std::env::current_exe()
-            .map_err(|e| e.to_string())?
-            .parent()
-            .map(PathBuf::from)
-            .ok_or("cannot tell this binary's directory")?,
+        None => own_dir()?,
     };
     let opts = LabOptions {
         name: args.target.name.clone(),
