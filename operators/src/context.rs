@@ -43,13 +43,15 @@ impl Default for Settings {
 
 impl ControllerContext {
     /// An Events recorder reporting as `source` (upstream's event source of
-    /// the controller, e.g. `deployment-controller`).
+    /// the controller, e.g. `deployment-controller`), with client-go's spam
+    /// filter as kube-controller-manager's recorders have.
     pub fn recorder(&self, source: &str) -> EventRecorder {
         EventRecorder::new(
             self.event_client.clone(),
             source,
             Some(self.identity.clone()),
         )
+        .with_spam_filter()
     }
 
     /// A work queue whose metrics carry upstream's queue name.

@@ -6,3 +6,4 @@ pub mod endpoints;
 pub mod endpointslice;
 pub mod podutil;
 pub mod replicaset;
+pub mod status_patch;
