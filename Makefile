@@ -63,12 +63,18 @@ e2e: build
 	UNDERSTUDY_E2E_KUBECONFIG="$$KUBECONFIG" $(CARGO) test -p understudy-e2e --no-fail-fast
 
 ## Benchmarks, understudy vs upstream on one local control plane (not part of
-## `make test`). BENCH_ARGS scales it down, e.g. BENCH_ARGS="--nodes 500 --pods 2000".
+## `make test`). BENCH_ARGS scales the scheduler part down, e.g. BENCH_ARGS="--nodes 500
+## --pods 2000"; BENCH_PREEMPTION_ARGS and BENCH_CONTROLLERS_ARGS the other parts
+## (see `understudy-bench <part> --help`).
 BENCH_ARGS ?=
+BENCH_PREEMPTION_ARGS ?=
+BENCH_CONTROLLERS_ARGS ?=
 bench: deps toolchain
 	$(CARGO) build --release --workspace --bins
 	target/release/understudy-bench scheduler $(BENCH_ARGS)
-	@echo "make bench: proxy and controllers benchmarks are not implemented yet."
+	target/release/understudy-bench preemption $(BENCH_PREEMPTION_ARGS)
+	target/release/understudy-bench controllers $(BENCH_CONTROLLERS_ARGS)
+	@echo "make bench: the proxy benchmark is not implemented yet."
 
 clean-cache:
 	rm -rf "$${XDG_CACHE_HOME:-$$HOME/.cache}/understudy"

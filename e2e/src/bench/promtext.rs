@@ -46,6 +46,18 @@ pub fn buckets(text: &str, metric: &str, must_contain: &[&str]) -> Vec<(f64, f64
     sums
 }
 
+/// The sum of `metric`'s samples (a counter or gauge, not a histogram) over
+/// every series whose labels contain all of `must_contain`.
+pub fn sum(text: &str, metric: &str, must_contain: &[&str]) -> f64 {
+    let prefix = format!("{metric}{{");
+    text.lines()
+        .filter_map(|line| line.strip_prefix(&prefix))
+        .filter_map(|rest| rest.rsplit_once("} "))
+        .filter(|(labels, _)| must_contain.iter().all(|m| labels.contains(m)))
+        .filter_map(|(_, value)| value.split_whitespace().next()?.parse::<f64>().ok())
+        .sum()
+}
+
 /// The `q` quantile (0..1) of cumulative buckets; `None` without observations.
 pub fn quantile(q: f64, buckets: &[(f64, f64)]) -> Option<f64> {
     let total = buckets.last()?.1;
@@ -75,6 +87,13 @@ pub fn quantile(q: f64, buckets: &[(f64, f64)]) -> Option<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sums_counter_series_matching_a_filter() {
+        let text = "# HELP x\nreqs{verb=\"POST\",code=\"201\"} 3\nreqs{verb=\"GET\",code=\"200\"} 5\nreqs{verb=\"POST\",code=\"409\"} 2\nother{verb=\"POST\"} 9\n";
+        assert_eq!(sum(text, "reqs", &["verb=\"POST\""]), 5.0);
+        assert_eq!(sum(text, "reqs", &[]), 10.0);
+    }
 
     const TEXT: &str = r#"# TYPE x histogram
 x_bucket{result="scheduled",profile="a",le="0.001"} 0

@@ -7,9 +7,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use understudy_e2e::bench::controllers;
 use understudy_e2e::bench::scheduler::{self, Options, Variant, Workload};
 use understudy_e2e::controlplane::{self, LabOptions};
 use understudy_e2e::nodes::NodeTemplate;
+use understudy_e2e::understudies::Understudy;
 
 #[derive(Parser)]
 #[command(
@@ -59,6 +61,28 @@ enum Command {
         #[arg(long)]
         components_dir: Option<PathBuf>,
     },
+    /// Deployments to Available, a rollout of all, and pod-ready →
+    /// EndpointSlice latency: kube-controller-manager and understudy-controllers.
+    Controllers {
+        #[arg(long, default_value_t = 50)]
+        nodes: usize,
+        #[arg(long, default_value_t = 100)]
+        deployments: usize,
+        #[arg(long, default_value_t = 20)]
+        replicas: usize,
+        #[arg(long, default_value_t = 100)]
+        services: usize,
+        #[arg(long, default_value_t = 10)]
+        pods_per_service: usize,
+        /// Client QPS and burst of both controller managers.
+        #[arg(long, default_value_t = 1000)]
+        qps: u32,
+        /// Which to run: kube, understudy (comma-separated).
+        #[arg(long, value_delimiter = ',', default_value = "kube,understudy")]
+        only: Vec<String>,
+        #[arg(long)]
+        components_dir: Option<PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -73,7 +97,103 @@ fn main() -> ExitCode {
     }
 }
 
+fn resolve_components_dir(given: Option<PathBuf>) -> anyhow::Result<PathBuf> {
+    Ok(match given {
+        Some(d) => d,
+        None => std::env::current_exe()?
+            .parent()
+            .map(PathBuf::from)
+            .unwrap_or_default(),
+    })
+}
+
+/// Brings up the bench cluster, runs `work` on it, and always takes it down.
+async fn with_cluster<T, F, Fut>(lab: LabOptions, work: F) -> anyhow::Result<T>
+where
+    F: FnOnce(understudy_e2e::state::ClusterState) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<T>>,
+{
+    let state_dir = lab.state_dir.clone();
+    // A previous run that was interrupted leaves its cluster; start clean.
+    controlplane::down(&state_dir)?;
+    eprintln!("bench: starting a control plane with {} nodes", lab.nodes);
+    let state = tokio::select! {
+        r = controlplane::up(&lab) => r,
+        _ = tokio::signal::ctrl_c() => Err(controlplane::LabError::Io("interrupted".into())),
+    };
+    let state = match state {
+        Ok(state) => state,
+        Err(e) => {
+            controlplane::down(&state_dir)?;
+            return Err(e.into());
+        }
+    };
+    let outcome = tokio::select! {
+        r = work(state) => r,
+        _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted")),
+    };
+    controlplane::down(&state_dir)?;
+    outcome
+}
+
+async fn run_controllers(command: Command) -> anyhow::Result<()> {
+    let Command::Controllers {
+        nodes,
+        deployments,
+        replicas,
+        services,
+        pods_per_service,
+        qps,
+        only,
+        components_dir: dir,
+    } = command
+    else {
+        unreachable!("called for the controllers command only")
+    };
+    let mut variants = vec![];
+    for v in only {
+        variants.push(match v.as_str() {
+            "kube" => controllers::Variant::Upstream,
+            "understudy" => controllers::Variant::Understudy,
+            other => anyhow::bail!("--only: unknown variant {other:?} (kube, understudy)"),
+        });
+    }
+    let opts = controllers::Options {
+        deployments,
+        replicas,
+        services,
+        pods_per_service,
+        qps,
+        components_dir: resolve_components_dir(dir)?,
+    };
+    let lab = LabOptions {
+        name: "bench".into(),
+        state_dir: scheduler::state_dir(),
+        nodes,
+        node_template: NodeTemplate::default(),
+        // The lab's kube-controller-manager runs everything but the four
+        // measured controllers; each variant brings its own.
+        replaced: [Understudy::Controllers].into(),
+        start_understudies: false,
+        kube_scheduler: false,
+        apiserver_port: None,
+        components_dir: opts.components_dir.clone(),
+        understudy_args: vec![],
+        node_lease_seconds: 600,
+    };
+    let results = with_cluster(lab, |state| {
+        let opts = opts.clone();
+        async move { controllers::run(&state, &opts, &variants).await }
+    })
+    .await?;
+    println!("{}", controllers::report(&results, &opts));
+    Ok(())
+}
+
 async fn run(cli: Cli) -> anyhow::Result<()> {
+    if matches!(cli.command, Command::Controllers { .. }) {
+        return run_controllers(cli.command).await;
+    }
     let (workload, nodes, existing, pods, qps, only, components_dir) = match cli.command {
         Command::Scheduler {
             nodes,
@@ -107,14 +227,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             only,
             components_dir,
         ),
+        Command::Controllers { .. } => unreachable!("handled above"),
     };
-    let components_dir = match components_dir {
-        Some(d) => d,
-        None => std::env::current_exe()?
-            .parent()
-            .map(PathBuf::from)
-            .unwrap_or_default(),
-    };
+    let components_dir = resolve_components_dir(components_dir)?;
     let mut variants = vec![];
     for v in only {
         variants.push(match v.as_str() {
@@ -124,12 +239,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             other => anyhow::bail!("--only: unknown scheduler {other:?} (null, kube, understudy)"),
         });
     }
-    let state_dir = scheduler::state_dir();
-    // A previous run that was interrupted leaves its cluster; start clean.
-    controlplane::down(&state_dir)?;
     let lab = LabOptions {
         name: "bench".into(),
-        state_dir: state_dir.clone(),
+        state_dir: scheduler::state_dir(),
         nodes,
         node_template: NodeTemplate {
             cpu: "4".into(),
@@ -145,14 +257,6 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         // Lease renewals of thousands of nodes would otherwise dominate the machine.
         node_lease_seconds: 600,
     };
-    eprintln!("bench: starting a control plane with {nodes} nodes");
-    let state = tokio::select! {
-        r = controlplane::up(&lab) => r?,
-        _ = tokio::signal::ctrl_c() => {
-            controlplane::down(&state_dir)?;
-            anyhow::bail!("interrupted");
-        }
-    };
     let opts = Options {
         workload,
         existing,
@@ -160,12 +264,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         qps,
         components_dir,
     };
-    let outcome = tokio::select! {
-        r = scheduler::run(&state, &opts, &variants) => r,
-        _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted")),
-    };
-    controlplane::down(&state_dir)?;
-    let results = outcome?;
+    let results = with_cluster(lab, |state| {
+        let opts = opts.clone();
+        async move { scheduler::run(&state, &opts, &variants).await }
+    })
+    .await?;
     println!("{}", scheduler::report(&results, nodes, &opts));
     Ok(())
 }
