@@ -39,6 +39,9 @@ pub async fn run(
         settings,
     };
     component.health.register("informers-synced");
+    // Created first, so the trimming applies whichever controller asks next.
+    ctx.informers
+        .get_with::<k8s_openapi::api::core::v1::Pod>(controllers::podutil::trim_pod);
     let mut registered: Vec<Controller> = Vec::new();
     for name in &enabled {
         let controller = match *name {

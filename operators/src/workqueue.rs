@@ -24,6 +24,8 @@ struct State<T> {
     /// When each queued key was added, for the queue-latency metric.
     added_at: HashMap<T, Instant>,
     failures: HashMap<T, u32>,
+    /// Keys with a batched add pending (see `add_batched`).
+    batching: HashSet<T>,
     shutting_down: bool,
 }
 
@@ -45,6 +47,7 @@ where
                 processing: HashSet::new(),
                 added_at: HashMap::new(),
                 failures: HashMap::new(),
+                batching: HashSet::new(),
                 shutting_down: false,
             }),
             notify: Notify::new(),
@@ -79,6 +82,34 @@ where
         tokio::spawn(async move {
             tokio::time::sleep(delay).await;
             if let Some(queue) = queue.upgrade() {
+                queue.add(item);
+            }
+        });
+    }
+
+    /// Adds the key once `delay` has passed, unless an add of it is already
+    /// pending: a burst of changes to one object within `delay` costs one
+    /// reconcile (upstream's endpoints batch period, as a general tool).
+    pub fn add_batched(self: &Arc<Self>, item: T, delay: Duration) {
+        {
+            let mut state = self.state.lock().expect("queue lock");
+            if state.shutting_down
+                || state.dirty.contains(&item)
+                || !state.batching.insert(item.clone())
+            {
+                return;
+            }
+        }
+        let queue = Arc::downgrade(self);
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            if let Some(queue) = queue.upgrade() {
+                queue
+                    .state
+                    .lock()
+                    .expect("queue lock")
+                    .batching
+                    .remove(&item);
                 queue.add(item);
             }
         });
@@ -227,6 +258,18 @@ mod tests {
         assert_eq!(got.unwrap().as_deref(), Some("a"));
         q.forget(&"a".to_string());
         assert_eq!(q.failures(&"a".to_string()), 0);
+    }
+
+    #[tokio::test]
+    async fn batched_adds_of_one_key_collapse() {
+        let q = queue();
+        q.add_batched("a".into(), Duration::from_millis(20));
+        q.add_batched("a".into(), Duration::from_millis(20));
+        assert!(q.is_empty(), "waits for the batch period");
+        let got = tokio::time::timeout(Duration::from_secs(5), q.get()).await;
+        assert_eq!(got.unwrap().as_deref(), Some("a"));
+        q.done(&"a".to_string());
+        assert!(q.is_empty(), "one add for the burst");
     }
 
     #[test]

@@ -170,3 +170,114 @@ mod tests {
         ));
     }
 }
+
+/// Keeps only what the four controllers read of a pod, before the shared
+/// informer stores it (as upstream's informer transforms drop managedFields):
+/// metadata; nodeName, hostname, subdomain; each container's name, ports and
+/// restartPolicy; phase, conditions, IPs and restart counts. The store holds
+/// every pod in the cluster, and commands, environments, probes, volumes and
+/// container states are most of a pod's size.
+pub fn trim_pod(pod: &mut Pod) {
+    pod.metadata.managed_fields = None;
+    if let Some(spec) = pod.spec.as_mut() {
+        for c in spec
+            .containers
+            .iter_mut()
+            .chain(spec.init_containers.iter_mut().flatten())
+        {
+            *c = k8s_openapi::api::core::v1::Container {
+                name: std::mem::take(&mut c.name),
+                ports: c.ports.take(),
+                restart_policy: c.restart_policy.take(),
+                ..Default::default()
+            };
+        }
+        spec.ephemeral_containers = None;
+        spec.volumes = None;
+        spec.affinity = None;
+        spec.tolerations = None;
+        spec.topology_spread_constraints = None;
+        spec.security_context = None;
+        spec.image_pull_secrets = None;
+        spec.dns_config = None;
+        spec.resource_claims = None;
+        spec.resources = None;
+        spec.overhead = None;
+        spec.node_selector = None;
+    }
+    if let Some(status) = pod.status.as_mut() {
+        for s in status
+            .container_statuses
+            .iter_mut()
+            .flatten()
+            .chain(status.init_container_statuses.iter_mut().flatten())
+        {
+            *s = k8s_openapi::api::core::v1::ContainerStatus {
+                name: std::mem::take(&mut s.name),
+                restart_count: s.restart_count,
+                ready: s.ready,
+                ..Default::default()
+            };
+        }
+        status.ephemeral_container_statuses = None;
+        status.resource_claim_statuses = None;
+        status.message = None;
+    }
+}
+
+#[cfg(test)]
+mod trim_tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn trimming_keeps_what_the_controllers_read() {
+        let mut pod: Pod = serde_json::from_value(json!({
+            "metadata": {"name": "p", "namespace": "ns", "uid": "u", "labels": {"app": "a"},
+                         "annotations": {"controller.kubernetes.io/pod-deletion-cost": "5"},
+                         "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "rs", "uid": "r", "controller": true}],
+                         "managedFields": [{"manager": "kubectl"}]},
+            "spec": {
+                "nodeName": "n1", "hostname": "h", "subdomain": "s",
+                "containers": [{"name": "c", "image": "nginx", "env": [{"name": "A", "value": "b"}],
+                                "ports": [{"name": "http", "containerPort": 8080}]}],
+                "initContainers": [{"name": "side", "image": "x", "restartPolicy": "Always",
+                                    "ports": [{"name": "m", "containerPort": 9090}]}],
+                "volumes": [{"name": "v", "emptyDir": {}}],
+            },
+            "status": {"phase": "Running", "podIP": "10.0.0.1", "podIPs": [{"ip": "10.0.0.1"}],
+                       "conditions": [{"type": "Ready", "status": "True"}],
+                       "containerStatuses": [{"name": "c", "image": "nginx", "imageID": "", "ready": true, "restartCount": 3,
+                                              "state": {"running": {}}}]},
+        }))
+        .unwrap();
+        trim_pod(&mut pod);
+        let spec = pod.spec.as_ref().unwrap();
+        assert_eq!(spec.node_name.as_deref(), Some("n1"));
+        assert_eq!(
+            (spec.hostname.as_deref(), spec.subdomain.as_deref()),
+            (Some("h"), Some("s"))
+        );
+        assert_eq!(
+            spec.containers[0].ports.as_ref().unwrap()[0].container_port,
+            8080
+        );
+        assert!(spec.containers[0].env.is_none() && spec.containers[0].image.is_none());
+        let side = &spec.init_containers.as_ref().unwrap()[0];
+        assert_eq!(side.restart_policy.as_deref(), Some("Always"));
+        assert!(side.ports.is_some());
+        assert!(spec.volumes.is_none());
+        let status = pod.status.as_ref().unwrap();
+        assert!(is_ready(&pod));
+        assert_eq!(status.pod_ip.as_deref(), Some("10.0.0.1"));
+        let cs = &status.container_statuses.as_ref().unwrap()[0];
+        assert_eq!((cs.restart_count, cs.ready), (3, true));
+        assert!(cs.state.is_none());
+        assert!(pod.metadata.managed_fields.is_none());
+        assert_eq!(
+            pod.metadata.owner_references.as_ref().unwrap()[0].name,
+            "rs"
+        );
+        assert_eq!(pod.metadata.annotations.as_ref().unwrap().len(), 1);
+    }
+}

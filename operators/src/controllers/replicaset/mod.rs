@@ -17,6 +17,7 @@ pub mod template;
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use futures::future::BoxFuture;
 use k8s_openapi::api::apps::v1::ReplicaSet;
@@ -48,7 +49,7 @@ pub fn register(ctx: &ControllerContext, workers: usize) -> Controller {
         let expectations = expectations.clone();
         replica_sets.on_change(move |old, new| {
             let fx = handlers::replica_set_changed(old.map(AsRef::as_ref), new.map(AsRef::as_ref));
-            apply(&queue, &expectations, fx);
+            apply(&queue, &expectations, fx, None);
         });
     }
     {
@@ -57,7 +58,7 @@ pub fn register(ctx: &ControllerContext, workers: usize) -> Controller {
         let store = replica_sets.store.clone();
         pods.on_change(move |old, new| {
             let fx = handlers::pod_changed(&store, old.map(AsRef::as_ref), new.map(AsRef::as_ref));
-            apply(&queue, &expectations, fx);
+            apply(&queue, &expectations, fx, Some(POD_BATCH));
         });
     }
 
@@ -77,7 +78,17 @@ pub fn register(ctx: &ControllerContext, workers: usize) -> Controller {
     }
 }
 
-fn apply(queue: &Arc<WorkQueue<ObjectKey>>, expectations: &Expectations, fx: handlers::Effects) {
+/// Pod changes to one ReplicaSet within this window make one sync: pods of a
+/// ReplicaSet change in bursts (created together, made ready together), and
+/// a status write per pod would be most of the apiserver's work.
+const POD_BATCH: Duration = Duration::from_millis(100);
+
+fn apply(
+    queue: &Arc<WorkQueue<ObjectKey>>,
+    expectations: &Expectations,
+    fx: handlers::Effects,
+    batch: Option<Duration>,
+) {
     for key in &fx.forget {
         expectations.delete(key);
     }
@@ -88,7 +99,10 @@ fn apply(queue: &Arc<WorkQueue<ObjectKey>>, expectations: &Expectations, fx: han
         expectations.deletion_observed(key, pod);
     }
     for key in fx.enqueue {
-        queue.add(key);
+        match batch {
+            Some(delay) => queue.add_batched(key, delay),
+            None => queue.add(key),
+        }
     }
     for (key, after) in fx.enqueue_after {
         queue.add_after(key, after);
