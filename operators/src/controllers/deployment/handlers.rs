@@ -124,6 +124,9 @@ pub fn on_pod_deleted(
     (strategy_type(&d) == Some(RECREATE)).then_some(key)
 }
 
+/// ReplicaSet updates to one Deployment within this window make one sync.
+const RS_UPDATE_BATCH: std::time::Duration = std::time::Duration::from_millis(100);
+
 pub fn register(
     queue: &Arc<WorkQueue<ObjectKey>>,
     deployments: &Arc<Informer<Deployment>>,
@@ -140,14 +143,20 @@ pub fn register(
     let q = queue.clone();
     let store = deployments.store.clone();
     sets.on_change(move |old, new| {
-        let keys = match (old, new) {
-            (None, Some(rs)) => on_rs_added(&store, rs),
-            (Some(old), Some(cur)) => on_rs_updated(&store, old, cur),
-            (Some(rs), None) => on_rs_deleted(&store, rs),
-            (None, None) => Vec::new(),
+        let (keys, batch) = match (old, new) {
+            (None, Some(rs)) => (on_rs_added(&store, rs), false),
+            (Some(old), Some(cur)) => (on_rs_updated(&store, old, cur), true),
+            (Some(rs), None) => (on_rs_deleted(&store, rs), false),
+            (None, None) => (Vec::new(), false),
         };
         for key in keys {
-            q.add(key);
+            // ReplicaSet status changes come in bursts while pods start:
+            // one Deployment sync (and status write) per burst.
+            if batch {
+                q.add_batched(key, RS_UPDATE_BATCH);
+            } else {
+                q.add(key);
+            }
         }
     });
 
