@@ -89,8 +89,15 @@ impl Handler<Pod> for Pods {
                 Some(node) => {
                     nominator.insert(uid.clone(), (node, info.clone()));
                 }
+                // An update without a nomination can overtake the status
+                // patch of the preemption that made one (as upstream's
+                // nominator notes): keep the reservation in memory, or an
+                // equal-priority pod takes the room and this one preempts
+                // again. Binding, deletion and lower-priority clearing end it.
                 None => {
-                    nominator.remove(&uid);
+                    if let Some(entry) = nominator.get_mut(&uid) {
+                        entry.1 = info.clone();
+                    }
                 }
             }
         }
@@ -101,7 +108,10 @@ impl Handler<Pod> for Pods {
         s.queue.delete(&uid);
         s.nominator.lock().expect("nominator lock").remove(&uid);
         s.cache.lock().expect("cache lock").remove_pod(&uid);
-        s.queue.move_all_to_active();
+        match pod.spec.as_ref().and_then(|sp| sp.node_name.as_deref()) {
+            Some(node) if !node.is_empty() => s.queue.move_after_pod_deleted(node),
+            _ => s.queue.move_all_to_active(),
+        }
     }
     fn key(&self, pod: &Pod) -> String {
         pod.uid().unwrap_or_default()
@@ -183,6 +193,7 @@ impl Handler<Node> for Nodes {
             .lock()
             .expect("cache lock")
             .remove_node(&node.name_any());
+        s.queue.forget_node(&node.name_any());
     }
     fn key(&self, node: &Node) -> String {
         node.name_any()

@@ -56,7 +56,30 @@ struct Inner {
     /// Bumped by every cluster event that may make pods schedulable; a pod
     /// whose attempt started before the bump goes to backoff, not unschedulable.
     move_cycle: u64,
+    /// Deletions of assigned pods, in all and per node: a pod nominated to a
+    /// node (a preemptor waiting for its victims) only cares about its node.
+    deletions: u64,
+    deletions_by_node: HashMap<String, u64>,
     closed: bool,
+}
+
+/// The node a pod was nominated to, as last seen in its status.
+fn nominated_node(pod: &PodInfo) -> Option<&str> {
+    pod.pod
+        .status
+        .as_ref()
+        .and_then(|s| s.nominated_node_name.as_deref())
+        .filter(|n| !n.is_empty())
+}
+
+impl Inner {
+    /// The deletion count that matters to a pod: its nominated node's, or all.
+    fn deletions_for(&self, pod: &PodInfo) -> u64 {
+        match nominated_node(pod) {
+            Some(node) => self.deletions_by_node.get(node).copied().unwrap_or(0),
+            None => self.deletions,
+        }
+    }
 }
 
 struct Entry {
@@ -106,10 +129,12 @@ fn pod_changed(old: &PodInfo, new: &PodInfo) -> bool {
         || o.metadata.owner_references != n.metadata.owner_references
 }
 
-/// A popped pod plus the move cycle it was popped in.
+/// A popped pod plus the move cycle (and deletion count that matters to it)
+/// it was popped in.
 pub struct Popped {
     pub info: QueuedPodInfo,
     pub move_cycle: u64,
+    pub deletions: u64,
 }
 
 impl SchedulingQueue {
@@ -296,6 +321,44 @@ impl SchedulingQueue {
         self.notify.notify_one();
     }
 
+    /// An assigned pod on `node` was deleted: unschedulable pods may fit now,
+    /// except those nominated to another node — a preemptor waits for its
+    /// own victims, and retrying it on every other deletion only grows its
+    /// backoff (it is still retried by other events and the periodic flush).
+    pub fn move_after_pod_deleted(&self, node: &str) {
+        let now = Instant::now();
+        let mut inner = self.inner.lock().expect("queue lock");
+        inner.deletions += 1;
+        *inner.deletions_by_node.entry(node.to_string()).or_default() += 1;
+        if inner.unschedulable.is_empty() {
+            return;
+        }
+        let waiting: Vec<String> = inner
+            .unschedulable
+            .iter()
+            .filter_map(|(_, seq)| inner.by_seq.get(seq).cloned())
+            .filter(|uid| {
+                inner.entries.get(uid).is_some_and(|e| {
+                    nominated_node(&e.info.pod).is_none_or(|nominated| nominated == node)
+                })
+            })
+            .collect();
+        for uid in waiting {
+            self.activate_or_backoff(&mut inner, &uid, now);
+        }
+        drop(inner);
+        self.notify.notify_one();
+    }
+
+    /// Forgets a node's deletion count (the node is gone).
+    pub fn forget_node(&self, node: &str) {
+        self.inner
+            .lock()
+            .expect("queue lock")
+            .deletions_by_node
+            .remove(node);
+    }
+
     /// A failed attempt: back to unschedulable, or to backoff when a cluster
     /// event arrived during the attempt (it might have changed the answer) or
     /// the failure was an error.
@@ -303,13 +366,14 @@ impl SchedulingQueue {
         let now = Instant::now();
         let mut inner = self.inner.lock().expect("queue lock");
         let uid = popped.info.pod.uid.clone();
-        let move_cycle = inner.move_cycle;
+        let quiet = inner.move_cycle == popped.move_cycle
+            && inner.deletions_for(&popped.info.pod) == popped.deletions;
         let Some(entry) = inner.entries.get_mut(&uid) else {
             return; // deleted meanwhile
         };
         entry.info.attempts = popped.info.attempts;
         entry.last_failure = Some(now);
-        if unschedulable && move_cycle == popped.move_cycle {
+        if unschedulable && quiet {
             Self::place(&mut inner, &uid, Place::Unschedulable(now));
         } else {
             let until = now + self.backoff_duration(popped.info.attempts);
@@ -388,11 +452,13 @@ impl SchedulingQueue {
                     let uid = inner.by_seq.get(&key.2).cloned().expect("seq indexed");
                     Self::place(&mut inner, &uid, Place::InFlight);
                     let move_cycle = inner.move_cycle;
+                    let deletions = inner.deletions_for(&inner.entries[&uid].info.pod);
                     let entry = inner.entries.get_mut(&uid).expect("entry");
                     entry.info.attempts += 1;
                     return Some(Popped {
                         info: entry.info.clone(),
                         move_cycle,
+                        deletions,
                     });
                 }
                 next_wake
@@ -474,6 +540,65 @@ mod tests {
         .collect();
         assert_eq!(order, ["high", "low", "low2"]);
         assert!(pop_now(&q).await.is_none());
+    }
+
+    /// A pod nominated to `node` (as a preemptor is after preempting).
+    fn nominated(name: &str, node: &str) -> Arc<PodInfo> {
+        let base = pod(name, &[], json!({}));
+        let mut p = (*base.pod).clone();
+        p.status = Some(k8s_openapi::api::core::v1::PodStatus {
+            nominated_node_name: Some(node.into()),
+            ..Default::default()
+        });
+        Arc::new(PodInfo::new(Arc::new(p)))
+    }
+
+    #[tokio::test]
+    async fn a_nominated_pod_waits_for_deletions_on_its_own_node() {
+        let q = SchedulingQueue::new(Duration::ZERO, Duration::ZERO);
+        q.add(nominated("preemptor", "n1"));
+        q.add(pod("plain", &[], json!({})));
+        for _ in 0..2 {
+            let popped = pop_now(&q).await.unwrap();
+            q.requeue_failed(popped, true);
+        }
+        q.move_after_pod_deleted("n2");
+        let moved = pop_now(&q).await.unwrap();
+        assert_eq!(
+            moved.info.pod.name, "plain",
+            "any deletion may help an un-nominated pod"
+        );
+        q.requeue_failed(moved, true);
+        assert_eq!(q.counts()[&QueueName::Unschedulable], 2);
+        q.move_after_pod_deleted("n1");
+        let names: Vec<String> = [pop_now(&q).await.unwrap(), pop_now(&q).await.unwrap()]
+            .iter()
+            .map(|p| p.info.pod.name.clone())
+            .collect();
+        assert!(names.contains(&"preemptor".to_string()) && names.contains(&"plain".to_string()));
+    }
+
+    #[tokio::test]
+    async fn a_deletion_elsewhere_during_a_nominated_pods_attempt_does_not_send_it_to_backoff() {
+        let q = q();
+        q.add(nominated("preemptor", "n1"));
+        let popped = pop_now(&q).await.unwrap();
+        q.move_after_pod_deleted("n2");
+        q.requeue_failed(popped, true);
+        assert_eq!(q.counts()[&QueueName::Unschedulable], 1);
+
+        q.move_all_to_active();
+        let popped = pop_now(&q).await;
+        assert!(popped.is_none(), "still backing off (1 s)");
+        q.add(pod("other", &[], json!({})));
+        let other = pop_now(&q).await.unwrap();
+        q.move_after_pod_deleted("n3");
+        q.requeue_failed(other, true);
+        assert_eq!(
+            q.counts()[&QueueName::Backoff],
+            2,
+            "an un-nominated pod retries"
+        );
     }
 
     #[test]

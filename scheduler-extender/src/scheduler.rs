@@ -34,6 +34,10 @@ pub struct Scheduler {
     pub binds: TaskTracker,
     /// Pending pods with a nominated node: uid → (node, pod).
     pub nominator: Mutex<HashMap<String, (String, Arc<PodInfo>)>>,
+    /// Pods whose preemption (victims' API calls) is still in flight: they
+    /// must not preempt again before it lands (upstream's
+    /// IsPodRunningPreemption), or a slow apiserver costs extra victims.
+    pub preempting: Mutex<std::collections::HashSet<String>>,
     /// PodDisruptionBudgets by namespace/name, for preemption.
     pub pdbs: Mutex<HashMap<String, PdbInfo>>,
 }
@@ -79,6 +83,7 @@ impl Scheduler {
             metrics,
             binds: TaskTracker::new(),
             nominator: Mutex::new(HashMap::new()),
+            preempting: Mutex::new(Default::default()),
             pdbs: Mutex::new(HashMap::new()),
         })
     }
@@ -273,14 +278,33 @@ impl Scheduler {
                 a.wrapping_mul(31).wrapping_add(b as u64)
             });
             self.metrics.preemption_attempts.inc();
+            let own_nomination = self
+                .nominator
+                .lock()
+                .expect("nominator lock")
+                .get(&pod.uid)
+                .map(|(node, _)| node.clone());
             let cycle = preemption::Cycle {
                 profile: &profile,
                 state: &state,
                 pod: &pod,
                 snapshot: &snapshot,
                 nominated: &nominated,
+                own_nomination: own_nomination.as_deref(),
             };
-            match preemption::preempt(&cycle, args, &pdbs, fit, seed) {
+            let running = self
+                .preempting
+                .lock()
+                .expect("preempting lock")
+                .contains(&pod.uid);
+            let outcome = if running {
+                preemption::Outcome::NotHelpful(
+                    "waiting for the preemption for this pod to be finished".into(),
+                )
+            } else {
+                preemption::preempt(&cycle, args, &pdbs, fit, seed)
+            };
+            match outcome {
                 preemption::Outcome::Preempt(candidate) => preemption = Some(candidate),
                 preemption::Outcome::NotHelpful(msg) => {
                     fit.diagnosis.post_filter_msg = Some(format!("preemption: {msg}"))
@@ -343,7 +367,14 @@ impl Scheduler {
                         .expect("nominator lock")
                         .insert(pod.uid.clone(), (node.clone(), pod.clone()));
                 }
+                if preemption.is_some() {
+                    self.preempting
+                        .lock()
+                        .expect("preempting lock")
+                        .insert(pod.uid.clone());
+                }
                 tokio::runtime::Handle::current().spawn(async move {
+                    let preempted = preemption.is_some();
                     if let Some(candidate) = preemption {
                         this.prepare_candidate(&pod, &name, &candidate).await;
                     }
@@ -355,6 +386,13 @@ impl Scheduler {
                         nominate.as_deref(),
                     )
                     .await;
+                    // Only now is the nomination in the pod's status too.
+                    if preempted {
+                        this.preempting
+                            .lock()
+                            .expect("preempting lock")
+                            .remove(&pod.uid);
+                    }
                 });
                 Outcome::Unschedulable(message)
             }

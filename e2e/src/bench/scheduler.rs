@@ -449,6 +449,27 @@ async fn run_variant(
     };
     tracker.abort();
     let times = times.lock().expect("times lock").clone();
+    // Binds per second since the scheduler's start: where the time goes.
+    let mut per_second: Vec<usize> = vec![];
+    for t in &times {
+        let s = t.duration_since(started).as_secs() as usize;
+        if per_second.len() <= s {
+            per_second.resize(s + 1, 0);
+        }
+        per_second[s] += 1;
+    }
+    eprintln!(
+        "bench: {}: binds per second since start: {per_second:?}",
+        variant.label()
+    );
+    if let Some(text) = &metrics {
+        // Pods by the number of attempts they needed (both schedulers export it).
+        let by_attempts: Vec<&str> = text
+            .lines()
+            .filter(|l| l.starts_with("scheduler_pod_scheduling_sli_duration_seconds_count"))
+            .collect();
+        eprintln!("bench: {}: {by_attempts:?}", variant.label());
+    }
     let first = *times.iter().min().expect("binds recorded");
     let last = *times.iter().max().expect("binds recorded");
     let span = last.duration_since(first).as_secs_f64().max(1e-3);

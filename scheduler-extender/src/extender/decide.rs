@@ -196,7 +196,7 @@ pub fn preempt_nodes(
     nodes: &[String],
 ) -> Result<BTreeMap<String, MetaVictims>, String> {
     let mut out = BTreeMap::new();
-    if !pod.parse_errors.is_empty() || eligible(pod, snapshot).is_err() {
+    if !pod.parse_errors.is_empty() || eligible(pod, snapshot, None).is_err() {
         return Ok(out);
     }
     let mut state = CycleState::new();

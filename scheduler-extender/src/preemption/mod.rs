@@ -76,18 +76,25 @@ pub enum Outcome {
 }
 
 /// Whether the pod may preempt at all (upstream's PodEligibleToPreemptOthers).
-pub fn eligible(pod: &PodInfo, snapshot: &Snapshot) -> Result<(), String> {
+/// `own_nomination` is where this scheduler nominated the pod, which it
+/// knows before the pod's status says so.
+pub fn eligible(
+    pod: &PodInfo,
+    snapshot: &Snapshot,
+    own_nomination: Option<&str>,
+) -> Result<(), String> {
     let spec = pod.pod.spec.as_ref();
     if spec.and_then(|s| s.preemption_policy.as_deref()) == Some("Never") {
         return Err("not eligible due to preemptionPolicy=Never.".into());
     }
     // A pod that already preempted waits for its victims to go away instead
     // of preempting again.
-    let nominated = pod
-        .pod
-        .status
-        .as_ref()
-        .and_then(|s| s.nominated_node_name.as_deref());
+    let nominated = own_nomination.or_else(|| {
+        pod.pod
+            .status
+            .as_ref()
+            .and_then(|s| s.nominated_node_name.as_deref())
+    });
     if let Some(node) = nominated.and_then(|n| snapshot.get(n))
         && node
             .pods
@@ -106,6 +113,8 @@ pub struct Cycle<'a> {
     pub pod: &'a PodInfo,
     pub snapshot: &'a Snapshot,
     pub nominated: &'a Nominated,
+    /// Where this scheduler already nominated the pod, if anywhere.
+    pub own_nomination: Option<&'a str>,
 }
 
 /// Runs the preemption decision for a pod that failed with `fit`.
@@ -122,8 +131,9 @@ pub fn preempt(
         pod,
         snapshot,
         nominated,
+        own_nomination,
     } = *cycle;
-    if let Err(msg) = eligible(pod, snapshot) {
+    if let Err(msg) = eligible(pod, snapshot, own_nomination) {
         return Outcome::NotHelpful(msg);
     }
     // Only nodes that failed for a reason eviction can fix are candidates.
