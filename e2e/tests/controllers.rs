@@ -750,3 +750,71 @@ async fn two_hundred_fifty_pods_behind_one_service_fill_three_slices() {
     let ep = endpoints.get("big").await.unwrap();
     assert_eq!(endpoint_addresses(&ep).0.len(), 250);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn quota_rejections_surface_as_replica_failure() {
+    let t = Ns::new("quota").await;
+    let quotas: Api<k8s_openapi::api::core::v1::ResourceQuota> = t.api();
+    let quota = serde_json::from_value(json!({
+        "metadata": {"name": "two-pods"},
+        "spec": {"hard": {"pods": "2"}},
+    }))
+    .unwrap();
+    quotas.create(&PostParams::default(), &quota).await.unwrap();
+    // The quota admits pods only once kube-controller-manager has counted usage.
+    wait::object(
+        &quotas,
+        "two-pods",
+        T,
+        |q: Option<&k8s_openapi::api::core::v1::ResourceQuota>| {
+            q.and_then(|q| q.status.as_ref())
+                .and_then(|s| s.used.as_ref())
+                .is_some()
+        },
+    )
+    .await
+    .unwrap();
+    let deployments: Api<Deployment> = t.api();
+    create_deployment(
+        &deployments,
+        deployment("capped", 4, PAUSE_IMAGE, json!({})),
+    )
+    .await;
+    let d = wait::object(&deployments, "capped", T, |d: Option<&Deployment>| {
+        d.is_some_and(|d| deployment_condition(d, "ReplicaFailure").is_some())
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        deployment_condition(&d, "ReplicaFailure"),
+        Some(("True".into(), "FailedCreate".into()))
+    );
+    let sets = replica_sets_of(&t.api(), &d).await;
+    let rs_failure = sets[0]
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .and_then(|c| {
+            c.iter()
+                .find(|c| c.type_.as_deref() == Some("ReplicaFailure"))
+        })
+        .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()));
+    let (status, reason, message) = rs_failure.expect("ReplicaFailure on the ReplicaSet");
+    assert_eq!(
+        (status.as_deref(), reason.as_deref()),
+        (Some("True"), Some("FailedCreate"))
+    );
+    assert!(message.unwrap_or_default().contains("exceeded quota"));
+    assert_eq!(pods_of(&t.api(), "capped").await.len(), 2);
+
+    // Room again: the failure clears and the rollout completes.
+    quotas
+        .delete("two-pods", &DeleteParams::default())
+        .await
+        .unwrap();
+    wait::object(&deployments, "capped", T, |d: Option<&Deployment>| {
+        d.is_some_and(|d| rolled_out(d) && deployment_condition(d, "ReplicaFailure").is_none())
+    })
+    .await
+    .unwrap();
+}
