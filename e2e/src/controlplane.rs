@@ -8,7 +8,7 @@ use std::net::{Ipv4Addr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{Namespace, Node, ServiceAccount};
+use k8s_openapi::api::core::v1::{Namespace, Node};
 use kube::api::{Api, PostParams};
 use kube::{Client, ResourceExt};
 
@@ -407,15 +407,9 @@ async fn start_all(
 
     // Pods are rejected until kube-controller-manager made the default
     // ServiceAccount; a cluster that says it is up must accept them.
-    let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), "default");
-    wait::object(
-        &accounts,
-        "default",
-        Duration::from_secs(60),
-        |sa: Option<&ServiceAccount>| sa.is_some(),
-    )
-    .await
-    .map_err(|e| LabError::Api(e.to_string()))?;
+    wait::accepts_pods(&client, "default", Duration::from_secs(60))
+        .await
+        .map_err(|e| LabError::Api(e.to_string()))?;
 
     create_nodes(&client, &opts.node_template, opts.nodes).await?;
     wait::nodes_ready(&client, opts.nodes, Duration::from_secs(120))

@@ -352,7 +352,7 @@ pub async fn run(
 /// A fresh namespace `<prefix>-<random>`, ready for pods (its default
 /// ServiceAccount exists).
 pub async fn create_namespace(client: &Client, prefix: &str) -> Result<String, String> {
-    use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
+    use k8s_openapi::api::core::v1::Namespace;
     let namespaces: Api<Namespace> = Api::all(client.clone());
     let ns: Namespace =
         serde_json::from_value(json!({"metadata": {"generateName": format!("{prefix}-")}}))
@@ -362,15 +362,9 @@ pub async fn create_namespace(client: &Client, prefix: &str) -> Result<String, S
         .await
         .map_err(|e| format!("creating a namespace: {e}"))?;
     let name = created.name_any();
-    let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), &name);
-    wait::object(
-        &accounts,
-        "default",
-        SETTLE,
-        |sa: Option<&ServiceAccount>| sa.is_some(),
-    )
-    .await
-    .map_err(|e| e.to_string())?;
+    wait::accepts_pods(client, &name, SETTLE)
+        .await
+        .map_err(|e| e.to_string())?;
     Ok(name)
 }
 

@@ -7,7 +7,7 @@ use std::process::Command;
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
+use k8s_openapi::api::core::v1::Namespace;
 use kube::Client;
 use kube::api::{Api, DeleteParams, ObjectMeta, PostParams};
 
@@ -146,15 +146,9 @@ impl TestNamespace {
             .await
             .unwrap_or_else(|e| panic!("creating a test namespace: {e}"));
         let name = created.metadata.name.expect("generated namespace name");
-        let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), &name);
-        wait::object(
-            &accounts,
-            "default",
-            Duration::from_secs(60),
-            |sa: Option<&ServiceAccount>| sa.is_some(),
-        )
-        .await
-        .unwrap_or_else(|e| panic!("default ServiceAccount in {name}: {e}"));
+        wait::accepts_pods(client, &name, Duration::from_secs(60))
+            .await
+            .unwrap_or_else(|e| panic!("default ServiceAccount in {name}: {e}"));
         Self {
             name,
             kubeconfig: cluster.kubeconfig.clone(),

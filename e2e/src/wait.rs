@@ -4,7 +4,7 @@ use std::fmt::Debug;
 use std::path::Path;
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::Node;
+use k8s_openapi::api::core::v1::{Node, ServiceAccount};
 use kube::api::{Api, ListParams};
 use kube::runtime::wait::{Condition, await_condition};
 use kube::{Client, Resource};
@@ -148,4 +148,22 @@ pub async fn nodes_ready(
         }
     })
     .await
+}
+
+/// Until `namespace`'s default ServiceAccount exists: before it, the
+/// ServiceAccount admission plugin rejects pods there.
+pub async fn accepts_pods(
+    client: &Client,
+    namespace: &str,
+    timeout: Duration,
+) -> Result<(), WaitError> {
+    let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), namespace);
+    object(
+        &accounts,
+        "default",
+        timeout,
+        |sa: Option<&ServiceAccount>| sa.is_some(),
+    )
+    .await
+    .map(|_| ())
 }

@@ -14,7 +14,7 @@ use std::sync::{Arc, RwLock};
 use futures::{StreamExt, TryStreamExt};
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event};
-use kube::{Api, Client, Resource, ResourceExt};
+use kube::{Api, Client, Resource};
 use serde::de::DeserializeOwned;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -284,11 +284,6 @@ impl Informers {
             }
         }
     }
-}
-
-/// The namespace/name of an object, for handlers.
-pub fn key_of<K: Resource>(obj: &K) -> ObjectKey {
-    ObjectKey::new(obj.namespace().unwrap_or_default(), obj.name_any())
 }
 
 #[cfg(test)]

@@ -24,8 +24,8 @@ struct State<T> {
     /// When each queued key was added, for the queue-latency metric.
     added_at: HashMap<T, Instant>,
     failures: HashMap<T, u32>,
-    /// Keys with a batched add pending (see `add_batched`).
-    batching: HashSet<T>,
+    /// Keys with a batched add pending, and when it is due (see `add_batched`).
+    batching: HashMap<T, tokio::time::Instant>,
     shutting_down: bool,
 }
 
@@ -47,7 +47,7 @@ where
                 processing: HashSet::new(),
                 added_at: HashMap::new(),
                 failures: HashMap::new(),
-                batching: HashSet::new(),
+                batching: HashMap::new(),
                 shutting_down: false,
             }),
             notify: Notify::new(),
@@ -87,29 +87,41 @@ where
         });
     }
 
-    /// Adds the key once `delay` has passed, unless an add of it is already
-    /// pending: a burst of changes to one object within `delay` costs one
-    /// reconcile (upstream's endpoints batch period, as a general tool).
+    /// Adds the key once `delay` has passed, keeping only the earliest
+    /// pending time per key (client-go's delaying queue): a burst of changes
+    /// to one object within `delay` costs one reconcile. A zero delay adds at
+    /// once.
     pub fn add_batched(self: &Arc<Self>, item: T, delay: Duration) {
+        if delay.is_zero() {
+            self.add(item);
+            return;
+        }
+        let ready = tokio::time::Instant::now() + delay;
         {
             let mut state = self.state.lock().expect("queue lock");
             if state.shutting_down
                 || state.dirty.contains(&item)
-                || !state.batching.insert(item.clone())
+                || state.batching.get(&item).is_some_and(|at| *at <= ready)
             {
                 return;
             }
+            state.batching.insert(item.clone(), ready);
         }
         let queue = Arc::downgrade(self);
         tokio::spawn(async move {
-            tokio::time::sleep(delay).await;
-            if let Some(queue) = queue.upgrade() {
-                queue
-                    .state
-                    .lock()
-                    .expect("queue lock")
-                    .batching
-                    .remove(&item);
+            tokio::time::sleep_until(ready).await;
+            let Some(queue) = queue.upgrade() else {
+                return;
+            };
+            let due = {
+                let mut state = queue.state.lock().expect("queue lock");
+                let due = state.batching.get(&item) == Some(&ready);
+                if due {
+                    state.batching.remove(&item);
+                }
+                due
+            };
+            if due {
                 queue.add(item);
             }
         });
@@ -260,16 +272,22 @@ mod tests {
         assert_eq!(q.failures(&"a".to_string()), 0);
     }
 
-    #[tokio::test]
-    async fn batched_adds_of_one_key_collapse() {
+    #[tokio::test(start_paused = true)]
+    async fn batched_adds_coalesce_to_the_earliest() {
         let q = queue();
-        q.add_batched("a".into(), Duration::from_millis(20));
-        q.add_batched("a".into(), Duration::from_millis(20));
+        let key = || "svc".to_string();
+        let ms = Duration::from_millis;
+        q.add_batched(key(), ms(400));
+        q.add_batched(key(), ms(50));
+        q.add_batched(key(), ms(200));
         assert!(q.is_empty(), "waits for the batch period");
-        let got = tokio::time::timeout(Duration::from_secs(5), q.get()).await;
-        assert_eq!(got.unwrap().as_deref(), Some("a"));
-        q.done(&"a".to_string());
-        assert!(q.is_empty(), "one add for the burst");
+        let got = q.get().await.unwrap();
+        let waited = tokio::time::Instant::now();
+        q.done(&got);
+        tokio::time::sleep_until(waited + ms(500)).await;
+        assert!(q.is_empty(), "later timers were superseded");
+        q.add_batched(key(), Duration::ZERO);
+        assert_eq!(q.len(), 1, "a zero delay adds at once");
     }
 
     #[test]

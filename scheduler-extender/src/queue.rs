@@ -303,16 +303,28 @@ impl SchedulingQueue {
     /// Moves every unschedulable pod back (to backoff if still backing off):
     /// something changed that may let them fit.
     pub fn move_all_to_active(&self) {
-        let now = Instant::now();
         let mut inner = self.inner.lock().expect("queue lock");
         inner.move_cycle += 1;
+        self.move_unschedulable(inner, |_| true);
+    }
+
+    /// Moves the unschedulable pods `wanted` accepts back to active (or
+    /// backoff), then wakes the scheduling loop.
+    fn move_unschedulable(
+        &self,
+        mut inner: std::sync::MutexGuard<'_, Inner>,
+        wanted: impl Fn(&Entry) -> bool,
+    ) {
         if inner.unschedulable.is_empty() {
             return;
         }
+        let now = Instant::now();
         let waiting: Vec<String> = inner
             .unschedulable
             .iter()
-            .filter_map(|(_, seq)| inner.by_seq.get(seq).cloned())
+            .filter_map(|(_, seq)| inner.by_seq.get(seq))
+            .filter(|uid| inner.entries.get(*uid).is_some_and(&wanted))
+            .cloned()
             .collect();
         for uid in waiting {
             self.activate_or_backoff(&mut inner, &uid, now);
@@ -326,28 +338,12 @@ impl SchedulingQueue {
     /// own victims, and retrying it on every other deletion only grows its
     /// backoff (it is still retried by other events and the periodic flush).
     pub fn move_after_pod_deleted(&self, node: &str) {
-        let now = Instant::now();
         let mut inner = self.inner.lock().expect("queue lock");
         inner.deletions += 1;
         *inner.deletions_by_node.entry(node.to_string()).or_default() += 1;
-        if inner.unschedulable.is_empty() {
-            return;
-        }
-        let waiting: Vec<String> = inner
-            .unschedulable
-            .iter()
-            .filter_map(|(_, seq)| inner.by_seq.get(seq).cloned())
-            .filter(|uid| {
-                inner.entries.get(uid).is_some_and(|e| {
-                    nominated_node(&e.info.pod).is_none_or(|nominated| nominated == node)
-                })
-            })
-            .collect();
-        for uid in waiting {
-            self.activate_or_backoff(&mut inner, &uid, now);
-        }
-        drop(inner);
-        self.notify.notify_one();
+        self.move_unschedulable(inner, |e| {
+            nominated_node(&e.info.pod).is_none_or(|nominated| nominated == node)
+        });
     }
 
     /// Forgets a node's deletion count (the node is gone).

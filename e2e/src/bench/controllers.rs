@@ -156,26 +156,6 @@ fn start(variant: Variant, state: &ClusterState, opts: &Options) -> anyhow::Resu
     )?)
 }
 
-async fn create_namespace(client: &Client, name: &str) -> anyhow::Result<()> {
-    let namespaces: Api<Namespace> = Api::all(client.clone());
-    namespaces
-        .create(
-            &PostParams::default(),
-            &serde_json::from_value(json!({"metadata": {"name": name}}))?,
-        )
-        .await?;
-    let accounts: Api<k8s_openapi::api::core::v1::ServiceAccount> =
-        Api::namespaced(client.clone(), name);
-    wait::object(
-        &accounts,
-        "default",
-        Duration::from_secs(60),
-        |sa: Option<&k8s_openapi::api::core::v1::ServiceAccount>| sa.is_some(),
-    )
-    .await?;
-    Ok(())
-}
-
 /// When each pod IP was first seen Ready, and first seen ready in a slice.
 #[derive(Default)]
 struct Latencies {
@@ -283,6 +263,18 @@ async fn wait_deployments(
     Ok(())
 }
 
+/// Runs the API calls 16 at a time (as a client creating many objects at
+/// once would), failing on the first error.
+async fn all_in_flight<T>(
+    calls: impl Iterator<Item = impl std::future::Future<Output = Result<T, kube::Error>>>,
+) -> Result<(), kube::Error> {
+    let results: Vec<Result<T, kube::Error>> = futures::stream::iter(calls)
+        .buffer_unordered(16)
+        .collect()
+        .await;
+    results.into_iter().try_for_each(|r| r.map(drop))
+}
+
 async fn run_variant(
     variant: Variant,
     state: &ClusterState,
@@ -291,7 +283,7 @@ async fn run_variant(
     nodes: &[String],
 ) -> anyhow::Result<VariantResult> {
     let ns = format!("bench-ctl-{}", variant.slug());
-    create_namespace(client, &ns).await?;
+    super::create_namespace(client, &ns).await?;
     let apiserver = state.process("kube-apiserver").map(|p| p.pid);
     let apiserver_cpu = || apiserver.and_then(procstat::usage).map(|u| u.cpu_seconds);
     let apiserver_before = apiserver_cpu();
@@ -325,13 +317,7 @@ async fn run_variant(
         let api = deployments.clone();
         async move { api.create(&PostParams::default(), &d).await }
     });
-    for r in futures::stream::iter(creates)
-        .buffer_unordered(16)
-        .collect::<Vec<_>>()
-        .await
-    {
-        r?;
-    }
+    all_in_flight(creates).await?;
     let expected = opts.services * opts.pods_per_service;
     wait::until(
         "every pod ready in a slice",
@@ -383,13 +369,7 @@ async fn run_variant(
         let api = deployments.clone();
         async move { api.create(&PostParams::default(), &d).await }
     });
-    for r in futures::stream::iter(creates)
-        .buffer_unordered(16)
-        .collect::<Vec<_>>()
-        .await
-    {
-        r?;
-    }
+    all_in_flight(creates).await?;
     wait_deployments(client, &ns, "dep-", 1, "all deployments available").await?;
     let to_available = started.elapsed().as_secs_f64();
 
@@ -408,13 +388,7 @@ async fn run_variant(
             .await
         }
     });
-    for r in futures::stream::iter(patches)
-        .buffer_unordered(16)
-        .collect::<Vec<_>>()
-        .await
-    {
-        r?;
-    }
+    all_in_flight(patches).await?;
     wait_deployments(client, &ns, "dep-", 2, "all deployments rolled out").await?;
     let rollout = started.elapsed().as_secs_f64();
     let usage = procstat::usage(record.pid);

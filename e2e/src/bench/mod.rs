@@ -6,3 +6,18 @@ pub mod controllers;
 pub mod procstat;
 pub mod promtext;
 pub mod scheduler;
+
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Namespace;
+use kube::Client;
+use kube::api::{Api, PostParams};
+
+/// Creates the namespace `name` and waits until it accepts pods.
+pub async fn create_namespace(client: &Client, name: &str) -> anyhow::Result<()> {
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    let ns: Namespace = serde_json::from_value(serde_json::json!({"metadata": {"name": name}}))?;
+    namespaces.create(&PostParams::default(), &ns).await?;
+    crate::wait::accepts_pods(client, name, Duration::from_secs(60)).await?;
+    Ok(())
+}

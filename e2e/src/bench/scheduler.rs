@@ -364,22 +364,8 @@ async fn run_variant(
     nodes: &[String],
 ) -> anyhow::Result<VariantResult> {
     let ns = format!("bench-{}", variant.slug());
+    super::create_namespace(client, &ns).await?;
     let namespaces: Api<Namespace> = Api::all(client.clone());
-    namespaces
-        .create(
-            &PostParams::default(),
-            &serde_json::from_value(json!({"metadata": {"name": ns}}))?,
-        )
-        .await?;
-    let accounts: Api<k8s_openapi::api::core::v1::ServiceAccount> =
-        Api::namespaced(client.clone(), &ns);
-    wait::object(
-        &accounts,
-        "default",
-        Duration::from_secs(60),
-        |sa: Option<&k8s_openapi::api::core::v1::ServiceAccount>| sa.is_some(),
-    )
-    .await?;
 
     eprintln!(
         "bench: {}: {} existing pods",

@@ -17,9 +17,8 @@ pub mod trigger;
 #[cfg(test)]
 mod tests;
 
-use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex, Weak};
-use std::time::Duration;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use futures::FutureExt;
 use futures::future::BoxFuture;
@@ -65,9 +64,10 @@ pub fn register(ctx: &ControllerContext, workers: usize) -> Controller {
         }
     });
 
-    let batcher = Batcher::new(queue.clone(), ctx.settings.endpoint_updates_batch_period);
+    let batch_period = ctx.settings.endpoint_updates_batch_period;
     pods.on_change({
         let services = services.store.clone();
+        let queue = queue.clone();
         move |old, new| {
             let Some(pod) = new.or(old) else { return };
             let namespace = pod.metadata.namespace.as_deref().unwrap_or("");
@@ -78,7 +78,7 @@ pub fn register(ctx: &ControllerContext, workers: usize) -> Controller {
                 &candidates,
             );
             for key in keys {
-                batcher.add(key);
+                queue.add_batched(key, batch_period);
             }
         }
     });
@@ -162,51 +162,6 @@ fn sweep_leftovers_once_synced(
             }
         }
     });
-}
-
-/// Delays pod-triggered syncs by the batch period, with one pending add per
-/// Service, so a burst of pod changes becomes one sync (upstream's AddAfter
-/// on a delaying queue, which keeps the earliest pending time).
-struct Batcher {
-    queue: Weak<WorkQueue<ObjectKey>>,
-    period: Duration,
-    pending: Arc<Mutex<HashSet<ObjectKey>>>,
-}
-
-impl Batcher {
-    fn new(queue: Arc<WorkQueue<ObjectKey>>, period: Duration) -> Self {
-        Self {
-            queue: Arc::downgrade(&queue),
-            period,
-            pending: Arc::default(),
-        }
-    }
-
-    fn add(&self, key: ObjectKey) {
-        let Some(queue) = self.queue.upgrade() else {
-            return;
-        };
-        if self.period.is_zero() {
-            queue.add(key);
-            return;
-        }
-        if !self
-            .pending
-            .lock()
-            .expect("pending lock")
-            .insert(key.clone())
-        {
-            return;
-        }
-        let (queue, pending, period) = (self.queue.clone(), self.pending.clone(), self.period);
-        tokio::spawn(async move {
-            tokio::time::sleep(period).await;
-            pending.lock().expect("pending lock").remove(&key);
-            if let Some(queue) = queue.upgrade() {
-                queue.add(key);
-            }
-        });
-    }
 }
 
 struct EndpointsReconciler {

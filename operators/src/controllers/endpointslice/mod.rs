@@ -19,9 +19,8 @@ pub mod trigger;
 #[cfg(test)]
 mod fixtures;
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, Weak};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use futures::FutureExt;
 use futures::future::BoxFuture;
@@ -63,7 +62,6 @@ pub fn register(ctx: &ControllerContext, workers: usize) -> Controller {
     let nodes = ctx.informers.get::<Node>();
     let tracker = Arc::new(SliceTracker::default());
     let topology = Arc::new(Mutex::new(TopologyCache::default()));
-    let delayed = DelayedAdds::new(&queue);
     let batch_period = ctx.settings.endpointslice_updates_batch_period;
 
     services.on_change({
@@ -77,7 +75,7 @@ pub fn register(ctx: &ControllerContext, workers: usize) -> Controller {
 
     pods.on_change({
         let services = services.store.clone();
-        let delayed = delayed.clone();
+        let queue = queue.clone();
         move |old, new| {
             let Some(pod) = new.or(old) else { return };
             let namespace = pod.metadata.namespace.as_deref().unwrap_or_default();
@@ -88,14 +86,14 @@ pub fn register(ctx: &ControllerContext, workers: usize) -> Controller {
                 &candidates,
             );
             for key in keys {
-                delayed.add_after(key, batch_period);
+                queue.add_batched(key, batch_period);
             }
         }
     });
 
     slices.on_change({
         let tracker = tracker.clone();
-        let delayed = delayed.clone();
+        let queue = queue.clone();
         let delay = batch_period.max(SLICE_CHANGE_MIN_DELAY);
         move |old, new| {
             let keys = handlers::services_for_slice_change(
@@ -104,7 +102,7 @@ pub fn register(ctx: &ControllerContext, workers: usize) -> Controller {
                 &tracker,
             );
             for key in keys {
-                delayed.add_after(key, delay);
+                queue.add_batched(key, delay);
             }
         }
     });
@@ -182,60 +180,6 @@ fn spawn_topology_updates(
             }
         }
     });
-}
-
-/// Delayed queue adds with client-go's semantics: a key waits at most once,
-/// for the earliest delay asked for, so a burst of changes costs one sync.
-#[derive(Clone)]
-struct DelayedAdds {
-    queue: Weak<WorkQueue<ObjectKey>>,
-    waiting: Arc<Mutex<HashMap<ObjectKey, Instant>>>,
-}
-
-impl DelayedAdds {
-    fn new(queue: &Arc<WorkQueue<ObjectKey>>) -> Self {
-        Self {
-            queue: Arc::downgrade(queue),
-            waiting: Arc::default(),
-        }
-    }
-
-    fn add_after(&self, key: ObjectKey, delay: Duration) {
-        let Some(queue) = self.queue.upgrade() else {
-            return;
-        };
-        if delay.is_zero() {
-            queue.add(key);
-            return;
-        }
-        let ready = Instant::now() + delay;
-        {
-            let mut waiting = self.waiting.lock().expect("waiting lock");
-            if waiting.get(&key).is_some_and(|at| *at <= ready) {
-                return;
-            }
-            waiting.insert(key.clone(), ready);
-        }
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            queue.add(key);
-            return;
-        };
-        let this = self.clone();
-        runtime.spawn(async move {
-            tokio::time::sleep_until(ready.into()).await;
-            let due = {
-                let mut waiting = this.waiting.lock().expect("waiting lock");
-                let due = waiting.get(&key) == Some(&ready);
-                if due {
-                    waiting.remove(&key);
-                }
-                due
-            };
-            if due && let Some(queue) = this.queue.upgrade() {
-                queue.add(key);
-            }
-        });
-    }
 }
 
 struct EndpointSliceReconciler {
@@ -490,25 +434,5 @@ mod tests {
         assert_eq!(aggregate(&["a".into()]), "a");
         assert_eq!(aggregate(&["a".into(), "b".into(), "a".into()]), "[a, b]");
         assert_eq!(aggregate(&["a".into(), "a".into()]), "a");
-    }
-
-    #[tokio::test]
-    async fn delayed_adds_coalesce_to_the_earliest() {
-        let queue = WorkQueue::new(crate::metrics::QueueMetrics::detached());
-        let delayed = DelayedAdds::new(&queue);
-        let key = ObjectKey::new("ns", "svc");
-        let ms = Duration::from_millis;
-        delayed.add_after(key.clone(), ms(400));
-        delayed.add_after(key.clone(), ms(50));
-        delayed.add_after(key.clone(), ms(200));
-        assert!(queue.is_empty());
-        tokio::time::sleep(ms(120)).await;
-        assert_eq!(queue.len(), 1);
-        let got = queue.get().await.unwrap();
-        queue.done(&got);
-        tokio::time::sleep(ms(500)).await;
-        assert!(queue.is_empty(), "later timers were superseded");
-        delayed.add_after(key.clone(), Duration::ZERO);
-        assert_eq!(queue.len(), 1);
     }
 }
