@@ -91,6 +91,27 @@ fn proc_stat(pid: i32) -> Option<(u64, bool)> {
     Some((ticks, state == "Z" || state == "X"))
 }
 
+/// Whether a process whose main thread is a zombie still has other threads
+/// running: the leader of a multi-threaded process (Go's runtime) can exit
+/// first, and the process keeps its files — listening sockets included —
+/// until the last thread is gone, so it is not dead yet.
+fn threads_still_exiting(pid: i32) -> bool {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return false;
+    };
+    tasks.filter_map(Result::ok).any(|task| {
+        std::fs::read_to_string(task.path().join("stat"))
+            .ok()
+            .and_then(|stat| {
+                let rest = stat.get(stat.rfind(')')? + 2..)?;
+                rest.split_whitespace()
+                    .next()
+                    .map(|state| state != "Z" && state != "X")
+            })
+            .unwrap_or(false)
+    })
+}
+
 fn start_ticks(pid: i32) -> Option<u64> {
     proc_stat(pid).map(|(ticks, _)| ticks)
 }
@@ -100,7 +121,8 @@ impl ProcessRecord {
     pub fn is_alive(&self) -> bool {
         match proc_stat(self.pid) {
             Some((ticks, zombie)) => {
-                !zombie && (self.start_ticks == 0 || ticks == self.start_ticks)
+                (!zombie || threads_still_exiting(self.pid))
+                    && (self.start_ticks == 0 || ticks == self.start_ticks)
             }
             None => false,
         }
