@@ -244,6 +244,25 @@ impl Cache {
     }
 
     /// Whether the pod is placed (bound or assumed) on some node.
+    /// The lowest priority among pods on `node` that are on their way out
+    /// (terminating, or `leaving` by UID): a preemptor nominated there with a
+    /// higher priority still waits for them.
+    pub fn lowest_leaving_priority(
+        &self,
+        node: &str,
+        leaving: &std::collections::HashSet<String>,
+    ) -> Option<i32> {
+        let info = match self.positions.get(node) {
+            Some(&i) => &self.nodes[i],
+            None => self.placeholders.get(node)?,
+        };
+        info.pods
+            .iter()
+            .filter(|p| p.pod.metadata.deletion_timestamp.is_some() || leaving.contains(&p.uid))
+            .map(|p| p.priority)
+            .min()
+    }
+
     pub fn node_of(&self, uid: &str) -> Option<&str> {
         self.pods.get(uid).map(|s| s.node.as_str())
     }

@@ -51,6 +51,9 @@ impl Handler<Pod> for Pods {
         if assigned {
             s.queue.delete(&uid);
             s.nominator.lock().expect("nominator lock").remove(&uid);
+            if pod.metadata.deletion_timestamp.is_some() {
+                s.observed_eviction(&uid);
+            }
             let active = is_assigned_and_active(&pod);
             let was_placed = {
                 let mut cache = s.cache.lock().expect("cache lock");
@@ -105,11 +108,19 @@ impl Handler<Pod> for Pods {
     }
     fn delete(&self, s: &Scheduler, pod: Pod) {
         let uid = pod.uid().unwrap_or_default();
+        s.observed_eviction(&uid);
         s.queue.delete(&uid);
         s.nominator.lock().expect("nominator lock").remove(&uid);
         s.cache.lock().expect("cache lock").remove_pod(&uid);
         match pod.spec.as_ref().and_then(|sp| sp.node_name.as_deref()) {
-            Some(node) if !node.is_empty() => s.queue.move_after_pod_deleted(node),
+            Some(node) if !node.is_empty() => {
+                let still_leaving = {
+                    let evicting = s.evicting.lock().expect("evicting lock");
+                    let cache = s.cache.lock().expect("cache lock");
+                    cache.lowest_leaving_priority(node, &evicting)
+                };
+                s.queue.move_after_pod_deleted(node, still_leaving)
+            }
             _ => s.queue.move_all_to_active(),
         }
     }
@@ -127,6 +138,10 @@ impl Handler<Pod> for Pods {
             cache.remove_pod(uid);
         }
         drop(cache);
+        s.evicting
+            .lock()
+            .expect("evicting lock")
+            .retain(|uid| seen.contains(uid));
         for uid in s.queue.uids() {
             if !seen.contains(&uid) {
                 s.queue.delete(&uid);

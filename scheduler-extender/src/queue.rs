@@ -88,6 +88,17 @@ struct Entry {
     seq: u64,
     /// When the last failed attempt ended (backoff is counted from it).
     last_failure: Option<Instant>,
+    /// Where this scheduler nominated the pod, known before its status says so.
+    nominated: Option<String>,
+}
+
+impl Entry {
+    /// The node whose deletions this pod waits for, if it preempted.
+    fn waits_on(&self) -> Option<&str> {
+        self.nominated
+            .as_deref()
+            .or_else(|| nominated_node(&self.info.pod))
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -256,6 +267,7 @@ impl SchedulingQueue {
                 place: Place::Nowhere,
                 seq,
                 last_failure,
+                nominated: None,
             },
         );
         uid
@@ -337,13 +349,41 @@ impl SchedulingQueue {
     /// except those nominated to another node — a preemptor waits for its
     /// own victims, and retrying it on every other deletion only grows its
     /// backoff (it is still retried by other events and the periodic flush).
-    pub fn move_after_pod_deleted(&self, node: &str) {
+    /// `still_leaving` is the lowest priority of the node's pods that are
+    /// still terminating: preemptors above it would only find themselves not
+    /// eligible yet and double their backoff, so they keep waiting.
+    pub fn move_after_pod_deleted(&self, node: &str, still_leaving: Option<i32>) {
         let mut inner = self.inner.lock().expect("queue lock");
         inner.deletions += 1;
         *inner.deletions_by_node.entry(node.to_string()).or_default() += 1;
-        self.move_unschedulable(inner, |e| {
-            nominated_node(&e.info.pod).is_none_or(|nominated| nominated == node)
+        self.move_unschedulable(inner, |e| match e.waits_on() {
+            None => true,
+            Some(n) => n == node && still_leaving.is_none_or(|p| p >= e.info.pod.priority),
         });
+    }
+
+    /// The pod just preempted on `node`: it waits, unschedulable, for its
+    /// victims to be deleted, whatever else happened during the attempt —
+    /// the victims' deletions (which come after this) move it, and retrying
+    /// it sooner only finds them still terminating and doubles its backoff.
+    pub fn requeue_preempting(&self, popped: Popped, node: &str) {
+        let now = Instant::now();
+        let mut inner = self.inner.lock().expect("queue lock");
+        let uid = popped.info.pod.uid.clone();
+        let Some(entry) = inner.entries.get_mut(&uid) else {
+            return; // deleted meanwhile
+        };
+        entry.info.attempts = popped.info.attempts;
+        entry.last_failure = Some(now);
+        entry.nominated = Some(node.to_string());
+        Self::place(&mut inner, &uid, Place::Unschedulable(now));
+    }
+
+    /// The pod lost its nomination (a higher-priority pod took the node).
+    pub fn clear_nomination(&self, uid: &str) {
+        if let Some(entry) = self.inner.lock().expect("queue lock").entries.get_mut(uid) {
+            entry.nominated = None;
+        }
     }
 
     /// Forgets a node's deletion count (the node is gone).
@@ -558,7 +598,7 @@ mod tests {
             let popped = pop_now(&q).await.unwrap();
             q.requeue_failed(popped, true);
         }
-        q.move_after_pod_deleted("n2");
+        q.move_after_pod_deleted("n2", None);
         let moved = pop_now(&q).await.unwrap();
         assert_eq!(
             moved.info.pod.name, "plain",
@@ -566,7 +606,7 @@ mod tests {
         );
         q.requeue_failed(moved, true);
         assert_eq!(q.counts()[&QueueName::Unschedulable], 2);
-        q.move_after_pod_deleted("n1");
+        q.move_after_pod_deleted("n1", None);
         let names: Vec<String> = [pop_now(&q).await.unwrap(), pop_now(&q).await.unwrap()]
             .iter()
             .map(|p| p.info.pod.name.clone())
@@ -575,11 +615,51 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_pod_that_just_preempted_waits_for_its_nodes_deletions_only() {
+        let q = SchedulingQueue::new(Duration::ZERO, Duration::ZERO);
+        q.add(pod("preemptor", &[], json!({})));
+        let popped = pop_now(&q).await.unwrap();
+        // Events during the attempt would send an ordinary failure to backoff.
+        q.move_all_to_active();
+        q.requeue_preempting(popped, "n1");
+        assert_eq!(q.counts()[&QueueName::Unschedulable], 1);
+        // Its status does not name the node yet; the queue knows anyway.
+        q.move_after_pod_deleted("n2", None);
+        assert_eq!(q.counts()[&QueueName::Unschedulable], 1);
+        q.move_after_pod_deleted("n1", None);
+        assert_eq!(pop_now(&q).await.unwrap().info.pod.name, "preemptor");
+    }
+
+    #[tokio::test]
+    async fn a_preemptor_keeps_waiting_while_lower_priority_pods_still_leave_its_node() {
+        let q = SchedulingQueue::new(Duration::ZERO, Duration::ZERO);
+        q.add(pod("preemptor", &[], json!({"priority": 100})));
+        let popped = pop_now(&q).await.unwrap();
+        q.requeue_preempting(popped, "n1");
+        q.move_after_pod_deleted("n1", Some(1));
+        assert_eq!(q.counts()[&QueueName::Unschedulable], 1);
+        // Pods of its own priority or above leaving do not hold it back.
+        q.move_after_pod_deleted("n1", Some(100));
+        assert_eq!(pop_now(&q).await.unwrap().info.pod.name, "preemptor");
+    }
+
+    #[tokio::test]
+    async fn a_pod_that_lost_its_nomination_waits_for_any_deletion_again() {
+        let q = SchedulingQueue::new(Duration::ZERO, Duration::ZERO);
+        q.add(pod("preemptor", &[], json!({})));
+        let popped = pop_now(&q).await.unwrap();
+        q.requeue_preempting(popped, "n1");
+        q.clear_nomination(&pod("preemptor", &[], json!({})).uid);
+        q.move_after_pod_deleted("n2", None);
+        assert_eq!(pop_now(&q).await.unwrap().info.pod.name, "preemptor");
+    }
+
+    #[tokio::test]
     async fn a_deletion_elsewhere_during_a_nominated_pods_attempt_does_not_send_it_to_backoff() {
         let q = q();
         q.add(nominated("preemptor", "n1"));
         let popped = pop_now(&q).await.unwrap();
-        q.move_after_pod_deleted("n2");
+        q.move_after_pod_deleted("n2", None);
         q.requeue_failed(popped, true);
         assert_eq!(q.counts()[&QueueName::Unschedulable], 1);
 
@@ -588,7 +668,7 @@ mod tests {
         assert!(popped.is_none(), "still backing off (1 s)");
         q.add(pod("other", &[], json!({})));
         let other = pop_now(&q).await.unwrap();
-        q.move_after_pod_deleted("n3");
+        q.move_after_pod_deleted("n3", None);
         q.requeue_failed(other, true);
         assert_eq!(
             q.counts()[&QueueName::Backoff],

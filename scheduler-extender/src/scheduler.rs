@@ -38,6 +38,10 @@ pub struct Scheduler {
     /// must not preempt again before it lands (upstream's
     /// IsPodRunningPreemption), or a slow apiserver costs extra victims.
     pub preempting: Mutex<std::collections::HashSet<String>>,
+    /// Victims this scheduler deleted (by UID) until the watch shows them
+    /// terminating or gone: their preemptors must wait for them rather than
+    /// preempt again on a cache that lags the deletions.
+    pub evicting: Mutex<std::collections::HashSet<String>>,
     /// PodDisruptionBudgets by namespace/name, for preemption.
     pub pdbs: Mutex<HashMap<String, PdbInfo>>,
 }
@@ -84,6 +88,7 @@ impl Scheduler {
             binds: TaskTracker::new(),
             nominator: Mutex::new(HashMap::new()),
             preempting: Mutex::new(Default::default()),
+            evicting: Mutex::new(Default::default()),
             pdbs: Mutex::new(HashMap::new()),
         })
     }
@@ -194,9 +199,14 @@ impl Scheduler {
                             .await;
                     }
                 }
-                Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => {}
+                Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => {
+                    self.observed_eviction(&victim.uid)
+                }
                 Err(e) => {
-                    tracing::warn!(victim = %victim.key(), error = %e, "could not delete preemption victim")
+                    self.observed_eviction(&victim.uid);
+                    tracing::warn!(victim = %victim.key(), error = %e, "could not delete preemption victim");
+                    // No deletion will wake the preemptor, which waits for one.
+                    self.queue.move_all_to_active();
                 }
             }
         }
@@ -209,6 +219,7 @@ impl Scheduler {
                 .collect();
             for p in &lower {
                 nominator.remove(&p.uid);
+                self.queue.clear_nomination(&p.uid);
             }
             lower
         };
@@ -222,6 +233,11 @@ impl Scheduler {
                 tracing::debug!(pod = %p.key(), error = %e, "could not clear nominatedNodeName");
             }
         }
+    }
+
+    /// The cache has seen `uid` terminating or gone (or it was never deleted).
+    pub fn observed_eviction(&self, uid: &str) {
+        self.evicting.lock().expect("evicting lock").remove(uid);
     }
 
     pub fn snapshot(&self) -> Snapshot {
@@ -284,6 +300,7 @@ impl Scheduler {
                 .expect("nominator lock")
                 .get(&pod.uid)
                 .map(|(node, _)| node.clone());
+            let evicting = self.evicting.lock().expect("evicting lock").clone();
             let cycle = preemption::Cycle {
                 profile: &profile,
                 state: &state,
@@ -291,6 +308,7 @@ impl Scheduler {
                 snapshot: &snapshot,
                 nominated: &nominated,
                 own_nomination: own_nomination.as_deref(),
+                evicting: &evicting,
             };
             let running = self
                 .preempting
@@ -322,6 +340,14 @@ impl Scheduler {
                 let assumed = self.cache.lock().expect("cache lock").assume(&pod, &node);
                 match assumed {
                     Ok(_) => {
+                        // The pod now occupies the node in the cache; still
+                        // counting its nomination would hold its room twice
+                        // and push other nominated pods elsewhere (upstream
+                        // drops the nomination on assume too).
+                        self.nominator
+                            .lock()
+                            .expect("nominator lock")
+                            .remove(&pod.uid);
                         self.queue.done(&pod.uid);
                         let this = self.clone();
                         let node2 = node.clone();
@@ -355,11 +381,14 @@ impl Scheduler {
                     &profile.scheduler_name,
                     start.elapsed().as_secs_f64(),
                 );
-                self.queue.requeue_failed(popped, true);
+                let nominate = preemption.as_ref().map(|c| c.node.clone());
+                match &nominate {
+                    Some(node) => self.queue.requeue_preempting(popped, node),
+                    None => self.queue.requeue_failed(popped, true),
+                }
                 let this = self.clone();
                 let name = profile.scheduler_name.clone();
                 let msg = message.clone();
-                let nominate = preemption.as_ref().map(|c| c.node.clone());
                 if let Some(node) = &nominate {
                     // Later cycles must already keep this room for the pod.
                     self.nominator
@@ -367,11 +396,15 @@ impl Scheduler {
                         .expect("nominator lock")
                         .insert(pod.uid.clone(), (node.clone(), pod.clone()));
                 }
-                if preemption.is_some() {
+                if let Some(candidate) = &preemption {
                     self.preempting
                         .lock()
                         .expect("preempting lock")
                         .insert(pod.uid.clone());
+                    self.evicting
+                        .lock()
+                        .expect("evicting lock")
+                        .extend(candidate.victims.iter().map(|v| v.uid.clone()));
                 }
                 tokio::runtime::Handle::current().spawn(async move {
                     let preempted = preemption.is_some();

@@ -258,6 +258,7 @@ impl Algorithm {
             if status.is_success() {
                 return Ok((vec![node.clone()], diagnosis));
             }
+            tracing::debug!(pod = %pod.key(), node = %node.name, reason = %status.message(), "nominated node does not fit");
         }
         let percentage = profile.percentage_of_nodes_to_score.or(global_percentage);
         let want = if pre.node_names.is_some() {

@@ -144,7 +144,7 @@ fn start(variant: Variant, state: &ClusterState, opts: &Options) -> anyhow::Resu
                 "--leader-elect=false".into(),
                 format!("--kube-api-qps={qps}"),
                 format!("--kube-api-burst={qps}"),
-                "--log-level=warn".into(),
+                format!("--log-level={}", super::log_level()),
             ],
         ),
     };

@@ -21,3 +21,10 @@ pub async fn create_namespace(client: &Client, name: &str) -> anyhow::Result<()>
     crate::wait::accepts_pods(client, name, Duration::from_secs(60)).await?;
     Ok(())
 }
+
+/// Log level of the understudy under test: `warn` keeps logging out of the
+/// figures; `UNDERSTUDY_BENCH_LOG_LEVEL=info` (logs under the bench's state
+/// directory) is for finding out why a run went the way it did.
+pub fn log_level() -> String {
+    std::env::var("UNDERSTUDY_BENCH_LOG_LEVEL").unwrap_or_else(|_| "warn".into())
+}

@@ -300,7 +300,7 @@ async fn start(
                 "--leader-elect=false".into(),
                 format!("--kube-api-qps={qps}"),
                 format!("--kube-api-burst={qps}"),
-                "--log-level=warn".into(),
+                format!("--log-level={}", super::log_level()),
             ];
             let record = process::spawn(
                 &format!("bench-understudy-scheduler-{run}"),

@@ -132,8 +132,30 @@ where
         r = work(state) => r,
         _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted")),
     };
+    keep_logs(&state_dir);
     controlplane::down(&state_dir)?;
     outcome
+}
+
+/// With a chosen log level (see `bench::log_level`) the logs are what the run
+/// was for: copy them next to the state directory before it is removed.
+fn keep_logs(state_dir: &std::path::Path) {
+    if std::env::var_os("UNDERSTUDY_BENCH_LOG_LEVEL").is_none() {
+        return;
+    }
+    let kept = state_dir.with_extension("logs");
+    let _ = std::fs::remove_dir_all(&kept);
+    if let Err(e) = std::fs::create_dir_all(&kept).and_then(|_| {
+        for entry in std::fs::read_dir(state_dir.join("logs"))? {
+            let entry = entry?;
+            std::fs::copy(entry.path(), kept.join(entry.file_name()))?;
+        }
+        Ok(())
+    }) {
+        eprintln!("bench: could not keep the logs in {}: {e}", kept.display());
+    } else {
+        eprintln!("bench: logs kept in {}", kept.display());
+    }
 }
 
 async fn run_controllers(command: Command) -> anyhow::Result<()> {

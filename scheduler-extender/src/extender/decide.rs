@@ -9,8 +9,9 @@ use std::sync::Arc;
 use rayon::prelude::*;
 
 use crate::framework::{Code, CycleState, MAX_NODE_SCORE, NodeInfo, PodInfo, Snapshot, Status};
+use crate::preemption::eligible;
 use crate::preemption::pdb::PdbInfo;
-use crate::preemption::{eligible, victims::select_victims_on_node};
+use crate::preemption::victims::{DryRun, select_victims_on_node};
 use crate::profile::Profile;
 use crate::scheduling::{Nominated, filter_with_nominated};
 
@@ -196,7 +197,7 @@ pub fn preempt_nodes(
     nodes: &[String],
 ) -> Result<BTreeMap<String, MetaVictims>, String> {
     let mut out = BTreeMap::new();
-    if !pod.parse_errors.is_empty() || eligible(pod, snapshot, None).is_err() {
+    if !pod.parse_errors.is_empty() || eligible(pod, snapshot, None, &Default::default()).is_err() {
         return Ok(out);
     }
     let mut state = CycleState::new();
@@ -213,10 +214,18 @@ pub fn preempt_nodes(
         .filter(|n| allowed.as_ref().is_none_or(|a| a.contains(*n)))
         .filter_map(|n| snapshot.get(n))
         .collect();
-    let state = &state;
+    let evicting = Default::default();
+    let dry_run = DryRun {
+        profile,
+        state: &state,
+        snapshot,
+        nominated,
+        pdbs,
+        evicting: &evicting,
+    };
     let results: Vec<_> = candidates
         .par_iter()
-        .map(|node| select_victims_on_node(profile, state, pod, node, snapshot, nominated, pdbs))
+        .map(|node| select_victims_on_node(&dry_run, pod, node))
         .collect();
     for r in results {
         match r {

@@ -7,7 +7,7 @@ pub mod candidates;
 pub mod pdb;
 pub mod victims;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 
 use rayon::prelude::*;
 use serde::Deserialize;
@@ -77,11 +77,13 @@ pub enum Outcome {
 
 /// Whether the pod may preempt at all (upstream's PodEligibleToPreemptOthers).
 /// `own_nomination` is where this scheduler nominated the pod, which it
-/// knows before the pod's status says so.
+/// knows before the pod's status says so; `evicting` holds the UIDs of pods
+/// this scheduler deleted whose deletion the cache has not seen yet.
 pub fn eligible(
     pod: &PodInfo,
     snapshot: &Snapshot,
     own_nomination: Option<&str>,
+    evicting: &HashSet<String>,
 ) -> Result<(), String> {
     let spec = pod.pod.spec.as_ref();
     if spec.and_then(|s| s.preemption_policy.as_deref()) == Some("Never") {
@@ -95,11 +97,14 @@ pub fn eligible(
             .as_ref()
             .and_then(|s| s.nominated_node_name.as_deref())
     });
+    // A victim counts as terminating from the moment it was deleted, not
+    // only once the watch says so: a lagging watch would otherwise show the
+    // node still full and the pod would take a second set of victims.
     if let Some(node) = nominated.and_then(|n| snapshot.get(n))
-        && node
-            .pods
-            .iter()
-            .any(|p| p.pod.metadata.deletion_timestamp.is_some() && p.priority < pod.priority)
+        && node.pods.iter().any(|p| {
+            p.priority < pod.priority
+                && (p.pod.metadata.deletion_timestamp.is_some() || evicting.contains(&p.uid))
+        })
     {
         return Err("not eligible due to a terminating pod on the nominated node.".into());
     }
@@ -115,6 +120,8 @@ pub struct Cycle<'a> {
     pub nominated: &'a Nominated,
     /// Where this scheduler already nominated the pod, if anywhere.
     pub own_nomination: Option<&'a str>,
+    /// Victims deleted by this scheduler that the cache still shows alive.
+    pub evicting: &'a HashSet<String>,
 }
 
 /// Runs the preemption decision for a pod that failed with `fit`.
@@ -132,8 +139,9 @@ pub fn preempt(
         snapshot,
         nominated,
         own_nomination,
+        evicting,
     } = *cycle;
-    if let Err(msg) = eligible(pod, snapshot, own_nomination) {
+    if let Err(msg) = eligible(pod, snapshot, own_nomination, evicting) {
         return Outcome::NotHelpful(msg);
     }
     // Only nodes that failed for a reason eviction can fix are candidates.
@@ -167,14 +175,20 @@ pub fn preempt(
     potential.rotate_left(offset);
     // Dry runs in parallel over a window; stop once enough candidates that
     // violate no budget are found.
+    let dry_run = victims::DryRun {
+        profile,
+        state,
+        snapshot,
+        nominated,
+        pdbs,
+        evicting,
+    };
     let mut found: Vec<Candidate> = vec![];
     for chunk in potential.chunks(wanted.max(16)) {
         let results: Vec<(String, Result<Candidate, Status>)> = chunk
             .par_iter()
             .map(|node| {
-                let r = victims::select_victims_on_node(
-                    profile, state, pod, node, snapshot, nominated, pdbs,
-                );
+                let r = victims::select_victims_on_node(&dry_run, pod, node);
                 (node.name.clone(), r)
             })
             .collect();
@@ -215,4 +229,51 @@ fn no_candidates_message(num_all_nodes: usize, statuses: BTreeMap<String, Status
         },
     };
     fit.message()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::framework::testing::{node, node_info, pod, snapshot};
+    use serde_json::json;
+
+    fn eligibility(victim_evicting: bool, victim_priority: i32) -> Result<(), String> {
+        let victim = pod(
+            "victim",
+            &[],
+            json!({"priority": victim_priority, "nodeName": "n1"}),
+        );
+        let snap = snapshot(
+            vec![node_info(
+                node("n1", "1", "1Gi", &[], json!({})),
+                std::slice::from_ref(&victim),
+            )],
+            &[],
+        );
+        let preemptor = pod("preemptor", &[], json!({"priority": 100}));
+        let evicting: HashSet<String> = if victim_evicting {
+            [victim.uid.clone()].into()
+        } else {
+            HashSet::new()
+        };
+        eligible(&preemptor, &snap, Some("n1"), &evicting)
+    }
+
+    #[test]
+    fn a_deleted_victim_the_watch_has_not_shown_yet_makes_the_preemptor_wait() {
+        assert_eq!(
+            eligibility(true, 0).unwrap_err(),
+            "not eligible due to a terminating pod on the nominated node."
+        );
+    }
+
+    #[test]
+    fn a_live_pod_on_the_nominated_node_leaves_the_preemptor_eligible() {
+        assert!(eligibility(false, 0).is_ok());
+    }
+
+    #[test]
+    fn only_lower_priority_evictions_hold_the_preemptor_back() {
+        assert!(eligibility(true, 100).is_ok());
+    }
 }

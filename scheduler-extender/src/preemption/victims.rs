@@ -1,7 +1,14 @@
 //! Victim selection on one node (upstream's SelectVictimsOnNode): remove every
 //! lower-priority pod, check the preemptor fits, then give back ("reprieve")
 //! as many as possible — PDB-protected pods first, most important first.
+//!
+//! Beyond upstream: lower-priority pods already on their way out (deleted,
+//! whether or not the watch has shown it yet) are treated as gone — never
+//! reprieved, never counted as victims. Upstream reprieves them like any
+//! other pod, so a preemption that comes before an earlier one's victims
+//! have vanished evicts fresh pods while keeping the doomed ones "in place".
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use crate::framework::{CycleState, NodeInfo, PodInfo, Snapshot, Status};
@@ -71,34 +78,48 @@ impl Trial<'_> {
     }
 }
 
+/// What a dry run on any node of one cycle shares.
+pub struct DryRun<'a> {
+    pub profile: &'a Profile,
+    pub state: &'a CycleState,
+    pub snapshot: &'a Snapshot,
+    pub nominated: &'a Nominated,
+    pub pdbs: &'a [PdbInfo],
+    /// Pods this scheduler deleted that the cache still shows alive.
+    pub evicting: &'a HashSet<String>,
+}
+
+impl DryRun<'_> {
+    fn leaving(&self, pod: &PodInfo) -> bool {
+        pod.pod.metadata.deletion_timestamp.is_some() || self.evicting.contains(&pod.uid)
+    }
+}
+
 /// The victims preempting on `node` would take, or why it would not help.
+/// A candidate may have no victims when pods already leaving make the room.
 pub fn select_victims_on_node(
-    profile: &Profile,
-    state: &CycleState,
+    run: &DryRun,
     preemptor: &PodInfo,
     node: &NodeInfo,
-    snapshot: &Snapshot,
-    nominated: &Nominated,
-    pdbs: &[PdbInfo],
 ) -> Result<Candidate, Status> {
     let mut trial = Trial {
-        profile,
+        profile: run.profile,
         preemptor,
-        snapshot,
-        nominated,
-        state: state.clone(),
+        snapshot: run.snapshot,
+        nominated: run.nominated,
+        state: run.state.clone(),
         node: node.clone(),
     };
-    let mut potential: Vec<Arc<PodInfo>> = node
+    let (leaving, mut potential): (Vec<Arc<PodInfo>>, Vec<Arc<PodInfo>>) = node
         .pods
         .iter()
         .filter(|p| p.priority < preemptor.priority)
         .cloned()
-        .collect();
-    if potential.is_empty() {
+        .partition(|p| run.leaving(p));
+    if potential.is_empty() && leaving.is_empty() {
         return Err(Status::unresolvable(NO_VICTIMS));
     }
-    for v in &potential {
+    for v in leaving.iter().chain(&potential) {
         trial.remove(v)?;
     }
     let status = trial.fits();
@@ -106,7 +127,7 @@ pub fn select_victims_on_node(
         return Err(status);
     }
     potential.sort_by(more_important);
-    let (violating, fine) = split_by_pdb(&potential, pdbs);
+    let (violating, fine) = split_by_pdb(&potential, run.pdbs);
     let mut victims = vec![];
     let mut num_pdb_violations = 0;
     for (pods, violates) in [(violating, true), (fine, false)] {
@@ -158,6 +179,15 @@ mod tests {
     }
 
     fn run(pods: &[Arc<PodInfo>], who: &PodInfo, pdbs: &[PdbInfo]) -> Result<Candidate, Status> {
+        run_evicting(pods, who, pdbs, &HashSet::new())
+    }
+
+    fn run_evicting(
+        pods: &[Arc<PodInfo>],
+        who: &PodInfo,
+        pdbs: &[PdbInfo],
+        evicting: &HashSet<String>,
+    ) -> Result<Candidate, Status> {
         let profile = profile();
         let snap = snapshot(
             vec![node_info(node("n1", "4", "8Gi", &[], json!({})), pods)],
@@ -166,7 +196,59 @@ mod tests {
         let mut state = CycleState::new();
         profile.run_pre_filter(&mut state, who, &snap).unwrap();
         let n = snap.get("n1").unwrap().clone();
-        select_victims_on_node(&profile, &state, who, &n, &snap, &Nominated::new(), pdbs)
+        let run = DryRun {
+            profile: &profile,
+            state: &state,
+            snapshot: &snap,
+            nominated: &Nominated::new(),
+            pdbs,
+            evicting,
+        };
+        select_victims_on_node(&run, who, &n)
+    }
+
+    fn terminating(pod: Arc<PodInfo>) -> Arc<PodInfo> {
+        let mut p = (*pod.pod).clone();
+        p.metadata.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+            "2026-01-01T00:00:00Z".parse().unwrap(),
+        ));
+        Arc::new(PodInfo::new(Arc::new(p)))
+    }
+
+    #[test]
+    fn pods_already_leaving_make_room_without_new_victims() {
+        // A deletes before the watch shows it counts as much as one it shows.
+        let shown = vec![
+            terminating(p("a", 1, "1", &[])),
+            p("b", 1, "1", &[]),
+            p("c", 1, "1", &[]),
+            p("d", 1, "1", &[]),
+        ];
+        let c = run(&shown, &preemptor(10, "1"), &[]).unwrap();
+        assert!(c.victims.is_empty(), "{:?}", names(&c));
+        let unseen = vec![
+            p("a", 1, "1", &[]),
+            p("b", 1, "1", &[]),
+            p("c", 1, "1", &[]),
+            p("d", 1, "1", &[]),
+        ];
+        let evicting: HashSet<String> = [unseen[0].uid.clone()].into();
+        let c = run_evicting(&unseen, &preemptor(10, "1"), &[], &evicting).unwrap();
+        assert!(c.victims.is_empty(), "{:?}", names(&c));
+    }
+
+    #[test]
+    fn pods_already_leaving_are_neither_reprieved_nor_counted() {
+        // Upstream would reprieve the more important (leaving) "a" and take
+        // two fresh victims; the room "a" leaves needs only one more.
+        let pods = vec![
+            terminating(p("a", 4, "1", &[])),
+            p("b", 3, "1", &[]),
+            p("c", 2, "1", &[]),
+            p("d", 1, "1", &[]),
+        ];
+        let c = run(&pods, &preemptor(10, "2"), &[]).unwrap();
+        assert_eq!(names(&c), vec!["d"]);
     }
 
     fn names(c: &Candidate) -> Vec<&str> {
