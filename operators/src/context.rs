@@ -10,6 +10,7 @@ use understudy_component_base::events::EventRecorder;
 use crate::informer::Informers;
 use crate::key::ObjectKey;
 use crate::metrics::Metrics;
+use crate::protobuf::ContentType;
 use crate::workqueue::WorkQueue;
 
 #[derive(Clone)]
@@ -29,6 +30,9 @@ pub struct Settings {
     pub max_endpoints_per_slice: usize,
     pub endpoint_updates_batch_period: std::time::Duration,
     pub endpointslice_updates_batch_period: std::time::Duration,
+    /// How the shared Pod informer lists and watches (every other request
+    /// is JSON).
+    pub api_content_type: ContentType,
 }
 
 impl Default for Settings {
@@ -37,6 +41,7 @@ impl Default for Settings {
             max_endpoints_per_slice: 100,
             endpoint_updates_batch_period: std::time::Duration::ZERO,
             endpointslice_updates_batch_period: std::time::Duration::ZERO,
+            api_content_type: ContentType::default(),
         }
     }
 }

@@ -5,13 +5,14 @@
 //! kube-runtime's reflector keeps a store but hands out no old/new pairs, and
 //! controllers need both (e.g. a pod whose labels changed must wake the
 //! ReplicaSets that selected it before and after), so the store and the
-//! fan-out are ours; the watch itself is kube-runtime's watcher.
+//! fan-out are ours. The watch itself is kube-runtime's watcher (JSON), or
+//! for Pods [`crate::protobuf::pod_events`]; both yield the watcher's events.
 
 use std::collections::{HashMap, HashSet};
-use std::fmt::Debug;
+use std::fmt::{Debug, Display};
 use std::sync::{Arc, RwLock};
 
-use futures::{StreamExt, TryStreamExt};
+use futures::{Stream, StreamExt};
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event};
 use kube::{Api, Client, Resource};
@@ -25,15 +26,49 @@ use crate::key::ObjectKey;
 /// `(Some, None)` deleted.
 pub type Handler<K> = Box<dyn Fn(Option<&Arc<K>>, Option<&Arc<K>>) + Send + Sync>;
 
-/// Objects of one kind by namespace, then name.
+/// Objects of one kind by namespace, then name, and indexed by controller
+/// (upstream's PodControllerIndex): a ReplicaSet's sync reads its own and
+/// orphaned pods, not every pod of its namespace.
 pub struct Store<K> {
-    objects: RwLock<HashMap<String, HashMap<String, Arc<K>>>>,
+    objects: RwLock<Objects<K>>,
+}
+
+struct Objects<K> {
+    by_namespace: HashMap<String, HashMap<String, Arc<K>>>,
+    /// (namespace, controller UID or "" for none) → names.
+    by_controller: HashMap<(String, String), HashSet<String>>,
+}
+
+/// The UID of an object's controller (the owner with `controller: true`).
+fn controller_uid<K: Resource>(obj: &K) -> &str {
+    obj.meta()
+        .owner_references
+        .iter()
+        .flatten()
+        .find(|o| o.controller == Some(true))
+        .map(|o| o.uid.as_str())
+        .unwrap_or("")
 }
 
 impl<K: Resource> Default for Store<K> {
     fn default() -> Self {
         Self {
-            objects: RwLock::new(HashMap::new()),
+            objects: RwLock::new(Objects {
+                by_namespace: HashMap::new(),
+                by_controller: HashMap::new(),
+            }),
+        }
+    }
+}
+
+impl<K: Resource> Objects<K> {
+    fn unindex(&mut self, namespace: &str, name: &str, old: &K) {
+        let index = (namespace.to_string(), controller_uid(old).to_string());
+        if let Some(names) = self.by_controller.get_mut(&index) {
+            names.remove(name);
+            if names.is_empty() {
+                self.by_controller.remove(&index);
+            }
         }
     }
 }
@@ -41,26 +76,52 @@ impl<K: Resource> Default for Store<K> {
 impl<K: Resource> Store<K> {
     pub fn get(&self, key: &ObjectKey) -> Option<Arc<K>> {
         let objects = self.objects.read().expect("store lock");
-        objects.get(&key.namespace)?.get(&key.name).cloned()
+        objects
+            .by_namespace
+            .get(&key.namespace)?
+            .get(&key.name)
+            .cloned()
     }
 
     /// Everything in one namespace (`""` for cluster-scoped kinds).
     pub fn list_namespace(&self, namespace: &str) -> Vec<Arc<K>> {
         let objects = self.objects.read().expect("store lock");
         objects
+            .by_namespace
             .get(namespace)
             .map(|m| m.values().cloned().collect())
             .unwrap_or_default()
     }
 
+    /// The objects of `namespace` whose controller has `uid`, or that have
+    /// no controller when `uid` is `None`.
+    pub fn controlled_by(&self, namespace: &str, uid: Option<&str>) -> Vec<Arc<K>> {
+        let objects = self.objects.read().expect("store lock");
+        let index = (namespace.to_string(), uid.unwrap_or("").to_string());
+        let (Some(names), Some(in_namespace)) = (
+            objects.by_controller.get(&index),
+            objects.by_namespace.get(namespace),
+        ) else {
+            return Vec::new();
+        };
+        names
+            .iter()
+            .filter_map(|name| in_namespace.get(name).cloned())
+            .collect()
+    }
+
     pub fn list(&self) -> Vec<Arc<K>> {
         let objects = self.objects.read().expect("store lock");
-        objects.values().flat_map(|m| m.values().cloned()).collect()
+        objects
+            .by_namespace
+            .values()
+            .flat_map(|m| m.values().cloned())
+            .collect()
     }
 
     pub fn len(&self) -> usize {
         let objects = self.objects.read().expect("store lock");
-        objects.values().map(HashMap::len).sum()
+        objects.by_namespace.values().map(HashMap::len).sum()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -70,19 +131,33 @@ impl<K: Resource> Store<K> {
     /// Puts an object in, returning the one it replaced.
     pub fn insert(&self, obj: Arc<K>) -> Option<Arc<K>> {
         let key = ObjectKey::of(obj.as_ref());
+        let controller = controller_uid(obj.as_ref()).to_string();
         let mut objects = self.objects.write().expect("store lock");
-        objects
-            .entry(key.namespace)
+        let old = objects
+            .by_namespace
+            .entry(key.namespace.clone())
             .or_default()
-            .insert(key.name, obj)
+            .insert(key.name.clone(), obj);
+        if let Some(old) = &old {
+            objects.unindex(&key.namespace, &key.name, old);
+        }
+        objects
+            .by_controller
+            .entry((key.namespace, controller))
+            .or_default()
+            .insert(key.name);
+        old
     }
 
     pub fn remove(&self, key: &ObjectKey) -> Option<Arc<K>> {
         let mut objects = self.objects.write().expect("store lock");
-        let names = objects.get_mut(&key.namespace)?;
+        let names = objects.by_namespace.get_mut(&key.namespace)?;
         let old = names.remove(&key.name);
         if names.is_empty() {
-            objects.remove(&key.namespace);
+            objects.by_namespace.remove(&key.namespace);
+        }
+        if let Some(old) = &old {
+            objects.unindex(&key.namespace, &key.name, old);
         }
         old
     }
@@ -90,6 +165,7 @@ impl<K: Resource> Store<K> {
     fn keys(&self) -> Vec<ObjectKey> {
         let objects = self.objects.read().expect("store lock");
         objects
+            .by_namespace
             .iter()
             .flat_map(|(ns, m)| m.keys().map(|n| ObjectKey::new(ns.clone(), n.clone())))
             .collect()
@@ -154,32 +230,32 @@ where
         }
     }
 
-    /// Watches until `shutdown`; kube's watcher re-lists and retries with
-    /// backoff by itself. After every (re)list, objects the list no longer
-    /// holds are deleted, so a deletion missed while disconnected still
-    /// reaches the handlers.
-    pub async fn run(
-        self: Arc<Self>,
-        api: Api<K>,
-        config: watcher::Config,
-        shutdown: CancellationToken,
-    ) {
-        let mut stream = watcher::watcher(api, config).default_backoff().boxed();
+    /// Applies watch events until `shutdown` or the end of `events`. The
+    /// source re-lists and retries by itself, backing off as the stream's
+    /// consumer waits (`default_backoff`). After every (re)list, objects the
+    /// list no longer holds are deleted, so a deletion missed while
+    /// disconnected still reaches the handlers.
+    pub async fn run<S, E>(self: Arc<Self>, events: S, shutdown: CancellationToken)
+    where
+        S: Stream<Item = Result<Event<K>, E>> + Send,
+        E: Display,
+    {
+        let mut events = std::pin::pin!(events);
         let mut listing: Option<HashSet<ObjectKey>> = None;
         loop {
             let next = tokio::select! {
                 _ = shutdown.cancelled() => return,
-                next = stream.try_next() => next,
+                next = events.next() => next,
             };
             match next {
-                Ok(Some(Event::Init)) => listing = Some(HashSet::new()),
-                Ok(Some(Event::InitApply(obj))) => {
+                Some(Ok(Event::Init)) => listing = Some(HashSet::new()),
+                Some(Ok(Event::InitApply(obj))) => {
                     if let Some(seen) = listing.as_mut() {
                         seen.insert(ObjectKey::of(&obj));
                     }
                     self.apply(obj);
                 }
-                Ok(Some(Event::InitDone)) => {
+                Some(Ok(Event::InitDone)) => {
                     if let Some(seen) = listing.take() {
                         for key in self.store.keys() {
                             if !seen.contains(&key) {
@@ -189,10 +265,10 @@ where
                     }
                     let _ = self.synced_tx.send(true);
                 }
-                Ok(Some(Event::Apply(obj))) => self.apply(obj),
-                Ok(Some(Event::Delete(obj))) => self.delete(&ObjectKey::of(&obj)),
-                Ok(None) => return,
-                Err(error) => {
+                Some(Ok(Event::Apply(obj))) => self.apply(obj),
+                Some(Ok(Event::Delete(obj))) => self.delete(&ObjectKey::of(&obj)),
+                None => return,
+                Some(Err(error)) => {
                     tracing::warn!(kind = %K::kind(&Default::default()), %error, "watch error; retrying")
                 }
             }
@@ -243,6 +319,26 @@ impl Informers {
         K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
         K::DynamicType: Default,
     {
+        self.get_with_source(trim, |client| {
+            watcher::watcher(Api::<K>::all(client), watcher::Config::default())
+        })
+    }
+
+    /// As [`Informers::get_with`], watching through `source` (given the
+    /// client when the informers start) instead of kube-runtime's JSON
+    /// watcher. `source` must re-list and retry by itself; its errors are
+    /// spaced by kube-runtime's default backoff.
+    pub fn get_with_source<K, S, E>(
+        &self,
+        trim: fn(&mut K),
+        source: impl FnOnce(Client) -> S + Send + 'static,
+    ) -> Arc<Informer<K>>
+    where
+        K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+        K::DynamicType: Default,
+        S: Stream<Item = Result<Event<K>, E>> + Send + 'static,
+        E: Display + Send + 'static,
+    {
         let kind = std::any::type_name::<K>();
         let mut by_kind = self.by_kind.lock().expect("informers lock");
         if let Some(existing) = by_kind.get(kind) {
@@ -257,13 +353,14 @@ impl Informers {
             .lock()
             .expect("informers lock")
             .push(informer.synced());
-        let api: Api<K> = Api::all(self.client.clone());
+        let client = self.client.clone();
         let runner = informer.clone();
         self.started
             .lock()
             .expect("informers lock")
             .push(Box::new(move |shutdown| {
-                tokio::spawn(runner.run(api, watcher::Config::default(), shutdown));
+                let events = source(client).default_backoff();
+                tokio::spawn(runner.run(events, shutdown));
             }));
         informer
     }
@@ -323,6 +420,74 @@ mod tests {
             ]
         );
         assert!(informer.store.is_empty());
+    }
+
+    #[tokio::test]
+    async fn run_applies_any_source_and_relists_drop_the_missing() {
+        let informer = Informer::<Pod>::new(trim_managed_fields::<Pod>);
+        let mut synced = informer.synced();
+        let events: Vec<Result<Event<Pod>, String>> = vec![
+            Ok(Event::Init),
+            Ok(Event::InitApply(pod("a", "p1", "1"))),
+            Ok(Event::InitApply(pod("a", "p2", "1"))),
+            Ok(Event::InitDone),
+            Err("watch failed".into()),
+            Ok(Event::Apply(pod("a", "p3", "2"))),
+            // A relist that no longer holds p1: it is deleted.
+            Ok(Event::Init),
+            Ok(Event::InitApply(pod("a", "p2", "3"))),
+            Ok(Event::InitApply(pod("a", "p3", "3"))),
+            Ok(Event::InitDone),
+            Ok(Event::Delete(pod("a", "p3", "4"))),
+        ];
+        informer
+            .clone()
+            .run(futures::stream::iter(events), CancellationToken::new())
+            .await;
+        assert!(*synced.borrow_and_update());
+        let names: Vec<_> = informer
+            .store
+            .list()
+            .iter()
+            .map(|p| p.metadata.name.clone().unwrap())
+            .collect();
+        assert_eq!(names, ["p2"]);
+    }
+
+    #[test]
+    fn store_indexes_by_controller_through_changes() {
+        let store = Store::<Pod>::default();
+        let owned = |name: &str, owner: Option<&str>| {
+            let mut p = pod("a", name, "1");
+            p.metadata.owner_references = owner.map(|uid| {
+                vec![
+                    k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference {
+                        uid: uid.into(),
+                        controller: Some(true),
+                        ..Default::default()
+                    },
+                ]
+            });
+            Arc::new(p)
+        };
+        let names = |v: Vec<Arc<Pod>>| {
+            let mut n: Vec<String> = v.iter().map(|p| p.metadata.name.clone().unwrap()).collect();
+            n.sort();
+            n
+        };
+        store.insert(owned("p1", Some("rs1")));
+        store.insert(owned("p2", Some("rs1")));
+        store.insert(owned("p3", None));
+        assert_eq!(names(store.controlled_by("a", Some("rs1"))), ["p1", "p2"]);
+        assert_eq!(names(store.controlled_by("a", None)), ["p3"]);
+        assert!(store.controlled_by("b", Some("rs1")).is_empty());
+        // Released, adopted, deleted: the index follows.
+        store.insert(owned("p1", None));
+        store.insert(owned("p3", Some("rs2")));
+        store.remove(&ObjectKey::new("a", "p2"));
+        assert!(store.controlled_by("a", Some("rs1")).is_empty());
+        assert_eq!(names(store.controlled_by("a", None)), ["p1"]);
+        assert_eq!(names(store.controlled_by("a", Some("rs2"))), ["p3"]);
     }
 
     #[test]

@@ -9,6 +9,7 @@ pub mod expectations;
 pub mod informer;
 pub mod key;
 pub mod metrics;
+pub mod protobuf;
 pub mod run;
 pub mod selection;
 pub mod worker;

@@ -7,6 +7,7 @@ use std::time::Duration;
 use clap::Parser;
 use understudy_component_base::{CommonArgs, Component, component};
 use understudy_controllers::context::Settings;
+use understudy_controllers::protobuf::ContentType;
 use understudy_controllers::run::{Workers, run};
 use understudy_controllers::selection;
 
@@ -58,6 +59,12 @@ struct Args {
     /// Batches pod changes into one EndpointSlice update per period (0: none).
     #[arg(long, value_parser = humantime::parse_duration, default_value = "0s")]
     endpointslice_updates_batch_period: Duration,
+
+    /// Content type of the Pod list and watch, as kube-controller-manager's
+    /// flag: `application/vnd.kubernetes.protobuf` or `application/json`.
+    /// Every other request is JSON.
+    #[arg(long, default_value = "application/vnd.kubernetes.protobuf")]
+    kube_api_content_type: ContentType,
 }
 
 fn main() -> ExitCode {
@@ -79,8 +86,33 @@ fn main() -> ExitCode {
         max_endpoints_per_slice: args.max_endpoints_per_slice as usize,
         endpoint_updates_batch_period: args.endpoint_updates_batch_period,
         endpointslice_updates_batch_period: args.endpointslice_updates_batch_period,
+        api_content_type: args.kube_api_content_type,
     };
     component::main(COMPONENT, args.common, |ctx| {
         run(ctx, enabled, workers, settings)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn content_type_flag_defaults_to_protobuf_as_upstream() {
+        let args = Args::try_parse_from(["understudy-controllers"]).unwrap();
+        assert_eq!(args.kube_api_content_type, ContentType::Protobuf);
+        let args = Args::try_parse_from([
+            "understudy-controllers",
+            "--kube-api-content-type=application/json",
+        ])
+        .unwrap();
+        assert_eq!(args.kube_api_content_type, ContentType::Json);
+        assert!(
+            Args::try_parse_from([
+                "understudy-controllers",
+                "--kube-api-content-type=application/yaml"
+            ])
+            .is_err()
+        );
+    }
 }

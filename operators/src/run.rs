@@ -4,6 +4,7 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
+use k8s_openapi::api::core::v1::Pod;
 use tokio::task::JoinSet;
 use understudy_component_base::ComponentContext;
 
@@ -11,6 +12,7 @@ use crate::context::{ControllerContext, Settings};
 use crate::controllers;
 use crate::informer::Informers;
 use crate::metrics::Metrics;
+use crate::protobuf::ContentType;
 use crate::worker::Controller;
 
 /// Worker counts per controller (upstream's `--concurrent-*-syncs`).
@@ -39,9 +41,19 @@ pub async fn run(
         settings,
     };
     component.health.register("informers-synced");
-    // Created first, so the trimming applies whichever controller asks next.
-    ctx.informers
-        .get_with::<k8s_openapi::api::core::v1::Pod>(controllers::podutil::trim_pod);
+    // Created first, so the trimming and the source apply whichever
+    // controller asks next.
+    match ctx.settings.api_content_type {
+        ContentType::Json => {
+            ctx.informers
+                .get_with::<Pod>(controllers::podutil::trim_pod);
+        }
+        ContentType::Protobuf => {
+            ctx.informers
+                .get_with_source::<Pod, _, _>(already_trimmed, crate::protobuf::pod_events);
+        }
+    }
+    tracing::info!(content_type = %ctx.settings.api_content_type, "pod informer's content type");
     let mut registered: Vec<Controller> = Vec::new();
     for name in &enabled {
         let controller = match *name {
@@ -77,3 +89,8 @@ pub async fn run(
     while workers.join_next().await.is_some() {}
     Ok(())
 }
+
+/// The protobuf source decodes only the kept set of
+/// [`controllers::podutil::trim_pod`]: trimming again would find nothing to
+/// drop and only cost the copies.
+fn already_trimmed(_: &mut Pod) {}

@@ -4,8 +4,12 @@
 use std::collections::BTreeMap;
 
 use jiff::Timestamp;
-use k8s_openapi::api::core::v1::Pod;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, OwnerReference};
+use k8s_openapi::api::core::v1::{
+    Container, ContainerPort, ContainerStatus, Pod, PodCondition, PodSpec, PodStatus,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
+
+use crate::controllers::replicaset::ranking::POD_DELETION_COST_ANNOTATION;
 
 /// The label a Deployment puts on its ReplicaSets and their pods.
 pub const POD_TEMPLATE_HASH_LABEL: &str = "pod-template-hash";
@@ -23,7 +27,7 @@ pub fn is_terminating(pod: &Pod) -> bool {
 }
 
 /// The pod's `Ready` condition, if any.
-pub fn ready_condition(pod: &Pod) -> Option<&k8s_openapi::api::core::v1::PodCondition> {
+pub fn ready_condition(pod: &Pod) -> Option<&PodCondition> {
     pod.status
         .as_ref()?
         .conditions
@@ -171,58 +175,140 @@ mod tests {
     }
 }
 
-/// Keeps only what the four controllers read of a pod, before the shared
-/// informer stores it (as upstream's informer transforms drop managedFields):
-/// metadata; nodeName, hostname, subdomain; each container's name, ports and
-/// restartPolicy; phase, conditions, IPs and restart counts. The store holds
-/// every pod in the cluster, and commands, environments, probes, volumes and
-/// container states are most of a pod's size.
+/// Reduces a pod to what the four controllers read, before the shared
+/// informer stores it. The store holds every pod in the cluster, and what no
+/// controller reads (managedFields, most annotations, commands, environments,
+/// probes, volumes, container states) is most of a pod's size.
+///
+/// # The kept set
+///
+/// - metadata: `name`, `namespace`, `uid`, `resourceVersion`,
+///   `creationTimestamp`, `deletionTimestamp`, `labels`, `ownerReferences`
+///   (all of each), and of the annotations only
+///   `controller.kubernetes.io/pod-deletion-cost`;
+/// - spec: `nodeName`, `hostname`, `subdomain`; of each container and init
+///   container its `name`, `restartPolicy` and `ports` (`name`,
+///   `containerPort`, `protocol`);
+/// - status: `phase`, `podIP`, `podIPs`, the `Ready` conditions (`type`,
+///   `status`, `lastTransitionTime`), and of each container and init
+///   container status its `name` and `restartCount`.
+///
+/// Empty lists and maps become absent, as Go's JSON encoding leaves them
+/// out; every reader treats the two alike.
+///
+/// This list is the contract between the JSON path (this function, applied
+/// to what kube-runtime's watcher decoded) and the protobuf path
+/// ([`crate::protobuf`], which decodes only these fields): both must store
+/// identical pods, as the fixture test in `protobuf::convert` checks. A
+/// controller that starts reading another field extends both.
 pub fn trim_pod(pod: &mut Pod) {
-    pod.metadata.managed_fields = None;
-    if let Some(spec) = pod.spec.as_mut() {
-        for c in spec
-            .containers
-            .iter_mut()
-            .chain(spec.init_containers.iter_mut().flatten())
-        {
-            *c = k8s_openapi::api::core::v1::Container {
-                name: std::mem::take(&mut c.name),
-                ports: c.ports.take(),
-                restart_policy: c.restart_policy.take(),
-                ..Default::default()
-            };
-        }
-        spec.ephemeral_containers = None;
-        spec.volumes = None;
-        spec.affinity = None;
-        spec.tolerations = None;
-        spec.topology_spread_constraints = None;
-        spec.security_context = None;
-        spec.image_pull_secrets = None;
-        spec.dns_config = None;
-        spec.resource_claims = None;
-        spec.resources = None;
-        spec.overhead = None;
-        spec.node_selector = None;
+    *pod = trimmed(std::mem::take(pod));
+}
+
+fn trimmed(pod: Pod) -> Pod {
+    let meta = pod.metadata;
+    Pod {
+        metadata: ObjectMeta {
+            name: meta.name,
+            namespace: meta.namespace,
+            uid: meta.uid,
+            resource_version: meta.resource_version,
+            creation_timestamp: meta.creation_timestamp,
+            deletion_timestamp: meta.deletion_timestamp,
+            labels: meta.labels.filter(|l| !l.is_empty()),
+            annotations: meta
+                .annotations
+                .map(|mut a| {
+                    a.retain(|k, _| is_kept_annotation(k.as_bytes()));
+                    a
+                })
+                .filter(|a| !a.is_empty()),
+            owner_references: meta.owner_references.and_then(non_empty),
+            ..ObjectMeta::default()
+        },
+        spec: pod.spec.map(|spec| PodSpec {
+            containers: spec.containers.into_iter().map(trimmed_container).collect(),
+            init_containers: spec
+                .init_containers
+                .and_then(|c| non_empty(c.into_iter().map(trimmed_container).collect())),
+            node_name: spec.node_name,
+            hostname: spec.hostname,
+            subdomain: spec.subdomain,
+            ..PodSpec::default()
+        }),
+        status: pod.status.map(|status| PodStatus {
+            phase: status.phase,
+            pod_ip: status.pod_ip,
+            pod_ips: status.pod_ips.and_then(non_empty),
+            conditions: ready_conditions(status.conditions.into_iter().flatten().map(|c| {
+                PodCondition {
+                    type_: c.type_,
+                    status: c.status,
+                    last_transition_time: c.last_transition_time,
+                    ..PodCondition::default()
+                }
+            })),
+            container_statuses: status.container_statuses.and_then(trimmed_statuses),
+            init_container_statuses: status.init_container_statuses.and_then(trimmed_statuses),
+            ..PodStatus::default()
+        }),
     }
-    if let Some(status) = pod.status.as_mut() {
-        for s in status
-            .container_statuses
-            .iter_mut()
-            .flatten()
-            .chain(status.init_container_statuses.iter_mut().flatten())
-        {
-            *s = k8s_openapi::api::core::v1::ContainerStatus {
-                name: std::mem::take(&mut s.name),
+}
+
+fn trimmed_container(c: Container) -> Container {
+    Container {
+        name: c.name,
+        restart_policy: c.restart_policy,
+        ports: c.ports.and_then(|ports| {
+            non_empty(
+                ports
+                    .into_iter()
+                    .map(|p| ContainerPort {
+                        name: p.name,
+                        container_port: p.container_port,
+                        protocol: p.protocol,
+                        ..ContainerPort::default()
+                    })
+                    .collect(),
+            )
+        }),
+        ..Container::default()
+    }
+}
+
+fn trimmed_statuses(statuses: Vec<ContainerStatus>) -> Option<Vec<ContainerStatus>> {
+    non_empty(
+        statuses
+            .into_iter()
+            .map(|s| ContainerStatus {
+                name: s.name,
                 restart_count: s.restart_count,
-                ready: s.ready,
-                ..Default::default()
-            };
-        }
-        status.ephemeral_container_statuses = None;
-        status.resource_claim_statuses = None;
-        status.message = None;
-    }
+                ..ContainerStatus::default()
+            })
+            .collect(),
+    )
+}
+
+/// Whether an annotation is in the kept set.
+pub(crate) fn is_kept_annotation(key: &[u8]) -> bool {
+    key == POD_DELETION_COST_ANNOTATION.as_bytes()
+}
+
+/// The `Ready` conditions (the only ones any controller looks at), `None`
+/// when there is none.
+pub(crate) fn ready_conditions(
+    conditions: impl IntoIterator<Item = PodCondition>,
+) -> Option<Vec<PodCondition>> {
+    non_empty(
+        conditions
+            .into_iter()
+            .filter(|c| c.type_ == "Ready")
+            .collect(),
+    )
+}
+
+pub(crate) fn non_empty<T>(items: Vec<T>) -> Option<Vec<T>> {
+    (!items.is_empty()).then_some(items)
 }
 
 #[cfg(test)]
@@ -234,7 +320,7 @@ mod trim_tests {
     fn trimming_keeps_what_the_controllers_read() {
         let mut pod: Pod = serde_json::from_value(json!({
             "metadata": {"name": "p", "namespace": "ns", "uid": "u", "labels": {"app": "a"},
-                         "annotations": {"controller.kubernetes.io/pod-deletion-cost": "5"},
+                         "annotations": {"controller.kubernetes.io/pod-deletion-cost": "5", "note": "x"},
                          "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "rs", "uid": "r", "controller": true}],
                          "managedFields": [{"manager": "kubectl"}]},
             "spec": {
@@ -246,7 +332,8 @@ mod trim_tests {
                 "volumes": [{"name": "v", "emptyDir": {}}],
             },
             "status": {"phase": "Running", "podIP": "10.0.0.1", "podIPs": [{"ip": "10.0.0.1"}],
-                       "conditions": [{"type": "Ready", "status": "True"}],
+                       "conditions": [{"type": "PodScheduled", "status": "True"},
+                                      {"type": "Ready", "status": "True", "reason": "r"}],
                        "containerStatuses": [{"name": "c", "image": "nginx", "imageID": "", "ready": true, "restartCount": 3,
                                               "state": {"running": {}}}]},
         }))
@@ -271,13 +358,20 @@ mod trim_tests {
         assert!(is_ready(&pod));
         assert_eq!(status.pod_ip.as_deref(), Some("10.0.0.1"));
         let cs = &status.container_statuses.as_ref().unwrap()[0];
-        assert_eq!((cs.restart_count, cs.ready), (3, true));
-        assert!(cs.state.is_none());
+        assert_eq!((cs.restart_count, cs.ready), (3, false));
+        assert!(cs.state.is_none() && cs.image.is_empty());
+        let conditions = status.conditions.as_ref().unwrap();
+        assert_eq!(conditions.len(), 1);
+        assert!(conditions[0].reason.is_none());
         assert!(pod.metadata.managed_fields.is_none());
         assert_eq!(
             pod.metadata.owner_references.as_ref().unwrap()[0].name,
             "rs"
         );
         assert_eq!(pod.metadata.annotations.as_ref().unwrap().len(), 1);
+
+        let once = pod.clone();
+        trim_pod(&mut pod);
+        assert_eq!(pod, once, "trimming a trimmed pod changes nothing");
     }
 }

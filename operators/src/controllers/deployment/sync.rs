@@ -245,7 +245,12 @@ impl Syncer {
         let mut claimed = Vec::new();
         let mut errors: Vec<String> = Vec::new();
         let mut can_adopt: Option<Result<(), String>> = None;
-        for rs in self.sets.list_namespace(&ns) {
+        // Only its own sets and orphans can be claimed (others' are ignored):
+        // read them from the controller index, not the whole namespace.
+        let uid = d.metadata.uid.as_deref().unwrap_or_default();
+        let mut candidates = self.sets.controlled_by(&ns, Some(uid));
+        candidates.extend(self.sets.controlled_by(&ns, None));
+        for rs in candidates {
             match claim(d, &rs) {
                 Claim::Keep => claimed.push(ReplicaSet::clone(&rs)),
                 Claim::Ignore => {}

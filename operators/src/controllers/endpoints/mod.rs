@@ -233,8 +233,9 @@ impl EndpointsReconciler {
             .list_namespace(&key.namespace)
             .into_iter()
             .filter(|p| {
-                let labels = p.metadata.labels.clone().unwrap_or_default();
-                crate::controllers::podutil::map_selector_matches(&selector, &labels)
+                p.metadata.labels.as_ref().is_some_and(|labels| {
+                    crate::controllers::podutil::map_selector_matches(&selector, labels)
+                })
             })
             .collect();
         // Computed before the comparison so the tracker moves on even when

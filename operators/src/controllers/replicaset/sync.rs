@@ -72,12 +72,11 @@ impl ReplicaSetSync {
             reference: rs.object_ref(&()),
         };
 
-        let candidates: Vec<Arc<Pod>> = self
-            .pods
-            .list_namespace(&key.namespace)
-            .into_iter()
-            .filter(|p| claim::owned_or_orphan(p, name, uid))
-            .collect();
+        // Its own pods and orphans (upstream's FilterPodsByOwner), from the
+        // controller index rather than a scan of the namespace.
+        let mut candidates: Vec<Arc<Pod>> = self.pods.controlled_by(&key.namespace, Some(uid));
+        candidates.extend(self.pods.controlled_by(&key.namespace, None));
+        candidates.retain(|p| claim::owned_or_orphan(p, name, uid));
         let active: Vec<Arc<Pod>> = candidates
             .iter()
             .filter(|p| podutil::is_active(p))
@@ -365,16 +364,16 @@ impl ReplicaSetSync {
             return Vec::new();
         };
         let namespace = rs.metadata.namespace.as_deref().unwrap_or_default();
-        let pods = self.pods.list_namespace(namespace);
+        // A sibling's selector (it carries the pod-template-hash) selects the
+        // pods it controls and orphans: read those from the controller index
+        // rather than matching every pod of the namespace for every sibling.
+        let orphans = self.pods.controlled_by(namespace, None);
         let mut seen = HashSet::new();
         let mut related = Vec::new();
-        for sibling in self.replica_sets.list_namespace(namespace) {
-            let same_owner = podutil::controller_of(sibling.metadata.owner_references.as_ref())
-                .is_some_and(|o| o.uid == owner.uid);
-            if !same_owner {
-                continue;
-            }
-            for pod in &pods {
+        for sibling in self.replica_sets.controlled_by(namespace, Some(&owner.uid)) {
+            let sibling_uid = sibling.metadata.uid.as_deref().unwrap_or_default();
+            let controlled = self.pods.controlled_by(namespace, Some(sibling_uid));
+            for pod in controlled.iter().chain(&orphans) {
                 if selector::selects(&sibling.spec.selector, pod.metadata.labels.as_ref())
                     && seen.insert(pod.metadata.uid.clone())
                 {
