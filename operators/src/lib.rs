@@ -8,6 +8,7 @@ pub mod controllers;
 pub mod expectations;
 pub mod informer;
 pub mod key;
+pub mod lean;
 pub mod metrics;
 pub mod protobuf;
 pub mod run;

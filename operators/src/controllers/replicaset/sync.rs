@@ -12,7 +12,7 @@ use jiff::Timestamp;
 use k8s_openapi::api::apps::v1::{ReplicaSet, ReplicaSetStatus};
 use k8s_openapi::api::core::v1::{ObjectReference, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
-use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
+use kube::api::{DeleteParams, Patch, PatchParams};
 use kube::{Api, Client, Resource, ResourceExt};
 use understudy_component_base::events::EventRecorder;
 
@@ -23,6 +23,7 @@ use crate::controllers::{podutil, status_patch};
 use crate::expectations::Expectations;
 use crate::informer::Store;
 use crate::key::ObjectKey;
+use crate::lean;
 use crate::worker::Requeue;
 
 pub struct ReplicaSetSync {
@@ -129,15 +130,19 @@ impl ReplicaSetSync {
         target: &Target<'_>,
         new_status: ReplicaSetStatus,
     ) -> anyhow::Result<()> {
-        let api = Api::<ReplicaSet>::namespaced(self.client.clone(), &target.key.namespace);
         let patch = status_patch::whole_status(
             target.uid,
             &new_status,
             status_patch::REPLICA_SET_STATUS_FIELDS,
         );
-        api.patch_status(target.name, &PatchParams::default(), &Patch::Merge(&patch))
-            .await
-            .with_context(|| format!("updating the status of ReplicaSet {}", target.key))?;
+        lean::patch_status::<ReplicaSet, _>(
+            &self.client,
+            &target.key.namespace,
+            target.name,
+            &Patch::Merge(&patch),
+        )
+        .await
+        .with_context(|| format!("updating the status of ReplicaSet {}", target.key))?;
         Ok(())
     }
 
@@ -260,9 +265,9 @@ impl ReplicaSetSync {
         let pod = template::controller_ref(target.rs)
             .ok_or_else(|| "ReplicaSet has no name or uid".to_string())
             .and_then(|owner| template::pod_from_template(target.rs, owner));
-        let api: Api<Pod> = Api::namespaced(self.client.clone(), &target.key.namespace);
+        let namespace = target.key.namespace.as_str();
         let (created, error) = slow_start::run(count, slow_start::INITIAL_BATCH_SIZE, || {
-            self.create_pod(&api, &pod, &target.reference)
+            self.create_pod(namespace, &pod, &target.reference)
         })
         .await;
         // Creations never attempted (or failed) will never be observed.
@@ -278,14 +283,14 @@ impl ReplicaSetSync {
 
     async fn create_pod(
         &self,
-        api: &Api<Pod>,
+        namespace: &str,
         pod: &Result<Pod, String>,
         rs: &ObjectReference,
     ) -> Result<(), String> {
         let pod = pod.as_ref().map_err(Clone::clone)?;
-        match api.create(&PostParams::default(), pod).await {
-            Ok(created) => {
-                let note = format!("Created pod: {}", created.name_any());
+        match lean::create(&self.client, namespace, pod).await {
+            Ok(name) => {
+                let note = format!("Created pod: {name}");
                 self.event(rs, false, "SuccessfulCreate", "Create", note);
                 Ok(())
             }
@@ -312,24 +317,18 @@ impl ReplicaSetSync {
         // a deletionTimestamp update or as the delete itself.
         self.expectations
             .expect_deletions(target.key, victims.iter().map(|p| handlers::pod_key(p)));
-        let api: Api<Pod> = Api::namespaced(self.client.clone(), &target.key.namespace);
         let results =
-            futures::future::join_all(victims.iter().map(|pod| self.delete_pod(&api, target, pod)))
-                .await;
+            futures::future::join_all(victims.iter().map(|pod| self.delete_pod(target, pod))).await;
         results
             .into_iter()
             .find_map(Result::err)
             .map_or(Ok(()), Err)
     }
 
-    async fn delete_pod(
-        &self,
-        api: &Api<Pod>,
-        target: &Target<'_>,
-        pod: &Pod,
-    ) -> Result<(), String> {
+    async fn delete_pod(&self, target: &Target<'_>, pod: &Pod) -> Result<(), String> {
         let name = pod.name_any();
-        match api.delete(&name, &DeleteParams::default()).await {
+        let namespace = &target.key.namespace;
+        match lean::delete::<Pod>(&self.client, namespace, &name, &DeleteParams::default()).await {
             Ok(_) => {
                 let note = format!("Deleted pod: {name}");
                 self.event(&target.reference, false, "SuccessfulDelete", "Delete", note);
