@@ -110,6 +110,30 @@ fn standard<'a>(client: &'a Client, ns: &'a str) -> BoxFuture<'a, Result<(), Str
         })
         .await
         .map_err(|e| e.to_string())?;
+        // The EndpointSlice controller is a separate controller with its own
+        // pace: the snapshot must not catch it half-way either.
+        let slices: Api<EndpointSlice> = Api::namespaced(client.clone(), ns);
+        for (service, ready) in [("web", 8), ("plain", 4)] {
+            wait::until(
+                &format!("{ready} ready endpoints in the slices of {service}"),
+                SETTLE,
+                || {
+                    let slices = slices.clone();
+                    async move {
+                        let endpoints = workloads::slice_endpoints(
+                            &workloads::slices_of(&slices, service).await,
+                        );
+                        let settled = endpoints.len() == ready
+                            && endpoints
+                                .values()
+                                .all(|&(r, _, terminating)| r && !terminating);
+                        Ok::<_, String>(settled.then_some(()))
+                    }
+                },
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+        }
         Ok(())
     })
 }
