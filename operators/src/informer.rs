@@ -41,13 +41,8 @@ struct Objects<K> {
 
 /// The UID of an object's controller (the owner with `controller: true`).
 fn controller_uid<K: Resource>(obj: &K) -> &str {
-    obj.meta()
-        .owner_references
-        .iter()
-        .flatten()
-        .find(|o| o.controller == Some(true))
-        .map(|o| o.uid.as_str())
-        .unwrap_or("")
+    crate::controllers::podutil::controller_of(obj.meta().owner_references.as_ref())
+        .map_or("", |o| o.uid.as_str())
 }
 
 impl<K: Resource> Default for Store<K> {
@@ -108,6 +103,14 @@ impl<K: Resource> Store<K> {
             .iter()
             .filter_map(|name| in_namespace.get(name).cloned())
             .collect()
+    }
+
+    /// What an owner with `uid` may claim: the objects it controls and the
+    /// orphans (upstream's FilterPodsByOwner with orphans included).
+    pub fn claimable_by(&self, namespace: &str, uid: &str) -> Vec<Arc<K>> {
+        let mut found = self.controlled_by(namespace, Some(uid));
+        found.extend(self.controlled_by(namespace, None));
+        found
     }
 
     pub fn list(&self) -> Vec<Arc<K>> {

@@ -258,7 +258,7 @@ impl Cache {
         };
         info.pods
             .iter()
-            .filter(|p| p.pod.metadata.deletion_timestamp.is_some() || leaving.contains(&p.uid))
+            .filter(|p| p.is_leaving(leaving))
             .map(|p| p.priority)
             .min()
     }

@@ -323,17 +323,7 @@ fn refusal(status: http::StatusCode, body: Bytes) -> ApiStatus {
         .or_else(|| {
             serde_json::from_slice::<kube::core::Status>(&body)
                 .ok()
-                .map(|s| ApiStatus {
-                    code: s.code.into(),
-                    reason: s.reason,
-                    message: s.message,
-                    causes: s
-                        .details
-                        .into_iter()
-                        .flat_map(|d| d.causes)
-                        .map(|c| c.reason)
-                        .collect(),
-                })
+                .map(ApiStatus::from)
         })
         .unwrap_or_else(|| ApiStatus {
             reason: status.canonical_reason().unwrap_or_default().to_string(),

@@ -129,6 +129,23 @@ impl fmt::Display for ApiStatus {
     }
 }
 
+/// The same Status, when the apiserver answered an error in JSON.
+impl From<kube::core::Status> for ApiStatus {
+    fn from(s: kube::core::Status) -> Self {
+        Self {
+            code: s.code.into(),
+            reason: s.reason,
+            message: s.message,
+            causes: s
+                .details
+                .into_iter()
+                .flat_map(|d| d.causes)
+                .map(|c| c.reason)
+                .collect(),
+        }
+    }
+}
+
 impl From<pb::Status> for ApiStatus {
     fn from(s: pb::Status) -> Self {
         Self {

@@ -96,6 +96,12 @@ pub struct PodInfo {
 }
 
 impl PodInfo {
+    /// On its way out: terminating, or deleted by this scheduler (`evicting`
+    /// holds those UIDs) before the watch has shown it.
+    pub fn is_leaving(&self, evicting: &HashSet<String>) -> bool {
+        self.pod.metadata.deletion_timestamp.is_some() || evicting.contains(&self.uid)
+    }
+
     pub fn new(pod: Arc<Pod>) -> Self {
         let namespace = pod.metadata.namespace.clone().unwrap_or_default();
         let labels = pod.metadata.labels.clone().unwrap_or_default();

@@ -101,10 +101,10 @@ pub fn eligible(
     // only once the watch says so: a lagging watch would otherwise show the
     // node still full and the pod would take a second set of victims.
     if let Some(node) = nominated.and_then(|n| snapshot.get(n))
-        && node.pods.iter().any(|p| {
-            p.priority < pod.priority
-                && (p.pod.metadata.deletion_timestamp.is_some() || evicting.contains(&p.uid))
-        })
+        && node
+            .pods
+            .iter()
+            .any(|p| p.priority < pod.priority && p.is_leaving(evicting))
     {
         return Err("not eligible due to a terminating pod on the nominated node.".into());
     }

@@ -89,12 +89,6 @@ pub struct DryRun<'a> {
     pub evicting: &'a HashSet<String>,
 }
 
-impl DryRun<'_> {
-    fn leaving(&self, pod: &PodInfo) -> bool {
-        pod.pod.metadata.deletion_timestamp.is_some() || self.evicting.contains(&pod.uid)
-    }
-}
-
 /// The victims preempting on `node` would take, or why it would not help.
 /// A candidate may have no victims when pods already leaving make the room.
 pub fn select_victims_on_node(
@@ -115,7 +109,7 @@ pub fn select_victims_on_node(
         .iter()
         .filter(|p| p.priority < preemptor.priority)
         .cloned()
-        .partition(|p| run.leaving(p));
+        .partition(|p| p.is_leaving(run.evicting));
     if potential.is_empty() && leaving.is_empty() {
         return Err(Status::unresolvable(NO_VICTIMS));
     }

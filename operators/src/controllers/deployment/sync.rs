@@ -248,9 +248,7 @@ impl Syncer {
         // Only its own sets and orphans can be claimed (others' are ignored):
         // read them from the controller index, not the whole namespace.
         let uid = d.metadata.uid.as_deref().unwrap_or_default();
-        let mut candidates = self.sets.controlled_by(&ns, Some(uid));
-        candidates.extend(self.sets.controlled_by(&ns, None));
-        for rs in candidates {
+        for rs in self.sets.claimable_by(&ns, uid) {
             match claim(d, &rs) {
                 Claim::Keep => claimed.push(ReplicaSet::clone(&rs)),
                 Claim::Ignore => {}

@@ -75,8 +75,7 @@ impl ReplicaSetSync {
 
         // Its own pods and orphans (upstream's FilterPodsByOwner), from the
         // controller index rather than a scan of the namespace.
-        let mut candidates: Vec<Arc<Pod>> = self.pods.controlled_by(&key.namespace, Some(uid));
-        candidates.extend(self.pods.controlled_by(&key.namespace, None));
+        let mut candidates: Vec<Arc<Pod>> = self.pods.claimable_by(&key.namespace, uid);
         candidates.retain(|p| claim::owned_or_orphan(p, name, uid));
         let active: Vec<Arc<Pod>> = candidates
             .iter()
