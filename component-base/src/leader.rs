@@ -75,7 +75,12 @@ impl LeaderElectionConfig {
 
 /// `hostname_<random>` as upstream builds it, so two replicas on one host differ.
 pub fn default_identity() -> String {
-    let host = std::env::var("HOSTNAME")
+    format!("{}_{:016x}", hostname(), random_u64())
+}
+
+/// This host's name, as Go's `os.Hostname` would give it in a pod.
+pub fn hostname() -> String {
+    std::env::var("HOSTNAME")
         .ok()
         .filter(|h| !h.is_empty())
         .or_else(|| {
@@ -83,8 +88,7 @@ pub fn default_identity() -> String {
                 .ok()
                 .map(|h| h.trim().to_string())
         })
-        .unwrap_or_else(|| "unknown".into());
-    format!("{host}_{:016x}", random_u64())
+        .unwrap_or_else(|| "unknown".into())
 }
 
 fn random_u64() -> u64 {

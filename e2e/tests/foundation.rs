@@ -289,3 +289,91 @@ async fn standby_replica_takes_over_from_a_killed_leader() {
         "lease released, holder {after:?}"
     );
 }
+
+/// The shared Event recorder folds a repeated Event into a series on the real
+/// apiserver: the first is created, the second patches `series.count` to 2
+/// into that same Event (client-go's events broadcaster does the same).
+#[tokio::test]
+async fn a_repeated_event_becomes_a_series_on_the_first_event() {
+    use k8s_openapi::api::core::v1::ConfigMap;
+    use k8s_openapi::api::events::v1::Event;
+    use understudy_component_base::events::EventRecorder;
+
+    let cluster = cluster();
+    let client = cluster.client().await;
+    let ns = TestNamespace::create(cluster, &client, "events").await;
+    let maps: Api<ConfigMap> = Api::namespaced(client.clone(), &ns.name);
+    let map = maps
+        .create(
+            &PostParams::default(),
+            &from_json(json!({"metadata": {"name": "subject"}})),
+        )
+        .await
+        .unwrap();
+    let regarding = kube::Resource::object_ref(&map, &());
+    let recorder = EventRecorder::new(client.clone(), "understudy-e2e", None);
+    let events: Api<Event> = Api::namespaced(client, &ns.name);
+    let ours = || {
+        let events = events.clone();
+        async move {
+            let list = events
+                .list(&ListParams::default())
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok::<_, String>(
+                list.items
+                    .into_iter()
+                    .filter(|e| e.reason.as_deref() == Some("Tested"))
+                    .collect::<Vec<_>>(),
+            )
+        }
+    };
+
+    recorder
+        .warning(&regarding, "Tested", "Testing", "first".into())
+        .await;
+    let first = wait::until("the first Event", Duration::from_secs(30), || async {
+        Ok(ours().await?.into_iter().next())
+    })
+    .await
+    .unwrap();
+    assert!(first.series.is_none());
+    assert_eq!(first.note.as_deref(), Some("first"));
+    assert_eq!(first.type_.as_deref(), Some("Warning"));
+    assert_eq!(
+        first.reporting_controller.as_deref(),
+        Some("understudy-e2e")
+    );
+    assert!(
+        first
+            .reporting_instance
+            .as_deref()
+            .is_some_and(|i| i.starts_with("understudy-e2e-")),
+        "{:?}",
+        first.reporting_instance
+    );
+    assert_eq!(
+        first.regarding.as_ref().and_then(|r| r.uid.as_deref()),
+        map.metadata.uid.as_deref()
+    );
+
+    recorder
+        .warning(&regarding, "Tested", "Testing", "second".into())
+        .await;
+    let series = wait::until("a series of 2", Duration::from_secs(30), || async {
+        let found = ours().await?;
+        Ok(found
+            .iter()
+            .any(|e| e.series.as_ref().is_some_and(|s| s.count == 2))
+            .then_some(found))
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        series.len(),
+        1,
+        "the repeat patched the first Event: {series:?}"
+    );
+    assert_eq!(series[0].metadata.name, first.metadata.name);
+    assert_eq!(series[0].note.as_deref(), Some("first"));
+}
