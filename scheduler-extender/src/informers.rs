@@ -154,9 +154,10 @@ impl Handler<Pod> for Pods {
 }
 
 /// Keeps only what scheduling reads of a pod: the cache holds every pod in
-/// the cluster, and container commands, environments, probes and statuses
-/// are most of a pod's size. managedFields go too, as upstream's informers
-/// drop them.
+/// the cluster, and container commands, environments, probes, statuses and
+/// the service-account token volume are most of a pod's size (k8s-openapi's
+/// `Volume` alone is 3 KiB inline, its projected sources 0.5 KiB each).
+/// managedFields go too, as upstream's informers drop them.
 pub fn slim_pod(pod: &mut Pod) {
     pod.metadata.managed_fields = None;
     if let Some(spec) = pod.spec.as_mut() {
@@ -177,19 +178,80 @@ pub fn slim_pod(pod: &mut Pod) {
             c.volume_devices = None;
             c.security_context = None;
             c.working_dir = None;
+            c.image_pull_policy = None;
+            c.termination_message_path = None;
+            c.termination_message_policy = None;
+            c.resize_policy = None;
+            // NodePorts reads host ports only.
+            if let Some(ports) = c.ports.as_mut() {
+                ports.retain(|p| p.host_port.unwrap_or(0) > 0);
+            }
+            c.ports = c.ports.take().filter(|p| !p.is_empty());
         }
         spec.ephemeral_containers = None;
+        if let Some(volumes) = spec.volumes.as_mut() {
+            volumes.retain(volume_read_by_scheduling);
+            volumes.shrink_to_fit();
+        }
+        spec.volumes = spec.volumes.take().filter(|v| !v.is_empty());
+        spec.containers.shrink_to_fit();
+        if let Some(tolerations) = spec.tolerations.as_mut() {
+            tolerations.shrink_to_fit();
+        }
     }
     if let Some(status) = pod.status.as_mut() {
         status.container_statuses = None;
         status.init_container_statuses = None;
         status.ephemeral_container_statuses = None;
         status.resource_claim_statuses = None;
+        status.host_ip = None;
+        status.host_ips = None;
+        status.pod_ip = None;
+        status.pod_ips = None;
+        // Only our own condition is read (to skip rewriting it unchanged).
+        if let Some(conditions) = status.conditions.as_mut() {
+            conditions.retain(|c| c.type_ == "PodScheduled");
+            conditions.shrink_to_fit();
+        }
+    }
+}
+
+/// Volume sources no plugin reads (upstream's VolumeRestrictions,
+/// NodeVolumeLimits, VolumeZone, VolumeBinding and ImageLocality look at
+/// claims, ephemeral claims, image volumes and the in-tree disk kinds only).
+fn volume_read_by_scheduling(v: &k8s_openapi::api::core::v1::Volume) -> bool {
+    v.projected.is_none()
+        && v.config_map.is_none()
+        && v.secret.is_none()
+        && v.downward_api.is_none()
+        && v.empty_dir.is_none()
+        && v.host_path.is_none()
+}
+
+/// Keeps what scheduling reads of a node (spec, labels, annotations,
+/// allocatable, capacity and images): the conditions, addresses and system
+/// info that heartbeats rewrite are never read.
+pub fn slim_node(node: &mut Node) {
+    node.metadata.managed_fields = None;
+    if let Some(status) = node.status.as_mut() {
+        status.conditions = None;
+        status.addresses = None;
+        status.node_info = None;
+        status.daemon_endpoints = None;
+        status.config = None;
+        status.features = None;
+        status.runtime_handlers = None;
+        status.volumes_attached = None;
+        status.volumes_in_use = None;
+        status.declared_features = None;
     }
 }
 
 struct Nodes;
 impl Handler<Node> for Nodes {
+    fn trim(&self, node: &mut Node) {
+        slim_node(node);
+    }
     fn apply(&self, s: &Scheduler, node: Node) {
         let changed = {
             let mut cache = s.cache.lock().expect("cache lock");
@@ -423,13 +485,22 @@ mod tests {
             "spec": {
                 "containers": [{
                     "name": "c", "image": "nginx:1", "command": ["sh"], "env": [{"name": "A", "value": "b"}],
-                    "ports": [{"containerPort": 80, "hostPort": 8080}],
+                    "ports": [{"containerPort": 80, "hostPort": 8080}, {"containerPort": 9090}],
                     "resources": {"requests": {"cpu": "1"}},
                     "readinessProbe": {"exec": {"command": ["true"]}},
                 }],
-                "volumes": [{"name": "v", "persistentVolumeClaim": {"claimName": "data"}}],
+                "volumes": [
+                    {"name": "kube-api-access", "projected": {"sources": [{"serviceAccountToken": {"path": "token"}}]}},
+                    {"name": "v", "persistentVolumeClaim": {"claimName": "data"}},
+                    {"name": "cfg", "configMap": {"name": "cfg"}},
+                ],
             },
-            "status": {"phase": "Running", "nominatedNodeName": "n1", "containerStatuses": [{"name": "c", "image": "nginx:1", "imageID": "", "ready": true, "restartCount": 0}]},
+            "status": {
+                "phase": "Running", "nominatedNodeName": "n1", "podIP": "10.0.0.1",
+                "startTime": "2026-11-26T10:00:00Z",
+                "conditions": [{"type": "Ready", "status": "True"}, {"type": "PodScheduled", "status": "True"}],
+                "containerStatuses": [{"name": "c", "image": "nginx:1", "imageID": "", "ready": true, "restartCount": 0}],
+            },
         }))
         .unwrap();
         slim_pod(&mut pod);
@@ -439,11 +510,61 @@ mod tests {
         assert_eq!(c.image.as_deref(), Some("nginx:1"));
         assert_eq!(before.requests.milli_cpu, 1000);
         assert_eq!(before.host_ports().len(), 1);
+        assert_eq!(
+            c.ports.as_ref().map(Vec::len),
+            Some(1),
+            "only host ports are kept"
+        );
         assert_eq!(before.pvc_names(), ["data"]);
+        let volumes = pod.spec.as_ref().unwrap().volumes.as_ref().unwrap();
+        assert_eq!(
+            volumes.iter().map(|v| v.name.as_str()).collect::<Vec<_>>(),
+            ["v"],
+            "token and config volumes are never read"
+        );
         let status = pod.status.as_ref().unwrap();
         assert_eq!(status.phase.as_deref(), Some("Running"));
         assert_eq!(status.nominated_node_name.as_deref(), Some("n1"));
-        assert!(status.container_statuses.is_none());
+        assert!(
+            status.start_time.is_some(),
+            "preemption ranks victims by it"
+        );
+        assert!(status.container_statuses.is_none() && status.pod_ip.is_none());
+        let conditions = status.conditions.as_ref().unwrap();
+        assert_eq!(conditions.len(), 1);
+        assert_eq!(conditions[0].type_, "PodScheduled");
         assert!(pod.metadata.managed_fields.is_none());
+    }
+
+    #[test]
+    fn slimming_a_node_keeps_what_scheduling_reads() {
+        let mut node: Node = serde_json::from_value(json!({
+            "metadata": {"name": "n1", "labels": {"zone": "a"}, "managedFields": [{"manager": "kubelet"}]},
+            "spec": {"taints": [{"key": "k", "effect": "NoSchedule"}], "unschedulable": true},
+            "status": {
+                "allocatable": {"cpu": "4"}, "capacity": {"cpu": "4"},
+                "images": [{"names": ["nginx:1"], "sizeBytes": 1000}],
+                "conditions": [{"type": "Ready", "status": "True"}],
+                "addresses": [{"type": "InternalIP", "address": "10.0.0.1"}],
+                "nodeInfo": {"machineID": "", "systemUUID": "", "bootID": "", "kernelVersion": "", "osImage": "", "containerRuntimeVersion": "", "kubeletVersion": "", "kubeProxyVersion": "", "operatingSystem": "linux", "architecture": "amd64"},
+            },
+        }))
+        .unwrap();
+        let summary = NodeSummary::of(&node);
+        slim_node(&mut node);
+        assert!(
+            summary == NodeSummary::of(&node),
+            "nothing scheduling compares is lost"
+        );
+        let status = node.status.as_ref().unwrap();
+        assert!(status.images.is_some() && status.capacity.is_some());
+        assert!(
+            status.conditions.is_none() && status.addresses.is_none() && status.node_info.is_none()
+        );
+        assert!(node.metadata.managed_fields.is_none());
+        assert_eq!(
+            node.spec.as_ref().unwrap().taints.as_ref().unwrap().len(),
+            1
+        );
     }
 }
