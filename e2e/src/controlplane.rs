@@ -306,7 +306,12 @@ async fn start_all(
             format!("--service-cluster-ip-range={SERVICE_CIDR}"),
             "--authorization-mode=Node,RBAC".into(),
             "--allow-privileged=true".into(),
-            "--profiling=false".into(),
+            // `/debug/pprof` for finding where the control plane's time goes
+            // in a benchmark; off otherwise, as in a hardened cluster.
+            format!(
+                "--profiling={}",
+                std::env::var_os("UNDERSTUDY_LAB_PROFILING").is_some()
+            ),
             format!("--cert-dir={}", path(&dir.join("apiserver"))),
             "--v=0".into(),
         ],

@@ -180,15 +180,36 @@ fn apply_config_to_flags(config: &SchedulerConfig, common: &mut CommonArgs) {
     }
 }
 
-/// Filters run on rayon's pool; `parallelism` bounds it as upstream bounds its
-/// workers, and so do the cores: goroutines are cheap, but OS threads beyond
-/// the core count only add context switches (rayon's idle threads spin).
+/// Scheduling cycles, with their filters and scores, run on rayon's pool;
+/// `parallelism` bounds it as upstream bounds its workers, and so do the
+/// cores, less one left to the watches, binds and the rest of the process:
+/// goroutines are cheap, but OS threads beyond that only add context
+/// switches (rayon's idle threads spin). On two cores that is one thread,
+/// which measured cheaper and faster than two (docs/BENCHMARKS.md).
 fn rayon_pool(parallelism: usize) {
     let cores = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1);
     let _ = rayon::ThreadPoolBuilder::new()
-        .num_threads(parallelism.min(cores).max(1))
+        .num_threads(pool_threads(parallelism, cores))
         .thread_name(|i| format!("filter-{i}"))
         .build_global();
+}
+
+fn pool_threads(parallelism: usize, cores: usize) -> usize {
+    parallelism.min(cores.saturating_sub(1)).max(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::pool_threads;
+
+    #[test]
+    fn the_pool_leaves_a_core_to_the_rest_and_respects_parallelism() {
+        assert_eq!(pool_threads(16, 1), 1);
+        assert_eq!(pool_threads(16, 2), 1);
+        assert_eq!(pool_threads(16, 8), 7);
+        assert_eq!(pool_threads(4, 8), 4);
+        assert_eq!(pool_threads(0, 8), 1);
+    }
 }

@@ -7,11 +7,16 @@ use std::sync::Arc;
 
 use crate::config::{PluginRef, PluginSet, ProfileConfig};
 use crate::framework::{
-    Code, CycleState, NodeInfo, NodeScore, Plugin, PodInfo, PreFilterResult, Snapshot, Status,
+    Code, CycleState, NodeInfo, NodeScore, Plugin, PodInfo, PreFilterResult, ScorePlugin, Snapshot,
+    Status,
 };
 use crate::plugins;
 use crate::preemption::{self, PreemptionArgs};
 use rayon::prelude::*;
+
+/// Nodes per unit of parallel scoring work: enough that waking a worker
+/// costs less than the work it is given.
+const SCORE_CHUNK: usize = 64;
 
 /// Upstream's default multiPoint plugins (v1.37), in order, with default score weights.
 pub const DEFAULT_PLUGINS: &[(&str, i64)] = &[
@@ -400,38 +405,52 @@ impl Profile {
     }
 
     /// Weighted sum of every Score plugin's normalized score, per node.
-    pub fn run_score(
+    pub fn run_score<'n>(
         &self,
         state: &CycleState,
         pod: &PodInfo,
-        nodes: &[Arc<NodeInfo>],
-    ) -> Result<Vec<NodeScore>, Status> {
-        let mut totals: Vec<NodeScore> = nodes
+        nodes: &'n [Arc<NodeInfo>],
+    ) -> Result<Vec<NodeScore<'n>>, Status> {
+        let active: Vec<(&str, &dyn ScorePlugin, i64)> = self
+            .score
+            .iter()
+            .filter(|(plugin, _)| !state.skip_score.contains(plugin.name()))
+            .map(|(plugin, weight)| {
+                let scorer = plugin.as_score().expect("registered as Score");
+                (plugin.name(), scorer, *weight)
+            })
+            .collect();
+        // Every plugin's raw score of a node in one parallel pass (upstream's
+        // parallelizer also runs all Score plugins per node in one piece of
+        // work): one fork-join per cycle, not one per plugin.
+        let per_node = active.len().max(1);
+        let mut raw = vec![0i64; nodes.len() * per_node];
+        raw.par_chunks_mut(per_node)
+            .zip(nodes.par_iter())
+            .with_min_len(SCORE_CHUNK)
+            .try_for_each(|(out, node)| {
+                for (slot, (name, scorer, _)) in out.iter_mut().zip(&active) {
+                    *slot = scorer
+                        .score(state, pod, node)
+                        .map_err(|s| s.with_plugin(name))?;
+                }
+                Ok::<(), Status>(())
+            })?;
+        let mut totals: Vec<NodeScore<'n>> = nodes
             .iter()
             .map(|n| NodeScore {
-                name: n.name.clone(),
+                name: n.name.as_str(),
                 score: 0,
             })
             .collect();
-        for (plugin, weight) in &self.score {
-            if state.skip_score.contains(plugin.name()) {
-                continue;
+        let mut scores = totals.clone();
+        for (i, (name, scorer, weight)) in active.iter().enumerate() {
+            for (s, node_raw) in scores.iter_mut().zip(raw.chunks(per_node)) {
+                s.score = node_raw[i];
             }
-            let scorer = plugin.as_score().expect("registered as Score");
-            // Nodes are scored in parallel, as upstream's parallelizer does.
-            let mut scores = nodes
-                .par_iter()
-                .map(|node| {
-                    scorer.score(state, pod, node).map(|score| NodeScore {
-                        name: node.name.clone(),
-                        score,
-                    })
-                })
-                .collect::<Result<Vec<_>, Status>>()
-                .map_err(|s| s.with_plugin(plugin.name()))?;
             let status = scorer.normalize(state, pod, &mut scores);
             if !status.is_success() {
-                return Err(status.with_plugin(plugin.name()));
+                return Err(status.with_plugin(name));
             }
             for (total, s) in totals.iter_mut().zip(&scores) {
                 total.score += s.score * weight;

@@ -122,13 +122,24 @@ impl Scheduler {
 
     /// Runs until the queue is closed, then waits for in-flight binds.
     pub async fn run(self: Arc<Self>) {
+        let runtime = tokio::runtime::Handle::current();
         while let Some(popped) = self.queue.pop().await {
             let this = self.clone();
-            // The decision is CPU work (parallel filters): keep it off the
-            // async workers that serve watches and binds.
-            let outcome = tokio::task::spawn_blocking(move || this.schedule_one(popped)).await;
-            if let Err(e) = outcome {
-                tracing::error!(error = %e, "scheduling cycle panicked");
+            let runtime = runtime.clone();
+            // The decision is CPU work: keep it off the async workers that
+            // serve watches and binds, and run it on a worker of the filter
+            // pool itself, so its parallel filters and scores start there
+            // instead of handing every cycle from thread to thread.
+            let (done, outcome) = tokio::sync::oneshot::channel();
+            rayon::spawn(move || {
+                let _runtime = runtime.enter();
+                let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    this.schedule_one(popped)
+                }));
+                let _ = done.send(result.is_ok());
+            });
+            if outcome.await != Ok(true) {
+                tracing::error!("scheduling cycle panicked");
             }
             self.update_pending_metrics();
         }

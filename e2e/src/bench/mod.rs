@@ -28,3 +28,37 @@ pub async fn create_namespace(client: &Client, name: &str) -> anyhow::Result<()>
 pub fn log_level() -> String {
     std::env::var("UNDERSTUDY_BENCH_LOG_LEVEL").unwrap_or_else(|_| "warn".into())
 }
+
+/// kube-apiserver's `apiserver_request_total` by series, WATCH excluded.
+pub async fn request_counts(client: &Client) -> Option<std::collections::BTreeMap<String, f64>> {
+    let request = http::Request::get("/metrics").body(Vec::new()).ok()?;
+    let text = client.request_text(request).await.ok()?;
+    Some(
+        text.lines()
+            .filter(|l| l.starts_with("apiserver_request_total{") && !l.contains("verb=\"WATCH\""))
+            .filter_map(|l| {
+                let (series, value) = l.rsplit_once(' ')?;
+                Some((series.to_string(), value.parse().ok()?))
+            })
+            .collect(),
+    )
+}
+
+/// With `UNDERSTUDY_BENCH_REQUESTS=1`: the requests served between two
+/// snapshots, per verb/resource/subresource/code, for finding where the
+/// control plane's time went.
+pub fn print_request_delta(
+    label: &str,
+    before: &std::collections::BTreeMap<String, f64>,
+    after: &std::collections::BTreeMap<String, f64>,
+) {
+    if std::env::var_os("UNDERSTUDY_BENCH_REQUESTS").is_none() {
+        return;
+    }
+    for (series, value) in after {
+        let delta = value - before.get(series).copied().unwrap_or(0.0);
+        if delta >= 1.0 {
+            eprintln!("bench: {label}: requests: {delta:>8.0} {series}");
+        }
+    }
+}

@@ -406,6 +406,7 @@ async fn run_variant(
     )
     .await?;
     let (times, tracker) = track_binds(client, &ns, "measured-");
+    let requests_before = super::request_counts(client).await;
     let started = Instant::now();
     let running = start(variant, state, opts, client, &ns, nodes, "measured").await?;
     eprintln!("bench: {}: scheduling", variant.label());
@@ -417,6 +418,9 @@ async fn run_variant(
     let metrics = running.metrics().await;
     let usage = running.usage();
     running.stop();
+    if let (Some(before), Some(after)) = (requests_before, super::request_counts(client).await) {
+        super::print_request_delta(variant.label(), &before, &after);
+    }
     let victims = match opts.workload {
         Workload::Basic => None,
         Workload::Preemption => {

@@ -171,7 +171,7 @@ pub fn prioritize(
             .run_score(&state, pod, &known)
             .map_err(|s| s.message())?
         {
-            totals.insert(s.name, s.score);
+            totals.insert(s.name.to_string(), s.score);
         }
     }
     Ok(nodes

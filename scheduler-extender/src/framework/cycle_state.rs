@@ -2,8 +2,8 @@
 //! CycleState): PreFilter/PreScore write, Filter/Score read, and preemption's
 //! dry runs work on clones.
 
+use rustc_hash::{FxHashMap, FxHashSet};
 use std::any::Any;
-use std::collections::{HashMap, HashSet};
 
 /// Data a plugin keeps in the cycle state; cloneable so preemption can try
 /// removing pods without disturbing the real cycle.
@@ -27,11 +27,13 @@ impl<T: Any + Clone + Send + Sync> StateData for T {
 
 #[derive(Default)]
 pub struct CycleState {
-    data: HashMap<&'static str, Box<dyn StateData>>,
+    // Fx, not SipHash: every Filter and Score call on every node looks its
+    // state up by a constant key, thousands of lookups per pod.
+    data: FxHashMap<&'static str, Box<dyn StateData>>,
     /// Plugins whose PreFilter returned Skip: their Filter is not run.
-    pub skip_filter: HashSet<&'static str>,
+    pub skip_filter: FxHashSet<&'static str>,
     /// Plugins whose PreScore returned Skip: their Score is not run.
-    pub skip_score: HashSet<&'static str>,
+    pub skip_score: FxHashSet<&'static str>,
 }
 
 impl Clone for CycleState {

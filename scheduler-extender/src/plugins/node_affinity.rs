@@ -758,7 +758,7 @@ mod tests {
             .nodes
             .iter()
             .map(|n| NodeScore {
-                name: n.name.clone(),
+                name: n.name.as_str(),
                 score: scorer.score(&state, &p, n).unwrap(),
             })
             .collect();

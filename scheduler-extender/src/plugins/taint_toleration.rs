@@ -375,7 +375,7 @@ mod tests {
             .nodes
             .iter()
             .map(|n| NodeScore {
-                name: n.name.clone(),
+                name: n.name.as_str(),
                 score: TaintToleration.score(&state, pod, n).unwrap(),
             })
             .collect();

@@ -292,7 +292,7 @@ mod tests {
             .nodes
             .iter()
             .map(|n| NodeScore {
-                name: n.name.clone(),
+                name: n.name.as_str(),
                 score: p.score(&state, incoming, n).unwrap(),
             })
             .collect();
@@ -708,11 +708,12 @@ mod tests {
             .map(|n| p.score(&state, &incoming, n).unwrap())
             .collect();
         assert_eq!(raw, vec![8, -5, 0]);
+        let names: Vec<String> = (0..raw.len()).map(|i| format!("n{i}")).collect();
         let mut scores: Vec<NodeScore> = raw
             .iter()
-            .enumerate()
-            .map(|(i, s)| NodeScore {
-                name: format!("n{i}"),
+            .zip(&names)
+            .map(|(s, name)| NodeScore {
+                name: name.as_str(),
                 score: *s,
             })
             .collect();

@@ -61,11 +61,16 @@ pub fn defaulted_resources(resources: Vec<ResourceSpec>) -> Vec<ResourceSpec> {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Allocation {
     /// What the node would have requested with the pod placed on it.
-    pub requested: Vec<i64>,
+    pub requested: PerResource,
     /// What the node has requested without the pod.
-    pub allocated: Vec<i64>,
-    pub allocatable: Vec<i64>,
+    pub allocated: PerResource,
+    pub allocatable: PerResource,
 }
+
+/// One amount per configured resource, inline for the usual few: computed
+/// for every scored node by two plugins, so heap vectors cost thousands of
+/// allocations per pod.
+pub type PerResource = smallvec::SmallVec<[i64; 4]>;
 
 /// Counts pod and node amounts of the configured resources.
 #[derive(Clone, Debug)]
@@ -130,9 +135,9 @@ impl ResourceAllocation {
     pub fn allocation(&self, node: &NodeInfo, pod_requests: &[i64]) -> Allocation {
         let n = self.resources.len();
         let mut out = Allocation {
-            requested: vec![0; n],
-            allocated: vec![0; n],
-            allocatable: vec![0; n],
+            requested: smallvec::smallvec![0; n],
+            allocated: smallvec::smallvec![0; n],
+            allocatable: smallvec::smallvec![0; n],
         };
         for (i, (spec, pod_request)) in self.resources.iter().zip(pod_requests).enumerate() {
             let (allocatable, requested) =
@@ -405,9 +410,9 @@ mod tests {
 
     fn alloc(requested: &[i64], allocatable: &[i64]) -> Allocation {
         Allocation {
-            requested: requested.to_vec(),
-            allocated: vec![0; requested.len()],
-            allocatable: allocatable.to_vec(),
+            requested: requested.into(),
+            allocated: smallvec::smallvec![0; requested.len()],
+            allocatable: allocatable.into(),
         }
     }
 

@@ -203,11 +203,11 @@ impl ScorePlugin for PodTopologySpread {
         let Some(s) = state.read::<Arc<PreScoreState>>(PRE_SCORE_STATE_KEY) else {
             return missing_state();
         };
-        let counted = || scores.iter().filter(|n| !s.ignored_nodes.contains(&n.name));
+        let counted = || scores.iter().filter(|n| !s.ignored_nodes.contains(n.name));
         let min = counted().map(|n| n.score).min().unwrap_or(i64::MAX);
         let max = counted().map(|n| n.score).max().unwrap_or(0).max(0);
         for n in scores.iter_mut() {
-            n.score = if s.ignored_nodes.contains(&n.name) {
+            n.score = if s.ignored_nodes.contains(n.name) {
                 0
             } else if max == 0 {
                 MAX_NODE_SCORE
@@ -288,7 +288,7 @@ mod tests {
         let mut scores: Vec<NodeScore> = filtered
             .iter()
             .map(|n| NodeScore {
-                name: n.name.clone(),
+                name: n.name.as_str(),
                 score: p.score(&state, &c.pod, n).unwrap(),
             })
             .collect();
