@@ -42,6 +42,8 @@ pub struct Scheduler {
     /// terminating or gone: their preemptors must wait for them rather than
     /// preempt again on a cache that lags the deletions.
     pub evicting: Mutex<std::collections::HashSet<String>>,
+    /// The last cycle's snapshot, brought up to date by the next one.
+    cycle_snapshot: Mutex<Option<Snapshot>>,
     /// PodDisruptionBudgets by namespace/name, for preemption.
     pub pdbs: Mutex<HashMap<String, PdbInfo>>,
 }
@@ -89,6 +91,7 @@ impl Scheduler {
             nominator: Mutex::new(HashMap::new()),
             preempting: Mutex::new(Default::default()),
             evicting: Mutex::new(Default::default()),
+            cycle_snapshot: Mutex::new(None),
             pdbs: Mutex::new(HashMap::new()),
         })
     }
@@ -284,7 +287,12 @@ impl Scheduler {
             self.queue.done(&pod.uid);
             return Outcome::Skipped;
         }
-        let snapshot = self.snapshot();
+        let previous = self
+            .cycle_snapshot
+            .lock()
+            .expect("cycle snapshot lock")
+            .take();
+        let snapshot = self.cache.lock().expect("cache lock").refresh(previous);
         let nominated = self.nominated_except(&pod.uid);
         let mut state = CycleState::new();
         let mut result = match unsupported(&pod, &snapshot) {
@@ -340,9 +348,8 @@ impl Scheduler {
                 }
             }
         }
-        // Release the snapshot's node references before assuming, so the cache
-        // updates its nodes in place instead of copying them.
-        drop(snapshot);
+        // Kept for the next cycle, which copies in only what changed.
+        *self.cycle_snapshot.lock().expect("cycle snapshot lock") = Some(snapshot);
         self.metrics
             .algorithm_duration
             .observe(start.elapsed().as_secs_f64());

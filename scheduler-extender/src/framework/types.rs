@@ -403,6 +403,10 @@ pub struct Snapshot {
     pub volumes: Arc<VolumeIndex>,
     /// Image name → number of nodes that have it (ImageLocality's spread factor).
     pub image_nodes: Arc<HashMap<String, usize>>,
+    /// Names of the nodes with pods that have affinity terms, and with pods
+    /// that have required anti-affinity terms.
+    pub affinity_nodes: Arc<Vec<String>>,
+    pub anti_affinity_nodes: Arc<Vec<String>>,
 }
 
 impl Snapshot {
@@ -413,12 +417,25 @@ impl Snapshot {
     ) -> Self {
         let index = Arc::new(Self::index_of(&nodes));
         let image_nodes = Arc::new(Self::image_counts(&nodes));
+        let names_where = |has: fn(&PodInfo) -> bool| {
+            Arc::new(
+                nodes
+                    .iter()
+                    .filter(|n| n.pods.iter().any(|p| has(p)))
+                    .map(|n| n.name.clone())
+                    .collect(),
+            )
+        };
+        let affinity_nodes = names_where(PodInfo::has_affinity);
+        let anti_affinity_nodes = names_where(|p| !p.required_anti_affinity.is_empty());
         Self {
             nodes,
             index,
             namespaces: Arc::new(namespaces),
             volumes: Arc::new(volumes),
             image_nodes,
+            affinity_nodes,
+            anti_affinity_nodes,
         }
     }
 
@@ -451,15 +468,11 @@ impl Snapshot {
 
     /// Nodes hosting at least one pod with (anti-)affinity terms.
     pub fn nodes_with_affinity_pods(&self) -> impl Iterator<Item = &Arc<NodeInfo>> {
-        self.nodes
-            .iter()
-            .filter(|n| n.pods.iter().any(|p| p.has_affinity()))
+        self.affinity_nodes.iter().filter_map(|n| self.get(n))
     }
 
     pub fn nodes_with_required_anti_affinity_pods(&self) -> impl Iterator<Item = &Arc<NodeInfo>> {
-        self.nodes
-            .iter()
-            .filter(|n| n.pods.iter().any(|p| !p.required_anti_affinity.is_empty()))
+        self.anti_affinity_nodes.iter().filter_map(|n| self.get(n))
     }
 }
 

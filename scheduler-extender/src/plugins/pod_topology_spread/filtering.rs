@@ -140,6 +140,9 @@ impl PodTopologySpread {
             )
         })?;
         let inclusion = NodeInclusion::of(pod);
+        // No hard constraint (the usual case: the system defaults are all
+        // ScheduleAnyway): nothing to count, and no node to visit.
+        let nodes = if constraints.is_empty() { &[] } else { nodes };
         let per_node: Vec<Vec<(usize, &str, i64)>> = nodes
             .par_iter()
             .map(|node| {
