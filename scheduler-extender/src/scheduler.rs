@@ -22,6 +22,9 @@ use crate::profile::Profile;
 use crate::queue::{Popped, QueueName, SchedulingQueue};
 use crate::scheduling::{Algorithm, Diagnosis, FitError, Nominated, ScheduleError, ScheduleResult};
 
+/// See [`Scheduler::bind_slots`].
+const BINDS_IN_FLIGHT: usize = 64;
+
 pub struct Scheduler {
     pub client: Client,
     pub profiles: HashMap<String, (Arc<Profile>, Arc<Algorithm>)>,
@@ -32,6 +35,11 @@ pub struct Scheduler {
     pub metrics: Metrics,
     /// Binds in flight, so shutdown can wait for them.
     pub binds: TaskTracker,
+    /// Binds sent at once. kube's client speaks HTTP/1.1, one request per
+    /// connection: unbounded, a burst of decisions opened 3000 TLS
+    /// connections to the apiserver (kube-scheduler multiplexes its binds
+    /// over one HTTP/2 connection).
+    bind_slots: tokio::sync::Semaphore,
     /// Pending pods with a nominated node: uid → (node, pod).
     pub nominator: Mutex<HashMap<String, (String, Arc<PodInfo>)>>,
     /// Pods whose preemption (victims' API calls) is still in flight: they
@@ -88,6 +96,7 @@ impl Scheduler {
             events,
             metrics,
             binds: TaskTracker::new(),
+            bind_slots: tokio::sync::Semaphore::new(BINDS_IN_FLIGHT),
             nominator: Mutex::new(HashMap::new()),
             preempting: Mutex::new(Default::default()),
             evicting: Mutex::new(Default::default()),
@@ -478,6 +487,7 @@ impl Scheduler {
     ) {
         let pods: Api<Pod> = Api::namespaced(self.client.clone(), &pod.namespace);
         let binding = binding_body(&pod.namespace, &pod.name, &pod.uid, &node);
+        let _slot = self.bind_slots.acquire().await.expect("never closed");
         let bind_start = Instant::now();
         let result = pods
             .create_subresource::<_, serde_json::Value>(
