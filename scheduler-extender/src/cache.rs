@@ -132,21 +132,23 @@ impl Cache {
                     Arc::new(NodeInfo::new(Arc::new(placeholder)))
                 }),
         };
-        let info = Arc::make_mut(entry);
-        info.generation += 1;
-        info
+        Arc::make_mut(entry)
     }
 
     fn add_pod_to(&mut self, node: &str, pod: &Arc<PodInfo>) {
         self.node_mut(node).add_pod(pod.clone());
-        if pod.has_affinity() || !pod.required_anti_affinity.is_empty() {
+        // Any anti-affinity term is an affinity term: pods without one leave
+        // both lists as they are.
+        if pod.has_affinity() {
             self.track_affinity(node);
         }
     }
 
     fn remove_pod_from(&mut self, node: &str, pod: &Arc<PodInfo>) {
         self.node_mut(node).remove_pod(&pod.uid);
-        if pod.has_affinity() || !pod.required_anti_affinity.is_empty() {
+        // Any anti-affinity term is an affinity term: pods without one leave
+        // both lists as they are.
+        if pod.has_affinity() {
             self.track_affinity(node);
         }
     }
@@ -159,7 +161,7 @@ impl Cache {
                 let pods = &self.nodes[i].pods;
                 (
                     pods.iter().any(|p| p.has_affinity()),
-                    pods.iter().any(|p| !p.required_anti_affinity.is_empty()),
+                    pods.iter().any(|p| p.has_required_anti_affinity()),
                 )
             }
             None => (false, false),

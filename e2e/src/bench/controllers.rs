@@ -10,7 +10,7 @@
 //! have rolled out. Pods carry a `nodeName`, so no scheduler is in the loop:
 //! the time measured is the controllers' and the apiserver's.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -25,7 +25,6 @@ use kube::{Client, ResourceExt};
 use serde_json::json;
 
 use super::procstat::{self, ProcUsage};
-use super::promtext;
 use crate::controlplane::free_port;
 use crate::process::{self, ProcessRecord};
 use crate::state::ClusterState;
@@ -80,32 +79,19 @@ pub struct VariantResult {
     pub requests: Option<(f64, f64)>,
 }
 
-/// (requests other than WATCH, writes) served by the apiserver so far.
-async fn apiserver_requests(client: &Client) -> Option<(f64, f64)> {
-    let request = http::Request::get("/metrics").body(Vec::new()).ok()?;
-    let text = client.request_text(request).await.ok()?;
-    let metric = "apiserver_request_total";
-    let all = promtext::sum(&text, metric, &[]);
-    let watches = promtext::sum(&text, metric, &["verb=\"WATCH\""]);
-    if std::env::var_os("UNDERSTUDY_BENCH_REQUESTS").is_some() {
-        // Per verb/resource/subresource, for finding where writes go.
-        for line in text
-            .lines()
-            .filter(|l| l.starts_with("apiserver_request_total{"))
-        {
-            if ["POST", "PUT", "PATCH", "DELETE"]
-                .iter()
-                .any(|v| line.contains(&format!("verb=\"{v}\"")))
-            {
-                eprintln!("requests: {line}");
-            }
-        }
-    }
-    let writes: f64 = ["POST", "PUT", "PATCH", "DELETE"]
+/// (requests other than WATCH, writes) among request counters.
+fn totals(counts: &BTreeMap<String, f64>) -> (f64, f64) {
+    let all = counts.values().sum();
+    let writes = counts
         .iter()
-        .map(|v| promtext::sum(&text, metric, &[&format!("verb=\"{v}\"")]))
+        .filter(|(series, _)| {
+            ["POST", "PUT", "PATCH", "DELETE"]
+                .iter()
+                .any(|v| series.contains(&format!("verb=\"{v}\"")))
+        })
+        .map(|(_, n)| n)
         .sum();
-    Some((all - watches, writes))
+    (all, writes)
 }
 
 const UPSTREAM_CONTROLLERS: &str =
@@ -287,7 +273,7 @@ async fn run_variant(
     let apiserver = state.process("kube-apiserver").map(|p| p.pid);
     let apiserver_cpu = || apiserver.and_then(procstat::usage).map(|u| u.cpu_seconds);
     let apiserver_before = apiserver_cpu();
-    let requests_before = apiserver_requests(client).await;
+    let requests_before = super::request_counts(client).await;
     let record = start(variant, state, opts)?;
     let pp = PostParams::default();
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
@@ -393,10 +379,14 @@ async fn run_variant(
     let rollout = started.elapsed().as_secs_f64();
     let usage = procstat::usage(record.pid);
     let apiserver_cpu_seconds = apiserver_cpu().zip(apiserver_before).map(|(a, b)| a - b);
-    let requests = apiserver_requests(client)
-        .await
-        .zip(requests_before)
-        .map(|(a, b)| (a.0 - b.0, a.1 - b.1));
+    let requests = match (requests_before, super::request_counts(client).await) {
+        (Some(before), Some(after)) => {
+            super::print_request_delta(variant.label(), &before, &after);
+            let ((all, writes), (all0, writes0)) = (totals(&after), totals(&before));
+            Some((all - all0, writes - writes0))
+        }
+        _ => None,
+    };
     record.stop(Duration::from_secs(10));
 
     eprintln!("bench: {}: cleaning up", variant.label());
@@ -495,4 +485,22 @@ pub fn report(results: &[(Variant, VariantResult)], opts: &Options) -> String {
         out.push('\n');
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn totals_count_writes_by_verb() {
+        let counts: BTreeMap<String, f64> = [
+            (r#"{code="201",resource="pods",verb="POST"}"#, 3.0),
+            (r#"{code="200",resource="pods",verb="GET"}"#, 5.0),
+            (r#"{code="200",resource="replicasets",verb="PATCH"}"#, 2.0),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+        assert_eq!(totals(&counts), (10.0, 5.0));
+    }
 }

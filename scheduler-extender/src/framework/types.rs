@@ -189,6 +189,10 @@ impl PodInfo {
             && self.preferred_anti_affinity.is_empty())
     }
 
+    pub fn has_required_anti_affinity(&self) -> bool {
+        !self.required_anti_affinity.is_empty()
+    }
+
     /// Host ports the pod's containers (and sidecars) ask for, as
     /// (hostIP, protocol, port) with hostIP defaulting to 0.0.0.0.
     pub fn host_ports(&self) -> Vec<HostPort> {
@@ -268,8 +272,6 @@ pub struct NodeInfo {
     pub images: HashMap<String, i64>,
     /// PVC `namespace/name` → number of pods on this node using it.
     pub pvc_refs: HashMap<String, usize>,
-    /// Bumped on every change, so snapshots copy only changed nodes.
-    pub generation: u64,
     /// Copied out of the Node so the first filters of every cycle read them
     /// without chasing the Node object (measurably cheaper across thousands
     /// of nodes).
@@ -289,7 +291,6 @@ impl NodeInfo {
             used_ports: vec![],
             images: HashMap::new(),
             pvc_refs: HashMap::new(),
-            generation: 0,
             taints: vec![],
             unschedulable: false,
             node: node.clone(),
@@ -427,7 +428,7 @@ impl Snapshot {
             )
         };
         let affinity_nodes = names_where(PodInfo::has_affinity);
-        let anti_affinity_nodes = names_where(|p| !p.required_anti_affinity.is_empty());
+        let anti_affinity_nodes = names_where(PodInfo::has_required_anti_affinity);
         Self {
             nodes,
             index,
