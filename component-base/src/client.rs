@@ -11,10 +11,14 @@ use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
-use kube::client::ClientBuilder;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use kube::client::ConfigExt;
+use kube::client::retry::RetryPolicy;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
-use tower::{Layer, Service};
+use tower::retry::RetryLayer;
+use tower::{BoxError, Layer, Service, ServiceBuilder};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -68,13 +72,11 @@ impl ClientOptions {
         Ok(config)
     }
 
-    /// A client limited to `qps`/`burst`.
+    /// A client limited to `qps`/`burst`, speaking HTTP/2 to the apiserver
+    /// when it offers it (see [`http2_stack`]).
     pub async fn client(&self) -> Result<Client, ClientError> {
         let config = self.config().await?;
-        let builder = ClientBuilder::try_from(config).map_err(ClientError::Build)?;
-        Ok(builder
-            .with_layer(&RateLimitLayer::new(self.qps, self.burst))
-            .build())
+        http2_stack(&config, RateLimitLayer::new(self.qps, self.burst)).map_err(ClientError::Build)
     }
 
     /// A client that has answered `/version` within `timeout`, so a wrong address
@@ -95,6 +97,55 @@ impl ClientOptions {
             }),
         }
     }
+}
+
+/// kube's own stack speaks HTTP/1.1 only, so every concurrent request holds
+/// a TLS connection of its own: a scheduler with a few hundred binds and
+/// Events in flight opened as many connections (and the apiserver did as many
+/// handshakes). client-go negotiates HTTP/2 and multiplexes everything over
+/// one connection; this is kube's stack (base URI, auth, extra headers, its
+/// retry of 429/503/504) over a connector that offers `h2` by ALPN, falling
+/// back to HTTP/1.1 for servers that do not.
+fn http2_stack(config: &Config, rate_limit: RateLimitLayer) -> Result<Client, kube::Error> {
+    let mut tcp = HttpConnector::new();
+    tcp.enforce_http(false);
+    tcp.set_nodelay(true);
+    tcp.set_connect_timeout(config.connect_timeout);
+    let tls = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(config.rustls_client_config()?)
+        .https_or_http();
+    let tls = match &config.tls_server_name {
+        Some(name) => {
+            let name = rustls_pki_types::ServerName::try_from(name.clone()).map_err(|e| {
+                kube::Error::Service(format!("invalid tls-server-name {name:?}: {e}").into())
+            })?;
+            tls.with_server_name_resolver(hyper_rustls::FixedServerNameResolver::new(name))
+        }
+        None => tls,
+    };
+    let connector = tls.enable_all_versions().wrap_connector(tcp);
+    let http = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
+        .timer(TokioTimer::new())
+        // A dead connection would take every watch and request with it:
+        // ping it, as client-go's ReadIdleTimeout does.
+        .http2_keep_alive_interval(Duration::from_secs(30))
+        .http2_keep_alive_timeout(Duration::from_secs(15))
+        // Large LISTs (thousands of pods) arrive faster with a window that grows.
+        .http2_adaptive_window(true)
+        .build(connector);
+    let service = ServiceBuilder::new()
+        .layer(rate_limit)
+        .layer(config.base_uri_layer())
+        .option_layer(
+            config
+                .default_retry
+                .then(|| RetryLayer::new(RetryPolicy::server_retry())),
+        )
+        .option_layer(config.auth_layer()?)
+        .layer(config.extra_headers_layer()?)
+        .map_err(BoxError::from)
+        .service(http);
+    Ok(Client::new(service, config.default_namespace.clone()))
 }
 
 /// Token bucket in front of the client's HTTP stack.

@@ -377,3 +377,31 @@ async fn a_repeated_event_becomes_a_series_on_the_first_event() {
     assert_eq!(series[0].metadata.name, first.metadata.name);
     assert_eq!(series[0].note.as_deref(), Some("first"));
 }
+
+/// Our components' client negotiates HTTP/2 with the apiserver, as client-go
+/// does, so concurrent requests share one connection instead of opening one
+/// each (kube's own stack speaks HTTP/1.1 only).
+#[tokio::test]
+async fn the_component_client_multiplexes_requests_over_http2() {
+    use understudy_component_base::client::ClientOptions;
+
+    let options = ClientOptions {
+        kubeconfig: Some(cluster().kubeconfig.clone()),
+        qps: 0.0,
+        burst: 0,
+        user_agent: "understudy-e2e".into(),
+    };
+    let client = options.client().await.unwrap();
+    let version = |client: kube::Client| async move {
+        let request = http::Request::get("/version").body(Vec::new()).unwrap();
+        client.send(request.map(Into::into)).await.unwrap().version()
+    };
+    let answers = futures::future::join_all((0..20).map(|_| version(client.clone()))).await;
+    assert!(
+        answers.iter().all(|v| *v == http::Version::HTTP_2),
+        "{answers:?}"
+    );
+    // kube's default stack, for contrast: the check above can tell them apart.
+    let plain = kube::Client::try_from(options.config().await.unwrap()).unwrap();
+    assert_eq!(version(plain).await, http::Version::HTTP_11);
+}

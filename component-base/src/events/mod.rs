@@ -25,8 +25,12 @@ pub use spam::SpamFilter;
 /// Events waiting to be published; beyond this, new ones are dropped (as
 /// upstream's broadcaster drops when its queue of 1000 is full).
 const QUEUE: usize = 1000;
-/// Publishes in flight at once, so a burst drains at the event client's pace.
-const CONCURRENCY: usize = 8;
+/// Publishes in flight at once. client-go starts a goroutine per Event, so
+/// its writes are bounded only by the client's QPS; with too few in flight a
+/// scheduler binding 900 pods a second filled the queue and dropped most of
+/// its `Scheduled` Events. The client multiplexes them over one HTTP/2
+/// connection, so many in flight cost streams, not connections.
+const CONCURRENCY: usize = 64;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum EventType {
