@@ -13,6 +13,7 @@ use kube::api::{Api, PostParams};
 use kube::{Client, ResourceExt};
 
 use crate::certs::{self, ADMIN, CONTROLLER_MANAGER, Pki, SCHEDULER};
+use crate::kwok_stages;
 use crate::nodes::{KWOK_ANNOTATION, NodeTemplate};
 use crate::probe::{self, WaitError, wait_for};
 use crate::process::{self, ProcessError, ProcessRecord};
@@ -404,6 +405,8 @@ async fn start_all(
             missing: "kwok stage files".into(),
         }));
     }
+    let stages = kwok_stages::write(&stages, &opts.state_dir.join("kwok-stages"))
+        .map_err(|e| LabError::Io(format!("kwok stages: {e}")))?;
     kwok_args.extend(stages.iter().map(|p| format!("--config={}", path(p))));
     let kwok = s.spawn("kwok", &toolchain.bin("kwok"), kwok_args)?;
     let kwok_health = format!("http://127.0.0.1:{kwok_port}/healthz");

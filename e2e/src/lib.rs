@@ -8,6 +8,7 @@ pub mod controlplane;
 pub mod differential;
 pub mod fixture;
 pub mod kubeconfig;
+pub mod kwok_stages;
 pub mod nodes;
 pub mod pods;
 pub mod probe;

@@ -14,15 +14,18 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::{StreamExt, TryStreamExt};
-use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
+use k8s_openapi::api::core::v1::{Namespace, Node, ObjectReference, Pod};
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
 use serde_json::json;
+use understudy_component_base::client::ClientOptions;
+use understudy_component_base::events::{EventRecorder, EventType};
 
 use super::procstat::{self, ProcUsage};
 use super::promtext;
 use crate::controlplane::free_port;
+use crate::kwok_stages::NO_KUBELET_LABEL;
 use crate::probe;
 use crate::process::{self, ProcessRecord};
 use crate::state::ClusterState;
@@ -31,6 +34,9 @@ use crate::wait;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Variant {
     Null,
+    /// The null scheduler that also records each pod's `Scheduled` Event, as
+    /// every scheduler does: the ceiling for a scheduler with no decision cost.
+    NullWithEvents,
     KubeScheduler,
     Understudy,
 }
@@ -39,6 +45,7 @@ impl Variant {
     pub fn label(self) -> &'static str {
         match self {
             Self::Null => "null scheduler (bind ceiling)",
+            Self::NullWithEvents => "null scheduler + Events (bind+event ceiling)",
             Self::KubeScheduler => "kube-scheduler",
             Self::Understudy => "understudy-scheduler",
         }
@@ -46,13 +53,14 @@ impl Variant {
     fn slug(self) -> &'static str {
         match self {
             Self::Null => "null",
+            Self::NullWithEvents => "null-events",
             Self::KubeScheduler => "kube",
             Self::Understudy => "understudy",
         }
     }
     fn scheduler_name(self) -> &'static str {
         match self {
-            Self::Null => "null-scheduler",
+            Self::Null | Self::NullWithEvents => "null-scheduler",
             Self::KubeScheduler => "default-scheduler",
             Self::Understudy => "understudy-scheduler",
         }
@@ -80,6 +88,9 @@ pub struct Options {
     /// Client QPS and burst given to both schedulers.
     pub qps: u32,
     pub components_dir: PathBuf,
+    /// Whether kwok plays the bound pods' kubelet. scheduler_perf runs none:
+    /// without, pods are labelled for kwok to leave them Pending.
+    pub kubelet: bool,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -94,7 +105,8 @@ pub struct VariantResult {
     pub victims: Option<usize>,
 }
 
-fn pod(name: &str, scheduler: &str, workload: Workload, measured: bool) -> Pod {
+fn pod(name: &str, scheduler: &str, opts: &Options, measured: bool) -> Pod {
+    let workload = opts.workload;
     let (cpu, class) = match (workload, measured) {
         (Workload::Basic, _) => ("100m", None),
         (Workload::Preemption, false) => ("1", Some(LOW_CLASS)),
@@ -113,6 +125,9 @@ fn pod(name: &str, scheduler: &str, workload: Workload, measured: bool) -> Pod {
     });
     if let Some(class) = class {
         p["spec"]["priorityClassName"] = json!(class);
+    }
+    if !opts.kubelet {
+        p["metadata"]["labels"][NO_KUBELET_LABEL] = json!("none");
     }
     serde_json::from_value(p).expect("static pod")
 }
@@ -136,14 +151,14 @@ async fn create_pods(
     prefix: &str,
     count: usize,
     scheduler: &str,
-    workload: Workload,
+    opts: &Options,
 ) -> anyhow::Result<()> {
     let measured = prefix == "measured-";
     let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
     let results: Vec<Result<Pod, kube::Error>> = futures::stream::iter(0..count)
         .map(|i| {
             let pods = pods.clone();
-            let p = pod(&format!("{prefix}{i}"), scheduler, workload, measured);
+            let p = pod(&format!("{prefix}{i}"), scheduler, opts, measured);
             async move { pods.create(&PostParams::default(), &p).await }
         })
         .buffer_unordered(64)
@@ -201,8 +216,13 @@ impl Running {
 }
 
 /// Binds every pending pod of `ns` round-robin over `nodes`, as fast as the
-/// apiserver accepts binds.
-async fn null_scheduler(client: Client, ns: String, nodes: Vec<String>) {
+/// apiserver accepts binds, and with `events` records each `Scheduled` Event.
+async fn null_scheduler(
+    client: Client,
+    ns: String,
+    nodes: Vec<String>,
+    events: Option<EventRecorder>,
+) {
     let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
     let mut next = 0usize;
     loop {
@@ -214,24 +234,26 @@ async fn null_scheduler(client: Client, ns: String, nodes: Vec<String>) {
             tokio::time::sleep(Duration::from_millis(200)).await;
             continue;
         }
-        let jobs: Vec<(String, String)> = pending
+        let jobs: Vec<(String, String, String)> = pending
             .iter()
             .map(|p| {
                 next += 1;
-                (p.name_any(), nodes[next % nodes.len()].clone())
+                let uid = p.metadata.uid.clone().unwrap_or_default();
+                (p.name_any(), uid, nodes[next % nodes.len()].clone())
             })
             .collect();
         futures::stream::iter(jobs)
-            .map(|(name, node)| {
+            .map(|(name, uid, node)| {
                 let pods = pods.clone();
                 let ns = ns.clone();
+                let events = events.clone();
                 async move {
                     let binding = json!({
                         "apiVersion": "v1", "kind": "Binding",
                         "metadata": {"name": name, "namespace": ns},
                         "target": {"apiVersion": "v1", "kind": "Node", "name": node},
                     });
-                    let _ = pods
+                    let bound = pods
                         .create_subresource::<_, serde_json::Value>(
                             "binding",
                             &name,
@@ -239,6 +261,18 @@ async fn null_scheduler(client: Client, ns: String, nodes: Vec<String>) {
                             &binding,
                         )
                         .await;
+                    if let (Ok(_), Some(events)) = (bound, events) {
+                        let pod = ObjectReference {
+                            kind: Some("Pod".into()),
+                            api_version: Some("v1".into()),
+                            namespace: Some(ns.clone()),
+                            name: Some(name.clone()),
+                            uid: Some(uid),
+                            ..Default::default()
+                        };
+                        let note = format!("Successfully assigned {ns}/{name} to {node}");
+                        events.record(&pod, EventType::Normal, "Scheduled", "Binding", note);
+                    }
                 }
             })
             .buffer_unordered(128)
@@ -251,22 +285,38 @@ async fn start(
     variant: Variant,
     state: &ClusterState,
     opts: &Options,
-    client: &Client,
     ns: &str,
     nodes: &[String],
     run: &str,
 ) -> anyhow::Result<Running> {
     let logs = state.state_dir.join("logs");
     let qps = opts.qps.to_string();
+    // Every scheduler runs as system:kube-scheduler, so the apiserver's
+    // priority and fairness treats them alike (the admin is exempt from it).
+    let kubeconfig = state.state_dir.join("kubeconfigs/scheduler.yaml");
     match variant {
-        Variant::Null => Ok(Running::Null(tokio::spawn(null_scheduler(
-            client.clone(),
-            ns.to_string(),
-            nodes.to_vec(),
-        )))),
+        Variant::Null | Variant::NullWithEvents => {
+            // The same client as the understudies' (HTTP/2, QPS/burst), so
+            // the ceiling is not lowered by a slower client.
+            let client = ClientOptions {
+                kubeconfig: Some(kubeconfig),
+                qps: opts.qps as f32,
+                burst: opts.qps,
+                user_agent: "null-scheduler".into(),
+            }
+            .client()
+            .await?;
+            let events = (variant == Variant::NullWithEvents)
+                .then(|| EventRecorder::new(client.clone(), "null-scheduler", None));
+            Ok(Running::Null(tokio::spawn(null_scheduler(
+                client,
+                ns.to_string(),
+                nodes.to_vec(),
+                events,
+            ))))
+        }
         Variant::KubeScheduler => {
             let port = free_port()?;
-            let kubeconfig = state.state_dir.join("kubeconfigs/scheduler.yaml");
             let args = vec![
                 format!("--kubeconfig={}", kubeconfig.display()),
                 format!("--authentication-kubeconfig={}", kubeconfig.display()),
@@ -293,7 +343,7 @@ async fn start(
         Variant::Understudy => {
             let port = free_port()?;
             let args = vec![
-                format!("--kubeconfig={}", state.kubeconfig.display()),
+                format!("--kubeconfig={}", kubeconfig.display()),
                 "--bind-address=127.0.0.1".into(),
                 format!("--port={port}"),
                 "--extender-port=0".into(),
@@ -378,10 +428,10 @@ async fn run_variant(
         "existing-",
         opts.existing,
         variant.scheduler_name(),
-        opts.workload,
+        opts,
     )
     .await?;
-    let running = start(variant, state, opts, client, &ns, nodes, "init").await?;
+    let running = start(variant, state, opts, &ns, nodes, "init").await?;
     wait_all_bound(
         client,
         &ns,
@@ -402,13 +452,13 @@ async fn run_variant(
         "measured-",
         opts.measured,
         variant.scheduler_name(),
-        opts.workload,
+        opts,
     )
     .await?;
     let (times, tracker) = track_binds(client, &ns, "measured-");
     let requests_before = super::request_counts(client).await;
     let started = Instant::now();
-    let running = start(variant, state, opts, client, &ns, nodes, "measured").await?;
+    let running = start(variant, state, opts, &ns, nodes, "measured").await?;
     eprintln!("bench: {}: scheduling", variant.label());
     wait::until("all measured pods bound", Duration::from_secs(3600), || {
         let times = times.clone();
@@ -544,10 +594,12 @@ pub fn report(results: &[(Variant, VariantResult)], nodes: usize, opts: &Options
         .iter()
         .find(|(v, _)| *v == Variant::Understudy)
         .map(|(_, r)| r.clone());
-    let ceiling = results
-        .iter()
-        .find(|(v, _)| *v == Variant::Null)
-        .map(|(_, r)| r.clone());
+    let ceiling = |variant| {
+        results
+            .iter()
+            .find(|(v, _)| *v == variant)
+            .map(|(_, r)| r.clone())
+    };
     let name = match opts.workload {
         Workload::Basic => "SchedulingBasic",
         Workload::Preemption => {
@@ -555,9 +607,16 @@ pub fn report(results: &[(Variant, VariantResult)], nodes: usize, opts: &Options
         }
     };
     let mut out = format!(
-        "{name}: {nodes} nodes, {} existing pods, {} measured pods, client QPS/burst {}\n\n\
+        "{name}: {nodes} nodes, {} existing pods, {} measured pods, client QPS/burst {}, {}\n\n\
          | scheduler | pods/s | time to all bound | attempt p50 | attempt p99 | CPU s | CPU ms/pod | peak RSS | victims |\n|---|---|---|---|---|---|---|---|---|\n",
-        opts.existing, opts.measured, opts.qps
+        opts.existing,
+        opts.measured,
+        opts.qps,
+        if opts.kubelet {
+            "kwok's kubelet makes bound pods Running"
+        } else {
+            "no kubelet (bound pods stay Pending, as in scheduler_perf)"
+        }
     );
     for (v, r) in results {
         let (cpu, per_pod, rss) = match r.usage {
@@ -594,11 +653,16 @@ pub fn report(results: &[(Variant, VariantResult)], nodes: usize, opts: &Options
         }
         out.push('\n');
     }
-    if let (Some(c), Some(o)) = (&ceiling, &ours) {
-        out.push_str(&format!(
-            "understudy / bind ceiling: {:.0} %\n",
-            100.0 * o.pods_per_second / c.pods_per_second
-        ));
+    for (variant, what) in [
+        (Variant::Null, "bind ceiling"),
+        (Variant::NullWithEvents, "bind+event ceiling"),
+    ] {
+        if let (Some(c), Some(o)) = (ceiling(variant), &ours) {
+            out.push_str(&format!(
+                "understudy / {what}: {:.0} %\n",
+                100.0 * o.pods_per_second / c.pods_per_second
+            ));
+        }
     }
     out
 }

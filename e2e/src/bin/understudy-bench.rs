@@ -36,12 +36,20 @@ enum Command {
         /// Client QPS and burst of both schedulers (high, so the client limiter is not the bottleneck).
         #[arg(long, default_value_t = 5000)]
         qps: u32,
-        /// Which to run: null, kube, understudy (comma-separated).
-        #[arg(long, value_delimiter = ',', default_value = "null,kube,understudy")]
+        /// Which to run: null, null-events, kube, understudy (comma-separated).
+        #[arg(
+            long,
+            value_delimiter = ',',
+            default_value = "null,null-events,kube,understudy"
+        )]
         only: Vec<String>,
         /// Directory of the understudy binaries (default: next to this binary).
         #[arg(long)]
         components_dir: Option<PathBuf>,
+        /// Let kwok play each bound pod's kubelet (status to Running). Off by
+        /// default: upstream's scheduler_perf runs no kubelet.
+        #[arg(long)]
+        kubelet: bool,
     },
     /// Preemption: nodes full of low-priority pods, high-priority pods arrive;
     /// kube-scheduler and understudy-scheduler.
@@ -60,6 +68,10 @@ enum Command {
         only: Vec<String>,
         #[arg(long)]
         components_dir: Option<PathBuf>,
+        /// Let kwok play each bound pod's kubelet (status to Running). Off by
+        /// default: upstream's scheduler_perf runs no kubelet.
+        #[arg(long)]
+        kubelet: bool,
     },
     /// Deployments to Available, a rollout of all, and pod-ready →
     /// EndpointSlice latency: kube-controller-manager and understudy-controllers.
@@ -216,7 +228,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     if matches!(cli.command, Command::Controllers { .. }) {
         return run_controllers(cli.command).await;
     }
-    let (workload, nodes, existing, pods, qps, only, components_dir) = match cli.command {
+    let (workload, nodes, existing, pods, qps, only, components_dir, kubelet) = match cli.command {
         Command::Scheduler {
             nodes,
             existing,
@@ -224,6 +236,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             qps,
             only,
             components_dir,
+            kubelet,
         } => (
             Workload::Basic,
             nodes,
@@ -232,6 +245,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             qps,
             only,
             components_dir,
+            kubelet,
         ),
         Command::Preemption {
             nodes,
@@ -240,6 +254,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             qps,
             only,
             components_dir,
+            kubelet,
         } => (
             Workload::Preemption,
             nodes,
@@ -248,6 +263,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             qps,
             only,
             components_dir,
+            kubelet,
         ),
         Command::Controllers { .. } => unreachable!("handled above"),
     };
@@ -256,9 +272,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     for v in only {
         variants.push(match v.as_str() {
             "null" => Variant::Null,
+            "null-events" => Variant::NullWithEvents,
             "kube" => Variant::KubeScheduler,
             "understudy" => Variant::Understudy,
-            other => anyhow::bail!("--only: unknown scheduler {other:?} (null, kube, understudy)"),
+            other => anyhow::bail!(
+                "--only: unknown scheduler {other:?} (null, null-events, kube, understudy)"
+            ),
         });
     }
     let lab = LabOptions {
@@ -285,6 +304,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         measured: pods,
         qps,
         components_dir,
+        kubelet,
     };
     let results = with_cluster(lab, |state| {
         let opts = opts.clone();
