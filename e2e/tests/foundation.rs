@@ -394,7 +394,11 @@ async fn the_component_client_multiplexes_requests_over_http2() {
     let client = options.client().await.unwrap();
     let version = |client: kube::Client| async move {
         let request = http::Request::get("/version").body(Vec::new()).unwrap();
-        client.send(request.map(Into::into)).await.unwrap().version()
+        client
+            .send(request.map(Into::into))
+            .await
+            .unwrap()
+            .version()
     };
     let answers = futures::future::join_all((0..20).map(|_| version(client.clone()))).await;
     assert!(

@@ -23,7 +23,7 @@ use crate::queue::{Popped, QueueName, SchedulingQueue};
 use crate::scheduling::{Algorithm, Diagnosis, FitError, Nominated, ScheduleError, ScheduleResult};
 
 /// See [`Scheduler::bind_slots`].
-const BINDS_IN_FLIGHT: usize = 64;
+const BINDS_IN_FLIGHT: usize = 128;
 
 pub struct Scheduler {
     pub client: Client,

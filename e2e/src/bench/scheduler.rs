@@ -15,12 +15,12 @@ use std::time::{Duration, Instant};
 
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::{Namespace, Node, ObjectReference, Pod};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
 use serde_json::json;
 use understudy_component_base::client::ClientOptions;
-use understudy_component_base::events::{EventRecorder, EventType};
 
 use super::procstat::{self, ProcUsage};
 use super::promtext;
@@ -216,13 +216,11 @@ impl Running {
 }
 
 /// Binds every pending pod of `ns` round-robin over `nodes`, as fast as the
-/// apiserver accepts binds, and with `events` records each `Scheduled` Event.
-async fn null_scheduler(
-    client: Client,
-    ns: String,
-    nodes: Vec<String>,
-    events: Option<EventRecorder>,
-) {
+/// apiserver accepts binds; `with_events` also creates each pod's `Scheduled`
+/// Event before the pod counts as done, so the Events land inside the
+/// measured window (a queue drained in the background would trail it).
+async fn null_scheduler(client: Client, ns: String, nodes: Vec<String>, with_events: bool) {
+    let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(client.clone(), &ns);
     let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
     let mut next = 0usize;
     loop {
@@ -261,17 +259,35 @@ async fn null_scheduler(
                             &binding,
                         )
                         .await;
-                    if let (Ok(_), Some(events)) = (bound, events) {
-                        let pod = ObjectReference {
-                            kind: Some("Pod".into()),
-                            api_version: Some("v1".into()),
-                            namespace: Some(ns.clone()),
-                            name: Some(name.clone()),
-                            uid: Some(uid),
+                    if bound.is_ok() && with_events {
+                        let now = k8s_openapi::jiff::Timestamp::now();
+                        let event = k8s_openapi::api::events::v1::Event {
+                            metadata: kube::api::ObjectMeta {
+                                // client-go's name: the object's, then a unique suffix.
+                                name: Some(format!("{name}.{:x}", now.as_nanosecond())),
+                                namespace: Some(ns.clone()),
+                                ..Default::default()
+                            },
+                            event_time: Some(MicroTime(now)),
+                            reporting_controller: Some("null-scheduler".into()),
+                            reporting_instance: Some("null-scheduler-bench".into()),
+                            action: Some("Binding".into()),
+                            reason: Some("Scheduled".into()),
+                            type_: Some("Normal".into()),
+                            note: Some(format!("Successfully assigned {ns}/{name} to {node}")),
+                            regarding: Some(ObjectReference {
+                                api_version: Some("v1".into()),
+                                kind: Some("Pod".into()),
+                                namespace: Some(ns.clone()),
+                                name: Some(name.clone()),
+                                uid: Some(uid),
+                                ..Default::default()
+                            }),
                             ..Default::default()
                         };
-                        let note = format!("Successfully assigned {ns}/{name} to {node}");
-                        events.record(&pod, EventType::Normal, "Scheduled", "Binding", note);
+                        if let Err(e) = events.create(&PostParams::default(), &event).await {
+                            eprintln!("bench: null scheduler: recording an Event: {e}");
+                        }
                     }
                 }
             })
@@ -306,13 +322,11 @@ async fn start(
             }
             .client()
             .await?;
-            let events = (variant == Variant::NullWithEvents)
-                .then(|| EventRecorder::new(client.clone(), "null-scheduler", None));
             Ok(Running::Null(tokio::spawn(null_scheduler(
                 client,
                 ns.to_string(),
                 nodes.to_vec(),
-                events,
+                variant == Variant::NullWithEvents,
             ))))
         }
         Variant::KubeScheduler => {
