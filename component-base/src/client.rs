@@ -76,7 +76,11 @@ impl ClientOptions {
     /// when it offers it (see [`http2_stack`]).
     pub async fn client(&self) -> Result<Client, ClientError> {
         let config = self.config().await?;
-        http2_stack(&config, RateLimitLayer::new(self.qps, self.burst)).map_err(ClientError::Build)
+        self.client_for(&config)
+    }
+
+    fn client_for(&self, config: &Config) -> Result<Client, ClientError> {
+        http2_stack(config, RateLimitLayer::new(self.qps, self.burst)).map_err(ClientError::Build)
     }
 
     /// A client that has answered `/version` within `timeout`, so a wrong address
@@ -84,7 +88,7 @@ impl ClientOptions {
     pub async fn connected_client(&self, timeout: Duration) -> Result<Client, ClientError> {
         let config = self.config().await?;
         let server = config.cluster_url.to_string();
-        let client = self.client().await?;
+        let client = self.client_for(&config)?;
         match tokio::time::timeout(timeout, client.apiserver_version()).await {
             Ok(Ok(_)) => Ok(client),
             Ok(Err(e)) => Err(ClientError::Unreachable {

@@ -16,13 +16,13 @@ use crate::profile::Profile;
 /// equal-priority pods must leave room for.
 pub type Nominated = HashMap<String, Vec<Arc<PodInfo>>>;
 
-/// Runs the Filters as upstream's RunFilterPluginsWithNominatedPods: when pods
-/// of at least this pod's priority are nominated to the node, the pod must fit
-/// both with them added and without them (their affinity may be what lets it fit).
 /// Nodes per unit of parallel filtering work: a filter pass over one node
 /// takes about a microsecond, far less than waking a worker thread.
 const FILTER_CHUNK: usize = 32;
 
+/// Runs the Filters as upstream's RunFilterPluginsWithNominatedPods: when pods
+/// of at least this pod's priority are nominated to the node, the pod must fit
+/// both with them added and without them (their affinity may be what lets it fit).
 pub fn filter_with_nominated(
     profile: &Profile,
     state: &CycleState,

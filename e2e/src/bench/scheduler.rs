@@ -600,20 +600,14 @@ fn fmt_ms(v: Option<f64>) -> String {
 
 /// A markdown table of the results with ratios against kube-scheduler.
 pub fn report(results: &[(Variant, VariantResult)], nodes: usize, opts: &Options) -> String {
-    let upstream = results
-        .iter()
-        .find(|(v, _)| *v == Variant::KubeScheduler)
-        .map(|(_, r)| r.clone());
-    let ours = results
-        .iter()
-        .find(|(v, _)| *v == Variant::Understudy)
-        .map(|(_, r)| r.clone());
-    let ceiling = |variant| {
+    let result_of = |variant| {
         results
             .iter()
             .find(|(v, _)| *v == variant)
             .map(|(_, r)| r.clone())
     };
+    let upstream = result_of(Variant::KubeScheduler);
+    let ours = result_of(Variant::Understudy);
     let name = match opts.workload {
         Workload::Basic => "SchedulingBasic",
         Workload::Preemption => {
@@ -671,7 +665,7 @@ pub fn report(results: &[(Variant, VariantResult)], nodes: usize, opts: &Options
         (Variant::Null, "bind ceiling"),
         (Variant::NullWithEvents, "bind+event ceiling"),
     ] {
-        if let (Some(c), Some(o)) = (ceiling(variant), &ours) {
+        if let (Some(c), Some(o)) = (result_of(variant), &ours) {
             out.push_str(&format!(
                 "understudy / {what}: {:.0} %\n",
                 100.0 * o.pods_per_second / c.pods_per_second
