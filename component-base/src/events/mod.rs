@@ -2,13 +2,16 @@
 //! the caller's path: recording only queues the Event, and a background task
 //! folds repeats into series and publishes, as upstream's event broadcaster
 //! does. A full queue or a failed publish is logged and never fails or delays
-//! the work that produced the Event.
+//! the work that produced the Event. Like client-go's, a write that fails
+//! for want of the apiserver (a transport error) is tried again, up to
+//! [`MAX_TRIES`] times, [`RETRY_AFTER`] apart (plus up to a quarter, so that
+//! many clients do not retry in step); one the apiserver rejects is dropped.
 
 mod series;
 mod spam;
 
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
@@ -31,6 +34,11 @@ const QUEUE: usize = 1000;
 /// its `Scheduled` Events. The client multiplexes them over one HTTP/2
 /// connection, so many in flight cost streams, not connections.
 const CONCURRENCY: usize = 64;
+/// Writes per Event before it is given up (client-go's maxTriesPerEvent).
+pub const MAX_TRIES: u32 = 12;
+/// The pause before trying a failed write again (client-go's
+/// defaultSleepDuration), jittered by up to a quarter more.
+pub const RETRY_AFTER: Duration = Duration::from_secs(10);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum EventType {
@@ -151,29 +159,75 @@ async fn publish_all(client: Client, mut cache: SeriesCache, mut rx: mpsc::Recei
     let mut finish_tick = period(FINISH_AFTER);
     let mut refresh_tick = period(REFRESH_EVERY);
     let mut in_flight = FuturesUnordered::new();
+    // Failed writes waiting to be tried again. They hold no write slot while
+    // they wait: client-go retries in the Event's own goroutine, so an
+    // apiserver outage does not stop newer Events from being taken in.
+    let mut waiting = FuturesUnordered::new();
+    let attempt = |event: K8sEvent, tries: u32| {
+        let client = client.clone();
+        async move {
+            let retry = write(client, &event).await;
+            (event, tries + 1, retry)
+        }
+    };
     loop {
         tokio::select! {
             occurrence = rx.recv(), if in_flight.len() < CONCURRENCY => {
                 let Some(occurrence) = occurrence else { break };
                 if let Some(event) = cache.observe(occurrence, Timestamp::now()) {
-                    in_flight.push(write(client.clone(), event));
+                    in_flight.push(attempt(event, 0));
                 }
             }
             _ = finish_tick.tick() => {
-                in_flight.extend(cache.finish(Timestamp::now()).into_iter().map(|e| write(client.clone(), e)));
+                in_flight.extend(cache.finish(Timestamp::now()).into_iter().map(|e| attempt(e, 0)));
             }
             _ = refresh_tick.tick() => {
-                in_flight.extend(cache.refresh().into_iter().map(|e| write(client.clone(), e)));
+                in_flight.extend(cache.refresh().into_iter().map(|e| attempt(e, 0)));
             }
-            Some(()) = in_flight.next(), if !in_flight.is_empty() => {}
+            Some((event, tries, retry)) = in_flight.next(), if !in_flight.is_empty() => {
+                if let Some(event) = retry_or_give_up(event, tries, retry) {
+                    waiting.push(async move {
+                        tokio::time::sleep(jittered(RETRY_AFTER)).await;
+                        (event, tries)
+                    });
+                }
+            }
+            Some((event, tries)) = waiting.next(), if !waiting.is_empty() => {
+                in_flight.push(attempt(event, tries));
+            }
         }
     }
+    // The recorder is gone: finish the writes under way, without waiting
+    // out retries.
     while in_flight.next().await.is_some() {}
+}
+
+/// The Event to write again after a pause, if the write may succeed later
+/// and tries are left.
+fn retry_or_give_up(event: K8sEvent, tries: u32, retry: bool) -> Option<K8sEvent> {
+    if !retry {
+        return None;
+    }
+    if tries >= MAX_TRIES {
+        tracing::error!(reason = ?event.reason, object = ?event.regarding.as_ref().and_then(|r| r.name.as_deref()), tries, "could not record event: retry limit exceeded");
+        return None;
+    }
+    Some(event)
+}
+
+/// `base` plus up to a quarter of it, at random (client-go's wait.Jitter).
+fn jittered(base: Duration) -> Duration {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u64(0);
+    let fraction = (hasher.finish() >> 11) as f64 / (1u64 << 53) as f64;
+    base + base.mul_f64(0.25 * fraction)
 }
 
 /// Creates a new Event, or patches a series' count into the Event it
 /// started as (creating it if it is gone), as client-go's recordEvent.
-async fn write(client: Client, event: K8sEvent) {
+/// Returns whether a failed write is worth trying again.
+async fn write(client: Client, event: &K8sEvent) -> bool {
     let namespace = event.metadata.namespace.as_deref().unwrap_or("default");
     let events: Api<K8sEvent> = Api::namespaced(client, namespace);
     let name = event.metadata.name.clone().unwrap_or_default();
@@ -185,14 +239,178 @@ async fn write(client: Client, event: K8sEvent) {
                 .await
             {
                 Err(kube::Error::Api(status)) if status.is_not_found() => {
-                    events.create(&PostParams::default(), &event).await
+                    events.create(&PostParams::default(), event).await
                 }
                 other => other,
             }
         }
-        None => events.create(&PostParams::default(), &event).await,
+        None => events.create(&PostParams::default(), event).await,
     };
-    if let Err(error) = result {
-        tracing::warn!(%error, reason = ?event.reason, object = ?event.regarding.and_then(|r| r.name), "could not record event");
+    let Err(error) = result else { return false };
+    let retry = worth_retrying(&error, event.series.is_some());
+    let object = event.regarding.as_ref().and_then(|r| r.name.as_deref());
+    if retry {
+        tracing::warn!(%error, reason = ?event.reason, ?object, "could not record event; will retry");
+    } else {
+        tracing::warn!(%error, reason = ?event.reason, ?object, "event rejected; not retrying");
+    }
+    retry
+}
+
+/// client-go's rule: the apiserver's own answers are final, except that a
+/// series whose Event was just created by a concurrent write ("already
+/// exists" after the patch found nothing) is patched again; a request that
+/// cannot be built never will be; everything else — no connection, a
+/// broken stream, an answer that is not a Status — may pass later.
+fn worth_retrying(error: &kube::Error, is_series: bool) -> bool {
+    match error {
+        kube::Error::Api(status) => is_series && status.is_already_exists(),
+        kube::Error::BuildRequest(_) | kube::Error::HttpError(_) => false,
+        _ => true,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::{BodyExt, Full};
+    use kube::client::Body;
+    use kube::core::Status;
+
+    fn api_error(code: u16, reason: &str) -> kube::Error {
+        kube::Error::Api(Box::new(Status::failure("refused", reason).with_code(code)))
+    }
+
+    #[test]
+    fn only_failures_that_may_pass_are_retried() {
+        let transport = || kube::Error::Service("connection refused".into());
+        let cases = [
+            ("transport error", transport(), false, true),
+            ("transport error, series", transport(), true, true),
+            (
+                "rejected as invalid",
+                api_error(422, "Invalid"),
+                false,
+                false,
+            ),
+            ("forbidden", api_error(403, "Forbidden"), false, false),
+            (
+                "created twice",
+                api_error(409, "AlreadyExists"),
+                false,
+                false,
+            ),
+            (
+                "series created concurrently",
+                api_error(409, "AlreadyExists"),
+                true,
+                true,
+            ),
+        ];
+        for (name, error, is_series, want) in cases {
+            assert_eq!(worth_retrying(&error, is_series), want, "{name}");
+        }
+    }
+
+    #[test]
+    fn jitter_adds_up_to_a_quarter() {
+        for _ in 0..100 {
+            let d = jittered(RETRY_AFTER);
+            assert!(d >= RETRY_AFTER && d <= RETRY_AFTER.mul_f64(1.25), "{d:?}");
+        }
+    }
+
+    /// A client whose apiserver fails the first `failures` requests with a
+    /// transport error (all of them if `None`) and then echoes what is
+    /// created; every request is reported on the returned channel.
+    fn flaky_apiserver(failures: Option<usize>) -> (Client, mpsc::UnboundedReceiver<String>) {
+        let (seen, requests) = mpsc::unbounded_channel();
+        let count = Arc::new(Mutex::new(0usize));
+        let service = tower::service_fn(move |request: http::Request<Body>| {
+            let seen = seen.clone();
+            let count = count.clone();
+            async move {
+                let n = {
+                    let mut count = count.lock().unwrap();
+                    *count += 1;
+                    *count
+                };
+                let _ = seen.send(format!("{} {}", request.method(), request.uri().path()));
+                if failures.is_none_or(|f| n <= f) {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::ConnectionRefused,
+                        "connection refused",
+                    ));
+                }
+                let body = request.into_body().collect().await.unwrap().to_bytes();
+                Ok(http::Response::builder()
+                    .status(201)
+                    .header(http::header::CONTENT_TYPE, "application/json")
+                    .body(Full::new(body))
+                    .unwrap())
+            }
+        });
+        (Client::new(service, "default"), requests)
+    }
+
+    fn pod(name: &str) -> ObjectReference {
+        ObjectReference {
+            api_version: Some("v1".into()),
+            kind: Some("Pod".into()),
+            namespace: Some("default".into()),
+            name: Some(name.into()),
+            uid: Some(format!("{name}-uid")),
+            ..Default::default()
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_write_that_fails_in_transport_is_tried_again() {
+        let (client, mut requests) = flaky_apiserver(Some(2));
+        let recorder = EventRecorder::new(client, "test-component", Some("test".into()));
+        recorder.record(
+            &pod("a"),
+            EventType::Normal,
+            "Scheduled",
+            "Binding",
+            "assigned".into(),
+        );
+        for _ in 0..3 {
+            let request = tokio::time::timeout(Duration::from_secs(60), requests.recv())
+                .await
+                .expect("a write within a minute")
+                .expect("apiserver alive");
+            assert_eq!(
+                request,
+                "POST /apis/events.k8s.io/v1/namespaces/default/events"
+            );
+        }
+        // Written on the third try: nothing more is sent.
+        let more = tokio::time::timeout(Duration::from_secs(600), requests.recv()).await;
+        assert!(more.is_err(), "unexpected request {more:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_write_is_given_up_after_the_last_try() {
+        let (client, mut requests) = flaky_apiserver(None);
+        let recorder = EventRecorder::new(client, "test-component", Some("test".into()));
+        recorder.record(
+            &pod("a"),
+            EventType::Warning,
+            "FailedScheduling",
+            "Scheduling",
+            "no nodes".into(),
+        );
+        let started = tokio::time::Instant::now();
+        for _ in 0..MAX_TRIES {
+            tokio::time::timeout(Duration::from_secs(60), requests.recv())
+                .await
+                .expect("a try within a minute")
+                .expect("apiserver alive");
+        }
+        // Tries are at least RETRY_AFTER apart.
+        assert!(started.elapsed() >= RETRY_AFTER * (MAX_TRIES - 1));
+        let more = tokio::time::timeout(Duration::from_secs(600), requests.recv()).await;
+        assert!(more.is_err(), "a try beyond the limit: {more:?}");
     }
 }
