@@ -75,7 +75,7 @@ impl LeaderElectionConfig {
 
 /// `hostname_<random>` as upstream builds it, so two replicas on one host differ.
 pub fn default_identity() -> String {
-    format!("{}_{:016x}", hostname(), random_u64())
+    format!("{}_{:016x}", hostname(), fastrand::u64(..))
 }
 
 /// This host's name, as Go's `os.Hostname` would give it in a pod.
@@ -89,19 +89,6 @@ pub fn hostname() -> String {
                 .map(|h| h.trim().to_string())
         })
         .unwrap_or_else(|| "unknown".into())
-}
-
-fn random_u64() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-    hasher.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or_default(),
-    );
-    hasher.write_u32(std::process::id());
-    hasher.finish()
 }
 
 /// One contender for a lease.

@@ -67,10 +67,14 @@ fn patched(text: &str) -> Result<Option<String>, String> {
 mod tests {
     use super::*;
 
-    const READY: &str = "apiVersion: kwok.x-k8s.io/v1alpha1
+    /// A kwok pod stage selecting on `.metadata.deletionTimestamp` with
+    /// `operator`, then doing `next`.
+    fn pod_stage(name: &str, operator: &str, next: &str) -> String {
+        format!(
+            "apiVersion: kwok.x-k8s.io/v1alpha1
 kind: Stage
 metadata:
-  name: pod-ready
+  name: {name}
 spec:
   resourceRef:
     apiGroup: v1
@@ -78,27 +82,23 @@ spec:
   selector:
     matchExpressions:
     - key: '.metadata.deletionTimestamp'
-      operator: 'DoesNotExist'
+      operator: '{operator}'
   next:
-    statusTemplate: |
-      phase: Running
-";
+{next}"
+        )
+    }
 
-    const DELETE: &str = "apiVersion: kwok.x-k8s.io/v1alpha1
-kind: Stage
-metadata:
-  name: pod-delete
-spec:
-  resourceRef:
-    apiGroup: v1
-    kind: Pod
-  selector:
-    matchExpressions:
-    - key: '.metadata.deletionTimestamp'
-      operator: 'Exists'
-  next:
-    delete: true
-";
+    fn ready() -> String {
+        pod_stage(
+            "pod-ready",
+            "DoesNotExist",
+            "    statusTemplate: |\n      phase: Running\n",
+        )
+    }
+
+    fn delete() -> String {
+        pod_stage("pod-delete", "Exists", "    delete: true\n")
+    }
 
     fn expressions(text: &str) -> Vec<(String, String)> {
         let stage: Value = serde_yaml::from_str(text).unwrap();
@@ -117,7 +117,7 @@ spec:
 
     #[test]
     fn a_kubelet_stage_skips_labelled_pods_and_keeps_its_template() {
-        let out = patched(READY).unwrap().unwrap();
+        let out = patched(&ready()).unwrap().unwrap();
         assert_eq!(
             expressions(&out),
             vec![
@@ -137,12 +137,12 @@ spec:
 
     #[test]
     fn deletion_and_node_stages_are_unchanged() {
-        let out = patched(DELETE).unwrap().unwrap();
+        let out = patched(&delete()).unwrap().unwrap();
         assert_eq!(
             expressions(&out),
             vec![(".metadata.deletionTimestamp".into(), "Exists".into())]
         );
-        let node = READY.replace("kind: Pod", "kind: Node");
+        let node = ready().replace("kind: Pod", "kind: Node");
         assert_eq!(expressions(&patched(&node).unwrap().unwrap()).len(), 1);
     }
 

@@ -192,7 +192,7 @@ impl Algorithm {
             .map_err(ScheduleError::Internal)?;
         let best = select_host(
             &scores.iter().map(|s| s.score).collect::<Vec<_>>(),
-            rand_u64(),
+            fastrand::u64(..),
         );
         Ok(ScheduleResult {
             node: scores[best].name.to_string(),
@@ -341,13 +341,6 @@ pub fn select_host(scores: &[i64], mut seed: u64) -> usize {
         }
     }
     best
-}
-
-fn rand_u64() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u64(0);
-    h.finish()
 }
 
 #[cfg(test)]

@@ -217,11 +217,7 @@ fn retry_or_give_up(event: K8sEvent, tries: u32, retry: bool) -> Option<K8sEvent
 
 /// `base` plus up to a quarter of it, at random (client-go's wait.Jitter).
 fn jittered(base: Duration) -> Duration {
-    use std::hash::{BuildHasher, Hasher};
-    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-    hasher.write_u64(0);
-    let fraction = (hasher.finish() >> 11) as f64 / (1u64 << 53) as f64;
-    base + base.mul_f64(0.25 * fraction)
+    base + base.mul_f64(0.25 * fastrand::f64())
 }
 
 /// Creates a new Event, or patches a series' count into the Event it

@@ -8,8 +8,6 @@
 //! is in the snapshot.
 
 use std::collections::HashMap;
-use std::collections::hash_map::RandomState;
-use std::hash::{BuildHasher, Hasher};
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::PersistentVolumeClaim;
@@ -47,10 +45,8 @@ pub struct CsiLimits {
 }
 
 pub fn new(_args: Option<&Value>) -> Result<Arc<dyn Plugin>, String> {
-    let mut hasher = RandomState::new().build_hasher();
-    hasher.write_usize(std::process::id() as usize);
     Ok(Arc::new(CsiLimits {
-        random_volume_id_prefix: format!("{:016x}", hasher.finish()),
+        random_volume_id_prefix: format!("{:016x}", fastrand::u64(..)),
     }))
 }
 
