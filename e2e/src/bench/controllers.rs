@@ -17,9 +17,9 @@ use std::time::{Duration, Instant};
 
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Service};
+use k8s_openapi::api::core::v1::{Node, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::watcher::{self, Event};
 use kube::{Client, ResourceExt};
 use serde_json::json;
@@ -390,17 +390,7 @@ async fn run_variant(
     record.stop(Duration::from_secs(10));
 
     eprintln!("bench: {}: cleaning up", variant.label());
-    let namespaces: Api<Namespace> = Api::all(client.clone());
-    namespaces.delete(&ns, &DeleteParams::background()).await?;
-    wait::until("namespace deleted", Duration::from_secs(1800), || async {
-        Ok(namespaces
-            .get_opt(&ns)
-            .await
-            .map_err(|e| e.to_string())?
-            .is_none()
-            .then_some(()))
-    })
-    .await?;
+    super::delete_namespace(client, &ns).await?;
     Ok(VariantResult {
         slice_latency_p50: percentile(&samples, 0.5),
         slice_latency_p99: percentile(&samples, 0.99),

@@ -6,12 +6,13 @@ pub mod controllers;
 pub mod procstat;
 pub mod promtext;
 pub mod scheduler;
+pub mod write_costs;
 
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Namespace;
 use kube::Client;
-use kube::api::{Api, PostParams};
+use kube::api::{Api, DeleteParams, PostParams};
 
 /// Creates the namespace `name` and waits until it accepts pods.
 pub async fn create_namespace(client: &Client, name: &str) -> anyhow::Result<()> {
@@ -19,6 +20,23 @@ pub async fn create_namespace(client: &Client, name: &str) -> anyhow::Result<()>
     let ns: Namespace = serde_json::from_value(serde_json::json!({"metadata": {"name": name}}))?;
     namespaces.create(&PostParams::default(), &ns).await?;
     crate::wait::accepts_pods(client, name, Duration::from_secs(60)).await?;
+    Ok(())
+}
+
+/// Deletes the namespace `name` and waits until it is gone, so the next
+/// measurement does not share the machine with its garbage collection.
+pub async fn delete_namespace(client: &Client, name: &str) -> anyhow::Result<()> {
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    namespaces.delete(name, &DeleteParams::background()).await?;
+    crate::wait::until("namespace deleted", Duration::from_secs(1800), || async {
+        Ok(namespaces
+            .get_opt(name)
+            .await
+            .map_err(|e| e.to_string())?
+            .is_none()
+            .then_some(()))
+    })
+    .await?;
     Ok(())
 }
 

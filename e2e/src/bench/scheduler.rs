@@ -14,9 +14,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::{StreamExt, TryStreamExt};
-use k8s_openapi::api::core::v1::{Namespace, Node, ObjectReference, Pod};
+use k8s_openapi::api::core::v1::{Node, ObjectReference, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
-use kube::api::{Api, DeleteParams, ListParams, PostParams};
+use kube::api::{Api, ListParams, PostParams};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
 use serde_json::json;
@@ -246,45 +246,9 @@ async fn null_scheduler(client: Client, ns: String, nodes: Vec<String>, with_eve
                 let ns = ns.clone();
                 let events = events.clone();
                 async move {
-                    let binding = json!({
-                        "apiVersion": "v1", "kind": "Binding",
-                        "metadata": {"name": name, "namespace": ns},
-                        "target": {"apiVersion": "v1", "kind": "Node", "name": node},
-                    });
-                    let bound = pods
-                        .create_subresource::<_, serde_json::Value>(
-                            "binding",
-                            &name,
-                            &PostParams::default(),
-                            &binding,
-                        )
-                        .await;
+                    let bound = bind(&pods, &ns, &name, &node).await;
                     if bound.is_ok() && with_events {
-                        let now = k8s_openapi::jiff::Timestamp::now();
-                        let event = k8s_openapi::api::events::v1::Event {
-                            metadata: kube::api::ObjectMeta {
-                                // client-go's name: the object's, then a unique suffix.
-                                name: Some(format!("{name}.{:x}", now.as_nanosecond())),
-                                namespace: Some(ns.clone()),
-                                ..Default::default()
-                            },
-                            event_time: Some(MicroTime(now)),
-                            reporting_controller: Some("null-scheduler".into()),
-                            reporting_instance: Some("null-scheduler-bench".into()),
-                            action: Some("Binding".into()),
-                            reason: Some("Scheduled".into()),
-                            type_: Some("Normal".into()),
-                            note: Some(format!("Successfully assigned {ns}/{name} to {node}")),
-                            regarding: Some(ObjectReference {
-                                api_version: Some("v1".into()),
-                                kind: Some("Pod".into()),
-                                namespace: Some(ns.clone()),
-                                name: Some(name.clone()),
-                                uid: Some(uid),
-                                ..Default::default()
-                            }),
-                            ..Default::default()
-                        };
+                        let event = scheduled_event(&ns, &name, &uid, &node);
                         if let Err(e) = events.create(&PostParams::default(), &event).await {
                             eprintln!("bench: null scheduler: recording an Event: {e}");
                         }
@@ -294,6 +258,56 @@ async fn null_scheduler(client: Client, ns: String, nodes: Vec<String>, with_eve
             .buffer_unordered(128)
             .collect::<Vec<()>>()
             .await;
+    }
+}
+
+/// Binds `ns/name` to `node` through `pods/binding`, as a scheduler does.
+pub(crate) async fn bind(
+    pods: &Api<Pod>,
+    ns: &str,
+    name: &str,
+    node: &str,
+) -> kube::Result<serde_json::Value> {
+    let binding = json!({
+        "apiVersion": "v1", "kind": "Binding",
+        "metadata": {"name": name, "namespace": ns},
+        "target": {"apiVersion": "v1", "kind": "Node", "name": node},
+    });
+    pods.create_subresource("binding", name, &PostParams::default(), &binding)
+        .await
+}
+
+/// The `Scheduled` Event a scheduler records for a pod it bound.
+pub(crate) fn scheduled_event(
+    ns: &str,
+    name: &str,
+    uid: &str,
+    node: &str,
+) -> k8s_openapi::api::events::v1::Event {
+    let now = k8s_openapi::jiff::Timestamp::now();
+    k8s_openapi::api::events::v1::Event {
+        metadata: kube::api::ObjectMeta {
+            // client-go's name: the object's, then a unique suffix.
+            name: Some(format!("{name}.{:x}", now.as_nanosecond())),
+            namespace: Some(ns.to_string()),
+            ..Default::default()
+        },
+        event_time: Some(MicroTime(now)),
+        reporting_controller: Some("null-scheduler".into()),
+        reporting_instance: Some("null-scheduler-bench".into()),
+        action: Some("Binding".into()),
+        reason: Some("Scheduled".into()),
+        type_: Some("Normal".into()),
+        note: Some(format!("Successfully assigned {ns}/{name} to {node}")),
+        regarding: Some(ObjectReference {
+            api_version: Some("v1".into()),
+            kind: Some("Pod".into()),
+            namespace: Some(ns.to_string()),
+            name: Some(name.to_string()),
+            uid: Some(uid.to_string()),
+            ..Default::default()
+        }),
+        ..Default::default()
     }
 }
 
@@ -429,7 +443,6 @@ async fn run_variant(
 ) -> anyhow::Result<VariantResult> {
     let ns = format!("bench-{}", variant.slug());
     super::create_namespace(client, &ns).await?;
-    let namespaces: Api<Namespace> = Api::all(client.clone());
 
     eprintln!(
         "bench: {}: {} existing pods",
@@ -557,16 +570,7 @@ async fn run_variant(
     };
 
     eprintln!("bench: {}: cleaning up", variant.label());
-    namespaces.delete(&ns, &DeleteParams::background()).await?;
-    wait::until("namespace deleted", Duration::from_secs(1800), || async {
-        Ok(namespaces
-            .get_opt(&ns)
-            .await
-            .map_err(|e| e.to_string())?
-            .is_none()
-            .then_some(()))
-    })
-    .await?;
+    super::delete_namespace(client, &ns).await?;
     Ok(result)
 }
 

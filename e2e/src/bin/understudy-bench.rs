@@ -7,8 +7,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use understudy_e2e::bench::controllers;
 use understudy_e2e::bench::scheduler::{self, Options, Variant, Workload};
+use understudy_e2e::bench::{controllers, write_costs};
 use understudy_e2e::controlplane::{self, LabOptions};
 use understudy_e2e::nodes::NodeTemplate;
 use understudy_e2e::understudies::Understudy;
@@ -72,6 +72,22 @@ enum Command {
         /// default: upstream's scheduler_perf runs no kubelet.
         #[arg(long)]
         kubelet: bool,
+    },
+    /// What one pod create, bind and `Scheduled` Event costs the control
+    /// plane (CPU ms per request), each phase alone: why the bind+event
+    /// ceiling is below the binds-only one.
+    WriteCosts {
+        #[arg(long, default_value_t = 100)]
+        nodes: usize,
+        /// Requests per phase and round.
+        #[arg(long, default_value_t = 10000)]
+        requests: usize,
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+        #[arg(long, default_value_t = 128)]
+        in_flight: usize,
+        #[arg(long, default_value_t = 5000)]
+        qps: u32,
     },
     /// Deployments to Available, a rollout of all, and pod-ready →
     /// EndpointSlice latency: kube-controller-manager and understudy-controllers.
@@ -224,9 +240,58 @@ async fn run_controllers(command: Command) -> anyhow::Result<()> {
     Ok(())
 }
 
+async fn run_write_costs(command: Command) -> anyhow::Result<()> {
+    let Command::WriteCosts {
+        nodes,
+        requests,
+        rounds,
+        in_flight,
+        qps,
+    } = command
+    else {
+        unreachable!("called for the write-costs command only")
+    };
+    anyhow::ensure!(
+        requests > 0 && rounds > 0 && in_flight > 0,
+        "--requests, --rounds and --in-flight must be positive"
+    );
+    let opts = write_costs::Options {
+        requests,
+        rounds,
+        in_flight,
+        qps,
+    };
+    let lab = LabOptions {
+        name: "bench".into(),
+        state_dir: scheduler::state_dir(),
+        nodes,
+        node_template: NodeTemplate {
+            cpu: "4".into(),
+            memory: "32Gi".into(),
+            ..Default::default()
+        },
+        replaced: BTreeSet::new(),
+        start_understudies: false,
+        kube_scheduler: false,
+        apiserver_port: None,
+        components_dir: resolve_components_dir(None)?,
+        understudy_args: vec![],
+        node_lease_seconds: 600,
+    };
+    let samples = with_cluster(lab, |state| {
+        let opts = opts.clone();
+        async move { write_costs::run(&state, &opts).await }
+    })
+    .await?;
+    println!("{}", write_costs::report(&samples, &opts));
+    Ok(())
+}
+
 async fn run(cli: Cli) -> anyhow::Result<()> {
-    if matches!(cli.command, Command::Controllers { .. }) {
-        return run_controllers(cli.command).await;
+    match cli.command {
+        Command::Controllers { .. } => return run_controllers(cli.command).await,
+        Command::WriteCosts { .. } => return run_write_costs(cli.command).await,
+        _ => {}
     }
     let (workload, nodes, existing, pods, qps, only, components_dir, kubelet) = match cli.command {
         Command::Scheduler {
@@ -265,7 +330,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             components_dir,
             kubelet,
         ),
-        Command::Controllers { .. } => unreachable!("handled above"),
+        Command::Controllers { .. } | Command::WriteCosts { .. } => {
+            unreachable!("handled above")
+        }
     };
     let components_dir = resolve_components_dir(components_dir)?;
     let mut variants = vec![];
