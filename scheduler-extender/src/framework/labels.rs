@@ -161,13 +161,24 @@ impl NodeTerm {
         })
     }
 
+    /// Upstream checks field requirements only against a node with a name
+    /// (nodeaffinity's `len(nodeFields) > 0`): a PV's node affinity, matched
+    /// against the node's labels alone, passes its `matchFields`.
     pub fn matches(&self, node_name: &str, labels: &Labels) -> bool {
         if self.labels.is_empty() && self.fields.is_empty() {
             return false;
         }
-        let name_labels: Labels = [("metadata.name".to_string(), node_name.to_string())].into();
         self.labels.iter().all(|r| r.matches(labels))
-            && self.fields.iter().all(|r| r.matches(&name_labels))
+            && (node_name.is_empty() || self.fields.iter().all(|r| name_matches(r, node_name)))
+    }
+}
+
+/// A `metadata.name` field requirement (only In and NotIn compile).
+fn name_matches(requirement: &Requirement, name: &str) -> bool {
+    match requirement {
+        Requirement::In(_, names) => names.iter().any(|n| n == name),
+        Requirement::NotIn(_, names) => names.iter().all(|n| n != name),
+        _ => false,
     }
 }
 
@@ -251,6 +262,17 @@ mod tests {
         assert!(!m.matches("n1", &labels(&[("cores", "8")])));
         assert!(!m.matches("n1", &labels(&[("cores", "x")])));
         assert!(m.matches("n9", &Labels::new()));
+        let not_in: NodeSelector = serde_json::from_value(json!({"nodeSelectorTerms": [
+            {"matchFields": [{"key": "metadata.name", "operator": "NotIn", "values": ["n9"]}]},
+        ]}))
+        .unwrap();
+        let not_in = NodeSelectorMatcher::compile(&not_in).unwrap();
+        assert!(not_in.matches("n1", &Labels::new()));
+        assert!(!not_in.matches("n9", &Labels::new()));
+        // Without a name (a PV's affinity, matched on labels only) field
+        // requirements are not checked, as upstream's.
+        assert!(m.matches("", &Labels::new()));
+        assert!(not_in.matches("", &Labels::new()));
         let empty: NodeSelector =
             serde_json::from_value(json!({"nodeSelectorTerms": [{}]})).unwrap();
         assert!(

@@ -9,7 +9,7 @@ use k8s_openapi::api::core::v1::{
 };
 use k8s_openapi::api::storage::v1::{CSINode, StorageClass};
 
-use super::labels::{Labels, Requirement, Selector};
+use super::labels::{Labels, Selector};
 use super::resources::{Resource, pod_requests};
 
 /// One pod affinity or anti-affinity term, compiled.
@@ -30,26 +30,13 @@ pub struct WeightedAffinityTerm {
 }
 
 impl AffinityTerm {
-    /// Compiles `term` of a pod in `namespace` with `labels`; matchLabelKeys and
-    /// mismatchLabelKeys add `key In/NotIn (the pod's value)`.
-    pub fn compile(
-        term: &PodAffinityTerm,
-        namespace: &str,
-        labels: &Labels,
-    ) -> Result<Self, String> {
-        let mut selector = Selector::from_optional(term.label_selector.as_ref())?;
-        if term.label_selector.is_some() {
-            for key in term.match_label_keys.iter().flatten() {
-                if let Some(v) = labels.get(key) {
-                    selector.require(Requirement::In(key.clone(), vec![v.clone()]));
-                }
-            }
-            for key in term.mismatch_label_keys.iter().flatten() {
-                if let Some(v) = labels.get(key) {
-                    selector.require(Requirement::NotIn(key.clone(), vec![v.clone()]));
-                }
-            }
-        }
+    /// Compiles `term` of a pod in `namespace`. matchLabelKeys and
+    /// mismatchLabelKeys are not applied here: the apiserver merged them into
+    /// the label selector, with the labels the pod had, when it was created
+    /// (and upstream's scheduler reads the selector as stored, so a pod
+    /// relabelled later keeps its selector).
+    pub fn compile(term: &PodAffinityTerm, namespace: &str) -> Result<Self, String> {
+        let selector = Selector::from_optional(term.label_selector.as_ref())?;
         let mut namespaces: BTreeSet<String> = term.namespaces.iter().flatten().cloned().collect();
         let namespace_selector = match &term.namespace_selector {
             Some(sel) => Selector::from_label_selector(sel)?,
@@ -111,7 +98,7 @@ impl PodInfo {
                 .into_iter()
                 .flatten()
                 .filter_map(|t| {
-                    AffinityTerm::compile(t, &namespace, &labels)
+                    AffinityTerm::compile(t, &namespace)
                         .map_err(|e| parse_errors.push(e))
                         .ok()
                 })
@@ -134,7 +121,7 @@ impl PodInfo {
                     .into_iter()
                     .flatten()
                     .filter_map(|w| {
-                        AffinityTerm::compile(&w.pod_affinity_term, &namespace, &labels)
+                        AffinityTerm::compile(&w.pod_affinity_term, &namespace)
                             .map_err(|e| parse_errors.push(e))
                             .ok()
                             .map(|term| WeightedAffinityTerm {
@@ -483,4 +470,38 @@ pub fn namespace_labels(ns: &Namespace) -> (String, Labels) {
         ns.metadata.name.clone().unwrap_or_default(),
         ns.metadata.labels.clone().unwrap_or_default(),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn affinity_terms_use_the_stored_selector_not_match_label_keys() {
+        // The apiserver merged `version In (v1)` into the selector when the
+        // pod was created; the pod was relabelled to v2 since.
+        let pod: Pod = serde_json::from_value(json!({
+            "metadata": {"name": "p", "namespace": "ns", "labels": {"app": "web", "version": "v2"}},
+            "spec": {"containers": [], "affinity": {"podAffinity": {
+                "requiredDuringSchedulingIgnoredDuringExecution": [{
+                    "topologyKey": "zone",
+                    "labelSelector": {"matchLabels": {"app": "web"}, "matchExpressions": [
+                        {"key": "version", "operator": "In", "values": ["v1"]}]},
+                    "matchLabelKeys": ["version"],
+                }]}}},
+        }))
+        .unwrap();
+        let info = PodInfo::new(Arc::new(pod));
+        assert!(info.parse_errors.is_empty(), "{:?}", info.parse_errors);
+        let term = &info.required_affinity[0];
+        let v1: Labels = [("app", "web"), ("version", "v1")]
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .into();
+        assert!(term.selector.matches(&v1));
+        let v2: Labels = [("app", "web"), ("version", "v2")]
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .into();
+        assert!(!term.selector.matches(&v2));
+    }
 }

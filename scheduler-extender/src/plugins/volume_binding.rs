@@ -31,7 +31,7 @@ pub const NAME: &str = "VolumeBinding";
 
 pub const ERR_REASON_BIND_CONFLICT: &str =
     "node(s) didn't find available persistent volumes to bind";
-pub const ERR_REASON_NODE_CONFLICT: &str = "node(s) had volume node affinity conflict";
+pub const ERR_REASON_NODE_CONFLICT: &str = "node(s) didn't match PersistentVolume's node affinity";
 pub const ERR_REASON_NOT_ENOUGH_SPACE: &str = "node(s) did not have enough free storage";
 pub const ERR_REASON_PV_NOT_EXIST: &str =
     "node(s) unavailable due to one or more pvc(s) bound to non-existent pv(s)";
@@ -115,9 +115,9 @@ fn has_annotation(
 
 /// Whether the PV's `spec.nodeAffinity.required` admits a node with `labels`
 /// (upstream's CheckNodeAffinity). Upstream matches against a node object
-/// carrying only the labels, so `matchFields` on `metadata.name` never
-/// selects a node; terms that do not parse are ignored like its lazy-error
-/// selector does.
+/// carrying only the labels, so `matchFields` on `metadata.name` is not
+/// checked: a term of only field requirements admits every node. Terms that
+/// do not parse are ignored like its lazy-error selector does.
 pub(crate) fn volume_matches_node(pv: &PersistentVolume, labels: &Labels) -> bool {
     let Some(required) = pv
         .spec
@@ -975,17 +975,18 @@ mod tests {
                 unresolvable(&[ERR_REASON_NODE_CONFLICT]),
             ),
             (
-                // Upstream matches PV affinity against labels only.
-                "matchFields never selects",
+                // Upstream matches PV affinity against labels only, so
+                // field requirements are not checked.
+                "matchFields are not checked",
                 pv(
                     "pv-a",
                     "sc",
                     "1Gi",
                     json!({"nodeAffinity": {"required": {"nodeSelectorTerms": [
-                        {"matchFields": [{"key": "metadata.name", "operator": "In", "values": ["node-a"]}]}
+                        {"matchFields": [{"key": "metadata.name", "operator": "In", "values": ["node-b"]}]}
                     ]}}}),
                 ),
-                unresolvable(&[ERR_REASON_NODE_CONFLICT]),
+                Status::success(),
             ),
         ];
         for (name, volume, want) in cases {

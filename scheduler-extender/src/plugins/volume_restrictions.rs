@@ -17,8 +17,7 @@ use crate::plugins::volume_binding::{claim_key, claim_not_found, pod_volumes};
 pub const NAME: &str = "VolumeRestrictions";
 
 pub const ERR_REASON_DISK_CONFLICT: &str = "node(s) had no available disk";
-pub const ERR_REASON_RWOP_CONFLICT: &str =
-    "node has pod using PersistentVolumeClaim with the same name and ReadWriteOncePod access mode";
+pub const ERR_REASON_RWOP_CONFLICT: &str = "node(s) unavailable due to PersistentVolumeClaim with ReadWriteOncePod access mode already in-use by another pod";
 
 const READ_WRITE_ONCE_POD: &str = "ReadWriteOncePod";
 
