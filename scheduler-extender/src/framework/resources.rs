@@ -151,7 +151,8 @@ fn is_sidecar(c: &Container) -> bool {
 /// init containers) run together; each classic init container runs alone
 /// beside the sidecars started before it; the pod needs the larger of the two
 /// phases, plus its overhead. Pod-level `spec.resources.requests`, when set,
-/// replace the container sum for the resources they name.
+/// replace the container sum for the resources they name (cpu, memory,
+/// hugepages).
 ///
 /// With `non_zero`, containers missing a cpu or memory request count the
 /// scoring defaults instead (upstream's non-missing container requests).
@@ -181,7 +182,8 @@ pub fn pod_requests(pod: &Pod, non_zero: bool) -> Resource {
     reqs.max_with(&init_peak);
     if let Some(pod_level) = spec.resources.as_ref().and_then(|r| r.requests.as_ref()) {
         for (name, q) in pod_level {
-            if name == CPU || name == MEMORY {
+            // Upstream's IsSupportedPodLevelResource.
+            if name == CPU || name == MEMORY || name.starts_with("hugepages-") {
                 reqs.set(name, &q.0);
             }
         }
@@ -270,5 +272,13 @@ mod tests {
         }));
         let r = pod_requests(&p, false);
         assert_eq!((r.milli_cpu, r.memory), (3000, 1 << 30));
+        let p = pod(json!({
+            "resources": {"requests": {"hugepages-2Mi": "100Mi", "example.com/gpu": "1"}},
+            "containers": [c("a", "1", "1Gi")],
+        }));
+        let r = pod_requests(&p, false);
+        assert_eq!(r.get("hugepages-2Mi"), 100 << 20);
+        // Only cpu, memory and hugepages are pod-level resources.
+        assert_eq!(r.get("example.com/gpu"), 0);
     }
 }
