@@ -239,15 +239,20 @@ impl Cache {
 
     /// A pod from the watch. Bound, unfinished pods are placed on their node;
     /// an assumed pod is confirmed; anything else is removed.
-    pub fn upsert_pod(&mut self, pod: Pod) {
+    /// Accounts `pod` on its node (or forgets it once it is no longer
+    /// active). Returns whether it now asks its node for less than before —
+    /// an in-place scale-down —, so pods waiting for room may fit.
+    pub fn upsert_pod(&mut self, pod: Pod) -> bool {
         let uid = pod.uid().unwrap_or_default();
         if !is_assigned_and_active(&pod) {
             self.remove_pod(&uid);
-            return;
+            return false;
         }
         let info = Arc::new(PodInfo::new(Arc::new(pod)));
         let node = info.node_name().unwrap_or_default().to_string();
+        let mut shrank = false;
         if let Some(old) = self.pods.get(&uid).cloned() {
+            shrank = old.node == node && old.info.requests.exceeds_in_any(&info.requests);
             self.remove_pod_from(&old.node, &old.info);
             self.drop_empty_placeholder(&old.node);
         }
@@ -260,6 +265,7 @@ impl Cache {
                 assumed: false,
             },
         );
+        shrank
     }
 
     pub fn remove_pod(&mut self, uid: &str) {
@@ -512,6 +518,10 @@ mod tests {
         cache.upsert_pod(bound("b", "n1", "500m"));
         let snap = cache.snapshot();
         assert_eq!(snap.get("n1").unwrap().requested.milli_cpu, 1500);
+        // An in-place resize: a scale-down says room was freed, a scale-up not.
+        assert!(cache.upsert_pod(bound("a", "n1", "500m")));
+        assert!(!cache.upsert_pod(bound("a", "n1", "1")));
+        assert!(!cache.upsert_pod(bound("a", "n1", "1")));
         cache.remove_pod("uid-default-a");
         assert_eq!(cache.snapshot().get("n1").unwrap().requested.milli_cpu, 500);
         // The first snapshot is unaffected: copy-on-write.

@@ -7,7 +7,10 @@ use std::fmt::Debug;
 use std::sync::Arc;
 
 use futures::{StreamExt, TryStreamExt};
-use k8s_openapi::api::core::v1::{Namespace, Node, PersistentVolume, PersistentVolumeClaim, Pod};
+use k8s_openapi::api::core::v1::{
+    ContainerStatus, Namespace, Node, PersistentVolume, PersistentVolumeClaim, Pod,
+    ResourceRequirements,
+};
 use k8s_openapi::api::storage::v1::{CSINode, StorageClass};
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event};
@@ -55,15 +58,14 @@ impl Handler<Pod> for Pods {
                 s.observed_eviction(&uid);
             }
             let active = is_assigned_and_active(&pod);
-            let was_placed = {
+            let (was_placed, shrank) = {
                 let mut cache = s.cache.lock().expect("cache lock");
                 let was_placed = cache.node_of(&uid).is_some();
-                cache.upsert_pod(pod);
-                was_placed
+                (was_placed, cache.upsert_pod(pod))
             };
             // A new or changed assigned pod can satisfy waiting pods' affinity
-            // or spread; a finished one frees its node's resources.
-            if !was_placed || !active {
+            // or spread; a finished or scaled-down one frees resources.
+            if !was_placed || !active || shrank {
                 s.queue.move_all_to_active();
             }
             return;
@@ -200,17 +202,40 @@ pub fn slim_pod(pod: &mut Pod) {
         }
     }
     if let Some(status) = pod.status.as_mut() {
-        status.container_statuses = None;
-        status.init_container_statuses = None;
+        // Of the container statuses only the resources of an in-place resize
+        // count (allocated and actuated requests).
+        for statuses in [
+            &mut status.container_statuses,
+            &mut status.init_container_statuses,
+        ] {
+            *statuses = statuses
+                .take()
+                .map(|list| {
+                    list.into_iter()
+                        .filter(|c| c.allocated_resources.is_some() || c.resources.is_some())
+                        .map(|c| ContainerStatus {
+                            name: c.name,
+                            allocated_resources: c.allocated_resources,
+                            resources: c.resources.map(|r| ResourceRequirements {
+                                requests: r.requests,
+                                ..Default::default()
+                            }),
+                            ..Default::default()
+                        })
+                        .collect::<Vec<_>>()
+                })
+                .filter(|list| !list.is_empty());
+        }
         status.ephemeral_container_statuses = None;
         status.resource_claim_statuses = None;
         status.host_ip = None;
         status.host_ips = None;
         status.pod_ip = None;
         status.pod_ips = None;
-        // Only our own condition is read (to skip rewriting it unchanged).
+        // Only our own condition is read (to skip rewriting it unchanged),
+        // and whether a resize is infeasible.
         if let Some(conditions) = status.conditions.as_mut() {
-            conditions.retain(|c| c.type_ == "PodScheduled");
+            conditions.retain(|c| c.type_ == "PodScheduled" || c.type_ == "PodResizePending");
             conditions.shrink_to_fit();
         }
     }
@@ -534,6 +559,41 @@ mod tests {
         assert_eq!(conditions.len(), 1);
         assert_eq!(conditions[0].type_, "PodScheduled");
         assert!(pod.metadata.managed_fields.is_none());
+    }
+
+    #[test]
+    fn slimming_keeps_the_resources_of_an_in_place_resize() {
+        let mut pod: Pod = serde_json::from_value(json!({
+            "metadata": {"name": "p"},
+            "spec": {"nodeName": "n1", "containers": [
+                {"name": "a", "image": "i", "resources": {"requests": {"cpu": "1"}}},
+                {"name": "b", "image": "i", "resources": {"requests": {"cpu": "1"}}},
+            ]},
+            "status": {
+                "phase": "Running",
+                "conditions": [{"type": "PodResizePending", "status": "True", "reason": "Deferred"}],
+                "containerStatuses": [
+                    {"name": "a", "image": "i", "imageID": "sha", "ready": true, "restartCount": 3,
+                     "allocatedResources": {"cpu": "2"},
+                     "resources": {"requests": {"cpu": "2"}, "limits": {"cpu": "4"}}},
+                    {"name": "b", "image": "i", "imageID": "sha", "ready": true, "restartCount": 0},
+                ],
+            },
+        }))
+        .unwrap();
+        slim_pod(&mut pod);
+        let status = pod.status.as_ref().unwrap();
+        let statuses = status.container_statuses.as_ref().unwrap();
+        assert_eq!(statuses.len(), 1, "only statuses with resources are kept");
+        assert_eq!(statuses[0].name, "a");
+        assert!(statuses[0].image.is_empty() && statuses[0].restart_count == 0);
+        let resources = statuses[0].resources.as_ref().unwrap();
+        assert!(resources.requests.is_some() && resources.limits.is_none());
+        assert_eq!(
+            status.conditions.as_ref().unwrap()[0].type_,
+            "PodResizePending"
+        );
+        assert_eq!(PodInfo::new(Arc::new(pod)).requests.milli_cpu, 3000);
     }
 
     #[test]

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::{Container, Pod};
+use k8s_openapi::api::core::v1::{Container, ContainerStatus, Pod};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
 use super::quantity;
@@ -47,14 +47,17 @@ impl Resource {
     }
 
     fn set(&mut self, name: &str, q: &str) {
+        self.set_amount(name, amount(name, q));
+    }
+
+    fn set_amount(&mut self, name: &str, v: i64) {
         match name {
-            CPU => self.milli_cpu = quantity::milli_value(q).unwrap_or(0),
-            MEMORY => self.memory = quantity::value(q).unwrap_or(0),
-            EPHEMERAL_STORAGE => self.ephemeral_storage = quantity::value(q).unwrap_or(0),
-            PODS => self.allowed_pod_number = quantity::value(q).unwrap_or(0),
+            CPU => self.milli_cpu = v,
+            MEMORY => self.memory = v,
+            EPHEMERAL_STORAGE => self.ephemeral_storage = v,
+            PODS => self.allowed_pod_number = v,
             other => {
-                self.scalar
-                    .insert(other.to_string(), quantity::value(q).unwrap_or(0));
+                self.scalar.insert(other.to_string(), v);
             }
         }
     }
@@ -102,6 +105,18 @@ impl Resource {
         }
     }
 
+    /// Whether `self` holds more than `other` of any resource.
+    pub fn exceeds_in_any(&self, other: &Resource) -> bool {
+        self.milli_cpu > other.milli_cpu
+            || self.memory > other.memory
+            || self.ephemeral_storage > other.ephemeral_storage
+            || self.allowed_pod_number > other.allowed_pod_number
+            || self
+                .scalar
+                .iter()
+                .any(|(k, v)| *v > other.scalar.get(k).copied().unwrap_or(0))
+    }
+
     /// Names of resources with a non-zero amount (cpu, memory, … then scalars).
     pub fn names(&self) -> Vec<String> {
         let mut names = vec![];
@@ -124,19 +139,27 @@ impl Resource {
     }
 }
 
-fn container_requests(c: &Container, non_zero: bool) -> Resource {
-    let mut r = c
-        .resources
-        .as_ref()
-        .and_then(|r| r.requests.as_ref())
-        .map(Resource::from_list)
-        .unwrap_or_default();
+type ResourceList = BTreeMap<String, Quantity>;
+
+/// A quantity in the unit the scheduler counts `name` in (millicores for cpu).
+fn amount(name: &str, q: &str) -> i64 {
+    let parsed = if name == CPU {
+        quantity::milli_value(q)
+    } else {
+        quantity::value(q)
+    };
+    parsed.unwrap_or(0)
+}
+
+/// A container's requests from one list; with `non_zero`, a missing cpu or
+/// memory request counts the scoring default instead.
+fn list_requests(list: Option<&ResourceList>, non_zero: bool) -> Resource {
+    let mut r = list.map(Resource::from_list).unwrap_or_default();
     if non_zero {
-        let requests = c.resources.as_ref().and_then(|r| r.requests.as_ref());
-        if !requests.is_some_and(|q| q.contains_key(CPU)) {
+        if !list.is_some_and(|q| q.contains_key(CPU)) {
             r.milli_cpu = DEFAULT_MILLI_CPU_REQUEST;
         }
-        if !requests.is_some_and(|q| q.contains_key(MEMORY)) {
+        if !list.is_some_and(|q| q.contains_key(MEMORY)) {
             r.memory = DEFAULT_MEMORY_REQUEST;
         }
     }
@@ -147,27 +170,93 @@ fn is_sidecar(c: &Container) -> bool {
     c.restart_policy.as_deref() == Some("Always")
 }
 
-/// The pod's effective requests: regular containers and sidecars (restartable
-/// init containers) run together; each classic init container runs alone
-/// beside the sidecars started before it; the pod needs the larger of the two
-/// phases, plus its overhead. Pod-level `spec.resources.requests`, when set,
-/// replace the container sum for the resources they name (cpu, memory,
-/// hugepages).
-///
-/// With `non_zero`, containers missing a cpu or memory request count the
-/// scoring defaults instead (upstream's non-missing container requests).
-pub fn pod_requests(pod: &Pod, non_zero: bool) -> Resource {
+/// Which requests of a container count: its spec, what the kubelet
+/// allocated to it, or what it runs with — during an in-place resize the
+/// three differ, and upstream counts the largest.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Source {
+    Spec,
+    Allocated,
+    Actuated,
+}
+
+fn container_list<'a>(
+    c: &'a Container,
+    status: Option<&'a ContainerStatus>,
+    source: Source,
+    resize_infeasible: bool,
+) -> Option<&'a ResourceList> {
+    let spec = c.resources.as_ref().and_then(|r| r.requests.as_ref());
+    let allocated = status.and_then(|s| s.allocated_resources.as_ref());
+    let actuated = status
+        .and_then(|s| s.resources.as_ref())
+        .and_then(|r| r.requests.as_ref());
+    // An infeasible resize is never applied: the spec does not count.
+    let fallback = if resize_infeasible { None } else { spec };
+    match source {
+        Source::Spec => spec,
+        Source::Allocated => allocated.or(fallback),
+        Source::Actuated => actuated.or(allocated).or(fallback),
+    }
+}
+
+fn container_status<'a>(pod: &'a Pod, name: &str) -> Option<&'a ContainerStatus> {
+    let status = pod.status.as_ref()?;
+    status
+        .container_statuses
+        .iter()
+        .chain(status.init_container_statuses.iter())
+        .flatten()
+        .find(|s| s.name == name)
+}
+
+/// Whether the `PodResizePending` condition says `Infeasible`.
+fn resize_infeasible(pod: &Pod) -> bool {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .and_then(|cs| cs.iter().find(|c| c.type_ == "PodResizePending"))
+        .is_some_and(|c| c.reason.as_deref() == Some("Infeasible"))
+}
+
+/// Whether the kubelet reported any allocated or running resources.
+fn has_status_resources(pod: &Pod) -> bool {
+    pod.status.as_ref().is_some_and(|s| {
+        s.allocated_resources.is_some()
+            || s.resources.is_some()
+            || s.container_statuses
+                .iter()
+                .chain(s.init_container_statuses.iter())
+                .flatten()
+                .any(|c| c.allocated_resources.is_some() || c.resources.is_some())
+    })
+}
+
+/// Regular containers and sidecars (restartable init containers) run
+/// together; each classic init container runs alone beside the sidecars
+/// started before it; the pod needs the larger of the two phases.
+fn aggregate(pod: &Pod, source: Source, resize_infeasible: bool, non_zero: bool) -> Resource {
     let Some(spec) = pod.spec.as_ref() else {
         return Resource::default();
     };
+    let requests = |c: &Container| {
+        let status = match source {
+            Source::Spec => None,
+            _ => container_status(pod, &c.name),
+        };
+        list_requests(
+            container_list(c, status, source, resize_infeasible),
+            non_zero,
+        )
+    };
     let mut reqs = Resource::default();
     for c in &spec.containers {
-        reqs.add(&container_requests(c, non_zero));
+        reqs.add(&requests(c));
     }
     let mut sidecars = Resource::default();
     let mut init_peak = Resource::default();
     for c in spec.init_containers.iter().flatten() {
-        let own = container_requests(c, non_zero);
+        let own = requests(c);
         let during_init = if is_sidecar(c) {
             reqs.add(&own);
             sidecars.add(&own);
@@ -180,12 +269,70 @@ pub fn pod_requests(pod: &Pod, non_zero: bool) -> Resource {
         init_peak.max_with(&during_init);
     }
     reqs.max_with(&init_peak);
-    if let Some(pod_level) = spec.resources.as_ref().and_then(|r| r.requests.as_ref()) {
-        for (name, q) in pod_level {
-            // Upstream's IsSupportedPodLevelResource.
-            if name == CPU || name == MEMORY || name.starts_with("hugepages-") {
-                reqs.set(name, &q.0);
+    reqs
+}
+
+/// The pod's effective requests, as upstream's `resource.PodRequests` with
+/// the status resources of in-place resize: the containers' requests (see
+/// [`aggregate`]) — for a pod the kubelet has reported on, the largest of
+/// spec, allocated and actuated (only the last two while a resize is
+/// infeasible) —, then pod-level `spec.resources.requests`, which replace
+/// the container sum for the resources they name (cpu, memory, hugepages),
+/// plus the overhead.
+///
+/// With `non_zero`, containers missing a cpu or memory request count the
+/// scoring defaults instead (upstream's non-missing container requests).
+pub fn pod_requests(pod: &Pod, non_zero: bool) -> Resource {
+    let Some(spec) = pod.spec.as_ref() else {
+        return Resource::default();
+    };
+    let status = pod.status.as_ref();
+    let infeasible = resize_infeasible(pod);
+    let mut reqs = aggregate(pod, Source::Spec, infeasible, non_zero);
+    if has_status_resources(pod) {
+        let pod_level = status.and_then(|s| {
+            let allocated = s.allocated_resources.as_ref()?;
+            let actuated = s.resources.as_ref()?.requests.as_ref()?;
+            Some((
+                Resource::from_list(allocated),
+                Resource::from_list(actuated),
+            ))
+        });
+        // Pod-level status holds the aggregate already; without it, per
+        // container.
+        let (allocated, actuated) = pod_level.unwrap_or_else(|| {
+            (
+                aggregate(pod, Source::Allocated, infeasible, non_zero),
+                aggregate(pod, Source::Actuated, infeasible, non_zero),
+            )
+        });
+        if infeasible {
+            reqs = allocated.clone();
+        }
+        reqs.max_with(&allocated);
+        reqs.max_with(&actuated);
+    }
+    if let Some(spec_level) = spec.resources.as_ref().and_then(|r| r.requests.as_ref()) {
+        let mut effective: BTreeMap<String, i64> = BTreeMap::new();
+        let mut take = |list: Option<&ResourceList>| {
+            for (name, q) in list.into_iter().flatten() {
+                // Upstream's IsSupportedPodLevelResource.
+                if name == CPU || name == MEMORY || name.starts_with("hugepages-") {
+                    let v = amount(name, &q.0);
+                    let e = effective.entry(name.clone()).or_insert(v);
+                    *e = (*e).max(v);
+                }
             }
+        };
+        if !(infeasible && status.is_some_and(|s| s.resources.is_some())) {
+            take(Some(spec_level));
+        }
+        if let Some(s) = status.filter(|s| s.resources.is_some()) {
+            take(s.resources.as_ref().and_then(|r| r.requests.as_ref()));
+            take(s.allocated_resources.as_ref());
+        }
+        for (name, v) in effective {
+            reqs.set_amount(&name, v);
         }
     }
     if let Some(overhead) = &spec.overhead {
@@ -262,6 +409,63 @@ mod tests {
         assert_eq!(r.milli_cpu, DEFAULT_MILLI_CPU_REQUEST + 1000);
         assert_eq!(r.memory, 2 * DEFAULT_MEMORY_REQUEST);
         assert_eq!(pod_requests(&p, false).memory, 0);
+    }
+
+    fn with_status(spec: serde_json::Value, status: serde_json::Value) -> Pod {
+        serde_json::from_value(json!({"metadata": {"name": "p"}, "spec": spec, "status": status}))
+            .unwrap()
+    }
+
+    #[test]
+    fn in_place_resize_counts_the_largest_of_spec_allocated_and_actuated() {
+        let one_cpu = json!({"containers": [c("a", "1", "1Gi")]});
+        // A scale-down not applied yet: the kubelet still allocates 3.
+        let p = with_status(
+            one_cpu.clone(),
+            json!({"containerStatuses": [{"name": "a", "image": "i", "imageID": "", "ready": true,
+                "restartCount": 0, "allocatedResources": {"cpu": "3"}}]}),
+        );
+        assert_eq!(pod_requests(&p, false).milli_cpu, 3000);
+        // A scale-up being applied: the spec is the largest.
+        let p = with_status(
+            json!({"containers": [c("a", "4", "1Gi")]}),
+            json!({"containerStatuses": [{"name": "a", "image": "i", "imageID": "", "ready": true,
+                "restartCount": 0, "allocatedResources": {"cpu": "1"},
+                "resources": {"requests": {"cpu": "2"}}}]}),
+        );
+        assert_eq!(pod_requests(&p, false).milli_cpu, 4000);
+        // An infeasible resize never happens: spec 8 does not count.
+        let p = with_status(
+            json!({"containers": [c("a", "8", "1Gi")]}),
+            json!({
+                "conditions": [{"type": "PodResizePending", "status": "True", "reason": "Infeasible"}],
+                "containerStatuses": [{"name": "a", "image": "i", "imageID": "", "ready": true,
+                    "restartCount": 0, "allocatedResources": {"cpu": "1", "memory": "1Gi"},
+                    "resources": {"requests": {"cpu": "1", "memory": "1Gi"}}}],
+            }),
+        );
+        let r = pod_requests(&p, false);
+        assert_eq!((r.milli_cpu, r.memory), (1000, 1 << 30));
+        // No status yet (a pending pod): the spec.
+        let p = with_status(one_cpu, json!({"phase": "Pending"}));
+        assert_eq!(pod_requests(&p, false).milli_cpu, 1000);
+    }
+
+    #[test]
+    fn in_place_resize_of_pod_level_resources() {
+        let p = with_status(
+            json!({"resources": {"requests": {"cpu": "2"}}, "containers": [c("a", "1", "1Gi")]}),
+            json!({"allocatedResources": {"cpu": "2"}, "resources": {"requests": {"cpu": "3"}}}),
+        );
+        assert_eq!(pod_requests(&p, false).milli_cpu, 3000);
+        let p = with_status(
+            json!({"resources": {"requests": {"cpu": "6"}}, "containers": [c("a", "1", "1Gi")]}),
+            json!({
+                "conditions": [{"type": "PodResizePending", "status": "True", "reason": "Infeasible"}],
+                "allocatedResources": {"cpu": "2"}, "resources": {"requests": {"cpu": "2"}},
+            }),
+        );
+        assert_eq!(pod_requests(&p, false).milli_cpu, 2000);
     }
 
     #[test]
