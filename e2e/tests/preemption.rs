@@ -193,6 +193,33 @@ async fn a_high_priority_pod_preempts_the_fewest_victims_and_runs_there() {
     )
     .await;
     assert_eq!(wait_nominated(&f.pods, "high").await, node);
+    // The failed cycle reports the placement preemption found, as upstream.
+    let placement = format!(
+        "preemption: found a potential placement for pod on node {node}, preempting 2 victims"
+    );
+    let high_pod = f.pods.get("high").await.unwrap();
+    let condition = high_pod
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .and_then(|cs| cs.iter().find(|c| c.type_ == "PodScheduled"))
+        .cloned()
+        .expect("PodScheduled condition");
+    assert_eq!(condition.reason.as_deref(), Some("Unschedulable"));
+    assert!(
+        condition
+            .message
+            .as_deref()
+            .unwrap_or_default()
+            .ends_with(&placement),
+        "{:?}",
+        condition.message
+    );
+    assert_eq!(condition.observed_generation, high_pod.metadata.generation);
+    let failed = pods::wait_event(&f.client, &f.ns.name, "high", "FailedScheduling", T)
+        .await
+        .unwrap();
+    assert!(failed.note.unwrap_or_default().ends_with(&placement));
     let victims = wait::until("two victims", T, || async {
         let v = f.victims().await;
         Ok((v.len() >= 2).then_some(v))

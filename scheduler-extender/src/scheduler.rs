@@ -359,7 +359,16 @@ impl Scheduler {
                 preemption::preempt(&cycle, args, &pdbs, fit, seed)
             };
             match outcome {
-                preemption::Outcome::Preempt(candidate) => preemption = Some(candidate),
+                preemption::Outcome::Preempt(candidate) => {
+                    // Upstream's PostFilter message on success, in the
+                    // failure this cycle still reports.
+                    fit.diagnosis.post_filter_msg = Some(format!(
+                        "preemption: found a potential placement for pod on node {}, preempting {} victims",
+                        candidate.node,
+                        candidate.victims.len()
+                    ));
+                    preemption = Some(candidate)
+                }
                 preemption::Outcome::NotHelpful(msg) => {
                     fit.diagnosis.post_filter_msg = Some(format!("preemption: {msg}"))
                 }
@@ -578,7 +587,7 @@ impl Scheduler {
         }
         self.patch_condition(pod, reason, message, nominate).await;
         if let Some(events) = self.events.get(profile) {
-            let note = message.to_string();
+            let note = truncate_note(message);
             events
                 .warning(&object_ref(pod), "FailedScheduling", "Scheduling", note)
                 .await;
@@ -614,15 +623,23 @@ impl Scheduler {
             return;
         }
         let pods: Api<Pod> = Api::namespaced(self.client.clone(), &pod.namespace);
-        let now = jiff::Timestamp::now().to_string();
+        // The condition stays False: it keeps the time it became False.
+        let transitioned = current
+            .filter(|c| c.status == "False")
+            .and_then(|c| c.last_transition_time.as_ref())
+            .map(|t| t.0.to_string())
+            .unwrap_or_else(|| jiff::Timestamp::now().to_string());
         let mut patch = json!({"status": {"conditions": [{
             "type": "PodScheduled",
             "status": "False",
             "reason": reason,
             "message": message,
             "lastProbeTime": null,
-            "lastTransitionTime": now,
+            "lastTransitionTime": transitioned,
         }]}});
+        if let Some(generation) = pod.pod.metadata.generation {
+            patch["status"]["conditions"][0]["observedGeneration"] = json!(generation);
+        }
         if let Some(node) = nominate {
             patch["status"]["nominatedNodeName"] = json!(node);
         }
@@ -633,6 +650,22 @@ impl Scheduler {
             tracing::debug!(pod = %pod.key(), error = %e, "could not update the PodScheduled condition");
         }
     }
+}
+
+/// An Event note is at most 1024 bytes (the apiserver rejects longer ones):
+/// longer messages are cut, ending in " ...", as upstream's truncateMessage
+/// (at a character boundary, where Go cuts bytes).
+fn truncate_note(message: &str) -> String {
+    const NOTE_LENGTH_LIMIT: usize = 1024;
+    const SUFFIX: &str = " ...";
+    if message.len() <= NOTE_LENGTH_LIMIT {
+        return message.to_string();
+    }
+    let mut end = NOTE_LENGTH_LIMIT - SUFFIX.len();
+    while !message.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}{SUFFIX}", &message[..end])
 }
 
 /// Pods this scheduler must not place because the step that makes them
@@ -693,4 +726,28 @@ fn object_ref(pod: &PodInfo) -> ObjectReference {
     let mut r = pod.pod.object_ref(&());
     r.uid = Some(pod.uid.clone());
     r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn event_notes_are_cut_to_the_apiserver_limit() {
+        assert_eq!(
+            truncate_note("0/3 nodes are available."),
+            "0/3 nodes are available."
+        );
+        let exact = "x".repeat(1024);
+        assert_eq!(truncate_note(&exact), exact);
+        let long = "y".repeat(2000);
+        let cut = truncate_note(&long);
+        assert_eq!(cut.len(), 1024);
+        assert!(cut.ends_with("y ..."));
+        // Never inside a character: "é" is two bytes.
+        let accented = "é".repeat(600);
+        let cut = truncate_note(&accented);
+        assert!(cut.len() <= 1024 && cut.ends_with(" ..."));
+        assert_eq!(cut.len(), 1020 + " ...".len());
+    }
 }
