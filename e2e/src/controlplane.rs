@@ -83,9 +83,24 @@ pub struct LabOptions {
     pub node_lease_seconds: u32,
 }
 
-/// A free loopback port. Another process may take it before we use it; the
-/// component's own bind then fails loudly, so the race costs a retry, not a hang.
+/// A free loopback port for a component to listen on, picked at random
+/// below the kernel's ephemeral range: a port from that range (what binding
+/// port 0 returns) can be taken by any outgoing connection — of a cluster
+/// still shutting down, say — in the seconds before the component binds it.
 pub fn free_port() -> std::io::Result<u16> {
+    let ephemeral_start = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    let low = ephemeral_start.saturating_sub(12000).max(1024);
+    if low < ephemeral_start {
+        for _ in 0..100 {
+            let port = fastrand::u16(low..ephemeral_start);
+            if TcpListener::bind((Ipv4Addr::LOCALHOST, port)).is_ok() {
+                return Ok(port);
+            }
+        }
+    }
     Ok(TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?
         .local_addr()?
         .port())
@@ -674,4 +689,26 @@ pub async fn ensure_namespace(client: &Client, name: &str) -> Result<(), kube::E
         api.create(&PostParams::default(), &ns).await?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn free_ports_are_bindable_and_outside_the_ephemeral_range() {
+        let ephemeral_start: u16 =
+            std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+                .unwrap()
+                .split_whitespace()
+                .next()
+                .unwrap()
+                .parse()
+                .unwrap();
+        for _ in 0..20 {
+            let port = free_port().unwrap();
+            assert!(port < ephemeral_start, "{port}");
+            TcpListener::bind((Ipv4Addr::LOCALHOST, port)).unwrap();
+        }
+    }
 }

@@ -3,6 +3,9 @@
 //! an exponential backoff after a failed attempt, and an unschedulable set
 //! that cluster events (a node added, a pod deleted, …) move back to active,
 //! flushed periodically. Pods with scheduling gates wait apart until ungated.
+//! When nothing is active, the pod whose backoff ends first is popped early
+//! (upstream's SchedulerPopFromBackoffQ, on by default), unless it backs off
+//! from an error.
 
 use std::cmp::Reverse;
 use std::collections::{BTreeSet, HashMap};
@@ -158,6 +161,18 @@ impl SchedulingQueue {
         }
     }
 
+    /// How long a pod backs off after its last failure, as upstream: by its
+    /// consecutive errors if the last failure was one, else by its
+    /// unschedulable attempts; none before any failure.
+    fn backoff_of(&self, info: &QueuedPodInfo) -> Option<Duration> {
+        let count = if info.consecutive_errors > 0 {
+            info.consecutive_errors
+        } else {
+            info.unschedulable_count
+        };
+        (count > 0).then(|| self.backoff_duration(count))
+    }
+
     /// The backoff after `attempts` failed attempts: initial × 2^(attempts−1), capped.
     pub fn backoff_duration(&self, attempts: u32) -> Duration {
         let mut d = self.initial_backoff;
@@ -215,8 +230,8 @@ impl SchedulingQueue {
             Self::place(inner, uid, Place::Gated);
             return;
         }
-        if let Some(failed) = entry.last_failure {
-            let until = failed + self.backoff_duration(entry.info.attempts);
+        if let (Some(failed), Some(backoff)) = (entry.last_failure, self.backoff_of(&entry.info)) {
+            let until = failed + backoff;
             if until > now {
                 Self::place(inner, uid, Place::Backoff(until));
                 return;
@@ -263,6 +278,8 @@ impl SchedulingQueue {
                     initial_attempt,
                     timestamp: initial_attempt,
                     attempts,
+                    unschedulable_count: 0,
+                    consecutive_errors: 0,
                 },
                 place: Place::Nowhere,
                 seq,
@@ -374,6 +391,8 @@ impl SchedulingQueue {
             return; // deleted meanwhile
         };
         entry.info.attempts = popped.info.attempts;
+        entry.info.unschedulable_count += 1;
+        entry.info.consecutive_errors = 0;
         entry.last_failure = Some(now);
         entry.nominated = Some(node.to_string());
         Self::place(&mut inner, &uid, Place::Unschedulable(now));
@@ -408,33 +427,42 @@ impl SchedulingQueue {
             return; // deleted meanwhile
         };
         entry.info.attempts = popped.info.attempts;
+        if unschedulable {
+            entry.info.unschedulable_count += 1;
+            entry.info.consecutive_errors = 0;
+        } else {
+            entry.info.consecutive_errors += 1;
+        }
         entry.last_failure = Some(now);
         if unschedulable && quiet {
             Self::place(&mut inner, &uid, Place::Unschedulable(now));
         } else {
-            let until = now + self.backoff_duration(popped.info.attempts);
-            Self::place(&mut inner, &uid, Place::Backoff(until));
+            self.activate_or_backoff(&mut inner, &uid, now);
         }
         drop(inner);
         self.notify.notify_one();
     }
 
-    /// A bind failed after the pod left the queue: back in, with backoff and
-    /// its attempt count kept.
-    pub fn requeue_after_bind_failure(
-        &self,
-        pod: Arc<PodInfo>,
-        attempts: u32,
-        initial_attempt: Instant,
-    ) {
+    /// A bind failed after the pod left the queue (`popped` is how it left):
+    /// back in, backing off from one more error, its counts kept.
+    pub fn requeue_after_bind_failure(&self, pod: Arc<PodInfo>, popped: &QueuedPodInfo) {
         let now = Instant::now();
         let mut inner = self.inner.lock().expect("queue lock");
         if inner.entries.contains_key(&pod.uid) {
             return;
         }
-        let uid = Self::insert(&mut inner, pod, attempts, initial_attempt, Some(now));
-        let until = now + self.backoff_duration(attempts);
-        Self::place(&mut inner, &uid, Place::Backoff(until));
+        let uid = Self::insert(
+            &mut inner,
+            pod,
+            popped.attempts,
+            popped.initial_attempt,
+            Some(now),
+        );
+        if let Some(entry) = inner.entries.get_mut(&uid) {
+            entry.info.unschedulable_count = popped.unschedulable_count;
+            entry.info.consecutive_errors = popped.consecutive_errors + 1;
+        }
+        self.activate_or_backoff(&mut inner, &uid, now);
         drop(inner);
         self.notify.notify_one();
     }
@@ -484,8 +512,12 @@ impl SchedulingQueue {
                     return None;
                 }
                 let next_wake = self.flush(&mut inner);
-                if let Some(&key) = inner.active.iter().next() {
-                    let uid = inner.by_seq.get(&key.2).cloned().expect("seq indexed");
+                let next = match inner.active.iter().next() {
+                    Some(key) => Some(key.2),
+                    None => Self::first_unschedulable_backoff(&inner),
+                };
+                if let Some(seq) = next {
+                    let uid = inner.by_seq.get(&seq).cloned().expect("seq indexed");
                     Self::place(&mut inner, &uid, Place::InFlight);
                     let move_cycle = inner.move_cycle;
                     let deletions = inner.deletions_for(&inner.entries[&uid].info.pod);
@@ -505,6 +537,18 @@ impl SchedulingQueue {
                 .min(Duration::from_secs(30));
             let _ = tokio::time::timeout(wait, notified).await;
         }
+    }
+
+    /// The backing-off pod whose backoff ends first, if it backs off from
+    /// being unschedulable (error backoffs are waited out in full).
+    fn first_unschedulable_backoff(inner: &Inner) -> Option<u64> {
+        inner.backoff.iter().map(|(_, seq)| *seq).find(|seq| {
+            inner
+                .by_seq
+                .get(seq)
+                .and_then(|uid| inner.entries.get(uid))
+                .is_some_and(|e| e.info.consecutive_errors == 0)
+        })
     }
 
     pub fn close(&self) {
@@ -664,8 +708,11 @@ mod tests {
         assert_eq!(q.counts()[&QueueName::Unschedulable], 1);
 
         q.move_all_to_active();
-        let popped = pop_now(&q).await;
-        assert!(popped.is_none(), "still backing off (1 s)");
+        assert_eq!(
+            q.counts()[&QueueName::Backoff],
+            1,
+            "still backing off (1 s)"
+        );
         q.add(pod("other", &[], json!({})));
         let other = pop_now(&q).await.unwrap();
         q.move_after_pod_deleted("n3", None);
@@ -700,6 +747,43 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(popped.info.attempts, 2);
+    }
+
+    #[tokio::test]
+    async fn an_idle_queue_pops_a_pod_backing_off_from_unschedulable_early() {
+        let q = SchedulingQueue::new(Duration::from_secs(60), Duration::from_secs(60));
+        q.add(pod("p", &[], json!({})));
+        let popped = pop_now(&q).await.unwrap();
+        q.move_all_to_active();
+        q.requeue_failed(popped, true);
+        assert_eq!(q.counts()[&QueueName::Backoff], 1);
+        // Nothing active: no need to wait the minute out.
+        let popped = pop_now(&q).await.expect("popped from backoff");
+        // An error backoff is waited out in full.
+        q.requeue_failed(popped, false);
+        assert_eq!(q.counts()[&QueueName::Backoff], 1);
+        assert!(pop_now(&q).await.is_none());
+    }
+
+    #[test]
+    fn backoff_follows_errors_then_unschedulable_attempts() {
+        let q = q();
+        let mut info = QueuedPodInfo {
+            pod: pod("p", &[], json!({})),
+            initial_attempt: Instant::now(),
+            timestamp: Instant::now(),
+            attempts: 6,
+            unschedulable_count: 0,
+            consecutive_errors: 0,
+        };
+        assert_eq!(q.backoff_of(&info), None, "never failed");
+        info.unschedulable_count = 4;
+        assert_eq!(q.backoff_of(&info), Some(Duration::from_secs(8)));
+        // The first error after four unschedulable attempts: 1 s, not 8.
+        info.consecutive_errors = 1;
+        assert_eq!(q.backoff_of(&info), Some(Duration::from_secs(1)));
+        info.consecutive_errors = 2;
+        assert_eq!(q.backoff_of(&info), Some(Duration::from_secs(2)));
     }
 
     #[tokio::test]
@@ -765,7 +849,7 @@ mod tests {
         q.add(p.clone());
         let popped = pop_now(&q).await.unwrap();
         q.done(&p.uid);
-        q.requeue_after_bind_failure(p.clone(), popped.info.attempts, popped.info.initial_attempt);
+        q.requeue_after_bind_failure(p.clone(), &popped.info);
         assert_eq!(q.counts()[&QueueName::Backoff], 1);
         assert!(pop_now(&q).await.is_none(), "not before the backoff ends");
         let again = tokio::time::timeout(Duration::from_secs(5), q.pop())

@@ -15,7 +15,7 @@ use understudy_component_base::events::EventRecorder;
 
 use crate::cache::Cache;
 use crate::config::SchedulerConfig;
-use crate::framework::{CycleState, PodInfo, Snapshot};
+use crate::framework::{CycleState, PodInfo, QueuedPodInfo, Snapshot};
 use crate::metrics::{AttemptsLabels, Metrics, QueueLabels};
 use crate::preemption::{self, pdb::PdbInfo};
 use crate::profile::Profile;
@@ -395,12 +395,11 @@ impl Scheduler {
                         self.queue.done(&pod.uid);
                         let this = self.clone();
                         let node2 = node.clone();
-                        let attempts = popped.info.attempts;
-                        let since = popped.info.initial_attempt;
+                        let queued = popped.info.clone();
                         let name = profile.scheduler_name.clone();
                         let handle = tokio::runtime::Handle::current();
                         self.binds.spawn_on(
-                            async move { this.bind(pod, node2, name, start, since, attempts).await },
+                            async move { this.bind(pod, node2, name, start, queued).await },
                             &handle,
                         );
                         Outcome::Assumed(node)
@@ -499,8 +498,7 @@ impl Scheduler {
         node: String,
         profile: String,
         start: Instant,
-        since: Instant,
-        attempts: u32,
+        queued: QueuedPodInfo,
     ) {
         let pods: Api<Pod> = Api::namespaced(self.client.clone(), &pod.namespace);
         let binding = binding_body(&pod.namespace, &pod.name, &pod.uid, &node);
@@ -524,9 +522,9 @@ impl Scheduler {
                 self.metrics
                     .pod_scheduling_sli_duration
                     .get_or_create(&AttemptsLabels {
-                        attempts: attempts.to_string(),
+                        attempts: queued.attempts.to_string(),
                     })
-                    .observe(since.elapsed().as_secs_f64());
+                    .observe(queued.initial_attempt.elapsed().as_secs_f64());
                 tracing::debug!(pod = %pod.key(), %node, "bound");
                 if let Some(events) = self.events.get(&profile) {
                     let note = format!("Successfully assigned {} to {node}", pod.key());
@@ -555,8 +553,7 @@ impl Scheduler {
                     tracing::info!(pod = %pod.key(), error = %e, "binding rejected; dropping the pod");
                 } else {
                     tracing::warn!(pod = %pod.key(), %node, error = %e, "binding failed; retrying with backoff");
-                    self.queue
-                        .requeue_after_bind_failure(pod.clone(), attempts, since);
+                    self.queue.requeue_after_bind_failure(pod.clone(), &queued);
                     let message = format!("Binding rejected: {e}");
                     self.report_unschedulable(&pod, &profile, "SchedulerError", &message, None)
                         .await;

@@ -66,6 +66,11 @@ pub struct QueuedPodInfo {
     /// When it last entered the queue.
     pub timestamp: std::time::Instant,
     pub attempts: u32,
+    /// Attempts that ended unschedulable; backoff doubles with them.
+    pub unschedulable_count: u32,
+    /// Errors since the last unschedulable attempt (a failed bind, an API
+    /// error): while non-zero, backoff follows them instead.
+    pub consecutive_errors: u32,
 }
 
 pub trait PreFilterPlugin: Plugin {

@@ -48,6 +48,8 @@ mod tests {
             initial_attempt: at,
             timestamp: at,
             attempts: 0,
+            unschedulable_count: 0,
+            consecutive_errors: 0,
         }
     }
 
