@@ -92,11 +92,15 @@ pub fn free_port() -> std::io::Result<u16> {
         .ok()
         .and_then(|r| r.split_whitespace().next()?.parse::<u16>().ok())
         .unwrap_or(32768);
+    // Ports handed out before are not bound yet, perhaps: never twice.
+    static GIVEN: std::sync::Mutex<BTreeSet<u16>> = std::sync::Mutex::new(BTreeSet::new());
+    let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
     let low = ephemeral_start.saturating_sub(12000).max(1024);
     if low < ephemeral_start {
         for _ in 0..100 {
             let port = fastrand::u16(low..ephemeral_start);
-            if TcpListener::bind((Ipv4Addr::LOCALHOST, port)).is_ok() {
+            if !given.contains(&port) && TcpListener::bind((Ipv4Addr::LOCALHOST, port)).is_ok() {
+                given.insert(port);
                 return Ok(port);
             }
         }
@@ -705,10 +709,13 @@ mod tests {
                 .unwrap()
                 .parse()
                 .unwrap();
+        let mut ports = BTreeSet::new();
         for _ in 0..20 {
             let port = free_port().unwrap();
             assert!(port < ephemeral_start, "{port}");
             TcpListener::bind((Ipv4Addr::LOCALHOST, port)).unwrap();
+            ports.insert(port);
         }
+        assert_eq!(ports.len(), 20, "never the same port twice");
     }
 }

@@ -98,14 +98,30 @@ pub async fn wait_event(
     reason: &str,
     timeout: Duration,
 ) -> Result<Event, WaitError> {
+    wait_event_with(client, namespace, name, reason, "", timeout).await
+}
+
+/// Until an Event with `reason` whose note contains `note` is recorded for
+/// the pod (a pod may have several with one reason, e.g. FailedScheduling).
+pub async fn wait_event_with(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    reason: &str,
+    note: &str,
+    timeout: Duration,
+) -> Result<Event, WaitError> {
     wait::until(
-        &format!("a {reason} event for {namespace}/{name}"),
+        &format!("a {reason} event for {namespace}/{name} saying {note:?}"),
         timeout,
         || async {
             Ok(events_for(client, namespace, name)
                 .await
                 .into_iter()
-                .find(|e| e.reason.as_deref() == Some(reason)))
+                .find(|e| {
+                    e.reason.as_deref() == Some(reason)
+                        && e.note.as_deref().unwrap_or_default().contains(note)
+                }))
         },
     )
     .await

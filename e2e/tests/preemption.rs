@@ -216,10 +216,19 @@ async fn a_high_priority_pod_preempts_the_fewest_victims_and_runs_there() {
         condition.message
     );
     assert_eq!(condition.observed_generation, high_pod.metadata.generation);
-    let failed = pods::wait_event(&f.client, &f.ns.name, "high", "FailedScheduling", T)
-        .await
-        .unwrap();
-    assert!(failed.note.unwrap_or_default().ends_with(&placement));
+    // Later attempts (waiting for the victims) record FailedScheduling too.
+    let failed = pods::wait_event_with(
+        &f.client,
+        &f.ns.name,
+        "high",
+        "FailedScheduling",
+        &placement,
+        T,
+    )
+    .await
+    .unwrap();
+    let note = failed.note.unwrap_or_default();
+    assert!(note.ends_with(&placement), "{note}");
     let victims = wait::until("two victims", T, || async {
         let v = f.victims().await;
         Ok((v.len() >= 2).then_some(v))

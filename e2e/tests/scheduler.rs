@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Service};
 use kube::Client;
 use kube::api::{Api, ListParams};
 use serde_json::{Value, json};
@@ -305,6 +305,64 @@ async fn topology_spread_keeps_skew_within_max_skew() {
     assert_eq!(per_zone.len(), 3, "{per_zone:?}");
     assert!(max - min <= 1, "skew over maxSkew: {per_zone:?}");
     assert_placements_valid(&client, &ns.name).await;
+}
+
+#[tokio::test]
+async fn pods_a_service_selects_spread_over_nodes_by_default() {
+    let (client, ns, pods) = setup("default-spread").await;
+    // A roomy node and a small one: resource scoring alone puts both pods on
+    // the roomy one; the default constraints (hostname, maxSkew 3,
+    // ScheduleAnyway, pointed at the Service's selector) spread them.
+    let roomy = format!("roomy-{}", ns.name);
+    let small = format!("small-{}", ns.name);
+    create_private_node(&client, &roomy, &ns.name, "64", json!({})).await;
+    create_private_node(&client, &small, &ns.name, "8", json!({})).await;
+    // Both must be schedulable (kwok Ready, the not-ready taint lifted)
+    // before the first pod, or it lands where it can, not where it should.
+    let nodes: Api<Node> = Api::all(client.clone());
+    for name in [&roomy, &small] {
+        wait::object(&nodes, name, T, |n: Option<&Node>| {
+            n.is_some_and(wait::node_is_ready)
+        })
+        .await
+        .unwrap();
+    }
+    let services: Api<Service> = Api::namespaced(client.clone(), &ns.name);
+    let app = format!("web-{}", ns.name);
+    let service: Service = serde_json::from_value(json!({
+        "metadata": {"name": "web"},
+        "spec": {"selector": {"app": app}, "ports": [{"port": 80}]},
+    }))
+    .unwrap();
+    services
+        .create(&Default::default(), &service)
+        .await
+        .unwrap();
+    let spec = json!({
+        "nodeSelector": {"understudy.dev/test": ns.name},
+        "tolerations": [{"key": "understudy.dev/test", "operator": "Equal", "value": ns.name, "effect": "NoSchedule"}],
+        "containers": [{"name": "c", "image": "x", "resources": {"requests": {"cpu": "100m", "memory": "100Mi"}}}],
+    });
+    let mut placed = BTreeSet::new();
+    for name in ["web-0", "web-1"] {
+        create(&pods, pod(name, json!({"app": app}), spec.clone())).await;
+        placed.insert(wait_scheduled(&pods, name, T).await.unwrap());
+    }
+    // Without a selecting Service or owner there is nothing to spread by.
+    create(&pods, pod("loner-0", json!({}), spec.clone())).await;
+    create(&pods, pod("loner-1", json!({}), spec.clone())).await;
+    let loners = [
+        wait_scheduled(&pods, "loner-0", T).await.unwrap(),
+        wait_scheduled(&pods, "loner-1", T).await.unwrap(),
+    ];
+    delete_node(&client, &roomy).await;
+    delete_node(&client, &small).await;
+    assert_eq!(
+        placed,
+        BTreeSet::from([roomy.clone(), small]),
+        "spread by default"
+    );
+    assert_eq!(loners, [roomy.clone(), roomy], "resource scoring alone");
 }
 
 #[tokio::test]

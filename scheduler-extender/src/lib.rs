@@ -15,3 +15,4 @@ pub mod profile;
 pub mod queue;
 pub mod scheduler;
 pub mod scheduling;
+pub mod workloads;

@@ -120,6 +120,12 @@ impl Selector {
         !self.nothing && self.requirements.iter().all(|r| r.matches(labels))
     }
 
+    /// Adds every requirement of `other`: both must hold.
+    pub fn extend(&mut self, other: Selector) {
+        self.nothing |= other.nothing;
+        self.requirements.extend(other.requirements);
+    }
+
     pub fn is_empty(&self) -> bool {
         !self.nothing && self.requirements.is_empty()
     }

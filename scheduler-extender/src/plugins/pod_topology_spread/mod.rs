@@ -3,13 +3,10 @@
 //! DoNotSchedule constraints filter nodes whose domain would exceed
 //! `maxSkew`, ScheduleAnyway ones prefer the less crowded domains.
 //!
-//! Pods without constraints get the plugin's default constraints. Upstream
-//! points those at the selectors of the Services, ReplicationControllers,
-//! ReplicaSets and StatefulSets that own or select the pod; our snapshot does
-//! not hold those objects, so [`new`] builds the plugin with a selector source
-//! that finds none, and default constraints are then skipped exactly as
-//! upstream skips them for a pod nothing selects. A caller that does have
-//! the objects can plug them in with [`PodTopologySpread::with_default_selector`].
+//! Pods without constraints get the plugin's default constraints, pointed
+//! at the selectors of the Services, ReplicationControllers, ReplicaSets and
+//! StatefulSets that own or select the pod ([`crate::workloads`], which
+//! [`new`] plugs in); a pod nothing selects gets none, as upstream's.
 
 mod common;
 mod filtering;
@@ -358,7 +355,13 @@ impl Plugin for PodTopologySpread {
 pub fn new(args: Option<&Value>) -> Result<Arc<dyn Plugin>, String> {
     let args: PodTopologySpreadArgs = parse_args(NAME, args)?;
     let plugin = PodTopologySpread::from_args(&args)
-        .map_err(|e| format!("pluginConfig args of {NAME}: {e}"))?;
+        .map_err(|e| format!("pluginConfig args of {NAME}: {e}"))?
+        .with_default_selector(Arc::new(|pod| {
+            crate::workloads::global()
+                .read()
+                .expect("workload index lock")
+                .default_selector(pod)
+        }));
     Ok(Arc::new(plugin))
 }
 
