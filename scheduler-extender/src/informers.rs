@@ -116,8 +116,23 @@ impl Handler<Pod> for Pods {
         let uid = pod.uid().unwrap_or_default();
         s.observed_eviction(&uid);
         s.queue.delete(&uid);
-        s.nominator.lock().expect("nominator lock").remove(&uid);
-        s.cache.lock().expect("cache lock").remove_pod(&uid);
+        let was_nominated = s
+            .nominator
+            .lock()
+            .expect("nominator lock")
+            .remove(&uid)
+            .is_some()
+            || pod
+                .status
+                .as_ref()
+                .and_then(|st| st.nominated_node_name.as_deref())
+                .is_some_and(|n| !n.is_empty());
+        let was_assumed = {
+            let mut cache = s.cache.lock().expect("cache lock");
+            let assumed = cache.is_assumed(&uid);
+            cache.remove_pod(&uid);
+            assumed
+        };
         match pod.spec.as_ref().and_then(|sp| sp.node_name.as_deref()) {
             Some(node) if !node.is_empty() => {
                 let still_leaving = {
@@ -127,7 +142,16 @@ impl Handler<Pod> for Pods {
                 };
                 s.queue.move_after_pod_deleted(node, still_leaving)
             }
-            _ => s.queue.move_all_to_active(),
+            // Our bind was in flight: the room it held is free.
+            _ if was_assumed => s.queue.move_all_to_active(),
+            // Pods of lower or equal priority counted a nominated pod as if it
+            // ran on its node (upstream moves only those). A pending pod held
+            // nothing: its deletion helps no one.
+            _ if was_nominated => {
+                let priority = pod.spec.as_ref().and_then(|sp| sp.priority).unwrap_or(0);
+                s.queue.move_up_to_priority(priority)
+            }
+            _ => {}
         }
     }
     fn key(&self, pod: &Pod) -> String {

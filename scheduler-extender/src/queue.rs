@@ -337,6 +337,14 @@ impl SchedulingQueue {
         self.move_unschedulable(inner, |_| true);
     }
 
+    /// Moves the unschedulable pods of priority `priority` or lower: a
+    /// nominated pod of that priority went away, and only those counted it.
+    pub fn move_up_to_priority(&self, priority: i32) {
+        let mut inner = self.inner.lock().expect("queue lock");
+        inner.move_cycle += 1;
+        self.move_unschedulable(inner, |e| e.info.pod.priority <= priority);
+    }
+
     /// Moves the unschedulable pods `wanted` accepts back to active (or
     /// backoff), then wakes the scheduling loop.
     fn move_unschedulable(
@@ -784,6 +792,20 @@ mod tests {
         assert_eq!(q.backoff_of(&info), Some(Duration::from_secs(1)));
         info.consecutive_errors = 2;
         assert_eq!(q.backoff_of(&info), Some(Duration::from_secs(2)));
+    }
+
+    #[tokio::test]
+    async fn a_nominated_pod_going_away_moves_only_pods_it_could_block() {
+        let q = SchedulingQueue::new(Duration::ZERO, Duration::ZERO);
+        for (name, priority) in [("low", 10), ("high", 1000)] {
+            q.add(pod(name, &[], json!({"priority": priority})));
+            let popped = pop_now(&q).await.unwrap();
+            q.requeue_failed(popped, true);
+        }
+        assert_eq!(q.counts()[&QueueName::Unschedulable], 2);
+        q.move_up_to_priority(100);
+        assert_eq!(pop_now(&q).await.unwrap().info.pod.name, "low");
+        assert_eq!(q.counts()[&QueueName::Unschedulable], 1, "high still waits");
     }
 
     #[tokio::test]

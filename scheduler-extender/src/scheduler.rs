@@ -450,10 +450,10 @@ impl Scheduler {
                         .extend(candidate.victims.iter().map(|v| v.uid.clone()));
                 }
                 tokio::runtime::Handle::current().spawn(async move {
-                    let preempted = preemption.is_some();
-                    if let Some(candidate) = preemption {
-                        this.prepare_candidate(&pod, &name, &candidate).await;
-                    }
+                    // This attempt's condition, nomination and Event first,
+                    // then the victims, as upstream's asynchronous preemption:
+                    // their deletions retry the pod, and a later attempt's
+                    // report must not land before this one's.
                     this.report_unschedulable(
                         &pod,
                         &name,
@@ -462,6 +462,10 @@ impl Scheduler {
                         nominate.as_deref(),
                     )
                     .await;
+                    let preempted = preemption.is_some();
+                    if let Some(candidate) = preemption {
+                        this.prepare_candidate(&pod, &name, &candidate).await;
+                    }
                     // Only now is the nomination in the pod's status too.
                     if preempted {
                         this.preempting
