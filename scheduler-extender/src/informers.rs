@@ -26,7 +26,7 @@ use k8s_openapi::api::apps::v1::{ReplicaSet, StatefulSet};
 use k8s_openapi::api::core::v1::{ReplicationController, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 
-use crate::workloads::Kind;
+use crate::workloads::{Kind, WorkloadIndex};
 
 /// Applies one watched object change to the scheduler's state.
 trait Handler<K: Resource>: Send + Sync + 'static {
@@ -386,114 +386,74 @@ impl Handler<PodDisruptionBudget> for Budgets {
 }
 
 /// The selectors PodTopologySpread's default constraints use
-/// ([`crate::workloads`]): each handler keeps one kind's.
-struct Workloads(Kind);
+/// ([`crate::workloads`]), one handler for the four kinds.
+struct Workloads;
 
-fn namespaced_key<K: Resource>(obj: &K) -> String {
-    format!(
-        "{}/{}",
-        obj.meta().namespace.as_deref().unwrap_or_default(),
-        obj.meta().name.as_deref().unwrap_or_default()
-    )
+/// A kind whose selector the workload index keeps.
+trait Workload: Resource {
+    const KIND: Kind;
+    /// Records the object's selector (a Service or ReplicationController
+    /// without one is forgotten).
+    fn record(self, index: &mut WorkloadIndex, ns: &str, name: &str);
 }
 
-fn workload_index() -> std::sync::RwLockWriteGuard<'static, crate::workloads::WorkloadIndex> {
+impl Workload for Service {
+    const KIND: Kind = Kind::Service;
+    fn record(self, index: &mut WorkloadIndex, ns: &str, name: &str) {
+        index.set_service(ns, name, self.spec.and_then(|s| s.selector));
+    }
+}
+
+impl Workload for ReplicationController {
+    const KIND: Kind = Kind::ReplicationController;
+    fn record(self, index: &mut WorkloadIndex, ns: &str, name: &str) {
+        index.set_replication_controller(ns, name, self.spec.and_then(|s| s.selector));
+    }
+}
+
+impl Workload for ReplicaSet {
+    const KIND: Kind = Kind::ReplicaSet;
+    fn record(self, index: &mut WorkloadIndex, ns: &str, name: &str) {
+        index.set_replica_set(ns, name, self.spec.selector);
+    }
+}
+
+impl Workload for StatefulSet {
+    const KIND: Kind = Kind::StatefulSet;
+    fn record(self, index: &mut WorkloadIndex, ns: &str, name: &str) {
+        index.set_stateful_set(ns, name, self.spec.selector);
+    }
+}
+
+fn workload_index() -> std::sync::RwLockWriteGuard<'static, WorkloadIndex> {
     crate::workloads::global()
         .write()
         .expect("workload index lock")
 }
 
-impl Handler<Service> for Workloads {
-    fn apply(&self, _: &Scheduler, svc: Service) {
-        let selector = svc.spec.and_then(|s| s.selector);
-        workload_index().set_service(
-            &svc.metadata.namespace.unwrap_or_default(),
-            &svc.metadata.name.unwrap_or_default(),
-            selector,
-        );
-    }
-    fn delete(&self, _: &Scheduler, svc: Service) {
-        workload_index().remove(
-            self.0,
-            svc.metadata.namespace.as_deref().unwrap_or_default(),
-            &svc.name_any(),
-        );
-    }
-    fn key(&self, svc: &Service) -> String {
-        namespaced_key(svc)
-    }
-    fn resync(&self, _: &Scheduler, seen: &HashSet<String>) {
-        workload_index().retain(self.0, seen);
-    }
+fn namespace_and_name<K: Resource>(obj: &K) -> (String, String) {
+    let meta = obj.meta();
+    (
+        meta.namespace.clone().unwrap_or_default(),
+        meta.name.clone().unwrap_or_default(),
+    )
 }
 
-impl Handler<ReplicationController> for Workloads {
-    fn apply(&self, _: &Scheduler, rc: ReplicationController) {
-        let selector = rc.spec.and_then(|s| s.selector);
-        workload_index().set_replication_controller(
-            &rc.metadata.namespace.unwrap_or_default(),
-            &rc.metadata.name.unwrap_or_default(),
-            selector,
-        );
+impl<K: Workload> Handler<K> for Workloads {
+    fn apply(&self, _: &Scheduler, obj: K) {
+        let (ns, name) = namespace_and_name(&obj);
+        obj.record(&mut workload_index(), &ns, &name);
     }
-    fn delete(&self, _: &Scheduler, rc: ReplicationController) {
-        workload_index().remove(
-            self.0,
-            rc.metadata.namespace.as_deref().unwrap_or_default(),
-            &rc.name_any(),
-        );
+    fn delete(&self, _: &Scheduler, obj: K) {
+        let (ns, name) = namespace_and_name(&obj);
+        workload_index().remove(K::KIND, &ns, &name);
     }
-    fn key(&self, rc: &ReplicationController) -> String {
-        namespaced_key(rc)
+    fn key(&self, obj: &K) -> String {
+        let (ns, name) = namespace_and_name(obj);
+        format!("{ns}/{name}")
     }
     fn resync(&self, _: &Scheduler, seen: &HashSet<String>) {
-        workload_index().retain(self.0, seen);
-    }
-}
-
-impl Handler<ReplicaSet> for Workloads {
-    fn apply(&self, _: &Scheduler, rs: ReplicaSet) {
-        workload_index().set_replica_set(
-            &rs.metadata.namespace.unwrap_or_default(),
-            &rs.metadata.name.unwrap_or_default(),
-            rs.spec.selector,
-        );
-    }
-    fn delete(&self, _: &Scheduler, rs: ReplicaSet) {
-        workload_index().remove(
-            self.0,
-            rs.metadata.namespace.as_deref().unwrap_or_default(),
-            &rs.name_any(),
-        );
-    }
-    fn key(&self, rs: &ReplicaSet) -> String {
-        namespaced_key(rs)
-    }
-    fn resync(&self, _: &Scheduler, seen: &HashSet<String>) {
-        workload_index().retain(self.0, seen);
-    }
-}
-
-impl Handler<StatefulSet> for Workloads {
-    fn apply(&self, _: &Scheduler, ss: StatefulSet) {
-        workload_index().set_stateful_set(
-            &ss.metadata.namespace.unwrap_or_default(),
-            &ss.metadata.name.unwrap_or_default(),
-            ss.spec.selector,
-        );
-    }
-    fn delete(&self, _: &Scheduler, ss: StatefulSet) {
-        workload_index().remove(
-            self.0,
-            ss.metadata.namespace.as_deref().unwrap_or_default(),
-            &ss.name_any(),
-        );
-    }
-    fn key(&self, ss: &StatefulSet) -> String {
-        namespaced_key(ss)
-    }
-    fn resync(&self, _: &Scheduler, seen: &HashSet<String>) {
-        workload_index().retain(self.0, seen);
+        workload_index().retain(K::KIND, seen);
     }
 }
 
@@ -619,13 +579,10 @@ pub fn start(s: Arc<Scheduler>) -> watch::Receiver<bool> {
     spawn_watch!(StorageClass, StorageClasses);
     spawn_watch!(CSINode, CsiNodes);
     spawn_watch!(PodDisruptionBudget, Budgets);
-    spawn_watch!(Service, Workloads(Kind::Service));
-    spawn_watch!(
-        ReplicationController,
-        Workloads(Kind::ReplicationController)
-    );
-    spawn_watch!(ReplicaSet, Workloads(Kind::ReplicaSet));
-    spawn_watch!(StatefulSet, Workloads(Kind::StatefulSet));
+    spawn_watch!(Service, Workloads);
+    spawn_watch!(ReplicationController, Workloads);
+    spawn_watch!(ReplicaSet, Workloads);
+    spawn_watch!(StatefulSet, Workloads);
     // As upstream's informer: finished pods hold nothing and need no decision;
     // a pod that finishes leaves the watch as a deletion.
     spawn_watch!(

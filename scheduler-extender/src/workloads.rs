@@ -44,14 +44,14 @@ impl WorkloadIndex {
         name: &str,
         selector: Option<BTreeMap<String, String>>,
     ) {
-        let services = self.services.entry(ns.to_string()).or_default();
         match selector {
             Some(s) => {
-                services.insert(name.to_string(), s);
+                self.services
+                    .entry(ns.to_string())
+                    .or_default()
+                    .insert(name.to_string(), s);
             }
-            None => {
-                services.remove(name);
-            }
+            None => self.remove(Kind::Service, ns, name),
         }
     }
 
@@ -176,16 +176,9 @@ pub fn global() -> &'static Arc<RwLock<WorkloadIndex>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::framework::labels::Labels;
+    use crate::framework::testing::labels;
     use crate::framework::testing::pod;
     use serde_json::json;
-
-    fn labels(pairs: &[(&str, &str)]) -> Labels {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
 
     fn map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
         labels(pairs).into_iter().collect()

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Node, Pod, Service};
+use k8s_openapi::api::core::v1::{Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::watcher::{self, Event};
@@ -409,13 +409,7 @@ pub async fn run(
     variants: &[Variant],
 ) -> anyhow::Result<Vec<(Variant, VariantResult)>> {
     let client = wait::client_for(&state.kubeconfig).await?;
-    let nodes: Vec<String> = Api::<Node>::all(client.clone())
-        .list(&ListParams::default())
-        .await?
-        .items
-        .iter()
-        .map(|n| n.name_any())
-        .collect();
+    let nodes = super::node_names(&client).await?;
     anyhow::ensure!(!nodes.is_empty(), "the bench cluster has no nodes");
     let mut results = vec![];
     for v in variants {

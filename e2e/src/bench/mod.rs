@@ -23,6 +23,17 @@ pub async fn create_namespace(client: &Client, name: &str) -> anyhow::Result<()>
     Ok(())
 }
 
+/// The names of the cluster's nodes.
+pub async fn node_names(client: &Client) -> anyhow::Result<Vec<String>> {
+    Ok(Api::<k8s_openapi::api::core::v1::Node>::all(client.clone())
+        .list(&kube::api::ListParams::default())
+        .await?
+        .items
+        .iter()
+        .map(kube::ResourceExt::name_any)
+        .collect())
+}
+
 /// Deletes the namespace `name` and waits until it is gone, so the next
 /// measurement does not share the machine with its garbage collection.
 pub async fn delete_namespace(client: &Client, name: &str) -> anyhow::Result<()> {

@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use std::time::Instant;
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, ListParams, PostParams};
 use kube::{Client, ResourceExt};
@@ -155,13 +155,7 @@ pub async fn run(
     }
     .client()
     .await?;
-    let nodes: Vec<String> = Api::<Node>::all(admin.clone())
-        .list(&ListParams::default())
-        .await?
-        .items
-        .iter()
-        .map(|n| n.name_any())
-        .collect();
+    let nodes = super::node_names(&admin).await?;
     anyhow::ensure!(!nodes.is_empty(), "the lab has no nodes");
 
     let mut samples: BTreeMap<Phase, Vec<Sample>> = BTreeMap::new();

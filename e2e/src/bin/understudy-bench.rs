@@ -135,6 +135,29 @@ fn resolve_components_dir(given: Option<PathBuf>) -> anyhow::Result<PathBuf> {
     })
 }
 
+/// The lab of the scheduler benches: `nodes` kwok nodes of 4 CPU and
+/// 32 GiB, nothing replaced and no scheduler running.
+fn scheduler_lab(nodes: usize, components_dir: PathBuf) -> LabOptions {
+    LabOptions {
+        name: "bench".into(),
+        state_dir: scheduler::state_dir(),
+        nodes,
+        node_template: NodeTemplate {
+            cpu: "4".into(),
+            memory: "32Gi".into(),
+            ..Default::default()
+        },
+        replaced: BTreeSet::new(),
+        start_understudies: false,
+        kube_scheduler: false,
+        apiserver_port: None,
+        components_dir,
+        understudy_args: vec![],
+        // Lease renewals of thousands of nodes would otherwise dominate the machine.
+        node_lease_seconds: 600,
+    }
+}
+
 /// Brings up the bench cluster, runs `work` on it, and always takes it down.
 async fn with_cluster<T, F, Fut>(lab: LabOptions, work: F) -> anyhow::Result<T>
 where
@@ -261,23 +284,7 @@ async fn run_write_costs(command: Command) -> anyhow::Result<()> {
         in_flight,
         qps,
     };
-    let lab = LabOptions {
-        name: "bench".into(),
-        state_dir: scheduler::state_dir(),
-        nodes,
-        node_template: NodeTemplate {
-            cpu: "4".into(),
-            memory: "32Gi".into(),
-            ..Default::default()
-        },
-        replaced: BTreeSet::new(),
-        start_understudies: false,
-        kube_scheduler: false,
-        apiserver_port: None,
-        components_dir: resolve_components_dir(None)?,
-        understudy_args: vec![],
-        node_lease_seconds: 600,
-    };
+    let lab = scheduler_lab(nodes, resolve_components_dir(None)?);
     let samples = with_cluster(lab, |state| {
         let opts = opts.clone();
         async move { write_costs::run(&state, &opts).await }
@@ -347,24 +354,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             ),
         });
     }
-    let lab = LabOptions {
-        name: "bench".into(),
-        state_dir: scheduler::state_dir(),
-        nodes,
-        node_template: NodeTemplate {
-            cpu: "4".into(),
-            memory: "32Gi".into(),
-            ..Default::default()
-        },
-        replaced: BTreeSet::new(),
-        start_understudies: false,
-        kube_scheduler: false,
-        apiserver_port: None,
-        components_dir: components_dir.clone(),
-        understudy_args: vec![],
-        // Lease renewals of thousands of nodes would otherwise dominate the machine.
-        node_lease_seconds: 600,
-    };
+    let lab = scheduler_lab(nodes, components_dir.clone());
     let opts = Options {
         workload,
         existing,

@@ -221,14 +221,8 @@ impl NodeSelectorMatcher {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::framework::testing::labels;
     use serde_json::json;
-
-    fn labels(pairs: &[(&str, &str)]) -> Labels {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
 
     #[test]
     fn label_selector_operators() {

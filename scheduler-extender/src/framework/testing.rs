@@ -10,6 +10,14 @@ use serde_json::{Value, json};
 use super::labels::Labels;
 use super::types::{NodeInfo, PodInfo, Snapshot, VolumeIndex};
 
+/// A label map from pairs.
+pub fn labels(pairs: &[(&str, &str)]) -> Labels {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
 /// A pod named `name` in `default` with the given `spec` (JSON) and labels.
 pub fn pod(name: &str, labels: &[(&str, &str)], spec: Value) -> Arc<PodInfo> {
     pod_in("default", name, labels, spec)

@@ -255,18 +255,12 @@ pub(super) mod test_support {
 mod tests {
     use super::test_support::*;
     use super::*;
+    use crate::framework::testing::labels;
     use crate::framework::testing::pod;
     use serde_json::json;
 
     fn constraints(v: serde_json::Value) -> Vec<TopologySpreadConstraint> {
         serde_json::from_value(v).unwrap()
-    }
-
-    fn labels(pairs: &[(&str, &str)]) -> Labels {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
     }
 
     #[test]
