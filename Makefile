@@ -1,7 +1,7 @@
 # Understudy: Kubernetes components in Rust, proven against a real control plane.
 #
 #   make up      local cluster (etcd, kube-apiserver, kube-controller-manager,
-#                kube-scheduler, kwok nodes) with every understudy running
+#                kube-scheduler, kwok nodes, one real node) with every understudy running
 #   make test    everything CI runs: lint, unit tests, e2e on a local control plane
 #   make down    stop the local cluster and remove its state
 #
@@ -15,6 +15,7 @@ CARGO ?= cargo
 LAB := target/debug/understudy-lab
 NAME ?= understudy
 NODES ?= 3
+REAL_NODES ?= 1
 UNDERSTUDIES ?= all
 LAB_ARGS ?=
 
@@ -35,7 +36,7 @@ build:
 	$(CARGO) build --workspace --bins
 
 up: deps toolchain build
-	$(LAB) up --name $(NAME) --nodes $(NODES) --understudies $(UNDERSTUDIES) $(LAB_ARGS)
+	$(LAB) up --name $(NAME) --nodes $(NODES) --real-nodes $(REAL_NODES) --understudies $(UNDERSTUDIES) $(LAB_ARGS)
 
 down:
 	$(LAB) down --name $(NAME)

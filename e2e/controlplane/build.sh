@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds the upstream binaries the local control plane runs (kube-apiserver,
-# kube-controller-manager, kube-scheduler, kube-proxy, kubectl, etcd, kwok, helm)
+# kube-controller-manager, kube-scheduler, kube-proxy, kubectl, kubelet, etcd, kwok, helm)
 # from the Go build lists beside this script, into a cache outside the repo:
 #   ${XDG_CACHE_HOME:-$HOME/.cache}/understudy/<toolchain-id>/bin
 # <toolchain-id> hashes the pinned go.mod/go.sum files, the Go version and
@@ -84,7 +84,8 @@ build kubernetes "$k8s_ldflags" \
   kube-controller-manager=k8s.io/kubernetes/cmd/kube-controller-manager \
   kube-scheduler=k8s.io/kubernetes/cmd/kube-scheduler \
   kube-proxy=k8s.io/kubernetes/cmd/kube-proxy \
-  kubectl=k8s.io/kubernetes/cmd/kubectl
+  kubectl=k8s.io/kubernetes/cmd/kubectl \
+  kubelet=k8s.io/kubernetes/cmd/kubelet
 build etcd "-s -w" etcd=go.etcd.io/etcd/server/v3
 build kwok "-s -w -X sigs.k8s.io/kwok/pkg/consts.Version=0.8.0" kwok=sigs.k8s.io/kwok/cmd/kwok
 build helm "-s -w -X helm.sh/helm/v4/internal/version.version=v4.3.1" helm=helm.sh/helm/v4/cmd/helm

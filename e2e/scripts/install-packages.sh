@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the lab and the proxy's data-path tests need,
 # only when something is missing (so a warm machine makes no apt calls).
+# containerd, runc and the CNI plugins run the lab's real nodes (with the
+# kubelet that `make toolchain` builds).
 set -euo pipefail
 
-packages=(iptables nftables iproute2 conntrack ipset ipvsadm curl ca-certificates)
+packages=(iptables nftables iproute2 conntrack ipset ipvsadm curl ca-certificates
+  containerd runc containernetworking-plugins util-linux mount)
 missing=()
 for pkg in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

@@ -45,6 +45,28 @@ pub const SCHEDULER: ClientIdentity = ClientIdentity {
     user: "system:kube-scheduler",
     groups: &[],
 };
+/// The apiserver's identity towards kubelets (logs, exec, port-forward), as
+/// kubeadm's `apiserver-kubelet-client`.
+pub const KUBELET_CLIENT: ClientIdentity = ClientIdentity {
+    file_stem: "apiserver-kubelet-client",
+    user: "kube-apiserver-kubelet-client",
+    groups: &["system:masters"],
+};
+/// kube-proxy on the real nodes: the bootstrap policy binds `system:node-proxier` to it.
+pub const KUBE_PROXY: ClientIdentity = ClientIdentity {
+    file_stem: "kube-proxy",
+    user: "system:kube-proxy",
+    groups: &[],
+};
+
+/// A real node: its kubelet's client identity (`system:node:<name>` in
+/// `system:nodes`, what the Node authorizer and NodeRestriction expect) and
+/// its serving certificate for the node's address.
+#[derive(Clone, Debug)]
+pub struct NodeIdentity {
+    pub name: String,
+    pub ip: Ipv4Addr,
+}
 
 /// Paths of everything written by [`Pki::create`].
 #[derive(Clone, Debug)]
@@ -74,6 +96,18 @@ impl Pki {
     pub fn client_key(&self, id: &ClientIdentity) -> PathBuf {
         self.dir.join(format!("{}.key", id.file_stem))
     }
+    pub fn node_client_cert(&self, node: &str) -> PathBuf {
+        self.dir.join(format!("node-{node}.crt"))
+    }
+    pub fn node_client_key(&self, node: &str) -> PathBuf {
+        self.dir.join(format!("node-{node}.key"))
+    }
+    pub fn kubelet_serving_cert(&self, node: &str) -> PathBuf {
+        self.dir.join(format!("kubelet-{node}.crt"))
+    }
+    pub fn kubelet_serving_key(&self, node: &str) -> PathBuf {
+        self.dir.join(format!("kubelet-{node}.key"))
+    }
 
     /// Writes a fresh PKI into `dir`. The service cluster IP (first address of the
     /// service range) is a SAN so in-cluster clients can verify the apiserver.
@@ -81,6 +115,7 @@ impl Pki {
         dir: &Path,
         service_ip: Ipv4Addr,
         clients: &[ClientIdentity],
+        nodes: &[NodeIdentity],
     ) -> Result<Self, CertError> {
         std::fs::create_dir_all(dir).map_err(|source| CertError::Write {
             path: dir.into(),
@@ -134,19 +169,32 @@ impl Pki {
         write(&pki.apiserver_key(), &server_key.serialize_pem())?;
 
         for id in clients {
-            let key = KeyPair::generate().map_err(gen_err(id.user))?;
+            let (cert, key) = client_cert(&issuer, id.user, id.groups)?;
+            write(&pki.client_cert(id), &cert)?;
+            write(&pki.client_key(id), &key)?;
+        }
+        for node in nodes {
+            let user = format!("system:node:{}", node.name);
+            let (cert, key) = client_cert(&issuer, &user, &["system:nodes"])?;
+            write(&pki.node_client_cert(&node.name), &cert)?;
+            write(&pki.node_client_key(&node.name), &key)?;
+
+            let key = KeyPair::generate().map_err(gen_err(&user))?;
             let mut params =
-                CertificateParams::new(Vec::<String>::new()).map_err(gen_err(id.user))?;
-            params.distinguished_name.push(DnType::CommonName, id.user);
-            for group in id.groups {
-                params
-                    .distinguished_name
-                    .push(DnType::OrganizationName, *group);
-            }
-            params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-            let cert = params.signed_by(&key, &issuer).map_err(gen_err(id.user))?;
-            write(&pki.client_cert(id), &cert.pem())?;
-            write(&pki.client_key(id), &key.serialize_pem())?;
+                CertificateParams::new(vec![node.name.clone()]).map_err(gen_err(&user))?;
+            params
+                .subject_alt_names
+                .push(SanType::IpAddress(IpAddr::V4(node.ip)));
+            params
+                .distinguished_name
+                .push(DnType::CommonName, user.as_str());
+            params
+                .distinguished_name
+                .push(DnType::OrganizationName, "system:nodes");
+            params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+            let cert = params.signed_by(&key, &issuer).map_err(gen_err(&user))?;
+            write(&pki.kubelet_serving_cert(&node.name), &cert.pem())?;
+            write(&pki.kubelet_serving_key(&node.name), &key.serialize_pem())?;
         }
 
         let sa_key = KeyPair::generate().map_err(gen_err("service account key"))?;
@@ -154,6 +202,29 @@ impl Pki {
         write(&pki.sa_pub(), &sa_key.public_key_pem())?;
         Ok(pki)
     }
+}
+
+/// A client certificate: the CN is the user, each O a group.
+fn client_cert(
+    issuer: &Issuer<'_, KeyPair>,
+    user: &str,
+    groups: &[&str],
+) -> Result<(String, String), CertError> {
+    let gen_err = |source| CertError::Generate {
+        what: user.to_string(),
+        source,
+    };
+    let key = KeyPair::generate().map_err(gen_err)?;
+    let mut params = CertificateParams::new(Vec::<String>::new()).map_err(gen_err)?;
+    params.distinguished_name.push(DnType::CommonName, user);
+    for group in groups {
+        params
+            .distinguished_name
+            .push(DnType::OrganizationName, *group);
+    }
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    let cert = params.signed_by(&key, issuer).map_err(gen_err)?;
+    Ok((cert.pem(), key.serialize_pem()))
 }
 
 fn write(path: &Path, contents: &str) -> Result<(), CertError> {
@@ -183,13 +254,23 @@ mod tests {
     #[test]
     fn writes_every_file_as_pem() {
         let dir = tempfile::tempdir().unwrap();
-        let pki =
-            Pki::create(dir.path(), Ipv4Addr::new(10, 96, 0, 1), &[ADMIN, SCHEDULER]).unwrap();
+        let pki = Pki::create(
+            dir.path(),
+            Ipv4Addr::new(10, 96, 0, 1),
+            &[ADMIN, SCHEDULER],
+            &[NodeIdentity {
+                name: "real-0".into(),
+                ip: Ipv4Addr::new(10, 250, 0, 10),
+            }],
+        )
+        .unwrap();
         for path in [
             pki.ca_cert(),
             pki.apiserver_cert(),
             pki.client_cert(&ADMIN),
             pki.client_cert(&SCHEDULER),
+            pki.node_client_cert("real-0"),
+            pki.kubelet_serving_cert("real-0"),
         ] {
             let text = std::fs::read_to_string(&path).unwrap();
             assert!(text.starts_with("-----BEGIN CERTIFICATE-----"), "{path:?}");

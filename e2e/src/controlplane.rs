@@ -12,11 +12,12 @@ use k8s_openapi::api::core::v1::{Namespace, Node};
 use kube::api::{Api, PostParams};
 use kube::{Client, ResourceExt};
 
-use crate::certs::{self, ADMIN, CONTROLLER_MANAGER, Pki, SCHEDULER};
+use crate::certs::{self, ADMIN, CONTROLLER_MANAGER, KUBE_PROXY, KUBELET_CLIENT, Pki, SCHEDULER};
 use crate::kwok_stages;
 use crate::nodes::{KWOK_ANNOTATION, NodeTemplate};
 use crate::probe::{self, WaitError, wait_for};
 use crate::process::{self, ProcessError, ProcessRecord};
+use crate::realnode::{self, RealNodes};
 use crate::state::{ClusterState, Probe};
 use crate::toolchain::{Toolchain, ToolchainError};
 use crate::understudies::{self, Understudy};
@@ -81,6 +82,10 @@ pub struct LabOptions {
     /// kwok's node lease duration; it renews every quarter of it. Thousands of
     /// nodes want a long one, or lease renewals swamp a small machine.
     pub node_lease_seconds: u32,
+    /// Real nodes (kubelet + containerd), beside the kwok ones.
+    pub real_nodes: usize,
+    /// Extra flags for every real node's kubelet.
+    pub kubelet_args: Vec<String>,
 }
 
 /// A free loopback port for a component to listen on, picked at random
@@ -141,6 +146,22 @@ pub async fn up(opts: &LabOptions) -> Result<ClusterState, LabError> {
         }
     }
     let toolchain = Toolchain::locate()?;
+    if opts.real_nodes > 0 {
+        realnode::check_host().map_err(|e| LabError::Io(e.to_string()))?;
+        toolchain.check(&["kubelet"])?;
+        if opts.real_nodes > realnode::plan::MAX_NODES {
+            return Err(LabError::Io(format!(
+                "at most {} real nodes",
+                realnode::plan::MAX_NODES
+            )));
+        }
+        for binary in [crate::images::TESTSERVER_BINARY, "understudy-lab"] {
+            let bin = opts.components_dir.join(binary);
+            if !bin.is_file() {
+                return Err(LabError::MissingComponent(bin));
+            }
+        }
+    }
     if opts.start_understudies {
         for understudy in &opts.replaced {
             let bin = opts.components_dir.join(understudy.binary());
@@ -160,6 +181,20 @@ pub async fn up(opts: &LabOptions) -> Result<ClusterState, LabError> {
         ..Default::default()
     };
     state.save().map_err(io("writing cluster state"))?;
+    if opts.real_nodes > 0 {
+        let network = match realnode::allocate(&opts.state_dir) {
+            Ok(network) => network,
+            Err(e) => {
+                let _ = down(&opts.state_dir);
+                return Err(LabError::Io(e.to_string()));
+            }
+        };
+        state.real_nodes = Some(RealNodes {
+            network,
+            count: opts.real_nodes,
+        });
+        state.save().map_err(io("writing cluster state"))?;
+    }
     match start_all(opts, &toolchain, &mut state).await {
         Ok(()) => {
             state.ready = true;
@@ -173,25 +208,30 @@ pub async fn up(opts: &LabOptions) -> Result<ClusterState, LabError> {
     }
 }
 
-struct Starter<'a> {
-    state: &'a mut ClusterState,
+pub(crate) struct Starter<'a> {
+    pub(crate) state: &'a mut ClusterState,
     logs: PathBuf,
 }
 
 impl Starter<'_> {
-    fn spawn(
+    pub(crate) fn toolchain_bin(&self, name: &str) -> PathBuf {
+        self.state.toolchain_dir.join(name)
+    }
+
+    pub(crate) fn spawn(
         &mut self,
         name: &str,
         program: &Path,
         args: Vec<String>,
     ) -> Result<ProcessRecord, LabError> {
-        let record = process::spawn(name, program, &args, &self.logs.join(format!("{name}.log")))?;
+        let log = self.logs.join(format!("{}.log", name.replace('/', "-")));
+        let record = process::spawn(name, program, &args, &log)?;
         self.state.processes.push(record.clone());
         self.state.save().map_err(io("writing cluster state"))?;
         Ok(record)
     }
 
-    fn probe(&mut self, process: &str, url: String) {
+    pub(crate) fn probe(&mut self, process: &str, url: String) {
         self.state.probes.push(Probe {
             process: process.into(),
             url,
@@ -234,10 +274,22 @@ async fn start_all(
     let dir = opts.state_dir.clone();
     let logs = dir.join("logs");
     std::fs::create_dir_all(&logs).map_err(io("creating the log directory"))?;
+    let node_ids = state
+        .real_nodes
+        .as_ref()
+        .map(realnode::identities)
+        .unwrap_or_default();
     let pki = Pki::create(
         &dir.join("pki"),
         SERVICE_IP,
-        &[ADMIN, CONTROLLER_MANAGER, SCHEDULER],
+        &[
+            ADMIN,
+            CONTROLLER_MANAGER,
+            SCHEDULER,
+            KUBELET_CLIENT,
+            KUBE_PROXY,
+        ],
+        &node_ids,
     )?;
     let mut s = Starter { state, logs };
 
@@ -325,6 +377,20 @@ async fn start_all(
             "--service-account-issuer=https://kubernetes.default.svc.cluster.local".into(),
             format!("--service-cluster-ip-range={SERVICE_CIDR}"),
             "--authorization-mode=Node,RBAC".into(),
+            "--enable-admission-plugins=NodeRestriction".into(),
+            // Logs, exec and port-forward: the apiserver dials a real node's
+            // address (a node name resolves nowhere here) with a client
+            // certificate the kubelet checks, and checks the kubelet's.
+            "--kubelet-preferred-address-types=InternalIP,Hostname".into(),
+            format!(
+                "--kubelet-client-certificate={}",
+                path(&pki.client_cert(&KUBELET_CLIENT))
+            ),
+            format!(
+                "--kubelet-client-key={}",
+                path(&pki.client_key(&KUBELET_CLIENT))
+            ),
+            format!("--kubelet-certificate-authority={}", path(&pki.ca_cert())),
             "--allow-privileged=true".into(),
             // `/debug/pprof` for finding where the control plane's time goes
             // in a benchmark; off otherwise, as in a hardened cluster.
@@ -450,6 +516,21 @@ async fn start_all(
     wait::nodes_ready(&client, opts.nodes, nodes_timeout)
         .await
         .map_err(|e| LabError::Api(e.to_string()))?;
+
+    if let Some(nodes) = s.state.real_nodes.clone() {
+        let images = realnode::build_images(&opts.components_dir, &dir.join("images"))?;
+        let lab_binary = opts.components_dir.join("understudy-lab");
+        let ctx = realnode::StartContext {
+            pki: &pki,
+            apiserver_port,
+            cluster_name: &opts.name,
+            lab_binary: &lab_binary,
+            images: &images,
+            cluster_cidr: nodes.network.cluster_cidr(),
+            kubelet_args: &opts.kubelet_args,
+        };
+        realnode::start(&mut s, &nodes, &ctx).await?;
+    }
 
     if opts.start_understudies {
         for understudy in opts.replaced.clone() {
@@ -653,6 +734,15 @@ pub fn down(state_dir: &Path) -> std::io::Result<Vec<String>> {
             } else {
                 record.name.clone()
             });
+        }
+    }
+    if let Some(nodes) = &state.real_nodes {
+        let problems = realnode::teardown(nodes);
+        if !problems.is_empty() {
+            return Err(std::io::Error::other(format!(
+                "taking the real nodes apart: {}",
+                problems.join("; ")
+            )));
         }
     }
     std::fs::remove_dir_all(state_dir)?;

@@ -25,6 +25,8 @@ pub struct ClusterSpec {
     pub understudies: &'static str,
     /// Whether the lab also starts those understudies.
     pub start_understudies: bool,
+    /// Real nodes (kubelet + containerd) beside the kwok ones.
+    pub real_nodes: usize,
 }
 
 #[derive(Debug)]
@@ -92,6 +94,7 @@ fn start_local(spec: ClusterSpec) -> Result<Cluster, String> {
         .arg(format!("--name=e2e-{pid}"))
         .arg(format!("--state-dir={}", state_dir.display()))
         .arg(format!("--nodes={}", spec.nodes))
+        .arg(format!("--real-nodes={}", spec.real_nodes))
         .arg(format!("--understudies={}", spec.understudies))
         .arg(format!("--components-dir={}", bin_dir.display()))
         .arg(format!("--stop-with-pid={pid}"))

@@ -13,7 +13,25 @@ pub fn write(
     pki: &Pki,
     id: &ClientIdentity,
 ) -> std::io::Result<PathBuf> {
-    let user = id.file_stem;
+    write_for(
+        path,
+        cluster_name,
+        server,
+        &pki.ca_cert(),
+        id.file_stem,
+        (&pki.client_cert(id), &pki.client_key(id)),
+    )
+}
+
+/// A kubeconfig for any client certificate (a real node's, say).
+pub fn write_for(
+    path: &Path,
+    cluster_name: &str,
+    server: &str,
+    ca: &Path,
+    user: &str,
+    (cert, key): (&Path, &Path),
+) -> std::io::Result<PathBuf> {
     let doc = serde_json::json!({
         "apiVersion": "v1",
         "kind": "Config",
@@ -21,14 +39,14 @@ pub fn write(
             "name": cluster_name,
             "cluster": {
                 "server": server,
-                "certificate-authority": pki.ca_cert(),
+                "certificate-authority": ca,
             },
         }],
         "users": [{
             "name": user,
             "user": {
-                "client-certificate": pki.client_cert(id),
-                "client-key": pki.client_key(id),
+                "client-certificate": cert,
+                "client-key": key,
             },
         }],
         "contexts": [{
@@ -55,6 +73,7 @@ mod tests {
             &dir.path().join("pki"),
             std::net::Ipv4Addr::new(10, 96, 0, 1),
             &[ADMIN],
+            &[],
         )
         .unwrap();
         let path = write(

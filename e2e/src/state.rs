@@ -31,6 +31,9 @@ pub struct ClusterState {
     pub ports: BTreeMap<String, u16>,
     pub processes: Vec<ProcessRecord>,
     pub probes: Vec<Probe>,
+    /// The real nodes' network slot and count, once allocated.
+    #[serde(default)]
+    pub real_nodes: Option<crate::realnode::RealNodes>,
     /// Set once `up` finished; a state without it is a start that was interrupted.
     pub ready: bool,
 }

@@ -28,6 +28,7 @@ fn cluster() -> &'static Cluster {
         nodes: 4,
         understudies: "controllers",
         start_understudies: true,
+        real_nodes: 0,
     })
 }
 

@@ -23,6 +23,7 @@ async fn upstream_and_ours_agree_and_hand_over_cleanly() {
         nodes: 3,
         understudies: "controllers",
         start_understudies: true,
+        real_nodes: 0,
     });
     let Some(local) = cluster.local.as_ref() else {
         eprintln!(

@@ -25,6 +25,7 @@ fn cluster() -> &'static Cluster {
         nodes: NODES,
         understudies: "controllers",
         start_understudies: false,
+        real_nodes: 0,
     })
 }
 

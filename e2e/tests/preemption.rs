@@ -26,6 +26,7 @@ fn cluster() -> &'static Cluster {
         nodes: 3,
         understudies: "scheduler",
         start_understudies: true,
+        real_nodes: 0,
     })
 }
 

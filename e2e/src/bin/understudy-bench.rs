@@ -155,6 +155,8 @@ fn scheduler_lab(nodes: usize, components_dir: PathBuf) -> LabOptions {
         understudy_args: vec![],
         // Lease renewals of thousands of nodes would otherwise dominate the machine.
         node_lease_seconds: 600,
+        real_nodes: 0,
+        kubelet_args: vec![],
     }
 }
 
@@ -253,6 +255,8 @@ async fn run_controllers(command: Command) -> anyhow::Result<()> {
         components_dir: opts.components_dir.clone(),
         understudy_args: vec![],
         node_lease_seconds: 600,
+        real_nodes: 0,
+        kubelet_args: vec![],
     };
     let results = with_cluster(lab, |state| {
         let opts = opts.clone();

@@ -39,6 +39,10 @@ enum Command {
     /// Run a scripted scenario with upstream's controllers, then with ours,
     /// and print what differs between the outcomes (exit 1 if anything does).
     Differential(DifferentialArgs),
+    /// Relay TCP connections from listeners inside a network namespace to an
+    /// address of the host's (how a real node reaches the loopback apiserver).
+    #[command(hide = true)]
+    Relay(RelayArgs),
     /// Wait for a process to exit, then take the cluster down (used by tests so a
     /// crashed test run leaves nothing behind).
     #[command(hide = true)]
@@ -66,6 +70,19 @@ impl Target {
             .clone()
             .unwrap_or_else(|| default_state_dir(&self.name))
     }
+}
+
+#[derive(Args)]
+struct RelayArgs {
+    /// The namespace to listen in (a file under /run/netns).
+    #[arg(long)]
+    netns: PathBuf,
+    /// Address to listen on inside the namespace (repeatable).
+    #[arg(long, required = true)]
+    listen: Vec<std::net::SocketAddr>,
+    /// Address to connect to, in this process's own namespace.
+    #[arg(long)]
+    to: std::net::SocketAddr,
 }
 
 #[derive(Args)]
@@ -102,6 +119,13 @@ struct UpArgs {
     /// Number of fake (kwok) nodes.
     #[arg(long, default_value_t = 3)]
     nodes: usize,
+    /// Number of real nodes (kubelet + containerd + runc + CNI, each in its
+    /// own network namespace); needs root and `make deps`.
+    #[arg(long, default_value_t = 0)]
+    real_nodes: usize,
+    /// Extra flag passed to every real node's kubelet (repeatable).
+    #[arg(long = "kubelet-arg", allow_hyphen_values = true)]
+    kubelet_args: Vec<String>,
     /// Upstream parts replaced by understudies: all, none, or a list of
     /// scheduler,controllers,proxy. The replaced kube-controller-manager
     /// controllers are switched off.
@@ -157,6 +181,7 @@ fn main() -> ExitCode {
         Command::Status(target) => runtime.block_on(status(&target)),
         Command::SwitchControllers(args) => runtime.block_on(switch_controllers(args)),
         Command::Differential(args) => runtime.block_on(differential(args)),
+        Command::Relay(args) => runtime.block_on(relay(args)),
         Command::Watchdog { target, pid } => watchdog(&target, pid),
     };
     match result {
@@ -271,6 +296,8 @@ async fn up(args: UpArgs) -> Result<ExitCode, String> {
         components_dir,
         understudy_args: args.understudy_args,
         node_lease_seconds: args.node_lease_seconds,
+        real_nodes: args.real_nodes,
+        kubelet_args: args.kubelet_args,
     };
     let already_up = ClusterState::load(&opts.state_dir)
         .ok()
@@ -312,6 +339,16 @@ async fn up(args: UpArgs) -> Result<ExitCode, String> {
             "Cluster {:?} is {how}: {} nodes, apiserver {}",
             state.name, state.nodes, state.server
         );
+        if let Some(real) = &state.real_nodes {
+            for node in real.nodes() {
+                println!(
+                    "  real node {}: address {}, pods {} (reachable from this host)",
+                    node.name(),
+                    node.ip(),
+                    node.pod_cidr()
+                );
+            }
+        }
         println!("  export KUBECONFIG={}", state.kubeconfig.display());
         println!("  {} get nodes", kubectl.display());
         println!(
@@ -319,6 +356,19 @@ async fn up(args: UpArgs) -> Result<ExitCode, String> {
             state.name, state.name
         );
         println!("Logs: {}", state.state_dir.join("logs").display());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn relay(args: RelayArgs) -> Result<ExitCode, String> {
+    use understudy_e2e::realnode::forward;
+    let listeners = forward::bind_in_netns(&args.netns, &args.listen)
+        .map_err(|e| format!("listening in {}: {e}", args.netns.display()))?;
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(|e| e.to_string())?;
+    tokio::select! {
+        result = forward::relay(listeners, args.to) => result.map_err(|e| e.to_string())?,
+        _ = term.recv() => {}
     }
     Ok(ExitCode::SUCCESS)
 }
