@@ -19,7 +19,7 @@ REAL_NODES ?= 1
 UNDERSTUDIES ?= all
 LAB_ARGS ?=
 
-.PHONY: help deps toolchain build up down status test lint unit e2e bench clean-cache
+.PHONY: help deps toolchain build images up down status test lint unit e2e bench clean-cache
 
 help:
 	@sed -n '3,9p' Makefile
@@ -34,6 +34,12 @@ toolchain:
 
 build:
 	$(CARGO) build --workspace --bins
+
+## The images as archives from the release binaries, without a container engine
+## (target/images/*.tar: `ctr -n k8s.io images import` or `docker load -i`).
+images:
+	$(CARGO) build --release --workspace --bins
+	target/release/understudy-lab images --bin-dir target/release --out-dir target/images
 
 up: deps toolchain build
 	$(LAB) up --name $(NAME) --nodes $(NODES) --real-nodes $(REAL_NODES) --understudies $(UNDERSTUDIES) $(LAB_ARGS)

@@ -39,6 +39,10 @@ enum Command {
     /// Run a scripted scenario with upstream's controllers, then with ours,
     /// and print what differs between the outcomes (exit 1 if anything does).
     Differential(DifferentialArgs),
+    /// Build the images as archives without a container engine: the
+    /// components' image, the test server and the sandbox (pause) image, from
+    /// the binaries in --bin-dir, for `ctr images import` or `docker load`.
+    Images(ImagesArgs),
     /// Relay TCP connections from listeners inside a network namespace to an
     /// address of the host's (how a real node reaches the loopback apiserver).
     #[command(hide = true)]
@@ -70,6 +74,16 @@ impl Target {
             .clone()
             .unwrap_or_else(|| default_state_dir(&self.name))
     }
+}
+
+#[derive(Args)]
+struct ImagesArgs {
+    /// Directory of the binaries (default: next to this binary).
+    #[arg(long)]
+    bin_dir: Option<PathBuf>,
+    /// Where the archives go.
+    #[arg(long, default_value = "target/images")]
+    out_dir: PathBuf,
 }
 
 #[derive(Args)]
@@ -181,6 +195,7 @@ fn main() -> ExitCode {
         Command::Status(target) => runtime.block_on(status(&target)),
         Command::SwitchControllers(args) => runtime.block_on(switch_controllers(args)),
         Command::Differential(args) => runtime.block_on(differential(args)),
+        Command::Images(args) => images(args),
         Command::Relay(args) => runtime.block_on(relay(args)),
         Command::Watchdog { target, pid } => watchdog(&target, pid),
     };
@@ -356,6 +371,24 @@ async fn up(args: UpArgs) -> Result<ExitCode, String> {
             state.name, state.name
         );
         println!("Logs: {}", state.state_dir.join("logs").display());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn images(args: ImagesArgs) -> Result<ExitCode, String> {
+    use understudy_e2e::images;
+    let bin_dir = match args.bin_dir {
+        Some(dir) => dir,
+        None => own_dir()?,
+    };
+    let built = [
+        images::build_understudy(&bin_dir, &args.out_dir),
+        images::build_testserver(&bin_dir, &args.out_dir),
+        images::build_pause(&bin_dir, &args.out_dir),
+    ];
+    for image in built {
+        let image = image.map_err(|e| e.to_string())?;
+        println!("{} {}", image.reference, image.archive.display());
     }
     Ok(ExitCode::SUCCESS)
 }
