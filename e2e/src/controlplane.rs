@@ -521,6 +521,7 @@ async fn start_all(
         let images = realnode::build_images(&opts.components_dir, &dir.join("images"))?;
         let lab_binary = opts.components_dir.join("understudy-lab");
         let ctx = realnode::StartContext {
+            client: &client,
             pki: &pki,
             apiserver_port,
             cluster_name: &opts.name,

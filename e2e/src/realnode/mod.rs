@@ -88,6 +88,14 @@ pub fn allocate(state_dir: &Path) -> Result<LabNetwork, RealNodeError> {
         .map_err(|e| RealNodeError::Io(format!("creating {}: {e}", plan::SLOTS_DIR)))?;
     for slot in 0..plan::MAX_SLOTS {
         let net = LabNetwork { slot };
+        // A slot whose lab is gone (its state directory removed without
+        // `down`, say) is cleaned and taken again.
+        if net.dir().exists() && stale(&net) {
+            teardown(&RealNodes {
+                network: net.clone(),
+                count: plan::MAX_NODES,
+            });
+        }
         match std::fs::create_dir(net.dir()) {
             Ok(()) => {
                 let owner = net.dir().join("owner");
@@ -95,23 +103,7 @@ pub fn allocate(state_dir: &Path) -> Result<LabNetwork, RealNodeError> {
                     .map_err(|e| RealNodeError::Io(format!("writing {}: {e}", owner.display())))?;
                 return Ok(net);
             }
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                // A slot whose lab is gone (its state directory removed
-                // without `down`, say) is cleaned and reused.
-                if stale(&net) {
-                    teardown(&RealNodes {
-                        network: net.clone(),
-                        count: plan::MAX_NODES,
-                    });
-                    if std::fs::create_dir(net.dir()).is_ok() {
-                        let _ = std::fs::write(
-                            net.dir().join("owner"),
-                            state_dir.display().to_string(),
-                        );
-                        return Ok(net);
-                    }
-                }
-            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
             Err(e) => {
                 return Err(RealNodeError::Io(format!(
                     "creating {}: {e}",
@@ -164,6 +156,8 @@ pub fn build_images(components_dir: &Path, out_dir: &Path) -> Result<NodeImages,
 
 /// Everything a real node's start needs from the lab.
 pub struct StartContext<'a> {
+    /// The lab's admin client.
+    pub client: &'a kube::Client,
     pub pki: &'a Pki,
     pub apiserver_port: u16,
     pub cluster_name: &'a str,
@@ -187,9 +181,7 @@ pub(crate) async fn start(
         network::create_node_network(&nodes.network, node).map_err(err)?;
     }
     network::route_pod_ranges(&nodes.network, &plans).map_err(err)?;
-    let client = crate::wait::client_for(&s.state.kubeconfig)
-        .await
-        .map_err(|e| LabError::Api(e.to_string()))?;
+    let client = ctx.client.clone();
     publish_apiserver_endpoints(&client, &plans, ctx.apiserver_port).await?;
     let mut kubelets = vec![];
     for node in &plans {
@@ -225,14 +217,10 @@ async fn publish_apiserver_endpoints(
     port: u16,
 ) -> Result<(), LabError> {
     use k8s_openapi::api::core::v1::Endpoints;
-    let endpoints: Endpoints = serde_json::from_value(serde_json::json!({
-        "metadata": {"name": "kubernetes", "namespace": "default"},
-        "subsets": [{
-            "addresses": nodes.iter().map(|n| serde_json::json!({"ip": n.ip().to_string()})).collect::<Vec<_>>(),
-            "ports": [{"name": "https", "port": port, "protocol": "TCP"}],
-        }],
-    }))
-    .expect("static Endpoints");
+    let addresses: Vec<_> = nodes
+        .iter()
+        .map(|n| serde_json::json!({"ip": n.ip().to_string()}))
+        .collect();
     let api: kube::Api<Endpoints> = kube::Api::namespaced(client.clone(), "default");
     api.patch(
         "kubernetes",
@@ -240,8 +228,11 @@ async fn publish_apiserver_endpoints(
         &kube::api::Patch::Apply(serde_json::json!({
             "apiVersion": "v1",
             "kind": "Endpoints",
-            "metadata": endpoints.metadata,
-            "subsets": endpoints.subsets,
+            "metadata": {"name": "kubernetes", "namespace": "default"},
+            "subsets": [{
+                "addresses": addresses,
+                "ports": [{"name": "https", "port": port, "protocol": "TCP"}],
+            }],
         })),
     )
     .await
