@@ -1,7 +1,8 @@
 # Understudy: Kubernetes components in Rust, proven against a real control plane.
 #
 #   make up      local cluster (etcd, kube-apiserver, kube-controller-manager,
-#                kube-scheduler, kwok nodes, one real node) with every understudy running
+#                kube-scheduler, kwok nodes, one real node) with every understudy
+#                running as pods from the Helm chart
 #   make test    everything CI runs: lint, unit tests, e2e on a local control plane
 #   make down    stop the local cluster and remove its state
 #
@@ -16,13 +17,15 @@ LAB := target/debug/understudy-lab
 NAME ?= understudy
 NODES ?= 3
 REAL_NODES ?= 1
+## How the understudies run: chart (pods on the real nodes, installed by helm) or processes.
+BACKEND ?= chart
 UNDERSTUDIES ?= all
 LAB_ARGS ?=
 
 .PHONY: help deps toolchain build images up down status test lint unit e2e bench clean-cache
 
 help:
-	@sed -n '3,9p' Makefile
+	@sed -n '3,10p' Makefile
 
 ## Debian packages for the lab and the proxy's data-path tests.
 deps:
@@ -42,7 +45,7 @@ images:
 	target/release/understudy-lab images --bin-dir target/release --out-dir target/images
 
 up: deps toolchain build
-	$(LAB) up --name $(NAME) --nodes $(NODES) --real-nodes $(REAL_NODES) --understudies $(UNDERSTUDIES) $(LAB_ARGS)
+	$(LAB) up --name $(NAME) --nodes $(NODES) --real-nodes $(REAL_NODES) --backend $(BACKEND) --understudies $(UNDERSTUDIES) $(LAB_ARGS)
 
 down:
 	$(LAB) down --name $(NAME)

@@ -41,7 +41,9 @@ pub struct CommonArgs {
     #[arg(long, default_value = "info")]
     pub log_level: String,
 
-    /// Upstream's klog verbosity, mapped onto --log-level: 0-1 info, 2-4 debug, 5+ trace.
+    /// Upstream's klog verbosity, mapped onto --log-level: 0-2 info (klog's
+    /// steady-state level), 3-4 our debug lines, 5-6 everything's debug and
+    /// our trace, 7+ trace.
     #[arg(short = 'v', long = "v")]
     pub verbosity: Option<u8>,
 
@@ -77,9 +79,12 @@ pub struct CommonArgs {
 impl CommonArgs {
     /// The log filter in force: `--v` when given, else `--log-level`.
     pub fn log_filter(&self) -> String {
+        // Targets match by prefix: `understudy` is every crate of ours, and
+        // the HTTP/2 and TLS crates stay quiet until asked for.
         match self.verbosity {
-            Some(0..=1) => "info".into(),
-            Some(2..=4) => "debug".into(),
+            Some(0..=2) => "info".into(),
+            Some(3..=4) => "info,understudy=debug".into(),
+            Some(5..=6) => "debug,understudy=trace".into(),
             Some(_) => "trace".into(),
             None => self.log_level.clone(),
         }
@@ -155,7 +160,9 @@ mod tests {
     fn upstream_logging_flags_are_accepted() {
         let cli = Cli::try_parse_from(["x", "--logging-format=json", "--v=4"]).unwrap();
         assert_eq!(cli.common.log_format, LogFormat::Json);
-        assert_eq!(cli.common.log_filter(), "debug");
+        assert_eq!(cli.common.log_filter(), "info,understudy=debug");
+        let cli = Cli::try_parse_from(["x", "--v=2"]).unwrap();
+        assert_eq!(cli.common.log_filter(), "info");
         let cli = Cli::try_parse_from(["x", "--log-level=warn"]).unwrap();
         assert_eq!(cli.common.log_filter(), "warn");
     }

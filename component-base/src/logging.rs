@@ -1,5 +1,6 @@
 //! Structured logs through `tracing`, as text for people or JSON for collectors.
 
+use std::io::IsTerminal;
 use std::str::FromStr;
 
 use tracing_subscriber::{EnvFilter, fmt, prelude::*};
@@ -41,7 +42,14 @@ pub fn init(format: LogFormat, level: &str) -> Result<(), String> {
         .map_err(|e| format!("invalid log level {directive:?}: {e}"))?;
     let registry = tracing_subscriber::registry().with(filter);
     let result = match format {
-        LogFormat::Text => registry.with(fmt::layer().with_target(true)).try_init(),
+        // Colours only on a terminal: in a container log they are noise.
+        LogFormat::Text => registry
+            .with(
+                fmt::layer()
+                    .with_target(true)
+                    .with_ansi(std::io::stdout().is_terminal()),
+            )
+            .try_init(),
         LogFormat::Json => registry
             .with(
                 fmt::layer()

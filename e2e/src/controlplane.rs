@@ -1,7 +1,8 @@
 //! `up`, `down` and `status` of the local control plane: etcd, kube-apiserver,
 //! kube-controller-manager (with the replaced controllers off), kube-scheduler,
-//! kwok and fake nodes, then the chosen understudies — all local processes on
-//! loopback ports, all recorded in the state directory.
+//! kwok and fake nodes, real nodes, then the chosen understudies — local
+//! processes on loopback ports, or the Helm chart's pods on the real nodes —
+//! all recorded in the state directory.
 
 use std::collections::BTreeSet;
 use std::net::{Ipv4Addr, TcpListener};
@@ -13,6 +14,7 @@ use kube::api::{Api, PostParams};
 use kube::{Client, ResourceExt};
 
 use crate::certs::{self, ADMIN, CONTROLLER_MANAGER, KUBE_PROXY, KUBELET_CLIENT, Pki, SCHEDULER};
+use crate::chart::{self, Backend, ChartError};
 use crate::kwok_stages;
 use crate::nodes::{KWOK_ANNOTATION, NodeTemplate};
 use crate::probe::{self, WaitError, wait_for};
@@ -28,6 +30,8 @@ const SERVICE_CIDR: &str = "10.96.0.0/16";
 const SERVICE_IP: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 1);
 /// Namespace of the understudies' leases, as kube-system holds upstream's.
 pub const COMPONENT_NAMESPACE: &str = "kube-system";
+/// The apiserver's audit log, in the lab's log directory.
+pub const AUDIT_LOG: &str = "audit.log";
 
 #[derive(Debug, thiserror::Error)]
 pub enum LabError {
@@ -55,6 +59,10 @@ pub enum LabError {
     MissingComponent(PathBuf),
     #[error("talking to the new apiserver: {0}")]
     Api(String),
+    #[error("the chart: {0}")]
+    Chart(#[from] ChartError),
+    #[error("{0}")]
+    Invalid(String),
 }
 
 fn io(context: impl std::fmt::Display) -> impl FnOnce(std::io::Error) -> LabError {
@@ -86,6 +94,9 @@ pub struct LabOptions {
     pub real_nodes: usize,
     /// Extra flags for every real node's kubelet.
     pub kubelet_args: Vec<String>,
+    /// How the understudies run: local processes, or the chart's pods on the
+    /// real nodes (which needs at least one).
+    pub backend: Backend,
 }
 
 /// A free loopback port for a component to listen on, picked at random
@@ -145,7 +156,16 @@ pub async fn up(opts: &LabOptions) -> Result<ClusterState, LabError> {
             });
         }
     }
+    if opts.backend == Backend::Chart && opts.real_nodes == 0 && opts.start_understudies {
+        return Err(LabError::Invalid(
+            "--backend=chart runs the understudies as pods on real nodes: add --real-nodes=1 or more"
+                .into(),
+        ));
+    }
     let toolchain = Toolchain::locate()?;
+    if opts.backend == Backend::Chart {
+        toolchain.check(&["helm"])?;
+    }
     if opts.real_nodes > 0 {
         realnode::check_host().map_err(|e| LabError::Io(e.to_string()))?;
         toolchain.check(&["kubelet"])?;
@@ -178,6 +198,7 @@ pub async fn up(opts: &LabOptions) -> Result<ClusterState, LabError> {
         toolchain_dir: toolchain.bin_dir.clone(),
         nodes: opts.nodes,
         replaced: opts.replaced.iter().copied().collect(),
+        backend: opts.backend,
         ..Default::default()
     };
     state.save().map_err(io("writing cluster state"))?;
@@ -357,7 +378,10 @@ async fn start_all(
     )
     .await?;
 
-    // kube-apiserver
+    // kube-apiserver, auditing what the chart's ServiceAccounts do (the RBAC check).
+    let audit_policy = dir.join("audit-policy.yaml");
+    std::fs::write(&audit_policy, crate::audit::policy_yaml())
+        .map_err(io("writing the audit policy"))?;
     let apiserver = s.spawn(
         "kube-apiserver",
         &toolchain.bin("kube-apiserver"),
@@ -399,6 +423,9 @@ async fn start_all(
                 std::env::var_os("UNDERSTUDY_LAB_PROFILING").is_some()
             ),
             format!("--cert-dir={}", path(&dir.join("apiserver"))),
+            format!("--audit-policy-file={}", path(&audit_policy)),
+            format!("--audit-log-path={}", path(&s.logs.join(AUDIT_LOG))),
+            "--audit-log-format=json".into(),
             "--v=0".into(),
         ],
     )?;
@@ -413,7 +440,18 @@ async fn start_all(
         .await
         .map_err(|e| LabError::Api(e.to_string()))?;
 
-    // kube-controller-manager, with the controllers our understudies replace off.
+    // kube-controller-manager, with the controllers our understudies replace
+    // off. Installed by the chart, understudy-controllers is a Deployment: a
+    // deployment controller must make its pods first, so kube-controller-manager
+    // keeps those controllers until the chart's pods are Ready, then hands over.
+    let chart_bootstrap = opts.start_understudies
+        && opts.backend == Backend::Chart
+        && opts.replaced.contains(&Understudy::Controllers);
+    let kcm_controllers = if chart_bootstrap {
+        understudies::controller_manager_controllers(&BTreeSet::new())
+    } else {
+        understudies::controller_manager_controllers(&opts.replaced)
+    };
     let kcm_port = s.port("kube-controller-manager")?;
     let kcm = s.spawn(
         "kube-controller-manager",
@@ -425,10 +463,7 @@ async fn start_all(
             "--bind-address=127.0.0.1".into(),
             format!("--secure-port={kcm_port}"),
             format!("--cert-dir={}", path(&dir.join("controller-manager"))),
-            format!(
-                "--controllers={}",
-                understudies::controller_manager_controllers(&opts.replaced)
-            ),
+            format!("--controllers={kcm_controllers}"),
             format!("--service-account-private-key-file={}", path(&pki.sa_key())),
             format!("--root-ca-file={}", path(&pki.ca_cert())),
             "--use-service-account-credentials=true".into(),
@@ -518,7 +553,9 @@ async fn start_all(
         .map_err(|e| LabError::Api(e.to_string()))?;
 
     if let Some(nodes) = s.state.real_nodes.clone() {
-        let images = realnode::build_images(&opts.components_dir, &dir.join("images"))?;
+        let with_components = opts.backend == Backend::Chart && opts.start_understudies;
+        let images =
+            realnode::build_images(&opts.components_dir, &dir.join("images"), with_components)?;
         let lab_binary = opts.components_dir.join("understudy-lab");
         let ctx = realnode::StartContext {
             client: &client,
@@ -533,7 +570,12 @@ async fn start_all(
         realnode::start(&mut s, &nodes, &ctx).await?;
     }
 
-    if opts.start_understudies {
+    if opts.start_understudies && opts.backend == Backend::Chart {
+        install_chart(s.state, &client, &opts.understudy_args).await?;
+        if chart_bootstrap {
+            restart_controller_manager(s.state, &s.logs).await?;
+        }
+    } else if opts.start_understudies {
         for understudy in opts.replaced.clone() {
             start_understudy(
                 &mut s,
@@ -581,6 +623,26 @@ async fn start_understudy(
     Ok(())
 }
 
+/// `helm upgrade --install` of the chart with the lab's values for the
+/// state's replaced understudies, then waits until their pods are Ready.
+async fn install_chart(
+    state: &mut ClusterState,
+    client: &Client,
+    extra_args: &[String],
+) -> Result<(), LabError> {
+    let enabled: BTreeSet<Understudy> = state.replaced.iter().copied().collect();
+    let helm = chart::Helm {
+        program: state.toolchain_dir.join("helm"),
+        kubeconfig: state.kubeconfig.clone(),
+    };
+    let values = chart::lab_values(&enabled, extra_args);
+    helm.upgrade_install(&values, &state.state_dir.join("chart-values.json"))?;
+    chart::wait_ready(client, &enabled, Duration::from_secs(180)).await?;
+    state.running_understudies = enabled.into_iter().collect();
+    state.save().map_err(io("writing cluster state"))?;
+    Ok(())
+}
+
 /// Who runs the controllers understudy-controllers can replace.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ControllersSide {
@@ -589,9 +651,10 @@ pub enum ControllersSide {
 }
 
 /// Hands the Deployment/ReplicaSet/Endpoints/EndpointSlice controllers of a
-/// running lab cluster over to `to`, never letting both sides run at once:
-/// the side giving up stops first (kube-controller-manager is restarted with
-/// a new `--controllers` list), then the other starts.
+/// running lab cluster over to `to`. With processes, never both at once: the
+/// side giving up stops first (kube-controller-manager is restarted with a new
+/// `--controllers` list), then the other starts. With the chart, ours start
+/// before upstream's stop (see `switch_chart_controllers`).
 pub async fn switch_controllers(
     state_dir: &Path,
     to: ControllersSide,
@@ -610,6 +673,9 @@ pub async fn switch_controllers(
         _ => {}
     }
     let logs = state_dir.join("logs");
+    if state.backend == Backend::Chart {
+        return switch_chart_controllers(state, to, &logs, understudy_args).await;
+    }
     let kubeconfig = state_dir.join("kubeconfig");
     if to == ControllersSide::Upstream {
         if let Some(record) = state.process(ours.binary()).cloned() {
@@ -633,6 +699,36 @@ pub async fn switch_controllers(
             logs,
         };
         start_understudy(&mut s, ours, &kubeconfig, components_dir, understudy_args).await?;
+    }
+    state.save().map_err(io("writing cluster state"))?;
+    Ok(state)
+}
+
+/// The chart's way of the same hand-over: `helm upgrade` with the controllers
+/// off (and their pods gone) before kube-controller-manager takes them back,
+/// or `helm upgrade` turning ours on before kube-controller-manager gives them up.
+async fn switch_chart_controllers(
+    mut state: ClusterState,
+    to: ControllersSide,
+    logs: &Path,
+    understudy_args: &[String],
+) -> Result<ClusterState, LabError> {
+    let ours = Understudy::Controllers;
+    let client = wait::client_for(&state.kubeconfig)
+        .await
+        .map_err(|e| LabError::Api(e.to_string()))?;
+    if to == ControllersSide::Upstream {
+        state.replaced.retain(|u| *u != ours);
+        install_chart(&mut state, &client, understudy_args).await?;
+        chart::wait_gone(&client, ours, Duration::from_secs(60)).await?;
+        restart_controller_manager(&mut state, logs).await?;
+    } else {
+        // Our controllers' Deployment needs a deployment controller to get
+        // its pods: kube-controller-manager's, until they are Ready (the same
+        // bootstrap as `up`; both sides run for the seconds in between).
+        state.replaced.push(ours);
+        install_chart(&mut state, &client, understudy_args).await?;
+        restart_controller_manager(&mut state, logs).await?;
     }
     state.save().map_err(io("writing cluster state"))?;
     Ok(state)

@@ -11,13 +11,18 @@ use k8s_openapi::api::core::v1::Namespace;
 use kube::Client;
 use kube::api::{Api, DeleteParams, ObjectMeta, PostParams};
 
+use crate::chart::Backend;
 use crate::state::ClusterState;
 use crate::wait;
 
 /// Env var naming a kubeconfig of an existing cluster to run against instead.
 pub const EXTERNAL_KUBECONFIG: &str = "UNDERSTUDY_E2E_KUBECONFIG";
+/// Env var choosing how the lab runs the understudies a test binary asks
+/// for: `chart` (the default: the chart's pods on a real node) or `processes`.
+pub const BACKEND_ENV: &str = "UNDERSTUDY_E2E_BACKEND";
 
-/// The cluster a test binary runs against.
+/// The cluster a test binary runs against. The same spec serves either
+/// backend: with the chart, the lab adds the real node the pods run on.
 #[derive(Clone, Copy, Debug)]
 pub struct ClusterSpec {
     pub nodes: usize,
@@ -78,7 +83,23 @@ pub fn binaries_dir() -> PathBuf {
     }
 }
 
+/// The backend a local cluster runs its understudies with.
+pub fn backend(spec: &ClusterSpec) -> Result<Backend, String> {
+    if !spec.start_understudies || spec.understudies == "none" {
+        return Ok(Backend::Processes);
+    }
+    match std::env::var(BACKEND_ENV) {
+        Ok(value) if !value.is_empty() => value.parse().map_err(|e| format!("{BACKEND_ENV}: {e}")),
+        _ => Ok(Backend::Chart),
+    }
+}
+
 fn start_local(spec: ClusterSpec) -> Result<Cluster, String> {
+    let backend = backend(&spec)?;
+    let real_nodes = match backend {
+        Backend::Chart => spec.real_nodes.max(1),
+        Backend::Processes => spec.real_nodes,
+    };
     let bin_dir = binaries_dir();
     let lab = bin_dir.join("understudy-lab");
     let pid = std::process::id();
@@ -94,7 +115,8 @@ fn start_local(spec: ClusterSpec) -> Result<Cluster, String> {
         .arg(format!("--name=e2e-{pid}"))
         .arg(format!("--state-dir={}", state_dir.display()))
         .arg(format!("--nodes={}", spec.nodes))
-        .arg(format!("--real-nodes={}", spec.real_nodes))
+        .arg(format!("--real-nodes={real_nodes}"))
+        .arg(format!("--backend={backend}"))
         .arg(format!("--understudies={}", spec.understudies))
         .arg(format!("--components-dir={}", bin_dir.display()))
         .arg(format!("--stop-with-pid={pid}"))

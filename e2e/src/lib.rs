@@ -2,8 +2,10 @@
 //! binaries (etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kwok),
 //! the `understudy-lab` CLI over it, and the fixtures the e2e suite runs on.
 
+pub mod audit;
 pub mod bench;
 pub mod certs;
+pub mod chart;
 pub mod controlplane;
 pub mod differential;
 pub mod fixture;

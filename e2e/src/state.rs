@@ -34,6 +34,9 @@ pub struct ClusterState {
     /// The real nodes' network slot and count, once allocated.
     #[serde(default)]
     pub real_nodes: Option<crate::realnode::RealNodes>,
+    /// How the understudies run (processes, or the chart's pods).
+    #[serde(default)]
+    pub backend: crate::chart::Backend,
     /// Set once `up` finished; a state without it is a start that was interrupted.
     pub ready: bool,
 }

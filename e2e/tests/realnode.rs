@@ -35,6 +35,7 @@ fn testserver_pod(name: &str, extra: serde_json::Value) -> serde_json::Value {
         "kind": "Pod",
         "metadata": {"name": name, "labels": {"app": name}},
         "spec": {
+            "tolerations": [{"key": realnode::REAL_NODE_LABEL, "operator": "Exists", "effect": "NoSchedule"}],
             "containers": [{
                 "name": "server",
                 "image": images::reference(images::TESTSERVER_REPOSITORY),

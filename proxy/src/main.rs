@@ -23,12 +23,37 @@ const COMPONENT: Component = Component {
 struct Args {
     #[command(flatten)]
     common: CommonArgs,
+    /// Which proxy mode to use, as kube-proxy's --proxy-mode (the chart's --mode).
+    #[arg(long = "mode", alias = "proxy-mode", value_enum, default_value_t = Mode::Iptables)]
+    mode: Mode,
+    /// The node this proxy serves, as kube-proxy's --hostname-override
+    /// (default: this host's name).
+    #[arg(long)]
+    hostname_override: Option<String>,
+    /// The pods' CIDR range(s), comma-separated, as kube-proxy's --cluster-cidr.
+    #[arg(long, value_delimiter = ',')]
+    cluster_cidr: Vec<String>,
+}
+
+/// kube-proxy's proxy modes.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum Mode {
+    Iptables,
+    Ipvs,
+    Nftables,
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    let (mode, node, cidrs) = (args.mode, args.hostname_override, args.cluster_cidr);
     component::main(COMPONENT, args.common, |ctx| async move {
-        tracing::info!(identity = %ctx.identity, "running; no work implemented yet");
+        tracing::info!(
+            identity = %ctx.identity,
+            ?mode,
+            node = node.as_deref().unwrap_or("-"),
+            cluster_cidr = ?cidrs,
+            "running; no rules are programmed yet"
+        );
         ctx.health.set("apiserver-connection", true);
         ctx.shutdown.cancelled().await;
         Ok(())

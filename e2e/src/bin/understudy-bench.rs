@@ -157,6 +157,7 @@ fn scheduler_lab(nodes: usize, components_dir: PathBuf) -> LabOptions {
         node_lease_seconds: 600,
         real_nodes: 0,
         kubelet_args: vec![],
+        backend: Default::default(),
     }
 }
 
@@ -257,6 +258,7 @@ async fn run_controllers(command: Command) -> anyhow::Result<()> {
         node_lease_seconds: 600,
         real_nodes: 0,
         kubelet_args: vec![],
+        backend: Default::default(),
     };
     let results = with_cluster(lab, |state| {
         let opts = opts.clone();

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
+use understudy_e2e::chart::{self, Backend};
 use understudy_e2e::controlplane::{self, LabOptions};
 use understudy_e2e::nodes::{NodeTemplate, parse_taint};
 use understudy_e2e::process::{self, pid_alive};
@@ -148,6 +149,11 @@ struct UpArgs {
     /// Switch the replaced upstream parts off but do not start the understudies.
     #[arg(long)]
     no_start_understudies: bool,
+    /// How the understudies run: `processes` on this host with the admin
+    /// credentials, or `chart`: `helm upgrade --install` of charts/understudy,
+    /// the pods on the real nodes (needs --real-nodes=1 or more).
+    #[arg(long, value_enum, default_value_t = Backend::Processes)]
+    backend: Backend,
     /// Do not run upstream kube-scheduler (pods of default-scheduler stay Pending).
     #[arg(long)]
     no_kube_scheduler: bool,
@@ -313,6 +319,7 @@ async fn up(args: UpArgs) -> Result<ExitCode, String> {
         node_lease_seconds: args.node_lease_seconds,
         real_nodes: args.real_nodes,
         kubelet_args: args.kubelet_args,
+        backend: args.backend,
     };
     let already_up = ClusterState::load(&opts.state_dir)
         .ok()
@@ -363,6 +370,13 @@ async fn up(args: UpArgs) -> Result<ExitCode, String> {
                     node.pod_cidr()
                 );
             }
+        }
+        if state.backend == Backend::Chart && !state.running_understudies.is_empty() {
+            println!(
+                "  understudies: pods of the Helm release {} in namespace {}",
+                chart::RELEASE,
+                chart::NAMESPACE
+            );
         }
         println!("  export KUBECONFIG={}", state.kubeconfig.display());
         println!("  {} get nodes", kubectl.display());

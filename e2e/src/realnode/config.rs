@@ -179,6 +179,11 @@ pub fn kubelet_yaml(paths: &NodePaths, node: &NodePlan, files: &KubeletFiles) ->
         "serializeImagePulls": false,
         "podLogsDir": "/var/log/pods",
         "maxPods": 110,
+        // Only pods meant for a real node land here: the kwok-node tests'
+        // pods (fake images, capacity sums) keep to the fake nodes.
+        "registerWithTaints": [{
+            "key": super::REAL_NODE_LABEL, "value": "true", "effect": "NoSchedule",
+        }],
         // Images are imported, never pulled: a garbage-collected one is gone,
         // and a small test disk must not evict pods.
         "imageGCHighThresholdPercent": 100,

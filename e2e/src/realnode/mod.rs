@@ -36,7 +36,8 @@ impl RealNodes {
     }
 }
 
-/// Label every real node carries (kwok's nodes carry `type: kwok`).
+/// Label every real node carries (kwok's nodes carry `type: kwok`), and the
+/// key of its `NoSchedule` taint: only pods that tolerate it run there.
 pub const REAL_NODE_LABEL: &str = "understudy.dev/real-node";
 
 #[derive(Debug, thiserror::Error)]
@@ -143,15 +144,23 @@ pub struct NodeImages {
     pub imported: Vec<BuiltImage>,
 }
 
-/// Builds the images every real node needs from the lab's binaries.
-pub fn build_images(components_dir: &Path, out_dir: &Path) -> Result<NodeImages, LabError> {
+/// Builds the images every real node needs from the lab's binaries: the
+/// sandbox and the test server, and the components' own when they run as pods.
+pub fn build_images(
+    components_dir: &Path,
+    out_dir: &Path,
+    with_components: bool,
+) -> Result<NodeImages, LabError> {
     let err = |e: images::ImageError| LabError::Io(format!("building images: {e}"));
     let pause = images::build_pause(components_dir, out_dir).map_err(err)?;
-    let testserver = images::build_testserver(components_dir, out_dir).map_err(err)?;
-    Ok(NodeImages {
-        imported: vec![pause.clone(), testserver],
-        pause,
-    })
+    let mut imported = vec![
+        pause.clone(),
+        images::build_testserver(components_dir, out_dir).map_err(err)?,
+    ];
+    if with_components {
+        imported.push(images::build_understudy(components_dir, out_dir).map_err(err)?);
+    }
+    Ok(NodeImages { imported, pause })
 }
 
 /// Everything a real node's start needs from the lab.

@@ -1,0 +1,215 @@
+//! The apiserver's audit log of what the chart's ServiceAccounts did, and the
+//! check of the chart's RBAC against it: a request refused (403) means a rule
+//! is missing; a granted verb nobody used means a rule grants too much.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+use serde::Deserialize;
+
+/// Namespace whose ServiceAccounts are audited: the chart's release namespace.
+pub const AUDITED_NAMESPACE: &str = crate::chart::NAMESPACE;
+
+/// Audit policy: metadata of every request of the audited ServiceAccounts,
+/// nothing else (the control plane's own traffic would swamp the log).
+pub fn policy_yaml() -> String {
+    format!(
+        "apiVersion: audit.k8s.io/v1\n\
+         kind: Policy\n\
+         omitStages: [\"RequestReceived\"]\n\
+         rules:\n\
+         - level: Metadata\n  userGroups: [\"system:serviceaccounts:{AUDITED_NAMESPACE}\"]\n\
+         - level: None\n"
+    )
+}
+
+/// Audit annotation holding the authorizer's decision (`allow` or `forbid`).
+const DECISION: &str = "authorization.k8s.io/decision";
+
+/// One API permission: what an RBAC rule grants and a request needs.
+/// `resource` includes the subresource (`replicasets/status`).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Permission {
+    pub group: String,
+    pub resource: String,
+    pub verb: String,
+}
+
+impl std::fmt::Display for Permission {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let group = if self.group.is_empty() {
+            "core"
+        } else {
+            &self.group
+        };
+        write!(f, "{} {}/{}", self.verb, group, self.resource)
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Event {
+    stage: String,
+    verb: String,
+    user: User,
+    object_ref: Option<ObjectRef>,
+    #[serde(default)]
+    annotations: BTreeMap<String, String>,
+}
+
+#[derive(Deserialize)]
+struct User {
+    username: String,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ObjectRef {
+    resource: Option<String>,
+    subresource: Option<String>,
+    api_group: Option<String>,
+}
+
+/// What one ServiceAccount was allowed and refused, from the audit log.
+#[derive(Debug, Default)]
+pub struct Usage {
+    pub used: BTreeSet<Permission>,
+    pub refused: BTreeSet<Permission>,
+}
+
+/// Reads a JSON-lines audit log into each user's usage (a request the
+/// authorizer allowed counts as used, whatever admission made of it). Non-resource
+/// requests (`/healthz`, discovery) carry no object and are left out.
+pub fn read_log(path: &Path) -> std::io::Result<BTreeMap<String, Usage>> {
+    let text = std::fs::read_to_string(path)?;
+    Ok(parse_log(&text))
+}
+
+pub fn parse_log(text: &str) -> BTreeMap<String, Usage> {
+    let mut by_user: BTreeMap<String, Usage> = BTreeMap::new();
+    for line in text.lines() {
+        let Ok(event) = serde_json::from_str::<Event>(line) else {
+            continue;
+        };
+        if event.stage != "ResponseComplete" {
+            continue;
+        }
+        let Some(object) = event.object_ref else {
+            continue;
+        };
+        let Some(resource) = object.resource else {
+            continue;
+        };
+        let resource = match object.subresource {
+            Some(sub) => format!("{resource}/{sub}"),
+            None => resource,
+        };
+        let permission = Permission {
+            group: object.api_group.unwrap_or_default(),
+            resource,
+            verb: event.verb,
+        };
+        let usage = by_user.entry(event.user.username).or_default();
+        // Only the authorizer's refusals: admission also answers 403 (a
+        // create in a namespace being deleted), which no rule can fix.
+        match event.annotations.get(DECISION).map(String::as_str) {
+            Some("forbid") => usage.refused.insert(permission),
+            _ => usage.used.insert(permission),
+        };
+    }
+    by_user
+}
+
+/// The permissions a ClusterRole's or Role's `rules` grant, expanded to one
+/// per group, resource and verb. `*` stays as it is (and is never "used").
+pub fn granted(rules: &serde_json::Value) -> BTreeSet<Permission> {
+    let strings = |v: &serde_json::Value| -> Vec<String> {
+        v.as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|s| s.as_str().map(String::from))
+            .collect()
+    };
+    let mut out = BTreeSet::new();
+    for rule in rules.as_array().into_iter().flatten() {
+        for group in strings(&rule["apiGroups"]) {
+            for resource in strings(&rule["resources"]) {
+                for verb in strings(&rule["verbs"]) {
+                    out.insert(Permission {
+                        group: group.clone(),
+                        resource: resource.clone(),
+                        verb,
+                    });
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Whether a granted permission covers a request: the same resource and
+/// verb, in the same group. (Legacy `extensions` grants are judged on their
+/// own: nothing calls that group any more.)
+pub fn covers(grant: &Permission, request: &Permission) -> bool {
+    grant.group == request.group
+        && (grant.resource == request.resource || grant.resource == "*")
+        && (grant.verb == request.verb || grant.verb == "*")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn p(group: &str, resource: &str, verb: &str) -> Permission {
+        Permission {
+            group: group.into(),
+            resource: resource.into(),
+            verb: verb.into(),
+        }
+    }
+
+    #[test]
+    fn log_lines_become_used_and_refused_permissions() {
+        let log = [
+            json!({"stage": "ResponseComplete", "verb": "patch", "user": {"username": "sa"},
+                   "objectRef": {"resource": "replicasets", "subresource": "status", "apiGroup": "apps"},
+                   "annotations": {DECISION: "forbid"}}),
+            json!({"stage": "ResponseComplete", "verb": "create", "user": {"username": "sa"},
+                   "objectRef": {"resource": "pods"}, "annotations": {DECISION: "allow"}}),
+            json!({"stage": "ResponseStarted", "verb": "watch", "user": {"username": "sa"},
+                   "objectRef": {"resource": "pods"}, "responseStatus": {"code": 200}}),
+            json!({"stage": "ResponseComplete", "verb": "get", "user": {"username": "sa"},
+                   "responseStatus": {"code": 200}}),
+        ]
+        .iter()
+        .map(|l| l.to_string())
+        .collect::<Vec<_>>()
+        .join("\n");
+        let usage = &parse_log(&format!("{log}\nnot json"))["sa"];
+        assert_eq!(
+            usage.refused,
+            [p("apps", "replicasets/status", "patch")].into()
+        );
+        assert_eq!(usage.used, [p("", "pods", "create")].into());
+    }
+
+    #[test]
+    fn rules_expand_to_single_permissions() {
+        let rules =
+            json!([{"apiGroups": ["", "apps"], "resources": ["pods"], "verbs": ["get", "list"]}]);
+        assert_eq!(granted(&rules).len(), 4);
+        assert!(covers(&p("", "pods", "*"), &p("", "pods", "delete")));
+        assert!(!covers(&p("apps", "pods", "get"), &p("", "pods", "get")));
+    }
+
+    #[test]
+    fn the_policy_audits_only_the_release_namespace() {
+        let policy: serde_json::Value = serde_yaml::from_str(&policy_yaml()).unwrap();
+        assert_eq!(
+            policy["rules"][0]["userGroups"][0],
+            format!("system:serviceaccounts:{AUDITED_NAMESPACE}")
+        );
+        assert_eq!(policy["rules"][1]["level"], "None");
+    }
+}

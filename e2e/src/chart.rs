@@ -1,0 +1,404 @@
+//! The Helm chart as the way the lab runs the understudies: `helm upgrade
+//! --install` of `charts/understudy` with the image imported into the real
+//! nodes, then a wait until every enabled component's pods are Ready. The
+//! pods run with the chart's ServiceAccounts and RBAC, and the scheduler and
+//! controllers replicas elect their leaders as they would on any cluster.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
+use k8s_openapi::api::core::v1::Pod;
+use kube::Client;
+use kube::api::{Api, ListParams, LogParams};
+use serde_json::{Value, json};
+
+use crate::images;
+use crate::realnode::REAL_NODE_LABEL;
+use crate::understudies::Understudy;
+
+pub const RELEASE: &str = "understudy";
+/// The namespace the chart's README installs into.
+pub const NAMESPACE: &str = "understudy-system";
+/// Env var naming the chart directory when the lab runs outside the repo.
+pub const CHART_DIR_ENV: &str = "UNDERSTUDY_CHART_DIR";
+
+/// How the lab runs the understudies it starts.
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    serde::Serialize,
+    serde::Deserialize,
+    clap::ValueEnum,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    /// Local processes with the lab's admin credentials.
+    #[default]
+    Processes,
+    /// Pods on the real nodes, installed by `helm upgrade --install` of the chart.
+    Chart,
+}
+
+impl std::fmt::Display for Backend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Processes => "processes",
+            Self::Chart => "chart",
+        })
+    }
+}
+
+impl std::str::FromStr for Backend {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "processes" => Ok(Self::Processes),
+            "chart" => Ok(Self::Chart),
+            other => Err(format!(
+                "unknown backend {other:?}: expected processes or chart"
+            )),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ChartError {
+    #[error("running helm: {0}")]
+    Spawn(std::io::Error),
+    #[error("helm {args} failed ({status}):\n{output}")]
+    Failed {
+        args: String,
+        status: std::process::ExitStatus,
+        output: String,
+    },
+    #[error("{0}")]
+    NotReady(String),
+    #[error("writing the chart values: {0}")]
+    Values(std::io::Error),
+}
+
+/// The chart in this checkout (or where `UNDERSTUDY_CHART_DIR` says).
+pub fn chart_dir() -> PathBuf {
+    std::env::var_os(CHART_DIR_ENV)
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../charts/understudy"))
+}
+
+/// The lab's values: the locally imported image (never pulled), the enabled
+/// components pinned to the real nodes (kwok nodes cannot run a container),
+/// tolerating the taint that keeps other pods off those nodes.
+pub fn lab_values(enabled: &BTreeSet<Understudy>, extra_args: &[String]) -> Value {
+    let on_real_nodes = json!({ REAL_NODE_LABEL: "true" });
+    let tolerate_real_node = json!([{
+        "key": REAL_NODE_LABEL, "operator": "Exists", "effect": "NoSchedule",
+    }]);
+    let replaced: Vec<&str> = Understudy::Controllers.replaced_controllers().to_vec();
+    json!({
+        "image": {
+            "repository": images::UNDERSTUDY_REPOSITORY,
+            "tag": images::TAG,
+            "pullPolicy": "Never",
+        },
+        "scheduler": {
+            "enabled": enabled.contains(&Understudy::Scheduler),
+            "nodeSelector": on_real_nodes,
+            "tolerations": tolerate_real_node,
+            "extraArgs": extra_args,
+        },
+        "controllers": {
+            "enabled": enabled.contains(&Understudy::Controllers),
+            "controllers": replaced,
+            "nodeSelector": on_real_nodes,
+            "tolerations": tolerate_real_node,
+            "extraArgs": extra_args,
+        },
+        "proxy": {
+            "enabled": enabled.contains(&Understudy::Proxy),
+            "nodeSelector": on_real_nodes,
+            // The lab's host has no /lib/modules; a hostPath without it would
+            // make containerd create the directory on the host.
+            "mountLibModules": false,
+            "extraArgs": extra_args,
+        },
+    })
+}
+
+/// `helm` against one cluster.
+pub struct Helm {
+    pub program: PathBuf,
+    pub kubeconfig: PathBuf,
+}
+
+impl Helm {
+    pub fn run(&self, args: &[&str]) -> Result<String, ChartError> {
+        let output = Command::new(&self.program)
+            .arg(format!("--kubeconfig={}", self.kubeconfig.display()))
+            .args(args)
+            .output()
+            .map_err(ChartError::Spawn)?;
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        if output.status.success() {
+            Ok(text)
+        } else {
+            Err(ChartError::Failed {
+                args: args.join(" "),
+                status: output.status,
+                output: text,
+            })
+        }
+    }
+
+    /// Installs or upgrades the release with `values` (written next to the
+    /// lab's state so a user can see what was installed).
+    pub fn upgrade_install(&self, values: &Value, values_file: &Path) -> Result<(), ChartError> {
+        let text = serde_json::to_string_pretty(values).expect("values serialize");
+        std::fs::write(values_file, text).map_err(ChartError::Values)?;
+        let chart = chart_dir();
+        self.run(&[
+            "upgrade",
+            "--install",
+            RELEASE,
+            &chart.display().to_string(),
+            "--namespace",
+            NAMESPACE,
+            "--create-namespace",
+            "--values",
+            &values_file.display().to_string(),
+        ])
+        .map(drop)
+    }
+
+    pub fn uninstall(&self) -> Result<(), ChartError> {
+        self.run(&["uninstall", RELEASE, "--namespace", NAMESPACE, "--wait"])
+            .map(drop)
+    }
+}
+
+/// The workload the chart runs a component as.
+pub fn workload_name(understudy: Understudy) -> &'static str {
+    understudy.binary()
+}
+
+/// Until every enabled component's pods are all Ready at the desired count of
+/// their current revision. On timeout, the error says what each pod waits on.
+pub async fn wait_ready(
+    client: &Client,
+    enabled: &BTreeSet<Understudy>,
+    timeout: Duration,
+) -> Result<(), ChartError> {
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), NAMESPACE);
+    let daemonsets: Api<DaemonSet> = Api::namespaced(client.clone(), NAMESPACE);
+    let result = crate::wait::until("the chart's components to be Ready", timeout, || {
+        let (deployments, daemonsets) = (deployments.clone(), daemonsets.clone());
+        async move {
+            for understudy in enabled {
+                let name = workload_name(*understudy);
+                let ready = if *understudy == Understudy::Proxy {
+                    daemonsets
+                        .get_opt(name)
+                        .await
+                        .map_err(|e| e.to_string())?
+                        .is_some_and(|ds| daemonset_rolled_out(&ds))
+                } else {
+                    deployments
+                        .get_opt(name)
+                        .await
+                        .map_err(|e| e.to_string())?
+                        .is_some_and(|d| deployment_rolled_out(&d))
+                };
+                if !ready {
+                    return Ok(None);
+                }
+            }
+            Ok(Some(()))
+        }
+    })
+    .await;
+    match result {
+        Ok(()) => Ok(()),
+        Err(e) => Err(ChartError::NotReady(format!(
+            "{e}\n{}",
+            describe_pods(client).await
+        ))),
+    }
+}
+
+/// Until no pod of `understudy` is left (after `helm upgrade` switched it
+/// off): only then may its upstream counterpart take over.
+pub async fn wait_gone(
+    client: &Client,
+    understudy: Understudy,
+    timeout: Duration,
+) -> Result<(), ChartError> {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), NAMESPACE);
+    let selector = format!(
+        "app.kubernetes.io/component={}",
+        component_label(understudy)
+    );
+    crate::wait::until(
+        &format!("the chart's {understudy} pods to be gone"),
+        timeout,
+        || {
+            let (pods, selector) = (pods.clone(), selector.clone());
+            async move {
+                let list = pods
+                    .list(&ListParams::default().labels(&selector))
+                    .await
+                    .map_err(|e| e.to_string())?;
+                Ok(list.items.is_empty().then_some(()))
+            }
+        },
+    )
+    .await
+    .map_err(|e| ChartError::NotReady(e.to_string()))
+}
+
+/// The chart's `app.kubernetes.io/component` label of a component's objects.
+pub fn component_label(understudy: Understudy) -> String {
+    understudy.to_string()
+}
+
+fn deployment_rolled_out(d: &Deployment) -> bool {
+    let Some(status) = &d.status else {
+        return false;
+    };
+    let want = d.spec.replicas.unwrap_or(1);
+    status.observed_generation >= d.metadata.generation
+        && status.updated_replicas.unwrap_or(0) == want
+        && status.replicas.unwrap_or(0) == want
+        && status.ready_replicas.unwrap_or(0) == want
+}
+
+fn daemonset_rolled_out(ds: &DaemonSet) -> bool {
+    let Some(status) = &ds.status else {
+        return false;
+    };
+    status.observed_generation >= ds.metadata.generation
+        && status.desired_number_scheduled > 0
+        && status.updated_number_scheduled.unwrap_or(0) == status.desired_number_scheduled
+        && status.number_ready == status.desired_number_scheduled
+}
+
+/// One line per pod of the release: phase, node, and why a container is not
+/// ready, with the last log lines of such a container — what a user would
+/// look up with `kubectl describe` and `kubectl logs` first.
+pub async fn describe_pods(client: &Client) -> String {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), NAMESPACE);
+    let list = match pods.list(&ListParams::default()).await {
+        Ok(list) => list,
+        Err(e) => return format!("listing the chart's pods: {e}"),
+    };
+    if list.items.is_empty() {
+        return format!("no pods in {NAMESPACE}");
+    }
+    let mut lines = vec![];
+    for p in &list.items {
+        let name = p.metadata.name.clone().unwrap_or_default();
+        let status = p.status.clone().unwrap_or_default();
+        let unscheduled = status
+            .conditions
+            .iter()
+            .flatten()
+            .find(|c| c.type_ == "PodScheduled" && c.status == "False")
+            .map(|c| format!(" unschedulable: {}", c.message.clone().unwrap_or_default()))
+            .unwrap_or_default();
+        let node = p.spec.as_ref().and_then(|s| s.node_name.clone());
+        lines.push(format!(
+            "  pod {name} {} on {}{unscheduled}",
+            status.phase.clone().unwrap_or_default(),
+            node.as_deref().unwrap_or("-"),
+        ));
+        for c in status
+            .container_statuses
+            .iter()
+            .flatten()
+            .filter(|c| !c.ready)
+        {
+            let waiting = c
+                .state
+                .as_ref()
+                .and_then(|s| s.waiting.as_ref())
+                .map(|w| {
+                    format!(
+                        "waiting: {} {}",
+                        w.reason.clone().unwrap_or_default(),
+                        w.message.clone().unwrap_or_default()
+                    )
+                })
+                .unwrap_or_else(|| "not ready".into());
+            lines.push(format!(
+                "    container {} {waiting} ({} restarts)",
+                c.name, c.restart_count
+            ));
+            let params = LogParams {
+                container: Some(c.name.clone()),
+                previous: c.restart_count > 0,
+                tail_lines: Some(10),
+                ..Default::default()
+            };
+            if let Ok(logs) = pods.logs(&name, &params).await {
+                lines.extend(logs.lines().map(|l| format!("      | {l}")));
+            }
+        }
+    }
+    lines.join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::understudies::parse_set;
+
+    #[test]
+    fn lab_values_enable_what_is_replaced_and_pin_to_real_nodes() {
+        let values = lab_values(&parse_set("scheduler").unwrap(), &["--v=4".into()]);
+        assert_eq!(values["scheduler"]["enabled"], true);
+        assert_eq!(values["controllers"]["enabled"], false);
+        assert_eq!(values["proxy"]["enabled"], false);
+        assert_eq!(values["image"]["pullPolicy"], "Never");
+        assert_eq!(values["scheduler"]["nodeSelector"][REAL_NODE_LABEL], "true");
+        assert_eq!(
+            values["scheduler"]["tolerations"][0]["key"],
+            REAL_NODE_LABEL
+        );
+        assert_eq!(values["scheduler"]["extraArgs"][0], "--v=4");
+        assert_eq!(
+            values["controllers"]["controllers"]
+                .as_array()
+                .unwrap()
+                .len(),
+            Understudy::Controllers.replaced_controllers().len()
+        );
+    }
+
+    #[test]
+    fn backend_parses_its_names() {
+        assert_eq!("chart".parse::<Backend>().unwrap(), Backend::Chart);
+        assert_eq!(
+            Backend::Processes.to_string().parse::<Backend>().unwrap(),
+            Backend::Processes
+        );
+        assert!(
+            "pods"
+                .parse::<Backend>()
+                .unwrap_err()
+                .contains("processes or chart")
+        );
+    }
+
+    #[test]
+    fn the_chart_is_found_in_the_checkout() {
+        assert!(chart_dir().join("Chart.yaml").is_file());
+    }
+}
