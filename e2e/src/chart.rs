@@ -397,6 +397,65 @@ mod tests {
         );
     }
 
+    /// Every key of values.yaml is described by values.schema.json with a type
+    /// its default has, and the schema describes no key values.yaml lacks:
+    /// the schema is hand-written, this keeps it in step with the defaults.
+    #[test]
+    fn values_schema_and_values_yaml_describe_the_same_keys() {
+        let dir = chart_dir();
+        let values: Value =
+            serde_yaml::from_str(&std::fs::read_to_string(dir.join("values.yaml")).unwrap())
+                .unwrap();
+        let schema: Value =
+            serde_json::from_str(&std::fs::read_to_string(dir.join("values.schema.json")).unwrap())
+                .unwrap();
+        let mut problems = vec![];
+        compare(&values, &schema, "", &mut problems);
+        assert!(problems.is_empty(), "{}", problems.join("\n"));
+    }
+
+    fn json_type(v: &Value) -> &'static str {
+        match v {
+            Value::Null => "null",
+            Value::Bool(_) => "boolean",
+            Value::Number(n) if n.is_i64() || n.is_u64() => "integer",
+            Value::Number(_) => "number",
+            Value::String(_) => "string",
+            Value::Array(_) => "array",
+            Value::Object(_) => "object",
+        }
+    }
+
+    fn compare(value: &Value, schema: &Value, at: &str, problems: &mut Vec<String>) {
+        let types: Vec<&str> = match &schema["type"] {
+            Value::String(t) => vec![t.as_str()],
+            Value::Array(ts) => ts.iter().filter_map(Value::as_str).collect(),
+            _ => vec![],
+        };
+        if !types.contains(&json_type(value)) {
+            problems.push(format!(
+                "{at}: default is {}, schema says {types:?}",
+                json_type(value)
+            ));
+        }
+        if schema.get("description").is_none() && !matches!(value, Value::Object(_)) {
+            problems.push(format!("{at}: no description in the schema"));
+        }
+        let (Value::Object(fields), Some(Value::Object(props))) = (value, schema.get("properties"))
+        else {
+            return;
+        };
+        for (key, v) in fields {
+            match props.get(key) {
+                Some(s) => compare(v, s, &format!("{at}.{key}"), problems),
+                None => problems.push(format!("{at}.{key}: in values.yaml, not in the schema")),
+            }
+        }
+        for key in props.keys().filter(|k| !fields.contains_key(*k)) {
+            problems.push(format!("{at}.{key}: in the schema, not in values.yaml"));
+        }
+    }
+
     #[test]
     fn the_chart_is_found_in_the_checkout() {
         assert!(chart_dir().join("Chart.yaml").is_file());

@@ -32,6 +32,9 @@ pub struct ClusterSpec {
     pub start_understudies: bool,
     /// Real nodes (kubelet + containerd) beside the kwok ones.
     pub real_nodes: usize,
+    /// A backend the tests need whatever `UNDERSTUDY_E2E_BACKEND` says (the
+    /// chart's own tests); `None` follows the variable.
+    pub backend: Option<Backend>,
 }
 
 #[derive(Debug)]
@@ -85,6 +88,9 @@ pub fn binaries_dir() -> PathBuf {
 
 /// The backend a local cluster runs its understudies with.
 pub fn backend(spec: &ClusterSpec) -> Result<Backend, String> {
+    if let Some(backend) = spec.backend {
+        return Ok(backend);
+    }
     if !spec.start_understudies || spec.understudies == "none" {
         return Ok(Backend::Processes);
     }

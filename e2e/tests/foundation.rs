@@ -26,6 +26,7 @@ fn cluster() -> &'static Cluster {
         understudies: "controllers",
         start_understudies: false,
         real_nodes: 0,
+        backend: None,
     })
 }
 

@@ -25,6 +25,7 @@ fn cluster() -> &'static Cluster {
         understudies: "scheduler",
         start_understudies: true,
         real_nodes: 1,
+        backend: None,
     })
 }
 

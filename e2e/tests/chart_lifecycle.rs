@@ -1,0 +1,157 @@
+//! The chart's life on a cluster: `helm upgrade` switching a component off and
+//! on again, then `helm uninstall`, each leaving nothing of what it removed.
+//! A binary of its own: it takes the release away from every other test.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, ApiResource, DynamicObject, ListParams};
+use kube::{Client, ResourceExt};
+use serde_json::json;
+use understudy_e2e::chart::{self, Backend};
+use understudy_e2e::fixture::{Cluster, ClusterSpec, TestNamespace};
+use understudy_e2e::pods;
+use understudy_e2e::understudies::{Understudy, parse_set};
+use understudy_e2e::wait;
+
+const T: Duration = Duration::from_secs(120);
+
+fn cluster() -> &'static Cluster {
+    Cluster::shared(ClusterSpec {
+        nodes: 1,
+        understudies: "scheduler,proxy",
+        start_understudies: true,
+        real_nodes: 1,
+        backend: Some(Backend::Chart),
+    })
+}
+
+/// Every kind the chart renders, namespaced or not.
+const KINDS: &[(&str, &str, &str, bool)] = &[
+    ("apps", "v1", "Deployment", true),
+    ("apps", "v1", "DaemonSet", true),
+    ("apps", "v1", "ReplicaSet", true),
+    ("", "v1", "Pod", true),
+    ("", "v1", "ConfigMap", true),
+    ("", "v1", "Service", true),
+    ("", "v1", "ServiceAccount", true),
+    ("rbac.authorization.k8s.io", "v1", "Role", true),
+    ("rbac.authorization.k8s.io", "v1", "RoleBinding", true),
+    ("rbac.authorization.k8s.io", "v1", "ClusterRole", false),
+    (
+        "rbac.authorization.k8s.io",
+        "v1",
+        "ClusterRoleBinding",
+        false,
+    ),
+    ("scheduling.k8s.io", "v1", "PriorityClass", false),
+];
+
+/// `Kind/name` of every object of the release, optionally of one component
+/// (ReplicaSets and Pods carry the labels their templates give them).
+async fn release_objects(client: &Client, component: Option<Understudy>) -> BTreeSet<String> {
+    let mut selector = format!("app.kubernetes.io/instance={}", chart::RELEASE);
+    if let Some(c) = component {
+        selector.push_str(&format!(
+            ",app.kubernetes.io/component={}",
+            chart::component_label(c)
+        ));
+    }
+    let mut found = BTreeSet::new();
+    for (group, version, kind, namespaced) in KINDS {
+        let gvk = kube::api::GroupVersionKind::gvk(group, version, kind);
+        let resource = ApiResource::from_gvk(&gvk);
+        let api: Api<DynamicObject> = if *namespaced {
+            Api::namespaced_with(client.clone(), chart::NAMESPACE, &resource)
+        } else {
+            Api::all_with(client.clone(), &resource)
+        };
+        let list = api
+            .list(&ListParams::default().labels(&selector))
+            .await
+            .unwrap_or_else(|e| panic!("listing {kind}: {e}"));
+        found.extend(
+            list.items
+                .iter()
+                .map(|o| format!("{kind}/{}", o.name_any())),
+        );
+    }
+    found
+}
+
+async fn until_gone(client: &Client, component: Option<Understudy>, what: &str) {
+    let result = wait::until(what, T, || async {
+        let left = release_objects(client, component).await;
+        Ok(left.is_empty().then_some(()))
+    })
+    .await;
+    if let Err(e) = result {
+        panic!("{e}; left: {:?}", release_objects(client, component).await);
+    }
+}
+
+async fn scheduled_by_ours(client: &Client, ns: &TestNamespace, name: &str) {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns.name);
+    pods::create(
+        &pods,
+        json!({
+            "metadata": {"name": name},
+            "spec": {
+                "schedulerName": "understudy-scheduler",
+                "containers": [{"name": "c", "image": "registry.k8s.io/pause:3.10"}],
+            },
+        }),
+    )
+    .await;
+    pods::wait_scheduled(&pods, name, T).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn helm_upgrade_switches_the_scheduler_off_and_on_and_uninstall_leaves_nothing() {
+    let cluster = cluster();
+    let client = cluster.client().await;
+    let local = cluster.local.as_ref().expect("runs on the lab");
+    let helm = chart::Helm {
+        program: local.toolchain_dir.join("helm"),
+        kubeconfig: cluster.kubeconfig.clone(),
+    };
+    let ns = TestNamespace::create(cluster, &client, "lifecycle").await;
+    let values_file = local.state_dir.join("chart-values.json");
+    let installed = parse_set("scheduler,proxy").unwrap();
+    assert!(
+        !release_objects(&client, Some(Understudy::Scheduler))
+            .await
+            .is_empty()
+    );
+    scheduled_by_ours(&client, &ns, "before").await;
+
+    // Off: every scheduler object goes, the proxy stays as it was.
+    let proxy_before = release_objects(&client, Some(Understudy::Proxy)).await;
+    let without: BTreeSet<Understudy> = [Understudy::Proxy].into();
+    helm.upgrade_install(&chart::lab_values(&without, &[]), &values_file)
+        .unwrap();
+    until_gone(
+        &client,
+        Some(Understudy::Scheduler),
+        "the scheduler's objects to go",
+    )
+    .await;
+    assert_eq!(
+        release_objects(&client, Some(Understudy::Proxy)).await,
+        proxy_before
+    );
+
+    // On again: Ready, and scheduling.
+    helm.upgrade_install(&chart::lab_values(&installed, &[]), &values_file)
+        .unwrap();
+    chart::wait_ready(&client, &installed, T).await.unwrap();
+    scheduled_by_ours(&client, &ns, "after").await;
+
+    // Uninstall: nothing of the release anywhere. The Leases are the
+    // components' own (not the chart's), as upstream's outlive kube-scheduler.
+    helm.uninstall().unwrap();
+    until_gone(&client, None, "every object of the release to go").await;
+    let releases = helm.run(&["list", "--all-namespaces", "--short"]).unwrap();
+    assert!(!releases.contains(chart::RELEASE), "{releases}");
+}
