@@ -137,6 +137,14 @@ pub struct Helm {
 }
 
 impl Helm {
+    /// The toolchain's helm against a lab cluster.
+    pub fn for_lab(state: &crate::state::ClusterState) -> Self {
+        Self {
+            program: state.toolchain_dir.join("helm"),
+            kubeconfig: state.kubeconfig.clone(),
+        }
+    }
+
     pub fn run(&self, args: &[&str]) -> Result<String, ChartError> {
         let output = Command::new(&self.program)
             .arg(format!("--kubeconfig={}", self.kubeconfig.display()))

@@ -631,10 +631,7 @@ async fn install_chart(
     extra_args: &[String],
 ) -> Result<(), LabError> {
     let enabled: BTreeSet<Understudy> = state.replaced.iter().copied().collect();
-    let helm = chart::Helm {
-        program: state.toolchain_dir.join("helm"),
-        kubeconfig: state.kubeconfig.clone(),
-    };
+    let helm = chart::Helm::for_lab(state);
     let values = chart::lab_values(&enabled, extra_args);
     helm.upgrade_install(&values, &state.state_dir.join("chart-values.json"))?;
     chart::wait_ready(client, &enabled, Duration::from_secs(180)).await?;

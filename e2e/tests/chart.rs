@@ -135,14 +135,12 @@ async fn deleting_the_leading_scheduler_pod_hands_over_and_binds_every_pending_p
 }
 
 fn helm(cluster: &Cluster) -> chart::Helm {
-    let local = cluster
-        .local
-        .as_ref()
-        .expect("the chart tests run on the lab, which installed the release");
-    chart::Helm {
-        program: local.toolchain_dir.join("helm"),
-        kubeconfig: cluster.kubeconfig.clone(),
-    }
+    chart::Helm::for_lab(
+        cluster
+            .local
+            .as_ref()
+            .expect("the chart tests run on the lab, which installed the release"),
+    )
 }
 
 /// A value of the wrong type never reaches the cluster: `helm install`

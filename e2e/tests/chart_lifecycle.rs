@@ -112,10 +112,7 @@ async fn helm_upgrade_switches_the_scheduler_off_and_on_and_uninstall_leaves_not
     let cluster = cluster();
     let client = cluster.client().await;
     let local = cluster.local.as_ref().expect("runs on the lab");
-    let helm = chart::Helm {
-        program: local.toolchain_dir.join("helm"),
-        kubeconfig: cluster.kubeconfig.clone(),
-    };
+    let helm = chart::Helm::for_lab(local);
     let ns = TestNamespace::create(cluster, &client, "lifecycle").await;
     let values_file = local.state_dir.join("chart-values.json");
     let installed = parse_set("scheduler,proxy").unwrap();
