@@ -5,6 +5,9 @@
 #                running as pods from the Helm chart
 #   make test    everything CI runs: lint, unit tests, e2e on a local control plane
 #   make down    stop the local cluster and remove its state
+#   make images  the components' image: archives in target/images, and the
+#                Dockerfile's build where a container engine runs
+#   make kind-e2e  the e2e suite on a kind cluster (needs kind and docker or podman)
 #
 # Each target installs what it needs (Debian packages, the Go-built upstream
 # binaries, cargo builds); the upstream binaries are cached outside the repo.
@@ -22,10 +25,10 @@ BACKEND ?= chart
 UNDERSTUDIES ?= all
 LAB_ARGS ?=
 
-.PHONY: help deps toolchain build images up down status test lint unit e2e bench clean-cache
+.PHONY: help deps toolchain build images up down status test lint lint-workflows unit e2e kind-e2e bench clean-cache
 
 help:
-	@sed -n '3,10p' Makefile
+	@sed -n '3,13p' Makefile
 
 ## Debian packages for the lab and the proxy's data-path tests.
 deps:
@@ -39,10 +42,23 @@ build:
 	$(CARGO) build --workspace --bins
 
 ## The images as archives from the release binaries, without a container engine
-## (target/images/*.tar: `ctr -n k8s.io images import` or `docker load -i`).
+## (target/images/*.tar: `ctr -n k8s.io images import` or `docker load -i`); and,
+## where a container engine answers (docker, else podman), the same components'
+## image built from the Dockerfile as localhost/understudy:dev. A docker CLI whose
+## daemon does not answer counts as no engine.
 images:
 	$(CARGO) build --release --workspace --bins
 	target/release/understudy-lab images --bin-dir target/release --out-dir target/images
+	@engine=""; \
+	for e in docker podman; do \
+	  if command -v $$e >/dev/null 2>&1 && timeout 30 $$e info >/dev/null 2>&1; then engine=$$e; break; fi; \
+	done; \
+	if [ -n "$$engine" ]; then \
+	  echo "$$engine build -t localhost/understudy:dev ."; \
+	  $$engine build -t localhost/understudy:dev .; \
+	else \
+	  echo "make images: Dockerfile build skipped: no container engine (docker or podman) answers on this machine; the archives are in target/images"; \
+	fi
 
 up: deps toolchain build
 	$(LAB) up --name $(NAME) --nodes $(NODES) --real-nodes $(REAL_NODES) --backend $(BACKEND) --understudies $(UNDERSTUDIES) $(LAB_ARGS)
@@ -53,9 +69,16 @@ down:
 status:
 	$(LAB) status --name $(NAME)
 
-lint:
+lint: lint-workflows
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+## .github/workflows checked by actionlint, built from its pinned Go module into
+## a cache directory of its own (seconds when warm; the Kubernetes toolchain is
+## not needed for it).
+lint-workflows:
+	bash e2e/controlplane/build.sh --actionlint >/dev/null
+	"$$(bash e2e/controlplane/build.sh --print-actionlint)" .github/workflows/*.yaml
 
 unit:
 	$(CARGO) test --workspace --lib --bins
@@ -71,6 +94,13 @@ e2e: build
 	@echo "make e2e: the Helm chart is installed by the suite's fixtures once the components are implemented;"
 	@echo "          today the suite runs its cluster-level tests against $$KUBECONFIG."
 	UNDERSTUDY_E2E_KUBECONFIG="$$KUBECONFIG" $(CARGO) test -p understudy-e2e --no-fail-fast
+
+## `make e2e` on a kind cluster made from e2e/kind.yaml, with the Dockerfile's image
+## loaded into its nodes; the cluster is deleted afterwards, whatever the result
+## (KIND_E2E_KEEP=1 keeps it). Needs kind and docker or podman: without them it
+## says what is missing and fails.
+kind-e2e:
+	@bash e2e/scripts/kind-e2e.sh
 
 ## Benchmarks, understudy vs upstream on one local control plane (not part of
 ## `make test`). BENCH_ARGS scales the scheduler part down, e.g. BENCH_ARGS="--nodes 500

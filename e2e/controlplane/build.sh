@@ -5,10 +5,14 @@
 #   ${XDG_CACHE_HOME:-$HOME/.cache}/understudy/<toolchain-id>/bin
 # <toolchain-id> hashes the pinned go.mod/go.sum files, the Go version and
 # $recipe, so a pin change gives a new directory and an unchanged pin rebuilds
-# nothing.
+# nothing. actionlint, a lint tool rather than part of the cluster, has a
+# directory of its own keyed the same way by its own module, so that a bump of
+# it never sends the whole toolchain into a cold rebuild.
 #
-# Usage: build.sh            build what is missing, print the bin directory last
-#        build.sh --print-dir  print the bin directory only (no build)
+# Usage: build.sh                      build what is missing, print the bin directory last
+#        build.sh --print-dir          print the bin directory only (no build)
+#        build.sh --actionlint         build actionlint only if missing, print its path
+#        build.sh --print-actionlint   print actionlint's path only (no build)
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -22,17 +26,33 @@ if ! command -v go >/dev/null 2>&1; then
   exit 1
 fi
 
-toolchain_id() {
-  (cd "$here" && echo "recipe=$recipe" && cat */go.mod */go.sum && go version) | sha256sum | cut -c1-12
+# The modules whose pins name the cluster's bin directory, listed rather than
+# globbed so a new module directory beside them (actionlint) does not change it;
+# the order is the glob's, which keeps existing caches valid.
+cluster_modules=(etcd helm kubernetes kwok)
+# module_id <module dir>...: hash of those modules' pins, the Go version and $recipe.
+module_id() {
+  local module mods=() sums=()
+  for module in "$@"; do
+    mods+=("$module/go.mod")
+    sums+=("$module/go.sum")
+  done
+  (cd "$here" && echo "recipe=$recipe" && cat "${mods[@]}" "${sums[@]}" && go version) | sha256sum | cut -c1-12
 }
-bin_dir="$cache_root/k8s-$k8s_version-$(toolchain_id)/bin"
+bin_dir="$cache_root/k8s-$k8s_version-$(module_id "${cluster_modules[@]}")/bin"
+actionlint_version="v1.7.12"
+actionlint_dir="$cache_root/actionlint-$actionlint_version-$(module_id actionlint)/bin"
 
-if [[ "${1:-}" == "--print-dir" ]]; then
-  echo "$bin_dir"
-  exit 0
-fi
-
-mkdir -p "$bin_dir"
+case "${1:-}" in
+  --print-dir)
+    echo "$bin_dir"
+    exit 0
+    ;;
+  --print-actionlint)
+    echo "$actionlint_dir/actionlint"
+    exit 0
+    ;;
+esac
 export CGO_ENABLED=0
 # Build exactly the committed pins with the machine's Go: -mod=readonly fails
 # instead of editing go.mod, and every module is verified against the
@@ -47,10 +67,11 @@ for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
   k8s_ldflags+=" -X $pkg.gitTreeState=clean -X $pkg.buildDate=$build_date"
 done
 
-# build <module dir> <ldflags> <binary name>=<package> ...
+# build <bin dir> <module dir> <ldflags> <binary name>=<package> ...
 build() {
-  local module="$1" ldflags="$2"
-  shift 2
+  local bin_dir="$1" module="$2" ldflags="$3"
+  shift 3
+  mkdir -p "$bin_dir"
   local missing=() pkgs=()
   for spec in "$@"; do
     local name="${spec%%=*}" pkg="${spec#*=}"
@@ -79,16 +100,23 @@ build() {
   echo "toolchain: built ${missing[*]} in $((SECONDS - start))s"
 }
 
-build kubernetes "$k8s_ldflags" \
+actionlint_ldflags="-s -w -X github.com/rhysd/actionlint.version=$actionlint_version"
+if [[ "${1:-}" == "--actionlint" ]]; then
+  build "$actionlint_dir" actionlint "$actionlint_ldflags" actionlint=github.com/rhysd/actionlint/cmd/actionlint >&2
+  echo "$actionlint_dir/actionlint"
+  exit 0
+fi
+
+build "$bin_dir" kubernetes "$k8s_ldflags" \
   kube-apiserver=k8s.io/kubernetes/cmd/kube-apiserver \
   kube-controller-manager=k8s.io/kubernetes/cmd/kube-controller-manager \
   kube-scheduler=k8s.io/kubernetes/cmd/kube-scheduler \
   kube-proxy=k8s.io/kubernetes/cmd/kube-proxy \
   kubectl=k8s.io/kubernetes/cmd/kubectl \
   kubelet=k8s.io/kubernetes/cmd/kubelet
-build etcd "-s -w" etcd=go.etcd.io/etcd/server/v3
-build kwok "-s -w -X sigs.k8s.io/kwok/pkg/consts.Version=0.8.0" kwok=sigs.k8s.io/kwok/cmd/kwok
-build helm "-s -w -X helm.sh/helm/v4/internal/version.version=v4.3.1" helm=helm.sh/helm/v4/cmd/helm
+build "$bin_dir" etcd "-s -w" etcd=go.etcd.io/etcd/server/v3
+build "$bin_dir" kwok "-s -w -X sigs.k8s.io/kwok/pkg/consts.Version=0.8.0" kwok=sigs.k8s.io/kwok/cmd/kwok
+build "$bin_dir" helm "-s -w -X helm.sh/helm/v4/internal/version.version=v4.3.1" helm=helm.sh/helm/v4/cmd/helm
 
 # kwok >= v0.8 ships no stages built in: copy the node and pod lifecycle stages
 # from the pinned module so the harness can pass them with --config.
@@ -103,5 +131,7 @@ if [[ ! -d "$stage_dir" ]]; then
   chmod u+w "$stage_dir.tmp"/*.yaml
   mv "$stage_dir.tmp" "$stage_dir"
 fi
+
+build "$actionlint_dir" actionlint "$actionlint_ldflags" actionlint=github.com/rhysd/actionlint/cmd/actionlint
 
 echo "$bin_dir"

@@ -1,0 +1,40 @@
+# The components' image, localhost/understudy:dev: understudy-scheduler,
+# understudy-controllers and understudy-proxy in /usr/local/bin, run as 65532.
+# It is the same image that `understudy-lab images` (e2e/src/images.rs) writes as
+# an archive without a container engine: same paths, same user, no entrypoint
+# (the chart names the binary in each container's `command`), same PATH and
+# working directory, so charts/understudy runs either one unchanged.
+#
+#   docker build -t localhost/understudy:dev .      (or: make images)
+#
+# Base images are pinned by tag and digest, so a rebuild takes the same bases.
+# The digests were not resolved against the registries from the machine that
+# wrote this file (it has no engine and no registry access); they are the ones
+# published for these tags at the time:
+#   rust:1.95.0-bookworm: rustc 1.95.0, the version the workspace is built and
+#     tested with, on bookworm, whose glibc (2.36) is the runtime's.
+#   gcr.io/distroless/cc-debian12:nonroot: glibc and libgcc_s, the only shared
+#     libraries the binaries load (ldd), and the nonroot user (65532).
+# To refresh: `docker buildx imagetools inspect <tag>` and replace the digest.
+
+FROM docker.io/library/rust:1.95.0-bookworm@sha256:6258907abe69656e41cd992e0b705cdcfabcbbe3db374f92ed2d47121282d4a1 AS build
+WORKDIR /src
+COPY . .
+# The cache mounts keep the crate downloads and the target directory between
+# builds; the binaries are copied out because a cache mount is not part of
+# the stage's filesystem. --locked: exactly the dependencies Cargo.lock pins.
+RUN --mount=type=cache,target=/usr/local/cargo/registry \
+    --mount=type=cache,target=/src/target \
+    cargo build --release --locked --workspace --bins \
+    && mkdir -p /out \
+    && cp target/release/understudy-scheduler \
+          target/release/understudy-controllers \
+          target/release/understudy-proxy /out/
+
+FROM gcr.io/distroless/cc-debian12:nonroot@sha256:9dac0a79194e45a7da0158a9c6da57b217585af0786db3845d1f0ec1a0dd182f
+# distroless sets its own PATH and /home/nonroot as working directory; the
+# archive image's values are used so both images behave alike.
+ENV PATH=/usr/local/bin:/usr/bin:/bin
+WORKDIR /
+COPY --from=build /out/ /usr/local/bin/
+USER 65532:65532
