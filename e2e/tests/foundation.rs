@@ -6,8 +6,10 @@ use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
+use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, ListParams, PostParams};
 use kube::runtime::conditions::is_pod_running;
 use serde_json::json;
@@ -157,13 +159,15 @@ async fn replaced_controllers_are_off_in_kube_controller_manager() {
     assert_eq!(deployment.status.and_then(|s| s.observed_generation), None);
 }
 
-fn election(identity: &str, lease: &str) -> LeaderElectionConfig {
+/// Short timings so the test runs in seconds; the proportions are upstream's rules
+/// (renew deadline under the lease duration and above 1.2 × the retry period).
+fn election(identity: &str, namespace: &str, lease: &str) -> LeaderElectionConfig {
     LeaderElectionConfig {
-        namespace: "default".into(),
+        namespace: namespace.into(),
         name: lease.into(),
         identity: identity.into(),
         lease_duration: Duration::from_secs(4),
-        renew_deadline: Duration::from_secs(2),
+        renew_deadline: Duration::from_secs(3),
         retry_period: Duration::from_secs(1),
     }
 }
@@ -178,44 +182,142 @@ async fn holder(leases: &Api<Lease>, name: &str) -> Option<String> {
         .and_then(|s| s.holder_identity)
 }
 
+async fn lease_spec(leases: &Api<Lease>, name: &str) -> LeaseSpec {
+    leases.get(name).await.unwrap().spec.unwrap()
+}
+
+/// A released lease is taken by the standby at its next poll, as client-go's: the standby
+/// re-reads the Lease every retry period (jittered up to ×2.2) and treats an empty holder
+/// as free, instead of waiting for the released lease's old expiry. The Lease carries
+/// client-go's fields throughout.
 #[tokio::test]
 async fn leader_lease_hands_over_when_the_leader_releases_it() {
     let cluster = cluster();
     let client = cluster.client().await;
     let ns = TestNamespace::create(cluster, &client, "lease").await;
-    let mut first = LeaderElector::start(
-        client.clone(),
-        LeaderElectionConfig {
-            namespace: ns.name.clone(),
-            ..election("first", "handover")
-        },
-    )
-    .await
-    .unwrap();
+    let leases: Api<Lease> = Api::namespaced(client.clone(), &ns.name);
+    let config = election("first", &ns.name, "handover");
+    let retry = config.retry_period;
+    let lease_duration = config.lease_duration;
+
+    let mut first = LeaderElector::start(client.clone(), config).await.unwrap();
     tokio::time::timeout(Duration::from_secs(30), first.acquired())
         .await
         .unwrap()
         .unwrap();
-    let mut second = LeaderElector::start(
-        client.clone(),
-        LeaderElectionConfig {
-            namespace: ns.name.clone(),
-            ..election("second", "handover")
+    let created = lease_spec(&leases, "handover").await;
+    assert_eq!(created.holder_identity.as_deref(), Some("first"));
+    assert_eq!(created.lease_duration_seconds, Some(4));
+    assert_eq!(created.lease_transitions, Some(0));
+    assert!(created.acquire_time.is_some() && created.renew_time.is_some());
+
+    let mut second = LeaderElector::start(client.clone(), election("second", &ns.name, "handover"))
+        .await
+        .unwrap();
+    // The leader renews every retry period, so the lease never expires under the standby:
+    // for longer than a lease duration the standby stays a standby.
+    let standby = tokio::time::timeout(lease_duration + 2 * retry, second.acquired()).await;
+    assert!(
+        standby.is_err(),
+        "standby took a lease that was being renewed"
+    );
+    assert!(first.is_leader() && !second.is_leader());
+    let renewed = lease_spec(&leases, "handover").await;
+    assert_eq!(renewed.holder_identity.as_deref(), Some("first"));
+    assert_eq!(
+        renewed.acquire_time, created.acquire_time,
+        "a renewal keeps acquireTime"
+    );
+    assert!(
+        renewed.renew_time > created.renew_time,
+        "renewTime moves on renewal"
+    );
+    assert_eq!(renewed.lease_transitions, Some(0));
+
+    first.release().await.unwrap();
+    let released_at = tokio::time::Instant::now();
+    // The standby's next poll comes within retry × 2.2 (client-go's jitter); the rest is
+    // slack for the requests.
+    tokio::time::timeout(3 * retry + Duration::from_millis(500), second.acquired())
+        .await
+        .expect("standby takes a released lease at its next poll")
+        .unwrap();
+    let takeover = released_at.elapsed();
+    println!("takeover after release: {takeover:?}");
+
+    let taken = lease_spec(&leases, "handover").await;
+    assert_eq!(taken.holder_identity.as_deref(), Some("second"));
+    assert_eq!(taken.lease_transitions, Some(1), "one change of holder");
+    assert_eq!(taken.lease_duration_seconds, Some(4));
+    assert!(
+        taken.acquire_time > created.acquire_time,
+        "a new holder sets acquireTime"
+    );
+
+    // Releasing writes what client-go's ReleaseOnCancel writes.
+    second.release().await.unwrap();
+    let released = lease_spec(&leases, "handover").await;
+    assert_eq!(released.holder_identity.as_deref(), Some(""));
+    assert_eq!(released.lease_duration_seconds, Some(1));
+    assert_eq!(released.lease_transitions, Some(1));
+    assert!(released.renew_time > taken.renew_time);
+    assert_eq!(released.acquire_time, released.renew_time);
+}
+
+/// A leader whose lease is overwritten by a foreign holder can no longer renew it: it
+/// observes `lost()` (within a renew deadline) and its release leaves the new holder alone.
+#[tokio::test]
+async fn a_leader_that_cannot_renew_loses_the_lease() {
+    let cluster = cluster();
+    let client = cluster.client().await;
+    let ns = TestNamespace::create(cluster, &client, "lease-lost").await;
+    let leases: Api<Lease> = Api::namespaced(client.clone(), &ns.name);
+    let config = election("leader", &ns.name, "overwritten");
+    let (retry, renew_deadline) = (config.retry_period, config.renew_deadline);
+    let mut leader = LeaderElector::start(client.clone(), config).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(30), leader.acquired())
+        .await
+        .unwrap()
+        .unwrap();
+
+    // The leader renews concurrently, so our update may conflict: re-read and retry.
+    let intruded = wait::until(
+        "the intruder to take the lease",
+        Duration::from_secs(10),
+        || {
+            let leases = leases.clone();
+            async move {
+                let mut lease = leases.get("overwritten").await.map_err(|e| e.to_string())?;
+                let spec = lease.spec.get_or_insert_with(LeaseSpec::default);
+                let now = MicroTime(Timestamp::now());
+                spec.holder_identity = Some("intruder".into());
+                spec.lease_duration_seconds = Some(60);
+                spec.acquire_time = Some(now.clone());
+                spec.renew_time = Some(now);
+                spec.lease_transitions = Some(spec.lease_transitions.unwrap_or(0) + 1);
+                match leases
+                    .replace("overwritten", &PostParams::default(), &lease)
+                    .await
+                {
+                    Ok(_) => Ok(Some(tokio::time::Instant::now())),
+                    Err(kube::Error::Api(s)) if s.is_conflict() => Ok(None),
+                    Err(e) => Err(e.to_string()),
+                }
+            }
         },
     )
     .await
     .unwrap();
-    let leases: Api<Lease> = Api::namespaced(client.clone(), &ns.name);
-    assert_eq!(holder(&leases, "handover").await.as_deref(), Some("first"));
-    assert!(!second.is_leader(), "two leaders at once");
 
-    first.release().await.unwrap();
-    tokio::time::timeout(Duration::from_secs(30), second.acquired())
+    tokio::time::timeout(renew_deadline + 2 * retry, leader.lost())
         .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(holder(&leases, "handover").await.as_deref(), Some("second"));
-    second.release().await.unwrap();
+        .expect("the leader notices it lost the lease");
+    println!("lost observed after: {:?}", intruded.elapsed());
+    assert!(!leader.is_leader());
+    leader.release().await.unwrap();
+    let after = lease_spec(&leases, "overwritten").await;
+    assert_eq!(after.holder_identity.as_deref(), Some("intruder"));
+    assert_eq!(after.lease_duration_seconds, Some(60));
 }
 
 /// Process-level failover: two understudy-scheduler replicas, the leader killed
