@@ -78,7 +78,8 @@ pub struct Usage {
 }
 
 /// Reads a JSON-lines audit log into each user's usage (a request the
-/// authorizer allowed counts as used, whatever admission made of it). Non-resource
+/// authorizer allowed counts as used, whatever admission made of it; a watch
+/// counts once started). Non-resource
 /// requests (`/healthz`, discovery) carry no object and are left out.
 pub fn read_log(path: &Path) -> std::io::Result<BTreeMap<String, Usage>> {
     let text = std::fs::read_to_string(path)?;
@@ -91,7 +92,9 @@ pub fn parse_log(text: &str) -> BTreeMap<String, Usage> {
         let Ok(event) = serde_json::from_str::<Event>(line) else {
             continue;
         };
-        if event.stage != "ResponseComplete" {
+        // A watch is logged at ResponseStarted and completes only when it
+        // ends, which a component's informers never do while it runs.
+        if event.stage != "ResponseComplete" && event.stage != "ResponseStarted" {
             continue;
         }
         let Some(object) = event.object_ref else {
@@ -156,6 +159,83 @@ pub fn covers(grant: &Permission, request: &Permission) -> bool {
         && (grant.verb == request.verb || grant.verb == "*")
 }
 
+/// A permission a rule grants without anyone needing it: granted, and not
+/// covering any request that was made, nor `exempt` (permissions the apiserver
+/// checks internally, which no request ever shows).
+pub fn unused(
+    granted: &BTreeSet<Permission>,
+    used: &BTreeSet<Permission>,
+    exempt: &BTreeSet<Permission>,
+) -> BTreeSet<Permission> {
+    granted
+        .iter()
+        .filter(|g| !used.iter().any(|u| covers(g, u)))
+        .filter(|g| !exempt.contains(*g))
+        .cloned()
+        .collect()
+}
+
+/// Everything `rules` of one ServiceAccount grant, read from the cluster:
+/// the rules of every ClusterRole and Role bound to it by name.
+pub async fn rules_of(
+    client: &kube::Client,
+    namespace: &str,
+    service_account: &str,
+) -> Result<BTreeSet<Permission>, String> {
+    use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
+    use kube::api::{Api, ListParams};
+    let binds = |subjects: &Option<Vec<k8s_openapi::api::rbac::v1::Subject>>| {
+        subjects.iter().flatten().any(|s| {
+            s.kind == "ServiceAccount"
+                && s.name == service_account
+                && s.namespace.as_deref() == Some(namespace)
+        })
+    };
+    let api_err = |e: kube::Error| format!("reading RBAC of {namespace}/{service_account}: {e}");
+    let rules_of = |rules: Option<Vec<k8s_openapi::api::rbac::v1::PolicyRule>>| {
+        serde_json::to_value(rules)
+            .map(|v| granted(&v))
+            .map_err(|e| e.to_string())
+    };
+    let mut out = BTreeSet::new();
+    let cluster_roles: Api<ClusterRole> = Api::all(client.clone());
+    let roles: Api<Role> = Api::namespaced(client.clone(), namespace);
+    let cluster_bindings: Api<ClusterRoleBinding> = Api::all(client.clone());
+    for binding in cluster_bindings
+        .list(&ListParams::default())
+        .await
+        .map_err(api_err)?
+    {
+        if binds(&binding.subjects) {
+            let role = cluster_roles
+                .get(&binding.role_ref.name)
+                .await
+                .map_err(api_err)?;
+            out.extend(rules_of(role.rules)?);
+        }
+    }
+    let bindings: Api<RoleBinding> = Api::namespaced(client.clone(), namespace);
+    for binding in bindings
+        .list(&ListParams::default())
+        .await
+        .map_err(api_err)?
+    {
+        if !binds(&binding.subjects) {
+            continue;
+        }
+        let rules = if binding.role_ref.kind == "ClusterRole" {
+            cluster_roles
+                .get(&binding.role_ref.name)
+                .await
+                .map(|r| r.rules)
+        } else {
+            roles.get(&binding.role_ref.name).await.map(|r| r.rules)
+        };
+        out.extend(rules_of(rules.map_err(api_err)?)?);
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -191,7 +271,10 @@ mod tests {
             usage.refused,
             [p("apps", "replicasets/status", "patch")].into()
         );
-        assert_eq!(usage.used, [p("", "pods", "create")].into());
+        assert_eq!(
+            usage.used,
+            [p("", "pods", "create"), p("", "pods", "watch")].into()
+        );
     }
 
     #[test]
@@ -201,6 +284,23 @@ mod tests {
         assert_eq!(granted(&rules).len(), 4);
         assert!(covers(&p("", "pods", "*"), &p("", "pods", "delete")));
         assert!(!covers(&p("apps", "pods", "get"), &p("", "pods", "get")));
+    }
+
+    #[test]
+    fn unused_grants_are_those_no_request_needed_and_not_exempt() {
+        let granted = [
+            p("", "pods", "get"),
+            p("", "pods", "list"),
+            p("", "endpoints/restricted", "create"),
+            p("apps", "*", "watch"),
+        ]
+        .into();
+        let used = [p("", "pods", "list"), p("apps", "replicasets", "watch")].into();
+        let exempt = [p("", "endpoints/restricted", "create")].into();
+        assert_eq!(
+            unused(&granted, &used, &exempt),
+            [p("", "pods", "get")].into()
+        );
     }
 
     #[test]

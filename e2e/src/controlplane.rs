@@ -293,7 +293,7 @@ async fn start_all(
     state: &mut ClusterState,
 ) -> Result<(), LabError> {
     let dir = opts.state_dir.clone();
-    let logs = dir.join("logs");
+    let logs = state.logs_dir();
     std::fs::create_dir_all(&logs).map_err(io("creating the log directory"))?;
     let node_ids = state
         .real_nodes
@@ -669,7 +669,7 @@ pub async fn switch_controllers(
         ControllersSide::Upstream if !state.replaced.contains(&ours) => return Ok(state),
         _ => {}
     }
-    let logs = state_dir.join("logs");
+    let logs = state.logs_dir();
     if state.backend == Backend::Chart {
         return switch_chart_controllers(state, to, &logs, understudy_args).await;
     }

@@ -42,6 +42,11 @@ pub struct ClusterState {
 }
 
 impl ClusterState {
+    /// Where the lab's processes (and the apiserver's audit log) write.
+    pub fn logs_dir(&self) -> PathBuf {
+        self.state_dir.join("logs")
+    }
+
     pub fn path(state_dir: &Path) -> PathBuf {
         state_dir.join(STATE_FILE)
     }

@@ -114,12 +114,12 @@ true
 {{- end -}}
 
 {{/*
-Events rule: recorders write through both the core and the events.k8s.io API.
+Events rule: recorders write events.k8s.io/v1 Events (a repeat patches the series).
 */}}
 {{- define "understudy.eventsRule" -}}
-- apiGroups: ["", "events.k8s.io"]
+- apiGroups: ["events.k8s.io"]
   resources: ["events"]
-  verbs: ["create", "patch", "update"]
+  verbs: ["create", "patch"]
 {{- end -}}
 
 {{/*
@@ -134,5 +134,5 @@ Usage: include "understudy.leaseRules" "understudy-scheduler"
 - apiGroups: ["coordination.k8s.io"]
   resources: ["leases"]
   resourceNames: [{{ . | quote }}]
-  verbs: ["get", "list", "watch", "update", "patch"]
+  verbs: ["get", "update"]
 {{- end -}}
