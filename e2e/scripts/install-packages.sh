@@ -2,11 +2,11 @@
 # Installs the Debian packages the lab and the proxy's data-path tests need,
 # only when something is missing (so a warm machine makes no apt calls).
 # containerd, runc and the CNI plugins run the lab's real nodes (with the
-# kubelet that `make toolchain` builds).
+# kubelet that `make toolchain` builds). shellcheck: actionlint checks the workflows' scripts with it.
 set -euo pipefail
 
 packages=(iptables nftables iproute2 conntrack ipset ipvsadm curl ca-certificates
-  containerd runc containernetworking-plugins util-linux mount)
+  containerd runc containernetworking-plugins util-linux mount shellcheck)
 missing=()
 for pkg in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
