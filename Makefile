@@ -88,12 +88,20 @@ unit:
 test: deps toolchain lint build
 	$(CARGO) test --workspace --no-fail-fast
 
-## The same e2e suite against an existing cluster (e.g. kind) named by KUBECONFIG.
-e2e: build
+## The same e2e suite against an existing cluster (e.g. kind) named by KUBECONFIG: the chart
+## is installed with IMAGE (loaded into the nodes beforehand, or pullable), E2E_HANDOVER (a
+## command) then runs, e.g. to switch the replaced controllers off in kube-controller-manager,
+## then the suite, then `helm uninstall` and a check that nothing of the release is left.
+IMAGE ?= localhost/understudy:dev
+IMAGE_PULL_POLICY ?= IfNotPresent
+E2E_HANDOVER ?=
+e2e: build toolchain
 	@test -n "$$KUBECONFIG" || { echo "make e2e: set KUBECONFIG to the cluster to test (e.g. a kind cluster)"; exit 2; }
-	@echo "make e2e: the Helm chart is installed by the suite's fixtures once the components are implemented;"
-	@echo "          today the suite runs its cluster-level tests against $$KUBECONFIG."
-	UNDERSTUDY_E2E_KUBECONFIG="$$KUBECONFIG" $(CARGO) test -p understudy-e2e --no-fail-fast
+	$(LAB) chart install --kubeconfig "$$KUBECONFIG" --image $(IMAGE) --pull-policy $(IMAGE_PULL_POLICY)
+	$(E2E_HANDOVER)
+	status=0; UNDERSTUDY_E2E_KUBECONFIG="$$KUBECONFIG" $(CARGO) test -p understudy-e2e --no-fail-fast || status=$$?; \
+	$(LAB) chart uninstall --kubeconfig "$$KUBECONFIG" || status=$$?; \
+	exit $$status
 
 ## `make e2e` on a kind cluster made from e2e/kind.yaml, with the Dockerfile's image
 ## loaded into its nodes; the cluster is deleted afterwards, whatever the result

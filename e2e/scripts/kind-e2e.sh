@@ -94,4 +94,14 @@ else
   rm -f "$archive"
 fi
 
-KUBECONFIG="$kubeconfig" "${MAKE:-make}" -C "$root" e2e
+# Run by `make e2e` once the chart is Ready: kube-controller-manager without the controllers
+# understudy-controllers replaces (the lab's list, understudies::controller_manager_controllers).
+# kubeadm's manifest has `--controllers=*,bootstrapsigner,tokencleaner`; kubelet restarts the
+# static pod when the file changes, and the wait is for the new process's flags.
+node="$cluster-control-plane"
+off="-deployment-controller,-replicaset-controller,-endpoints-controller,-endpointslice-controller"
+manifest=/etc/kubernetes/manifests/kube-controller-manager.yaml
+handover="$engine exec $node sed -i 's/--controllers=\*,/--controllers=*,$off,/' $manifest"
+handover+=" && timeout 180 sh -c 'until $engine exec $node pgrep -af kube-controller-manager | grep -q -- -deployment-controller; do sleep 2; done'"
+
+KUBECONFIG="$kubeconfig" "${MAKE:-make}" -C "$root" e2e E2E_HANDOVER="$handover" IMAGE="$image" IMAGE_PULL_POLICY=Never

@@ -363,10 +363,103 @@ pub async fn describe_pods(client: &Client) -> String {
     lines.join("\n")
 }
 
+/// Every kind the chart renders, namespaced or not.
+const KINDS: &[(&str, &str, &str, bool)] = &[
+    ("apps", "v1", "Deployment", true),
+    ("apps", "v1", "DaemonSet", true),
+    ("apps", "v1", "ReplicaSet", true),
+    ("", "v1", "Pod", true),
+    ("", "v1", "ConfigMap", true),
+    ("", "v1", "Service", true),
+    ("", "v1", "ServiceAccount", true),
+    ("rbac.authorization.k8s.io", "v1", "Role", true),
+    ("rbac.authorization.k8s.io", "v1", "RoleBinding", true),
+    ("rbac.authorization.k8s.io", "v1", "ClusterRole", false),
+    (
+        "rbac.authorization.k8s.io",
+        "v1",
+        "ClusterRoleBinding",
+        false,
+    ),
+    ("scheduling.k8s.io", "v1", "PriorityClass", false),
+];
+
+/// `Kind/name` of every object of the release, optionally of one component
+/// (ReplicaSets and Pods carry the labels their templates give them).
+pub async fn release_objects(
+    client: &Client,
+    component: Option<Understudy>,
+) -> Result<BTreeSet<String>, String> {
+    use kube::ResourceExt;
+    use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
+    let mut selector = format!("app.kubernetes.io/instance={RELEASE}");
+    if let Some(c) = component {
+        selector.push_str(&format!(
+            ",app.kubernetes.io/component={}",
+            component_label(c)
+        ));
+    }
+    let mut found = BTreeSet::new();
+    for (group, version, kind, namespaced) in KINDS {
+        let resource = ApiResource::from_gvk(&GroupVersionKind::gvk(group, version, kind));
+        let api: Api<DynamicObject> = if *namespaced {
+            Api::namespaced_with(client.clone(), NAMESPACE, &resource)
+        } else {
+            Api::all_with(client.clone(), &resource)
+        };
+        let list = api
+            .list(&ListParams::default().labels(&selector))
+            .await
+            .map_err(|e| format!("listing {kind}: {e}"))?;
+        found.extend(
+            list.items
+                .iter()
+                .map(|o| format!("{kind}/{}", o.name_any())),
+        );
+    }
+    Ok(found)
+}
+
+/// Values for a cluster that is not the lab (`make e2e`): the image as named
+/// (loaded into the nodes beforehand, e.g. by `kind load`), pods wherever the
+/// cluster puts them.
+pub fn cluster_values(enabled: &BTreeSet<Understudy>, image: &str, pull_policy: &str) -> Value {
+    let (repository, tag) = match image.rsplit_once(':') {
+        Some((repo, tag)) if !tag.contains('/') => (repo, tag),
+        _ => (image, "latest"),
+    };
+    let replaced: Vec<&str> = Understudy::Controllers.replaced_controllers().to_vec();
+    json!({
+        "image": {"repository": repository, "tag": tag, "pullPolicy": pull_policy},
+        "scheduler": {"enabled": enabled.contains(&Understudy::Scheduler)},
+        "controllers": {
+            "enabled": enabled.contains(&Understudy::Controllers),
+            "controllers": replaced,
+        },
+        "proxy": {"enabled": enabled.contains(&Understudy::Proxy)},
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::understudies::parse_set;
+
+    #[test]
+    fn cluster_values_name_the_image_and_pin_nothing() {
+        let values = cluster_values(
+            &parse_set("scheduler,controllers").unwrap(),
+            "localhost:5000/understudy:dev",
+            "IfNotPresent",
+        );
+        assert_eq!(values["image"]["repository"], "localhost:5000/understudy");
+        assert_eq!(values["image"]["tag"], "dev");
+        assert_eq!(values["proxy"]["enabled"], false);
+        assert!(values["scheduler"].get("nodeSelector").is_none());
+        let untagged = cluster_values(&parse_set("all").unwrap(), "localhost:5000/u", "Never");
+        assert_eq!(untagged["image"]["repository"], "localhost:5000/u");
+        assert_eq!(untagged["image"]["tag"], "latest");
+    }
 
     #[test]
     fn lab_values_enable_what_is_replaced_and_pin_to_real_nodes() {

@@ -376,6 +376,10 @@ async fn repeated_controller_event(client: &Client, ns: &str) {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_charts_rbac_grants_exactly_what_the_components_use() {
     let cluster = cluster();
+    let Some(local) = cluster.local.as_ref() else {
+        eprintln!("skipped: the RBAC check reads the local apiserver's audit log");
+        return;
+    };
     let client = cluster.client().await;
     let ns = TestNamespace::create(cluster, &client, "rbac").await;
     let classes = scheduler_workload(&client, &ns.name).await;
@@ -388,12 +392,7 @@ async fn the_charts_rbac_grants_exactly_what_the_components_use() {
             .await;
     }
 
-    let log = cluster
-        .local
-        .as_ref()
-        .expect("the audit log is the lab's")
-        .logs_dir()
-        .join(AUDIT_LOG);
+    let log = local.logs_dir().join(AUDIT_LOG);
     let usage = audit::read_log(&log).unwrap();
     let mut problems = Vec::new();
     for (user, u) in &usage {

@@ -40,6 +40,10 @@ enum Command {
     /// Run a scripted scenario with upstream's controllers, then with ours,
     /// and print what differs between the outcomes (exit 1 if anything does).
     Differential(DifferentialArgs),
+    /// Install (`install`) or remove (`uninstall`, then check that nothing of
+    /// the release is left) charts/understudy on any cluster: how `make e2e`
+    /// puts the understudies into the cluster it tests.
+    Chart(ChartArgs),
     /// Build the images as archives without a container engine: the
     /// components' image, the test server and the sandbox (pause) image, from
     /// the binaries in --bin-dir, for `ctr images import` or `docker load`.
@@ -85,6 +89,26 @@ struct ImagesArgs {
     /// Where the archives go.
     #[arg(long, default_value = "target/images")]
     out_dir: PathBuf,
+}
+
+#[derive(Args)]
+struct ChartArgs {
+    #[arg(value_parser = ["install", "uninstall"])]
+    action: String,
+    /// The cluster's kubeconfig.
+    #[arg(long, env = "KUBECONFIG")]
+    kubeconfig: PathBuf,
+    /// The components' image, already loaded into the nodes or pullable.
+    #[arg(long, default_value = "localhost/understudy:dev")]
+    image: String,
+    #[arg(long, default_value = "IfNotPresent", value_parser = ["Always", "IfNotPresent", "Never"])]
+    pull_policy: String,
+    /// Components to switch on (`all` or a comma-separated list).
+    #[arg(long, default_value = "all")]
+    understudies: String,
+    /// How long the components may take to become Ready, or to go, in seconds.
+    #[arg(long, default_value_t = 300)]
+    timeout: u64,
 }
 
 #[derive(Args)]
@@ -201,6 +225,7 @@ fn main() -> ExitCode {
         Command::Status(target) => runtime.block_on(status(&target)),
         Command::SwitchControllers(args) => runtime.block_on(switch_controllers(args)),
         Command::Differential(args) => runtime.block_on(differential(args)),
+        Command::Chart(args) => runtime.block_on(chart_on_cluster(args)),
         Command::Images(args) => images(args),
         Command::Relay(args) => runtime.block_on(relay(args)),
         Command::Watchdog { target, pid } => watchdog(&target, pid),
@@ -241,6 +266,53 @@ async fn switch_controllers(args: SwitchArgs) -> Result<ExitCode, String> {
     .await
     .map_err(|e| e.to_string())?;
     println!("controllers now run by {}", args.to);
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn chart_on_cluster(args: ChartArgs) -> Result<ExitCode, String> {
+    use understudy_e2e::chart;
+    let toolchain = understudy_e2e::toolchain::Toolchain::locate().map_err(|e| e.to_string())?;
+    let helm = chart::Helm {
+        program: toolchain.bin("helm"),
+        kubeconfig: args.kubeconfig.clone(),
+    };
+    let client = understudy_e2e::wait::client_for(&args.kubeconfig)
+        .await
+        .map_err(|e| e.to_string())?;
+    let timeout = std::time::Duration::from_secs(args.timeout);
+    if args.action == "install" {
+        let enabled = understudy_e2e::understudies::parse_set(&args.understudies)?;
+        let values = chart::cluster_values(&enabled, &args.image, &args.pull_policy);
+        let values_file = std::env::temp_dir().join("understudy-chart-values.json");
+        helm.upgrade_install(&values, &values_file)
+            .map_err(|e| e.to_string())?;
+        chart::wait_ready(&client, &enabled, timeout)
+            .await
+            .map_err(|e| e.to_string())?;
+        println!(
+            "understudy-lab: {} installed in {} and Ready ({})",
+            chart::RELEASE,
+            chart::NAMESPACE,
+            args.understudies
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    helm.uninstall().map_err(|e| e.to_string())?;
+    let left = understudy_e2e::wait::until("nothing of the release left", timeout, || async {
+        let left = chart::release_objects(&client, None).await?;
+        Ok(left.is_empty().then_some(()))
+    })
+    .await;
+    if left.is_err() {
+        let objects = chart::release_objects(&client, None).await?;
+        return Err(format!(
+            "after helm uninstall these objects of the release are left: {objects:?}"
+        ));
+    }
+    println!(
+        "understudy-lab: {} uninstalled; nothing of it is left",
+        chart::RELEASE
+    );
     Ok(ExitCode::SUCCESS)
 }
 
