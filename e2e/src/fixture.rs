@@ -32,6 +32,9 @@ pub struct ClusterSpec {
     pub start_understudies: bool,
     /// Real nodes (kubelet + containerd) beside the kwok ones.
     pub real_nodes: usize,
+    /// Run the lab's kwok for the fake nodes (false: the test runs its own,
+    /// and `nodes` must be 0).
+    pub kwok: bool,
     /// A backend the tests need whatever `UNDERSTUDY_E2E_BACKEND` says (the
     /// chart's own tests); `None` follows the variable.
     pub backend: Option<Backend>,
@@ -129,6 +132,9 @@ fn start_local(spec: ClusterSpec) -> Result<Cluster, String> {
         .arg("--quiet");
     if !spec.start_understudies {
         cmd.arg("--no-start-understudies");
+    }
+    if !spec.kwok {
+        cmd.arg("--no-kwok");
     }
     let output = cmd.output().map_err(|e| {
         format!(

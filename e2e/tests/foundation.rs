@@ -28,6 +28,7 @@ fn cluster() -> &'static Cluster {
         understudies: "controllers",
         start_understudies: false,
         real_nodes: 0,
+        kwok: true,
         backend: None,
     })
 }
