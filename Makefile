@@ -104,6 +104,7 @@ e2e: build toolchain
 	$(LAB) chart install --kubeconfig "$$KUBECONFIG" --image $(IMAGE) --pull-policy $(IMAGE_PULL_POLICY) $(addprefix --values=,$(CHART_VALUES))
 	$(E2E_HANDOVER)
 	$(LAB) fake-nodes --kubeconfig "$$KUBECONFIG" & kwok=$$!; \
+	trap 'kill $$kwok 2>/dev/null; exit 1' INT TERM; \
 	status=0; UNDERSTUDY_E2E_KUBECONFIG="$$KUBECONFIG" $(CARGO) test -p understudy-e2e --no-fail-fast || status=$$?; \
 	kill $$kwok; wait $$kwok || status=$$?; \
 	$(LAB) chart uninstall --kubeconfig "$$KUBECONFIG" || status=$$?; \

@@ -9,8 +9,11 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use k8s_openapi::api::core::v1::Node;
+use kube::api::{Api, DeleteParams, ListParams};
+
 use crate::kwok_stages;
-use crate::nodes::KWOK_ANNOTATION;
+use crate::nodes::{E2E_LABEL, KWOK_ANNOTATION};
 use crate::toolchain::Toolchain;
 
 /// kwok's command line for a cluster: the stages are written into
@@ -44,9 +47,10 @@ pub fn kwok_args(
 }
 
 /// Runs kwok against the cluster of `kubeconfig` until this process gets
-/// SIGTERM or SIGINT (then kwok is stopped, its files removed, and this
-/// returns `Ok`), or until kwok exits on its own (an error, with its last
-/// log lines).
+/// SIGTERM or SIGINT (then kwok is stopped, the fake nodes the suite added —
+/// labelled [`E2E_LABEL`]`=true` — are deleted, kwok's files removed, and
+/// this returns `Ok`), or until kwok exits on its own (an error, with its
+/// last log lines).
 pub async fn run(kubeconfig: &Path, node_lease_seconds: u32) -> Result<(), String> {
     use tokio::signal::unix::{SignalKind, signal};
 
@@ -79,8 +83,8 @@ pub async fn run(kubeconfig: &Path, node_lease_seconds: u32) -> Result<(), Strin
     tokio::select! {
         ready = wait_healthy(&health) => ready?,
         status = kwok.wait() => return Err(exited(status, &log_path)),
-        _ = terminate.recv() => return stop(&mut kwok).await,
-        _ = interrupt.recv() => return stop(&mut kwok).await,
+        _ = terminate.recv() => return stop(&mut kwok, kubeconfig).await,
+        _ = interrupt.recv() => return stop(&mut kwok, kubeconfig).await,
     }
     eprintln!(
         "understudy-lab: kwok manages the nodes annotated {KWOK_ANNOTATION}=fake in the cluster of {} (until SIGTERM)",
@@ -88,8 +92,8 @@ pub async fn run(kubeconfig: &Path, node_lease_seconds: u32) -> Result<(), Strin
     );
     tokio::select! {
         status = kwok.wait() => Err(exited(status, &log_path)),
-        _ = terminate.recv() => stop(&mut kwok).await,
-        _ = interrupt.recv() => stop(&mut kwok).await,
+        _ = terminate.recv() => stop(&mut kwok, kubeconfig).await,
+        _ = interrupt.recv() => stop(&mut kwok, kubeconfig).await,
     }
 }
 
@@ -113,8 +117,25 @@ async fn wait_healthy(url: &str) -> Result<(), String> {
     .map_err(|e| e.to_string())
 }
 
-async fn stop(kwok: &mut tokio::process::Child) -> Result<(), String> {
-    kwok.kill().await.map_err(|e| format!("stopping kwok: {e}"))
+async fn stop(kwok: &mut tokio::process::Child, kubeconfig: &Path) -> Result<(), String> {
+    kwok.kill()
+        .await
+        .map_err(|e| format!("stopping kwok: {e}"))?;
+    let client = crate::wait::client_for(kubeconfig)
+        .await
+        .map_err(|e| e.to_string())?;
+    let nodes: Api<Node> = Api::all(client);
+    let selector = format!("{E2E_LABEL}=true");
+    let deleted = nodes
+        .delete_collection(
+            &DeleteParams::default(),
+            &ListParams::default().labels(&selector),
+        )
+        .await
+        .map_err(|e| format!("deleting the nodes labelled {selector}: {e}"))?;
+    let count = deleted.left().map_or(0, |list| list.items.len());
+    eprintln!("understudy-lab: kwok stopped; deleted {count} node(s) labelled {selector}");
+    Ok(())
 }
 
 fn exited(status: std::io::Result<std::process::ExitStatus>, log: &PathBuf) -> String {

@@ -10,7 +10,7 @@ use kube::api::{Api, PostParams};
 use kube::runtime::conditions::is_pod_running;
 use serde_json::json;
 use understudy_e2e::fixture::{Cluster, ClusterSpec, TestNamespace, binaries_dir};
-use understudy_e2e::nodes::NodeTemplate;
+use understudy_e2e::nodes::{E2E_LABEL, NodeTemplate};
 use understudy_e2e::pods::from_json;
 use understudy_e2e::process::pid_alive;
 use understudy_e2e::wait;
@@ -69,7 +69,11 @@ async fn fake_nodes_run_pods_on_a_cluster_without_kwok_and_stop_on_sigterm() {
     }
     let client = cluster.client().await;
     let nodes: Api<Node> = Api::all(client.clone());
-    let node = NodeTemplate::default().node(0, "v1.37.2");
+    let mut template = NodeTemplate::default();
+    template
+        .extra_labels
+        .insert(E2E_LABEL.to_string(), "true".to_string());
+    let node = template.node(0, "v1.37.2");
     let name = node.metadata.name.clone().unwrap();
     nodes.create(&PostParams::default(), &node).await.unwrap();
     // No kwok yet: nothing makes the node Ready.
@@ -108,7 +112,8 @@ async fn fake_nodes_run_pods_on_a_cluster_without_kwok_and_stop_on_sigterm() {
     );
     assert!(running.status.unwrap().pod_ip.is_some(), "no pod IP");
 
-    // SIGTERM stops kwok with it, and the command exits successfully.
+    // SIGTERM stops kwok with it, deletes the suite's fake nodes, and the
+    // command exits successfully.
     let kwok = children(fake_nodes.0.id());
     assert_eq!(kwok.len(), 1, "expected one kwok child, got {kwok:?}");
     nix::sys::signal::kill(
@@ -127,6 +132,10 @@ async fn fake_nodes_run_pods_on_a_cluster_without_kwok_and_stop_on_sigterm() {
     .await
     .unwrap();
     assert!(status.success(), "fake-nodes exited with {status}");
+    assert!(
+        nodes.get_opt(&name).await.unwrap().is_none(),
+        "the suite's fake node {name} is left"
+    );
     wait::until("kwok to exit", Duration::from_secs(30), || {
         let gone = !pid_alive(kwok[0]);
         async move { Ok(gone.then_some(())) }
