@@ -434,7 +434,8 @@ impl Election {
             }
         }
         let transitions = self.observed.as_ref().map_or(0, |o| o.record.transitions);
-        tracing::info!(%lease, %identity, transitions, "became leader");
+        // The component logs client-go's "successfully acquired lease" at info.
+        tracing::debug!(%lease, %identity, transitions, "became leader");
         self.state.send_replace(true);
 
         loop {
