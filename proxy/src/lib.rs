@@ -3,3 +3,4 @@
 //! these with IO.
 
 pub mod config;
+pub mod tracker;
