@@ -3,4 +3,5 @@
 //! these with IO.
 
 pub mod config;
+pub mod iptables;
 pub mod tracker;

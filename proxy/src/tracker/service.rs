@@ -42,9 +42,12 @@ impl ServicePortInfo {
         self.node_port != 0 || !self.external_ips.is_empty() || !self.load_balancer_vips.is_empty()
     }
 
-    /// Some traffic uses the cluster-wide endpoints.
+    /// Some traffic uses the cluster-wide endpoints: internal traffic under
+    /// Cluster policy, or any external traffic, since even under Local
+    /// external policy the node's own pods and processes short-circuit to the
+    /// cluster-wide set.
     pub fn uses_cluster_endpoints(&self) -> bool {
-        !self.internal_policy_local || (self.externally_accessible() && !self.external_policy_local)
+        !self.internal_policy_local || self.externally_accessible()
     }
 
     /// Some traffic uses only this node's endpoints.
