@@ -89,17 +89,24 @@ test: deps toolchain lint build
 	$(CARGO) test --workspace --no-fail-fast
 
 ## The same e2e suite against an existing cluster (e.g. kind) named by KUBECONFIG: the chart
-## is installed with IMAGE (loaded into the nodes beforehand, or pullable), E2E_HANDOVER (a
+## is installed with IMAGE (loaded into the nodes beforehand, or pullable) and the values files
+## in CHART_VALUES on top of the generated ones (e.g. tolerations), E2E_HANDOVER (a
 ## command) then runs, e.g. to switch the replaced controllers off in kube-controller-manager,
-## then the suite, then `helm uninstall` and a check that nothing of the release is left.
+## then the suite (with kwok on this host as the kubelet of the fake nodes the tests create:
+## `understudy-lab fake-nodes`), then `helm uninstall` and a check that nothing of the release
+## is left.
 IMAGE ?= localhost/understudy:dev
 IMAGE_PULL_POLICY ?= IfNotPresent
 E2E_HANDOVER ?=
+CHART_VALUES ?=
 e2e: build toolchain
 	@test -n "$$KUBECONFIG" || { echo "make e2e: set KUBECONFIG to the cluster to test (e.g. a kind cluster)"; exit 2; }
-	$(LAB) chart install --kubeconfig "$$KUBECONFIG" --image $(IMAGE) --pull-policy $(IMAGE_PULL_POLICY)
+	$(LAB) chart install --kubeconfig "$$KUBECONFIG" --image $(IMAGE) --pull-policy $(IMAGE_PULL_POLICY) $(addprefix --values=,$(CHART_VALUES))
 	$(E2E_HANDOVER)
+	$(LAB) fake-nodes --kubeconfig "$$KUBECONFIG" & kwok=$$!; \
+	trap 'kill $$kwok 2>/dev/null; exit 1' INT TERM; \
 	status=0; UNDERSTUDY_E2E_KUBECONFIG="$$KUBECONFIG" $(CARGO) test -p understudy-e2e --no-fail-fast || status=$$?; \
+	kill $$kwok; wait $$kwok || status=$$?; \
 	$(LAB) chart uninstall --kubeconfig "$$KUBECONFIG" || status=$$?; \
 	exit $$status
 

@@ -145,6 +145,16 @@ impl Helm {
         }
     }
 
+    /// The toolchain's helm against the cluster of `kubeconfig`.
+    pub fn for_kubeconfig(kubeconfig: &Path) -> Result<Self, crate::toolchain::ToolchainError> {
+        let toolchain = crate::toolchain::Toolchain::locate()?;
+        toolchain.check(&["helm"])?;
+        Ok(Self {
+            program: toolchain.bin("helm"),
+            kubeconfig: kubeconfig.to_path_buf(),
+        })
+    }
+
     pub fn run(&self, args: &[&str]) -> Result<String, ChartError> {
         let output = Command::new(&self.program)
             .arg(format!("--kubeconfig={}", self.kubeconfig.display()))
@@ -170,21 +180,36 @@ impl Helm {
     /// Installs or upgrades the release with `values` (written next to the
     /// lab's state so a user can see what was installed).
     pub fn upgrade_install(&self, values: &Value, values_file: &Path) -> Result<(), ChartError> {
+        self.upgrade_install_with(values, values_file, &[])
+    }
+
+    /// As [`Self::upgrade_install`], then the user's own values files on top
+    /// (later files win, as with helm's repeated `--values`).
+    pub fn upgrade_install_with(
+        &self,
+        values: &Value,
+        values_file: &Path,
+        user_values: &[PathBuf],
+    ) -> Result<(), ChartError> {
         let text = serde_json::to_string_pretty(values).expect("values serialize");
         std::fs::write(values_file, text).map_err(ChartError::Values)?;
-        let chart = chart_dir();
-        self.run(&[
-            "upgrade",
-            "--install",
-            RELEASE,
-            &chart.display().to_string(),
-            "--namespace",
-            NAMESPACE,
-            "--create-namespace",
-            "--values",
-            &values_file.display().to_string(),
-        ])
-        .map(drop)
+        let chart = chart_dir().display().to_string();
+        let mut args = vec![
+            "upgrade".to_string(),
+            "--install".into(),
+            RELEASE.into(),
+            chart,
+            "--namespace".into(),
+            NAMESPACE.into(),
+            "--create-namespace".into(),
+            "--values".into(),
+            values_file.display().to_string(),
+        ];
+        for file in user_values {
+            args.extend(["--values".into(), file.display().to_string()]);
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        self.run(&args).map(drop)
     }
 
     pub fn uninstall(&self) -> Result<(), ChartError> {

@@ -15,8 +15,8 @@ use kube::{Client, ResourceExt};
 
 use crate::certs::{self, ADMIN, CONTROLLER_MANAGER, KUBE_PROXY, KUBELET_CLIENT, Pki, SCHEDULER};
 use crate::chart::{self, Backend, ChartError};
-use crate::kwok_stages;
-use crate::nodes::{KWOK_ANNOTATION, NodeTemplate};
+use crate::fake_nodes;
+use crate::nodes::NodeTemplate;
 use crate::probe::{self, WaitError, wait_for};
 use crate::process::{self, ProcessError, ProcessRecord};
 use crate::realnode::{self, RealNodes};
@@ -92,6 +92,10 @@ pub struct LabOptions {
     pub node_lease_seconds: u32,
     /// Real nodes (kubelet + containerd), beside the kwok ones.
     pub real_nodes: usize,
+    /// Run kwok for the fake nodes (off: a cluster whose fake nodes get their
+    /// kubelet from elsewhere, as an external cluster's from `understudy-lab
+    /// fake-nodes`; then `nodes` must be 0).
+    pub kwok: bool,
     /// Extra flags for every real node's kubelet.
     pub kubelet_args: Vec<String>,
     /// How the understudies run: local processes, or the chart's pods on the
@@ -159,6 +163,12 @@ pub async fn up(opts: &LabOptions) -> Result<ClusterState, LabError> {
     if opts.backend == Backend::Chart && opts.real_nodes == 0 && opts.start_understudies {
         return Err(LabError::Invalid(
             "--backend=chart runs the understudies as pods on real nodes: add --real-nodes=1 or more"
+                .into(),
+        ));
+    }
+    if !opts.kwok && opts.nodes > 0 {
+        return Err(LabError::Invalid(
+            "--no-kwok leaves fake nodes without their kubelet: use --nodes=0 (and run `understudy-lab fake-nodes` against the cluster)"
                 .into(),
         ));
     }
@@ -509,34 +519,31 @@ async fn start_all(
     };
 
     // kwok, managing only the nodes we create.
-    let kwok_port = s.port("kwok")?;
-    let mut kwok_args = vec![
-        format!("--kubeconfig={}", path(&admin_kubeconfig)),
-        "--manage-all-nodes=false".into(),
-        format!("--manage-nodes-with-annotation-selector={KWOK_ANNOTATION}=fake"),
-        format!("--node-lease-duration-seconds={}", opts.node_lease_seconds),
-        format!("--server-address=127.0.0.1:{kwok_port}"),
-        "--node-ip=10.0.0.1".into(),
-    ];
-    let stages = toolchain.kwok_stages();
-    if stages.is_empty() {
-        return Err(LabError::Toolchain(ToolchainError::Missing {
-            dir: toolchain.bin_dir.join("../kwok-stages"),
-            missing: "kwok stage files".into(),
-        }));
-    }
-    let stages = kwok_stages::write(&stages, &opts.state_dir.join("kwok-stages"))
-        .map_err(|e| LabError::Io(format!("kwok stages: {e}")))?;
-    kwok_args.extend(stages.iter().map(|p| format!("--config={}", path(p))));
-    let kwok = s.spawn("kwok", &toolchain.bin("kwok"), kwok_args)?;
-    let kwok_health = format!("http://127.0.0.1:{kwok_port}/healthz");
-    s.probe("kwok", kwok_health.clone());
+    let kwok = if opts.kwok {
+        let kwok_port = s.port("kwok")?;
+        let kwok_args = fake_nodes::kwok_args(
+            toolchain,
+            &admin_kubeconfig,
+            opts.node_lease_seconds,
+            kwok_port,
+            &opts.state_dir.join("kwok-stages"),
+        )
+        .map_err(LabError::Io)?;
+        let kwok = s.spawn("kwok", &toolchain.bin("kwok"), kwok_args)?;
+        let kwok_health = format!("http://127.0.0.1:{kwok_port}/healthz");
+        s.probe("kwok", kwok_health.clone());
+        Some((kwok, kwok_health))
+    } else {
+        None
+    };
 
     wait_healthy(&kcm, &kcm_health, Duration::from_secs(60)).await?;
     if let Some((record, url)) = &scheduler {
         wait_healthy(record, url, Duration::from_secs(60)).await?;
     }
-    wait_healthy(&kwok, &kwok_health, Duration::from_secs(60)).await?;
+    if let Some((record, url)) = &kwok {
+        wait_healthy(record, url, Duration::from_secs(60)).await?;
+    }
 
     // Pods are rejected until kube-controller-manager made the default
     // ServiceAccount; a cluster that says it is up must accept them.

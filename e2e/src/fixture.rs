@@ -7,11 +7,12 @@ use std::process::Command;
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::api::core::v1::{Namespace, Node};
 use kube::Client;
-use kube::api::{Api, DeleteParams, ObjectMeta, PostParams};
+use kube::api::{Api, DeleteParams, ListParams, ObjectMeta, PostParams};
 
 use crate::chart::Backend;
+use crate::nodes::{E2E_LABEL, NodeTemplate};
 use crate::state::ClusterState;
 use crate::wait;
 
@@ -32,6 +33,9 @@ pub struct ClusterSpec {
     pub start_understudies: bool,
     /// Real nodes (kubelet + containerd) beside the kwok ones.
     pub real_nodes: usize,
+    /// Run the lab's kwok for the fake nodes (false: the test runs its own,
+    /// and `nodes` must be 0).
+    pub kwok: bool,
     /// A backend the tests need whatever `UNDERSTUDY_E2E_BACKEND` says (the
     /// chart's own tests); `None` follows the variable.
     pub backend: Option<Backend>,
@@ -51,10 +55,20 @@ impl Cluster {
     /// state removed by a watchdog when the test process exits.
     pub fn shared(spec: ClusterSpec) -> &'static Cluster {
         CLUSTER.get_or_init(|| match std::env::var_os(EXTERNAL_KUBECONFIG) {
-            Some(path) => Cluster {
-                kubeconfig: PathBuf::from(path),
-                local: None,
-            },
+            Some(path) => {
+                let kubeconfig = PathBuf::from(path);
+                // Async from a sync initialiser: a thread with its own runtime,
+                // as the test's may be single-threaded.
+                let nodes_kubeconfig = kubeconfig.clone();
+                std::thread::spawn(move || add_fake_nodes(&nodes_kubeconfig, spec.nodes))
+                    .join()
+                    .expect("adding fake nodes")
+                    .unwrap_or_else(|e| panic!("adding the suite's fake nodes: {e}"));
+                Cluster {
+                    kubeconfig,
+                    local: None,
+                }
+            }
             None => start_local(spec)
                 .unwrap_or_else(|e| panic!("starting the local control plane: {e}")),
         })
@@ -69,6 +83,50 @@ impl Cluster {
     pub fn is_local(&self) -> bool {
         self.local.is_some()
     }
+}
+
+/// Gives an external cluster the fake nodes a lab would have (`kwok-node-<i>`,
+/// labelled [`E2E_LABEL`]), for `understudy-lab fake-nodes` to run, and waits
+/// until they are Ready. Nodes already there (of an earlier test binary) stay.
+fn add_fake_nodes(kubeconfig: &Path, count: usize) -> Result<(), String> {
+    let runtime = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
+    runtime.block_on(async {
+        let client = wait::client_for(kubeconfig)
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut template = NodeTemplate::default();
+        template
+            .extra_labels
+            .insert(E2E_LABEL.to_string(), "true".to_string());
+        crate::controlplane::create_nodes(&client, &template, count)
+            .await
+            .map_err(|e| e.to_string())?;
+        wait_fake_nodes_ready(&client, count, Duration::from_secs(120))
+            .await
+            .map_err(|e| {
+                format!("{e} (is kwok running against the cluster? `understudy-lab fake-nodes`)")
+            })
+    })
+}
+
+/// At least `count` of the suite's fake nodes Ready: other nodes of the
+/// cluster (its own workers) do not count.
+async fn wait_fake_nodes_ready(
+    client: &Client,
+    count: usize,
+    timeout: Duration,
+) -> Result<(), wait::WaitError> {
+    let nodes: Api<Node> = Api::all(client.clone());
+    let params = ListParams::default().labels(&format!("{E2E_LABEL}=true"));
+    wait::until("the suite's fake nodes to be Ready", timeout, || {
+        let (nodes, params) = (nodes.clone(), params.clone());
+        async move {
+            let list = nodes.list(&params).await.map_err(|e| e.to_string())?;
+            let ready = list.items.iter().filter(|n| wait::node_is_ready(n)).count();
+            Ok((ready >= count).then_some(()))
+        }
+    })
+    .await
 }
 
 /// Directory of the workspace's binaries (`target/<profile>`), from the test
@@ -130,6 +188,9 @@ fn start_local(spec: ClusterSpec) -> Result<Cluster, String> {
     if !spec.start_understudies {
         cmd.arg("--no-start-understudies");
     }
+    if !spec.kwok {
+        cmd.arg("--no-kwok");
+    }
     let output = cmd.output().map_err(|e| {
         format!(
             "running {}: {e} (build it with `cargo build --workspace`)",
@@ -167,7 +228,7 @@ impl TestNamespace {
         let ns = Namespace {
             metadata: ObjectMeta {
                 generate_name: Some(format!("e2e-{prefix}-")),
-                labels: Some([("understudy.dev/e2e".to_string(), "true".to_string())].into()),
+                labels: Some([(E2E_LABEL.to_string(), "true".to_string())].into()),
                 ..Default::default()
             },
             ..Default::default()

@@ -8,6 +8,7 @@ pub mod certs;
 pub mod chart;
 pub mod controlplane;
 pub mod differential;
+pub mod fake_nodes;
 pub mod fixture;
 pub mod images;
 pub mod kubeconfig;

@@ -12,6 +12,10 @@ pub const KWOK_ANNOTATION: &str = "kwok.x-k8s.io/node";
 pub const ZONE_LABEL: &str = "topology.kubernetes.io/zone";
 pub const REGION_LABEL: &str = "topology.kubernetes.io/region";
 pub const HOSTNAME_LABEL: &str = "kubernetes.io/hostname";
+/// Marks what the suite made on a cluster (`true`): test namespaces, and the
+/// fake nodes it adds to an external cluster, which `understudy-lab
+/// fake-nodes` deletes when it stops.
+pub const E2E_LABEL: &str = "understudy.dev/e2e";
 
 /// Shape of the fake nodes to create.
 #[derive(Clone, Debug)]

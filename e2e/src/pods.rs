@@ -142,6 +142,7 @@ pub async fn create_private_node(
         "type": "kwok",
         "kubernetes.io/hostname": name,
         "understudy.dev/test": owner,
+        crate::nodes::E2E_LABEL: "true",
     });
     if let (Some(l), Some(extra)) = (labels.as_object_mut(), extra_labels.as_object()) {
         l.extend(extra.clone());

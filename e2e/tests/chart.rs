@@ -23,6 +23,7 @@ fn cluster() -> &'static Cluster {
         understudies: "scheduler",
         start_understudies: true,
         real_nodes: 1,
+        kwok: true,
         backend: Some(Backend::Chart),
     })
 }
@@ -135,12 +136,7 @@ async fn deleting_the_leading_scheduler_pod_hands_over_and_binds_every_pending_p
 }
 
 fn helm(cluster: &Cluster) -> chart::Helm {
-    chart::Helm::for_lab(
-        cluster
-            .local
-            .as_ref()
-            .expect("the chart tests run on the lab, which installed the release"),
-    )
+    chart::Helm::for_kubeconfig(&cluster.kubeconfig).unwrap()
 }
 
 /// A value of the wrong type never reaches the cluster: `helm install`
@@ -208,12 +204,9 @@ async fn the_chart_lints_and_the_apiserver_accepts_what_it_renders() {
     let dir = tempfile::tempdir().unwrap();
     let manifest = dir.path().join("rendered.yaml");
     std::fs::write(&manifest, &rendered).unwrap();
-    let kubectl = cluster
-        .local
-        .as_ref()
+    let kubectl = understudy_e2e::toolchain::Toolchain::locate()
         .unwrap()
-        .toolchain_dir
-        .join("kubectl");
+        .bin("kubectl");
     let output = std::process::Command::new(kubectl)
         .arg(format!("--kubeconfig={}", cluster.kubeconfig.display()))
         .args(["apply", "--dry-run=server", "-f"])

@@ -23,6 +23,7 @@ fn cluster() -> &'static Cluster {
         understudies: "scheduler,proxy",
         start_understudies: true,
         real_nodes: 1,
+        kwok: true,
         backend: Some(Backend::Chart),
     })
 }

@@ -35,6 +35,7 @@ fn cluster() -> &'static Cluster {
         understudies: "scheduler,controllers",
         start_understudies: true,
         real_nodes: 1,
+        kwok: true,
         backend: Some(Backend::Chart),
     })
 }

@@ -29,6 +29,7 @@ fn cluster() -> &'static Cluster {
         understudies: "controllers",
         start_understudies: true,
         real_nodes: 0,
+        kwok: true,
         backend: None,
     })
 }

@@ -24,6 +24,7 @@ async fn upstream_and_ours_agree_and_hand_over_cleanly() {
         understudies: "controllers",
         start_understudies: true,
         real_nodes: 0,
+        kwok: true,
         backend: None,
     });
     let Some(local) = cluster.local.as_ref() else {

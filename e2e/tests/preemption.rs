@@ -27,6 +27,7 @@ fn cluster() -> &'static Cluster {
         understudies: "scheduler",
         start_understudies: true,
         real_nodes: 0,
+        kwok: true,
         backend: None,
     })
 }

@@ -156,6 +156,7 @@ fn scheduler_lab(nodes: usize, components_dir: PathBuf) -> LabOptions {
         // Lease renewals of thousands of nodes would otherwise dominate the machine.
         node_lease_seconds: 600,
         real_nodes: 0,
+        kwok: true,
         kubelet_args: vec![],
         backend: Default::default(),
     }
@@ -257,6 +258,7 @@ async fn run_controllers(command: Command) -> anyhow::Result<()> {
         understudy_args: vec![],
         node_lease_seconds: 600,
         real_nodes: 0,
+        kwok: true,
         kubelet_args: vec![],
         backend: Default::default(),
     };

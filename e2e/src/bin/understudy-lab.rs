@@ -44,6 +44,10 @@ enum Command {
     /// the release is left) charts/understudy on any cluster: how `make e2e`
     /// puts the understudies into the cluster it tests.
     Chart(ChartArgs),
+    /// Run kwok on this host as the simulated kubelet of the fake nodes
+    /// (annotated kwok.x-k8s.io/node=fake) of any cluster, until SIGTERM or
+    /// SIGINT: how `make e2e` gives an external cluster the suite's fake nodes.
+    FakeNodes(FakeNodesArgs),
     /// Build the images as archives without a container engine: the
     /// components' image, the test server and the sandbox (pause) image, from
     /// the binaries in --bin-dir, for `ctr images import` or `docker load`.
@@ -106,9 +110,23 @@ struct ChartArgs {
     /// Components to switch on (`all` or a comma-separated list).
     #[arg(long, default_value = "all")]
     understudies: String,
+    /// A values file of your own, applied over the generated values
+    /// (repeatable; later files win), e.g. tolerations for tainted nodes.
+    #[arg(long = "values")]
+    values: Vec<PathBuf>,
     /// How long the components may take to become Ready, or to go, in seconds.
     #[arg(long, default_value_t = 300)]
     timeout: u64,
+}
+
+#[derive(Args)]
+struct FakeNodesArgs {
+    /// The cluster's kubeconfig.
+    #[arg(long, env = "KUBECONFIG")]
+    kubeconfig: PathBuf,
+    /// kwok's node lease duration in seconds (renewed every quarter of it).
+    #[arg(long, default_value_t = 40)]
+    node_lease_seconds: u32,
 }
 
 #[derive(Args)]
@@ -211,6 +229,10 @@ struct UpArgs {
     /// kwok's node lease duration in seconds (renewed every quarter of it).
     #[arg(long, default_value_t = 40)]
     node_lease_seconds: u32,
+    /// Do not run kwok (needs --nodes=0): the cluster's fake nodes get their
+    /// simulated kubelet from elsewhere, e.g. `understudy-lab fake-nodes`.
+    #[arg(long)]
+    no_kwok: bool,
     /// Print only errors.
     #[arg(long)]
     quiet: bool,
@@ -226,6 +248,12 @@ fn main() -> ExitCode {
         Command::SwitchControllers(args) => runtime.block_on(switch_controllers(args)),
         Command::Differential(args) => runtime.block_on(differential(args)),
         Command::Chart(args) => runtime.block_on(chart_on_cluster(args)),
+        Command::FakeNodes(args) => runtime
+            .block_on(understudy_e2e::fake_nodes::run(
+                &args.kubeconfig,
+                args.node_lease_seconds,
+            ))
+            .map(|()| ExitCode::SUCCESS),
         Command::Images(args) => images(args),
         Command::Relay(args) => runtime.block_on(relay(args)),
         Command::Watchdog { target, pid } => watchdog(&target, pid),
@@ -284,7 +312,7 @@ async fn chart_on_cluster(args: ChartArgs) -> Result<ExitCode, String> {
         let enabled = understudy_e2e::understudies::parse_set(&args.understudies)?;
         let values = chart::cluster_values(&enabled, &args.image, &args.pull_policy);
         let values_file = std::env::temp_dir().join("understudy-chart-values.json");
-        helm.upgrade_install(&values, &values_file)
+        helm.upgrade_install_with(&values, &values_file, &args.values)
             .map_err(|e| e.to_string())?;
         chart::wait_ready(&client, &enabled, timeout)
             .await
@@ -390,6 +418,7 @@ async fn up(args: UpArgs) -> Result<ExitCode, String> {
         understudy_args: args.understudy_args,
         node_lease_seconds: args.node_lease_seconds,
         real_nodes: args.real_nodes,
+        kwok: !args.no_kwok,
         kubelet_args: args.kubelet_args,
         backend: args.backend,
     };
