@@ -3,12 +3,13 @@
 //! validation, and every field we do not implement refused by name (see
 //! [`unsupported`]) instead of being silently ignored.
 //!
-//! Departures from upstream, on purpose:
-//! - top-level `syncPeriod`/`minSyncPeriod` (kube-proxy's internal and v1alpha2
-//!   spelling) are accepted as a shorthand for the mode's own section; when
-//!   both are given they must agree;
-//! - `healthzBindAddress`/`metricsBindAddress` default to nothing: without
-//!   them the component's one metrics-and-health server is used.
+//! Top-level `syncPeriod`/`minSyncPeriod` (the internal and v1alpha2
+//! spelling) are unknown fields of v1alpha1 and refused, as upstream refuses
+//! them: the periods live in the mode's own section.
+//!
+//! Departure from upstream, on purpose: `healthzBindAddress`/
+//! `metricsBindAddress` default to nothing: without them the component's one
+//! metrics-and-health server is used.
 
 mod duration;
 mod raw;
@@ -437,7 +438,7 @@ fn resolve(raw: RawConfig, errors: &mut Errors) -> KubeProxyConfiguration {
     let ct = raw.conntrack.unwrap_or_default();
     let d = &defaults;
 
-    let mut iptables = IptablesConfig {
+    let iptables = IptablesConfig {
         masquerade_bit: masquerade_bit(errors, "iptables.masqueradeBit", ipt.masquerade_bit),
         masquerade_all: ipt.masquerade_all.unwrap_or(false),
         localhost_node_ports: ipt.localhost_node_ports.unwrap_or(true),
@@ -452,7 +453,7 @@ fn resolve(raw: RawConfig, errors: &mut Errors) -> KubeProxyConfiguration {
             d.iptables.min_sync_period,
         ),
     };
-    let mut nftables = NftablesConfig {
+    let nftables = NftablesConfig {
         masquerade_bit: masquerade_bit(errors, "nftables.masqueradeBit", nft.masquerade_bit),
         masquerade_all: nft.masquerade_all.unwrap_or(false),
         sync_period: errors.duration_or_default(
@@ -466,7 +467,7 @@ fn resolve(raw: RawConfig, errors: &mut Errors) -> KubeProxyConfiguration {
             d.nftables.min_sync_period,
         ),
     };
-    let mut ipvs = IpvsConfig {
+    let ipvs = IpvsConfig {
         scheduler: ipvs.scheduler.unwrap_or_default(),
         strict_arp: ipvs.strict_arp.unwrap_or(false),
         tcp_timeout: errors.duration("ipvs.tcpTimeout", ipvs.tcp_timeout.as_ref(), Duration::ZERO),
@@ -490,33 +491,6 @@ fn resolve(raw: RawConfig, errors: &mut Errors) -> KubeProxyConfiguration {
             .filter_map(|c| errors.cidr("ipvs.excludeCIDRs", c))
             .collect(),
     };
-
-    apply_top_level_periods(
-        errors,
-        mode,
-        raw.sync_period.as_ref(),
-        raw.min_sync_period.as_ref(),
-        [
-            (
-                &mut iptables.sync_period,
-                &mut iptables.min_sync_period,
-                ipt.sync_period.is_some(),
-                ipt.min_sync_period.is_some(),
-            ),
-            (
-                &mut nftables.sync_period,
-                &mut nftables.min_sync_period,
-                nft.sync_period.is_some(),
-                nft.min_sync_period.is_some(),
-            ),
-            (
-                &mut ipvs.sync_period,
-                &mut ipvs.min_sync_period,
-                false,
-                false,
-            ),
-        ],
-    );
 
     let conntrack = ConntrackConfig {
         max_per_core: non_negative(
@@ -628,50 +602,6 @@ fn resolve(raw: RawConfig, errors: &mut Errors) -> KubeProxyConfiguration {
             .map(PathBuf::from),
         client_qps: client.qps.filter(|q| *q != 0.0),
         client_burst: client.burst.filter(|b| *b != 0),
-    }
-}
-
-type PeriodSlot<'a> = (&'a mut Duration, &'a mut Duration, bool, bool);
-
-/// Top-level periods fill the mode's section; a section that also sets one
-/// must agree with it, so a file never means two things.
-fn apply_top_level_periods(
-    errors: &mut Errors,
-    mode: ProxyMode,
-    sync: Option<&String>,
-    min_sync: Option<&String>,
-    [iptables, nftables, ipvs]: [PeriodSlot<'_>; 3],
-) {
-    let (section, (slot_sync, slot_min, section_has_sync, section_has_min)) = match mode {
-        ProxyMode::Iptables => ("iptables", iptables),
-        ProxyMode::Nftables => ("nftables", nftables),
-        ProxyMode::Ipvs => ("ipvs", ipvs),
-    };
-    for (field, text, slot, section_has) in [
-        ("syncPeriod", sync, slot_sync, section_has_sync),
-        ("minSyncPeriod", min_sync, slot_min, section_has_min),
-    ] {
-        let Some(text) = text else { continue };
-        let value = match parse_go_duration(text) {
-            Ok(v) => v,
-            Err(problem) => {
-                errors.push(field, problem);
-                continue;
-            }
-        };
-        if section_has && *slot != value {
-            errors.push(
-                field,
-                format!(
-                    "{} disagrees with {section}.{field} ({})",
-                    format_go_duration(value),
-                    format_go_duration(*slot)
-                ),
-            );
-        } else if !value.is_zero() {
-            // Zero means "the default", as in the sections.
-            *slot = value;
-        }
     }
 }
 

@@ -34,11 +34,6 @@ pub struct RawConfig {
     pub config_sync_period: Option<Value>,
     pub port_range: Option<Value>,
     pub windows_run_as_service: Option<Value>,
-    /// Not a v1alpha1 field: the spelling of kube-proxy's internal (and
-    /// v1alpha2) configuration, accepted as a mode-independent shorthand.
-    pub sync_period: Option<String>,
-    /// As `sync_period`.
-    pub min_sync_period: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

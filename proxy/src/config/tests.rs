@@ -409,27 +409,9 @@ fn validation_as_upstream() {
 }
 
 #[test]
-fn top_level_periods_fill_the_modes_section() {
-    let config = parse("mode: ipvs\nsyncPeriod: 1m0s\nminSyncPeriod: 5s\n").unwrap();
-    assert_eq!(config.sync_period(), Duration::from_secs(60));
-    assert_eq!(config.min_sync_period(), Duration::from_secs(5));
-    assert_eq!(
-        config.iptables.sync_period,
-        Duration::from_secs(30),
-        "other modes keep theirs"
-    );
-
-    let config = parse("syncPeriod: 10s\niptables:\n  syncPeriod: 10s\n").unwrap();
-    assert_eq!(config.sync_period(), Duration::from_secs(10));
-
-    let err = error_text("syncPeriod: 10s\niptables:\n  syncPeriod: 20s\n");
-    assert!(
-        err.contains("syncPeriod: 10s disagrees with iptables.syncPeriod (20s)"),
-        "{err}"
-    );
-    let err = error_text("syncPeriod: 1s\nminSyncPeriod: 2s\n");
-    assert!(
-        err.contains("iptables.syncPeriod: 1s must be greater than or equal"),
-        "{err}"
-    );
+fn top_level_periods_are_refused_as_upstream_v1alpha1_does() {
+    for field in ["syncPeriod", "minSyncPeriod"] {
+        let err = error_text(&format!("{field}: 10s\n"));
+        assert!(err.contains(&format!("unknown field `{field}`")), "{err}");
+    }
 }
