@@ -3,5 +3,8 @@
 //! these with IO.
 
 pub mod config;
+pub mod exec;
 pub mod iptables;
+pub mod proxier;
+pub mod runner;
 pub mod tracker;
