@@ -4,7 +4,9 @@
 //! two answer for the same behaviour: a client pod reaches a ClusterIP and
 //! the backend answers with its pod name; two backends both answer; with
 //! none the connection is refused at once (REJECT, not a timeout); a
-//! NodePort answers on the node's address.
+//! NodePort answers on the node's address; a LoadBalancer Service with
+//! `externalTrafficPolicy: Local` has its healthCheckNodePort answered with
+//! the node's count of ready local endpoints.
 
 use std::collections::BTreeSet;
 use std::process::Command;
@@ -213,6 +215,19 @@ pub async fn services_answer_through_the_node(cluster: &Cluster, proxy: Proxy) {
     let cluster_ip = spec.cluster_ip.unwrap();
     let node_port = spec.ports.unwrap()[0].node_port.unwrap();
     let address = format!("{cluster_ip}:80");
+    let local_lb: Service = serde_json::from_value(json!({
+        "metadata": {"name": "web-local"},
+        "spec": {"type": "LoadBalancer", "externalTrafficPolicy": "Local", "selector": {"app": "web"},
+                 "ports": [{"name": "tcp", "port": 80, "protocol": "TCP", "targetPort": 9000}]},
+    }))
+    .unwrap();
+    let local_lb = services
+        .create(&PostParams::default(), &local_lb)
+        .await
+        .unwrap();
+    let health_port = local_lb.spec.unwrap().health_check_node_port.unwrap();
+    let node_ip = local.real_nodes.as_ref().unwrap().network.node(0).ip();
+    let health_url = format!("http://{node_ip}:{health_port}/");
 
     let mut client_pod = json!({
         "metadata": {"name": "client"},
@@ -243,6 +258,7 @@ pub async fn services_answer_through_the_node(cluster: &Cluster, proxy: Proxy) {
         first.contains(&answered),
         "{answered} is not one of {first:?}"
     );
+    local_endpoints_reported(&health_url, 200, 1).await;
 
     // The rules are the proxy's own, in the node's namespace only.
     let rules = node_rules(cluster);
@@ -276,8 +292,9 @@ pub async fn services_answer_through_the_node(cluster: &Cluster, proxy: Proxy) {
         }
     }
 
+    local_endpoints_reported(&health_url, 200, 2).await;
+
     // A NodePort on the node's address, from this host.
-    let node_ip = local.real_nodes.as_ref().unwrap().network.node(0).ip();
     let node_address = format!("{node_ip}:{node_port}");
     let n = node_address.as_str();
     let answer = crate::wait::until("the NodePort to answer", T, || async move {
@@ -308,6 +325,7 @@ pub async fn services_answer_through_the_node(cluster: &Cluster, proxy: Proxy) {
         took < Duration::from_secs(4),
         "refused after {took:?}: {refused}"
     );
+    local_endpoints_reported(&health_url, 503, 0).await;
     assert_eq!(
         host_proxy_rules(),
         Vec::<String>::new(),
@@ -328,4 +346,29 @@ async fn read_answer(address: &str) -> Option<String> {
         Ok(Ok(text)) if !text.is_empty() => Some(text),
         _ => None,
     }
+}
+
+/// Until the healthCheckNodePort answers `status` with `count` local endpoints.
+async fn local_endpoints_reported(url: &str, status: u16, count: usize) {
+    let http = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(3))
+        .build()
+        .unwrap();
+    let want = format!("\"localEndpoints\": {count}");
+    let (http, want) = (&http, want.as_str());
+    crate::wait::until(
+        &format!("{url} to report {count} local endpoints"),
+        T,
+        || async move {
+            let Ok(response) = http.get(url).send().await else {
+                return Ok(None);
+            };
+            let code = response.status().as_u16();
+            let body = response.text().await.unwrap_or_default();
+            Ok((code == status && body.contains(want)).then_some(()))
+        },
+    )
+    .await
+    .unwrap();
 }

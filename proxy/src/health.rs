@@ -81,6 +81,11 @@ impl ProxyHealth {
         self.state.lock().unwrap().node_eligible = eligible;
     }
 
+    /// Whether syncs keep up (upstream's Health().Healthy, without the node).
+    pub fn healthy(&self, now: SystemTime) -> bool {
+        self.answer(false, now).status == 200
+    }
+
     /// The answer on `/healthz` (`with_node` true) or `/livez`, at `now`.
     pub fn answer(&self, with_node: bool, now: SystemTime) -> EndpointResponse {
         let state = self.state.lock().unwrap();

@@ -11,5 +11,6 @@ pub mod metrics;
 pub mod proxier;
 pub mod run;
 pub mod runner;
+pub mod service_health;
 pub mod tracker;
 pub mod watch;

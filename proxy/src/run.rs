@@ -18,6 +18,7 @@ use crate::health::{ProxyHealth, node_eligible};
 use crate::metrics::Metrics;
 use crate::proxier::{NodeInfo, Proxier, SyncOutcome};
 use crate::runner::{Intervals, Trigger, run_loop};
+use crate::service_health::{self, ServiceHealthServers};
 use crate::tracker::{IpFamily, Tracker};
 use crate::watch::{Change, watch_objects};
 
@@ -36,6 +37,7 @@ struct Shared {
     health: ProxyHealth,
     metrics: Metrics,
     component_health: understudy_component_base::Health,
+    service_health: ServiceHealthServers,
 }
 
 impl Shared {
@@ -123,6 +125,7 @@ impl Shared {
         let mut p = self.proxier.lock().unwrap();
         let outcome = p.sync();
         let (services, endpoints) = p.tracker.pending_counts();
+        let health_checks = service_health::desired(&p.tracker);
         drop(p);
         self.metrics.pending(services, endpoints);
         match outcome {
@@ -138,6 +141,9 @@ impl Shared {
                     self.metrics.programmed(at, now);
                 }
                 self.component_health.set(RULES_SYNCED, true);
+                for problem in self.service_health.sync(&health_checks) {
+                    tracing::error!(%problem, "healthCheckNodePort server");
+                }
                 tracing::info!(
                     full = report.full,
                     elapsed = ?report.duration,
@@ -249,6 +255,13 @@ pub async fn run(
         proxier: Mutex::new(proxier),
         trigger_times: Mutex::default(),
         trigger: Trigger::default(),
+        service_health: ServiceHealthServers::new(
+            tokio::runtime::Handle::current(),
+            Arc::new({
+                let health = health.clone();
+                move || health.healthy(SystemTime::now())
+            }),
+        ),
         health,
         metrics,
         component_health: ctx.health.clone(),
