@@ -16,8 +16,28 @@
 #   gcr.io/distroless/cc-debian12:nonroot: glibc and libgcc_s, the only shared
 #     libraries the binaries load (ldd), and the nonroot user (65532).
 # To refresh: `docker buildx imagetools inspect <tag>` and replace the digest.
+#
+# iptables: understudy-proxy runs iptables-restore/-save in the node's network
+# namespace, so the image carries Debian bookworm's iptables 1.8.9 (nf_tables
+# backend, as kube-proxy's image), installed with apt in the build stage (the
+# same Debian release as the runtime's glibc) and copied into the distroless
+# runtime: the multi-call binary, its tool names, its dlopen'ed extensions and
+# the libraries those load (ldd: libxtables, libmnl, libnftnl,
+# libnetfilter_conntrack, libnfnetlink; glibc is distroless's). This keeps
+# distroless for all three binaries (one image; the chart runs every component
+# from it) instead of a larger bookworm-slim runtime, and it is the same set of
+# files e2e/src/images.rs assembles for the archive image.
 
 FROM docker.io/library/rust:1.95.0-bookworm@sha256:6258907abe69656e41cd992e0b705cdcfabcbbe3db374f92ed2d47121282d4a1 AS build
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends iptables \
+    && mkdir -p /iptables/usr/sbin /iptables/usr/lib/x86_64-linux-gnu /iptables/lib/x86_64-linux-gnu \
+    && cp -a /usr/sbin/xtables-nft-multi /iptables/usr/sbin/ \
+    && for tool in iptables iptables-restore iptables-save; do ln -s xtables-nft-multi /iptables/usr/sbin/$tool; done \
+    && cp -a /usr/lib/x86_64-linux-gnu/xtables /iptables/usr/lib/x86_64-linux-gnu/ \
+    && for lib in libxtables.so.12 libmnl.so.0 libnftnl.so.11 libnetfilter_conntrack.so.3 libnfnetlink.so.0; do \
+         cp -aL /lib/x86_64-linux-gnu/$lib /iptables/lib/x86_64-linux-gnu/; done \
+    && cp /etc/protocols /iptables/etc-protocols
 WORKDIR /src
 COPY . .
 # The cache mounts keep the crate downloads and the target directory between
@@ -34,7 +54,10 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
 FROM gcr.io/distroless/cc-debian12:nonroot@sha256:9dac0a79194e45a7da0158a9c6da57b217585af0786db3845d1f0ec1a0dd182f
 # distroless sets its own PATH and /home/nonroot as working directory; the
 # archive image's values are used so both images behave alike.
-ENV PATH=/usr/local/bin:/usr/bin:/bin
+ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 WORKDIR /
+COPY --from=build /iptables/usr/ /usr/
+COPY --from=build /iptables/lib/ /lib/
+COPY --from=build /iptables/etc-protocols /etc/protocols
 COPY --from=build /out/ /usr/local/bin/
 USER 65532:65532

@@ -4,6 +4,17 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 
+/// A component's own answer on a health path (kube-proxy's `/healthz` is a
+/// JSON document of its sync state, not the generic `ok`).
+pub type EndpointHandler = Arc<dyn Fn() -> EndpointResponse + Send + Sync>;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EndpointResponse {
+    pub status: u16,
+    pub content_type: &'static str,
+    pub body: String,
+}
+
 /// Named readiness checks; the component is ready when every check passes.
 /// Liveness only fails when the process asked to be restarted.
 #[derive(Clone, Default)]
@@ -16,6 +27,7 @@ struct HealthState {
     checks: BTreeMap<String, bool>,
     shutting_down: bool,
     dead: Option<String>,
+    overrides: BTreeMap<&'static str, EndpointHandler>,
 }
 
 /// One check's line in a health report, in upstream's `[+]name ok` shape.
@@ -57,6 +69,18 @@ impl Health {
     /// Marks the process as unable to continue; `/livez` fails with the reason.
     pub fn set_dead(&self, reason: impl Into<String>) {
         self.inner.write().expect("health lock").dead = Some(reason.into());
+    }
+
+    /// Answers `path` (`/healthz` or `/livez`) with `handler` instead of the
+    /// generic liveness report.
+    pub fn override_endpoint(&self, path: &'static str, handler: EndpointHandler) {
+        (self.inner.write().expect("health lock").overrides).insert(path, handler);
+    }
+
+    pub fn endpoint_override(&self, path: &str) -> Option<EndpointHandler> {
+        (self.inner.read().expect("health lock").overrides)
+            .get(path)
+            .cloned()
     }
 
     pub fn readiness(&self) -> Report {

@@ -42,7 +42,7 @@ struct ServerState {
 pub fn router(registry: SharedRegistry, health: Health) -> Router {
     Router::new()
         .route("/metrics", get(metrics))
-        .route("/healthz", get(livez))
+        .route("/healthz", get(healthz))
         .route("/livez", get(livez))
         .route("/readyz", get(readyz))
         .with_state(ServerState { registry, health })
@@ -100,8 +100,30 @@ fn report(report: Report) -> Response {
     (status, report.body).into_response()
 }
 
+/// The component's own answer on `path`, if it set one.
+fn overridden(health: &Health, path: &str) -> Option<Response> {
+    let handler = health.endpoint_override(path)?;
+    let answer = handler();
+    let status = StatusCode::from_u16(answer.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    Some(
+        (
+            status,
+            [
+                (header::CONTENT_TYPE, answer.content_type),
+                (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+            ],
+            answer.body,
+        )
+            .into_response(),
+    )
+}
+
+async fn healthz(State(state): State<ServerState>) -> Response {
+    overridden(&state.health, "/healthz").unwrap_or_else(|| report(state.health.liveness()))
+}
+
 async fn livez(State(state): State<ServerState>) -> Response {
-    report(state.health.liveness())
+    overridden(&state.health, "/livez").unwrap_or_else(|| report(state.health.liveness()))
 }
 
 async fn readyz(State(state): State<ServerState>) -> Response {
@@ -157,6 +179,28 @@ mod tests {
         assert_eq!(get(app.clone(), "/readyz").await.0, StatusCode::OK);
         assert_eq!(get(app.clone(), "/healthz").await.0, StatusCode::OK);
         assert_eq!(get(app, "/livez").await.0, StatusCode::OK);
+    }
+
+    #[tokio::test]
+    async fn a_component_may_answer_healthz_and_livez_itself() {
+        let health = Health::new();
+        health.override_endpoint(
+            "/healthz",
+            std::sync::Arc::new(|| crate::health::EndpointResponse {
+                status: 503,
+                content_type: "application/json",
+                body: "{\"healthy\":false}".into(),
+            }),
+        );
+        let app = router(Default::default(), health);
+        assert_eq!(
+            get(app.clone(), "/healthz").await,
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "{\"healthy\":false}".to_string()
+            )
+        );
+        assert_eq!(get(app, "/livez").await.0, StatusCode::OK, "not overridden");
     }
 
     #[tokio::test]

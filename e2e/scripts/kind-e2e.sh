@@ -104,4 +104,12 @@ manifest=/etc/kubernetes/manifests/kube-controller-manager.yaml
 handover="$engine exec $node sed -i 's/--controllers=\*,/--controllers=*,$off,/' $manifest"
 handover+=" && timeout 180 sh -c 'until $engine exec $node pgrep -af kube-controller-manager | grep -q -- -deployment-controller; do sleep 2; done'"
 
-KUBECONFIG="$kubeconfig" "${MAKE:-make}" -C "$root" e2e E2E_HANDOVER="$handover" IMAGE="$image" IMAGE_PULL_POLICY=Never
+# kube-proxy is off (kind.yaml): nothing programs the `kubernetes` Service before
+# understudy-proxy does, so the proxy itself reaches the apiserver at the control-plane
+# node's address (a SAN of kubeadm's serving certificate), as kubeadm's kube-proxy does.
+apiserver_ip="$("$engine" inspect --format '{{ .NetworkSettings.Networks.kind.IPAddress }}' "$node")"
+proxy_values="$root/target/kind-proxy-values.yaml"
+printf 'proxy:\n  k8sServiceHost: "%s"\n  k8sServicePort: "6443"\n' "$apiserver_ip" >"$proxy_values"
+
+KUBECONFIG="$kubeconfig" "${MAKE:-make}" -C "$root" e2e E2E_HANDOVER="$handover" IMAGE="$image" IMAGE_PULL_POLICY=Never \
+  CHART_VALUES="$proxy_values"

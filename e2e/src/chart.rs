@@ -94,7 +94,19 @@ pub fn chart_dir() -> PathBuf {
 /// The lab's values: the locally imported image (never pulled), the enabled
 /// components pinned to the real nodes (kwok nodes cannot run a container),
 /// tolerating the taint that keeps other pods off those nodes.
-pub fn lab_values(enabled: &BTreeSet<Understudy>, extra_args: &[String]) -> Value {
+///
+/// The proxy replaces kube-proxy there, so nothing else programs the
+/// `kubernetes` Service: it reaches the apiserver through the node's relay on
+/// the node's loopback (the apiserver's certificate names 127.0.0.1).
+pub fn lab_values(
+    state: &crate::state::ClusterState,
+    enabled: &BTreeSet<Understudy>,
+    extra_args: &[String],
+) -> Value {
+    let apiserver_port = state.ports.get("apiserver").copied().unwrap_or_default();
+    let cluster_cidr = (state.real_nodes.as_ref())
+        .map(|r| r.network.cluster_cidr())
+        .unwrap_or_default();
     let on_real_nodes = json!({ REAL_NODE_LABEL: "true" });
     let tolerate_real_node = json!([{
         "key": REAL_NODE_LABEL, "operator": "Exists", "effect": "NoSchedule",
@@ -125,6 +137,9 @@ pub fn lab_values(enabled: &BTreeSet<Understudy>, extra_args: &[String]) -> Valu
             // The lab's host has no /lib/modules; a hostPath without it would
             // make containerd create the directory on the host.
             "mountLibModules": false,
+            "clusterCIDR": cluster_cidr,
+            "k8sServiceHost": "127.0.0.1",
+            "k8sServicePort": apiserver_port.to_string(),
             "extraArgs": extra_args,
         },
     })
@@ -488,8 +503,17 @@ mod tests {
 
     #[test]
     fn lab_values_enable_what_is_replaced_and_pin_to_real_nodes() {
-        let values = lab_values(&parse_set("scheduler").unwrap(), &["--v=4".into()]);
+        let mut state = crate::state::ClusterState::default();
+        state.ports.insert("apiserver".into(), 41234);
+        state.real_nodes = Some(crate::realnode::RealNodes {
+            network: crate::realnode::LabNetwork { slot: 2 },
+            count: 1,
+        });
+        let values = lab_values(&state, &parse_set("scheduler").unwrap(), &["--v=4".into()]);
         assert_eq!(values["scheduler"]["enabled"], true);
+        assert_eq!(values["proxy"]["k8sServiceHost"], "127.0.0.1");
+        assert_eq!(values["proxy"]["k8sServicePort"], "41234");
+        assert_eq!(values["proxy"]["clusterCIDR"], "10.202.0.0/16");
         assert_eq!(values["controllers"]["enabled"], false);
         assert_eq!(values["proxy"]["enabled"], false);
         assert_eq!(values["image"]["pullPolicy"], "Never");

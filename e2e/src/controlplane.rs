@@ -573,6 +573,11 @@ async fn start_all(
             images: &images,
             cluster_cidr: nodes.network.cluster_cidr(),
             kubelet_args: &opts.kubelet_args,
+            // kube-proxy and ours must not both serve a node: the chart's
+            // DaemonSet takes its place.
+            kube_proxy: !(opts.backend == Backend::Chart
+                && opts.start_understudies
+                && opts.replaced.contains(&Understudy::Proxy)),
         };
         realnode::start(&mut s, &nodes, &ctx).await?;
     }
@@ -584,6 +589,14 @@ async fn start_all(
         }
     } else if opts.start_understudies {
         for understudy in opts.replaced.clone() {
+            if understudy == Understudy::Proxy {
+                // A process here would program this host's netfilter: the
+                // proxy runs only as the chart's pods, in a real node's.
+                tracing::warn!(
+                    "understudy-proxy is not started with --backend=processes; use --backend=chart"
+                );
+                continue;
+            }
             start_understudy(
                 &mut s,
                 understudy,
@@ -639,7 +652,7 @@ async fn install_chart(
 ) -> Result<(), LabError> {
     let enabled: BTreeSet<Understudy> = state.replaced.iter().copied().collect();
     let helm = chart::Helm::for_lab(state);
-    let values = chart::lab_values(&enabled, extra_args);
+    let values = chart::lab_values(state, &enabled, extra_args);
     helm.upgrade_install(&values, &state.state_dir.join("chart-values.json"))?;
     chart::wait_ready(client, &enabled, Duration::from_secs(180)).await?;
     state.running_understudies = enabled.into_iter().collect();

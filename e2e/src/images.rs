@@ -232,7 +232,7 @@ pub fn write_archive(
         "os": "linux",
         "created": "1970-01-01T00:00:00Z",
         "config": {
-            "Env": ["PATH=/usr/local/bin:/usr/bin:/bin"],
+            "Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],
             "WorkingDir": "/",
         },
         "rootfs": {"type": "layers", "diff_ids": [format!("sha256:{diff_id}")]},
@@ -328,13 +328,50 @@ pub fn build_testserver(bin_dir: &Path, out_dir: &Path) -> Result<BuiltImage, Im
     )
 }
 
+/// Where Debian's iptables keeps its match and target extensions, which it
+/// loads with dlopen (so ldd of the binary does not name them).
+pub const XTABLES_DIR: &str = "/usr/lib/x86_64-linux-gnu/xtables";
+/// The nf_tables iptables of Debian's `iptables` package: one binary, the
+/// tools are its names.
+pub const XTABLES_NFT: &str = "/usr/sbin/xtables-nft-multi";
+pub const IPTABLES_TOOLS: &[&str] = &["iptables", "iptables-restore", "iptables-save"];
+
+/// The host's iptables (nf_tables backend, as kube-proxy's image ships it),
+/// assembled by hand as everything else here: the multi-call binary, its
+/// tool names as links (no /etc/alternatives in an image), every extension
+/// and the libraries of each, found with ldd.
+pub fn add_iptables(fs: &mut Rootfs) -> Result<(), ImageError> {
+    let binary = Path::new(XTABLES_NFT);
+    fs.binary_with_libraries(binary, XTABLES_NFT)?;
+    for tool in IPTABLES_TOOLS {
+        fs.symlink(&format!("/usr/sbin/{tool}"), "xtables-nft-multi");
+    }
+    let dir = Path::new(XTABLES_DIR);
+    let mut extensions: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(io_err(dir))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "so"))
+        .collect();
+    extensions.sort();
+    for extension in extensions {
+        fs.binary_with_libraries(&extension, &extension.display().to_string())?;
+    }
+    // "-p tcp" and friends are looked up here before iptables' own table.
+    if Path::new("/etc/protocols").exists() {
+        let data = std::fs::read("/etc/protocols").map_err(io_err(Path::new("/etc/protocols")))?;
+        fs.file("/etc/protocols", data, 0o644);
+    }
+    Ok(())
+}
+
 /// The components' image, as the Dockerfile builds it: every binary on PATH,
-/// run as nonroot.
+/// run as nonroot; iptables for the proxy (whose pod runs as root).
 pub fn build_understudy(bin_dir: &Path, out_dir: &Path) -> Result<BuiltImage, ImageError> {
     let mut fs = Rootfs::base();
     for name in COMPONENT_BINARIES {
         fs.binary_with_libraries(&bin_dir.join(name), &format!("/usr/local/bin/{name}"))?;
     }
+    add_iptables(&mut fs)?;
     build(
         &fs,
         UNDERSTUDY_REPOSITORY,
@@ -439,6 +476,21 @@ mod tests {
         // The same inputs, the same image.
         let again = write_archive(&fs, "localhost/hello:dev", &run, &dir.path().join("b.tar"));
         assert_eq!(again.unwrap(), id);
+    }
+
+    #[test]
+    fn iptables_comes_with_its_tools_extensions_and_libraries() {
+        let mut fs = Rootfs::default();
+        add_iptables(&mut fs).unwrap();
+        for path in [
+            "/usr/sbin/iptables-restore",
+            "/usr/lib/x86_64-linux-gnu/xtables/libxt_comment.so",
+            "/usr/lib/x86_64-linux-gnu/xtables/libxt_statistic.so",
+            "/usr/lib/x86_64-linux-gnu/xtables/libipt_REJECT.so",
+        ] {
+            assert!(fs.entries.contains_key(path), "{path}");
+        }
+        assert!(fs.entries.keys().any(|p| p.contains("libnftnl.so")));
     }
 
     #[test]

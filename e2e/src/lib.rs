@@ -7,6 +7,7 @@ pub mod bench;
 pub mod certs;
 pub mod chart;
 pub mod controlplane;
+pub mod datapath;
 pub mod differential;
 pub mod fake_nodes;
 pub mod fixture;

@@ -86,7 +86,7 @@ async fn helm_upgrade_switches_the_scheduler_off_and_on_and_uninstall_leaves_not
     // Off: every scheduler object goes, the proxy stays as it was.
     let proxy_before = release_objects(&client, Some(Understudy::Proxy)).await;
     let without: BTreeSet<Understudy> = [Understudy::Proxy].into();
-    helm.upgrade_install(&chart::lab_values(&without, &[]), &values_file)
+    helm.upgrade_install(&chart::lab_values(local, &without, &[]), &values_file)
         .unwrap();
     until_gone(
         &client,
@@ -100,7 +100,7 @@ async fn helm_upgrade_switches_the_scheduler_off_and_on_and_uninstall_leaves_not
     );
 
     // On again: Ready, and scheduling.
-    helm.upgrade_install(&chart::lab_values(&installed, &[]), &values_file)
+    helm.upgrade_install(&chart::lab_values(local, &installed, &[]), &values_file)
         .unwrap();
     chart::wait_ready(&client, &installed, T).await.unwrap();
     scheduled_by_ours(&client, &ns, "after").await;

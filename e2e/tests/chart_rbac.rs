@@ -3,7 +3,8 @@
 //! an unschedulable pod retried, preemption, a Deployment created, rolled,
 //! rolled back by annotation, scaled and deleted, an orphan ReplicaSet
 //! adopted, pods adopted and released, a Service's endpoints followed and
-//! deleted) runs against the chart's pods; the apiserver's audit log of the
+//! deleted, the proxy's watches of the Services and slices it programs and its
+//! Starting Event) runs against the chart's pods; the apiserver's audit log of the
 //! chart's ServiceAccounts then shows no refused request, and every permission
 //! the chart grants was used by at least one request.
 
@@ -27,12 +28,19 @@ use understudy_e2e::workloads::{deployment, rolled_out, service, slices_of};
 
 const T: Duration = Duration::from_secs(90);
 const SCHEDULER: &str = "understudy-scheduler";
-const TESTED: [&str; 2] = ["understudy-scheduler", "understudy-controllers"];
+const TESTED: [&str; 3] = [
+    "understudy-scheduler",
+    "understudy-controllers",
+    "understudy-proxy",
+];
 
 fn cluster() -> &'static Cluster {
     Cluster::shared(ClusterSpec {
         nodes: 2,
-        understudies: "scheduler,controllers",
+        // The proxy in place of kube-proxy on the real node: its watches and
+        // its Event are in the audit log, and the other pods reach the
+        // apiserver through the rules it writes.
+        understudies: "proxy,scheduler,controllers",
         start_understudies: true,
         real_nodes: 1,
         kwok: true,

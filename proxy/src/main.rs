@@ -1,12 +1,18 @@
-//! understudy-proxy: Understudy's stand-in for kube-proxy.
+//! understudy-proxy: Understudy's stand-in for kube-proxy (iptables mode).
 //!
-//! For now the binary runs the shared component life (logs, /metrics and health
-//! endpoints, leader election, graceful shutdown) with no work of its own yet.
+//! Reads kube-proxy's `--config` file and the familiar flags (flags win over
+//! the file, as kube-proxy's do), then runs the shared component life (logs,
+//! /metrics and health on 10356, graceful shutdown) around the sync loop.
 
+use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
 use understudy_component_base::{CommonArgs, Component, component};
+use understudy_proxy::config::{KubeProxyConfiguration, ProxyMode};
+use understudy_proxy::exec::SystemExec;
+use understudy_proxy::{proxier, run};
 
 const COMPONENT: Component = Component {
     name: "understudy-proxy",
@@ -23,9 +29,12 @@ const COMPONENT: Component = Component {
 struct Args {
     #[command(flatten)]
     common: CommonArgs,
+    /// A KubeProxyConfiguration file (kubeproxy.config.k8s.io/v1alpha1).
+    #[arg(long)]
+    config: Option<PathBuf>,
     /// Which proxy mode to use, as kube-proxy's --proxy-mode (the chart's --mode).
-    #[arg(long = "mode", alias = "proxy-mode", value_enum, default_value_t = Mode::Iptables)]
-    mode: Mode,
+    #[arg(long = "mode", alias = "proxy-mode", value_enum)]
+    mode: Option<Mode>,
     /// The node this proxy serves, as kube-proxy's --hostname-override
     /// (default: this host's name).
     #[arg(long)]
@@ -33,6 +42,9 @@ struct Args {
     /// The pods' CIDR range(s), comma-separated, as kube-proxy's --cluster-cidr.
     #[arg(long, value_delimiter = ',')]
     cluster_cidr: Vec<String>,
+    /// Remove every rule and chain of ours from this host's iptables, then exit.
+    #[arg(long)]
+    cleanup: bool,
 }
 
 /// kube-proxy's proxy modes.
@@ -43,19 +55,154 @@ enum Mode {
     Nftables,
 }
 
+/// The file's configuration with the flags given on top.
+fn configuration(args: &Args) -> Result<KubeProxyConfiguration, String> {
+    let mut config = match &args.config {
+        Some(path) => KubeProxyConfiguration::load(path).map_err(|e| e.to_string())?,
+        None => KubeProxyConfiguration::default(),
+    };
+    if let Some(mode) = args.mode {
+        config.mode = match mode {
+            Mode::Iptables => ProxyMode::Iptables,
+            Mode::Ipvs => ProxyMode::Ipvs,
+            Mode::Nftables => ProxyMode::Nftables,
+        };
+    }
+    if let Some(name) = args.hostname_override.as_deref().map(str::trim)
+        && !name.is_empty()
+    {
+        config.hostname_override = Some(name.to_string());
+    }
+    if !args.cluster_cidr.is_empty() {
+        config.cluster_cidrs = (args.cluster_cidr.iter())
+            .filter(|c| !c.trim().is_empty())
+            .map(|c| {
+                c.trim()
+                    .parse()
+                    .map_err(|_| format!("--cluster-cidr: {c:?} is not a valid CIDR"))
+            })
+            .collect::<Result<_, _>>()?;
+    }
+    if config.mode != ProxyMode::Iptables {
+        return Err(format!(
+            "proxy mode {:?} is not implemented; use iptables",
+            config.mode
+        ));
+    }
+    Ok(config)
+}
+
+/// As upstream: the override, else the host's name, lower-cased.
+fn node_name(config: &KubeProxyConfiguration) -> String {
+    config
+        .hostname_override
+        .clone()
+        .unwrap_or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default())
+        .trim()
+        .to_lowercase()
+}
+
+/// The file's client and server settings where no flag set them.
+fn apply_to_common(config: &KubeProxyConfiguration, common: &mut CommonArgs) {
+    if common.kubeconfig.is_none() {
+        common.kubeconfig = config.kubeconfig.clone();
+    }
+    if let Some(qps) = config.client_qps {
+        common.kube_api_qps = qps;
+    }
+    if let Some(burst) = config.client_burst.and_then(|b| u32::try_from(b).ok()) {
+        common.kube_api_burst = burst;
+    }
+    // One server answers health and metrics: the file's healthz address
+    // (else its metrics address) places it unless --port was given.
+    let from_file: Option<SocketAddr> = config.healthz_bind_address.or(config.metrics_bind_address);
+    if common.port.is_none()
+        && let Some(addr) = from_file
+    {
+        common.bind_address = addr.ip();
+        common.port = Some(addr.port());
+    }
+}
+
 fn main() -> ExitCode {
-    let args = Args::parse();
-    let (mode, node, cidrs) = (args.mode, args.hostname_override, args.cluster_cidr);
-    component::main(COMPONENT, args.common, |ctx| async move {
-        tracing::info!(
-            identity = %ctx.identity,
-            ?mode,
-            node = node.as_deref().unwrap_or("-"),
-            cluster_cidr = ?cidrs,
-            "running; no rules are programmed yet"
-        );
-        ctx.health.set("apiserver-connection", true);
-        ctx.shutdown.cancelled().await;
-        Ok(())
+    let mut args = Args::parse();
+    let config = match configuration(&args) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("understudy-proxy: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if args.cleanup {
+        return match proxier::cleanup(SystemExec::default()) {
+            Ok(deleted) => {
+                println!("removed {} chains of ours", deleted.len());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("understudy-proxy: cleanup: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    apply_to_common(&config, &mut args.common);
+    let node = node_name(&config);
+    component::main(COMPONENT, args.common, move |ctx| {
+        run::run(ctx, config, node)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(list: &[&str]) -> Args {
+        Args::parse_from(std::iter::once("understudy-proxy").chain(list.iter().copied()))
+    }
+
+    #[test]
+    fn flags_override_the_file() {
+        let dir = std::env::temp_dir().join(format!("us-proxy-main-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("config.yaml");
+        std::fs::write(
+            &file,
+            "apiVersion: kubeproxy.config.k8s.io/v1alpha1\nkind: KubeProxyConfiguration\n\
+             hostnameOverride: from-file\nclusterCIDR: 10.0.0.0/8\nhealthzBindAddress: 127.0.0.1:10256\n",
+        )
+        .unwrap();
+        let config_flag = format!("--config={}", file.display());
+        let from_file = configuration(&args(&[&config_flag])).unwrap();
+        assert_eq!(node_name(&from_file), "from-file");
+        let flagged = configuration(&args(&[
+            &config_flag,
+            "--hostname-override=Real-0",
+            "--cluster-cidr=10.244.0.0/16",
+            "--proxy-mode=iptables",
+        ]))
+        .unwrap();
+        assert_eq!(node_name(&flagged), "real-0");
+        assert_eq!(
+            flagged.cluster_cidrs,
+            vec!["10.244.0.0/16".parse().unwrap()]
+        );
+
+        let mut common = args(&[]).common;
+        apply_to_common(&from_file, &mut common);
+        assert_eq!(common.port, Some(10256));
+        let mut common = args(&["--port=10356"]).common;
+        apply_to_common(&from_file, &mut common);
+        assert_eq!(common.port, Some(10356), "the flag wins");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn modes_other_than_iptables_are_refused_by_name() {
+        let err = configuration(&args(&["--mode=nftables"])).unwrap_err();
+        assert!(
+            err.contains("Nftables") && err.contains("not implemented"),
+            "{err}"
+        );
+        assert!(configuration(&args(&["--cluster-cidr=nonsense"])).is_err());
+    }
 }

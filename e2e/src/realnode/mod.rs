@@ -174,6 +174,8 @@ pub struct StartContext<'a> {
     pub images: &'a NodeImages,
     pub cluster_cidr: String,
     pub kubelet_args: &'a [String],
+    /// Run upstream kube-proxy on each node (off when the chart's proxy serves them).
+    pub kube_proxy: bool,
 }
 
 /// Brings the real nodes up and waits until each is Ready. Every process goes
@@ -421,10 +423,25 @@ async fn start_node(
         ),
     )?;
     s.probe(&kubelet.name, format!("http://{}:10248/healthz", node.ip()));
+    if ctx.kube_proxy {
+        start_kube_proxy(s, node, ctx, &paths).await?;
+    }
+    Ok(kubelet)
+}
 
+/// Upstream kube-proxy (iptables mode) as a process in the node's namespaces.
+async fn start_kube_proxy(
+    s: &mut Starter<'_>,
+    node: &NodePlan,
+    ctx: &StartContext<'_>,
+    paths: &config::NodePaths,
+) -> Result<(), LabError> {
+    let name = node.name();
+    let pki = ctx.pki;
+    let nsenter = Path::new("/usr/bin/nsenter");
     write_file(
         paths.kube_proxy_config(),
-        config::kube_proxy_yaml(&paths, node, &ctx.cluster_cidr),
+        config::kube_proxy_yaml(paths, node, &ctx.cluster_cidr),
     )?;
     kubeconfig::write_for(
         &paths.kube_proxy_kubeconfig(),
@@ -442,7 +459,7 @@ async fn start_node(
         &format!("kube-proxy/{name}"),
         nsenter,
         in_node(
-            &paths,
+            paths,
             node,
             &s.toolchain_bin("kube-proxy").display().to_string(),
             vec![
@@ -452,7 +469,7 @@ async fn start_node(
         ),
     )?;
     s.probe(&proxy.name, format!("http://{}:10256/healthz", node.ip()));
-    Ok(kubelet)
+    Ok(())
 }
 
 /// Loads an image archive into the node's containerd, in the namespace the

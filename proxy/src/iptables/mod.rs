@@ -1,0 +1,15 @@
+//! The iptables mode: upstream's pkg/proxy/iptables ruleset with our own
+//! chain prefix (`US-` for `KUBE-`), so both can sit on one host and either
+//! can clean up only its own chains.
+
+pub mod chains;
+pub mod local;
+pub mod render;
+pub mod save;
+
+#[cfg(test)]
+mod render_tests;
+
+pub use chains::{CANARY_CHAIN, JumpRule, jump_rules};
+pub use local::LocalDetector;
+pub use render::{NodePortDestinations, RenderOptions, Ruleset, SyncScope, render};

@@ -1,0 +1,306 @@
+//! kube-proxy's metrics (pkg/proxy/metrics), by its names, labels and
+//! buckets, so dashboards and alerts written for kube-proxy read ours.
+//! Counters are registered without `_total`: the encoder appends it.
+
+use std::sync::atomic::AtomicU64;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+use crate::proxier::SyncReport;
+use crate::tracker::IpFamily;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FamilyLabel {
+    pub ip_family: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TableLabel {
+    pub table: String,
+    pub ip_family: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CodeLabel {
+    pub code: String,
+}
+
+type F64Gauge = Gauge<f64, AtomicU64>;
+
+#[derive(Clone)]
+pub struct Metrics {
+    family: FamilyLabel,
+    pub sync_duration: Family<FamilyLabel, Histogram>,
+    pub full_sync_duration: Family<FamilyLabel, Histogram>,
+    pub partial_sync_duration: Family<FamilyLabel, Histogram>,
+    pub last_sync_timestamp: Family<FamilyLabel, F64Gauge>,
+    pub last_queued_timestamp: Family<FamilyLabel, F64Gauge>,
+    pub network_programming: Family<FamilyLabel, Histogram>,
+    pub endpoint_changes_pending: Gauge,
+    pub endpoint_changes_total: Counter,
+    pub service_changes_pending: Gauge,
+    pub service_changes_total: Counter,
+    pub restore_failures: Family<FamilyLabel, Counter>,
+    pub partial_restore_failures: Family<FamilyLabel, Counter>,
+    pub rules_total: Family<TableLabel, Gauge>,
+    pub rules_last: Family<TableLabel, Gauge>,
+    pub healthz: Family<CodeLabel, Counter>,
+    pub livez: Family<CodeLabel, Counter>,
+}
+
+fn sync_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.001, 2.0, 15))
+}
+
+/// 0.25 s and 0.5 s, each second to 59 s, every 5 s to 115 s, every 30 s to 5 min.
+fn network_programming_histogram() -> Histogram {
+    let buckets = [0.25, 0.5]
+        .into_iter()
+        .chain((1..=59).map(f64::from))
+        .chain((0..12).map(|i| 60.0 + 5.0 * f64::from(i)))
+        .chain((0..7).map(|i| 120.0 + 30.0 * f64::from(i)));
+    Histogram::new(buckets)
+}
+
+fn unix_seconds(at: SystemTime) -> f64 {
+    at.duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs_f64()
+}
+
+impl Metrics {
+    pub fn register(registry: &mut Registry, family: IpFamily) -> Self {
+        let m = Metrics {
+            family: FamilyLabel {
+                ip_family: family.address_type().to_string(),
+            },
+            sync_duration: Family::new_with_constructor(sync_histogram),
+            full_sync_duration: Family::new_with_constructor(sync_histogram),
+            partial_sync_duration: Family::new_with_constructor(sync_histogram),
+            last_sync_timestamp: Family::default(),
+            last_queued_timestamp: Family::default(),
+            network_programming: Family::new_with_constructor(network_programming_histogram),
+            endpoint_changes_pending: Gauge::default(),
+            endpoint_changes_total: Counter::default(),
+            service_changes_pending: Gauge::default(),
+            service_changes_total: Counter::default(),
+            restore_failures: Family::default(),
+            partial_restore_failures: Family::default(),
+            rules_total: Family::default(),
+            rules_last: Family::default(),
+            healthz: Family::default(),
+            livez: Family::default(),
+        };
+        macro_rules! reg {
+            ($name:literal, $help:literal, $metric:expr) => {
+                registry.register(concat!("kubeproxy_", $name), $help, $metric.clone())
+            };
+        }
+        reg!(
+            "sync_proxy_rules_duration_seconds",
+            "SyncProxyRules latency in seconds",
+            m.sync_duration
+        );
+        reg!(
+            "sync_full_proxy_rules_duration_seconds",
+            "SyncProxyRules latency in seconds for full resyncs",
+            m.full_sync_duration
+        );
+        reg!(
+            "sync_partial_proxy_rules_duration_seconds",
+            "SyncProxyRules latency in seconds for partial resyncs",
+            m.partial_sync_duration
+        );
+        reg!(
+            "sync_proxy_rules_last_timestamp_seconds",
+            "The last time proxy rules were successfully synced",
+            m.last_sync_timestamp
+        );
+        reg!(
+            "sync_proxy_rules_last_queued_timestamp_seconds",
+            "The last time a sync of proxy rules was queued",
+            m.last_queued_timestamp
+        );
+        reg!(
+            "network_programming_duration_seconds",
+            "In Cluster Network Programming Latency in seconds",
+            m.network_programming
+        );
+        reg!(
+            "sync_proxy_rules_endpoint_changes_pending",
+            "Pending proxy rules Endpoint changes",
+            m.endpoint_changes_pending
+        );
+        reg!(
+            "sync_proxy_rules_endpoint_changes",
+            "Cumulative proxy rules Endpoint changes",
+            m.endpoint_changes_total
+        );
+        reg!(
+            "sync_proxy_rules_service_changes_pending",
+            "Pending proxy rules Service changes",
+            m.service_changes_pending
+        );
+        reg!(
+            "sync_proxy_rules_service_changes",
+            "Cumulative proxy rules Service changes",
+            m.service_changes_total
+        );
+        reg!(
+            "sync_proxy_rules_iptables_restore_failures",
+            "Cumulative proxy iptables restore failures",
+            m.restore_failures
+        );
+        reg!(
+            "sync_proxy_rules_iptables_partial_restore_failures",
+            "Cumulative proxy iptables partial restore failures",
+            m.partial_restore_failures
+        );
+        reg!(
+            "sync_proxy_rules_iptables_total",
+            "Total number of iptables rules owned by kube-proxy",
+            m.rules_total
+        );
+        reg!(
+            "sync_proxy_rules_iptables_last",
+            "Number of iptables rules written by kube-proxy in last sync",
+            m.rules_last
+        );
+        reg!(
+            "proxy_healthz",
+            "Cumulative proxy healthz HTTP status",
+            m.healthz
+        );
+        reg!("proxy_livez", "Cumulative proxy livez HTTP status", m.livez);
+        m
+    }
+
+    pub fn pending(&self, services: usize, endpoints: usize) {
+        self.service_changes_pending.set(services as i64);
+        self.endpoint_changes_pending.set(endpoints as i64);
+    }
+
+    pub fn queued(&self, at: SystemTime) {
+        self.last_queued_timestamp
+            .get_or_create(&self.family)
+            .set(unix_seconds(at));
+    }
+
+    fn table(&self, table: &str) -> TableLabel {
+        TableLabel {
+            table: table.into(),
+            ip_family: self.family.ip_family.clone(),
+        }
+    }
+
+    pub fn synced(&self, report: &SyncReport, at: SystemTime) {
+        self.observe_duration(report.full, report.duration);
+        self.last_sync_timestamp
+            .get_or_create(&self.family)
+            .set(unix_seconds(at));
+        let filter = report.filter_rules as i64;
+        let nat = report.nat_rules as i64 - report.deleted_chains as i64;
+        self.rules_last
+            .get_or_create(&self.table("filter"))
+            .set(filter);
+        self.rules_last.get_or_create(&self.table("nat")).set(nat);
+        self.rules_total
+            .get_or_create(&self.table("filter"))
+            .set(filter);
+        if report.full {
+            // A partial sync writes only part of nat: the total stays as the
+            // last full sync counted it.
+            self.rules_total.get_or_create(&self.table("nat")).set(nat);
+        }
+    }
+
+    pub fn failed(&self, full: bool, duration: Duration) {
+        self.observe_duration(full, duration);
+        self.restore_failures.get_or_create(&self.family).inc();
+        if !full {
+            self.partial_restore_failures
+                .get_or_create(&self.family)
+                .inc();
+        }
+    }
+
+    fn observe_duration(&self, full: bool, duration: Duration) {
+        let seconds = duration.as_secs_f64();
+        self.sync_duration
+            .get_or_create(&self.family)
+            .observe(seconds);
+        let by_kind = if full {
+            &self.full_sync_duration
+        } else {
+            &self.partial_sync_duration
+        };
+        by_kind.get_or_create(&self.family).observe(seconds);
+    }
+
+    /// From an EndpointSlice's last-change-trigger-time to its rules in place.
+    pub fn programmed(&self, trigger: SystemTime, at: SystemTime) {
+        let latency = at.duration_since(trigger).unwrap_or_default();
+        self.network_programming
+            .get_or_create(&self.family)
+            .observe(latency.as_secs_f64());
+    }
+
+    pub fn health_answered(&self, path: &str, code: u16) {
+        let family = if path == "/livez" {
+            &self.livez
+        } else {
+            &self.healthz
+        };
+        family
+            .get_or_create(&CodeLabel {
+                code: code.to_string(),
+            })
+            .inc();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_and_labels_are_kube_proxys() {
+        let mut registry = Registry::default();
+        let m = Metrics::register(&mut registry, IpFamily::V4);
+        let report = SyncReport {
+            full: false,
+            duration: Duration::from_millis(3),
+            filter_rules: 4,
+            nat_rules: 9,
+            deleted_chains: 1,
+        };
+        m.synced(&report, UNIX_EPOCH + Duration::from_secs(1000));
+        m.failed(false, Duration::from_millis(2));
+        m.programmed(UNIX_EPOCH, UNIX_EPOCH + Duration::from_millis(700));
+        m.pending(2, 3);
+        m.health_answered("/healthz", 503);
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        for line in [
+            "kubeproxy_sync_proxy_rules_duration_seconds_count{ip_family=\"IPv4\"} 2",
+            "kubeproxy_sync_partial_proxy_rules_duration_seconds_bucket{le=\"0.004\",ip_family=\"IPv4\"} 2",
+            "kubeproxy_sync_proxy_rules_last_timestamp_seconds{ip_family=\"IPv4\"} 1000.0",
+            "kubeproxy_network_programming_duration_seconds_bucket{le=\"0.5\",ip_family=\"IPv4\"} 0",
+            "kubeproxy_network_programming_duration_seconds_bucket{le=\"1.0\",ip_family=\"IPv4\"} 1",
+            "kubeproxy_sync_proxy_rules_iptables_restore_failures_total{ip_family=\"IPv4\"} 1",
+            "kubeproxy_sync_proxy_rules_iptables_partial_restore_failures_total{ip_family=\"IPv4\"} 1",
+            "kubeproxy_sync_proxy_rules_iptables_last{table=\"nat\",ip_family=\"IPv4\"} 8",
+            "kubeproxy_sync_proxy_rules_service_changes_pending 2",
+            "kubeproxy_sync_proxy_rules_endpoint_changes_pending 3",
+            "kubeproxy_proxy_healthz_total{code=\"503\"} 1",
+        ] {
+            assert!(text.contains(line), "missing {line:?} in\n{text}");
+        }
+    }
+}

@@ -1,0 +1,240 @@
+use serde_json::json;
+
+use super::*;
+use crate::exec::fake::FakeExec;
+use crate::tracker::IpFamily;
+
+fn web_service() -> k8s_openapi::api::core::v1::Service {
+    serde_json::from_value(json!({
+        "metadata": {"namespace": "ns", "name": "web"},
+        "spec": {"clusterIP": "10.96.0.10", "clusterIPs": ["10.96.0.10"],
+                 "ports": [{"name": "http", "port": 80, "protocol": "TCP"}]}
+    }))
+    .unwrap()
+}
+
+fn web_slice(ips: &[&str]) -> k8s_openapi::api::discovery::v1::EndpointSlice {
+    let endpoints: Vec<_> = ips
+        .iter()
+        .map(|ip| json!({"addresses": [ip], "conditions": {"ready": true}}))
+        .collect();
+    serde_json::from_value(json!({
+        "metadata": {"namespace": "ns", "name": "web-abc",
+                     "labels": {"kubernetes.io/service-name": "web"}},
+        "addressType": "IPv4",
+        "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}],
+        "endpoints": endpoints
+    }))
+    .unwrap()
+}
+
+fn proxier() -> Proxier<FakeExec> {
+    let config = KubeProxyConfiguration::parse(
+        "apiVersion: kubeproxy.config.k8s.io/v1alpha1\nkind: KubeProxyConfiguration\n",
+    )
+    .unwrap();
+    let mut proxier = Proxier::new(
+        config,
+        Tracker::new(IpFamily::V4, "node-a"),
+        FakeExec::default(),
+    );
+    proxier.tracker.apply_service(&web_service());
+    proxier
+        .tracker
+        .apply_endpoint_slice(&web_slice(&["10.244.0.5"]));
+    proxier
+}
+
+fn exec(p: &Proxier<FakeExec>) -> &FakeExec {
+    &p.iptables.exec
+}
+
+#[test]
+fn nothing_is_written_before_services_and_slices_are_listed() {
+    let mut p = proxier();
+    p.set_services_synced();
+    assert_eq!(p.sync(), SyncOutcome::NotInitialized);
+    assert!(exec(&p).take_lines().is_empty());
+}
+
+#[test]
+fn a_full_sync_ensures_the_jumps_then_restores_once() {
+    let mut p = proxier();
+    p.set_services_synced();
+    p.set_slices_synced();
+    // US-SERVICES exists already in filter (nothing to create) and its OUTPUT
+    // jump is there; every other check fails.
+    exec(&p).answer("iptables -w 5 -t", 1, "");
+    exec(&p).answer(
+        "iptables -w 5 -t filter -S US-SERVICES",
+        0,
+        "-N US-SERVICES\n",
+    );
+    exec(&p).answer(
+        "iptables -w 5 -t filter -C OUTPUT -m conntrack --ctstate NEW -m comment --comment kubernetes service portals -j US-SERVICES",
+        0,
+        "",
+    );
+    exec(&p).answer("iptables -w 5 -t filter -N", 0, "");
+    exec(&p).answer("iptables -w 5 -t nat -N", 0, "");
+    exec(&p).answer("iptables -w 5 -t filter -I", 0, "");
+    exec(&p).answer("iptables -w 5 -t nat -I", 0, "");
+    exec(&p).answer(
+        "iptables-save -t nat",
+        0,
+        "*nat\n:US-SVC-STALE0000000000 - [0:0]\nCOMMIT\n",
+    );
+
+    let SyncOutcome::Synced(report) = p.sync() else {
+        panic!("sync failed: {:?}", exec(&p).take_lines())
+    };
+    assert!(report.full);
+    assert_eq!(report.deleted_chains, 1);
+    let calls = exec(&p).take_calls();
+    let lines: Vec<&str> = calls.iter().map(|c| c.line.as_str()).collect();
+    // The first jump: chain checked, created, rule checked, inserted.
+    assert_eq!(
+        lines[..4],
+        [
+            "iptables -w 5 -t filter -S US-EXTERNAL-SERVICES",
+            "iptables -w 5 -t filter -N US-EXTERNAL-SERVICES",
+            "iptables -w 5 -t filter -C INPUT -m conntrack --ctstate NEW -m comment --comment kubernetes externally-visible service portals -j US-EXTERNAL-SERVICES",
+            "iptables -w 5 -t filter -I INPUT -m conntrack --ctstate NEW -m comment --comment kubernetes externally-visible service portals -j US-EXTERNAL-SERVICES",
+        ]
+    );
+    assert!(
+        !lines.iter().any(|l| l.contains("-I OUTPUT")
+            && l.contains("-j US-SERVICES")
+            && l.contains("filter")),
+        "a jump that -C found is not inserted again: {lines:#?}"
+    );
+    let restores: Vec<_> = calls
+        .iter()
+        .filter(|c| c.line.starts_with("iptables-restore"))
+        .collect();
+    assert_eq!(restores.len(), 1, "one restore per sync");
+    assert_eq!(
+        restores[0].line,
+        "iptables-restore -w 5 --noflush --counters"
+    );
+    assert_eq!(lines[lines.len() - 2], "iptables-save -t nat");
+    let text = restores[0].stdin.as_deref().unwrap();
+    assert!(text.contains("-A US-SEP-"), "{text}");
+    assert!(
+        text.contains("-X US-SVC-STALE0000000000"),
+        "stale chain deleted: {text}"
+    );
+}
+
+#[test]
+fn later_syncs_are_partial_and_a_failed_restore_forces_a_full_one() {
+    let mut p = proxier();
+    p.set_services_synced();
+    p.set_slices_synced();
+    assert!(matches!(
+        p.sync(),
+        SyncOutcome::Synced(SyncReport { full: true, .. })
+    ));
+    exec(&p).take_lines();
+
+    p.tracker
+        .apply_endpoint_slice(&web_slice(&["10.244.0.5", "10.244.0.6"]));
+    let SyncOutcome::Synced(report) = p.sync() else {
+        panic!()
+    };
+    assert!(!report.full);
+    let lines = exec(&p).take_lines();
+    assert_eq!(
+        lines,
+        [
+            "iptables-save -t nat",
+            "iptables-restore -w 5 --noflush --counters"
+        ],
+        "a partial sync touches no jump"
+    );
+
+    exec(&p).answer("iptables-restore", 2, "");
+    p.tracker.apply_endpoint_slice(&web_slice(&["10.244.0.6"]));
+    assert!(matches!(p.sync(), SyncOutcome::Failed { full: false, .. }));
+    exec(&p).answer("iptables-restore", 0, "");
+    let SyncOutcome::Synced(report) = p.sync() else {
+        panic!()
+    };
+    assert!(
+        report.full,
+        "the changes a failed sync took are lost: full sync"
+    );
+}
+
+#[test]
+fn a_partial_sync_writes_only_changed_services_chains() {
+    let mut p = proxier();
+    let other: k8s_openapi::api::core::v1::Service = serde_json::from_value(json!({
+        "metadata": {"namespace": "ns", "name": "other"},
+        "spec": {"clusterIP": "10.96.0.11", "clusterIPs": ["10.96.0.11"],
+                 "ports": [{"name": "http", "port": 80, "protocol": "TCP"}]}
+    }))
+    .unwrap();
+    p.tracker.apply_service(&other);
+    p.set_services_synced();
+    p.set_slices_synced();
+    p.sync();
+    exec(&p).take_calls();
+    p.tracker.apply_endpoint_slice(&web_slice(&["10.244.0.7"]));
+    p.sync();
+    let calls = exec(&p).take_calls();
+    let text = calls.last().unwrap().stdin.clone().unwrap();
+    assert!(text.contains("10.244.0.7:8080"), "{text}");
+    assert!(
+        text.contains("\"ns/other:http has no endpoints\""),
+        "top-level chains are rewritten whole: {text}"
+    );
+}
+
+#[test]
+fn canaries_are_created_where_missing_and_report_a_flush() {
+    let p = proxier();
+    exec(&p).answer("iptables -w 5 -t nat -S US-PROXY-CANARY", 1, "");
+    assert!(!p.check_canaries().unwrap());
+    assert_eq!(
+        exec(&p).take_lines(),
+        [
+            "iptables -w 5 -t mangle -S US-PROXY-CANARY",
+            "iptables -w 5 -t nat -S US-PROXY-CANARY",
+            "iptables -w 5 -t nat -S US-PROXY-CANARY",
+            "iptables -w 5 -t nat -N US-PROXY-CANARY",
+            "iptables -w 5 -t filter -S US-PROXY-CANARY",
+        ]
+    );
+    exec(&p).answer("iptables -w 5 -t nat -S US-PROXY-CANARY", 0, "");
+    assert!(p.check_canaries().unwrap());
+}
+
+#[test]
+fn cleanup_removes_jumps_and_our_chains_only() {
+    let fake = FakeExec::default();
+    fake.answer("iptables -w 5 -t", 1, "");
+    fake.answer("iptables -w 5 -t nat -S US-SERVICES", 0, "");
+    fake.answer("iptables-save", 0, "");
+    fake.answer(
+        "iptables-save -t nat",
+        0,
+        "*nat\n:PREROUTING ACCEPT [0:0]\n:US-SERVICES - [0:0]\n:KUBE-SERVICES - [0:0]\nCOMMIT\n",
+    );
+    fake.answer("iptables-restore", 0, "");
+    let deleted = cleanup(&fake).unwrap();
+    assert_eq!(deleted, ["nat/US-SERVICES"]);
+    let calls = fake.take_calls();
+    assert!(
+        calls.iter().any(|c| c.line == "iptables -w 5 -t nat -C PREROUTING -m comment --comment kubernetes service portals -j US-SERVICES"),
+        "jumps into a chain that exists are looked for"
+    );
+    let restore = calls
+        .iter()
+        .find(|c| c.line.starts_with("iptables-restore"))
+        .unwrap();
+    assert_eq!(
+        restore.stdin.as_deref(),
+        Some("*nat\n:US-SERVICES - [0:0]\n-X US-SERVICES\nCOMMIT\n")
+    );
+}

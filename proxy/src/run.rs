@@ -1,0 +1,355 @@
+//! The running proxy: watches feed the tracker, the bounded-frequency runner
+//! syncs, and every outcome lands in kube-proxy's metrics and health.
+
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Instant, SystemTime};
+
+use ipnet::IpNet;
+use k8s_openapi::api::core::v1::{Node, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::Api;
+use kube::runtime::watcher;
+use understudy_component_base::ComponentContext;
+
+use crate::config::KubeProxyConfiguration;
+use crate::exec::SystemExec;
+use crate::health::{ProxyHealth, node_eligible};
+use crate::metrics::Metrics;
+use crate::proxier::{NodeInfo, Proxier, SyncOutcome};
+use crate::runner::{Intervals, Trigger, run_loop};
+use crate::service_health::{self, ServiceHealthServers};
+use crate::tracker::{IpFamily, Tracker};
+use crate::watch::{Change, watch_objects};
+
+/// The EndpointSlice annotation the endpoint controllers stamp with the time
+/// of the change that caused the slice's update.
+pub const TRIGGER_TIME_ANNOTATION: &str = "endpoints.kubernetes.io/last-change-trigger-time";
+
+/// The readiness check that passes once the rules were first written.
+const RULES_SYNCED: &str = "rules-synced";
+
+struct Shared {
+    proxier: Mutex<Proxier<SystemExec>>,
+    /// Trigger times of slice changes not yet programmed.
+    trigger_times: Mutex<Vec<SystemTime>>,
+    trigger: Trigger,
+    health: ProxyHealth,
+    metrics: Metrics,
+    component_health: understudy_component_base::Health,
+    service_health: ServiceHealthServers,
+}
+
+impl Shared {
+    /// Something changed: ask for a sync, and count it as waiting.
+    fn changed(&self, proxier: &Proxier<SystemExec>) {
+        let (services, endpoints) = proxier.tracker.pending_counts();
+        self.metrics.pending(services, endpoints);
+        let now = SystemTime::now();
+        self.health.queued(now);
+        self.metrics.queued(now);
+        self.trigger.run();
+    }
+
+    fn on_service(&self, change: Change<Service>) {
+        let mut p = self.proxier.lock().unwrap();
+        let changed = match &change {
+            Change::Apply(s) => p.tracker.apply_service(s),
+            Change::Delete(s) => p.tracker.delete_service(
+                s.metadata.namespace.as_deref().unwrap_or_default(),
+                s.metadata.name.as_deref().unwrap_or_default(),
+            ),
+            Change::Listed => {
+                p.set_services_synced();
+                true
+            }
+        };
+        if changed {
+            if !matches!(change, Change::Listed) {
+                self.metrics.service_changes_total.inc();
+            }
+            self.changed(&p);
+        }
+    }
+
+    fn on_slice(&self, change: Change<EndpointSlice>) {
+        let mut p = self.proxier.lock().unwrap();
+        let changed = match &change {
+            Change::Apply(s) => {
+                let changed = p.tracker.apply_endpoint_slice(s);
+                if changed && let Some(at) = trigger_time(s) {
+                    self.trigger_times.lock().unwrap().push(at);
+                }
+                changed
+            }
+            Change::Delete(s) => p.tracker.delete_endpoint_slice(s),
+            Change::Listed => {
+                p.set_slices_synced();
+                true
+            }
+        };
+        if changed {
+            if !matches!(change, Change::Listed) {
+                self.metrics.endpoint_changes_total.inc();
+            }
+            self.changed(&p);
+        }
+    }
+
+    fn on_node(&self, change: Change<Node>) {
+        let node = match change {
+            Change::Apply(node) => Some(node),
+            Change::Delete(_) => None,
+            Change::Listed => return,
+        };
+        self.health.set_node_eligible(node_eligible(node.as_ref()));
+        let Some(node) = node else { return };
+        let mut p = self.proxier.lock().unwrap();
+        let labels = node.metadata.labels.clone().unwrap_or_default();
+        let mut changed = p.tracker.set_node_labels(labels.into_iter().collect());
+        let info = node_info(&node);
+        if info != p.node {
+            // Node IPs and pod CIDRs appear in rules of every service.
+            p.node = info;
+            p.force_full_sync();
+            changed = true;
+        }
+        if changed {
+            self.changed(&p);
+        }
+    }
+
+    /// One sync and its bookkeeping; false asks the runner for a retry.
+    fn sync(&self) -> bool {
+        let start = Instant::now();
+        let mut p = self.proxier.lock().unwrap();
+        let outcome = p.sync();
+        let (services, endpoints) = p.tracker.pending_counts();
+        let health_checks = service_health::desired(&p.tracker);
+        drop(p);
+        self.metrics.pending(services, endpoints);
+        match outcome {
+            SyncOutcome::NotInitialized => {
+                tracing::debug!("not syncing until Services and EndpointSlices are listed");
+                true
+            }
+            SyncOutcome::Synced(report) => {
+                let now = SystemTime::now();
+                self.metrics.synced(&report, now);
+                self.health.updated(now);
+                for at in std::mem::take(&mut *self.trigger_times.lock().unwrap()) {
+                    self.metrics.programmed(at, now);
+                }
+                self.component_health.set(RULES_SYNCED, true);
+                for problem in self.service_health.sync(&health_checks) {
+                    tracing::error!(%problem, "healthCheckNodePort server");
+                }
+                tracing::info!(
+                    full = report.full,
+                    elapsed = ?report.duration,
+                    filter_rules = report.filter_rules,
+                    nat_rules = report.nat_rules,
+                    "SyncProxyRules complete"
+                );
+                true
+            }
+            SyncOutcome::Failed { full, error } => {
+                self.metrics.failed(full, start.elapsed());
+                tracing::error!(full, %error, "sync failed; the next sync is full");
+                false
+            }
+        }
+    }
+}
+
+fn trigger_time(slice: &EndpointSlice) -> Option<SystemTime> {
+    let text = slice
+        .metadata
+        .annotations
+        .as_ref()?
+        .get(TRIGGER_TIME_ANNOTATION)?;
+    let ts: jiff::Timestamp = text.parse().ok()?;
+    Some(SystemTime::from(ts))
+}
+
+/// The Node's addresses (InternalIP first, as upstream's primary IP) and pod CIDRs.
+pub fn node_info(node: &Node) -> NodeInfo {
+    let status = node.status.as_ref();
+    let addresses = status.and_then(|s| s.addresses.as_ref());
+    let mut ips: Vec<IpAddr> = Vec::new();
+    for kind in ["InternalIP", "ExternalIP"] {
+        for a in addresses.into_iter().flatten().filter(|a| a.type_ == kind) {
+            if let Ok(ip) = a.address.parse()
+                && !ips.contains(&ip)
+            {
+                ips.push(ip);
+            }
+        }
+    }
+    let spec = node.spec.as_ref();
+    let pod_cidrs: Vec<IpNet> = (spec.and_then(|s| s.pod_cidrs.clone()))
+        .or_else(|| spec.and_then(|s| s.pod_cidr.clone()).map(|c| vec![c]))
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|c| c.parse().ok())
+        .collect();
+    NodeInfo { ips, pod_cidrs }
+}
+
+/// Best-effort node sysctls upstream sets: a failure is logged, as a
+/// hostNetwork pod may not be allowed to write them.
+fn prepare_node(config: &KubeProxyConfiguration) -> bool {
+    if config.iptables.localhost_node_ports
+        && let Err(e) = std::fs::write("/proc/sys/net/ipv4/conf/all/route_localnet", "1")
+    {
+        tracing::warn!(error = %e, "cannot set net.ipv4.conf.all.route_localnet=1: NodePorts on localhost will not answer");
+    }
+    match std::fs::read_to_string("/proc/sys/net/bridge/bridge-nf-call-iptables") {
+        Ok(v) if v.trim() == "1" => {}
+        _ => tracing::warn!(
+            "net.bridge.bridge-nf-call-iptables is not 1: pods on a bridge may bypass the service rules"
+        ),
+    }
+    std::fs::read_to_string("/proc/sys/net/netfilter/nf_conntrack_tcp_be_liberal")
+        .is_ok_and(|v| v.trim() == "1")
+}
+
+pub async fn run(
+    ctx: ComponentContext,
+    config: KubeProxyConfiguration,
+    node_name: String,
+) -> anyhow::Result<()> {
+    let family = IpFamily::V4;
+    let metrics = Metrics::register(&mut ctx.registry.write().expect("registry lock"), family);
+    let sync_period = config.sync_period();
+    let health = ProxyHealth::new(family.address_type(), 2 * sync_period);
+    for (path, with_node) in [("/healthz", true), ("/livez", false)] {
+        let (health, metrics) = (health.clone(), metrics.clone());
+        ctx.health.override_endpoint(
+            path,
+            Arc::new(move || {
+                let answer = health.answer(with_node, SystemTime::now());
+                metrics.health_answered(path, answer.status);
+                answer
+            }),
+        );
+    }
+    ctx.health.register(RULES_SYNCED);
+
+    let liberal = prepare_node(&config);
+    let intervals = Intervals {
+        min: config.min_sync_period(),
+        retry: sync_period,
+        max: crate::proxier::FULL_SYNC_PERIOD,
+    };
+    let mut proxier = Proxier::new(
+        config,
+        Tracker::new(family, node_name.clone()),
+        SystemExec::default(),
+    );
+    proxier.set_conntrack_tcp_liberal(liberal);
+    if let Err(e) = proxier.check_canaries() {
+        anyhow::bail!("iptables does not work here: {e}");
+    }
+    let shared = Arc::new(Shared {
+        proxier: Mutex::new(proxier),
+        trigger_times: Mutex::default(),
+        trigger: Trigger::default(),
+        service_health: ServiceHealthServers::new(
+            tokio::runtime::Handle::current(),
+            Arc::new({
+                let health = health.clone();
+                move || health.healthy(SystemTime::now())
+            }),
+        ),
+        health,
+        metrics,
+        component_health: ctx.health.clone(),
+    });
+    tracing::info!(node = %node_name, ?intervals, "iptables proxier running");
+    // As upstream's "Starting" Event on the Node it serves.
+    let node_ref = k8s_openapi::api::core::v1::ObjectReference {
+        api_version: Some("v1".into()),
+        kind: Some("Node".into()),
+        name: Some(node_name.clone()),
+        ..Default::default()
+    };
+    ctx.events.record(
+        &node_ref,
+        understudy_component_base::events::EventType::Normal,
+        "Starting",
+        "StartKubeProxy",
+        String::new(),
+    );
+
+    let mut tasks = tokio::task::JoinSet::new();
+    let client = ctx.client.clone();
+    let s = shared.clone();
+    tasks.spawn(watch_objects(
+        Api::<Service>::all(client.clone()),
+        // Upstream skips headless Services at the source.
+        watcher::Config::default()
+            .labels("!service.kubernetes.io/headless,!service.kubernetes.io/service-proxy-name"),
+        move |c| s.on_service(c),
+    ));
+    let s = shared.clone();
+    tasks.spawn(watch_objects(
+        Api::<EndpointSlice>::all(client.clone()),
+        watcher::Config::default()
+            .labels("!service.kubernetes.io/headless,!service.kubernetes.io/service-proxy-name"),
+        move |c| s.on_slice(c),
+    ));
+    let s = shared.clone();
+    tasks.spawn(watch_objects(
+        Api::<Node>::all(client),
+        watcher::Config::default().fields(&format!("metadata.name={node_name}")),
+        move |c| s.on_node(c),
+    ));
+
+    // Upstream's iptables Monitor: a flushed table loses our canary (and
+    // our rules with it); then everything is written again.
+    let s = shared.clone();
+    let stop = ctx.shutdown.clone();
+    tasks.spawn(async move {
+        let mut tick = tokio::time::interval(sync_period);
+        tick.tick().await;
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            let s2 = s.clone();
+            let intact =
+                tokio::task::spawn_blocking(move || s2.proxier.lock().unwrap().check_canaries())
+                    .await;
+            match intact {
+                Ok(Ok(true)) => {}
+                Ok(Ok(false)) => {
+                    tracing::info!("iptables canary missing: tables were flushed; full sync");
+                    s.proxier.lock().unwrap().force_full_sync();
+                    s.trigger.run();
+                }
+                Ok(Err(e)) => tracing::warn!(error = %e, "checking the canary chains"),
+                Err(e) => tracing::warn!(error = %e, "canary check panicked"),
+            }
+        }
+    });
+
+    let s = shared.clone();
+    run_loop(
+        intervals,
+        shared.trigger.clone(),
+        ctx.shutdown.clone(),
+        move || {
+            let s = s.clone();
+            async move {
+                tokio::task::spawn_blocking(move || s.sync())
+                    .await
+                    .unwrap_or(false)
+            }
+        },
+    )
+    .await;
+    tasks.abort_all();
+    Ok(())
+}

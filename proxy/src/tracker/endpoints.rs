@@ -1,0 +1,143 @@
+//! Endpoints as the proxy sees them (upstream's BaseEndpointInfo and
+//! EndpointSliceCache): every slice of a Service merged per service port.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+
+use super::names::{IpFamily, Protocol, ServiceName, ServicePortName};
+
+/// The label that ties an EndpointSlice to its Service.
+pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EndpointInfo {
+    pub address: SocketAddr,
+    /// On this node (its `nodeName` is ours).
+    pub is_local: bool,
+    pub ready: bool,
+    pub serving: bool,
+    pub terminating: bool,
+    pub zone_hints: BTreeSet<String>,
+    pub node_hints: BTreeSet<String>,
+}
+
+impl EndpointInfo {
+    pub fn ip(&self) -> IpAddr {
+        self.address.ip()
+    }
+}
+
+impl fmt::Display for EndpointInfo {
+    /// `ip:port` (`[ip]:port` for IPv6), as upstream hashes and prints it.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.address)
+    }
+}
+
+/// One slice's contribution: its endpoints per service port.
+pub type SliceEndpoints = BTreeMap<ServicePortName, Vec<EndpointInfo>>;
+
+/// The Service a slice belongs to and its endpoints, or `None` for a slice
+/// the proxy ignores (no service-name label, another address type).
+pub fn slice_endpoints(
+    slice: &EndpointSlice,
+    family: IpFamily,
+    node_name: &str,
+) -> Option<(ServiceName, SliceEndpoints)> {
+    let service = slice_service(slice)?;
+    if slice.address_type != family.address_type() {
+        return None;
+    }
+    let mut by_port = SliceEndpoints::new();
+    for port in slice.ports.as_deref().unwrap_or_default() {
+        let (Some(number), Some(protocol)) = (
+            port.port
+                .and_then(|p| u16::try_from(p).ok())
+                .filter(|p| *p != 0),
+            Protocol::from_api(port.protocol.as_deref()),
+        ) else {
+            continue;
+        };
+        let key = ServicePortName::new(
+            service.clone(),
+            port.name.clone().unwrap_or_default(),
+            protocol,
+        );
+        let endpoints = by_port.entry(key).or_default();
+        for endpoint in slice.endpoints.as_deref().unwrap_or_default() {
+            let Some(ip) = endpoint
+                .addresses
+                .first()
+                .and_then(|a| a.parse::<IpAddr>().ok())
+            else {
+                continue;
+            };
+            if IpFamily::of(&ip) != family {
+                continue;
+            }
+            let conditions = endpoint.conditions.clone().unwrap_or_default();
+            // Absent conditions read as upstream: ready unless said otherwise,
+            // serving as ready, not terminating.
+            let ready = conditions.ready.unwrap_or(true);
+            let hints = endpoint.hints.as_ref();
+            endpoints.push(EndpointInfo {
+                address: SocketAddr::new(ip, number),
+                is_local: endpoint.node_name.as_deref() == Some(node_name),
+                ready,
+                serving: conditions.serving.unwrap_or(ready),
+                terminating: conditions.terminating.unwrap_or(false),
+                zone_hints: (hints
+                    .and_then(|h| h.for_zones.as_deref())
+                    .unwrap_or_default()
+                    .iter())
+                .map(|z| z.name.clone())
+                .collect(),
+                node_hints: (hints
+                    .and_then(|h| h.for_nodes.as_deref())
+                    .unwrap_or_default()
+                    .iter())
+                .map(|n| n.name.clone())
+                .collect(),
+            });
+        }
+    }
+    Some((service, by_port))
+}
+
+/// The Service named by a slice's `kubernetes.io/service-name` label.
+pub fn slice_service(slice: &EndpointSlice) -> Option<ServiceName> {
+    let name = slice.metadata.labels.as_ref()?.get(SERVICE_NAME_LABEL)?;
+    Some(ServiceName::new(
+        slice.metadata.namespace.clone().unwrap_or_default(),
+        name.clone(),
+    ))
+}
+
+/// Merges a Service's slices (visited by slice name, so the result does not
+/// depend on arrival order): one endpoint per `ip:port` and service port, a
+/// local copy preferred over a remote one when slices disagree (as upstream),
+/// sorted by their text.
+pub fn merge_slices<'a>(
+    slices: impl Iterator<Item = &'a SliceEndpoints>,
+) -> BTreeMap<ServicePortName, Vec<EndpointInfo>> {
+    let mut merged: BTreeMap<ServicePortName, BTreeMap<String, EndpointInfo>> = BTreeMap::new();
+    for slice in slices {
+        for (port, endpoints) in slice {
+            let set = merged.entry(port.clone()).or_default();
+            for endpoint in endpoints {
+                let key = endpoint.to_string();
+                if endpoint.is_local || !set.contains_key(&key) {
+                    set.insert(key, endpoint.clone());
+                }
+            }
+        }
+    }
+    merged
+        .into_iter()
+        .filter(|(_, set)| !set.is_empty())
+        .map(|(port, set)| (port, set.into_values().collect()))
+        .collect()
+}
