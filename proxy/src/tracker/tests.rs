@@ -478,3 +478,34 @@ fn slice_ports_without_a_name_are_ignored() {
         ["10.0.0.2:80"]
     );
 }
+
+#[test]
+fn load_balancer_source_ranges_of_the_family_only() {
+    let lb = |ranges: serde_json::Value| {
+        let mut tracker = Tracker::new(IpFamily::V4, NODE);
+        tracker.apply_service(&service(json!({
+            "metadata": {"namespace": "ns", "name": "lb"},
+            "spec": {"type": "LoadBalancer", "clusterIP": "172.30.0.1", "clusterIPs": ["172.30.0.1"],
+                     "ports": [{"name": "p80", "port": 80, "nodePort": 30080}],
+                     "loadBalancerSourceRanges": ranges},
+            "status": {"loadBalancer": {"ingress": [{"ip": "198.51.100.1"}]}}
+        })));
+        let (_, info) = tracker.service_ports().next().unwrap();
+        (
+            info.load_balancer_firewall,
+            info.load_balancer_source_ranges.len(),
+        )
+    };
+    assert_eq!(
+        lb(json!(["2001:db8::/32"])),
+        (false, 0),
+        "other family only"
+    );
+    assert_eq!(
+        lb(json!(["203.0.113.0/24", "0.0.0.0/0"])),
+        (false, 0),
+        "zero CIDR"
+    );
+    assert_eq!(lb(json!(["203.0.113.0/24", "2001:db8::/32"])), (true, 1));
+    assert_eq!(lb(json!([])), (false, 0));
+}
