@@ -196,13 +196,17 @@ pub fn node_info(node: &Node) -> NodeInfo {
     NodeInfo { ips, pod_cidrs }
 }
 
-/// Best-effort node sysctls upstream sets: a failure is logged, as a
-/// hostNetwork pod may not be allowed to write them.
-fn prepare_node(config: &KubeProxyConfiguration) -> bool {
-    if config.iptables.localhost_node_ports
-        && let Err(e) = std::fs::write("/proc/sys/net/ipv4/conf/all/route_localnet", "1")
-    {
-        tracing::warn!(error = %e, "cannot set net.ipv4.conf.all.route_localnet=1: NodePorts on localhost will not answer");
+/// The node sysctls upstream sets. route_localnet is set only when NodePorts
+/// answer on localhost (then the rules guard 127.0.0.0/8 from outside), and
+/// failing to set it is fatal, as upstream; the rest is best-effort. Returns
+/// whether nf_conntrack_tcp_be_liberal is set.
+fn prepare_node(config: &KubeProxyConfiguration, family: IpFamily) -> anyhow::Result<bool> {
+    if crate::iptables::localhost_node_ports(config, family) {
+        tracing::info!(
+            "setting route_localnet=1 to allow NodePorts on localhost; to change this either disable \
+             iptables.localhostNodePorts or set nodePortAddresses to leave out loopback addresses"
+        );
+        ensure_sysctl("/proc/sys/net/ipv4/conf/all/route_localnet", 1)?;
     }
     match std::fs::read_to_string("/proc/sys/net/bridge/bridge-nf-call-iptables") {
         Ok(v) if v.trim() == "1" => {}
@@ -210,8 +214,21 @@ fn prepare_node(config: &KubeProxyConfiguration) -> bool {
             "net.bridge.bridge-nf-call-iptables is not 1: pods on a bridge may bypass the service rules"
         ),
     }
-    std::fs::read_to_string("/proc/sys/net/netfilter/nf_conntrack_tcp_be_liberal")
-        .is_ok_and(|v| v.trim() == "1")
+    Ok(
+        std::fs::read_to_string("/proc/sys/net/netfilter/nf_conntrack_tcp_be_liberal")
+            .is_ok_and(|v| v.trim() == "1"),
+    )
+}
+
+/// Writes a sysctl unless it already has the value (upstream's EnsureSysctl).
+fn ensure_sysctl(path: &str, value: i32) -> anyhow::Result<()> {
+    if let Ok(v) = std::fs::read_to_string(path)
+        && v.trim().parse::<i32>() == Ok(value)
+    {
+        return Ok(());
+    }
+    std::fs::write(path, value.to_string())
+        .map_err(|e| anyhow::anyhow!("cannot set {path} to {value}: {e}"))
 }
 
 pub async fn run(
@@ -236,7 +253,7 @@ pub async fn run(
     }
     ctx.health.register(RULES_SYNCED);
 
-    let liberal = prepare_node(&config);
+    let liberal = prepare_node(&config, family)?;
     let intervals = Intervals {
         min: config.min_sync_period(),
         retry: sync_period,

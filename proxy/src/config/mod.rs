@@ -437,6 +437,9 @@ fn resolve(raw: RawConfig, errors: &mut Errors) -> KubeProxyConfiguration {
     let ipvs = raw.ipvs.unwrap_or_default();
     let ct = raw.conntrack.unwrap_or_default();
     let d = &defaults;
+    // Upstream validates a mode's own section only when that mode is on:
+    // problems in the others are dropped here.
+    let mut ignored = Errors::default();
 
     let iptables = IptablesConfig {
         masquerade_bit: masquerade_bit(errors, "iptables.masqueradeBit", ipt.masquerade_bit),
@@ -454,7 +457,15 @@ fn resolve(raw: RawConfig, errors: &mut Errors) -> KubeProxyConfiguration {
         ),
     };
     let nftables = NftablesConfig {
-        masquerade_bit: masquerade_bit(errors, "nftables.masqueradeBit", nft.masquerade_bit),
+        masquerade_bit: masquerade_bit(
+            if mode == ProxyMode::Nftables {
+                errors
+            } else {
+                &mut ignored
+            },
+            "nftables.masqueradeBit",
+            nft.masquerade_bit,
+        ),
         masquerade_all: nft.masquerade_all.unwrap_or(false),
         sync_period: errors.duration_or_default(
             "nftables.syncPeriod",
@@ -488,7 +499,13 @@ fn resolve(raw: RawConfig, errors: &mut Errors) -> KubeProxyConfiguration {
             Duration::ZERO,
         ),
         exclude_cidrs: (ipvs.exclude_cidrs.unwrap_or_default().iter())
-            .filter_map(|c| errors.cidr("ipvs.excludeCIDRs", c))
+            .filter_map(|c| {
+                if mode == ProxyMode::Ipvs {
+                    errors.cidr("ipvs.excludeCIDRs", c)
+                } else {
+                    ignored.cidr("ipvs.excludeCIDRs", c)
+                }
+            })
             .collect(),
     };
 
@@ -522,21 +539,24 @@ fn resolve(raw: RawConfig, errors: &mut Errors) -> KubeProxyConfiguration {
         ),
     };
 
-    let cluster_cidrs = (raw.cluster_cidr.as_deref().unwrap_or("").split(','))
-        .filter(|c| !c.trim().is_empty())
-        .filter_map(|c| errors.cidr("clusterCIDR", c))
-        .collect();
-
-    let node_port_addresses = (raw.node_port_addresses.unwrap_or_default().iter())
-        .filter_map(|entry| match entry.as_str() {
-            "primary" => Some(NodePortAddress::Primary),
-            "localhost" => Some(NodePortAddress::Localhost),
-            "all" => Some(NodePortAddress::All),
-            cidr => errors
-                .cidr("nodePortAddresses", cidr)
-                .map(NodePortAddress::Cidr),
-        })
-        .collect();
+    let mut node_port_addresses: Vec<NodePortAddress> = Vec::new();
+    for entry in raw.node_port_addresses.unwrap_or_default() {
+        let address = match entry.as_str() {
+            "primary" => NodePortAddress::Primary,
+            "localhost" => NodePortAddress::Localhost,
+            "all" => NodePortAddress::All,
+            cidr => match errors.cidr("nodePortAddresses", cidr) {
+                Some(net) => NodePortAddress::Cidr(net),
+                None => continue,
+            },
+        };
+        // A keyword may be given once (upstream); a CIDR may repeat.
+        if !matches!(address, NodePortAddress::Cidr(_)) && node_port_addresses.contains(&address) {
+            errors.push("nodePortAddresses", format!("Duplicate value: {entry:?}"));
+            continue;
+        }
+        node_port_addresses.push(address);
+    }
 
     let detect = raw.detect_local.unwrap_or_default();
     let detect_local = match raw.detect_local_mode.as_deref().unwrap_or("") {
@@ -560,6 +580,20 @@ fn resolve(raw: RawConfig, errors: &mut Errors) -> KubeProxyConfiguration {
             DetectLocalMode::ClusterCidr
         }
     };
+
+    // clusterCIDR is checked only for detectLocalMode ClusterCIDR, the one
+    // mode that uses it (upstream's DetectLocal.ClusterCIDRs).
+    let check_cluster_cidrs = detect_local == DetectLocalMode::ClusterCidr;
+    let cluster_cidrs: Vec<IpNet> = (raw.cluster_cidr.as_deref().unwrap_or("").split(','))
+        .filter(|c| !c.trim().is_empty())
+        .filter_map(|c| {
+            if check_cluster_cidrs {
+                errors.cidr("clusterCIDR", c)
+            } else {
+                ignored.cidr("clusterCIDR", c)
+            }
+        })
+        .collect();
 
     let bind_address = match raw.bind_address.as_deref().unwrap_or("") {
         "" => defaults.bind_address,
@@ -628,10 +662,9 @@ fn non_negative(errors: &mut Errors, field: &str, value: Option<i32>, default: u
 }
 
 fn check_interface_name(errors: &mut Errors, field: &str, name: &str) {
+    // Upstream checks only that it is there.
     if name.is_empty() {
         errors.push(field, "must not be empty for this detectLocalMode");
-    } else if name.len() > 15 || name.contains(['/', ' ', '\t', '\n']) {
-        errors.push(field, format!("{name:?} is not a valid interface name"));
     }
 }
 
@@ -658,41 +691,35 @@ fn bind_socket(
 }
 
 fn validate(config: &KubeProxyConfiguration, errors: &mut Errors) {
-    for (section, sync, min_sync) in [
-        (
+    // Only the active mode's periods are the proxy's (upstream's v1alpha1
+    // conversion copies them to the top level, which is what it checks).
+    let (section, sync, min_sync) = match config.mode {
+        ProxyMode::Iptables => (
             "iptables",
             config.iptables.sync_period,
             config.iptables.min_sync_period,
         ),
-        (
+        ProxyMode::Nftables => (
             "nftables",
             config.nftables.sync_period,
             config.nftables.min_sync_period,
         ),
-        ("ipvs", config.ipvs.sync_period, config.ipvs.min_sync_period),
-    ] {
-        if min_sync > sync {
-            errors.push(
-                &format!("{section}.syncPeriod"),
-                format!(
-                    "{} must be greater than or equal to {section}.minSyncPeriod ({})",
-                    format_go_duration(sync),
-                    format_go_duration(min_sync)
-                ),
-            );
-        }
-    }
-
-    const IPVS_SCHEDULERS: &[&str] = &[
-        "", "rr", "wrr", "lc", "wlc", "lblc", "lblcr", "sh", "dh", "sed", "nq", "mh",
-    ];
-    if !IPVS_SCHEDULERS.contains(&config.ipvs.scheduler.as_str()) {
+        ProxyMode::Ipvs => ("ipvs", config.ipvs.sync_period, config.ipvs.min_sync_period),
+    };
+    if min_sync > sync {
         errors.push(
-            "ipvs.scheduler",
-            format!("{:?} is not a known IPVS scheduler", config.ipvs.scheduler),
+            &format!("{section}.syncPeriod"),
+            format!(
+                "{} must be greater than or equal to {section}.minSyncPeriod ({})",
+                format_go_duration(sync),
+                format_go_duration(min_sync)
+            ),
         );
     }
 
+    if config.detect_local != DetectLocalMode::ClusterCidr {
+        return;
+    }
     match config.cluster_cidrs.as_slice() {
         [] | [_] => {}
         [a, b] if matches!(a, IpNet::V4(_)) != matches!(b, IpNet::V4(_)) => {}

@@ -340,7 +340,7 @@ fn validation_as_upstream() {
             "iptables.masqueradeBit: 32 must be within the range [0, 31]",
         ),
         (
-            "nftables:\n  masqueradeBit: -1\n",
+            "mode: nftables\nnftables:\n  masqueradeBit: -1\n",
             "nftables.masqueradeBit: -1 must be within the range [0, 31]",
         ),
         (
@@ -364,12 +364,16 @@ fn validation_as_upstream() {
             "nodePortAddresses: \"somewhere\" is not a valid CIDR",
         ),
         (
-            "ipvs:\n  excludeCIDRs: [x]\n",
+            "mode: ipvs\nipvs:\n  excludeCIDRs: [x]\n",
             "ipvs.excludeCIDRs: \"x\" is not a valid CIDR",
         ),
         (
-            "ipvs:\n  scheduler: fastest\n",
-            "ipvs.scheduler: \"fastest\" is not a known IPVS scheduler",
+            "mode: ipvs\nipvs:\n  syncPeriod: 1s\n  minSyncPeriod: 1m0s\n",
+            "ipvs.syncPeriod: 1s must be greater than or equal to ipvs.minSyncPeriod (1m0s)",
+        ),
+        (
+            "nodePortAddresses: [localhost, 10.0.0.0/8, localhost]\n",
+            "nodePortAddresses: Duplicate value: \"localhost\"",
         ),
         ("mode: userspace\n", "mode: \"userspace\" is not one of"),
         (
@@ -381,8 +385,8 @@ fn validation_as_upstream() {
             "detectLocal.bridgeInterface: must not be empty",
         ),
         (
-            "detectLocalMode: InterfaceNamePrefix\ndetectLocal:\n  interfaceNamePrefix: a/b\n",
-            "detectLocal.interfaceNamePrefix: \"a/b\" is not a valid interface name",
+            "detectLocalMode: InterfaceNamePrefix\n",
+            "detectLocal.interfaceNamePrefix: must not be empty",
         ),
         (
             "conntrack:\n  min: -1\n",
@@ -401,9 +405,9 @@ fn validation_as_upstream() {
         let err = error_text(body);
         assert!(err.contains(want), "{body:?}: {err}");
     }
-    let err = error_text("iptables:\n  masqueradeBit: 40\nipvs:\n  scheduler: x\n");
+    let err = error_text("iptables:\n  masqueradeBit: 40\nbindAddress: x\n");
     assert!(
-        err.contains("masqueradeBit") && err.contains("scheduler"),
+        err.contains("masqueradeBit") && err.contains("bindAddress"),
         "all problems reported: {err}"
     );
 }
@@ -413,5 +417,26 @@ fn top_level_periods_are_refused_as_upstream_v1alpha1_does() {
     for field in ["syncPeriod", "minSyncPeriod"] {
         let err = error_text(&format!("{field}: 10s\n"));
         assert!(err.contains(&format!("unknown field `{field}`")), "{err}");
+    }
+}
+
+#[test]
+fn only_what_upstream_checks_is_checked() {
+    // Other modes' sections, clusterCIDR outside detectLocalMode ClusterCIDR,
+    // interface names beyond being non-empty, IPVS schedulers and repeated
+    // CIDRs are upstream's to accept.
+    for body in [
+        "nftables:\n  syncPeriod: 1s\n  minSyncPeriod: 1m0s\n  masqueradeBit: 40\n",
+        "ipvs:\n  syncPeriod: 1s\n  minSyncPeriod: 1m0s\n  excludeCIDRs: [x]\n",
+        "mode: nftables\niptables:\n  syncPeriod: 1s\n  minSyncPeriod: 1m0s\n",
+        "detectLocalMode: NodeCIDR\nclusterCIDR: nonsense\n",
+        "detectLocalMode: NodeCIDR\nclusterCIDR: 10.0.0.0/8,11.0.0.0/8\n",
+        "detectLocalMode: InterfaceNamePrefix\ndetectLocal:\n  interfaceNamePrefix: a/b-with-a-long-name\n",
+        "mode: ipvs\nipvs:\n  scheduler: fastest\n",
+        "nodePortAddresses: [10.0.0.0/8, 10.0.0.0/8, primary, localhost, all]\n",
+    ] {
+        if let Err(e) = parse(body) {
+            panic!("{body:?}: {e}");
+        }
     }
 }

@@ -4,6 +4,7 @@
 
 pub mod chains;
 pub mod local;
+pub mod nodeports;
 pub mod render;
 pub mod save;
 
@@ -12,4 +13,5 @@ mod render_tests;
 
 pub use chains::{CANARY_CHAIN, JumpRule, jump_rules};
 pub use local::LocalDetector;
+pub use nodeports::{NodePortAddresses, localhost_node_ports};
 pub use render::{NodePortDestinations, RenderOptions, Ruleset, SyncScope, render};

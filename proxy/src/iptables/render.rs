@@ -28,7 +28,7 @@ pub const LARGE_CLUSTER_ENDPOINTS: usize = 1000;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum NodePortDestinations {
     /// Every local address (`-m addrtype --dst-type LOCAL`): nodePortAddresses
-    /// unset or covering everything.
+    /// has no entry of the family, or a zero CIDR (`all`, `0.0.0.0/0`).
     AllLocal,
     /// Only these node addresses: nodePortAddresses resolved against the
     /// node's interfaces (or the Node's primary IPs) by the IO side.
@@ -62,18 +62,12 @@ impl RenderOptions {
         node_pod_cidrs: &[IpNet],
         node_port_destinations: NodePortDestinations,
     ) -> Self {
-        let covers_ipv4_loopback = match &node_port_destinations {
-            NodePortDestinations::AllLocal => true,
-            NodePortDestinations::Ips(ips) => ips.iter().any(|ip| ip.is_loopback() && ip.is_ipv4()),
-        };
         RenderOptions {
             family,
             masquerade_mark: 1 << config.masquerade_bit(),
             masquerade_all: config.masquerade_all(),
             local_detector: LocalDetector::from_config(config, family, node_pod_cidrs),
-            localhost_node_ports: family == IpFamily::V4
-                && config.iptables.localhost_node_ports
-                && covers_ipv4_loopback,
+            localhost_node_ports: super::nodeports::localhost_node_ports(config, family),
             node_port_destinations,
             node_ips: node_ips
                 .into_iter()

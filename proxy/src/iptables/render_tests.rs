@@ -540,7 +540,11 @@ fn options_from_config() {
     );
 
     let only_node_ip = RenderOptions::from_config(
-        &config,
+        &crate::config::KubeProxyConfiguration::parse(
+            "apiVersion: kubeproxy.config.k8s.io/v1alpha1\nkind: KubeProxyConfiguration\n\
+             nodePortAddresses: [192.168.0.0/16]\n",
+        )
+        .unwrap(),
         IpFamily::V4,
         vec![],
         &[],

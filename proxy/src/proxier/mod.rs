@@ -15,10 +15,11 @@ use std::time::{Duration, Instant};
 
 use ipnet::IpNet;
 
-use crate::config::{KubeProxyConfiguration, NodePortAddress};
+use crate::config::KubeProxyConfiguration;
 use crate::exec::Exec;
 use crate::iptables::{
-    CANARY_CHAIN, NodePortDestinations, RenderOptions, SyncScope, jump_rules, render, save,
+    CANARY_CHAIN, NodePortAddresses, NodePortDestinations, RenderOptions, SyncScope, jump_rules,
+    render, save,
 };
 use crate::tracker::Tracker;
 pub use tool::{Iptables, ToolError};
@@ -120,29 +121,13 @@ impl<E: Exec> Proxier<E> {
         options
     }
 
-    /// nodePortAddresses resolved: empty or `all` means every local address.
-    /// CIDRs select among the Node's own addresses (upstream reads the
-    /// interfaces; the Node's addresses are what a hostNetwork pod can trust
-    /// to be the node's, and what clients use).
+    /// nodePortAddresses resolved for the tracker's family, against the
+    /// Node's own addresses (upstream reads the interfaces; the Node's
+    /// addresses are what a hostNetwork pod can trust to be the node's, and
+    /// what clients use) and loopback.
     fn node_port_destinations(&self) -> NodePortDestinations {
-        let entries = &self.config.node_port_addresses;
-        if entries.is_empty() || entries.contains(&NodePortAddress::All) {
-            return NodePortDestinations::AllLocal;
-        }
-        let mut ips = BTreeSet::new();
-        for entry in entries {
-            match entry {
-                NodePortAddress::Primary => ips.extend(self.node.ips.iter().copied()),
-                NodePortAddress::Localhost => {
-                    ips.insert(IpAddr::from([127, 0, 0, 1]));
-                }
-                NodePortAddress::Cidr(cidr) => {
-                    ips.extend(self.node.ips.iter().filter(|ip| cidr.contains(*ip)));
-                }
-                NodePortAddress::All => {}
-            }
-        }
-        NodePortDestinations::Ips(ips.into_iter().collect())
+        NodePortAddresses::new(&self.config.node_port_addresses, self.tracker.family())
+            .destinations(&self.node.ips)
     }
 
     /// One sync (upstream's syncProxyRules).

@@ -61,11 +61,12 @@ pub fn slice_endpoints(
         ) else {
             continue;
         };
-        let key = ServicePortName::new(
-            service.clone(),
-            port.name.clone().unwrap_or_default(),
-            protocol,
-        );
+        // Upstream ignores a port without a name; an empty name is the
+        // Service's unnamed port.
+        let Some(port_name) = port.name.clone() else {
+            continue;
+        };
+        let key = ServicePortName::new(service.clone(), port_name, protocol);
         let endpoints = by_port.entry(key).or_default();
         for endpoint in slice.endpoints.as_deref().unwrap_or_default() {
             let Some(ip) = endpoint
@@ -79,15 +80,15 @@ pub fn slice_endpoints(
                 continue;
             }
             let conditions = endpoint.conditions.clone().unwrap_or_default();
-            // Absent conditions read as upstream: ready unless said otherwise,
-            // serving as ready, not terminating.
+            // Absent conditions read as upstream: ready and serving unless
+            // said otherwise, not terminating.
             let ready = conditions.ready.unwrap_or(true);
             let hints = endpoint.hints.as_ref();
             endpoints.push(EndpointInfo {
                 address: SocketAddr::new(ip, number),
-                is_local: endpoint.node_name.as_deref() == Some(node_name),
+                is_local: !node_name.is_empty() && endpoint.node_name.as_deref() == Some(node_name),
                 ready,
-                serving: conditions.serving.unwrap_or(ready),
+                serving: conditions.serving.unwrap_or(true),
                 terminating: conditions.terminating.unwrap_or(false),
                 zone_hints: (hints
                     .and_then(|h| h.for_zones.as_deref())
@@ -117,9 +118,10 @@ pub fn slice_service(slice: &EndpointSlice) -> Option<ServiceName> {
 }
 
 /// Merges a Service's slices (visited by slice name, so the result does not
-/// depend on arrival order): one endpoint per `ip:port` and service port, a
-/// local copy preferred over a remote one when slices disagree (as upstream),
-/// sorted by their text.
+/// depend on arrival order): one endpoint per `ip:port` and service port,
+/// sorted by their text. When slices disagree, a non-terminating copy wins
+/// over a terminating one (a pod IP reused before the old Pod is gone), as
+/// upstream; among equals the last slice by name wins.
 pub fn merge_slices<'a>(
     slices: impl Iterator<Item = &'a SliceEndpoints>,
 ) -> BTreeMap<ServicePortName, Vec<EndpointInfo>> {
@@ -129,7 +131,7 @@ pub fn merge_slices<'a>(
             let set = merged.entry(port.clone()).or_default();
             for endpoint in endpoints {
                 let key = endpoint.to_string();
-                if endpoint.is_local || !set.contains_key(&key) {
+                if !endpoint.terminating || !set.contains_key(&key) {
                     set.insert(key, endpoint.clone());
                 }
             }

@@ -25,9 +25,11 @@ pub struct ServicePortInfo {
     /// Ingress IPs of `status.loadBalancer`, less those with `ipMode: Proxy`
     /// (the load balancer, not the node, handles those).
     pub load_balancer_vips: Vec<IpAddr>,
-    /// True when the Service sets `loadBalancerSourceRanges` at all: with none
-    /// of this family, its load-balancer IPs of this family accept nothing.
+    /// True when traffic to the load-balancer IPs is filtered by source:
+    /// some `loadBalancerSourceRanges` of this family, none of them a zero
+    /// CIDR (upstream; ranges of the other family alone filter nothing).
     pub load_balancer_firewall: bool,
+    /// `loadBalancerSourceRanges` of this family; empty when one is a zero CIDR.
     pub load_balancer_source_ranges: Vec<IpNet>,
     pub external_policy_local: bool,
     pub internal_policy_local: bool,
@@ -112,10 +114,17 @@ pub fn service_ports(
         .load_balancer_source_ranges
         .as_deref()
         .unwrap_or_default();
-    let load_balancer_source_ranges = (source_ranges_spec.iter())
+    let mut load_balancer_source_ranges: Vec<IpNet> = (source_ranges_spec.iter())
         .filter_map(|range| range.trim().parse::<IpNet>().ok())
         .filter(|net| IpFamily::of(&net.addr()) == family)
         .collect();
+    // A zero CIDR allows anyone, as no ranges do (upstream).
+    if load_balancer_source_ranges
+        .iter()
+        .any(|net| net.prefix_len() == 0)
+    {
+        load_balancer_source_ranges.clear();
+    }
 
     for port in spec.ports.as_deref().unwrap_or_default() {
         let Some(protocol) = Protocol::from_api(port.protocol.as_deref()) else {
@@ -140,7 +149,7 @@ pub fn service_ports(
                 sticky_seconds,
                 external_ips: external_ips.clone(),
                 load_balancer_vips: load_balancer_vips.clone(),
-                load_balancer_firewall: !source_ranges_spec.is_empty(),
+                load_balancer_firewall: !load_balancer_source_ranges.is_empty(),
                 load_balancer_source_ranges: Vec::clone(&load_balancer_source_ranges),
                 external_policy_local,
                 internal_policy_local,

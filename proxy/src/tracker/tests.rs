@@ -159,7 +159,7 @@ fn endpoints_merge_all_slices_of_a_service() {
         "svc",
         "svc-b",
         json!([
-            {"addresses": ["10.0.0.2"], "nodeName": "node-b"},
+            {"addresses": ["10.0.0.2"], "conditions": {"ready": false, "terminating": true}, "nodeName": "node-b"},
             {"addresses": ["10.0.0.10"], "conditions": {"ready": false, "serving": true, "terminating": true}, "nodeName": "node-b"}
         ]),
     ));
@@ -170,7 +170,7 @@ fn endpoints_merge_all_slices_of_a_service() {
         json!([
             {"addresses": ["10.0.0.1"], "conditions": {"ready": true}, "nodeName": NODE, "zone": "z1",
              "hints": {"forZones": [{"name": "z1"}], "forNodes": [{"name": NODE}]}},
-            // The same endpoint in two slices: the local copy wins.
+            // The same endpoint in two slices: the non-terminating copy wins.
             {"addresses": ["10.0.0.2"], "nodeName": NODE}
         ]),
     ));
@@ -193,7 +193,10 @@ fn endpoints_merge_all_slices_of_a_service() {
     assert!(first.ready && first.serving && !first.terminating && first.is_local);
     assert_eq!(first.zone_hints.iter().collect::<Vec<_>>(), ["z1"]);
     assert_eq!(first.node_hints.iter().collect::<Vec<_>>(), [NODE]);
-    assert!(by_addr["10.0.0.2:80"].is_local, "local copy preferred");
+    assert!(
+        by_addr["10.0.0.2:80"].is_local,
+        "non-terminating copy preferred"
+    );
     let terminating = by_addr["10.0.0.10:80"];
     assert!(!terminating.ready && terminating.serving && terminating.terminating);
 
@@ -417,4 +420,92 @@ fn node_labels_force_a_full_sync() {
     assert_eq!(tracker.zone(), Some("z1"));
     assert!(tracker.take_changes().full_sync);
     assert!(!tracker.take_changes().full_sync);
+}
+
+#[test]
+fn duplicate_endpoints_keep_the_non_terminating_copy() {
+    let mut tracker = Tracker::new(IpFamily::V4, NODE);
+    tracker.apply_service(&cluster_ip_service("ns", "svc", "172.30.0.3"));
+    // A remote running pod reuses a local terminating pod's IP.
+    tracker.apply_endpoint_slice(&slice_of(
+        "ns",
+        "svc",
+        "svc-a",
+        json!([{"addresses": ["10.0.0.2"], "nodeName": "node-b"}]),
+    ));
+    tracker.apply_endpoint_slice(&slice_of(
+        "ns",
+        "svc",
+        "svc-b",
+        json!([{"addresses": ["10.0.0.2"], "nodeName": NODE,
+                "conditions": {"ready": false, "serving": true, "terminating": true}}]),
+    ));
+    let endpoints = tracker.endpoints(&spn("ns", "svc", "p80"));
+    assert_eq!(addrs(endpoints), ["10.0.0.2:80"]);
+    assert!(!endpoints[0].terminating && endpoints[0].ready && !endpoints[0].is_local);
+}
+
+#[test]
+fn unset_serving_reads_as_serving() {
+    let mut tracker = Tracker::new(IpFamily::V4, NODE);
+    tracker.apply_service(&cluster_ip_service("ns", "svc", "172.30.0.3"));
+    tracker.apply_endpoint_slice(&slice_of(
+        "ns",
+        "svc",
+        "svc-a",
+        json!([{"addresses": ["10.0.0.2"], "conditions": {"ready": false, "terminating": true}}]),
+    ));
+    let endpoints = tracker.endpoints(&spn("ns", "svc", "p80"));
+    assert!(!endpoints[0].ready && endpoints[0].serving && endpoints[0].terminating);
+}
+
+#[test]
+fn slice_ports_without_a_name_are_ignored() {
+    let mut tracker = Tracker::new(IpFamily::V4, NODE);
+    tracker.apply_service(&service(json!({
+        "metadata": {"namespace": "ns", "name": "svc"},
+        "spec": {"clusterIP": "172.30.0.3", "clusterIPs": ["172.30.0.3"], "ports": [{"port": 80, "protocol": "TCP"}]}
+    })));
+    let mut nameless = slice_of("ns", "svc", "svc-a", json!([{"addresses": ["10.0.0.2"]}]));
+    nameless.ports.as_mut().unwrap()[0].name = None;
+    tracker.apply_endpoint_slice(&nameless);
+    assert!(tracker.endpoints(&spn("ns", "svc", "")).is_empty());
+    let mut unnamed = nameless.clone();
+    unnamed.ports.as_mut().unwrap()[0].name = Some(String::new());
+    tracker.apply_endpoint_slice(&unnamed);
+    assert_eq!(
+        addrs(tracker.endpoints(&spn("ns", "svc", ""))),
+        ["10.0.0.2:80"]
+    );
+}
+
+#[test]
+fn load_balancer_source_ranges_of_the_family_only() {
+    let lb = |ranges: serde_json::Value| {
+        let mut tracker = Tracker::new(IpFamily::V4, NODE);
+        tracker.apply_service(&service(json!({
+            "metadata": {"namespace": "ns", "name": "lb"},
+            "spec": {"type": "LoadBalancer", "clusterIP": "172.30.0.1", "clusterIPs": ["172.30.0.1"],
+                     "ports": [{"name": "p80", "port": 80, "nodePort": 30080}],
+                     "loadBalancerSourceRanges": ranges},
+            "status": {"loadBalancer": {"ingress": [{"ip": "198.51.100.1"}]}}
+        })));
+        let (_, info) = tracker.service_ports().next().unwrap();
+        (
+            info.load_balancer_firewall,
+            info.load_balancer_source_ranges.len(),
+        )
+    };
+    assert_eq!(
+        lb(json!(["2001:db8::/32"])),
+        (false, 0),
+        "other family only"
+    );
+    assert_eq!(
+        lb(json!(["203.0.113.0/24", "0.0.0.0/0"])),
+        (false, 0),
+        "zero CIDR"
+    );
+    assert_eq!(lb(json!(["203.0.113.0/24", "2001:db8::/32"])), (true, 1));
+    assert_eq!(lb(json!([])), (false, 0));
 }
