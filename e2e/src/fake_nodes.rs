@@ -6,7 +6,7 @@
 //! a kind cluster the fake nodes the scheduler and controller tests create),
 //! so the suite sees the same fake nodes whatever the cluster.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Node;
@@ -138,13 +138,10 @@ async fn stop(kwok: &mut tokio::process::Child, kubeconfig: &Path) -> Result<(),
     Ok(())
 }
 
-fn exited(status: std::io::Result<std::process::ExitStatus>, log: &PathBuf) -> String {
-    let tail = std::fs::read_to_string(log)
-        .map(|text| {
-            let lines: Vec<&str> = text.lines().collect();
-            lines[lines.len().saturating_sub(20)..].join("\n")
-        })
-        .unwrap_or_default();
+fn exited(status: std::io::Result<std::process::ExitStatus>, log: &Path) -> String {
     let status = status.map_or_else(|e| e.to_string(), |s| s.to_string());
-    format!("kwok exited ({status}); its last log lines:\n{tail}")
+    format!(
+        "kwok exited ({status}); its last log lines:\n{}",
+        crate::process::file_tail(log, 20)
+    )
 }

@@ -12,7 +12,7 @@ use serde_json::json;
 use understudy_e2e::fixture::{Cluster, ClusterSpec, TestNamespace, binaries_dir};
 use understudy_e2e::nodes::{E2E_LABEL, NodeTemplate};
 use understudy_e2e::pods::from_json;
-use understudy_e2e::process::pid_alive;
+use understudy_e2e::process::{children, pid_alive};
 use understudy_e2e::wait;
 
 fn cluster() -> &'static Cluster {
@@ -34,29 +34,6 @@ impl Drop for FakeNodes {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-/// Pids whose parent is `parent`, from /proc.
-fn children(parent: u32) -> Vec<i32> {
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return vec![];
-    };
-    entries
-        .flatten()
-        .filter_map(|entry| {
-            let pid: i32 = entry.file_name().to_str()?.parse().ok()?;
-            let stat = std::fs::read_to_string(entry.path().join("stat")).ok()?;
-            // The command name may hold spaces and parentheses: fields after the last ')'.
-            let ppid: u32 = stat
-                .rsplit_once(')')?
-                .1
-                .split_whitespace()
-                .nth(1)?
-                .parse()
-                .ok()?;
-            (ppid == parent).then_some(pid)
-        })
-        .collect()
 }
 
 #[tokio::test]
@@ -114,7 +91,7 @@ async fn fake_nodes_run_pods_on_a_cluster_without_kwok_and_stop_on_sigterm() {
 
     // SIGTERM stops kwok with it, deletes the suite's fake nodes, and the
     // command exits successfully.
-    let kwok = children(fake_nodes.0.id());
+    let kwok = children(fake_nodes.0.id() as i32);
     assert_eq!(kwok.len(), 1, "expected one kwok child, got {kwok:?}");
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(fake_nodes.0.id() as i32),
