@@ -207,7 +207,9 @@ fn stale_udp_flows_of_a_removed_endpoint_are_deleted_and_nothing_else() {
     // The old endpoint is gone from the Service: its flow, only, goes.
     let mut tracker = Tracker::new(IpFamily::V4, "node");
     dns_service(&mut tracker, &[NEW_ENDPOINT]);
-    let report = inside(&ns, || clean_stale_entries(&NetlinkConntrack, &tracker));
+    let report = inside(&ns, || {
+        clean_stale_entries(&NetlinkConntrack, &tracker).unwrap()
+    });
     assert_eq!((report.deleted, report.error), (1, None));
     let mut left = vec![new_flow, unrelated];
     left.sort();
@@ -230,7 +232,9 @@ fn a_service_without_endpoints_loses_every_flow_to_its_frontend() {
     assert_eq!(ns.udp_flows().len(), 2);
     let mut tracker = Tracker::new(IpFamily::V4, "node");
     dns_service(&mut tracker, &[]);
-    let report = inside(&ns, || clean_stale_entries(&NetlinkConntrack, &tracker));
+    let report = inside(&ns, || {
+        clean_stale_entries(&NetlinkConntrack, &tracker).unwrap()
+    });
     assert_eq!((report.deleted, report.error), (2, None));
     assert_eq!(ns.udp_flows(), Vec::<String>::new());
 }

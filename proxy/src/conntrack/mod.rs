@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 pub use netlink::{NetlinkConntrack, NetlinkError};
 pub use stale::stale_flows;
 
+use crate::metrics::Metrics;
 use crate::tracker::{IpFamily, Tracker};
 
 /// IANA protocol numbers conntrack reports.
@@ -73,36 +74,46 @@ pub trait Conntrack {
     fn delete(&self, family: IpFamily, flows: &[&Flow]) -> Result<usize, (usize, Self::Error)>;
 }
 
-/// What one cleanup did.
+/// What one cleanup did, once the table was listed.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CleanupReport {
     /// Entries deleted.
     pub deleted: usize,
     pub duration: Duration,
-    /// Why it stopped short, if it did.
+    /// Why deleting stopped short, if it did.
     pub error: Option<String>,
+}
+
+/// After a successful sync (any mode): when the synced changes touched UDP
+/// endpoints, the cleanup, counted in kube-proxy's conntrack reconciler
+/// metrics. Upstream runs it at the end of syncProxyRules on the same
+/// condition.
+pub fn after_sync<C: Conntrack>(conntrack: &C, tracker: &mut Tracker, metrics: &Metrics) {
+    if !tracker.take_conntrack_cleanup() {
+        return;
+    }
+    if let Ok(report) = clean_stale_entries(conntrack, tracker) {
+        metrics.conntrack_reconciled(report.deleted, report.duration);
+    }
 }
 
 /// Upstream's CleanStaleEntries: lists `tracker`'s family, deletes the stale
 /// UDP flows, and logs as upstream (progress at debug, failures at error).
-pub fn clean_stale_entries<C: Conntrack>(conntrack: &C, tracker: &Tracker) -> CleanupReport {
+/// `Err` when the table could not be listed (nothing was deleted then).
+pub fn clean_stale_entries<C: Conntrack>(
+    conntrack: &C,
+    tracker: &Tracker,
+) -> Result<CleanupReport, String> {
     let start = Instant::now();
     let family = tracker.family();
     tracing::debug!(
         ip_family = family.address_type(),
         "started to reconcile conntrack entries"
     );
-    let listing = match conntrack.list(family) {
-        Ok(listing) => listing,
-        Err(error) => {
-            tracing::error!(%error, "failed to list conntrack entries");
-            return CleanupReport {
-                deleted: 0,
-                duration: start.elapsed(),
-                error: Some(error.to_string()),
-            };
-        }
-    };
+    let listing = conntrack.list(family).map_err(|error| {
+        tracing::error!(%error, "failed to list conntrack entries");
+        error.to_string()
+    })?;
     if listing.interrupted {
         tracing::debug!("received a partial conntrack listing, continuing to clean with it");
     }
@@ -134,11 +145,11 @@ pub fn clean_stale_entries<C: Conntrack>(conntrack: &C, tracker: &Tracker) -> Cl
             "finished reconciling conntrack entries"
         ),
     }
-    CleanupReport {
+    Ok(CleanupReport {
         deleted,
         duration,
         error,
-    }
+    })
 }
 
 #[cfg(test)]

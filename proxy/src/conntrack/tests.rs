@@ -306,7 +306,7 @@ fn fake_with_flows() -> (FakeConntrack, Flow, Flow) {
 fn cleanup_lists_and_deletes_the_stale_flows_of_the_family() {
     let tracker = upstream_fixture();
     let (fake, keep, _) = fake_with_flows();
-    let report = clean_stale_entries(&fake, &tracker);
+    let report = clean_stale_entries(&fake, &tracker).unwrap();
     assert_eq!(report.deleted, 1);
     assert_eq!(report.error, None);
     assert_eq!(*fake.flows.borrow(), [keep]);
@@ -314,7 +314,7 @@ fn cleanup_lists_and_deletes_the_stale_flows_of_the_family() {
 
     // Nothing stale: nothing deleted, no delete call.
     fake.families.borrow_mut().clear();
-    assert_eq!(clean_stale_entries(&fake, &tracker).deleted, 0);
+    assert_eq!(clean_stale_entries(&fake, &tracker).unwrap().deleted, 0);
     assert_eq!(*fake.families.borrow(), [IpFamily::V4]);
 }
 
@@ -323,7 +323,7 @@ fn cleanup_goes_on_with_a_partial_listing() {
     let tracker = upstream_fixture();
     let (mut fake, keep, _) = fake_with_flows();
     fake.interrupted = true;
-    assert_eq!(clean_stale_entries(&fake, &tracker).deleted, 1);
+    assert_eq!(clean_stale_entries(&fake, &tracker).unwrap().deleted, 1);
     assert_eq!(*fake.flows.borrow(), [keep]);
 }
 
@@ -333,8 +333,7 @@ fn cleanup_failures_are_reported_with_what_was_done() {
     let (mut fake, _, _) = fake_with_flows();
     fake.fail_list = true;
     let report = clean_stale_entries(&fake, &tracker);
-    assert_eq!(report.deleted, 0);
-    assert_eq!(report.error.as_deref(), Some("fake: list"));
+    assert_eq!(report, Err("fake: list".to_string()));
     assert_eq!(
         fake.flows.borrow().len(),
         2,
@@ -343,9 +342,40 @@ fn cleanup_failures_are_reported_with_what_was_done() {
 
     let (mut fake, _, _) = fake_with_flows();
     fake.fail_delete_after = Some(0);
-    let report = clean_stale_entries(&fake, &tracker);
+    let report = clean_stale_entries(&fake, &tracker).unwrap();
     assert_eq!(
         (report.deleted, report.error.as_deref()),
         (0, Some("fake: delete"))
     );
+}
+
+#[test]
+fn after_sync_cleans_only_when_udp_endpoints_changed_and_counts_deletions() {
+    let mut registry = prometheus_client::registry::Registry::default();
+    let metrics = Metrics::register(&mut registry, IpFamily::V4);
+    let mut tracker = upstream_fixture();
+    let (fake, keep, _) = fake_with_flows();
+
+    // The fixture's slice is not taken yet: no cleanup asked for.
+    after_sync(&fake, &mut tracker, &metrics);
+    assert!(fake.families.borrow().is_empty());
+
+    tracker.take_changes();
+    after_sync(&fake, &mut tracker, &metrics);
+    assert_eq!(*fake.flows.borrow(), [keep]);
+    // Taken: the next sync without UDP endpoint changes does not list.
+    fake.families.borrow_mut().clear();
+    tracker.take_changes();
+    after_sync(&fake, &mut tracker, &metrics);
+    assert!(fake.families.borrow().is_empty());
+
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+    assert!(
+        text.contains("kubeproxy_conntrack_reconciler_deleted_entries_total{ip_family=\"IPv4\"} 1"),
+        "{text}"
+    );
+    assert!(text.contains(
+        "kubeproxy_conntrack_reconciler_sync_duration_seconds_count{ip_family=\"IPv4\"} 1"
+    ));
 }
