@@ -5,13 +5,13 @@
 //! conntrack table is never touched: the thread proves it is in the test's
 //! namespace before it opens a socket.
 
-use std::net::{SocketAddr, UdpSocket};
+use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::os::unix::fs::MetadataExt;
 use std::process::Command;
 
 use serde_json::json;
 use understudy_proxy::conntrack::{
-    Conntrack, Flow, IPPROTO_UDP, NetlinkConntrack, clean_stale_entries,
+    Conntrack, Flow, IPPROTO_TCP, IPPROTO_UDP, NetlinkConntrack, clean_stale_entries,
 };
 use understudy_proxy::tracker::{IpFamily, Tracker};
 
@@ -48,9 +48,19 @@ impl Netns {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
-    /// `conntrack -L` of UDP, one `orig-dst/reply-src` line per entry, sorted.
-    fn udp_flows(&self) -> Vec<String> {
-        let text = self.run(&["conntrack", "-L", "-p", "udp"]);
+    /// `conntrack -L` of one protocol (both families), one
+    /// `orig-dst:port reply-src:port` line per entry, sorted.
+    fn flows(&self, protocol: &str) -> Vec<String> {
+        let mut flows: Vec<String> = Vec::new();
+        for family in ["ipv4", "ipv6"] {
+            flows.extend(self.flows_of(protocol, family));
+        }
+        flows.sort();
+        flows
+    }
+
+    fn flows_of(&self, protocol: &str, family: &str) -> Vec<String> {
+        let text = self.run(&["conntrack", "-L", "-p", protocol, "-f", family]);
         let mut flows: Vec<String> = text
             .lines()
             .map(|line| {
@@ -101,53 +111,116 @@ fn inside<T: Send>(ns: &Netns, f: impl FnOnce() -> T + Send) -> T {
     })
 }
 
-const SERVICE_IP: &str = "172.30.0.10";
-const CLIENT_IP: &str = "10.1.0.1";
-const OLD_ENDPOINT: &str = "10.1.0.2";
-const NEW_ENDPOINT: &str = "10.1.0.3";
+/// The addresses of one IP family's test: a Service IP routed to loopback,
+/// a client, the endpoint that is removed and the one that stays.
+struct Addresses {
+    family: IpFamily,
+    service: &'static str,
+    service_route: &'static str,
+    client: &'static str,
+    old_endpoint: &'static str,
+    new_endpoint: &'static str,
+}
+
+const V4: Addresses = Addresses {
+    family: IpFamily::V4,
+    service: "172.30.0.10",
+    service_route: "172.30.0.0/16",
+    client: "10.1.0.1",
+    old_endpoint: "10.1.0.2",
+    new_endpoint: "10.1.0.3",
+};
+
+const V6: Addresses = Addresses {
+    family: IpFamily::V6,
+    service: "fd00:30::10",
+    service_route: "fd00:30::/64",
+    client: "fd00:1::1",
+    old_endpoint: "fd00:1::2",
+    new_endpoint: "fd00:1::3",
+};
+
+impl Addresses {
+    fn v6(&self) -> bool {
+        self.family == IpFamily::V6
+    }
+
+    fn at(&self, ip: &str, port: u16) -> String {
+        SocketAddr::new(ip.parse().unwrap(), port).to_string()
+    }
+
+    /// As conntrack-tools prints a flow in [`Netns::udp_flows`].
+    fn flow(&self, orig_dst: &str, orig_port: u16, reply_src: &str, reply_port: u16) -> String {
+        format!("{orig_dst}:{orig_port} {reply_src}:{reply_port}")
+    }
+}
 
 /// Addresses on loopback, the service range routed there, and DNAT rules
 /// sending the client's source port 40001 to the old endpoint and 40002 to
 /// the new one (so which flow goes where does not depend on chance), as the
-/// proxy's rules would for a Service with two endpoints.
-fn prepare(ns: &Netns) {
+/// proxy's rules would for a Service with two endpoints; TCP to the Service
+/// goes to the old endpoint.
+fn prepare(ns: &Netns, a: &Addresses) {
     ns.run(&["ip", "link", "set", "lo", "up"]);
-    for ip in [CLIENT_IP, OLD_ENDPOINT, NEW_ENDPOINT] {
-        ns.run(&["ip", "addr", "add", &format!("{ip}/32"), "dev", "lo"]);
+    let (host_prefix, iptables) = if a.v6() {
+        ("128", "ip6tables")
+    } else {
+        ("32", "iptables")
+    };
+    for ip in [a.client, a.old_endpoint, a.new_endpoint] {
+        let mut args = vec!["ip", "addr", "add"];
+        let cidr = format!("{ip}/{host_prefix}");
+        args.extend([cidr.as_str(), "dev", "lo"]);
+        if a.v6() {
+            // Usable at once, without duplicate address detection.
+            args.push("nodad");
+        }
+        ns.run(&args);
     }
-    ns.run(&["ip", "route", "add", "172.30.0.0/16", "dev", "lo"]);
-    for (sport, endpoint) in [("40001", OLD_ENDPOINT), ("40002", NEW_ENDPOINT)] {
-        ns.run(&[
-            "iptables",
-            "-t",
-            "nat",
-            "-A",
-            "OUTPUT",
-            "-p",
-            "udp",
-            "-d",
-            SERVICE_IP,
-            "--dport",
-            "53",
-            "--sport",
-            sport,
-            "-j",
-            "DNAT",
-            "--to-destination",
-            &format!("{endpoint}:5353"),
-        ]);
+    ns.run(&["ip", "route", "add", a.service_route, "dev", "lo"]);
+    let to = |ip: &str| {
+        if a.v6() {
+            format!("[{ip}]:5353")
+        } else {
+            format!("{ip}:5353")
+        }
+    };
+    let rules = [
+        ("udp", Some("40001"), to(a.old_endpoint)),
+        ("udp", Some("40002"), to(a.new_endpoint)),
+        ("tcp", None, to(a.old_endpoint)),
+    ];
+    for (protocol, sport, destination) in rules {
+        let mut args = vec![
+            iptables, "-t", "nat", "-A", "OUTPUT", "-p", protocol, "-d", a.service, "--dport", "53",
+        ];
+        if let Some(sport) = sport {
+            args.extend(["--sport", sport]);
+        }
+        args.extend(["-j", "DNAT", "--to-destination", &destination]);
+        ns.run(&args);
     }
 }
 
-fn send_from(source_port: u16, to: &str) {
-    let socket = UdpSocket::bind(SocketAddr::new(CLIENT_IP.parse().unwrap(), source_port)).unwrap();
+fn send_from(a: &Addresses, source_port: u16, to: &str) {
+    let socket = UdpSocket::bind(SocketAddr::new(a.client.parse().unwrap(), source_port)).unwrap();
     socket.send_to(b"query", to).unwrap();
 }
 
-fn dns_service(tracker: &mut Tracker, endpoints: &[&str]) {
+/// A TCP connection to the Service, DNATed to the old endpoint: an
+/// established entry with TCP protocol info in the listing.
+fn connect_tcp(a: &Addresses) {
+    let listener = TcpListener::bind(a.at(a.old_endpoint, 5353)).unwrap();
+    let client = TcpStream::connect(a.at(a.service, 53)).unwrap();
+    let (_server, _) = listener.accept().unwrap();
+    drop(client);
+}
+
+fn dns_service(tracker: &mut Tracker, a: &Addresses, endpoints: &[&str]) {
     let service = serde_json::from_value(json!({
         "metadata": {"namespace": "ns", "name": "dns"},
-        "spec": {"clusterIP": SERVICE_IP, "ports": [{"name": "dns", "port": 53, "protocol": "UDP"}]}
+        "spec": {"clusterIP": a.service, "ipFamilies": [a.family.address_type()],
+                 "ports": [{"name": "dns", "port": 53, "protocol": "UDP"}]}
     }))
     .unwrap();
     tracker.apply_service(&service);
@@ -158,7 +231,7 @@ fn dns_service(tracker: &mut Tracker, endpoints: &[&str]) {
     let slice = serde_json::from_value(json!({
         "metadata": {"namespace": "ns", "name": "dns-1",
                      "labels": {"kubernetes.io/service-name": "dns"}},
-        "addressType": "IPv4",
+        "addressType": a.family.address_type(),
         "ports": [{"name": "dns", "port": 5353, "protocol": "UDP"}],
         "endpoints": endpoints,
     }))
@@ -166,24 +239,26 @@ fn dns_service(tracker: &mut Tracker, endpoints: &[&str]) {
     tracker.apply_endpoint_slice(&slice);
 }
 
-#[test]
-fn stale_udp_flows_of_a_removed_endpoint_are_deleted_and_nothing_else() {
-    let ns = Netns::new("stale");
-    prepare(&ns);
+fn stale_flows_of_a_removed_endpoint_are_deleted_and_nothing_else(a: &Addresses, tag: &str) {
+    let ns = Netns::new(tag);
+    prepare(&ns, a);
     let listed = inside(&ns, || {
-        send_from(40001, &format!("{SERVICE_IP}:53"));
-        send_from(40002, &format!("{SERVICE_IP}:53"));
+        send_from(a, 40001, &a.at(a.service, 53));
+        send_from(a, 40002, &a.at(a.service, 53));
         // Not a Service: an address and port of no Service.
-        send_from(40003, &format!("{OLD_ENDPOINT}:9999"));
-        NetlinkConntrack.list(IpFamily::V4).unwrap()
+        send_from(a, 40003, &a.at(a.old_endpoint, 9999));
+        connect_tcp(a);
+        NetlinkConntrack.list(a.family).unwrap()
     });
 
-    let old_flow = format!("{SERVICE_IP}:53 {OLD_ENDPOINT}:5353");
-    let new_flow = format!("{SERVICE_IP}:53 {NEW_ENDPOINT}:5353");
-    let unrelated = format!("{OLD_ENDPOINT}:9999 {OLD_ENDPOINT}:9999");
+    let old_flow = a.flow(a.service, 53, a.old_endpoint, 5353);
+    let new_flow = a.flow(a.service, 53, a.new_endpoint, 5353);
+    let unrelated = a.flow(a.old_endpoint, 9999, a.old_endpoint, 9999);
     let mut all = vec![old_flow.clone(), new_flow.clone(), unrelated.clone()];
     all.sort();
-    assert_eq!(ns.udp_flows(), all, "the flows the test made");
+    assert_eq!(ns.flows("udp"), all, "the flows the test made");
+    let tcp = vec![a.flow(a.service, 53, a.old_endpoint, 5353)];
+    assert_eq!(ns.flows("tcp"), tcp);
 
     // Our listing sees them as conntrack-tools does, with the kernel's ids.
     let udp: Vec<&Flow> = (listed.flows.iter())
@@ -193,48 +268,59 @@ fn stale_udp_flows_of_a_removed_endpoint_are_deleted_and_nothing_else() {
     assert!(udp.iter().all(|f| f.id.is_some()));
     let old = udp
         .iter()
-        .find(|f| f.reply.source.to_string() == format!("{OLD_ENDPOINT}:5353"))
+        .find(|f| f.reply.source.to_string() == a.at(a.old_endpoint, 5353))
         .expect("the flow DNATed to the old endpoint");
-    assert_eq!(
-        old.original.destination.to_string(),
-        format!("{SERVICE_IP}:53")
-    );
-    assert_eq!(
-        old.original.source.to_string(),
-        format!("{CLIENT_IP}:40001")
+    assert_eq!(old.original.destination.to_string(), a.at(a.service, 53));
+    assert_eq!(old.original.source.to_string(), a.at(a.client, 40001));
+    assert!(
+        listed.flows.iter().any(|f| f.protocol == IPPROTO_TCP),
+        "the TCP entry decodes too: {listed:?}"
     );
 
-    // The old endpoint is gone from the Service: its flow, only, goes.
-    let mut tracker = Tracker::new(IpFamily::V4, "node");
-    dns_service(&mut tracker, &[NEW_ENDPOINT]);
+    // The old endpoint is gone from the Service: its UDP flow, only, goes;
+    // TCP to it stays (its connection ends by itself).
+    let mut tracker = Tracker::new(a.family, "node");
+    dns_service(&mut tracker, a, &[a.new_endpoint]);
     let report = inside(&ns, || {
         clean_stale_entries(&NetlinkConntrack, &tracker).unwrap()
     });
     assert_eq!((report.deleted, report.error), (1, None));
     let mut left = vec![new_flow, unrelated];
     left.sort();
-    assert_eq!(ns.udp_flows(), left);
+    assert_eq!(ns.flows("udp"), left);
+    assert_eq!(ns.flows("tcp"), tcp);
 
     // Deleting what is already gone is no error and counts nothing.
     let gone: Vec<&Flow> = vec![old];
-    let again = inside(&ns, || NetlinkConntrack.delete(IpFamily::V4, &gone));
+    let again = inside(&ns, || NetlinkConntrack.delete(a.family, &gone));
     assert_eq!(again.unwrap(), 0);
 }
 
 #[test]
+fn stale_ipv4_flows_of_a_removed_endpoint_are_deleted_and_nothing_else() {
+    stale_flows_of_a_removed_endpoint_are_deleted_and_nothing_else(&V4, "stale4");
+}
+
+#[test]
+fn stale_ipv6_flows_of_a_removed_endpoint_are_deleted_and_nothing_else() {
+    stale_flows_of_a_removed_endpoint_are_deleted_and_nothing_else(&V6, "stale6");
+}
+
+#[test]
 fn a_service_without_endpoints_loses_every_flow_to_its_frontend() {
+    let a = &V4;
     let ns = Netns::new("empty");
-    prepare(&ns);
+    prepare(&ns, a);
     inside(&ns, || {
-        send_from(40001, &format!("{SERVICE_IP}:53"));
-        send_from(40002, &format!("{SERVICE_IP}:53"));
+        send_from(a, 40001, &a.at(a.service, 53));
+        send_from(a, 40002, &a.at(a.service, 53));
     });
-    assert_eq!(ns.udp_flows().len(), 2);
+    assert_eq!(ns.flows("udp").len(), 2);
     let mut tracker = Tracker::new(IpFamily::V4, "node");
-    dns_service(&mut tracker, &[]);
+    dns_service(&mut tracker, a, &[]);
     let report = inside(&ns, || {
         clean_stale_entries(&NetlinkConntrack, &tracker).unwrap()
     });
     assert_eq!((report.deleted, report.error), (2, None));
-    assert_eq!(ns.udp_flows(), Vec::<String>::new());
+    assert_eq!(ns.flows("udp"), Vec::<String>::new());
 }

@@ -9,8 +9,8 @@ use std::io;
 use std::net::{IpAddr, SocketAddr};
 
 use netlink_packet_core::{
-    DefaultNla, NLM_F_ACK, NLM_F_DUMP, NLM_F_DUMP_INTR, NLM_F_REQUEST, NetlinkHeader,
-    NetlinkMessage, NetlinkPayload, Nla,
+    DefaultNla, NLM_F_ACK, NLM_F_DUMP, NLM_F_DUMP_INTR, NLM_F_REQUEST, NetlinkBuffer,
+    NetlinkHeader, NetlinkMessage, NetlinkPayload, Nla,
 };
 use netlink_packet_netfilter::conntrack::{
     ConntrackAttribute, ConntrackMessage, IPTuple, ProtoTuple, Tuple,
@@ -188,34 +188,50 @@ pub(super) enum Answer {
     /// NLMSG_DONE ends a dump.
     Done,
     Other,
+    /// A message whose content the crate could not decode, and why.
+    Undecodable(String),
 }
 
 /// The messages in one datagram from the kernel, with whether any says the
-/// dump was interrupted (NLM_F_DUMP_INTR).
+/// dump was interrupted (NLM_F_DUMP_INTR). A datagram that cannot be split
+/// into messages is an error; one message whose content cannot be decoded is
+/// only that message lost ([`Answer::Undecodable`]).
 pub(super) fn decode(mut buf: &[u8]) -> Result<(Vec<Answer>, bool), NetlinkError> {
     let mut answers = Vec::new();
     let mut interrupted = false;
     while !buf.is_empty() {
-        let message = NetlinkMessage::<NetfilterMessage>::deserialize(buf)
-            .map_err(|e| NetlinkError::Decode(e.to_string()))?;
-        let length = message.header.length as usize;
-        if length == 0 {
-            return Err(NetlinkError::Decode("a message of length 0".into()));
+        let framed =
+            NetlinkBuffer::new_checked(buf).map_err(|e| NetlinkError::Decode(e.to_string()))?;
+        let length = framed.length() as usize;
+        // A header alone is 16 bytes.
+        if length < 16 {
+            return Err(NetlinkError::Decode(format!(
+                "a message of length {length}"
+            )));
         }
-        interrupted |= message.header.flags & NLM_F_DUMP_INTR != 0;
-        answers.push(match message.payload {
-            NetlinkPayload::InnerMessage(NetfilterMessage {
-                inner: NetfilterMessageInner::Conntrack(ConntrackMessage::New(attributes)),
-                ..
-            }) => Answer::Entry(flow_of(&attributes)),
-            NetlinkPayload::Error(e) => Answer::Ack(e.code.map(|c| -c.get())),
-            NetlinkPayload::Done(_) => Answer::Done,
-            _ => Answer::Other,
-        });
+        interrupted |= framed.flags() & NLM_F_DUMP_INTR != 0;
+        answers.push(
+            match NetlinkMessage::<NetfilterMessage>::deserialize(&buf[..length]) {
+                Ok(message) => answer_of(message.payload),
+                Err(e) => Answer::Undecodable(e.to_string()),
+            },
+        );
         // Messages are 4-byte aligned within a datagram.
         buf = buf.get(length.next_multiple_of(4)..).unwrap_or_default();
     }
     Ok((answers, interrupted))
+}
+
+fn answer_of(payload: NetlinkPayload<NetfilterMessage>) -> Answer {
+    match payload {
+        NetlinkPayload::InnerMessage(NetfilterMessage {
+            inner: NetfilterMessageInner::Conntrack(ConntrackMessage::New(attributes)),
+            ..
+        }) => Answer::Entry(flow_of(&attributes)),
+        NetlinkPayload::Error(e) => Answer::Ack(e.code.map(|c| -c.get())),
+        NetlinkPayload::Done(_) => Answer::Done,
+        _ => Answer::Other,
+    }
 }
 
 /// A dumped entry's tuples, zone and id.
@@ -302,6 +318,9 @@ fn dump(socket: &Socket, family: IpFamily, seq: u32) -> Result<Listing, NetlinkE
         for answer in answers {
             match answer {
                 Answer::Entry(Some(flow)) => listing.flows.push(flow),
+                Answer::Undecodable(error) => {
+                    tracing::warn!(%error, "skipping a conntrack entry that cannot be decoded");
+                }
                 Answer::Entry(None) | Answer::Other | Answer::Ack(None) => {}
                 Answer::Ack(Some(errno)) => {
                     return Err(NetlinkError::Kernel {

@@ -80,6 +80,19 @@ fn broken_answers_are_errors_not_panics() {
 }
 
 #[test]
+fn an_undecodable_entry_is_lost_alone() {
+    let mut answer = DUMP_ANSWER.to_vec();
+    // CTA_TUPLE_ORIG's CTA_IP_V4_SRC says 3 bytes of address.
+    assert_eq!(answer[28..32], [0x08, 0x00, 0x01, 0x00]);
+    answer[28] = 0x07;
+    let (answers, _) = decode(&answer).unwrap();
+    assert!(
+        matches!(answers[..], [Answer::Undecodable(_), Answer::Done]),
+        "{answers:?}"
+    );
+}
+
+#[test]
 fn entries_without_tuples_are_skipped() {
     assert_eq!(flow_of(&[]), None);
     let only_original = [ConntrackAttribute::CtaTupleOrig(vec![])];
