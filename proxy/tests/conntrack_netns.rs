@@ -9,10 +9,15 @@ use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::os::unix::fs::MetadataExt;
 use std::process::Command;
 
+use prometheus_client::registry::Registry;
 use serde_json::json;
+use understudy_proxy::config::KubeProxyConfiguration;
 use understudy_proxy::conntrack::{
-    Conntrack, Flow, IPPROTO_TCP, IPPROTO_UDP, NetlinkConntrack, clean_stale_entries,
+    Conntrack, Flow, IPPROTO_TCP, IPPROTO_UDP, NetlinkConntrack, after_sync, clean_stale_entries,
 };
+use understudy_proxy::exec::SystemExec;
+use understudy_proxy::metrics::Metrics;
+use understudy_proxy::proxier::{Proxier, SyncOutcome};
 use understudy_proxy::tracker::{IpFamily, Tracker};
 
 /// A network namespace that is deleted when dropped, even when a test fails.
@@ -323,4 +328,70 @@ fn a_service_without_endpoints_loses_every_flow_to_its_frontend() {
     });
     assert_eq!((report.deleted, report.error), (2, None));
     assert_eq!(ns.flows("udp"), Vec::<String>::new());
+}
+
+/// The whole path: our own iptables rules spread UDP flows over two
+/// endpoints, one endpoint is removed, the next sync's hook deletes exactly
+/// the flows DNATed to it and counts them in kube-proxy's metric.
+#[test]
+fn after_a_sync_that_removed_an_endpoint_its_flows_through_our_rules_are_gone() {
+    let a = &V4;
+    let ns = Netns::new("e2e");
+    ns.run(&["ip", "link", "set", "lo", "up"]);
+    for ip in [a.client, a.old_endpoint, a.new_endpoint] {
+        ns.run(&["ip", "addr", "add", &format!("{ip}/32"), "dev", "lo"]);
+    }
+    ns.run(&["ip", "route", "add", a.service_route, "dev", "lo"]);
+
+    let config = KubeProxyConfiguration::parse(
+        "apiVersion: kubeproxy.config.k8s.io/v1alpha1\nkind: KubeProxyConfiguration\nclusterCIDR: 10.1.0.0/24\n",
+    )
+    .unwrap();
+    let mut tracker = Tracker::new(IpFamily::V4, "node");
+    dns_service(&mut tracker, a, &[a.old_endpoint, a.new_endpoint]);
+    let mut proxier = Proxier::new(config, tracker, SystemExec::in_netns(&ns.0));
+    proxier.set_services_synced();
+    proxier.set_slices_synced();
+    let mut registry = Registry::default();
+    let metrics = Metrics::register(&mut registry, IpFamily::V4);
+    assert!(matches!(proxier.sync(), SyncOutcome::Synced(_)));
+    // The first sync's cleanup finds nothing stale.
+    inside(&ns, || {
+        after_sync(&NetlinkConntrack, &mut proxier.tracker, &metrics);
+    });
+
+    // Enough flows that both endpoints get some (each has 1/2 per flow).
+    inside(&ns, || {
+        for port in 41000..41024 {
+            send_from(a, port, &a.at(a.service, 53));
+        }
+    });
+    let before = ns.flows("udp");
+    let to_old = a.flow(a.service, 53, a.old_endpoint, 5353);
+    let to_new = a.flow(a.service, 53, a.new_endpoint, 5353);
+    let count = |flows: &[String], which: &str| flows.iter().filter(|f| *f == which).count();
+    let (old_count, new_count) = (count(&before, &to_old), count(&before, &to_new));
+    assert_eq!(
+        old_count + new_count,
+        24,
+        "every flow went through our DNAT: {before:?}"
+    );
+    assert!(old_count > 0 && new_count > 0, "{before:?}");
+
+    dns_service(&mut proxier.tracker, a, &[a.new_endpoint]);
+    assert!(matches!(proxier.sync(), SyncOutcome::Synced(_)));
+    inside(&ns, || {
+        after_sync(&NetlinkConntrack, &mut proxier.tracker, &metrics);
+    });
+    assert_eq!(ns.flows("udp"), vec![to_new; new_count]);
+
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+    let deleted = format!(
+        "kubeproxy_conntrack_reconciler_deleted_entries_total{{ip_family=\"IPv4\"}} {old_count}"
+    );
+    assert!(text.contains(&deleted), "{deleted} in\n{text}");
+    assert!(text.contains(
+        "kubeproxy_conntrack_reconciler_sync_duration_seconds_count{ip_family=\"IPv4\"} 2"
+    ));
 }
