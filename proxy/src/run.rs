@@ -13,7 +13,6 @@ use kube::runtime::watcher;
 use understudy_component_base::ComponentContext;
 
 use crate::config::KubeProxyConfiguration;
-use crate::conntrack::NetlinkConntrack;
 use crate::exec::SystemExec;
 use crate::health::{ProxyHealth, node_eligible};
 use crate::metrics::Metrics;
@@ -127,7 +126,8 @@ impl Shared {
         let outcome = p.sync();
         if matches!(outcome, SyncOutcome::Synced(_)) {
             // Under the same lock, as upstream at the end of syncProxyRules.
-            crate::conntrack::after_sync(&NetlinkConntrack, &mut p.tracker, &self.metrics);
+            use crate::conntrack::{NetlinkConntrack, after_sync};
+            after_sync(&NetlinkConntrack, &mut p.tracker, &self.metrics);
         }
         let (services, endpoints) = p.tracker.pending_counts();
         let health_checks = service_health::desired(&p.tracker);
