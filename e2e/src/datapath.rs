@@ -509,10 +509,17 @@ async fn probe_from_host(address: &str, count: usize) -> Vec<Answer> {
     answers
 }
 
+/// Addresses of TEST-NET-1 (RFC 5737): never routed anywhere but to the
+/// client's node, where only the proxy's rules answer for them.
+const EXTERNAL_IP: &str = "192.0.2.10";
+const LB_IP: &str = "192.0.2.20";
+const BLOCKED_LB_IP: &str = "192.0.2.21";
+
 /// Backends on both nodes behind one selector: ClusterIP traffic spreads
 /// over all of them, ClientIP affinity pins, NodePorts answer on every node
 /// (SNATed with `Cluster`, client address kept and local backends only with
-/// `Local`), and scaling down changes the answer set.
+/// `Local`), external and load-balancer IPs answer (and a source range
+/// keeps a client out), and scaling down changes the answer set.
 pub async fn traffic_spreads_sticks_and_keeps_sources(cluster: &Cluster) {
     let client = cluster.client().await;
     let ns = TestNamespace::create(cluster, &client, "spread").await;
@@ -546,7 +553,34 @@ pub async fn traffic_spreads_sticks_and_keeps_sources(cluster: &Cluster) {
         json!({"type": "NodePort", "externalTrafficPolicy": "Local"}),
     )
     .await;
+    create("external", json!({"externalIPs": [EXTERNAL_IP]})).await;
     let caller = Client::start(cluster, &ns.name, "client").await;
+    let client_ip = pods
+        .get("client")
+        .await
+        .unwrap()
+        .status
+        .and_then(|s| s.pod_ip)
+        .unwrap();
+    for (name, ip, range) in [
+        ("lb", LB_IP, format!("{client_ip}/32")),
+        ("lb-blocked", BLOCKED_LB_IP, "192.0.2.0/24".to_string()),
+    ] {
+        create(
+            name,
+            json!({"type": "LoadBalancer", "loadBalancerSourceRanges": [range]}),
+        )
+        .await;
+        // No cloud provider in the lab: the test plays its part.
+        services
+            .patch_status(
+                name,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"status": {"loadBalancer": {"ingress": [{"ip": ip}]}}})),
+            )
+            .await
+            .unwrap();
+    }
     let all = wait_ready_pods(&pods, "tier=spread", 4).await;
     let on_node = |node: usize| {
         let pods = pods.clone();
@@ -628,6 +662,30 @@ pub async fn traffic_spreads_sticks_and_keeps_sources(cluster: &Cluster) {
         }
     }
 
+    // An external IP and load-balancer ingress IPs, from the client pod
+    // (routed to its node, where the proxy catches them); a source range
+    // that leaves the client out drops its connections.
+    for address in [format!("{EXTERNAL_IP}:80"), format!("{LB_IP}:80")] {
+        let (c, a) = (&caller, address.as_str());
+        crate::wait::until(&format!("{a} to answer"), T, || async move {
+            Ok(c.probe(a, 1, None)[0].is_ok().then_some(()))
+        })
+        .await
+        .unwrap();
+        let answers = caller.probe(&address, 20, None);
+        assert!(
+            answers
+                .iter()
+                .all(|a| a.as_ref().is_ok_and(|(n, _)| all.contains(n))),
+            "{address}: {answers:?}"
+        );
+    }
+    let blocked = caller.probe(&format!("{BLOCKED_LB_IP}:80"), 3, None);
+    assert!(
+        blocked.iter().all(Result::is_err),
+        "{BLOCKED_LB_IP} answered a client ({client_ip}) outside its loadBalancerSourceRanges: {blocked:?}"
+    );
+
     // Scaling down: the answer set follows.
     let scaled_at = Instant::now();
     scale_named(&deployments, &format!("on-{SERVER_NODE}"), 1).await;
@@ -638,7 +696,15 @@ pub async fn traffic_spreads_sticks_and_keeps_sources(cluster: &Cluster) {
         scaled_at.elapsed()
     );
 
-    for name in ["spread", "sticky", "cluster", "local"] {
+    for name in [
+        "spread",
+        "sticky",
+        "cluster",
+        "local",
+        "external",
+        "lb",
+        "lb-blocked",
+    ] {
         services.delete(name, &Default::default()).await.unwrap();
     }
     rules_gone(cluster, &format!("{}/", ns.name)).await;
