@@ -12,6 +12,4 @@ mod render_tests;
 
 pub use elements::Elements;
 pub use names::TABLE;
-pub use render::{
-    Existing, RenderOptions, SyncScope, Transaction, delete_chains, delete_tables, render,
-};
+pub use render::{Existing, RenderOptions, SyncScope, Transaction, delete_chains, render};

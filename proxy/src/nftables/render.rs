@@ -890,14 +890,3 @@ pub fn delete_chains(family: IpFamily, chains: &[String]) -> String {
     }
     out.text
 }
-
-/// `--cleanup` and the other mode's startup: our table of each family,
-/// made first so deleting it is no error when it was never there.
-pub fn delete_tables() -> String {
-    let mut text = String::new();
-    for family in ["ip", "ip6"] {
-        let _ = writeln!(text, "add table {family} {TABLE}");
-        let _ = writeln!(text, "delete table {family} {TABLE}");
-    }
-    text
-}

@@ -827,12 +827,3 @@ add element ip understudy-proxy no-endpoint-services { 172.30.0.42 . tcp . 80 co
 "#,
     );
 }
-
-#[test]
-fn cleanup_deletes_both_families_tables() {
-    assert_eq!(
-        delete_tables(),
-        "add table ip understudy-proxy\ndelete table ip understudy-proxy\n\
-         add table ip6 understudy-proxy\ndelete table ip6 understudy-proxy\n"
-    );
-}
