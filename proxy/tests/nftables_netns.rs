@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use understudy_proxy::config::KubeProxyConfiguration;
 use understudy_proxy::exec::SystemExec;
-use understudy_proxy::proxier::{self, Proxier, SyncOutcome, SyncReport};
+use understudy_proxy::proxier::{self, Backend, Proxier, SyncOutcome, SyncReport};
 use understudy_proxy::tracker::{IpFamily, Tracker};
 
 /// The node's address inside the namespace (on an interface that is
@@ -274,11 +274,69 @@ fn cluster_ips_and_node_ports_reach_their_endpoints_and_empty_services_refuse() 
     ns.assert_refused(&format!("{NODE_IP}:30080"));
 
     // The service goes: its chain is flushed, then deleted at a later sync.
+    p.tracker
+        .apply_endpoint_slice(&slice("web", 8080, &[NODE_IP]));
+    synced(p.sync());
+    let chain = "-ns/web/tcp/p";
+    assert!(ns.nft(&["list", "chains", "ip"]).contains(chain));
     p.tracker.delete_service("ns", "web");
     synced(p.sync());
     let table = ns.nft(&["list", "table", "ip", "understudy-proxy"]);
     assert!(!table.contains("10.96.0.10"), "{table}");
+    assert!(table.contains(chain), "flushed, not yet deleted: {table}");
+    if let Backend::Nftables(b) = &mut p.backend {
+        b.stale_chain_grace = Duration::ZERO;
+    }
+    synced(p.sync());
+    let table = ns.nft(&["list", "table", "ip", "understudy-proxy"]);
+    assert!(!table.contains(chain), "deleted: {table}");
     drop((_a, _b));
+    assert_eq!(host_rules(), before, "the host's netfilter changed");
+}
+
+#[test]
+fn load_balancer_source_ranges_let_in_only_their_sources() {
+    let before = host_rules();
+    let ns = Netns::new("ranges");
+    let _a = ns.serve(8080, "a");
+    let mut p = proxier(&ns);
+    let lb = |name: &str, cluster_ip: &str, lb_ip: &str, range: &str| {
+        let mut s = service(
+            name,
+            spec(
+                cluster_ip,
+                json!({"type": "LoadBalancer", "loadBalancerSourceRanges": [range],
+                       "ports": [{"name": "p", "port": 80, "nodePort": 30090}]}),
+            ),
+        );
+        s.status = Some(
+            serde_json::from_value(json!({"loadBalancer": {"ingress": [{"ip": lb_ip}]}})).unwrap(),
+        );
+        s
+    };
+    // The node's own address is the client's source.
+    p.tracker
+        .apply_service(&lb("open", "10.96.0.30", "192.0.2.30", "10.250.0.0/24"));
+    p.tracker
+        .apply_service(&lb("closed", "10.96.0.31", "192.0.2.31", "203.0.113.0/24"));
+    for name in ["open", "closed"] {
+        p.tracker
+            .apply_endpoint_slice(&slice(name, 8080, &[NODE_IP]));
+    }
+    synced(p.sync());
+    assert_eq!(ns.fetch("192.0.2.30:80").unwrap(), "a");
+    let addr: SocketAddr = "192.0.2.31:80".parse().unwrap();
+    let dropped = ns.within(move || TcpStream::connect_timeout(&addr, Duration::from_secs(1)));
+    assert!(
+        matches!(&dropped, Err(e) if e.kind() == std::io::ErrorKind::TimedOut),
+        "dropped, not answered: {dropped:?}"
+    );
+    assert_eq!(
+        ns.fetch("10.96.0.31:80").unwrap(),
+        "a",
+        "the ClusterIP is not filtered"
+    );
+    drop(_a);
     assert_eq!(host_rules(), before, "the host's netfilter changed");
 }
 
