@@ -508,7 +508,12 @@ mod tests {
         let mut fs = Rootfs::default();
         add_nftables(&mut fs).unwrap();
         assert!(fs.entries.contains_key("/usr/sbin/nft"));
-        for lib in ["libnftables.so", "libnftnl.so", "libmnl.so", "libjansson.so"] {
+        for lib in [
+            "libnftables.so",
+            "libnftnl.so",
+            "libmnl.so",
+            "libjansson.so",
+        ] {
             assert!(fs.entries.keys().any(|p| p.contains(lib)), "{lib}");
         }
     }
