@@ -200,9 +200,14 @@ pub fn node_info(node: &Node) -> NodeInfo {
 /// from outside), and failing to set it is fatal, as upstream; the rest is
 /// best-effort. Returns whether nf_conntrack_tcp_be_liberal is set. The
 /// nftables mode needs none of them: it never serves NodePorts on
-/// localhost (no route_localnet) and drops no INVALID packets.
+/// localhost (no route_localnet) and drops no INVALID packets; it checks
+/// the kernel instead, as upstream.
 fn prepare_node(config: &KubeProxyConfiguration, family: IpFamily) -> anyhow::Result<bool> {
     if config.mode == ProxyMode::Nftables {
+        if std::env::var_os(crate::proxier::SKIP_KERNEL_CHECK_ENV).is_none_or(|v| v.is_empty()) {
+            let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+            crate::proxier::check_kernel(&release).map_err(anyhow::Error::msg)?;
+        }
         return Ok(false);
     }
     if crate::iptables::localhost_node_ports(config, family) {

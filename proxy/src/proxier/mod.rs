@@ -27,7 +27,9 @@ use crate::tracker::{ServicePortName, Tracker};
 pub use iptables_backend::{CANARY_TABLES, IptablesBackend};
 pub use iptables_tool::{Iptables, ToolError};
 pub use nft_tool::Nft;
-pub use nftables_backend::{NftablesBackend, STALE_CHAIN_GRACE};
+pub use nftables_backend::{
+    NftablesBackend, SKIP_KERNEL_CHECK_ENV, STALE_CHAIN_GRACE, check_kernel,
+};
 
 /// Upstream's FullSyncPeriod: partial syncs in between, a full one at least this often.
 pub const FULL_SYNC_PERIOD: Duration = Duration::from_secs(3600);

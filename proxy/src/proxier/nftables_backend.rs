@@ -148,6 +148,36 @@ impl<E: Exec> NftablesBackend<E> {
     }
 }
 
+/// Upstream's oldest kernel for the nftables mode (NFTablesKubeProxyKernelVersion):
+/// the host's nft is assumed as new as its kernel, and an nft older than
+/// 1.0.1 could be broken by the rules we write.
+pub const MIN_KERNEL: (u32, u32) = (5, 13);
+
+/// Upstream skips the kernel check when this is set to anything.
+pub const SKIP_KERNEL_CHECK_ENV: &str = "KUBE_PROXY_NFTABLES_SKIP_KERNEL_VERSION_CHECK";
+
+/// Checks `/proc/sys/kernel/osrelease`'s text (`6.1.0-18-amd64`) against [`MIN_KERNEL`].
+pub fn check_kernel(release: &str) -> Result<(), String> {
+    let mut numbers = release
+        .trim()
+        .split(|c: char| !c.is_ascii_digit())
+        .map(str::parse::<u32>);
+    match (numbers.next(), numbers.next()) {
+        (Some(Ok(major)), Some(Ok(minor))) if (major, minor) >= MIN_KERNEL => Ok(()),
+        (Some(Ok(_)), Some(Ok(_))) => Err(format!(
+            "understudy-proxy in nftables mode requires kernel {}.{} or later (this is {}); \
+             set {SKIP_KERNEL_CHECK_ENV} to skip this check",
+            MIN_KERNEL.0,
+            MIN_KERNEL.1,
+            release.trim()
+        )),
+        _ => Err(format!(
+            "could not check kernel version: {:?} is not one",
+            release.trim()
+        )),
+    }
+}
+
 /// Deletes our table of each family that has one (upstream's
 /// CleanupLeftovers). Returns `nftables FAMILY TABLE` per table.
 pub fn cleanup<E: Exec>(nft: &Nft<E>) -> Result<Vec<String>, ToolError> {

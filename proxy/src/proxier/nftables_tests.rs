@@ -308,3 +308,13 @@ fn cleanup_deletes_our_tables_in_both_families_and_our_iptables_chains() {
     cleanup_other_mode(crate::config::ProxyMode::Nftables, &fake).unwrap();
     assert!(fake.take_lines().iter().all(|l| l.starts_with("iptables")));
 }
+
+#[test]
+fn the_kernel_must_be_5_13_or_later() {
+    use super::nftables_backend::check_kernel;
+    assert!(check_kernel("6.1.0-18-amd64\n").is_ok());
+    assert!(check_kernel("5.13.0").is_ok());
+    let old = check_kernel("5.10.0-28-amd64").unwrap_err();
+    assert!(old.contains("requires kernel 5.13 or later"), "{old}");
+    assert!(check_kernel("").unwrap_err().contains("could not check"));
+}
