@@ -23,6 +23,7 @@ use understudy_proxy::tracker::{IpFamily, Tracker};
 /// The node's address inside the namespace (on an interface that is
 /// also the default route, so service IPs have a route before DNAT).
 const NODE_IP: &str = "10.250.0.10";
+const NODE_IP6: &str = "fd00:250::10";
 
 /// A network namespace with a node address, deleted when dropped.
 struct Netns(String);
@@ -41,9 +42,12 @@ impl Netns {
             // No dummy interfaces in every kernel: a veth pair, both ends here.
             "link add node0 type veth peer name node1",
             &format!("addr add {NODE_IP}/24 dev node0"),
+            // nodad: usable at once, no duplicate address detection to wait for.
+            &format!("-6 addr add {NODE_IP6}/64 dev node0 nodad"),
             "link set node0 up",
             "link set node1 up",
             "route add default dev node0",
+            "-6 route add default dev node0",
         ] {
             ns.ip(args);
         }
@@ -112,7 +116,11 @@ impl Netns {
 
     /// A server in the namespace that answers every connection with `name`.
     fn serve(&self, port: u16, name: &'static str) -> Server {
-        let listener = self.within(move || TcpListener::bind((NODE_IP, port)).unwrap());
+        self.serve_on(NODE_IP, port, name)
+    }
+
+    fn serve_on(&self, ip: &'static str, port: u16, name: &'static str) -> Server {
+        let listener = self.within(move || TcpListener::bind((ip, port)).unwrap());
         let handle = listener.try_clone().unwrap();
         let thread = std::thread::spawn(move || {
             // Ends when the listener is shut down (accept fails).
@@ -197,6 +205,10 @@ fn spec(ip: &str, extra: Value) -> Value {
 }
 
 fn proxier(ns: &Netns) -> Proxier<SystemExec> {
+    proxier_of(ns, IpFamily::V4)
+}
+
+fn proxier_of(ns: &Netns, family: IpFamily) -> Proxier<SystemExec> {
     let config = KubeProxyConfiguration::parse(
         "apiVersion: kubeproxy.config.k8s.io/v1alpha1\nkind: KubeProxyConfiguration\n\
          mode: nftables\nclusterCIDR: 10.244.0.0/16\n",
@@ -204,10 +216,10 @@ fn proxier(ns: &Netns) -> Proxier<SystemExec> {
     .unwrap();
     let mut p = Proxier::new(
         config,
-        Tracker::new(IpFamily::V4, "node-a"),
+        Tracker::new(family, "node-a"),
         SystemExec::in_netns(&ns.0),
     );
-    p.node.ips = vec![NODE_IP.parse().unwrap()];
+    p.node.ips = vec![NODE_IP.parse().unwrap(), NODE_IP6.parse().unwrap()];
     p.set_services_synced();
     p.set_slices_synced();
     p
@@ -414,6 +426,39 @@ fn a_deleted_table_is_noticed_and_written_again_and_cleanup_removes_it() {
     assert_eq!(removed, ["nftables ip understudy-proxy"]);
     let left = ns.nft(&["list", "ruleset"]);
     assert!(!left.contains("understudy-proxy"), "cleanup left:\n{left}");
+    drop(_a);
+    assert_eq!(host_rules(), before, "the host's netfilter changed");
+}
+
+#[test]
+fn ipv6_services_go_through_our_ip6_table() {
+    let before = host_rules();
+    let ns = Netns::new("six");
+    let _a = ns.serve_on(NODE_IP6, 8080, "a6");
+    let mut p = proxier_of(&ns, IpFamily::V6);
+    p.tracker.apply_service(&service(
+        "web",
+        spec(
+            "fd00:96::10",
+            json!({"type": "NodePort", "ports": [{"name": "p", "port": 80, "nodePort": 30080}]}),
+        ),
+    ));
+    p.tracker
+        .apply_service(&service("empty", spec("fd00:96::13", json!({}))));
+    let mut web = slice("web", 8080, &[NODE_IP6]);
+    web.address_type = "IPv6".into();
+    p.tracker.apply_endpoint_slice(&web);
+    assert!(synced(p.sync()).full);
+    assert!(p.check_intact().unwrap());
+    assert_eq!(ns.fetch("[fd00:96::10]:80").unwrap(), "a6", "ClusterIP");
+    assert_eq!(
+        ns.fetch(&format!("[{NODE_IP6}]:30080")).unwrap(),
+        "a6",
+        "NodePort on the primary IPv6 address"
+    );
+    ns.assert_refused("[fd00:96::13]:80");
+    let removed = proxier::cleanup(SystemExec::in_netns(&ns.0)).unwrap();
+    assert_eq!(removed, ["nftables ip6 understudy-proxy"]);
     drop(_a);
     assert_eq!(host_rules(), before, "the host's netfilter changed");
 }
