@@ -8,6 +8,7 @@ use std::time::{Instant, SystemTime};
 use ipnet::IpNet;
 use k8s_openapi::api::core::v1::{Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::networking::v1::ServiceCIDR;
 use kube::Api;
 use kube::runtime::watcher;
 use understudy_component_base::ComponentContext;
@@ -31,6 +32,8 @@ const RULES_SYNCED: &str = "rules-synced";
 
 struct Shared {
     proxier: Mutex<Proxier<SystemExec>>,
+    /// Every ServiceCIDR's CIDRs, by name.
+    service_cidrs: Mutex<std::collections::BTreeMap<String, Vec<IpNet>>>,
     /// Trigger times of slice changes not yet programmed.
     trigger_times: Mutex<Vec<SystemTime>>,
     trigger: Trigger,
@@ -94,6 +97,32 @@ impl Shared {
             }
             self.changed(&p);
         }
+    }
+
+    /// As upstream's ServiceCIDRConfig: the union of every ServiceCIDR's
+    /// CIDRs goes to the proxier, which uses it from its next full sync.
+    fn on_service_cidr(&self, change: Change<ServiceCIDR>) {
+        let mut all = self.service_cidrs.lock().unwrap();
+        match change {
+            Change::Apply(object) => {
+                let cidrs = (object.spec.as_ref())
+                    .and_then(|s| s.cidrs.as_ref())
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|c| c.parse().ok())
+                    .collect();
+                all.insert(object.metadata.name.unwrap_or_default(), cidrs);
+            }
+            Change::Delete(object) => {
+                all.remove(&object.metadata.name.unwrap_or_default());
+            }
+            Change::Listed => return,
+        }
+        let mut union: Vec<IpNet> = all.values().flatten().copied().collect();
+        union.sort();
+        union.dedup();
+        drop(all);
+        self.proxier.lock().unwrap().set_service_cidrs(&union);
     }
 
     fn on_node(&self, change: Change<Node>) {
@@ -301,6 +330,7 @@ pub async fn run(
     }
     let shared = Arc::new(Shared {
         proxier: Mutex::new(proxier),
+        service_cidrs: Mutex::default(),
         trigger_times: Mutex::default(),
         trigger: Trigger::default(),
         service_health: ServiceHealthServers::new(
@@ -347,6 +377,15 @@ pub async fn run(
             .labels("!service.kubernetes.io/headless,!service.kubernetes.io/service-proxy-name"),
         move |c| s.on_slice(c),
     ));
+    if mode == ProxyMode::Nftables {
+        // Only this mode uses them (upstream watches them in every mode).
+        let s = shared.clone();
+        tasks.spawn(watch_objects(
+            Api::<ServiceCIDR>::all(client.clone()),
+            watcher::Config::default(),
+            move |c| s.on_service_cidr(c),
+        ));
+    }
     let s = shared.clone();
     tasks.spawn(watch_objects(
         Api::<Node>::all(client),

@@ -144,6 +144,21 @@ impl<E: Exec> Proxier<E> {
         }
     }
 
+    /// The cluster's ServiceCIDRs (every family). The nftables mode drops
+    /// traffic to their unallocated addresses, from the next full sync on
+    /// (as upstream, which rewrites that rule only then); the iptables mode
+    /// has no such rule.
+    pub fn set_service_cidrs(&mut self, cidrs: &[IpNet]) {
+        let family = self.tracker.family();
+        if let Backend::Nftables(b) = &mut self.backend {
+            b.service_cidrs = cidrs
+                .iter()
+                .filter(|c| crate::tracker::IpFamily::of(&c.addr()) == family)
+                .copied()
+                .collect();
+        }
+    }
+
     pub fn set_services_synced(&mut self) {
         self.services_synced = true;
     }

@@ -31,8 +31,8 @@ pub struct NftablesBackend<E> {
     pub stale_chain_grace: Duration,
     /// The base chains were made again once in this process.
     base_chains_recreated: bool,
-    /// The ServiceCIDRs of the tracker's family (unallocated ClusterIPs are
-    /// dropped); none are known yet, so the rule is left out.
+    /// The ServiceCIDRs of the tracker's family: traffic to their
+    /// unallocated ClusterIPs is dropped (none: no such rule).
     pub service_cidrs: Vec<IpNet>,
 }
 

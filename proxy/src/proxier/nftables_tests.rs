@@ -318,3 +318,22 @@ fn the_kernel_must_be_5_13_or_later() {
     assert!(old.contains("requires kernel 5.13 or later"), "{old}");
     assert!(check_kernel("").unwrap_err().contains("could not check"));
 }
+
+#[test]
+fn service_cidrs_of_the_family_reach_the_next_full_sync() {
+    let mut p = proxier();
+    p.exec().answer(LIST, 0, &listing(&[]));
+    p.set_service_cidrs(&[
+        "10.96.0.0/16".parse().unwrap(),
+        "fd00:96::/112".parse().unwrap(),
+    ]);
+    synced(p.sync());
+    let calls = p.exec().take_calls();
+    assert!(
+        applied(&calls)[0].contains(
+            "ip daddr { 10.96.0.0/16 } drop comment \"Drop traffic to unallocated ClusterIPs\""
+        ),
+        "{calls:?}"
+    );
+    assert!(!applied(&calls)[0].contains("fd00"));
+}
