@@ -827,3 +827,36 @@ add element ip understudy-proxy no-endpoint-services { 172.30.0.42 . tcp . 80 co
 "#,
     );
 }
+
+#[test]
+fn udp_ports_key_and_dnat_by_their_protocol() {
+    let dns = svc(
+        "kube-system",
+        "dns",
+        json!({"clusterIP": "172.30.0.10", "ports": [{"name": "dns", "port": 53, "protocol": "UDP"}]}),
+    );
+    let slice: EndpointSlice = serde_json::from_value(json!({
+        "metadata": {"namespace": "kube-system", "name": "dns-abcde", "labels": {SERVICE_NAME_LABEL: "dns"}},
+        "addressType": "IPv4",
+        "ports": [{"name": "dns", "port": 5353, "protocol": "UDP"}],
+        "endpoints": [{"addresses": ["10.180.0.53"], "nodeName": NODE}]
+    }))
+    .unwrap();
+    let text = service_lines(&tracker(&[dns], &[slice]), &options());
+    let chain = names::ServiceChains::new(&ServicePortName::new(
+        ServiceName::new("kube-system", "dns"),
+        "dns",
+        crate::tracker::Protocol::Udp,
+    ))
+    .cluster;
+    assert!(chain.ends_with("-kube-system/dns/udp/dns"), "{chain}");
+    for line in [
+        format!("add rule ip {T} {chain} meta l4proto udp dnat to 10.180.0.53:5353\n"),
+        format!("add element ip {T} service-ips {{ 172.30.0.10 . udp . 53 : goto {chain} }}\n"),
+        format!(
+            "add element ip {T} hairpin-connections {{ 10.180.0.53 . 10.180.0.53 . udp . 5353 }}\n"
+        ),
+    ] {
+        assert!(text.contains(&line), "missing {line:?} in:\n{text}");
+    }
+}
