@@ -1,12 +1,20 @@
-//! The Service data path with real packets on the lab's real node, run the
-//! same way against understudy-proxy (the chart's DaemonSet) and upstream
-//! kube-proxy (iptables mode, a process in the node's namespaces), so the
-//! two answer for the same behaviour: a client pod reaches a ClusterIP and
-//! the backend answers with its pod name; two backends both answer; with
-//! none the connection is refused at once (REJECT, not a timeout); a
-//! NodePort answers on the node's address; a LoadBalancer Service with
-//! `externalTrafficPolicy: Local` has its healthCheckNodePort answered with
-//! the node's count of ready local endpoints.
+//! The Service data path with real packets on the lab's two real nodes, run
+//! the same way against understudy-proxy (the chart's DaemonSet) and upstream
+//! kube-proxy (iptables mode, a process in each node's namespaces), so the
+//! two answer for the same behaviour. Clients are pods on the other node than
+//! the backends (or this host, for NodePorts), and backends answer with their
+//! pod name and the source address they saw:
+//! - a ClusterIP answers; two backends both answer; with none the connection
+//!   is refused at once (REJECT, not a timeout); a NodePort answers on the
+//!   node's address; a LoadBalancer Service with `externalTrafficPolicy:
+//!   Local` has its healthCheckNodePort answered with the node's count of
+//!   ready local endpoints; deleting the Services removes their rules;
+//! - 300 connections spread over backends on both nodes; ClientIP affinity
+//!   pins a client; NodePorts answer on each node, masqueraded with
+//!   `externalTrafficPolicy: Cluster`, only from local backends and with the
+//!   client's own address with `Local`; scaling down changes the answer set;
+//! - a UDP client keeps its flow (one source port) across its backend being
+//!   replaced: the proxy clears the stale conntrack entry.
 
 use std::collections::BTreeSet;
 use std::process::Command;
@@ -51,17 +59,28 @@ pub fn cluster_spec(proxy: Proxy) -> ClusterSpec {
             Proxy::KubeProxy => "scheduler,controllers",
         },
         start_understudies: true,
-        real_nodes: 1,
+        real_nodes: 2,
         kwok: true,
         backend: Some(Backend::Chart),
     }
 }
 
-fn on_real_node() -> serde_json::Value {
+/// Pinned to real node `index`.
+fn on_real_node(index: usize) -> serde_json::Value {
     json!({
-        "nodeSelector": {REAL_NODE_LABEL: "true"},
+        "nodeSelector": {REAL_NODE_LABEL: "true", "kubernetes.io/hostname": format!("real-{index}")},
         "tolerations": [{"key": REAL_NODE_LABEL, "operator": "Exists", "effect": "NoSchedule"}],
     })
+}
+
+/// Where the backends run, and the node of the client pods.
+const SERVER_NODE: usize = 0;
+const CLIENT_NODE: usize = 1;
+
+fn real_nodes(cluster: &Cluster) -> crate::realnode::RealNodes {
+    (cluster.local.as_ref())
+        .and_then(|l| l.real_nodes.clone())
+        .expect("a lab with real nodes")
 }
 
 fn testserver_container(args: serde_json::Value) -> serde_json::Value {
@@ -76,16 +95,14 @@ fn testserver_container(args: serde_json::Value) -> serde_json::Value {
     })
 }
 
-/// `iptables-save` inside the real node's network namespace.
-pub fn node_rules(cluster: &Cluster) -> String {
-    let real = (cluster.local.as_ref())
-        .and_then(|l| l.real_nodes.clone())
-        .expect("a lab with a real node");
+/// `iptables-save` inside real node `index`'s network namespace.
+pub fn node_rules(cluster: &Cluster, index: usize) -> String {
+    let real = real_nodes(cluster);
     let out = Command::new("ip")
         .args([
             "netns",
             "exec",
-            &real.network.node(0).netns(),
+            &real.network.node(index).netns(),
             "iptables-save",
         ])
         .output()
@@ -113,23 +130,88 @@ pub fn host_proxy_rules() -> Vec<String> {
     found
 }
 
+/// A client pod on [`CLIENT_NODE`], and how to run the testserver's client in it.
 struct Client {
     kubectl: std::path::PathBuf,
     kubeconfig: std::path::PathBuf,
     namespace: String,
+    pod: String,
+}
+
+/// One attempt of `understudy-testserver probe`: who answered and the
+/// source address it saw, or why nothing did.
+type Answer = Result<(String, std::net::IpAddr), String>;
+
+fn parse_answer(line: &str) -> Answer {
+    if let Some(error) = line.strip_prefix("error ") {
+        return Err(error.to_string());
+    }
+    let mut words = line.split_whitespace();
+    let (Some(name), Some(peer)) = (words.next(), words.next()) else {
+        return Err(format!("not an answer: {line:?}"));
+    };
+    let peer: std::net::SocketAddr = peer
+        .parse()
+        .map_err(|e| format!("not an address in {line:?}: {e}"))?;
+    Ok((name.to_string(), peer.ip()))
 }
 
 impl Client {
+    async fn start(cluster: &Cluster, namespace: &str, name: &str) -> Client {
+        let pods: Api<Pod> = Api::namespaced(cluster.client().await, namespace);
+        let local = cluster.local.as_ref().expect("the lab's own cluster");
+        let mut client_pod = json!({
+            "metadata": {"name": name},
+            "spec": {"containers": [testserver_container(json!(["pause"]))]},
+        });
+        crate::workloads::merge(&mut client_pod["spec"], on_real_node(CLIENT_NODE));
+        crate::pods::create(&pods, client_pod).await;
+        crate::wait::object(&pods, name, T, |p: Option<&Pod>| {
+            p.is_some_and(pod_is_ready)
+        })
+        .await
+        .unwrap();
+        Client {
+            kubectl: local.toolchain_dir.join("kubectl"),
+            kubeconfig: cluster.kubeconfig.clone(),
+            namespace: namespace.to_string(),
+            pod: name.to_string(),
+        }
+    }
+
+    fn exec(&self, args: &[&str]) -> std::process::Output {
+        Command::new(&self.kubectl)
+            .arg(format!("--kubeconfig={}", self.kubeconfig.display()))
+            .args(["-n", &self.namespace, "exec", &self.pod, "--"])
+            .arg("understudy-testserver")
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
+    /// `count` TCP connections (or UDP datagrams from `udp_source_port`) from the pod.
+    fn probe(&self, address: &str, count: u32, udp_source_port: Option<u16>) -> Vec<Answer> {
+        let count = count.to_string();
+        let mut args = vec!["probe", address, "--count", &count];
+        let port = udp_source_port.map(|p| p.to_string());
+        if let Some(port) = &port {
+            args.extend(["--udp", "--source-port", port]);
+        }
+        let out = self.exec(&args);
+        if !out.status.success() {
+            return vec![Err(String::from_utf8_lossy(&out.stderr).into_owned())];
+        }
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(parse_answer)
+            .collect()
+    }
+
     /// `understudy-testserver connect` in the client pod: Ok(answer) or
     /// Err(error text), and how long it took.
     fn connect(&self, address: &str) -> (Result<String, String>, Duration) {
         let start = Instant::now();
-        let out = Command::new(&self.kubectl)
-            .arg(format!("--kubeconfig={}", self.kubeconfig.display()))
-            .args(["-n", &self.namespace, "exec", "client", "--"])
-            .args(["understudy-testserver", "connect", address])
-            .output()
-            .unwrap();
+        let out = self.exec(&["connect", address]);
         let took = start.elapsed();
         let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
         if out.status.success() {
@@ -153,8 +235,12 @@ impl Client {
 }
 
 async fn scale(api: &Api<Deployment>, replicas: i32) {
+    scale_named(api, "web", replicas).await
+}
+
+async fn scale_named(api: &Api<Deployment>, name: &str, replicas: i32) {
     api.patch(
-        "web",
+        name,
         &PatchParams::default(),
         &Patch::Merge(json!({"spec": {"replicas": replicas}})),
     )
@@ -185,7 +271,6 @@ async fn wait_backends(pods: &Api<Pod>, count: usize) -> BTreeSet<String> {
 }
 
 pub async fn services_answer_through_the_node(cluster: &Cluster, proxy: Proxy) {
-    let local = cluster.local.as_ref().expect("the lab's own cluster");
     let client = cluster.client().await;
     let ns = TestNamespace::create(cluster, &client, "datapath").await;
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns.name);
@@ -194,7 +279,7 @@ pub async fn services_answer_through_the_node(cluster: &Cluster, proxy: Proxy) {
 
     let mut server = testserver_container(json!(["serve"]));
     server["readinessProbe"] = json!({"tcpSocket": {"port": 9000}, "periodSeconds": 1});
-    let mut pod_spec = on_real_node();
+    let mut pod_spec = on_real_node(SERVER_NODE);
     pod_spec["containers"] = json!([server]);
     let web = deployment("web", 1, "unused", json!({"template": {"spec": pod_spec}}));
     deployments
@@ -226,26 +311,10 @@ pub async fn services_answer_through_the_node(cluster: &Cluster, proxy: Proxy) {
         .await
         .unwrap();
     let health_port = local_lb.spec.unwrap().health_check_node_port.unwrap();
-    let node_ip = local.real_nodes.as_ref().unwrap().network.node(0).ip();
+    let node_ip = real_nodes(cluster).network.node(SERVER_NODE).ip();
     let health_url = format!("http://{node_ip}:{health_port}/");
 
-    let mut client_pod = json!({
-        "metadata": {"name": "client"},
-        "spec": {"containers": [testserver_container(json!(["pause"]))]},
-    });
-    crate::workloads::merge(&mut client_pod["spec"], on_real_node());
-    crate::pods::create(&pods, client_pod).await;
-    crate::wait::object(&pods, "client", T, |p: Option<&Pod>| {
-        p.is_some_and(pod_is_ready)
-    })
-    .await
-    .unwrap();
-    let caller = Client {
-        kubectl: local.toolchain_dir.join("kubectl"),
-        kubeconfig: cluster.kubeconfig.clone(),
-        namespace: ns.name.clone(),
-    };
-
+    let caller = Client::start(cluster, &ns.name, "client").await;
     // One backend: the client pod reaches it through the ClusterIP.
     let first = wait_backends(&pods, 1).await;
     let (c, a) = (&caller, address.as_str());
@@ -261,7 +330,7 @@ pub async fn services_answer_through_the_node(cluster: &Cluster, proxy: Proxy) {
     local_endpoints_reported(&health_url, 200, 1).await;
 
     // The rules are the proxy's own, in the node's namespace only.
-    let rules = node_rules(cluster);
+    let rules = node_rules(cluster, SERVER_NODE);
     let (ours, theirs) = proxy.prefixes();
     assert!(
         rules.contains(ours),
@@ -326,10 +395,322 @@ pub async fn services_answer_through_the_node(cluster: &Cluster, proxy: Proxy) {
         "refused after {took:?}: {refused}"
     );
     local_endpoints_reported(&health_url, 503, 0).await;
+
+    // Deleting the Services removes their rules from every node.
+    for name in ["web", "web-local"] {
+        services.delete(name, &Default::default()).await.unwrap();
+    }
+    rules_gone(cluster, &format!("{}/web", ns.name)).await;
     assert_eq!(
         host_proxy_rules(),
         Vec::<String>::new(),
         "the host's netfilter was written"
+    );
+}
+
+/// Until no node's rules mention `comment` (a Service's "<namespace>/<name>").
+async fn rules_gone(cluster: &Cluster, comment: &str) {
+    for index in [SERVER_NODE, CLIENT_NODE] {
+        crate::wait::until(
+            &format!("real-{index} to drop the rules of {comment}"),
+            T,
+            || async move { Ok((!node_rules(cluster, index).contains(comment)).then_some(())) },
+        )
+        .await
+        .unwrap();
+    }
+}
+
+/// A Deployment `name` of testservers on real node `node`, labelled
+/// `tier=<tier>` for a Service to select across Deployments.
+fn servers(name: &str, tier: &str, node: usize, replicas: i32) -> Deployment {
+    let mut server = testserver_container(json!(["serve"]));
+    server["readinessProbe"] = json!({"tcpSocket": {"port": 9000}, "periodSeconds": 1});
+    let mut pod_spec = on_real_node(node);
+    pod_spec["containers"] = json!([server]);
+    deployment(
+        name,
+        replicas,
+        "unused",
+        json!({"template": {"metadata": {"labels": {"tier": tier}}, "spec": pod_spec}}),
+    )
+}
+
+async fn ready_pods(pods: &Api<Pod>, selector: &str) -> BTreeSet<String> {
+    let list = pods
+        .list(&kube::api::ListParams::default().labels(selector))
+        .await
+        .unwrap();
+    list.items
+        .iter()
+        .filter(|p| pod_is_ready(p) && p.metadata.deletion_timestamp.is_none())
+        .filter_map(|p| p.metadata.name.clone())
+        .collect()
+}
+
+async fn wait_ready_pods(pods: &Api<Pod>, selector: &str, count: usize) -> BTreeSet<String> {
+    crate::wait::until(
+        &format!("{count} ready pods {selector}"),
+        T,
+        || async move {
+            let ready = ready_pods(pods, selector).await;
+            Ok((ready.len() == count).then_some(ready))
+        },
+    )
+    .await
+    .unwrap()
+}
+
+fn service_json(name: &str, spec: serde_json::Value) -> Service {
+    let mut service = json!({
+        "metadata": {"name": name},
+        "spec": {"selector": {"tier": "spread"},
+                 "ports": [{"name": "tcp", "port": 80, "protocol": "TCP", "targetPort": 9000}]},
+    });
+    crate::workloads::merge(&mut service["spec"], spec);
+    serde_json::from_value(service).unwrap()
+}
+
+/// Who answered, by name.
+fn tally(answers: &[Answer]) -> std::collections::BTreeMap<String, usize> {
+    let mut counts = std::collections::BTreeMap::new();
+    for (name, _) in answers.iter().flatten() {
+        *counts.entry(name.clone()).or_default() += 1;
+    }
+    counts
+}
+
+/// Until `probes` answers from `address` come from exactly `backends`, each.
+async fn wait_answer_set(client: &Client, address: &str, backends: &BTreeSet<String>) {
+    let deadline = Instant::now() + T;
+    loop {
+        let answers = client.probe(address, 40, None);
+        let seen: BTreeSet<String> = tally(&answers).into_keys().collect();
+        if &seen == backends && answers.iter().all(Result::is_ok) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{address} to be answered by exactly {backends:?}: last 40 probes {:?}",
+            tally(&answers)
+        );
+    }
+}
+
+/// NodePorts probed from this host (the lab's gateway), `count` connections.
+async fn probe_from_host(address: &str, count: usize) -> Vec<Answer> {
+    let mut answers = Vec::with_capacity(count);
+    for _ in 0..count {
+        answers.push(match read_answer(address).await {
+            Some(text) => parse_answer(text.lines().next().unwrap_or_default()),
+            None => Err("no answer".to_string()),
+        });
+    }
+    answers
+}
+
+/// Backends on both nodes behind one selector: ClusterIP traffic spreads
+/// over all of them, ClientIP affinity pins, NodePorts answer on every node
+/// (SNATed with `Cluster`, client address kept and local backends only with
+/// `Local`), and scaling down changes the answer set.
+pub async fn traffic_spreads_sticks_and_keeps_sources(cluster: &Cluster) {
+    let client = cluster.client().await;
+    let ns = TestNamespace::create(cluster, &client, "spread").await;
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns.name);
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns.name);
+    let services: Api<Service> = Api::namespaced(client.clone(), &ns.name);
+    let network = real_nodes(cluster).network;
+    for node in [SERVER_NODE, CLIENT_NODE] {
+        let d = servers(&format!("on-{node}"), "spread", node, 2);
+        deployments
+            .create(&PostParams::default(), &d)
+            .await
+            .unwrap();
+    }
+    let create = |name: &'static str, spec: serde_json::Value| {
+        let services = services.clone();
+        async move {
+            services
+                .create(&PostParams::default(), &service_json(name, spec))
+                .await
+                .unwrap()
+                .spec
+                .unwrap()
+        }
+    };
+    let spread = create("spread", json!({})).await;
+    let sticky = create("sticky", json!({"sessionAffinity": "ClientIP"})).await;
+    let masqueraded = create("cluster", json!({"type": "NodePort"})).await;
+    let local = create(
+        "local",
+        json!({"type": "NodePort", "externalTrafficPolicy": "Local"}),
+    )
+    .await;
+    let caller = Client::start(cluster, &ns.name, "client").await;
+    let all = wait_ready_pods(&pods, "tier=spread", 4).await;
+    let on_node = |node: usize| {
+        let pods = pods.clone();
+        async move { ready_pods(&pods, &format!("app=on-{node}")).await }
+    };
+
+    // 300 connections to the ClusterIP from the other node reach all four
+    // backends, roughly evenly (each ≥ 30 of an expected 75).
+    let spread_address = format!("{}:80", spread.cluster_ip.unwrap());
+    wait_answer_set(&caller, &spread_address, &all).await;
+    let answers = caller.probe(&spread_address, 300, None);
+    let counts = tally(&answers);
+    eprintln!("300 connections to {spread_address}: {counts:?}");
+    assert!(
+        answers.iter().all(Result::is_ok),
+        "failed connections: {:?}",
+        answers.iter().filter(|a| a.is_err()).collect::<Vec<_>>()
+    );
+    assert_eq!(counts.keys().cloned().collect::<BTreeSet<_>>(), all);
+    assert!(counts.values().all(|&n| n >= 30), "uneven: {counts:?}");
+
+    // ClientIP affinity: one client, one backend.
+    let sticky_address = format!("{}:80", sticky.cluster_ip.unwrap());
+    let (c, a) = (&caller, sticky_address.as_str());
+    crate::wait::until("the sticky Service to answer", T, || async move {
+        Ok(c.probe(a, 1, None)[0].is_ok().then_some(()))
+    })
+    .await
+    .unwrap();
+    let answers = caller.probe(&sticky_address, 50, None);
+    let counts = tally(&answers);
+    assert!(
+        counts.len() == 1 && answers.iter().all(Result::is_ok),
+        "ClientIP affinity answered {counts:?} ({} failed)",
+        answers.iter().filter(|a| a.is_err()).count()
+    );
+
+    // NodePorts from this host on each node: `Cluster` reaches any backend
+    // with the source rewritten; `Local` only that node's, with this host's
+    // address as the source.
+    let host = std::net::IpAddr::V4(network.host_ip());
+    let cluster_port = masqueraded.ports.unwrap()[0].node_port.unwrap();
+    let local_port = local.ports.unwrap()[0].node_port.unwrap();
+    for node in [SERVER_NODE, CLIENT_NODE] {
+        let ip = network.node(node).ip();
+        let address = format!("{ip}:{cluster_port}");
+        let a = address.as_str();
+        crate::wait::until(&format!("{a} to answer"), T, || async move {
+            Ok(read_answer(a).await)
+        })
+        .await
+        .unwrap();
+        let answers = probe_from_host(&address, 20).await;
+        for answer in &answers {
+            let (name, source) = answer.clone().unwrap_or_else(|e| panic!("{address}: {e}"));
+            assert!(all.contains(&name), "{name} answered {address}");
+            assert_ne!(source, host, "{address} (Cluster) was not masqueraded");
+        }
+
+        let locals = on_node(node).await;
+        let address = format!("{ip}:{local_port}");
+        let a = address.as_str();
+        crate::wait::until(&format!("{a} to answer"), T, || async move {
+            Ok(read_answer(a).await)
+        })
+        .await
+        .unwrap();
+        let answers = probe_from_host(&address, 20).await;
+        for answer in &answers {
+            let (name, source) = answer.clone().unwrap_or_else(|e| panic!("{address}: {e}"));
+            assert!(
+                locals.contains(&name),
+                "{name} answered {address} (Local) but is not on real-{node}: {locals:?}"
+            );
+            assert_eq!(
+                source, host,
+                "{address} (Local) did not keep the client's address"
+            );
+        }
+    }
+
+    // Scaling down: the answer set follows.
+    let scaled_at = Instant::now();
+    scale_named(&deployments, &format!("on-{SERVER_NODE}"), 1).await;
+    let remaining = wait_ready_pods(&pods, "tier=spread", 3).await;
+    wait_answer_set(&caller, &spread_address, &remaining).await;
+    eprintln!(
+        "answer set of {spread_address} followed the scale-down in {:?}",
+        scaled_at.elapsed()
+    );
+
+    for name in ["spread", "sticky", "cluster", "local"] {
+        services.delete(name, &Default::default()).await.unwrap();
+    }
+    rules_gone(cluster, &format!("{}/", ns.name)).await;
+    assert_eq!(host_proxy_rules(), Vec::<String>::new());
+}
+
+/// A UDP client sending from one source port keeps being answered when its
+/// backend is replaced: without clearing the flow's conntrack entry its
+/// datagrams would go on to the old pod's address.
+pub async fn udp_follows_a_replaced_backend(cluster: &Cluster) {
+    let client = cluster.client().await;
+    let ns = TestNamespace::create(cluster, &client, "udp").await;
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns.name);
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns.name);
+    let services: Api<Service> = Api::namespaced(client.clone(), &ns.name);
+    let d = servers("dns", "udp", SERVER_NODE, 1);
+    deployments
+        .create(&PostParams::default(), &d)
+        .await
+        .unwrap();
+    let service: Service = serde_json::from_value(json!({
+        "metadata": {"name": "dns"},
+        "spec": {"selector": {"tier": "udp"},
+                 "ports": [{"name": "udp", "port": 53, "protocol": "UDP", "targetPort": 9000}]},
+    }))
+    .unwrap();
+    let ip = services
+        .create(&PostParams::default(), &service)
+        .await
+        .unwrap()
+        .spec
+        .unwrap()
+        .cluster_ip
+        .unwrap();
+    let address = format!("{ip}:53");
+    let caller = Client::start(cluster, &ns.name, "client").await;
+    let first = wait_ready_pods(&pods, "tier=udp", 1).await;
+
+    const SOURCE_PORT: u16 = 40053;
+    let answered_by = |wanted: BTreeSet<String>| {
+        let (c, a) = (&caller, address.clone());
+        async move {
+            crate::wait::until(&format!("{a} to answer from {wanted:?}"), T, || {
+                let (a, wanted) = (a.clone(), wanted.clone());
+                async move {
+                    let answer = c.probe(&a, 1, Some(SOURCE_PORT)).remove(0);
+                    Ok(answer.ok().filter(|(name, _)| wanted.contains(name)))
+                }
+            })
+            .await
+            .unwrap()
+        }
+    };
+    answered_by(first.clone()).await;
+
+    let old = first.iter().next().unwrap().clone();
+    pods.delete(&old, &Default::default()).await.unwrap();
+    let replaced = crate::wait::until("a new ready backend", T, || {
+        let pods = pods.clone();
+        let old = old.clone();
+        async move {
+            let ready = ready_pods(&pods, "tier=udp").await;
+            Ok((ready.len() == 1 && !ready.contains(&old)).then_some(ready))
+        }
+    })
+    .await
+    .unwrap();
+    let started = Instant::now();
+    answered_by(replaced).await;
+    eprintln!(
+        "{address} answered from the new backend {:?} after it was ready",
+        started.elapsed()
     );
 }
 
@@ -371,4 +752,26 @@ async fn local_endpoints_reported(url: &str, status: u16, count: usize) {
     )
     .await
     .unwrap();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn probe_lines_parse_into_answers_or_errors() {
+        let ok = parse_answer("web-1 10.200.0.7:40053");
+        assert_eq!(ok, Ok(("web-1".to_string(), "10.200.0.7".parse().unwrap())));
+        assert_eq!(
+            parse_answer("error connection refused (os error 111)"),
+            Err("connection refused (os error 111)".to_string())
+        );
+        assert!(parse_answer("web-1").is_err());
+        assert!(parse_answer("web-1 nonsense").is_err());
+        let answers = [ok.clone(), ok, parse_answer("web-2 10.0.0.1:1")];
+        assert_eq!(
+            tally(&answers).into_iter().collect::<Vec<_>>(),
+            [("web-1".to_string(), 2), ("web-2".to_string(), 1)]
+        );
+    }
 }

@@ -11,7 +11,7 @@ use understudy_e2e::fixture::Cluster;
 
 fn cluster() -> Option<&'static Cluster> {
     if std::env::var_os(understudy_e2e::fixture::EXTERNAL_KUBECONFIG).is_some() {
-        eprintln!("skipped: the data path is checked on the lab's own real node");
+        eprintln!("skipped: the data path is checked on the lab's own real nodes");
         return None;
     }
     Some(Cluster::shared(datapath::cluster_spec(Proxy::Understudy)))
@@ -63,4 +63,16 @@ async fn healthz_and_metrics_answer_as_kube_proxys_on_10356() {
     ] {
         assert!(metrics.contains(name), "{name} missing:\n{metrics}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn traffic_spreads_sticks_and_keeps_sources_through_understudy_proxy() {
+    let Some(cluster) = cluster() else { return };
+    datapath::traffic_spreads_sticks_and_keeps_sources(cluster).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn udp_follows_a_replaced_backend_through_understudy_proxy() {
+    let Some(cluster) = cluster() else { return };
+    datapath::udp_follows_a_replaced_backend(cluster).await;
 }

@@ -5,12 +5,28 @@
 use understudy_e2e::datapath::{self, Proxy};
 use understudy_e2e::fixture::Cluster;
 
+fn cluster() -> Option<&'static Cluster> {
+    if std::env::var_os(understudy_e2e::fixture::EXTERNAL_KUBECONFIG).is_some() {
+        eprintln!("skipped: the data path is checked on the lab's own real nodes");
+        return None;
+    }
+    Some(Cluster::shared(datapath::cluster_spec(Proxy::KubeProxy)))
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn services_answer_through_kube_proxys_rules() {
-    if std::env::var_os(understudy_e2e::fixture::EXTERNAL_KUBECONFIG).is_some() {
-        eprintln!("skipped: the data path is checked on the lab's own real node");
-        return;
-    }
-    let cluster = Cluster::shared(datapath::cluster_spec(Proxy::KubeProxy));
+    let Some(cluster) = cluster() else { return };
     datapath::services_answer_through_the_node(cluster, Proxy::KubeProxy).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn traffic_spreads_sticks_and_keeps_sources_through_kube_proxy() {
+    let Some(cluster) = cluster() else { return };
+    datapath::traffic_spreads_sticks_and_keeps_sources(cluster).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn udp_follows_a_replaced_backend_through_kube_proxy() {
+    let Some(cluster) = cluster() else { return };
+    datapath::udp_follows_a_replaced_backend(cluster).await;
 }

@@ -4,6 +4,7 @@
 //! and metrics as kube-proxy's).
 
 pub mod config;
+pub mod conntrack;
 pub mod exec;
 pub mod health;
 pub mod iptables;

@@ -55,6 +55,8 @@ pub struct Metrics {
     pub nftables_cleanup_failures: Family<FamilyLabel, Counter>,
     pub healthz: Family<CodeLabel, Counter>,
     pub livez: Family<CodeLabel, Counter>,
+    pub conntrack_reconcile_duration: Family<FamilyLabel, Histogram>,
+    pub conntrack_deleted_entries: Family<FamilyLabel, Counter>,
 }
 
 fn sync_histogram() -> Histogram {
@@ -103,6 +105,8 @@ impl Metrics {
             nftables_cleanup_failures: Family::default(),
             healthz: Family::default(),
             livez: Family::default(),
+            conntrack_reconcile_duration: Family::new_with_constructor(sync_histogram),
+            conntrack_deleted_entries: Family::default(),
         };
         macro_rules! reg {
             ($name:literal, $help:literal, $metric:expr) => {
@@ -198,6 +202,20 @@ impl Metrics {
             m.healthz
         );
         reg!("proxy_livez", "Cumulative proxy livez HTTP status", m.livez);
+        // Upstream registers the reconciler's metrics in the iptables (and
+        // ipvs) mode only; the nftables mode cleans the same flows unmeasured.
+        if mode != ProxyMode::Nftables {
+            reg!(
+                "conntrack_reconciler_sync_duration_seconds",
+                "ReconcileConntrackFlowsLatency latency in seconds",
+                m.conntrack_reconcile_duration
+            );
+            reg!(
+                "conntrack_reconciler_deleted_entries",
+                "Cumulative conntrack flows deleted by conntrack reconciler",
+                m.conntrack_deleted_entries
+            );
+        }
         m
     }
 
@@ -291,6 +309,17 @@ impl Metrics {
             .observe(latency.as_secs_f64());
     }
 
+    /// One round of the conntrack cleanup (upstream observes both only when
+    /// the table could be listed).
+    pub fn conntrack_reconciled(&self, deleted: usize, duration: Duration) {
+        self.conntrack_reconcile_duration
+            .get_or_create(&self.family)
+            .observe(duration.as_secs_f64());
+        self.conntrack_deleted_entries
+            .get_or_create(&self.family)
+            .inc_by(deleted as u64);
+    }
+
     pub fn health_answered(&self, path: &str, code: u16) {
         let family = if path == "/livez" {
             &self.livez
@@ -328,6 +357,7 @@ mod tests {
         m.programmed(UNIX_EPOCH, UNIX_EPOCH + Duration::from_millis(700));
         m.pending(2, 3);
         m.health_answered("/healthz", 503);
+        m.conntrack_reconciled(3, Duration::from_millis(5));
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
         for line in [
@@ -342,6 +372,8 @@ mod tests {
             "kubeproxy_sync_proxy_rules_service_changes_pending 2",
             "kubeproxy_sync_proxy_rules_endpoint_changes_pending 3",
             "kubeproxy_proxy_healthz_total{code=\"503\"} 1",
+            "kubeproxy_conntrack_reconciler_deleted_entries_total{ip_family=\"IPv4\"} 3",
+            "kubeproxy_conntrack_reconciler_sync_duration_seconds_bucket{le=\"0.008\",ip_family=\"IPv4\"} 1",
         ] {
             assert!(text.contains(line), "missing {line:?} in\n{text}");
         }

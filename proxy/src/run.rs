@@ -153,6 +153,11 @@ impl Shared {
         let start = Instant::now();
         let mut p = self.proxier.lock().unwrap();
         let outcome = p.sync();
+        if matches!(outcome, SyncOutcome::Synced(_)) {
+            // Under the same lock, as upstream at the end of syncProxyRules.
+            use crate::conntrack::{NetlinkConntrack, after_sync};
+            after_sync(&NetlinkConntrack, &mut p.tracker, &self.metrics);
+        }
         let (services, endpoints) = p.tracker.pending_counts();
         let health_checks = service_health::desired(&p.tracker);
         drop(p);

@@ -40,12 +40,34 @@ enum Command {
         /// host:port
         address: String,
     },
+    /// Reach a service `count` times and print one line per attempt: the
+    /// answer ("<name> <address the server saw>") or "error <reason>" — what
+    /// a data-path test tallies for spread, affinity and source addresses.
+    Probe {
+        /// host:port
+        address: String,
+        #[arg(long, default_value_t = 1)]
+        count: u32,
+        /// UDP datagrams instead of TCP connections.
+        #[arg(long)]
+        udp: bool,
+        /// The local port to send from (0: any). A fixed UDP source port
+        /// keeps every datagram in one conntrack flow.
+        #[arg(long, default_value_t = 0)]
+        source_port: u16,
+    },
 }
 
 fn main() -> ExitCode {
     match Cli::parse().command {
         Command::Pause => pause(),
         Command::Connect { address } => connect(&address),
+        Command::Probe {
+            address,
+            count,
+            udp,
+            source_port,
+        } => probe::run(&address, count, udp, source_port),
         Command::Serve {
             name,
             http_port,
@@ -96,6 +118,61 @@ fn pause() -> ExitCode {
                 return ExitCode::FAILURE;
             }
         }
+    }
+}
+
+mod probe {
+    use std::io::Read;
+    use std::net::{Ipv4Addr, SocketAddr, TcpStream, ToSocketAddrs, UdpSocket};
+    use std::process::ExitCode;
+    use std::time::Duration;
+
+    const WAIT: Duration = Duration::from_secs(2);
+
+    pub fn run(address: &str, count: u32, udp: bool, source_port: u16) -> ExitCode {
+        let Some(to) = address.to_socket_addrs().ok().and_then(|mut a| a.next()) else {
+            eprintln!("probe: {address:?} is not host:port");
+            return ExitCode::from(2);
+        };
+        if source_port != 0 && !udp {
+            // std cannot bind a TCP socket before connecting, and no test
+            // needs a fixed TCP source port.
+            eprintln!("probe: --source-port is for --udp");
+            return ExitCode::from(2);
+        }
+        let from = SocketAddr::from((Ipv4Addr::UNSPECIFIED, source_port));
+        for _ in 0..count {
+            let answer = if udp {
+                datagram(from, to)
+            } else {
+                connection(to)
+            };
+            match answer {
+                Ok(line) => println!("{}", line.trim_end()),
+                Err(e) => println!("error {e}"),
+            }
+        }
+        ExitCode::SUCCESS
+    }
+
+    fn datagram(from: SocketAddr, to: SocketAddr) -> std::io::Result<String> {
+        let socket = UdpSocket::bind(from)?;
+        socket.set_read_timeout(Some(WAIT))?;
+        socket.send_to(b"probe", to)?;
+        let mut buf = [0u8; 1500];
+        let (n, _) = socket.recv_from(&mut buf)?;
+        Ok(String::from_utf8_lossy(&buf[..n]).into_owned())
+    }
+
+    fn connection(to: SocketAddr) -> std::io::Result<String> {
+        let mut stream = TcpStream::connect_timeout(&to, WAIT)?;
+        stream.set_read_timeout(Some(WAIT))?;
+        let mut text = String::new();
+        stream.read_to_string(&mut text)?;
+        if text.is_empty() {
+            return Err(std::io::Error::other("closed without an answer"));
+        }
+        Ok(text)
     }
 }
 

@@ -59,6 +59,9 @@ pub struct Tracker {
     /// Per Service with changed endpoints, its endpoints as at the last take_changes.
     endpoints_baseline: BTreeMap<ServiceName, PortMap<Vec<EndpointInfo>>>,
     node_changed: bool,
+    /// Endpoints of a Service with a UDP port changed in changes already
+    /// taken: stale conntrack flows may remain until a cleanup runs.
+    conntrack_cleanup_pending: bool,
 }
 
 impl Tracker {
@@ -73,6 +76,7 @@ impl Tracker {
             service_baseline: BTreeMap::new(),
             endpoints_baseline: BTreeMap::new(),
             node_changed: false,
+            conntrack_cleanup_pending: false,
         }
     }
 
@@ -182,12 +186,29 @@ impl Tracker {
         }
         for (name, before) in std::mem::take(&mut self.endpoints_baseline) {
             let after = self.endpoints.get(&name);
+            // Upstream's ConntrackCleanupRequired: some UDP port of the
+            // Service, before or after the change.
+            let udp = |ports: Option<&PortMap<Vec<EndpointInfo>>>| {
+                ports.is_some_and(|p| p.keys().any(|n| n.protocol == Protocol::Udp))
+            };
+            if udp(Some(&before)) || udp(after) {
+                self.conntrack_cleanup_pending = true;
+            }
             changed_ports(&before, after, &mut service_ports);
         }
         Changes {
             service_ports,
             full_sync: std::mem::take(&mut self.node_changed),
         }
+    }
+
+    /// Whether UDP endpoints changed in the changes taken since the last
+    /// call (upstream's ConntrackCleanupRequired), clearing it: call once the
+    /// rules for those changes are written, and run the conntrack cleanup
+    /// when true. Unlike upstream, a failed sync does not lose it: it stays
+    /// until the caller takes it.
+    pub fn take_conntrack_cleanup(&mut self) -> bool {
+        std::mem::take(&mut self.conntrack_cleanup_pending)
     }
 
     /// Every service port, in name order.

@@ -411,6 +411,58 @@ fn changes_accumulate_until_taken() {
     assert!(tracker.service_port(&spn("ns", "b", "p80")).is_none());
 }
 
+fn udp_slice(service: &str, slice_name: &str, port_protocol: &str, ips: &[&str]) -> EndpointSlice {
+    let endpoints: Vec<_> = ips.iter().map(|ip| json!({"addresses": [ip]})).collect();
+    slice(json!({
+        "metadata": {"namespace": "ns", "name": slice_name, "labels": {SERVICE_NAME_LABEL: service}},
+        "addressType": "IPv4",
+        "ports": [{"name": "p", "port": 53, "protocol": port_protocol}],
+        "endpoints": endpoints
+    }))
+}
+
+#[test]
+fn udp_endpoint_changes_ask_for_a_conntrack_cleanup() {
+    let mut tracker = Tracker::new(IpFamily::V4, NODE);
+    assert!(!tracker.take_conntrack_cleanup());
+
+    // Endpoints of TCP ports alone: no cleanup.
+    tracker.apply_endpoint_slice(&udp_slice("tcp", "tcp-1", "TCP", &["10.0.0.1"]));
+    tracker.take_changes();
+    assert!(!tracker.take_conntrack_cleanup());
+
+    // Only changes already taken count: the sync that took them cleans.
+    tracker.apply_endpoint_slice(&udp_slice("dns", "dns-1", "UDP", &["10.0.0.2"]));
+    assert!(!tracker.take_conntrack_cleanup());
+    tracker.take_changes();
+    // Pending until taken, even across syncs that had nothing new.
+    tracker.take_changes();
+    assert!(tracker.take_conntrack_cleanup());
+    assert!(!tracker.take_conntrack_cleanup());
+
+    // The last UDP endpoint going away counts too (the port is gone after).
+    tracker.delete_endpoint_slice(&udp_slice("dns", "dns-1", "UDP", &[]));
+    tracker.take_changes();
+    assert!(tracker.take_conntrack_cleanup());
+
+    // A change undone before the sync is no change, as upstream.
+    tracker.apply_endpoint_slice(&udp_slice("dns", "dns-1", "UDP", &["10.0.0.3"]));
+    tracker.take_changes();
+    tracker.take_conntrack_cleanup();
+    tracker.apply_endpoint_slice(&udp_slice("dns", "dns-1", "UDP", &["10.0.0.4"]));
+    tracker.apply_endpoint_slice(&udp_slice("dns", "dns-1", "UDP", &["10.0.0.3"]));
+    tracker.take_changes();
+    assert!(!tracker.take_conntrack_cleanup());
+
+    // Service changes alone do not ask for it (upstream keys it on endpoints).
+    tracker.apply_service(&service(json!({
+        "metadata": {"namespace": "ns", "name": "dns"},
+        "spec": {"clusterIP": "172.30.0.53", "ports": [{"name": "p", "port": 53, "protocol": "UDP"}]}
+    })));
+    tracker.take_changes();
+    assert!(!tracker.take_conntrack_cleanup());
+}
+
 #[test]
 fn node_labels_force_a_full_sync() {
     let mut tracker = Tracker::new(IpFamily::V4, NODE);
