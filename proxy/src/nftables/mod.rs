@@ -6,6 +6,9 @@
 pub mod elements;
 pub mod names;
 pub mod render;
+mod service;
+mod setup;
+mod text;
 
 #[cfg(test)]
 mod render_tests;
