@@ -29,16 +29,23 @@ const NODE_IP6: &str = "fd00:250::10";
 struct Netns(String);
 
 impl Netns {
-    fn new(tag: &str) -> Self {
+    /// A namespace with only loopback up.
+    fn bare(tag: &str) -> Self {
         let name = format!("us-nft-{tag}-{}", std::process::id());
-        let ns = Netns(name.clone());
         let status = Command::new("ip").args(["netns", "add", &name]).status();
         assert!(
             status.is_ok_and(|s| s.success()),
             "`ip netns add {name}` failed: these tests need root and iproute2"
         );
+        let ns = Netns(name);
+        ns.ip("link set lo up");
+        ns
+    }
+
+    /// A node alone: its address on an interface that is the default route.
+    fn new(tag: &str) -> Self {
+        let ns = Netns::bare(tag);
         for args in [
-            "link set lo up",
             // No dummy interfaces in every kernel: a veth pair, both ends here.
             "link add node0 type veth peer name node1",
             &format!("addr add {NODE_IP}/24 dev node0"),
@@ -120,12 +127,26 @@ impl Netns {
     }
 
     fn serve_on(&self, ip: &'static str, port: u16, name: &'static str) -> Server {
+        self.serve_with(ip, port, move |_| name.to_string())
+    }
+
+    /// A server that answers with the address the connection came from.
+    fn serve_peer(&self, ip: &'static str, port: u16) -> Server {
+        self.serve_with(ip, port, |conn| conn.peer_addr().unwrap().ip().to_string())
+    }
+
+    fn serve_with(
+        &self,
+        ip: &'static str,
+        port: u16,
+        answer: impl Fn(&TcpStream) -> String + Send + 'static,
+    ) -> Server {
         let listener = self.within(move || TcpListener::bind((ip, port)).unwrap());
         let handle = listener.try_clone().unwrap();
         let thread = std::thread::spawn(move || {
             // Ends when the listener is shut down (accept fails).
             for mut conn in listener.incoming().map_while(Result::ok) {
-                let _ = conn.write_all(name.as_bytes());
+                let _ = conn.write_all(answer(&conn).as_bytes());
             }
         });
         Server {
@@ -460,5 +481,113 @@ fn ipv6_services_go_through_our_ip6_table() {
     let removed = proxier::cleanup(SystemExec::in_netns(&ns.0)).unwrap();
     assert_eq!(removed, ["nftables ip6 understudy-proxy"]);
     drop(_a);
+    assert_eq!(host_rules(), before, "the host's netfilter changed");
+}
+
+/// A node with a pod and an outside client, each in a namespace of its
+/// own on a veth pair to the node, which forwards between them:
+/// pod 10.244.0.5 (node side 10.244.0.1), client 10.250.0.20 (node side
+/// the node's address, 10.250.0.10).
+struct Cluster {
+    node: Netns,
+    pod: Netns,
+    client: Netns,
+}
+
+const POD_IP: &str = "10.244.0.5";
+const POD_GATEWAY: &str = "10.244.0.1";
+const CLIENT_IP: &str = "10.250.0.20";
+
+impl Cluster {
+    fn new(tag: &str) -> Self {
+        let node = Netns::bare(&format!("{tag}n"));
+        let pod = Netns::bare(&format!("{tag}p"));
+        let client = Netns::bare(&format!("{tag}c"));
+        for (peer, ours, theirs, node_ip, peer_ip) in [
+            (&pod, "vpod", "eth0", POD_GATEWAY, POD_IP),
+            (&client, "vcli", "eth0", NODE_IP, CLIENT_IP),
+        ] {
+            node.ip(&format!(
+                "link add {ours} type veth peer name {theirs} netns {}",
+                peer.0
+            ));
+            node.ip(&format!("addr add {node_ip}/24 dev {ours}"));
+            node.ip(&format!("link set {ours} up"));
+            peer.ip(&format!("addr add {peer_ip}/24 dev {theirs}"));
+            peer.ip(&format!("link set {theirs} up"));
+            peer.ip(&format!("route add default via {node_ip}"));
+        }
+        let forward = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &node.0,
+                "sysctl",
+                "-qw",
+                "net.ipv4.ip_forward=1",
+            ])
+            .status()
+            .unwrap();
+        assert!(forward.success(), "ip_forward in the node's namespace");
+        Cluster { node, pod, client }
+    }
+}
+
+#[test]
+fn masquerading_hairpin_and_external_traffic_policy_with_a_real_pod_and_client() {
+    let before = host_rules();
+    let c = Cluster::new("mq");
+    let _server = c.pod.serve_peer(POD_IP, 8080);
+    let mut p = proxier(&c.node);
+    let node_port = |name: &str, ip: &str, port: u16, policy: &str| {
+        service(
+            name,
+            spec(
+                ip,
+                json!({"type": "NodePort", "externalTrafficPolicy": policy,
+                       "ports": [{"name": "p", "port": 80, "nodePort": port}]}),
+            ),
+        )
+    };
+    p.tracker
+        .apply_service(&node_port("cluster", "10.96.0.50", 30050, "Cluster"));
+    p.tracker
+        .apply_service(&node_port("local", "10.96.0.51", 30051, "Local"));
+    p.tracker
+        .apply_service(&node_port("elsewhere", "10.96.0.52", 30052, "Local"));
+    for name in ["cluster", "local"] {
+        p.tracker
+            .apply_endpoint_slice(&slice(name, 8080, &[POD_IP]));
+    }
+    let mut remote = slice("elsewhere", 8080, &["10.244.1.9"]);
+    remote.endpoints.as_mut().unwrap()[0].node_name = Some("node-b".into());
+    p.tracker.apply_endpoint_slice(&remote);
+    synced(p.sync());
+
+    // The pod reaches itself through its service: masqueraded (the hairpin
+    // set), or its own reply would never be un-DNATed.
+    assert_eq!(c.pod.fetch("10.96.0.50:80").unwrap(), POD_GATEWAY);
+    // An outside client reaching a ClusterIP is masqueraded (not from the
+    // cluster CIDR), and so is NodePort traffic under Cluster policy...
+    assert_eq!(c.client.fetch("10.96.0.50:80").unwrap(), POD_GATEWAY);
+    assert_eq!(
+        c.client.fetch(&format!("{NODE_IP}:30050")).unwrap(),
+        POD_GATEWAY
+    );
+    // ...but under Local policy the pod sees the client.
+    assert_eq!(
+        c.client.fetch(&format!("{NODE_IP}:30051")).unwrap(),
+        CLIENT_IP
+    );
+    // Local policy, no endpoint on this node: dropped, not forwarded.
+    let addr: SocketAddr = format!("{NODE_IP}:30052").parse().unwrap();
+    let dropped = c
+        .client
+        .within(move || TcpStream::connect_timeout(&addr, Duration::from_secs(1)));
+    assert!(
+        matches!(&dropped, Err(e) if e.kind() == std::io::ErrorKind::TimedOut),
+        "{dropped:?}"
+    );
+    drop(_server);
     assert_eq!(host_rules(), before, "the host's netfilter changed");
 }
