@@ -27,17 +27,23 @@
 # distroless for all three binaries (one image; the chart runs every component
 # from it) instead of a larger bookworm-slim runtime, and it is the same set of
 # files e2e/src/images.rs assembles for the archive image.
+#
+# nft: the proxy's nftables mode runs `nft -f -`, so Debian bookworm's nft
+# 1.0.6 comes along the same way: the binary and the libraries ldd names
+# beyond iptables' (libnftables, libedit, libjansson, libgmp, libtinfo,
+# libbsd, libmd). Both sets are staged in /netfilter.
 
 FROM docker.io/library/rust:1.95.0-bookworm@sha256:6258907abe69656e41cd992e0b705cdcfabcbbe3db374f92ed2d47121282d4a1 AS build
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends iptables \
-    && mkdir -p /iptables/usr/sbin /iptables/usr/lib/x86_64-linux-gnu /iptables/lib/x86_64-linux-gnu \
-    && cp -a /usr/sbin/xtables-nft-multi /iptables/usr/sbin/ \
-    && for tool in iptables iptables-restore iptables-save; do ln -s xtables-nft-multi /iptables/usr/sbin/$tool; done \
-    && cp -a /usr/lib/x86_64-linux-gnu/xtables /iptables/usr/lib/x86_64-linux-gnu/ \
-    && for lib in libxtables.so.12 libmnl.so.0 libnftnl.so.11 libnetfilter_conntrack.so.3 libnfnetlink.so.0; do \
-         cp -aL /lib/x86_64-linux-gnu/$lib /iptables/lib/x86_64-linux-gnu/; done \
-    && cp /etc/protocols /iptables/etc-protocols
+    && apt-get install -y --no-install-recommends iptables nftables \
+    && mkdir -p /netfilter/usr/sbin /netfilter/usr/lib/x86_64-linux-gnu /netfilter/lib/x86_64-linux-gnu \
+    && cp -a /usr/sbin/xtables-nft-multi /usr/sbin/nft /netfilter/usr/sbin/ \
+    && for tool in iptables iptables-restore iptables-save; do ln -s xtables-nft-multi /netfilter/usr/sbin/$tool; done \
+    && cp -a /usr/lib/x86_64-linux-gnu/xtables /netfilter/usr/lib/x86_64-linux-gnu/ \
+    && for lib in libxtables.so.12 libmnl.so.0 libnftnl.so.11 libnetfilter_conntrack.so.3 libnfnetlink.so.0 \
+                  libnftables.so.1 libedit.so.2 libjansson.so.4 libgmp.so.10 libtinfo.so.6 libbsd.so.0 libmd.so.0; do \
+         cp -aL /lib/x86_64-linux-gnu/$lib /netfilter/lib/x86_64-linux-gnu/; done \
+    && cp /etc/protocols /netfilter/etc-protocols
 WORKDIR /src
 COPY . .
 # The cache mounts keep the crate downloads and the target directory between
@@ -56,8 +62,8 @@ FROM gcr.io/distroless/cc-debian12:nonroot@sha256:9dac0a79194e45a7da0158a9c6da57
 # archive image's values are used so both images behave alike.
 ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 WORKDIR /
-COPY --from=build /iptables/usr/ /usr/
-COPY --from=build /iptables/lib/ /lib/
-COPY --from=build /iptables/etc-protocols /etc/protocols
+COPY --from=build /netfilter/usr/ /usr/
+COPY --from=build /netfilter/lib/ /lib/
+COPY --from=build /netfilter/etc-protocols /etc/protocols
 COPY --from=build /out/ /usr/local/bin/
 USER 65532:65532

@@ -364,14 +364,24 @@ pub fn add_iptables(fs: &mut Rootfs) -> Result<(), ImageError> {
     Ok(())
 }
 
+/// Debian's nft (the `nftables` package), which the proxy's nftables mode
+/// runs: one binary and the libraries ldd names (libnftables and what it
+/// links; no plugins are loaded at run time).
+pub const NFT: &str = "/usr/sbin/nft";
+
+pub fn add_nftables(fs: &mut Rootfs) -> Result<(), ImageError> {
+    fs.binary_with_libraries(Path::new(NFT), NFT)
+}
+
 /// The components' image, as the Dockerfile builds it: every binary on PATH,
-/// run as nonroot; iptables for the proxy (whose pod runs as root).
+/// run as nonroot; iptables and nft for the proxy (whose pod runs as root).
 pub fn build_understudy(bin_dir: &Path, out_dir: &Path) -> Result<BuiltImage, ImageError> {
     let mut fs = Rootfs::base();
     for name in COMPONENT_BINARIES {
         fs.binary_with_libraries(&bin_dir.join(name), &format!("/usr/local/bin/{name}"))?;
     }
     add_iptables(&mut fs)?;
+    add_nftables(&mut fs)?;
     build(
         &fs,
         UNDERSTUDY_REPOSITORY,
@@ -491,6 +501,21 @@ mod tests {
             assert!(fs.entries.contains_key(path), "{path}");
         }
         assert!(fs.entries.keys().any(|p| p.contains("libnftnl.so")));
+    }
+
+    #[test]
+    fn nft_comes_with_its_libraries() {
+        let mut fs = Rootfs::default();
+        add_nftables(&mut fs).unwrap();
+        assert!(fs.entries.contains_key("/usr/sbin/nft"));
+        for lib in [
+            "libnftables.so",
+            "libnftnl.so",
+            "libmnl.so",
+            "libjansson.so",
+        ] {
+            assert!(fs.entries.keys().any(|p| p.contains(lib)), "{lib}");
+        }
     }
 
     #[test]

@@ -89,7 +89,8 @@ pub mod fake {
         pub stdin: Option<String>,
     }
 
-    type Rule = (String, Box<dyn Fn() -> Output + Send + Sync>);
+    /// (prefix, answer, answers only once).
+    type Rule = (String, Box<dyn Fn() -> Output + Send + Sync>, bool);
 
     #[derive(Default)]
     pub struct FakeExec {
@@ -100,7 +101,23 @@ pub mod fake {
     impl FakeExec {
         /// Calls whose command line starts with `prefix` answer `code`/`stdout`.
         pub fn answer(&self, prefix: &str, code: i32, stdout: &str) {
-            let stdout = stdout.to_string();
+            let stderr = if code == 0 { "" } else { "failed" };
+            self.script(prefix, code, stdout, stderr, false);
+        }
+
+        /// Calls whose command line starts with `prefix` fail with `code`
+        /// and this message.
+        pub fn fail(&self, prefix: &str, code: i32, stderr: &str) {
+            self.script(prefix, code, "", stderr, false);
+        }
+
+        /// As `fail`, for the next matching call only.
+        pub fn fail_once(&self, prefix: &str, code: i32, stderr: &str) {
+            self.script(prefix, code, "", stderr, true);
+        }
+
+        fn script(&self, prefix: &str, code: i32, stdout: &str, stderr: &str, once: bool) {
+            let (stdout, stderr) = (stdout.to_string(), stderr.to_string());
             self.rules.lock().unwrap().insert(
                 0,
                 (
@@ -108,12 +125,9 @@ pub mod fake {
                     Box::new(move || Output {
                         code: Some(code),
                         stdout: stdout.clone(),
-                        stderr: if code == 0 {
-                            String::new()
-                        } else {
-                            "failed".into()
-                        },
+                        stderr: stderr.clone(),
                     }),
+                    once,
                 ),
             );
         }
@@ -145,15 +159,20 @@ pub mod fake {
                 line: line.clone(),
                 stdin: stdin.map(String::from),
             });
-            let rules = self.rules.lock().unwrap();
-            let answer = rules
+            let mut rules = self.rules.lock().unwrap();
+            let Some(at) = rules
                 .iter()
-                .find(|(prefix, _)| line.starts_with(prefix.as_str()))
-                .map(|(_, answer)| answer())
-                .unwrap_or(Output {
+                .position(|(prefix, ..)| line.starts_with(prefix.as_str()))
+            else {
+                return Ok(Output {
                     code: Some(0),
                     ..Default::default()
                 });
+            };
+            let answer = (rules[at].1)();
+            if rules[at].2 {
+                drop(rules.remove(at));
+            }
             Ok(answer)
         }
     }

@@ -9,6 +9,7 @@ pub mod exec;
 pub mod health;
 pub mod iptables;
 pub mod metrics;
+pub mod nftables;
 pub mod proxier;
 pub mod run;
 pub mod runner;

@@ -1,4 +1,5 @@
-//! understudy-proxy: Understudy's stand-in for kube-proxy (iptables mode).
+//! understudy-proxy: Understudy's stand-in for kube-proxy (iptables and
+//! nftables modes).
 //!
 //! Reads kube-proxy's `--config` file and the familiar flags (flags win over
 //! the file, as kube-proxy's do), then runs the shared component life (logs,
@@ -42,7 +43,8 @@ struct Args {
     /// The pods' CIDR range(s), comma-separated, as kube-proxy's --cluster-cidr.
     #[arg(long, value_delimiter = ',')]
     cluster_cidr: Vec<String>,
-    /// Remove every rule and chain of ours from this host's iptables, then exit.
+    /// Remove everything of ours from this host's iptables and nftables (of
+    /// either mode), then exit.
     #[arg(long)]
     cleanup: bool,
 }
@@ -83,9 +85,9 @@ fn configuration(args: &Args) -> Result<KubeProxyConfiguration, String> {
             })
             .collect::<Result<_, _>>()?;
     }
-    if config.mode != ProxyMode::Iptables {
+    if config.mode == ProxyMode::Ipvs {
         return Err(format!(
-            "proxy mode {:?} is not implemented; use iptables",
+            "proxy mode {:?} is not implemented; use iptables or nftables",
             config.mode
         ));
     }
@@ -136,7 +138,10 @@ fn main() -> ExitCode {
     if args.cleanup {
         return match proxier::cleanup(SystemExec::default()) {
             Ok(deleted) => {
-                println!("removed {} chains of ours", deleted.len());
+                for what in &deleted {
+                    println!("removed {what}");
+                }
+                println!("removed {} chains and tables of ours", deleted.len());
                 ExitCode::SUCCESS
             }
             Err(e) => {
@@ -197,11 +202,17 @@ mod tests {
     }
 
     #[test]
-    fn modes_other_than_iptables_are_refused_by_name() {
-        let err = configuration(&args(&["--mode=nftables"])).unwrap_err();
+    fn ipvs_is_refused_by_name_and_nftables_accepted() {
+        let err = configuration(&args(&["--mode=ipvs"])).unwrap_err();
         assert!(
-            err.contains("Nftables") && err.contains("not implemented"),
+            err.contains("Ipvs") && err.contains("not implemented"),
             "{err}"
+        );
+        assert_eq!(
+            configuration(&args(&["--proxy-mode=nftables"]))
+                .unwrap()
+                .mode,
+            ProxyMode::Nftables
         );
         assert!(configuration(&args(&["--cluster-cidr=nonsense"])).is_err());
     }

@@ -12,7 +12,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
-use crate::proxier::SyncReport;
+use crate::config::ProxyMode;
+use crate::proxier::{SyncReport, Written};
 use crate::tracker::IpFamily;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -50,6 +51,8 @@ pub struct Metrics {
     pub partial_restore_failures: Family<FamilyLabel, Counter>,
     pub rules_total: Family<TableLabel, Gauge>,
     pub rules_last: Family<TableLabel, Gauge>,
+    pub nftables_sync_failures: Family<FamilyLabel, Counter>,
+    pub nftables_cleanup_failures: Family<FamilyLabel, Counter>,
     pub healthz: Family<CodeLabel, Counter>,
     pub livez: Family<CodeLabel, Counter>,
     pub conntrack_reconcile_duration: Family<FamilyLabel, Histogram>,
@@ -77,7 +80,9 @@ fn unix_seconds(at: SystemTime) -> f64 {
 }
 
 impl Metrics {
-    pub fn register(registry: &mut Registry, family: IpFamily) -> Self {
+    /// The common metrics and the mode's own (upstream registers only the
+    /// running mode's: iptables rule counts, or nftables failure counters).
+    pub fn register(registry: &mut Registry, family: IpFamily, mode: ProxyMode) -> Self {
         let m = Metrics {
             family: FamilyLabel {
                 ip_family: family.address_type().to_string(),
@@ -96,6 +101,8 @@ impl Metrics {
             partial_restore_failures: Family::default(),
             rules_total: Family::default(),
             rules_last: Family::default(),
+            nftables_sync_failures: Family::default(),
+            nftables_cleanup_failures: Family::default(),
             healthz: Family::default(),
             livez: Family::default(),
             conntrack_reconcile_duration: Family::new_with_constructor(sync_histogram),
@@ -156,42 +163,59 @@ impl Metrics {
             "Cumulative proxy rules Service changes",
             m.service_changes_total
         );
-        reg!(
-            "sync_proxy_rules_iptables_restore_failures",
-            "Cumulative proxy iptables restore failures",
-            m.restore_failures
-        );
-        reg!(
-            "sync_proxy_rules_iptables_partial_restore_failures",
-            "Cumulative proxy iptables partial restore failures",
-            m.partial_restore_failures
-        );
-        reg!(
-            "sync_proxy_rules_iptables_total",
-            "Total number of iptables rules owned by kube-proxy",
-            m.rules_total
-        );
-        reg!(
-            "sync_proxy_rules_iptables_last",
-            "Number of iptables rules written by kube-proxy in last sync",
-            m.rules_last
-        );
+        if mode == ProxyMode::Nftables {
+            reg!(
+                "sync_proxy_rules_nftables_sync_failures",
+                "Cumulative proxy nftables sync failures",
+                m.nftables_sync_failures
+            );
+            reg!(
+                "sync_proxy_rules_nftables_cleanup_failures",
+                "Cumulative proxy nftables cleanup failures",
+                m.nftables_cleanup_failures
+            );
+        } else {
+            reg!(
+                "sync_proxy_rules_iptables_restore_failures",
+                "Cumulative proxy iptables restore failures",
+                m.restore_failures
+            );
+            reg!(
+                "sync_proxy_rules_iptables_partial_restore_failures",
+                "Cumulative proxy iptables partial restore failures",
+                m.partial_restore_failures
+            );
+            reg!(
+                "sync_proxy_rules_iptables_total",
+                "Total number of iptables rules owned by kube-proxy",
+                m.rules_total
+            );
+            reg!(
+                "sync_proxy_rules_iptables_last",
+                "Number of iptables rules written by kube-proxy in last sync",
+                m.rules_last
+            );
+        }
         reg!(
             "proxy_healthz",
             "Cumulative proxy healthz HTTP status",
             m.healthz
         );
         reg!("proxy_livez", "Cumulative proxy livez HTTP status", m.livez);
-        reg!(
-            "conntrack_reconciler_sync_duration_seconds",
-            "ReconcileConntrackFlowsLatency latency in seconds",
-            m.conntrack_reconcile_duration
-        );
-        reg!(
-            "conntrack_reconciler_deleted_entries",
-            "Cumulative conntrack flows deleted by conntrack reconciler",
-            m.conntrack_deleted_entries
-        );
+        // Upstream registers the reconciler's metrics in the iptables (and
+        // ipvs) mode only; the nftables mode cleans the same flows unmeasured.
+        if mode != ProxyMode::Nftables {
+            reg!(
+                "conntrack_reconciler_sync_duration_seconds",
+                "ReconcileConntrackFlowsLatency latency in seconds",
+                m.conntrack_reconcile_duration
+            );
+            reg!(
+                "conntrack_reconciler_deleted_entries",
+                "Cumulative conntrack flows deleted by conntrack reconciler",
+                m.conntrack_deleted_entries
+            );
+        }
         m
     }
 
@@ -218,24 +242,44 @@ impl Metrics {
         self.last_sync_timestamp
             .get_or_create(&self.family)
             .set(unix_seconds(at));
-        let filter = report.filter_rules as i64;
-        let nat = report.nat_rules as i64 - report.deleted_chains as i64;
-        self.rules_last
-            .get_or_create(&self.table("filter"))
-            .set(filter);
-        self.rules_last.get_or_create(&self.table("nat")).set(nat);
-        self.rules_total
-            .get_or_create(&self.table("filter"))
-            .set(filter);
-        if report.full {
-            // A partial sync writes only part of nat: the total stays as the
-            // last full sync counted it.
-            self.rules_total.get_or_create(&self.table("nat")).set(nat);
+        match report.written {
+            Written::Iptables {
+                filter_rules,
+                nat_rules,
+                deleted_chains,
+            } => {
+                let filter = filter_rules as i64;
+                let nat = nat_rules as i64 - deleted_chains as i64;
+                self.rules_last
+                    .get_or_create(&self.table("filter"))
+                    .set(filter);
+                self.rules_last.get_or_create(&self.table("nat")).set(nat);
+                self.rules_total
+                    .get_or_create(&self.table("filter"))
+                    .set(filter);
+                if report.full {
+                    // A partial sync writes only part of nat: the total stays
+                    // as the last full sync counted it.
+                    self.rules_total.get_or_create(&self.table("nat")).set(nat);
+                }
+            }
+            Written::Nftables { cleanup_failed, .. } => {
+                if cleanup_failed {
+                    self.nftables_cleanup_failures
+                        .get_or_create(&self.family)
+                        .inc();
+                }
+            }
         }
     }
 
     pub fn failed(&self, full: bool, duration: Duration) {
         self.observe_duration(full, duration);
+        // Only the running mode's counters are registered: counting in
+        // both keeps this free of the mode.
+        self.nftables_sync_failures
+            .get_or_create(&self.family)
+            .inc();
         self.restore_failures.get_or_create(&self.family).inc();
         if !full {
             self.partial_restore_failures
@@ -297,13 +341,16 @@ mod tests {
     #[test]
     fn names_and_labels_are_kube_proxys() {
         let mut registry = Registry::default();
-        let m = Metrics::register(&mut registry, IpFamily::V4);
+        let m = Metrics::register(&mut registry, IpFamily::V4, ProxyMode::Iptables);
         let report = SyncReport {
             full: false,
             duration: Duration::from_millis(3),
-            filter_rules: 4,
-            nat_rules: 9,
-            deleted_chains: 1,
+            changed: Default::default(),
+            written: Written::Iptables {
+                filter_rules: 4,
+                nat_rules: 9,
+                deleted_chains: 1,
+            },
         };
         m.synced(&report, UNIX_EPOCH + Duration::from_secs(1000));
         m.failed(false, Duration::from_millis(2));
@@ -330,5 +377,34 @@ mod tests {
         ] {
             assert!(text.contains(line), "missing {line:?} in\n{text}");
         }
+    }
+
+    #[test]
+    fn the_nftables_mode_has_its_own_failure_counters() {
+        let mut registry = Registry::default();
+        let m = Metrics::register(&mut registry, IpFamily::V4, ProxyMode::Nftables);
+        let report = SyncReport {
+            full: true,
+            duration: Duration::from_millis(3),
+            changed: Default::default(),
+            written: Written::Nftables {
+                rewritten_services: 2,
+                elements: 7,
+                stale_chains: 0,
+                cleanup_failed: true,
+            },
+        };
+        m.synced(&report, UNIX_EPOCH + Duration::from_secs(1000));
+        m.failed(true, Duration::from_millis(2));
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        for line in [
+            "kubeproxy_sync_proxy_rules_nftables_sync_failures_total{ip_family=\"IPv4\"} 1",
+            "kubeproxy_sync_proxy_rules_nftables_cleanup_failures_total{ip_family=\"IPv4\"} 1",
+            "kubeproxy_sync_full_proxy_rules_duration_seconds_count{ip_family=\"IPv4\"} 2",
+        ] {
+            assert!(text.contains(line), "missing {line:?} in\n{text}");
+        }
+        assert!(!text.contains("iptables"), "{text}");
     }
 }

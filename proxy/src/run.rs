@@ -8,11 +8,12 @@ use std::time::{Instant, SystemTime};
 use ipnet::IpNet;
 use k8s_openapi::api::core::v1::{Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::networking::v1::ServiceCIDR;
 use kube::Api;
 use kube::runtime::watcher;
 use understudy_component_base::ComponentContext;
 
-use crate::config::KubeProxyConfiguration;
+use crate::config::{KubeProxyConfiguration, ProxyMode};
 use crate::exec::SystemExec;
 use crate::health::{ProxyHealth, node_eligible};
 use crate::metrics::Metrics;
@@ -31,6 +32,8 @@ const RULES_SYNCED: &str = "rules-synced";
 
 struct Shared {
     proxier: Mutex<Proxier<SystemExec>>,
+    /// Every ServiceCIDR's CIDRs, by name.
+    service_cidrs: Mutex<std::collections::BTreeMap<String, Vec<IpNet>>>,
     /// Trigger times of slice changes not yet programmed.
     trigger_times: Mutex<Vec<SystemTime>>,
     trigger: Trigger,
@@ -96,6 +99,32 @@ impl Shared {
         }
     }
 
+    /// As upstream's ServiceCIDRConfig: the union of every ServiceCIDR's
+    /// CIDRs goes to the proxier, which uses it from its next full sync.
+    fn on_service_cidr(&self, change: Change<ServiceCIDR>) {
+        let mut all = self.service_cidrs.lock().unwrap();
+        match change {
+            Change::Apply(object) => {
+                let cidrs = (object.spec.as_ref())
+                    .and_then(|s| s.cidrs.as_ref())
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|c| c.parse().ok())
+                    .collect();
+                all.insert(object.metadata.name.unwrap_or_default(), cidrs);
+            }
+            Change::Delete(object) => {
+                all.remove(&object.metadata.name.unwrap_or_default());
+            }
+            Change::Listed => return,
+        }
+        let mut union: Vec<IpNet> = all.values().flatten().copied().collect();
+        union.sort();
+        union.dedup();
+        drop(all);
+        self.proxier.lock().unwrap().set_service_cidrs(&union);
+    }
+
     fn on_node(&self, change: Change<Node>) {
         let node = match change {
             Change::Apply(node) => Some(node),
@@ -152,8 +181,7 @@ impl Shared {
                 tracing::info!(
                     full = report.full,
                     elapsed = ?report.duration,
-                    filter_rules = report.filter_rules,
-                    nat_rules = report.nat_rules,
+                    written = ?report.written,
                     "SyncProxyRules complete"
                 );
                 true
@@ -201,11 +229,21 @@ pub fn node_info(node: &Node) -> NodeInfo {
     NodeInfo { ips, pod_cidrs }
 }
 
-/// The node sysctls upstream sets. route_localnet is set only when NodePorts
-/// answer on localhost (then the rules guard 127.0.0.0/8 from outside), and
-/// failing to set it is fatal, as upstream; the rest is best-effort. Returns
-/// whether nf_conntrack_tcp_be_liberal is set.
+/// The node sysctls upstream's iptables mode sets. route_localnet is set
+/// only when NodePorts answer on localhost (then the rules guard 127.0.0.0/8
+/// from outside), and failing to set it is fatal, as upstream; the rest is
+/// best-effort. Returns whether nf_conntrack_tcp_be_liberal is set. The
+/// nftables mode needs none of them: it never serves NodePorts on
+/// localhost (no route_localnet) and drops no INVALID packets; it checks
+/// the kernel instead, as upstream.
 fn prepare_node(config: &KubeProxyConfiguration, family: IpFamily) -> anyhow::Result<bool> {
+    if config.mode == ProxyMode::Nftables {
+        if std::env::var_os(crate::proxier::SKIP_KERNEL_CHECK_ENV).is_none_or(|v| v.is_empty()) {
+            let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+            crate::proxier::check_kernel(&release).map_err(anyhow::Error::msg)?;
+        }
+        return Ok(false);
+    }
     if crate::iptables::localhost_node_ports(config, family) {
         tracing::info!(
             "setting route_localnet=1 to allow NodePorts on localhost; to change this either disable \
@@ -236,13 +274,25 @@ fn ensure_sysctl(path: &str, value: i32) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("cannot set {path} to {value}: {e}"))
 }
 
+fn mode_name(mode: ProxyMode) -> &'static str {
+    match mode {
+        ProxyMode::Iptables => "iptables",
+        ProxyMode::Nftables => "nftables",
+        ProxyMode::Ipvs => "ipvs",
+    }
+}
+
 pub async fn run(
     ctx: ComponentContext,
     config: KubeProxyConfiguration,
     node_name: String,
 ) -> anyhow::Result<()> {
     let family = IpFamily::V4;
-    let metrics = Metrics::register(&mut ctx.registry.write().expect("registry lock"), family);
+    let metrics = Metrics::register(
+        &mut ctx.registry.write().expect("registry lock"),
+        family,
+        config.mode,
+    );
     let sync_period = config.sync_period();
     let health = ProxyHealth::new(family.address_type(), 2 * sync_period);
     for (path, with_node) in [("/healthz", true), ("/livez", false)] {
@@ -258,6 +308,16 @@ pub async fn run(
     }
     ctx.health.register(RULES_SYNCED);
 
+    // As upstream's platformCleanup: what the other mode left (the node
+    // switched modes) would keep answering beside ours. Best-effort.
+    match crate::proxier::cleanup_other_mode(config.mode, SystemExec::default()) {
+        Ok(removed) if !removed.is_empty() => {
+            tracing::info!(?removed, "removed the other proxy mode's rules")
+        }
+        Ok(_) => {}
+        Err(error) => tracing::warn!(%error, "removing the other proxy mode's rules"),
+    }
+    let mode = config.mode;
     let liberal = prepare_node(&config, family)?;
     let intervals = Intervals {
         min: config.min_sync_period(),
@@ -270,11 +330,12 @@ pub async fn run(
         SystemExec::default(),
     );
     proxier.set_conntrack_tcp_liberal(liberal);
-    if let Err(e) = proxier.check_canaries() {
-        anyhow::bail!("iptables does not work here: {e}");
+    if let Err(e) = proxier.check_intact() {
+        anyhow::bail!("{} does not work here: {e}", mode_name(mode));
     }
     let shared = Arc::new(Shared {
         proxier: Mutex::new(proxier),
+        service_cidrs: Mutex::default(),
         trigger_times: Mutex::default(),
         trigger: Trigger::default(),
         service_health: ServiceHealthServers::new(
@@ -288,7 +349,7 @@ pub async fn run(
         metrics,
         component_health: ctx.health.clone(),
     });
-    tracing::info!(node = %node_name, ?intervals, "iptables proxier running");
+    tracing::info!(node = %node_name, ?intervals, "{} proxier running", mode_name(mode));
     // As upstream's "Starting" Event on the Node it serves.
     let node_ref = k8s_openapi::api::core::v1::ObjectReference {
         api_version: Some("v1".into()),
@@ -321,6 +382,15 @@ pub async fn run(
             .labels("!service.kubernetes.io/headless,!service.kubernetes.io/service-proxy-name"),
         move |c| s.on_slice(c),
     ));
+    if mode == ProxyMode::Nftables {
+        // Only this mode uses them (upstream watches them in every mode).
+        let s = shared.clone();
+        tasks.spawn(watch_objects(
+            Api::<ServiceCIDR>::all(client.clone()),
+            watcher::Config::default(),
+            move |c| s.on_service_cidr(c),
+        ));
+    }
     let s = shared.clone();
     tasks.spawn(watch_objects(
         Api::<Node>::all(client),
@@ -329,7 +399,8 @@ pub async fn run(
     ));
 
     // Upstream's iptables Monitor: a flushed table loses our canary (and
-    // our rules with it); then everything is written again.
+    // our rules with it); then everything is written again. The nftables
+    // mode watches its own table the same way (a deleted or flushed table).
     let s = shared.clone();
     let stop = ctx.shutdown.clone();
     tasks.spawn(async move {
@@ -342,16 +413,19 @@ pub async fn run(
             }
             let s2 = s.clone();
             let intact =
-                tokio::task::spawn_blocking(move || s2.proxier.lock().unwrap().check_canaries())
+                tokio::task::spawn_blocking(move || s2.proxier.lock().unwrap().check_intact())
                     .await;
             match intact {
                 Ok(Ok(true)) => {}
                 Ok(Ok(false)) => {
-                    tracing::info!("iptables canary missing: tables were flushed; full sync");
+                    tracing::info!(
+                        "{} rules missing: they were flushed; full sync",
+                        mode_name(mode)
+                    );
                     s.proxier.lock().unwrap().force_full_sync();
                     s.trigger.run();
                 }
-                Ok(Err(e)) => tracing::warn!(error = %e, "checking the canary chains"),
+                Ok(Err(e)) => tracing::warn!(error = %e, "checking that our rules are in place"),
                 Err(e) => tracing::warn!(error = %e, "canary check panicked"),
             }
         }

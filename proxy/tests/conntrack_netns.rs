@@ -11,7 +11,7 @@ use std::process::Command;
 
 use prometheus_client::registry::Registry;
 use serde_json::json;
-use understudy_proxy::config::KubeProxyConfiguration;
+use understudy_proxy::config::{KubeProxyConfiguration, ProxyMode};
 use understudy_proxy::conntrack::{
     Conntrack, Flow, IPPROTO_TCP, IPPROTO_UDP, NetlinkConntrack, after_sync, clean_stale_entries,
 };
@@ -353,7 +353,7 @@ fn after_a_sync_that_removed_an_endpoint_its_flows_through_our_rules_are_gone() 
     proxier.set_services_synced();
     proxier.set_slices_synced();
     let mut registry = Registry::default();
-    let metrics = Metrics::register(&mut registry, IpFamily::V4);
+    let metrics = Metrics::register(&mut registry, IpFamily::V4, ProxyMode::Iptables);
     assert!(matches!(proxier.sync(), SyncOutcome::Synced(_)));
     // The first sync's cleanup finds nothing stale.
     inside(&ns, || {

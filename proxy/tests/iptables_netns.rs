@@ -183,10 +183,7 @@ fn the_real_iptables_restore_accepts_full_and_partial_syncs_and_cleanup_removes_
     let before = host_rules();
     let ns = Netns::new("sync");
     let mut p = synced_proxier(&ns, config(""));
-    assert!(
-        !p.check_canaries().unwrap(),
-        "a new namespace has no canary"
-    );
+    assert!(!p.check_intact().unwrap(), "a new namespace has no canary");
     let report = expect_synced(p.sync());
     assert!(report.full);
     let rules = ns.save();
@@ -210,7 +207,7 @@ fn the_real_iptables_restore_accepts_full_and_partial_syncs_and_cleanup_removes_
             "missing {expected:?} in:\n{rules}"
         );
     }
-    assert!(p.check_canaries().unwrap());
+    assert!(p.check_intact().unwrap());
 
     // The same state again: a partial sync leaves the rules as they were.
     let report = expect_synced(p.sync());

@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use serde_json::{Value, json};
 
 use super::*;
+use crate::config::ProxyMode;
 use crate::tracker::{IpFamily, Tracker};
 
 const CLUSTER_IP: &str = "172.30.1.1";
@@ -352,7 +353,7 @@ fn cleanup_failures_are_reported_with_what_was_done() {
 #[test]
 fn after_sync_cleans_only_when_udp_endpoints_changed_and_counts_deletions() {
     let mut registry = prometheus_client::registry::Registry::default();
-    let metrics = Metrics::register(&mut registry, IpFamily::V4);
+    let metrics = Metrics::register(&mut registry, IpFamily::V4, ProxyMode::Iptables);
     let mut tracker = upstream_fixture();
     let (fake, keep, _) = fake_with_flows();
 

@@ -1,11 +1,17 @@
-//! The iptables proxier's IO around the pure core (upstream's
-//! pkg/proxy/iptables Proxier.syncProxyRules): one sync renders the ruleset
-//! from the tracker and hands it to ONE `iptables-restore --noflush
-//! --counters`; a full sync first ensures the jumps from the built-in chains.
-//! A failed restore loses the taken changes, so the next sync is full.
+//! The proxier: the IO around the pure core, shared by both modes
+//! (upstream's syncProxyRules bookkeeping): one sync takes the tracker's
+//! changes, decides full or partial, and has the mode's backend write them
+//! in ONE transaction: `iptables-restore --noflush --counters` (iptables
+//! mode) or `nft -f -` (nftables mode). A failed write loses the taken
+//! changes, so the next sync is full.
 
-mod tool;
+mod iptables_backend;
+mod iptables_tool;
+mod nft_tool;
+mod nftables_backend;
 
+#[cfg(test)]
+mod nftables_tests;
 #[cfg(test)]
 mod tests;
 
@@ -15,20 +21,18 @@ use std::time::{Duration, Instant};
 
 use ipnet::IpNet;
 
-use crate::config::KubeProxyConfiguration;
+use crate::config::{KubeProxyConfiguration, ProxyMode};
 use crate::exec::Exec;
-use crate::iptables::{
-    CANARY_CHAIN, NodePortAddresses, NodePortDestinations, RenderOptions, SyncScope, jump_rules,
-    render, save,
+use crate::tracker::{ServicePortName, Tracker};
+pub use iptables_backend::{CANARY_TABLES, IptablesBackend};
+pub use iptables_tool::{Iptables, ToolError};
+pub use nft_tool::Nft;
+pub use nftables_backend::{
+    NftablesBackend, SKIP_KERNEL_CHECK_ENV, STALE_CHAIN_GRACE, check_kernel,
 };
-use crate::tracker::Tracker;
-pub use tool::{Iptables, ToolError};
 
 /// Upstream's FullSyncPeriod: partial syncs in between, a full one at least this often.
 pub const FULL_SYNC_PERIOD: Duration = Duration::from_secs(3600);
-
-/// The tables the canary chain lives in (upstream's Monitor watches these).
-pub const CANARY_TABLES: [&str; 3] = ["mangle", "nat", "filter"];
 
 /// What the node's Node object says that the rules use.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -37,7 +41,8 @@ pub struct NodeInfo {
     pub pod_cidrs: Vec<IpNet>,
 }
 
-/// The outcome of one sync, for metrics and health.
+/// The outcome of one sync, for metrics and health (and whatever must
+/// follow a successful one).
 #[derive(Clone, Debug, PartialEq)]
 pub enum SyncOutcome {
     /// Services or EndpointSlices are not listed yet: nothing written.
@@ -53,35 +58,69 @@ pub enum SyncOutcome {
 pub struct SyncReport {
     pub full: bool,
     pub duration: Duration,
-    pub filter_rules: usize,
-    pub nat_rules: usize,
-    pub deleted_chains: usize,
+    /// Service ports whose service info or endpoints changed since the
+    /// previous successful sync (all of them are in the rules now).
+    pub changed: BTreeSet<ServicePortName>,
+    pub written: Written,
+}
+
+/// What the mode's transaction wrote, for its metrics.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Written {
+    Iptables {
+        filter_rules: usize,
+        nat_rules: usize,
+        deleted_chains: usize,
+    },
+    Nftables {
+        /// Service ports whose chains were (re)written.
+        rewritten_services: usize,
+        /// Elements in our sets and maps.
+        elements: usize,
+        /// Unused chains flushed (deleted at a later sync).
+        stale_chains: usize,
+        /// Deleting earlier stale chains failed (retried later).
+        cleanup_failed: bool,
+    },
+}
+
+/// The mode's writer.
+pub enum Backend<E> {
+    Iptables(IptablesBackend<E>),
+    Nftables(NftablesBackend<E>),
 }
 
 pub struct Proxier<E> {
     pub tracker: Tracker,
     pub node: NodeInfo,
     config: KubeProxyConfiguration,
-    iptables: Iptables<E>,
+    pub backend: Backend<E>,
     services_synced: bool,
     slices_synced: bool,
     need_full_sync: bool,
     last_full_sync: Option<Instant>,
-    conntrack_tcp_liberal: bool,
 }
 
 impl<E: Exec> Proxier<E> {
+    /// A proxier of the configuration's mode (IPVS is refused before this:
+    /// it would get the iptables one).
     pub fn new(config: KubeProxyConfiguration, tracker: Tracker, exec: E) -> Self {
+        let backend = match config.mode {
+            ProxyMode::Nftables => Backend::Nftables(NftablesBackend::new(exec)),
+            ProxyMode::Iptables | ProxyMode::Ipvs => Backend::Iptables(IptablesBackend {
+                iptables: Iptables { exec },
+                conntrack_tcp_liberal: false,
+            }),
+        };
         Proxier {
             tracker,
             node: NodeInfo::default(),
             config,
-            iptables: Iptables { exec },
+            backend,
             services_synced: false,
             slices_synced: false,
             need_full_sync: true,
             last_full_sync: None,
-            conntrack_tcp_liberal: false,
         }
     }
 
@@ -89,9 +128,35 @@ impl<E: Exec> Proxier<E> {
         &self.config
     }
 
-    /// With nf_conntrack_tcp_be_liberal set, INVALID packets need not be dropped.
+    /// What runs the mode's tools.
+    pub fn exec(&self) -> &E {
+        match &self.backend {
+            Backend::Iptables(b) => &b.iptables.exec,
+            Backend::Nftables(b) => &b.nft.exec,
+        }
+    }
+
+    /// With nf_conntrack_tcp_be_liberal set, INVALID packets need not be
+    /// dropped (the iptables mode's rule; the nftables mode has none).
     pub fn set_conntrack_tcp_liberal(&mut self, liberal: bool) {
-        self.conntrack_tcp_liberal = liberal;
+        if let Backend::Iptables(b) = &mut self.backend {
+            b.conntrack_tcp_liberal = liberal;
+        }
+    }
+
+    /// The cluster's ServiceCIDRs (every family). The nftables mode drops
+    /// traffic to their unallocated addresses, from the next full sync on
+    /// (as upstream, which rewrites that rule only then); the iptables mode
+    /// has no such rule.
+    pub fn set_service_cidrs(&mut self, cidrs: &[IpNet]) {
+        let family = self.tracker.family();
+        if let Backend::Nftables(b) = &mut self.backend {
+            b.service_cidrs = cidrs
+                .iter()
+                .filter(|c| crate::tracker::IpFamily::of(&c.addr()) == family)
+                .copied()
+                .collect();
+        }
     }
 
     pub fn set_services_synced(&mut self) {
@@ -102,32 +167,10 @@ impl<E: Exec> Proxier<E> {
         self.slices_synced = true;
     }
 
-    /// The tables were flushed, or something else every rule depends on
+    /// The rules were flushed, or something else every rule depends on
     /// changed: rewrite everything next time.
     pub fn force_full_sync(&mut self) {
         self.need_full_sync = true;
-    }
-
-    fn render_options(&self) -> RenderOptions {
-        let family = self.tracker.family();
-        let mut options = RenderOptions::from_config(
-            &self.config,
-            family,
-            self.node.ips.clone(),
-            &self.node.pod_cidrs,
-            self.node_port_destinations(),
-        );
-        options.conntrack_tcp_liberal = self.conntrack_tcp_liberal;
-        options
-    }
-
-    /// nodePortAddresses resolved for the tracker's family, against the
-    /// Node's own addresses (upstream reads the interfaces; the Node's
-    /// addresses are what a hostNetwork pod can trust to be the node's, and
-    /// what clients use) and loopback.
-    fn node_port_destinations(&self) -> NodePortDestinations {
-        NodePortAddresses::new(&self.config.node_port_addresses, self.tracker.family())
-            .destinations(&self.node.ips)
     }
 
     /// One sync (upstream's syncProxyRules).
@@ -142,14 +185,38 @@ impl<E: Exec> Proxier<E> {
             || self
                 .last_full_sync
                 .is_none_or(|at| at.elapsed() > FULL_SYNC_PERIOD);
-        match self.write_rules(full, &changes.service_ports) {
-            Ok(mut report) => {
+        let written = match &mut self.backend {
+            Backend::Iptables(b) => b
+                .write(
+                    &self.config,
+                    &self.tracker,
+                    &self.node,
+                    full,
+                    &changes.service_ports,
+                )
+                .map(|w| (w, full)),
+            Backend::Nftables(b) => b
+                .write(
+                    &self.config,
+                    &self.tracker,
+                    &self.node,
+                    full,
+                    &changes.service_ports,
+                )
+                .map(|w| (w.written, w.full)),
+        };
+        match written {
+            Ok((written, full)) => {
                 self.need_full_sync = false;
                 if full {
                     self.last_full_sync = Some(Instant::now());
                 }
-                report.duration = start.elapsed();
-                SyncOutcome::Synced(report)
+                SyncOutcome::Synced(SyncReport {
+                    full,
+                    duration: start.elapsed(),
+                    changed: changes.service_ports,
+                    written,
+                })
             }
             Err(error) => {
                 // The taken changes are gone: only a full sync is safe now.
@@ -162,85 +229,50 @@ impl<E: Exec> Proxier<E> {
         }
     }
 
-    fn write_rules(
-        &mut self,
-        full: bool,
-        changed: &BTreeSet<crate::tracker::ServicePortName>,
-    ) -> Result<SyncReport, ToolError> {
-        let options = self.render_options();
-        if full {
-            // Not part of the restore input, which would replace everyone
-            // else's rules in PREROUTING, INPUT, …
-            for rule in jump_rules(options.localhost_node_ports) {
-                self.iptables.ensure_chain(rule.table, rule.to)?;
-                self.iptables.ensure_jump(&rule)?;
-            }
+    /// Whether our rules are still in place: the iptables canary chains
+    /// (created where missing), or our nftables table. False means someone
+    /// flushed them: a full sync is due.
+    pub fn check_intact(&self) -> Result<bool, ToolError> {
+        match &self.backend {
+            Backend::Iptables(b) => b.check_canaries(),
+            Backend::Nftables(b) => b.check_table(self.tracker.family()),
         }
-        let existing = save::chains_in_table(&self.iptables.save("nat")?, "nat");
-        let scope = if full {
-            SyncScope::Full
-        } else {
-            SyncScope::Partial(changed)
-        };
-        let ruleset = render(&self.tracker, &options, scope, Some(&existing));
-        self.iptables.restore(&ruleset.text)?;
-        Ok(SyncReport {
-            full,
-            duration: Duration::ZERO,
-            filter_rules: ruleset.filter_rules,
-            nat_rules: ruleset.nat_rules,
-            deleted_chains: ruleset.deleted_chains.len(),
-        })
-    }
-
-    /// Creates the canary chain where missing. Returns whether every table
-    /// still had it: a table that lost it was flushed by someone, and our
-    /// rules with it.
-    pub fn check_canaries(&self) -> Result<bool, ToolError> {
-        let mut all_there = true;
-        for table in CANARY_TABLES {
-            if !self.iptables.chain_exists(table, CANARY_CHAIN)? {
-                all_there = false;
-                self.iptables.ensure_chain(table, CANARY_CHAIN)?;
-            }
-        }
-        Ok(all_there)
     }
 }
 
-/// `--cleanup`: removes every jump into our chains, then our chains (the
-/// canary too), leaving everything else as it was.
+/// A tool that is not installed has nothing of ours to remove.
+fn tolerate_missing(result: Result<Vec<String>, ToolError>) -> Result<Vec<String>, ToolError> {
+    match result {
+        Err(ToolError::Spawn { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+            Ok(Vec::new())
+        }
+        other => other,
+    }
+}
+
+/// Our iptables chains and the jumps into them (`table/chain` per chain).
+pub fn cleanup_iptables<E: Exec>(exec: E) -> Result<Vec<String>, ToolError> {
+    tolerate_missing(iptables_backend::cleanup(&Iptables { exec }))
+}
+
+/// Our nftables tables (`nftables FAMILY TABLE` per table).
+pub fn cleanup_nftables<E: Exec>(exec: E) -> Result<Vec<String>, ToolError> {
+    tolerate_missing(nftables_backend::cleanup(&Nft { exec }))
+}
+
+/// `--cleanup`: everything of ours in either mode (upstream's
+/// CleanupLeftovers of every mode), everyone else's left as it was.
 pub fn cleanup<E: Exec>(exec: E) -> Result<Vec<String>, ToolError> {
-    let iptables = Iptables { exec };
-    for rule in jump_rules(true) {
-        // A chain never made has no jumps to delete.
-        if iptables.chain_exists(rule.table, rule.to)? {
-            iptables.delete_jump(&rule)?;
-        }
+    let mut removed = cleanup_iptables(&exec)?;
+    removed.extend(cleanup_nftables(&exec)?);
+    Ok(removed)
+}
+
+/// At startup, as upstream's platformCleanup: whatever the other mode left
+/// (a node switched modes) would otherwise keep answering beside ours.
+pub fn cleanup_other_mode<E: Exec>(mode: ProxyMode, exec: E) -> Result<Vec<String>, ToolError> {
+    match mode {
+        ProxyMode::Nftables => cleanup_iptables(exec),
+        ProxyMode::Iptables | ProxyMode::Ipvs => cleanup_nftables(exec),
     }
-    let mut deleted = Vec::new();
-    let mut text = String::new();
-    for table in CANARY_TABLES {
-        let ours: Vec<String> = save::chains_in_table(&iptables.save(table)?, table)
-            .into_iter()
-            .filter(|c| c.starts_with("US-"))
-            .collect();
-        if ours.is_empty() {
-            continue;
-        }
-        // Declaring flushes each chain, so they no longer refer to one another.
-        text.push_str(&format!("*{table}\n"));
-        for chain in &ours {
-            text.push_str(&format!(":{chain} - [0:0]\n"));
-        }
-        for chain in &ours {
-            text.push_str(&format!("-X {chain}\n"));
-            deleted.push(format!("{table}/{chain}"));
-        }
-        text.push_str("COMMIT\n");
-    }
-    if !text.is_empty() {
-        iptables.restore(&text)?;
-    }
-    Ok(deleted)
 }

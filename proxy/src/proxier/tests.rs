@@ -46,7 +46,7 @@ fn proxier() -> Proxier<FakeExec> {
 }
 
 fn exec(p: &Proxier<FakeExec>) -> &FakeExec {
-    &p.iptables.exec
+    p.exec()
 }
 
 #[test]
@@ -89,7 +89,16 @@ fn a_full_sync_ensures_the_jumps_then_restores_once() {
         panic!("sync failed: {:?}", exec(&p).take_lines())
     };
     assert!(report.full);
-    assert_eq!(report.deleted_chains, 1);
+    assert!(
+        matches!(
+            report.written,
+            Written::Iptables {
+                deleted_chains: 1,
+                ..
+            }
+        ),
+        "{report:?}"
+    );
     let calls = exec(&p).take_calls();
     let lines: Vec<&str> = calls.iter().map(|c| c.line.as_str()).collect();
     // The first jump: chain checked, created, rule checked, inserted.
@@ -195,7 +204,7 @@ fn a_partial_sync_writes_only_changed_services_chains() {
 fn canaries_are_created_where_missing_and_report_a_flush() {
     let p = proxier();
     exec(&p).answer("iptables -w 5 -t nat -S US-PROXY-CANARY", 1, "");
-    assert!(!p.check_canaries().unwrap());
+    assert!(!p.check_intact().unwrap());
     assert_eq!(
         exec(&p).take_lines(),
         [
@@ -207,12 +216,17 @@ fn canaries_are_created_where_missing_and_report_a_flush() {
         ]
     );
     exec(&p).answer("iptables -w 5 -t nat -S US-PROXY-CANARY", 0, "");
-    assert!(p.check_canaries().unwrap());
+    assert!(p.check_intact().unwrap());
 }
 
 #[test]
 fn cleanup_removes_jumps_and_our_chains_only() {
     let fake = FakeExec::default();
+    fake.answer(
+        "nft list tables",
+        0,
+        "table ip filter\ntable inet kube-proxy\n",
+    );
     fake.answer("iptables -w 5 -t", 1, "");
     fake.answer("iptables -w 5 -t nat -S US-SERVICES", 0, "");
     fake.answer("iptables-save", 0, "");

@@ -1,4 +1,4 @@
-//! The iptables commands the proxier runs, as upstream's utiliptables runs
+//! The iptables commands the iptables proxier runs, as upstream's utiliptables runs
 //! them: every call waits for the xtables lock (`-w 5`), which kubelet, CNI
 //! plugins and a kube-proxy on the same node take too.
 

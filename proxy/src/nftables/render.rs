@@ -1,0 +1,217 @@
+//! One `nft -f -` transaction for one IP family, from the tracker's state:
+//! upstream's setupNFTables + syncProxyRules (pkg/proxy/nftables), object
+//! for object, in our own table. Pure: the IO side supplies what it listed
+//! from the kernel (our table's chains and sets) and what its last
+//! successful transaction left in the sets and maps, and runs the text.
+//!
+//! A full sync recreates the fixed chains, sets and maps, flushes every
+//! set and map and rewrites every service; a partial sync rewrites only the
+//! changed services' chains and the elements that differ. Chains no longer
+//! used are flushed (their deletion waits for a later transaction: before
+//! kernel 6.2 a chain a just-deleted map element pointed to is still busy).
+
+use std::collections::BTreeSet;
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+
+use super::elements::Elements;
+use super::names::*;
+use super::service::{ServiceWriter, State};
+use super::setup::write_setup;
+use super::text::{Family, Out, write_element};
+use crate::config::{KubeProxyConfiguration, NodePortAddress};
+use crate::iptables::{LocalDetector, NodePortAddresses, NodePortDestinations};
+use crate::tracker::{IpFamily, ServicePortName, Tracker};
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RenderOptions {
+    pub family: IpFamily,
+    /// `1 << masqueradeBit`.
+    pub masquerade_mark: u32,
+    pub masquerade_all: bool,
+    pub local_detector: LocalDetector,
+    /// Where NodePorts are served: every local address but loopback, or
+    /// these (loopback ones are left out, as upstream).
+    pub node_port_destinations: NodePortDestinations,
+    /// The node's primary IP of this family: load-balancer source ranges
+    /// that take it in let the node reach the load-balancer IPs.
+    pub node_ip: Option<IpAddr>,
+    /// The ServiceCIDRs of this family: ClusterIP traffic to an address in
+    /// them that no Service holds is dropped. Empty: no such rule.
+    pub service_cidrs: Vec<IpNet>,
+}
+
+impl RenderOptions {
+    /// The options a configuration asks for, for one family on this node.
+    /// An empty nodePortAddresses means `primary` in this mode (upstream's
+    /// platformApplyDefaults).
+    pub fn from_config(
+        config: &KubeProxyConfiguration,
+        family: IpFamily,
+        node_ips: &[IpAddr],
+        node_pod_cidrs: &[IpNet],
+    ) -> Self {
+        let entries = if config.node_port_addresses.is_empty() {
+            vec![NodePortAddress::Primary]
+        } else {
+            config.node_port_addresses.clone()
+        };
+        RenderOptions {
+            family,
+            masquerade_mark: 1 << config.nftables.masquerade_bit,
+            masquerade_all: config.nftables.masquerade_all,
+            local_detector: LocalDetector::from_config(config, family, node_pod_cidrs),
+            node_port_destinations: NodePortAddresses::new(&entries, family).destinations(node_ips),
+            node_ip: node_ips
+                .iter()
+                .find(|ip| IpFamily::of(ip) == family)
+                .copied(),
+            service_cidrs: Vec::new(),
+        }
+    }
+}
+
+/// What a sync writes.
+#[derive(Clone, Copy, Debug)]
+pub enum SyncScope<'a> {
+    /// Everything. `recreate_base_chains`: once per process, the base chains
+    /// are deleted and made again, so a change of their hook or priority
+    /// (from an older version of ours) cannot fail the transaction.
+    Full { recreate_base_chains: bool },
+    /// The fixed objects are left alone; only these service ports' chains
+    /// are rewritten, and only the elements that differ from `previous`
+    /// (what the last successful transaction left) are deleted or added.
+    Partial {
+        changed: &'a BTreeSet<ServicePortName>,
+        previous: &'a Elements,
+    },
+}
+
+/// What our table holds now (listed from the kernel).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Existing {
+    pub chains: BTreeSet<String>,
+    pub sets: BTreeSet<String>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Transaction {
+    /// The `nft -f -` input.
+    pub text: String,
+    /// Every set and map element once the transaction is in.
+    pub elements: Elements,
+    /// Every per-service chain in use, written or not.
+    pub active_chains: BTreeSet<String>,
+    /// Unused per-service chains this transaction flushes; delete them later.
+    pub stale_chains: Vec<String>,
+    /// Unused affinity sets this transaction deletes.
+    pub deleted_sets: Vec<String>,
+    /// Service ports whose chains were (re)written.
+    pub rewritten: usize,
+}
+
+/// Renders the transaction. Without `existing` (listing failed) no stale
+/// chain or set is cleaned up this time.
+pub fn render(
+    tracker: &Tracker,
+    options: &RenderOptions,
+    scope: SyncScope<'_>,
+    existing: Option<&Existing>,
+) -> Transaction {
+    let fam = Family::of(options.family);
+    let mut out = Out {
+        family: fam.ip,
+        text: String::new(),
+    };
+    let mark = format!("{:#x}", options.masquerade_mark);
+    let masquerade = format!("mark set mark or {mark}");
+    if let SyncScope::Full {
+        recreate_base_chains,
+    } = scope
+    {
+        write_setup(
+            &mut out,
+            options,
+            fam,
+            &mark,
+            &masquerade,
+            recreate_base_chains,
+        );
+    }
+
+    let mut state = State::default();
+    let writer = ServiceWriter {
+        tracker,
+        options,
+        fam,
+        masquerade: &masquerade,
+    };
+    for (name, svc) in tracker.service_ports() {
+        let rewrite = match scope {
+            SyncScope::Full { .. } => true,
+            SyncScope::Partial { changed, .. } => changed.contains(name),
+        };
+        if rewrite {
+            state.rewritten += 1;
+        }
+        writer.write(name, svc, rewrite, &mut out, &mut state);
+    }
+
+    let mut stale_chains = Vec::new();
+    let mut deleted_sets = Vec::new();
+    if let Some(existing) = existing {
+        for chain in &existing.chains {
+            if is_service_chain(chain) && !state.active_chains.contains(chain) {
+                out.cmd("flush", "chain", chain);
+                stale_chains.push(chain.clone());
+            }
+        }
+        // Their only users were rules in the chains flushed above.
+        for set in &existing.sets {
+            if is_affinity_set(set) && !state.active_sets.contains(set) {
+                out.cmd("delete", "set", set);
+                deleted_sets.push(set.clone());
+            }
+        }
+    }
+
+    match scope {
+        SyncScope::Full { .. } => {
+            // Every container was flushed by the setup.
+            for (container, key, element) in state.elements.iter() {
+                write_element(&mut out, container, key, element);
+            }
+        }
+        SyncScope::Partial { previous, .. } => {
+            let diff = previous.diff(&state.elements);
+            for (container, key) in diff.delete {
+                out.cmd("delete", "element", &format!("{container} {{ {key} }}"));
+            }
+            for (container, key, element) in diff.add {
+                write_element(&mut out, container, key, element);
+            }
+        }
+    }
+
+    Transaction {
+        text: out.text,
+        elements: state.elements,
+        active_chains: state.active_chains,
+        stale_chains,
+        deleted_sets,
+        rewritten: state.rewritten,
+    }
+}
+
+/// Deletes chains a previous transaction flushed (upstream's staleChains).
+pub fn delete_chains(family: IpFamily, chains: &[String]) -> String {
+    let mut out = Out {
+        family: Family::of(family).ip,
+        text: String::new(),
+    };
+    for chain in chains {
+        out.cmd("delete", "chain", chain);
+    }
+    out.text
+}

@@ -1,0 +1,339 @@
+//! The nftables proxier against a scripted `nft`.
+
+use std::time::Duration;
+
+use serde_json::json;
+
+use super::*;
+use crate::exec::fake::{Call, FakeExec};
+use crate::tracker::IpFamily;
+
+const LIST: &str = "nft --json --terse list table ip understudy-proxy";
+
+fn service(name: &str, ip: &str) -> k8s_openapi::api::core::v1::Service {
+    serde_json::from_value(json!({
+        "metadata": {"namespace": "ns", "name": name},
+        "spec": {"clusterIP": ip, "clusterIPs": [ip],
+                 "ports": [{"name": "http", "port": 80, "protocol": "TCP"}]}
+    }))
+    .unwrap()
+}
+
+fn slice(name: &str, ips: &[&str]) -> k8s_openapi::api::discovery::v1::EndpointSlice {
+    let endpoints: Vec<_> = ips
+        .iter()
+        .map(|ip| json!({"addresses": [ip], "conditions": {"ready": true}}))
+        .collect();
+    serde_json::from_value(json!({
+        "metadata": {"namespace": "ns", "name": format!("{name}-abc"),
+                     "labels": {"kubernetes.io/service-name": name}},
+        "addressType": "IPv4",
+        "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}],
+        "endpoints": endpoints
+    }))
+    .unwrap()
+}
+
+fn proxier() -> Proxier<FakeExec> {
+    let config = KubeProxyConfiguration::parse(
+        "apiVersion: kubeproxy.config.k8s.io/v1alpha1\nkind: KubeProxyConfiguration\nmode: nftables\n",
+    )
+    .unwrap();
+    let mut p = Proxier::new(
+        config,
+        Tracker::new(IpFamily::V4, "node-a"),
+        FakeExec::default(),
+    );
+    p.tracker.apply_service(&service("web", "10.96.0.10"));
+    p.tracker.apply_service(&service("other", "10.96.0.11"));
+    p.tracker
+        .apply_endpoint_slice(&slice("web", &["10.244.0.5"]));
+    p.set_services_synced();
+    p.set_slices_synced();
+    p
+}
+
+/// Our table as `nft --json` lists it, with these chains.
+fn listing(chains: &[&str]) -> String {
+    let mut objects = vec![json!({"table": {"family": "ip", "name": "understudy-proxy"}})];
+    objects.extend(
+        chains
+            .iter()
+            .map(|c| json!({"chain": {"family": "ip", "table": "understudy-proxy", "name": c}})),
+    );
+    json!({"nftables": objects}).to_string()
+}
+
+fn synced(outcome: SyncOutcome) -> SyncReport {
+    match outcome {
+        SyncOutcome::Synced(report) => report,
+        other => panic!("sync: {other:?}"),
+    }
+}
+
+fn applied(calls: &[Call]) -> Vec<&str> {
+    calls
+        .iter()
+        .filter(|c| c.line == "nft -f -")
+        .map(|c| c.stdin.as_deref().unwrap())
+        .collect()
+}
+
+fn backend(p: &mut Proxier<FakeExec>) -> &mut NftablesBackend<FakeExec> {
+    match &mut p.backend {
+        Backend::Nftables(b) => b,
+        Backend::Iptables(_) => panic!("the iptables backend"),
+    }
+}
+
+#[test]
+fn the_mode_picks_the_backend() {
+    assert!(matches!(proxier().backend, Backend::Nftables(_)));
+}
+
+#[test]
+fn a_first_sync_lists_the_table_then_writes_one_full_transaction() {
+    let mut p = proxier();
+    p.exec().fail(LIST, 1, "Error: No such file or directory");
+    let report = synced(p.sync());
+    assert!(report.full);
+    let calls = p.exec().take_calls();
+    let lines: Vec<&str> = calls.iter().map(|c| c.line.as_str()).collect();
+    assert_eq!(lines, [LIST, "nft -f -"]);
+    let text = applied(&calls)[0];
+    assert!(text.starts_with("add table ip understudy-proxy"), "{text}");
+    assert!(
+        text.contains("delete chain ip understudy-proxy nat-prerouting\n"),
+        "the first sync makes the base chains again: {text}"
+    );
+    assert!(text.contains("dnat to 10.244.0.5:8080"), "{text}");
+    assert!(
+        matches!(
+            report.written,
+            Written::Nftables {
+                rewritten_services: 2,
+                ..
+            }
+        ),
+        "{report:?}"
+    );
+
+    // Later full syncs keep the base chains.
+    p.exec().answer(LIST, 0, &listing(&["nat-prerouting"]));
+    p.force_full_sync();
+    synced(p.sync());
+    let calls = p.exec().take_calls();
+    let text = applied(&calls)[0];
+    assert!(!text.contains("delete chain"), "{text}");
+}
+
+#[test]
+fn later_syncs_are_partial_and_a_failed_transaction_forces_a_full_one() {
+    let mut p = proxier();
+    p.exec().answer(LIST, 0, &listing(&[]));
+    synced(p.sync());
+    p.exec().take_calls();
+
+    // Nothing changed: listed, nothing to write.
+    let report = synced(p.sync());
+    assert!(!report.full);
+    assert_eq!(p.exec().take_lines(), [LIST]);
+
+    p.tracker
+        .apply_endpoint_slice(&slice("web", &["10.244.0.5", "10.244.0.6"]));
+    let report = synced(p.sync());
+    assert!(!report.full);
+    assert_eq!(report.changed.len(), 1);
+    let calls = p.exec().take_calls();
+    let text = applied(&calls)[0];
+    assert!(!text.contains("add table"), "{text}");
+    assert!(
+        text.contains("numgen random mod 2 map { 0 : 10.244.0.5 . 8080 , 1 : 10.244.0.6 . 8080 }"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("ns/other"),
+        "only the changed service: {text}"
+    );
+
+    p.exec().answer("nft -f -", 1, "");
+    p.tracker
+        .apply_endpoint_slice(&slice("web", &["10.244.0.6"]));
+    assert!(matches!(p.sync(), SyncOutcome::Failed { full: false, .. }));
+    p.exec().answer("nft -f -", 0, "");
+    p.exec().take_calls();
+    let report = synced(p.sync());
+    assert!(report.full, "the changes a failed sync took are lost");
+    let calls = p.exec().take_calls();
+    assert!(applied(&calls)[0].contains("flush map ip understudy-proxy service-ips"));
+}
+
+#[test]
+fn a_vanished_table_makes_the_next_sync_full() {
+    let mut p = proxier();
+    p.exec().answer(LIST, 0, &listing(&[]));
+    synced(p.sync());
+    p.exec().fail(LIST, 1, "Error: No such file or directory");
+    p.tracker
+        .apply_endpoint_slice(&slice("web", &["10.244.0.7"]));
+    let report = synced(p.sync());
+    assert!(report.full);
+}
+
+#[test]
+fn unused_chains_are_flushed_then_deleted_at_a_later_sync() {
+    let mut p = proxier();
+    let stale = "service-AAAAAAAA-ns/gone/tcp/http";
+    p.exec().answer(LIST, 0, &listing(&["services", stale]));
+    let report = synced(p.sync());
+    assert!(matches!(
+        report.written,
+        Written::Nftables {
+            stale_chains: 1,
+            ..
+        }
+    ));
+    let calls = p.exec().take_calls();
+    assert!(applied(&calls)[0].contains(&format!("flush chain ip understudy-proxy {stale}\n")));
+
+    // Within the grace period: flushed again, not deleted.
+    let report = synced(p.sync());
+    let calls = p.exec().take_calls();
+    assert!(!report.full);
+    assert!(
+        applied(&calls).iter().all(|t| !t.contains("delete chain")),
+        "{calls:?}"
+    );
+
+    backend(&mut p).stale_chain_grace = Duration::ZERO;
+    p.exec().answer(LIST, 0, &listing(&["services"]));
+    synced(p.sync());
+    let calls = p.exec().take_calls();
+    let lines: Vec<&str> = calls.iter().map(|c| c.line.as_str()).collect();
+    assert_eq!(lines, ["nft -f -", LIST], "the deletion goes first, alone");
+    assert_eq!(
+        calls[0].stdin.as_deref(),
+        Some(format!("delete chain ip understudy-proxy {stale}\n").as_str())
+    );
+    synced(p.sync());
+    assert_eq!(p.exec().take_lines(), [LIST], "deleted once");
+}
+
+#[test]
+fn a_failed_stale_chain_deletion_makes_the_sync_full() {
+    let mut p = proxier();
+    let stale = "service-AAAAAAAA-ns/gone/tcp/http";
+    p.exec().answer(LIST, 0, &listing(&[stale]));
+    synced(p.sync());
+    p.exec().take_calls();
+    backend(&mut p).stale_chain_grace = Duration::ZERO;
+    p.exec()
+        .fail_once("nft -f -", 1, "Error: Device or resource busy");
+    let report = synced(p.sync());
+    assert!(
+        report.full,
+        "a failed stale chain deletion makes the sync full"
+    );
+    assert!(matches!(
+        report.written,
+        Written::Nftables {
+            cleanup_failed: true,
+            ..
+        }
+    ));
+    let calls = p.exec().take_calls();
+    let texts = applied(&calls);
+    assert!(texts[0].starts_with("delete chain"), "{texts:?}");
+    assert!(texts[1].starts_with("add table"), "{texts:?}");
+    assert!(
+        texts[1].contains(&format!("flush chain ip understudy-proxy {stale}")),
+        "still there: flushed and noted again"
+    );
+}
+
+#[test]
+fn the_table_check_wants_the_services_jump() {
+    let p = proxier();
+    let check = "nft list chain ip understudy-proxy nat-prerouting";
+    p.exec().answer(
+        check,
+        0,
+        "table ip understudy-proxy {\n\tchain nat-prerouting {\n\t\ttype nat hook prerouting priority dstnat; policy accept;\n\t\tjump services\n\t}\n}\n",
+    );
+    assert!(p.check_intact().unwrap());
+    p.exec().answer(
+        check,
+        0,
+        "table ip understudy-proxy {\n\tchain nat-prerouting {\n\t}\n}\n",
+    );
+    assert!(!p.check_intact().unwrap(), "flushed");
+    p.exec().fail(check, 1, "Error: No such file or directory");
+    assert!(!p.check_intact().unwrap(), "deleted");
+    p.exec().fail(check, 1, "Error: Operation not permitted");
+    assert!(p.check_intact().is_err());
+}
+
+#[test]
+fn cleanup_deletes_our_tables_in_both_families_and_our_iptables_chains() {
+    let fake = FakeExec::default();
+    fake.answer("iptables -w 5 -t", 1, "");
+    fake.answer(
+        "nft list tables",
+        0,
+        "table ip filter\ntable ip understudy-proxy\ntable ip kube-proxy\ntable ip6 understudy-proxy\n",
+    );
+    let removed = cleanup(&fake).unwrap();
+    assert_eq!(
+        removed,
+        [
+            "nftables ip understudy-proxy",
+            "nftables ip6 understudy-proxy"
+        ]
+    );
+    let calls = fake.take_calls();
+    let apply = calls.iter().find(|c| c.line == "nft -f -").unwrap();
+    assert_eq!(
+        apply.stdin.as_deref(),
+        Some("delete table ip understudy-proxy\ndelete table ip6 understudy-proxy\n")
+    );
+    assert!(calls.iter().any(|c| c.line.starts_with("iptables-save")));
+
+    // Starting in one mode removes the other's only.
+    let fake = FakeExec::default();
+    fake.answer("nft list tables", 0, "table ip understudy-proxy\n");
+    cleanup_other_mode(crate::config::ProxyMode::Iptables, &fake).unwrap();
+    assert!(fake.take_lines().iter().all(|l| l.starts_with("nft")));
+    let fake = FakeExec::default();
+    fake.answer("iptables -w 5 -t", 1, "");
+    cleanup_other_mode(crate::config::ProxyMode::Nftables, &fake).unwrap();
+    assert!(fake.take_lines().iter().all(|l| l.starts_with("iptables")));
+}
+
+#[test]
+fn the_kernel_must_be_5_13_or_later() {
+    use super::nftables_backend::check_kernel;
+    assert!(check_kernel("6.1.0-18-amd64\n").is_ok());
+    assert!(check_kernel("5.13.0").is_ok());
+    let old = check_kernel("5.10.0-28-amd64").unwrap_err();
+    assert!(old.contains("requires kernel 5.13 or later"), "{old}");
+    assert!(check_kernel("").unwrap_err().contains("could not check"));
+}
+
+#[test]
+fn service_cidrs_of_the_family_reach_the_next_full_sync() {
+    let mut p = proxier();
+    p.exec().answer(LIST, 0, &listing(&[]));
+    p.set_service_cidrs(&[
+        "10.96.0.0/16".parse().unwrap(),
+        "fd00:96::/112".parse().unwrap(),
+    ]);
+    synced(p.sync());
+    let calls = p.exec().take_calls();
+    assert!(
+        applied(&calls)[0].contains(
+            "ip daddr { 10.96.0.0/16 } drop comment \"Drop traffic to unallocated ClusterIPs\""
+        ),
+        "{calls:?}"
+    );
+    assert!(!applied(&calls)[0].contains("fd00"));
+}
