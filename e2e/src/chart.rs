@@ -68,6 +68,41 @@ impl std::str::FromStr for Backend {
     }
 }
 
+/// The mode every proxy of a lab runs in — understudy-proxy from the chart
+/// and upstream kube-proxy alike, so the two can be compared.
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    serde::Serialize,
+    serde::Deserialize,
+    clap::ValueEnum,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum ProxyMode {
+    #[default]
+    Iptables,
+    Nftables,
+}
+
+impl ProxyMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Iptables => "iptables",
+            Self::Nftables => "nftables",
+        }
+    }
+}
+
+impl std::fmt::Display for ProxyMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ChartError {
     #[error("running helm: {0}")]
@@ -133,6 +168,7 @@ pub fn lab_values(
         },
         "proxy": {
             "enabled": enabled.contains(&Understudy::Proxy),
+            "mode": state.proxy_mode.as_str(),
             "nodeSelector": on_real_nodes,
             // The lab's host has no /lib/modules; a hostPath without it would
             // make containerd create the directory on the host.

@@ -101,6 +101,8 @@ pub struct LabOptions {
     /// How the understudies run: local processes, or the chart's pods on the
     /// real nodes (which needs at least one).
     pub backend: Backend,
+    /// The mode of the real nodes' proxies, ours or kube-proxy.
+    pub proxy_mode: crate::chart::ProxyMode,
 }
 
 /// A free loopback port for a component to listen on, picked at random
@@ -209,6 +211,7 @@ pub async fn up(opts: &LabOptions) -> Result<ClusterState, LabError> {
         nodes: opts.nodes,
         replaced: opts.replaced.iter().copied().collect(),
         backend: opts.backend,
+        proxy_mode: opts.proxy_mode,
         ..Default::default()
     };
     state.save().map_err(io("writing cluster state"))?;
@@ -572,6 +575,7 @@ async fn start_all(
             lab_binary: &lab_binary,
             images: &images,
             cluster_cidr: nodes.network.cluster_cidr(),
+            proxy_mode: opts.proxy_mode,
             kubelet_args: &opts.kubelet_args,
             // kube-proxy and ours must not both serve a node: the chart's
             // DaemonSet takes its place.

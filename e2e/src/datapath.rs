@@ -25,7 +25,7 @@ use k8s_openapi::api::core::v1::{Pod, Service};
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::json;
 
-use crate::chart::Backend;
+use crate::chart::{Backend, ProxyMode};
 use crate::fixture::{Cluster, ClusterSpec, TestNamespace};
 use crate::images;
 use crate::realnode::REAL_NODE_LABEL;
@@ -40,18 +40,22 @@ pub enum Proxy {
 }
 
 impl Proxy {
-    /// The chain prefix of the proxy's rules, and of the other one's.
-    fn prefixes(self) -> (&'static str, &'static str) {
+    /// What marks the proxy's rules in `mode`, and the other one's.
+    fn markers(self, mode: ProxyMode) -> (&'static str, &'static str) {
+        let (understudy, kube_proxy) = match mode {
+            ProxyMode::Iptables => ("US-", "KUBE-SVC-"),
+            ProxyMode::Nftables => ("table ip understudy-proxy", "table ip kube-proxy"),
+        };
         match self {
-            Proxy::Understudy => ("US-", "KUBE-SVC-"),
-            Proxy::KubeProxy => ("KUBE-SVC-", "US-"),
+            Proxy::Understudy => (understudy, kube_proxy),
+            Proxy::KubeProxy => (kube_proxy, understudy),
         }
     }
 }
 
 /// The lab for `proxy`: ours replaces kube-proxy on the real node, or the
 /// lab's kube-proxy serves it.
-pub fn cluster_spec(proxy: Proxy) -> ClusterSpec {
+pub fn cluster_spec(proxy: Proxy, proxy_mode: ProxyMode) -> ClusterSpec {
     ClusterSpec {
         nodes: 1,
         understudies: match proxy {
@@ -62,6 +66,7 @@ pub fn cluster_spec(proxy: Proxy) -> ClusterSpec {
         real_nodes: 2,
         kwok: true,
         backend: Some(Backend::Chart),
+        proxy_mode,
     }
 }
 
@@ -76,6 +81,14 @@ fn on_real_node(index: usize) -> serde_json::Value {
 /// Where the backends run, and the node of the client pods.
 const SERVER_NODE: usize = 0;
 const CLIENT_NODE: usize = 1;
+
+fn cluster_mode(cluster: &Cluster) -> ProxyMode {
+    cluster
+        .local
+        .as_ref()
+        .map(|l| l.proxy_mode)
+        .unwrap_or_default()
+}
 
 fn real_nodes(cluster: &Cluster) -> crate::realnode::RealNodes {
     (cluster.local.as_ref())
@@ -95,19 +108,21 @@ fn testserver_container(args: serde_json::Value) -> serde_json::Value {
     })
 }
 
-/// `iptables-save` inside real node `index`'s network namespace.
+/// `iptables-save` and `nft list ruleset` inside real node `index`'s
+/// network namespace.
 pub fn node_rules(cluster: &Cluster, index: usize) -> String {
     let real = real_nodes(cluster);
-    let out = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &real.network.node(index).netns(),
-            "iptables-save",
-        ])
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    let netns = real.network.node(index).netns();
+    let mut text = String::new();
+    for tool in [&["iptables-save"][..], &["nft", "list", "ruleset"][..]] {
+        let out = Command::new("ip")
+            .args(["netns", "exec", &netns])
+            .args(tool)
+            .output()
+            .unwrap();
+        text.push_str(&String::from_utf8_lossy(&out.stdout));
+    }
+    text
 }
 
 /// What this host's netfilter holds of either proxy: must stay nothing.
@@ -122,7 +137,15 @@ pub fn host_proxy_rules() -> Vec<String> {
             String::from_utf8_lossy(&out.stdout)
                 .lines()
                 .filter(|l| {
-                    l.contains("US-") || l.contains("KUBE-SVC") || l.contains("KUBE-SERVICES")
+                    [
+                        "US-",
+                        "KUBE-SVC",
+                        "KUBE-SERVICES",
+                        "understudy-proxy",
+                        "kube-proxy",
+                    ]
+                    .iter()
+                    .any(|marker| l.contains(marker))
                 })
                 .map(String::from),
         );
@@ -331,7 +354,7 @@ pub async fn services_answer_through_the_node(cluster: &Cluster, proxy: Proxy) {
 
     // The rules are the proxy's own, in the node's namespace only.
     let rules = node_rules(cluster, SERVER_NODE);
-    let (ours, theirs) = proxy.prefixes();
+    let (ours, theirs) = proxy.markers(cluster_mode(cluster));
     assert!(
         rules.contains(ours),
         "no {ours} chain in the node:\n{rules}"

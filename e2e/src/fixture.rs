@@ -39,6 +39,8 @@ pub struct ClusterSpec {
     /// A backend the tests need whatever `UNDERSTUDY_E2E_BACKEND` says (the
     /// chart's own tests); `None` follows the variable.
     pub backend: Option<Backend>,
+    /// The mode of the real nodes' proxies (ours or kube-proxy).
+    pub proxy_mode: crate::chart::ProxyMode,
 }
 
 #[derive(Debug)]
@@ -181,6 +183,7 @@ fn start_local(spec: ClusterSpec) -> Result<Cluster, String> {
         .arg(format!("--nodes={}", spec.nodes))
         .arg(format!("--real-nodes={real_nodes}"))
         .arg(format!("--backend={backend}"))
+        .arg(format!("--proxy-mode={}", spec.proxy_mode))
         .arg(format!("--understudies={}", spec.understudies))
         .arg(format!("--components-dir={}", bin_dir.display()))
         .arg(format!("--stop-with-pid={pid}"))

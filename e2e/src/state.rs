@@ -37,6 +37,9 @@ pub struct ClusterState {
     /// How the understudies run (processes, or the chart's pods).
     #[serde(default)]
     pub backend: crate::chart::Backend,
+    /// The proxies' mode (the chart's understudy-proxy or kube-proxy).
+    #[serde(default)]
+    pub proxy_mode: crate::chart::ProxyMode,
     /// Set once `up` finished; a state without it is a start that was interrupted.
     pub ready: bool,
 }

@@ -25,6 +25,7 @@ fn cluster() -> &'static Cluster {
         real_nodes: 1,
         kwok: true,
         backend: Some(Backend::Chart),
+        proxy_mode: Default::default(),
     })
 }
 

@@ -31,6 +31,7 @@ fn cluster() -> &'static Cluster {
         real_nodes: 0,
         kwok: true,
         backend: None,
+        proxy_mode: Default::default(),
     })
 }
 

@@ -26,6 +26,7 @@ async fn upstream_and_ours_agree_and_hand_over_cleanly() {
         real_nodes: 0,
         kwok: true,
         backend: None,
+        proxy_mode: Default::default(),
     });
     let Some(local) = cluster.local.as_ref() else {
         eprintln!(

@@ -23,6 +23,7 @@ fn cluster() -> &'static Cluster {
         real_nodes: 0,
         kwok: false,
         backend: None,
+        proxy_mode: Default::default(),
     })
 }
 

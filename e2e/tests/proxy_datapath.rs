@@ -6,6 +6,7 @@
 
 use std::time::Duration;
 
+use understudy_e2e::chart::ProxyMode;
 use understudy_e2e::datapath::{self, Proxy};
 use understudy_e2e::fixture::Cluster;
 
@@ -14,7 +15,10 @@ fn cluster() -> Option<&'static Cluster> {
         eprintln!("skipped: the data path is checked on the lab's own real nodes");
         return None;
     }
-    Some(Cluster::shared(datapath::cluster_spec(Proxy::Understudy)))
+    Some(Cluster::shared(datapath::cluster_spec(
+        Proxy::Understudy,
+        ProxyMode::Iptables,
+    )))
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -2,6 +2,7 @@
 //! kube-proxy v1.37.2 in iptables mode (the lab's, a process in the real
 //! node's namespaces): what ours must match.
 
+use understudy_e2e::chart::ProxyMode;
 use understudy_e2e::datapath::{self, Proxy};
 use understudy_e2e::fixture::Cluster;
 
@@ -10,7 +11,10 @@ fn cluster() -> Option<&'static Cluster> {
         eprintln!("skipped: the data path is checked on the lab's own real nodes");
         return None;
     }
-    Some(Cluster::shared(datapath::cluster_spec(Proxy::KubeProxy)))
+    Some(Cluster::shared(datapath::cluster_spec(
+        Proxy::KubeProxy,
+        ProxyMode::Iptables,
+    )))
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -27,6 +27,7 @@ fn cluster() -> &'static Cluster {
         real_nodes: 1,
         kwok: true,
         backend: None,
+        proxy_mode: Default::default(),
     })
 }
 

@@ -159,6 +159,7 @@ fn scheduler_lab(nodes: usize, components_dir: PathBuf) -> LabOptions {
         kwok: true,
         kubelet_args: vec![],
         backend: Default::default(),
+        proxy_mode: Default::default(),
     }
 }
 
@@ -261,6 +262,7 @@ async fn run_controllers(command: Command) -> anyhow::Result<()> {
         kwok: true,
         kubelet_args: vec![],
         backend: Default::default(),
+        proxy_mode: Default::default(),
     };
     let results = with_cluster(lab, |state| {
         let opts = opts.clone();

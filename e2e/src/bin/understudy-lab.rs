@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use understudy_e2e::chart::{self, Backend};
+use understudy_e2e::chart::{self, Backend, ProxyMode};
 use understudy_e2e::controlplane::{self, LabOptions};
 use understudy_e2e::nodes::{NodeTemplate, parse_taint};
 use understudy_e2e::process::{self, pid_alive};
@@ -196,6 +196,10 @@ struct UpArgs {
     /// the pods on the real nodes (needs --real-nodes=1 or more).
     #[arg(long, value_enum, default_value_t = Backend::Processes)]
     backend: Backend,
+    /// The mode of the proxy on the real nodes: upstream kube-proxy's, or
+    /// understudy-proxy's from the chart.
+    #[arg(long, value_enum, default_value_t = ProxyMode::Iptables)]
+    proxy_mode: ProxyMode,
     /// Do not run upstream kube-scheduler (pods of default-scheduler stay Pending).
     #[arg(long)]
     no_kube_scheduler: bool,
@@ -421,6 +425,7 @@ async fn up(args: UpArgs) -> Result<ExitCode, String> {
         kwok: !args.no_kwok,
         kubelet_args: args.kubelet_args,
         backend: args.backend,
+        proxy_mode: args.proxy_mode,
     };
     let already_up = ClusterState::load(&opts.state_dir)
         .ok()

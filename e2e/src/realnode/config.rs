@@ -199,12 +199,17 @@ pub fn kubelet_yaml(paths: &NodePaths, node: &NodePlan, files: &KubeletFiles) ->
 
 /// KubeProxyConfiguration (kubeproxy.config.k8s.io/v1alpha1) for upstream
 /// kube-proxy on a real node, until understudy-proxy takes its place.
-pub fn kube_proxy_yaml(paths: &NodePaths, node: &NodePlan, cluster_cidr: &str) -> String {
+pub fn kube_proxy_yaml(
+    paths: &NodePaths,
+    node: &NodePlan,
+    cluster_cidr: &str,
+    mode: crate::chart::ProxyMode,
+) -> String {
     let ip = node.ip().to_string();
     let conf = serde_json::json!({
         "apiVersion": "kubeproxy.config.k8s.io/v1alpha1",
         "kind": "KubeProxyConfiguration",
-        "mode": "iptables",
+        "mode": mode.as_str(),
         "clientConnection": {"kubeconfig": paths.kube_proxy_kubeconfig()},
         "hostnameOverride": node.name(),
         "clusterCIDR": cluster_cidr,
@@ -289,8 +294,10 @@ mod tests {
             &paths(),
             &net.node(1),
             &net.cluster_cidr(),
+            crate::chart::ProxyMode::Nftables,
         ))
         .unwrap();
+        assert_eq!(doc["mode"], "nftables");
         assert_eq!(doc["conntrack"]["maxPerCore"], 0);
         assert_eq!(doc["clusterCIDR"], "10.202.0.0/16");
         assert_eq!(doc["hostnameOverride"], "real-1");

@@ -173,6 +173,7 @@ pub struct StartContext<'a> {
     pub lab_binary: &'a Path,
     pub images: &'a NodeImages,
     pub cluster_cidr: String,
+    pub proxy_mode: crate::chart::ProxyMode,
     pub kubelet_args: &'a [String],
     /// Run upstream kube-proxy on each node (off when the chart's proxy serves them).
     pub kube_proxy: bool,
@@ -441,7 +442,7 @@ async fn start_kube_proxy(
     let nsenter = Path::new("/usr/bin/nsenter");
     write_file(
         paths.kube_proxy_config(),
-        config::kube_proxy_yaml(paths, node, &ctx.cluster_cidr),
+        config::kube_proxy_yaml(paths, node, &ctx.cluster_cidr, ctx.proxy_mode),
     )?;
     kubeconfig::write_for(
         &paths.kube_proxy_kubeconfig(),
