@@ -31,6 +31,9 @@ enum Command {
         tcp_port: u16,
         #[arg(long, default_value_t = 9000)]
         udp_port: u16,
+        /// TCP that stays open: every line is answered "<name> <line>".
+        #[arg(long, default_value_t = 9001)]
+        echo_port: u16,
     },
     /// Sleep until SIGTERM or SIGINT, reaping orphans (a pod sandbox's process).
     Pause,
@@ -43,6 +46,21 @@ enum Command {
     /// Reach a service `count` times and print one line per attempt: the
     /// answer ("<name> <address the server saw>") or "error <reason>" — what
     /// a data-path test tallies for spread, affinity and source addresses.
+    /// Until stdin closes: one TCP connection to `echo` held open and
+    /// answering a line every interval, and a new connection to `address`
+    /// every interval; then a JSON summary of what failed and when — what a
+    /// hand-over between proxies must not break.
+    Hold {
+        /// host:port of a Service in front of `serve`'s TCP port.
+        address: String,
+        /// host:port of a Service in front of `serve`'s echo port.
+        echo: String,
+        #[arg(long, default_value_t = 100)]
+        interval_ms: u64,
+        /// Stop anyway after this long.
+        #[arg(long, default_value_t = 600)]
+        max_seconds: u64,
+    },
     Probe {
         /// host:port
         address: String,
@@ -62,6 +80,17 @@ fn main() -> ExitCode {
     match Cli::parse().command {
         Command::Pause => pause(),
         Command::Connect { address } => connect(&address),
+        Command::Hold {
+            address,
+            echo,
+            interval_ms,
+            max_seconds,
+        } => hold::run(
+            &address,
+            &echo,
+            std::time::Duration::from_millis(interval_ms),
+            std::time::Duration::from_secs(max_seconds),
+        ),
         Command::Probe {
             address,
             count,
@@ -73,6 +102,7 @@ fn main() -> ExitCode {
             http_port,
             tcp_port,
             udp_port,
+            echo_port,
         } => {
             let name = name
                 .or_else(|| nix::unistd::gethostname().ok()?.into_string().ok())
@@ -81,7 +111,13 @@ fn main() -> ExitCode {
                 .enable_all()
                 .build()
                 .expect("tokio runtime");
-            match runtime.block_on(serve(Arc::from(name), http_port, tcp_port, udp_port)) {
+            let ports = Ports {
+                http: http_port,
+                tcp: tcp_port,
+                udp: udp_port,
+                echo: echo_port,
+            };
+            match runtime.block_on(serve(Arc::from(name), ports)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("understudy-testserver: {e}");
@@ -118,6 +154,79 @@ fn pause() -> ExitCode {
                 return ExitCode::FAILURE;
             }
         }
+    }
+}
+
+mod hold {
+    use std::io::{BufRead, BufReader, Read, Write};
+    use std::net::{TcpStream, ToSocketAddrs};
+    use std::process::ExitCode;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::{Duration, Instant};
+
+    const WAIT: Duration = Duration::from_secs(2);
+
+    pub fn run(address: &str, echo: &str, interval: Duration, max: Duration) -> ExitCode {
+        let resolve = |a: &str| a.to_socket_addrs().ok().and_then(|mut a| a.next());
+        let (Some(to), Some(echo_to)) = (resolve(address), resolve(echo)) else {
+            eprintln!("hold: {address:?} and {echo:?} must be host:port");
+            return ExitCode::from(2);
+        };
+        let held = match TcpStream::connect_timeout(&echo_to, WAIT) {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("hold: connecting to {echo_to}: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let _ = held.set_read_timeout(Some(WAIT));
+        let mut reader = BufReader::new(held.try_clone().expect("socket clone"));
+        let mut writer = held;
+        let stop = Arc::new(AtomicBool::new(false));
+        let stdin_closed = stop.clone();
+        std::thread::spawn(move || {
+            let _ = std::io::copy(&mut std::io::stdin(), &mut std::io::sink());
+            stdin_closed.store(true, Ordering::SeqCst);
+        });
+        let start = Instant::now();
+        let (mut held_ok, mut held_failed_at) = (0u64, None::<u128>);
+        let (mut new_ok, mut new_failed) = (0u64, Vec::<u128>::new());
+        let mut held_by = String::new();
+        while !stop.load(Ordering::SeqCst) && start.elapsed() < max {
+            let round = Instant::now();
+            let at = start.elapsed().as_millis();
+            if held_failed_at.is_none() {
+                let mut line = String::new();
+                let ok = writeln!(writer, "ping {held_ok}").is_ok()
+                    && reader.read_line(&mut line).is_ok_and(|n| n > 0)
+                    && line.ends_with(&format!(" ping {held_ok}\n"));
+                if ok {
+                    held_ok += 1;
+                    if held_by.is_empty() {
+                        held_by = line.split_whitespace().next().unwrap_or_default().into();
+                    }
+                } else {
+                    held_failed_at = Some(at);
+                }
+            }
+            let answered = TcpStream::connect_timeout(&to, WAIT).and_then(|mut s| {
+                s.set_read_timeout(Some(WAIT))?;
+                let mut text = String::new();
+                s.read_to_string(&mut text)?;
+                Ok(!text.is_empty())
+            });
+            match answered {
+                Ok(true) => new_ok += 1,
+                _ => new_failed.push(at),
+            }
+            std::thread::sleep(interval.saturating_sub(round.elapsed()));
+        }
+        println!(
+            "{{\"heldBy\": {held_by:?}, \"heldOk\": {held_ok}, \"heldFailedAtMs\": {}, \"newOk\": {new_ok}, \"newFailedAtMs\": {new_failed:?}}}",
+            held_failed_at.map_or("null".to_string(), |t| t.to_string())
+        );
+        ExitCode::SUCCESS
     }
 }
 
@@ -210,10 +319,18 @@ fn answer(name: &str, peer: SocketAddr) -> String {
     format!("{name} {peer}\n")
 }
 
-async fn serve(name: Arc<str>, http: u16, tcp: u16, udp: u16) -> std::io::Result<()> {
-    let http = TcpListener::bind(("0.0.0.0", http)).await?;
-    let tcp = TcpListener::bind(("0.0.0.0", tcp)).await?;
-    let udp = UdpSocket::bind(("0.0.0.0", udp)).await?;
+struct Ports {
+    http: u16,
+    tcp: u16,
+    udp: u16,
+    echo: u16,
+}
+
+async fn serve(name: Arc<str>, ports: Ports) -> std::io::Result<()> {
+    let http = TcpListener::bind(("0.0.0.0", ports.http)).await?;
+    let tcp = TcpListener::bind(("0.0.0.0", ports.tcp)).await?;
+    let udp = UdpSocket::bind(("0.0.0.0", ports.udp)).await?;
+    let echo = TcpListener::bind(("0.0.0.0", ports.echo)).await?;
     eprintln!(
         "understudy-testserver {name}: http {}, tcp {}, udp {}",
         http.local_addr()?,
@@ -222,7 +339,8 @@ async fn serve(name: Arc<str>, http: u16, tcp: u16, udp: u16) -> std::io::Result
     );
     let http_task = tokio::spawn(serve_http(http, name.clone()));
     let tcp_task = tokio::spawn(serve_tcp(tcp, name.clone()));
-    let udp_task = tokio::spawn(serve_udp(udp, name));
+    let udp_task = tokio::spawn(serve_udp(udp, name.clone()));
+    let echo_task = tokio::spawn(serve_echo(echo, name));
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
         _ = term.recv() => Ok(()),
@@ -230,6 +348,7 @@ async fn serve(name: Arc<str>, http: u16, tcp: u16, udp: u16) -> std::io::Result
         r = http_task => r.map_err(std::io::Error::other)?,
         r = tcp_task => r.map_err(std::io::Error::other)?,
         r = udp_task => r.map_err(std::io::Error::other)?,
+        r = echo_task => r.map_err(std::io::Error::other)?,
     }
 }
 
@@ -267,6 +386,27 @@ async fn serve_tcp(listener: TcpListener, name: Arc<str>) -> std::io::Result<()>
         tokio::spawn(async move {
             let _ = stream.write_all(line.as_bytes()).await;
             let _ = stream.shutdown().await;
+        });
+    }
+}
+
+async fn serve_echo(listener: TcpListener, name: Arc<str>) -> std::io::Result<()> {
+    use tokio::io::AsyncBufReadExt;
+    loop {
+        let (stream, _) = listener.accept().await?;
+        let name = name.clone();
+        tokio::spawn(async move {
+            let (read, mut write) = stream.into_split();
+            let mut lines = tokio::io::BufReader::new(read).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                if write
+                    .write_all(format!("{name} {line}\n").as_bytes())
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+            }
         });
     }
 }
