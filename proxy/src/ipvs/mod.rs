@@ -1,0 +1,20 @@
+//! The IPVS mode (upstream's pkg/proxy/ipvs): Services as IPVS virtual
+//! servers whose addresses sit on a dummy interface, with ipsets and a
+//! constant set of iptables rules for masquerading and filtering. Our names
+//! keep it apart from kube-proxy's: `understudy-ipvs0` for `kube-ipvs0`,
+//! `US-` for `KUBE-` in set and chain names.
+//!
+//! Pure core: [`desired::desired_state`] computes what the kernel should
+//! hold, [`diff::diff`] the ordered operations from what it holds, and
+//! [`rules`] / [`ipsets`] the iptables and ipset texts. IO: the
+//! [`reconcile`] loop applies the operations through the [`reconcile::Ipvs`]
+//! and [`reconcile::Host`] traits; [`netlink`] talks to the kernel's IPVS
+//! generic-netlink family; [`system`] checks that the kernel has IPVS and
+//! lists the sysctls the mode needs.
+
+pub mod desired;
+pub mod ipsets;
+pub mod model;
+
+pub use desired::{DUMMY_INTERFACE, Desired, DesiredOptions, desired_state};
+pub use model::{RealServer, RealServerState, ServiceKey, VirtualServer};
