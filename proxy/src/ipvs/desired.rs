@@ -270,4 +270,4 @@ fn add_service_port(
 
 #[cfg(test)]
 #[path = "desired_tests.rs"]
-mod tests;
+pub(crate) mod tests;

@@ -13,8 +13,10 @@
 //! lists the sysctls the mode needs.
 
 pub mod desired;
+pub mod diff;
 pub mod ipsets;
 pub mod model;
 
 pub use desired::{DUMMY_INTERFACE, Desired, DesiredOptions, desired_state};
+pub use diff::{Current, CurrentService, DiffOptions, Operation, diff};
 pub use model::{RealServer, RealServerState, ServiceKey, VirtualServer};

@@ -57,9 +57,9 @@ pub struct RealServer {
 }
 
 /// A real server as the kernel reports it, with its connection counts.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RealServerState {
-    pub address: Option<SocketAddr>,
+    pub address: SocketAddr,
     pub weight: u32,
     pub active_connections: u32,
     pub inactive_connections: u32,
