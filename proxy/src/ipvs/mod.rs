@@ -16,6 +16,7 @@ pub mod desired;
 pub mod diff;
 pub mod ipsets;
 pub mod model;
+pub mod netlink;
 
 pub use desired::{DUMMY_INTERFACE, Desired, DesiredOptions, desired_state};
 pub use diff::{Current, CurrentService, DiffOptions, Operation, diff};
