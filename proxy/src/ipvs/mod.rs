@@ -17,6 +17,7 @@ pub mod diff;
 pub mod ipsets;
 pub mod model;
 pub mod netlink;
+pub mod reconcile;
 pub mod rules;
 
 pub use desired::{DUMMY_INTERFACE, Desired, DesiredOptions, desired_state};
