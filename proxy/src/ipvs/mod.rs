@@ -19,6 +19,7 @@ pub mod model;
 pub mod netlink;
 pub mod reconcile;
 pub mod rules;
+pub mod system;
 
 pub use desired::{DUMMY_INTERFACE, Desired, DesiredOptions, desired_state};
 pub use diff::{Current, CurrentService, DiffOptions, Operation, diff};
