@@ -48,6 +48,7 @@ pub enum Command {
     SetDest = 6,
     DelDest = 7,
     GetDest = 8,
+    SetConfig = 12,
 }
 
 impl Command {
@@ -55,6 +56,7 @@ impl Command {
         use Command::*;
         [
             NewService, SetService, DelService, GetService, NewDest, SetDest, DelDest, GetDest,
+            SetConfig,
         ]
         .into_iter()
         .find(|c| *c as u8 == value)
@@ -64,6 +66,9 @@ impl Command {
 // IPVS_CMD_ATTR_*
 const CMD_ATTR_SERVICE: u16 = 1;
 const CMD_ATTR_DEST: u16 = 2;
+const CMD_ATTR_TIMEOUT_TCP: u16 = 4;
+const CMD_ATTR_TIMEOUT_TCP_FIN: u16 = 5;
+const CMD_ATTR_TIMEOUT_UDP: u16 = 6;
 // IPVS_SVC_ATTR_*
 const SVC_ATTR_AF: u16 = 1;
 const SVC_ATTR_PROTOCOL: u16 = 2;
@@ -296,6 +301,19 @@ impl IpvsMessage {
     /// With NLM_F_DUMP: the service's destinations.
     pub fn get_dests(key: &ServiceKey) -> IpvsMessage {
         Self::with(Command::GetDest, service_id(key), None)
+    }
+
+    /// `ipvsadm --set`: connection timeouts in seconds; 0 leaves the
+    /// kernel's value, as upstream's ipvs.tcpTimeout & co.
+    pub fn set_timeouts(tcp: u32, tcp_fin: u32, udp: u32) -> IpvsMessage {
+        IpvsMessage {
+            command: Command::SetConfig,
+            attrs: vec![
+                Attr::u32(CMD_ATTR_TIMEOUT_TCP, tcp),
+                Attr::u32(CMD_ATTR_TIMEOUT_TCP_FIN, tcp_fin),
+                Attr::u32(CMD_ATTR_TIMEOUT_UDP, udp),
+            ],
+        }
     }
 
     fn nested(&self, kind: u16) -> Result<Option<Vec<Attr>>, DecodeError> {
@@ -572,6 +590,16 @@ impl NetlinkIpvs {
                     .map_err(|e| IpvsError::Decode(e.to_string()))
             })
             .collect()
+    }
+
+    /// Upstream sets them at start-up when any of the three is non-zero.
+    pub fn configure_timeouts(
+        &mut self,
+        tcp: u32,
+        tcp_fin: u32,
+        udp: u32,
+    ) -> Result<(), IpvsError> {
+        self.change(IpvsMessage::set_timeouts(tcp, tcp_fin, udp), "timeouts")
     }
 
     /// Sends a change and waits for its acknowledgement.

@@ -282,3 +282,34 @@ fn the_family_lookup_names_ipvs() {
     expected[17] = 2;
     assert_eq!(family_request(1), expected);
 }
+
+#[test]
+fn timeouts_are_top_level_seconds() {
+    let expected = message(
+        FAMILY,
+        ACKED,
+        9,
+        12,
+        &[
+            attr(4, &900u32.to_ne_bytes()),
+            attr(5, &0u32.to_ne_bytes()),
+            attr(6, &300u32.to_ne_bytes()),
+        ],
+    );
+    assert_eq!(
+        encode_ipvs(IpvsMessage::set_timeouts(900, 0, 300), FAMILY, false, 9),
+        expected
+    );
+}
+
+/// Read-only: asks nlctrl for the family. On a kernel without IPVS the
+/// answer must be the error that says so.
+#[test]
+fn opening_agrees_with_proc_net_ip_vs() {
+    let present = std::path::Path::new("/proc/net/ip_vs").exists();
+    match NetlinkIpvs::open() {
+        Ok(_) => assert!(present, "IPVS family found without /proc/net/ip_vs"),
+        Err(IpvsError::Missing) => assert!(!present, "/proc/net/ip_vs without the IPVS family"),
+        Err(other) => panic!("{other}"),
+    }
+}
