@@ -14,6 +14,7 @@
 
 pub mod desired;
 pub mod diff;
+pub mod host;
 pub mod ipsets;
 pub mod model;
 pub mod netlink;
