@@ -172,6 +172,19 @@ fn sets_and_rules_go_through_ipset_and_iptables_restore() {
 }
 
 #[test]
+fn local_addresses_leave_out_loopback() {
+    let netns = Netns::new("local");
+    netns.run(&["ip", "link", "set", "lo", "up"]);
+    netns.run(&["ip", "addr", "add", "10.9.0.1/32", "dev", "lo"]);
+    let mut host = ToolHost::new(SystemExec::in_netns(&netns.0));
+    assert_eq!(
+        host.local_addresses(IpFamily::V4).unwrap(),
+        BTreeSet::from(["10.9.0.1".parse().unwrap()])
+    );
+    assert_eq!(host.local_addresses(IpFamily::V6).unwrap(), BTreeSet::new());
+}
+
+#[test]
 fn the_dummy_interface_holds_service_addresses_or_its_absence_is_named() {
     let netns = Netns::new("dummy");
     let mut host = ToolHost::new(SystemExec::in_netns(&netns.0));

@@ -83,6 +83,19 @@ pub fn parse_addresses(text: &str) -> BTreeSet<IpAddr> {
         .collect()
 }
 
+/// The addresses in `ip -o addr show` output on interfaces other than
+/// `except`, less loopback and IPv6 link-local ones.
+pub fn parse_local_addresses(text: &str, except: &str) -> BTreeSet<IpAddr> {
+    text.lines()
+        .filter(|line| line.split_whitespace().nth(1) != Some(except))
+        .flat_map(parse_addresses)
+        .filter(|ip| match ip {
+            IpAddr::V4(v4) => !v4.is_loopback(),
+            IpAddr::V6(v6) => !v6.is_loopback() && !v6.is_unicast_link_local(),
+        })
+        .collect()
+}
+
 /// Our sets' entries in `ipset save` output.
 pub fn parse_set_entries(text: &str, family: IpFamily) -> SetEntries {
     let mut entries = SetEntries::new();
@@ -112,6 +125,15 @@ impl<E: Exec> Host for ToolHost<E> {
             None,
         )?;
         Ok(parse_addresses(&out.stdout))
+    }
+
+    fn local_addresses(&mut self, family: IpFamily) -> Result<BTreeSet<IpAddr>, BoxError> {
+        let flag = match family {
+            IpFamily::V4 => "-4",
+            IpFamily::V6 => "-6",
+        };
+        let out = self.check("ip", &["-o", flag, "addr", "show"], None)?;
+        Ok(parse_local_addresses(&out.stdout, DUMMY_INTERFACE))
     }
 
     fn add_address(&mut self, address: IpAddr) -> Result<(), BoxError> {
@@ -182,6 +204,15 @@ mod tests {
         assert!(entries[&Set::ClusterIp].contains("172.30.0.41,tcp:80"));
         assert!(entries[&Set::NodePortTcp].contains("30080"));
         assert!(parse_set_entries(save, IpFamily::V6).is_empty());
+        let all = "1: lo    inet 127.0.0.1/8 scope host lo\\       valid_lft forever\n\
+                   2: eth0    inet 192.168.0.2/24 brd 192.168.0.255 scope global eth0\\ x\n\
+                   2: eth0    inet6 fe80::1/64 scope link\\ x\n\
+                   2: eth0    inet6 fd00::2/64 scope global\\ x\n\
+                   5: understudy-ipvs0    inet 172.30.0.41/32 scope global understudy-ipvs0\\ x\n";
+        assert_eq!(
+            parse_local_addresses(all, DUMMY_INTERFACE),
+            BTreeSet::from(["192.168.0.2".parse().unwrap(), "fd00::2".parse().unwrap()])
+        );
     }
 
     #[test]

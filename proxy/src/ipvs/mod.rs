@@ -18,6 +18,7 @@ pub mod host;
 pub mod ipsets;
 pub mod model;
 pub mod netlink;
+pub mod options;
 pub mod reconcile;
 pub mod rules;
 pub mod system;

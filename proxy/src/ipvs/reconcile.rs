@@ -35,6 +35,9 @@ pub trait Host {
     /// The dummy interface's addresses of the family, creating the
     /// interface when it is missing.
     fn dummy_addresses(&mut self, family: IpFamily) -> Result<BTreeSet<IpAddr>, BoxError>;
+    /// The family's addresses on every other interface, less loopback and
+    /// IPv6 link-local ones (upstream's GetAllLocalAddressesExcept).
+    fn local_addresses(&mut self, family: IpFamily) -> Result<BTreeSet<IpAddr>, BoxError>;
     fn add_address(&mut self, address: IpAddr) -> Result<(), BoxError>;
     fn remove_address(&mut self, address: IpAddr) -> Result<(), BoxError>;
     /// Our sets' entries (sets not there yet are left out).
@@ -275,6 +278,9 @@ pub mod fake {
                 .filter(|a| IpFamily::of(a) == family)
                 .copied()
                 .collect())
+        }
+        fn local_addresses(&mut self, _family: IpFamily) -> Result<BTreeSet<IpAddr>, BoxError> {
+            Ok(BTreeSet::new())
         }
         fn add_address(&mut self, address: IpAddr) -> Result<(), BoxError> {
             self.addresses.insert(address);
