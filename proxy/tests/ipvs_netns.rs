@@ -89,7 +89,7 @@ fn lab() -> Tracker {
                             "ports": [{"name": "p80", "port": 80, "protocol": "TCP", "nodePort": 30080}]}}),
             json!({"metadata": {"namespace": "ns", "name": "dns"},
                    "spec": {"type": "LoadBalancer", "clusterIP": "172.30.0.10", "clusterIPs": ["172.30.0.10"],
-                            "loadBalancerSourceRanges": ["192.168.0.0/24"],
+                            "loadBalancerSourceRanges": ["192.168.0.0/24", "198.51.100.7/24", "203.0.113.1/32"],
                             "ports": [{"name": "p80", "port": 53, "protocol": "UDP", "nodePort": 30053}]},
                    "status": {"loadBalancer": {"ingress": [{"ip": "203.0.113.9"}]}}}),
         ],

@@ -7,6 +7,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
+use ipnet::IpNet;
+
 use super::ipsets::{Set, SetEntries};
 use super::model::{FLAG_PERSISTENT, FLAG_SOURCE_HASH, RealServer, ServiceKey, VirtualServer};
 use crate::tracker::{EndpointInfo, IpFamily, Protocol, ServicePortInfo, ServicePortName, Tracker};
@@ -198,7 +200,7 @@ fn add_service_port(
             for cidr in &svc.load_balancer_source_ranges {
                 desired.entry(
                     Set::LoadBalancerSourceCidr,
-                    format!("{ip},{proto}:{port},{cidr}"),
+                    format!("{ip},{proto}:{port},{}", net_entry(cidr)),
                 );
                 allow_from_node |= options.node_ip.is_some_and(|n| cidr.contains(&n));
             }
@@ -265,6 +267,16 @@ fn add_service_port(
             Set::HealthCheckNodePort,
             svc.health_check_node_port.to_string(),
         );
+    }
+}
+
+/// A network as `ipset save` prints it back, so the next diff finds it:
+/// host bits cleared, and a single address without its prefix length.
+fn net_entry(cidr: &IpNet) -> String {
+    if cidr.prefix_len() == cidr.max_prefix_len() {
+        cidr.addr().to_string()
+    } else {
+        cidr.trunc().to_string()
     }
 }
 

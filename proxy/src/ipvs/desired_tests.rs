@@ -418,6 +418,22 @@ fn load_balancers_with_source_ranges() {
 
     let d = desired_state(&tracker(&[service(json!([]))], &[]), &options());
     assert!(set(&d, Set::LoadBalancerFw).is_empty());
+
+    let d = desired_state(
+        &tracker(
+            &[service(json!(["198.51.100.7/24", "203.0.113.1/32"]))],
+            &[],
+        ),
+        &options(),
+    );
+    assert_eq!(
+        set(&d, Set::LoadBalancerSourceCidr),
+        [
+            "203.0.113.9,tcp:80,198.51.100.0/24",
+            "203.0.113.9,tcp:80,203.0.113.1"
+        ],
+        "as ipset prints them back"
+    );
 }
 
 #[test]
