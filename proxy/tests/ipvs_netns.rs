@@ -10,6 +10,7 @@ use std::process::Command;
 use serde_json::{Value, json};
 use understudy_proxy::exec::SystemExec;
 use understudy_proxy::iptables::LocalDetector;
+use understudy_proxy::ipvs::cleanup::cleanup;
 use understudy_proxy::ipvs::desired::{DUMMY_INTERFACE, DesiredOptions, desired_state};
 use understudy_proxy::ipvs::host::ToolHost;
 use understudy_proxy::ipvs::ipsets::{SetEntries, restore_text, set_changes};
@@ -166,6 +167,13 @@ fn sets_and_rules_go_through_ipset_and_iptables_restore() {
         .unwrap();
     let nat = netns.run(&["iptables-save", "-t", "nat"]);
     assert!(!nat.contains("US-CLUSTER-IP"), "{nat}");
+
+    // Cleanup leaves nothing of ours.
+    let errors = cleanup(None, &mut host, IpFamily::V4);
+    assert!(errors.is_empty(), "{errors:?}");
+    let saved = netns.run(&["iptables-save"]);
+    assert!(!saved.contains("US-"), "{saved}");
+    assert_eq!(netns.run(&["ipset", "list", "-n"]), "");
 
     drop(netns);
     assert_eq!(host_state(), before, "the host was not touched");

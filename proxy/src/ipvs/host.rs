@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 use std::net::IpAddr;
 
 use super::desired::DUMMY_INTERFACE;
-use super::ipsets::{ALL_SETS, SetEntries};
+use super::ipsets::{ALL_SETS, Set, SetEntries};
 use super::reconcile::{BoxError, Host};
 use crate::exec::{Exec, Output};
 use crate::tracker::IpFamily;
@@ -158,6 +158,27 @@ impl<E: Exec> Host for ToolHost<E> {
         }
     }
 
+    fn delete_interface(&mut self) -> Result<(), BoxError> {
+        let args = ["link", "del", DUMMY_INTERFACE];
+        let out = self.run("ip", &args, None)?;
+        if out.success() || out.stderr.contains("Cannot find device") {
+            Ok(())
+        } else {
+            Err(failed("ip", &args, &out).into())
+        }
+    }
+
+    fn destroy_set(&mut self, set: Set, family: IpFamily) -> Result<(), BoxError> {
+        let name = set.name(family);
+        let args = ["destroy", name.as_str()];
+        let out = self.run("ipset", &args, None)?;
+        if out.success() || out.stderr.contains("does not exist") {
+            Ok(())
+        } else {
+            Err(failed("ipset", &args, &out).into())
+        }
+    }
+
     fn set_entries(&mut self, family: IpFamily) -> Result<SetEntries, BoxError> {
         let out = self.check("ipset", &["save"], None)?;
         Ok(parse_set_entries(&out.stdout, family))
@@ -182,7 +203,6 @@ impl<E: Exec> Host for ToolHost<E> {
 mod tests {
     use super::*;
     use crate::exec::fake::FakeExec;
-    use crate::ipvs::ipsets::Set;
 
     #[test]
     fn addresses_and_entries_are_read_from_the_tools() {

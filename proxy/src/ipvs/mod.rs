@@ -12,6 +12,7 @@
 //! generic-netlink family; [`system`] checks that the kernel has IPVS and
 //! lists the sysctls the mode needs.
 
+pub mod cleanup;
 pub mod desired;
 pub mod diff;
 pub mod host;

@@ -14,7 +14,7 @@ use std::net::IpAddr;
 
 use super::desired::Desired;
 use super::diff::{Current, CurrentService, DiffOptions, Operation, diff};
-use super::ipsets::{SetChanges, SetEntries, restore_text};
+use super::ipsets::{Set, SetChanges, SetEntries, restore_text};
 use super::model::{RealServerState, ServiceKey, VirtualServer};
 use super::netlink::{IpvsError, IpvsMessage, NetlinkIpvs};
 use super::rules::{RuleOptions, render};
@@ -42,6 +42,10 @@ pub trait Host {
     fn remove_address(&mut self, address: IpAddr) -> Result<(), BoxError>;
     /// Our sets' entries (sets not there yet are left out).
     fn set_entries(&mut self, family: IpFamily) -> Result<SetEntries, BoxError>;
+    /// Deletes the dummy interface, with its addresses (cleanup).
+    fn delete_interface(&mut self) -> Result<(), BoxError>;
+    /// Destroys one of our sets if it exists (cleanup, after the rules).
+    fn destroy_set(&mut self, set: Set, family: IpFamily) -> Result<(), BoxError>;
     /// Runs `ipset -exist restore` on the text.
     fn restore_sets(&mut self, text: &str) -> Result<(), BoxError>;
     /// Runs `iptables-restore --noflush --counters` (ip6tables- for IPv6).
@@ -288,6 +292,14 @@ pub mod fake {
         }
         fn remove_address(&mut self, address: IpAddr) -> Result<(), BoxError> {
             self.addresses.remove(&address);
+            Ok(())
+        }
+        fn delete_interface(&mut self) -> Result<(), BoxError> {
+            self.addresses.clear();
+            Ok(())
+        }
+        fn destroy_set(&mut self, set: Set, _family: IpFamily) -> Result<(), BoxError> {
+            self.sets.remove(&set);
             Ok(())
         }
         fn set_entries(&mut self, _family: IpFamily) -> Result<SetEntries, BoxError> {
