@@ -2,7 +2,14 @@
 //! start-up with an error that names what is missing) and the sysctls
 //! upstream's NewProxier sets.
 
+use std::net::{IpAddr, Ipv4Addr};
 use std::path::Path;
+
+use super::desired::DEFAULT_SCHEDULER;
+use super::diff::Operation;
+use super::model::{ServiceKey, VirtualServer};
+use super::reconcile::Ipvs;
+use crate::tracker::Protocol;
 
 /// The kernel configuration options the mode relies on, with what each is for.
 pub const REQUIRED_CONFIG: [(&str, &str); 5] = [
@@ -87,6 +94,53 @@ fn read_kernel_config() -> Option<String> {
         .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
+/// Upstream's CanUseIPVSProxier, after the kernel check: a virtual server
+/// with the configured scheduler can be made (its module loads on demand).
+/// When one already uses it (a restart), nothing is probed; otherwise a
+/// probe server on 198.51.100.0:20000/TCP (TEST-NET-2, documentation only,
+/// as upstream) is added, seen, and deleted.
+pub fn probe_scheduler(ipvs: &mut dyn Ipvs, scheduler: &str) -> Result<(), String> {
+    let scheduler = if scheduler.is_empty() {
+        DEFAULT_SCHEDULER
+    } else {
+        scheduler
+    };
+    let servers = ipvs
+        .services()
+        .map_err(|e| format!("cannot list IPVS services: {e}"))?;
+    if servers.iter().any(|s| s.scheduler == scheduler) {
+        return Ok(());
+    }
+    let probe = VirtualServer {
+        key: ServiceKey {
+            address: IpAddr::V4(Ipv4Addr::new(198, 51, 100, 0)),
+            port: 20000,
+            protocol: Protocol::Tcp,
+        },
+        scheduler: scheduler.to_string(),
+        flags: 0,
+        timeout: 0,
+    };
+    ipvs.apply(&Operation::AddService(probe.clone()))
+        .map_err(|e| {
+            format!(
+                "IPVS scheduler {scheduler:?} cannot be used (is ip_vs_{scheduler} available?): {e}"
+            )
+        })?;
+    let seen = ipvs
+        .services()
+        .map_err(|e| format!("cannot list IPVS services: {e}"))?
+        .iter()
+        .any(|s| s.key == probe.key);
+    let deleted = ipvs.apply(&Operation::DeleteService(probe.key));
+    if !seen {
+        return Err(format!(
+            "IPVS scheduler {scheduler:?}: the probe virtual server was accepted but not created"
+        ));
+    }
+    deleted.map_err(|e| format!("cannot delete the IPVS probe virtual server: {e}"))
+}
+
 /// The sysctls upstream's IPVS proxier sets (path under /proc/sys, value),
 /// in its order, for a kernel of this `(major, minor)` version.
 pub fn required_sysctls(strict_arp: bool, kernel: (u32, u32)) -> Vec<(&'static str, u32)> {
@@ -165,6 +219,36 @@ mod tests {
             Err(error) => error.missing[0].contains("/proc/net/ip_vs"),
         };
         assert_eq!(names_proc, !present);
+    }
+
+    #[test]
+    fn the_scheduler_is_probed_unless_already_in_use() {
+        use crate::ipvs::reconcile::fake::FakeIpvs;
+
+        let mut ipvs = FakeIpvs::default();
+        assert_eq!(probe_scheduler(&mut ipvs, ""), Ok(()));
+        assert!(ipvs.state.services.is_empty(), "the probe is deleted");
+
+        ipvs.failing = vec!["\"lc\"".into()];
+        let error = probe_scheduler(&mut ipvs, "lc").unwrap_err();
+        assert!(error.contains("ip_vs_lc"), "{error}");
+
+        let in_use = VirtualServer {
+            key: ServiceKey {
+                address: "172.30.0.41".parse().unwrap(),
+                port: 80,
+                protocol: Protocol::Tcp,
+            },
+            scheduler: "lc".into(),
+            flags: 0,
+            timeout: 0,
+        };
+        ipvs.state.apply(&Operation::AddService(in_use));
+        assert_eq!(
+            probe_scheduler(&mut ipvs, "lc"),
+            Ok(()),
+            "already used: no probe"
+        );
     }
 
     #[test]
