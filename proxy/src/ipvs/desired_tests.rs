@@ -452,3 +452,43 @@ fn endpoint_addresses_are_real_servers_by_socket_address() {
         "10.180.0.1:8080".parse::<SocketAddr>().unwrap()
     );
 }
+
+#[test]
+fn ipv6_services_use_the_v6_family_only() {
+    let mut tracker = Tracker::new(IpFamily::V6, NODE);
+    tracker.apply_service(
+        &serde_json::from_value(json!({
+            "metadata": {"namespace": "ns", "name": "svc1"},
+            "spec": {"type": "NodePort", "clusterIP": "fd00::41", "clusterIPs": ["172.30.0.41", "fd00::41"],
+                     "ports": [{"name": "p80", "port": 80, "protocol": "TCP", "nodePort": 30080}]}
+        }))
+        .unwrap(),
+    );
+    tracker.apply_endpoint_slice(
+        &serde_json::from_value(json!({
+            "metadata": {"namespace": "ns", "name": "svc1-v6", "labels": {SERVICE_NAME_LABEL: "svc1"}},
+            "addressType": "IPv6",
+            "ports": [{"name": "p80", "port": 8080, "protocol": "TCP"}],
+            "endpoints": [{"addresses": ["fd00:180::1"], "nodeName": NODE}]
+        }))
+        .unwrap(),
+    );
+    let v6 = DesiredOptions {
+        family: IpFamily::V6,
+        node_port_ips: vec![ip("fd00:1::2")],
+        node_ip: Some(ip("fd00:1::2")),
+        local_addresses: BTreeSet::from([ip("fd00:1::2")]),
+        ..options()
+    };
+    let d = desired_state(&tracker, &v6);
+    assert_eq!(
+        servers(&d),
+        [
+            "[fd00::41]:80/TCP rr 0x0 0 -> [fd00:180::1]:8080:1",
+            "[fd00:1::2]:30080/TCP rr 0x0 0 -> [fd00:180::1]:8080:1",
+        ]
+    );
+    assert_eq!(set(&d, Set::ClusterIp), ["fd00::41,tcp:80"]);
+    assert_eq!(set(&d, Set::LoopBack), ["fd00:180::1,tcp:8080,fd00:180::1"]);
+    assert_eq!(addrs(&d), ["fd00::41"]);
+}

@@ -6,11 +6,15 @@
 //!
 //! Pure core: [`desired::desired_state`] computes what the kernel should
 //! hold, [`diff::diff`] the ordered operations from what it holds, and
-//! [`rules`] / [`ipsets`] the iptables and ipset texts. IO: the
-//! [`reconcile`] loop applies the operations through the [`reconcile::Ipvs`]
-//! and [`reconcile::Host`] traits; [`netlink`] talks to the kernel's IPVS
-//! generic-netlink family; [`system`] checks that the kernel has IPVS and
-//! lists the sysctls the mode needs.
+//! [`rules`] / [`ipsets`] the iptables and ipset texts; [`options`] reads
+//! them from the configuration. IO: the [`reconcile`] loop applies the
+//! operations through the [`reconcile::Ipvs`] trait ([`netlink`]: the
+//! kernel's IPVS generic-netlink family) and the [`reconcile::Host`] trait
+//! ([`host`]: `ip`, `ipset`, `iptables-restore`); [`system`] checks that
+//! the kernel can run the mode, probes the scheduler and lists the sysctls;
+//! [`cleanup`] removes what the mode made.
+//!
+//! Not wired into the proxier yet: `mode: ipvs` is still refused at start-up.
 
 pub mod cleanup;
 pub mod desired;
@@ -27,3 +31,5 @@ pub mod system;
 pub use desired::{DUMMY_INTERFACE, Desired, DesiredOptions, desired_state};
 pub use diff::{Current, CurrentService, DiffOptions, Operation, diff};
 pub use model::{RealServer, RealServerState, ServiceKey, VirtualServer};
+pub use options::IpvsOptions;
+pub use reconcile::{Host, Ipvs, SyncError, SyncReport, sync};
