@@ -94,6 +94,24 @@ fn read_kernel_config() -> Option<String> {
         .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
+/// Upstream needs ipset 6.0 or later (IPv6 support); `text` is
+/// `ipset --version` output such as `ipset v7.17, protocol version: 7`.
+pub fn check_ipset_version(text: &str) -> Result<(), String> {
+    let version = text
+        .split_whitespace()
+        .find_map(|word| word.strip_prefix('v'))
+        .map(|v| v.trim_end_matches(','))
+        .ok_or_else(|| format!("no ipset version in {:?}", text.trim()))?;
+    let mut parts = version.split('.').map(|p| p.parse::<u32>());
+    match (parts.next(), parts.next()) {
+        (Some(Ok(major)), Some(Ok(_minor))) if major >= 6 => Ok(()),
+        (Some(Ok(_)), Some(Ok(_))) => Err(format!(
+            "ipset version {version} is less than the minimum 6.0 the IPVS mode needs"
+        )),
+        _ => Err(format!("no ipset version in {:?}", text.trim())),
+    }
+}
+
 /// Upstream's CanUseIPVSProxier, after the kernel check: a virtual server
 /// with the configured scheduler can be made (its module loads on demand).
 /// When one already uses it (a restart), nothing is probed; otherwise a
@@ -249,6 +267,20 @@ mod tests {
             Ok(()),
             "already used: no probe"
         );
+    }
+
+    #[test]
+    fn ipset_must_be_6_or_later() {
+        assert_eq!(
+            check_ipset_version("ipset v7.17, protocol version: 7\n"),
+            Ok(())
+        );
+        assert!(
+            check_ipset_version("ipset v5.4, protocol version: 5")
+                .unwrap_err()
+                .contains("less than the minimum 6.0")
+        );
+        assert!(check_ipset_version("command not found").is_err());
     }
 
     #[test]
