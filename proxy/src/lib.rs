@@ -8,6 +8,7 @@ pub mod conntrack;
 pub mod exec;
 pub mod health;
 pub mod iptables;
+pub mod ipvs;
 pub mod metrics;
 pub mod nftables;
 pub mod proxier;
