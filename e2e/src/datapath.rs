@@ -803,6 +803,232 @@ pub async fn udp_follows_a_replaced_backend(cluster: &Cluster) {
     );
 }
 
+/// `understudy-testserver hold` running in the client pod: stdin kept open
+/// until [`Hold::finish`].
+struct Hold {
+    child: std::process::Child,
+    stdout: std::io::BufReader<std::process::ChildStdout>,
+}
+
+impl Hold {
+    async fn start(client: &Client, address: &str, echo: &str) -> Hold {
+        let mut child = Command::new(&client.kubectl)
+            .arg(format!("--kubeconfig={}", client.kubeconfig.display()))
+            .args(["-n", &client.namespace, "exec", "-i", &client.pod, "--"])
+            .args(["understudy-testserver", "hold", address, echo])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+        let first = tokio::time::timeout(
+            T,
+            tokio::task::spawn_blocking(move || {
+                use std::io::BufRead;
+                let mut line = String::new();
+                stdout.read_line(&mut line).map(|_| (line, stdout))
+            }),
+        )
+        .await
+        .expect("hold to start within the deadline")
+        .unwrap()
+        .unwrap();
+        assert!(
+            first.0.starts_with("holding "),
+            "hold did not start: {:?}",
+            first.0
+        );
+        Hold {
+            child,
+            stdout: first.1,
+        }
+    }
+
+    /// Closes stdin; the summary.
+    async fn finish(mut self) -> serde_json::Value {
+        drop(self.child.stdin.take());
+        let mut stdout = self.stdout;
+        let text = tokio::task::spawn_blocking(move || {
+            use std::io::Read;
+            let mut text = String::new();
+            stdout.read_to_string(&mut text).map(|_| text)
+        })
+        .await
+        .unwrap()
+        .unwrap();
+        let _ = self.child.wait();
+        serde_json::from_str(text.trim()).unwrap_or_else(|e| panic!("{e}: {text:?}"))
+    }
+}
+
+/// Kills the process when dropped (a test that fails midway leaves no kube-proxy behind).
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The chart's understudy-proxy pod on real node `index`, if any: (name, ready).
+async fn proxy_pod_on(client: &kube::Client, index: usize) -> Option<(String, bool)> {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), crate::chart::NAMESPACE);
+    let list = pods
+        .list(&kube::api::ListParams::default().labels("app.kubernetes.io/component=proxy"))
+        .await
+        .unwrap();
+    let node = format!("real-{index}");
+    list.items
+        .into_iter()
+        .find(|p| p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(node.as_str()))
+        .map(|p| {
+            (
+                p.metadata.name.clone().unwrap_or_default(),
+                pod_is_ready(&p),
+            )
+        })
+}
+
+/// Where the chart's proxy DaemonSet may run: `Some(node)` pins it to that
+/// node's name, `None` lets it back onto every real node.
+async fn pin_proxy_daemonset(client: &kube::Client, node: Option<&str>) {
+    let sets: Api<k8s_openapi::api::apps::v1::DaemonSet> =
+        Api::namespaced(client.clone(), crate::chart::NAMESPACE);
+    sets.patch(
+        "understudy-proxy",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"template": {"spec": {
+            "nodeSelector": {"kubernetes.io/hostname": node}}}}})),
+    )
+    .await
+    .unwrap();
+}
+
+/// Until node `index`'s rules do (or do not) contain `marker`.
+async fn wait_rules(cluster: &Cluster, index: usize, marker: &str, present: bool) {
+    crate::wait::until(
+        &format!("real-{index}'s rules to {}contain {marker}", if present { "" } else { "not " }),
+        T,
+        || async move { Ok((node_rules(cluster, index).contains(marker) == present).then_some(())) },
+    )
+    .await
+    .unwrap();
+}
+
+/// Requests a hand-over may lose: one minSyncPeriod (1 s) of `hold`'s 100 ms cadence.
+const HANDOVER_LOSS_ALLOWED: usize = 10;
+
+/// The client's node handed from understudy-proxy to kube-proxy and back,
+/// the way an operator would (start the new proxy, stop the old one,
+/// `--cleanup` its rules), while a client pod on it holds one connection
+/// and opens a new one every 100 ms to backends on the other node: the held
+/// connection never breaks and at most one sync period of new ones fail.
+pub async fn handover_keeps_connections(cluster: &Cluster) {
+    let local = cluster.local.as_ref().expect("the lab's own cluster");
+    let client = cluster.client().await;
+    let ns = TestNamespace::create(cluster, &client, "handover").await;
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns.name);
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns.name);
+    let services: Api<Service> = Api::namespaced(client.clone(), &ns.name);
+    let d = servers("web", "handover", SERVER_NODE, 2);
+    deployments
+        .create(&PostParams::default(), &d)
+        .await
+        .unwrap();
+    let mut addresses = Vec::new();
+    for (name, port, target) in [("web", 80, 9000), ("echo", 81, 9001)] {
+        let service: Service = serde_json::from_value(json!({
+            "metadata": {"name": name},
+            "spec": {"selector": {"tier": "handover"},
+                     "ports": [{"name": "tcp", "port": port, "protocol": "TCP", "targetPort": target}]},
+        }))
+        .unwrap();
+        let ip = services
+            .create(&PostParams::default(), &service)
+            .await
+            .unwrap()
+            .spec
+            .unwrap()
+            .cluster_ip
+            .unwrap();
+        addresses.push(format!("{ip}:{port}"));
+    }
+    let caller = Client::start(cluster, &ns.name, "client").await;
+    let all = wait_ready_pods(&pods, "tier=handover", 2).await;
+    wait_answer_set(&caller, &addresses[0], &all).await;
+    let hold = Hold::start(&caller, &addresses[0], &addresses[1]).await;
+    let netns = real_nodes(cluster).network.node(CLIENT_NODE).netns();
+
+    // understudy-proxy → kube-proxy.
+    let kube_proxy = KillOnDrop(
+        crate::realnode::kube_proxy_command(local, CLIENT_NODE, &[])
+            .unwrap()
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_rules(cluster, CLIENT_NODE, "KUBE-SVC-", true).await;
+    pin_proxy_daemonset(&client, Some(&format!("real-{SERVER_NODE}"))).await;
+    let c = &client;
+    crate::wait::until(
+        "understudy-proxy to leave the client's node",
+        T,
+        || async move { Ok(proxy_pod_on(c, CLIENT_NODE).await.is_none().then_some(())) },
+    )
+    .await
+    .unwrap();
+    let ours = crate::fixture::binaries_dir().join("understudy-proxy");
+    let out = Command::new("ip")
+        .args(["netns", "exec", &netns])
+        .arg(&ours)
+        .arg("--cleanup")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "understudy-proxy --cleanup: {out:?}");
+    wait_rules(cluster, CLIENT_NODE, "US-", false).await;
+
+    // kube-proxy → understudy-proxy.
+    pin_proxy_daemonset(&client, None).await;
+    crate::wait::until(
+        "understudy-proxy ready on the client's node",
+        T,
+        || async move {
+            Ok(proxy_pod_on(c, CLIENT_NODE)
+                .await
+                .is_some_and(|(_, ready)| ready)
+                .then_some(()))
+        },
+    )
+    .await
+    .unwrap();
+    wait_rules(cluster, CLIENT_NODE, "US-SVC-", true).await;
+    drop(kube_proxy);
+    let out = crate::realnode::kube_proxy_command(local, CLIENT_NODE, &["--cleanup"])
+        .unwrap()
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "kube-proxy --cleanup: {out:?}");
+    wait_rules(cluster, CLIENT_NODE, "KUBE-SVC-", false).await;
+    // Still served, now by ours alone.
+    wait_answer_set(&caller, &addresses[0], &all).await;
+
+    let summary = hold.finish().await;
+    eprintln!("hand-over while holding a connection: {summary}");
+    assert_eq!(
+        summary["heldFailedAtMs"],
+        serde_json::Value::Null,
+        "the held connection broke: {summary}"
+    );
+    assert!(summary["heldOk"].as_u64().unwrap_or(0) > 0, "{summary}");
+    let lost = summary["newFailedAtMs"].as_array().map_or(0, Vec::len);
+    assert!(
+        lost <= HANDOVER_LOSS_ALLOWED,
+        "{lost} new connections failed during the hand-over: {summary}"
+    );
+}
+
 /// The first line the server sends on a plain TCP connection.
 async fn read_answer(address: &str) -> Option<String> {
     use tokio::io::AsyncReadExt;

@@ -48,8 +48,9 @@ enum Command {
     /// a data-path test tallies for spread, affinity and source addresses.
     /// Until stdin closes: one TCP connection to `echo` held open and
     /// answering a line every interval, and a new connection to `address`
-    /// every interval; then a JSON summary of what failed and when — what a
-    /// hand-over between proxies must not break.
+    /// every interval; prints "holding <backend>" once the held connection
+    /// answered, and at the end a JSON summary of what failed and when —
+    /// what a hand-over between proxies must not break.
     Hold {
         /// host:port of a Service in front of `serve`'s TCP port.
         address: String,
@@ -205,6 +206,9 @@ mod hold {
                     held_ok += 1;
                     if held_by.is_empty() {
                         held_by = line.split_whitespace().next().unwrap_or_default().into();
+                        // The caller waits for this before it changes anything.
+                        println!("holding {held_by}");
+                        let _ = std::io::stdout().flush();
                     }
                 } else {
                     held_failed_at = Some(at);

@@ -425,29 +425,38 @@ async fn start_node(
     )?;
     s.probe(&kubelet.name, format!("http://{}:10248/healthz", node.ip()));
     if ctx.kube_proxy {
-        start_kube_proxy(s, node, ctx, &paths).await?;
+        start_kube_proxy(s, node, ctx).await?;
     }
     Ok(kubelet)
 }
 
-/// Upstream kube-proxy (iptables mode) as a process in the node's namespaces.
-async fn start_kube_proxy(
-    s: &mut Starter<'_>,
+/// Where kube-proxy reaches the apiserver from, and with what.
+struct KubeProxySetup<'a> {
+    cluster_name: &'a str,
+    apiserver_port: u16,
+    pki: &'a crate::certs::Pki,
+    cluster_cidr: &'a str,
+    mode: crate::chart::ProxyMode,
+}
+
+/// Writes kube-proxy's configuration and kubeconfig for `node`; returns
+/// nsenter's arguments that run it (plus `extra` flags) in the node's namespaces.
+fn kube_proxy_args(
+    setup: &KubeProxySetup<'_>,
     node: &NodePlan,
-    ctx: &StartContext<'_>,
-    paths: &config::NodePaths,
-) -> Result<(), LabError> {
-    let name = node.name();
-    let pki = ctx.pki;
-    let nsenter = Path::new("/usr/bin/nsenter");
+    kube_proxy: &Path,
+    extra: &[&str],
+) -> Result<Vec<String>, LabError> {
+    let paths = config::NodePaths { dir: node.dir() };
+    let pki = setup.pki;
     write_file(
         paths.kube_proxy_config(),
-        config::kube_proxy_yaml(paths, node, &ctx.cluster_cidr, ctx.proxy_mode),
+        config::kube_proxy_yaml(&paths, node, setup.cluster_cidr, setup.mode),
     )?;
     kubeconfig::write_for(
         &paths.kube_proxy_kubeconfig(),
-        ctx.cluster_name,
-        &format!("https://127.0.0.1:{}", ctx.apiserver_port),
+        setup.cluster_name,
+        &format!("https://127.0.0.1:{}", setup.apiserver_port),
         &pki.ca_cert(),
         "kube-proxy",
         (
@@ -456,21 +465,74 @@ async fn start_kube_proxy(
         ),
     )
     .map_err(|e| LabError::Io(format!("writing kube-proxy's kubeconfig: {e}")))?;
+    let mut args = vec![
+        format!("--config={}", paths.kube_proxy_config().display()),
+        "--v=1".into(),
+    ];
+    args.extend(extra.iter().map(|a| a.to_string()));
+    Ok(in_node(
+        &paths,
+        node,
+        &kube_proxy.display().to_string(),
+        args,
+    ))
+}
+
+const NSENTER: &str = "/usr/bin/nsenter";
+
+/// Upstream kube-proxy as a process in the node's namespaces.
+async fn start_kube_proxy(
+    s: &mut Starter<'_>,
+    node: &NodePlan,
+    ctx: &StartContext<'_>,
+) -> Result<(), LabError> {
+    let setup = KubeProxySetup {
+        cluster_name: ctx.cluster_name,
+        apiserver_port: ctx.apiserver_port,
+        pki: ctx.pki,
+        cluster_cidr: &ctx.cluster_cidr,
+        mode: ctx.proxy_mode,
+    };
+    let args = kube_proxy_args(&setup, node, &s.toolchain_bin("kube-proxy"), &[])?;
     let proxy = s.spawn(
-        &format!("kube-proxy/{name}"),
-        nsenter,
-        in_node(
-            paths,
-            node,
-            &s.toolchain_bin("kube-proxy").display().to_string(),
-            vec![
-                format!("--config={}", paths.kube_proxy_config().display()),
-                "--v=1".into(),
-            ],
-        ),
+        &format!("kube-proxy/{}", node.name()),
+        Path::new(NSENTER),
+        args,
     )?;
     s.probe(&proxy.name, format!("http://{}:10256/healthz", node.ip()));
     Ok(())
+}
+
+/// Upstream kube-proxy for real node `index` of a running lab, configured
+/// as the lab starts it (in the lab's proxy mode), with `extra` flags, as a
+/// command to run — for tests that hand a node between proxies and start,
+/// stop or `--cleanup` kube-proxy themselves.
+pub fn kube_proxy_command(
+    state: &crate::state::ClusterState,
+    index: usize,
+    extra: &[&str],
+) -> Result<std::process::Command, LabError> {
+    let nodes = (state.real_nodes.as_ref())
+        .ok_or_else(|| LabError::Io("the lab has no real nodes".into()))?;
+    let pki = crate::certs::Pki {
+        dir: state.state_dir.join("pki"),
+    };
+    let setup = KubeProxySetup {
+        cluster_name: &state.name,
+        apiserver_port: state.ports.get("apiserver").copied().unwrap_or_default(),
+        pki: &pki,
+        cluster_cidr: &nodes.network.cluster_cidr(),
+        mode: state.proxy_mode,
+    };
+    let args = kube_proxy_args(
+        &setup,
+        &nodes.network.node(index),
+        &state.toolchain_dir.join("kube-proxy"),
+        extra,
+    )?;
+    let mut command = std::process::Command::new(NSENTER);
+    command.args(args);
+    Ok(command)
 }
 
 /// Loads an image archive into the node's containerd, in the namespace the
