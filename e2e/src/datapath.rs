@@ -1029,6 +1029,63 @@ pub async fn handover_keeps_connections(cluster: &Cluster) {
     );
 }
 
+/// A healthCheckNodePort another process holds on a node: the proxy there
+/// says so with upstream's Warning Event on the Service, and opens the port
+/// once it is free.
+pub async fn taken_health_check_port_is_reported(cluster: &Cluster) {
+    let client = cluster.client().await;
+    let ns = TestNamespace::create(cluster, &client, "hcport").await;
+    let services: Api<Service> = Api::namespaced(client.clone(), &ns.name);
+    let node = real_nodes(cluster).network.node(SERVER_NODE);
+    let netns = std::path::PathBuf::from(format!("/run/netns/{}", node.netns()));
+    // A port from the NodePort range that is free on the node and in the
+    // cluster: held on the node first, then asked for by the Service.
+    let mut attempt = 0u16;
+    let (port, listener) = loop {
+        attempt += 1;
+        assert!(attempt < 50, "no free health check port found");
+        let port = 30000
+            + (std::process::id() as u16)
+                .wrapping_mul(7)
+                .wrapping_add(attempt * 13)
+                % 2700;
+        let Ok(mut held) = crate::realnode::forward::bind_in_netns(
+            &netns,
+            &[std::net::SocketAddr::from(([0, 0, 0, 0], port))],
+        ) else {
+            continue;
+        };
+        let service: Service = serde_json::from_value(json!({
+            "metadata": {"name": "taken"},
+            "spec": {"type": "LoadBalancer", "externalTrafficPolicy": "Local",
+                     "healthCheckNodePort": port, "selector": {"tier": "none"},
+                     "ports": [{"name": "tcp", "port": 80, "protocol": "TCP", "targetPort": 9000}]},
+        }))
+        .unwrap();
+        match services.create(&PostParams::default(), &service).await {
+            Ok(_) => break (port, held.remove(0)),
+            Err(kube::Error::Api(e)) if e.code == 422 => continue,
+            Err(e) => panic!("creating the Service: {e}"),
+        }
+    };
+    crate::pods::wait_event_with(
+        &client,
+        &ns.name,
+        "taken",
+        "FailedToStartServiceHealthcheck",
+        &format!(
+            "node {} failed to start healthcheck \"{}/taken\" on port {port}: ",
+            node.name(),
+            ns.name
+        ),
+        T,
+    )
+    .await
+    .unwrap();
+    drop(listener);
+    local_endpoints_reported(&format!("http://{}:{port}/", node.ip()), 503, 0).await;
+}
+
 /// The first line the server sends on a plain TCP connection.
 async fn read_answer(address: &str) -> Option<String> {
     use tokio::io::AsyncReadExt;

@@ -34,3 +34,9 @@ async fn udp_follows_a_replaced_backend_through_kube_proxy() {
     let Some(cluster) = cluster() else { return };
     datapath::udp_follows_a_replaced_backend(cluster).await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_taken_health_check_port_is_reported_by_kube_proxy() {
+    let Some(cluster) = cluster() else { return };
+    datapath::taken_health_check_port_is_reported(cluster).await;
+}

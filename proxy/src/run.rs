@@ -41,6 +41,8 @@ struct Shared {
     metrics: Metrics,
     component_health: understudy_component_base::Health,
     service_health: ServiceHealthServers,
+    events: understudy_component_base::events::EventRecorder,
+    node_name: String,
 }
 
 impl Shared {
@@ -148,6 +150,31 @@ impl Shared {
         }
     }
 
+    /// As upstream: an error log and a Warning Event on the Service.
+    fn report_health_check(&self, failed: &service_health::FailedToListen) {
+        tracing::error!(
+            error = %failed.error,
+            node = %self.node_name,
+            service = %failed.service,
+            port = failed.port,
+            "Failed to start healthcheck"
+        );
+        let service = k8s_openapi::api::core::v1::ObjectReference {
+            api_version: Some("v1".into()),
+            kind: Some("Service".into()),
+            namespace: Some(failed.service.namespace.clone()),
+            name: Some(failed.service.name.clone()),
+            ..Default::default()
+        };
+        self.events.record(
+            &service,
+            understudy_component_base::events::EventType::Warning,
+            service_health::FailedToListen::REASON,
+            service_health::FailedToListen::ACTION,
+            failed.message(&self.node_name),
+        );
+    }
+
     /// One sync and its bookkeeping; false asks the runner for a retry.
     fn sync(&self) -> bool {
         let start = Instant::now();
@@ -175,8 +202,9 @@ impl Shared {
                     self.metrics.programmed(at, now);
                 }
                 self.component_health.set(RULES_SYNCED, true);
-                for problem in self.service_health.sync(&health_checks) {
-                    tracing::error!(%problem, "healthCheckNodePort server");
+                let failed = self.service_health.sync(&health_checks);
+                for failed in &failed {
+                    self.report_health_check(failed);
                 }
                 tracing::info!(
                     full = report.full,
@@ -184,7 +212,9 @@ impl Shared {
                     written = ?report.written,
                     "SyncProxyRules complete"
                 );
-                true
+                // A port that could not be opened is tried again a sync
+                // period later, not only when some Service next changes.
+                failed.is_empty()
             }
             SyncOutcome::Failed { full, error } => {
                 self.metrics.failed(full, start.elapsed());
@@ -348,6 +378,8 @@ pub async fn run(
         health,
         metrics,
         component_health: ctx.health.clone(),
+        events: ctx.events.clone(),
+        node_name: node_name.clone(),
     });
     tracing::info!(node = %node_name, ?intervals, "{} proxier running", mode_name(mode));
     // As upstream's "Starting" Event on the Node it serves.

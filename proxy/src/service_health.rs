@@ -77,6 +77,30 @@ struct Instance {
 }
 
 /// The running servers, one per health-checked Service.
+/// A healthCheckNodePort that could not be opened (taken by another
+/// process, say): upstream reports it as a Warning Event on the Service.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FailedToListen {
+    pub service: ServiceName,
+    pub port: u16,
+    pub error: String,
+}
+
+impl FailedToListen {
+    /// Upstream's Event reason.
+    pub const REASON: &'static str = "FailedToStartServiceHealthcheck";
+    /// Upstream's Event action.
+    pub const ACTION: &'static str = "Listen";
+
+    /// Upstream's Event message, word for word.
+    pub fn message(&self, node: &str) -> String {
+        format!(
+            "node {node} failed to start healthcheck \"{}\" on port {}: {}",
+            self.service, self.port, self.error
+        )
+    }
+}
+
 pub struct ServiceHealthServers {
     runtime: tokio::runtime::Handle,
     proxy_healthy: Arc<dyn Fn() -> bool + Send + Sync>,
@@ -99,7 +123,7 @@ impl ServiceHealthServers {
     /// Starts servers for new Services, stops those of Services gone (or
     /// moved to another port), and updates the endpoint counts. A port that
     /// cannot be bound is reported and tried again on the next sync.
-    pub fn sync(&self, wanted: &BTreeMap<ServiceName, (u16, usize)>) -> Vec<String> {
+    pub fn sync(&self, wanted: &BTreeMap<ServiceName, (u16, usize)>) -> Vec<FailedToListen> {
         let mut problems = Vec::new();
         let mut instances = self.instances.lock().unwrap();
         instances.retain(|name, instance| {
@@ -120,7 +144,11 @@ impl ServiceHealthServers {
                 Ok(instance) => {
                     instances.insert(name.clone(), instance);
                 }
-                Err(e) => problems.push(format!("health check port {port} of {name}: {e}")),
+                Err(e) => problems.push(FailedToListen {
+                    service: name.clone(),
+                    port: *port,
+                    error: e.to_string(),
+                }),
             }
         }
         problems
@@ -212,6 +240,29 @@ mod tests {
             answer(&ServiceName::new("ns", "lb"), 0, true).status(),
             StatusCode::SERVICE_UNAVAILABLE
         );
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_taken_port_is_reported_in_upstreams_words_and_retried() {
+        let servers =
+            ServiceHealthServers::new(tokio::runtime::Handle::current(), Arc::new(|| true));
+        let taken = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
+        let port = taken.local_addr().unwrap().port();
+        let name = ServiceName::new("ns", "lb");
+        let wanted: BTreeMap<_, _> = [(name.clone(), (port, 1))].into();
+        let failed = servers.sync(&wanted);
+        assert_eq!(failed.len(), 1, "{failed:?}");
+        assert_eq!((failed[0].service.clone(), failed[0].port), (name, port));
+        let message = failed[0].message("real-0");
+        assert!(
+            message.starts_with(&format!(
+                "node real-0 failed to start healthcheck \"ns/lb\" on port {port}: "
+            )),
+            "{message}"
+        );
+        // Freed: the next sync opens it.
+        drop(taken);
+        assert_eq!(servers.sync(&wanted), vec![]);
     }
 
     #[tokio::test(flavor = "multi_thread")]
