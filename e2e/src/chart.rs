@@ -169,6 +169,11 @@ pub fn lab_values(
         "proxy": {
             "enabled": enabled.contains(&Understudy::Proxy),
             "mode": state.proxy_mode.as_str(),
+            // As the lab's kube-proxy: nf_conntrack_max is the machine's, read-only in a node's namespace.
+            "config": {"conntrack": {
+                "maxPerCore": 0,
+                "udpStreamTimeout": crate::realnode::config::LAB_UDP_STREAM_TIMEOUT,
+            }},
             "nodeSelector": on_real_nodes,
             // The lab's host has no /lib/modules; a hostPath without it would
             // make containerd create the directory on the host.

@@ -1086,6 +1086,40 @@ pub async fn taken_health_check_port_is_reported(cluster: &Cluster) {
     local_endpoints_reported(&format!("http://{}:{port}/", node.ip()), 503, 0).await;
 }
 
+/// The conntrack settings a proxy makes at start-up, in every real node's
+/// namespace: upstream's TCP timeouts by default (24 h established, 1 h
+/// close-wait; the kernel's are 5 days and 60 s) and the UDP stream timeout
+/// the lab's configuration file asks for.
+pub async fn conntrack_settings_applied(cluster: &Cluster) {
+    let network = real_nodes(cluster).network;
+    let stream: u64 = crate::realnode::config::LAB_UDP_STREAM_TIMEOUT
+        .trim_end_matches('s')
+        .parse()
+        .unwrap();
+    for index in [SERVER_NODE, CLIENT_NODE] {
+        let netns = network.node(index).netns();
+        let netns = netns.as_str();
+        for (name, want) in [
+            ("nf_conntrack_tcp_timeout_established", 86400),
+            ("nf_conntrack_tcp_timeout_close_wait", 3600),
+            ("nf_conntrack_udp_timeout_stream", stream),
+        ] {
+            // The proxy may still be starting.
+            crate::wait::until(&format!("{name} = {want} in {netns}"), T, || async move {
+                let out = Command::new("ip")
+                    .args(["netns", "exec", netns, "cat"])
+                    .arg(format!("/proc/sys/net/netfilter/{name}"))
+                    .output()
+                    .map_err(|e| e.to_string())?;
+                let value: Option<u64> = String::from_utf8_lossy(&out.stdout).trim().parse().ok();
+                Ok((value == Some(want)).then_some(()))
+            })
+            .await
+            .unwrap();
+        }
+    }
+}
+
 /// The first line the server sends on a plain TCP connection.
 async fn read_answer(address: &str) -> Option<String> {
     use tokio::io::AsyncReadExt;

@@ -86,3 +86,9 @@ async fn a_taken_health_check_port_is_reported_by_understudy_proxy() {
     let Some(cluster) = cluster() else { return };
     datapath::taken_health_check_port_is_reported(cluster).await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn conntrack_settings_are_applied_by_understudy_proxy() {
+    let Some(cluster) = cluster() else { return };
+    datapath::conntrack_settings_applied(cluster).await;
+}

@@ -267,6 +267,12 @@ pub fn node_info(node: &Node) -> NodeInfo {
 /// localhost (no route_localnet) and drops no INVALID packets; it checks
 /// the kernel instead, as upstream.
 fn prepare_node(config: &KubeProxyConfiguration, family: IpFamily) -> anyhow::Result<bool> {
+    // Upstream's platformSetup, before any proxier exists.
+    crate::conntrack::sysctls::apply(
+        &config.conntrack,
+        crate::conntrack::sysctls::online_cpus(),
+        &mut crate::conntrack::sysctls::SystemKnobs,
+    )?;
     if config.mode == ProxyMode::Nftables {
         if std::env::var_os(crate::proxier::SKIP_KERNEL_CHECK_ENV).is_none_or(|v| v.is_empty()) {
             let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();

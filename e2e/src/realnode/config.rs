@@ -197,6 +197,11 @@ pub fn kubelet_yaml(paths: &NodePaths, node: &NodePlan, files: &KubeletFiles) ->
     serde_yaml::to_string(&conf).expect("static YAML")
 }
 
+/// The lab's proxies (kube-proxy's file and the chart's `proxy.config`) set
+/// conntrack's UDP stream timeout away from the kernel's 120 s, so a test
+/// sees each proxy apply its configuration file.
+pub const LAB_UDP_STREAM_TIMEOUT: &str = "150s";
+
 /// KubeProxyConfiguration (kubeproxy.config.k8s.io/v1alpha1) for upstream
 /// kube-proxy on a real node, until understudy-proxy takes its place.
 pub fn kube_proxy_yaml(
@@ -217,7 +222,7 @@ pub fn kube_proxy_yaml(
         "healthzBindAddress": format!("{ip}:10256"),
         "metricsBindAddress": format!("{ip}:10249"),
         // nf_conntrack_max is the machine's, read-only in a namespace: leave it.
-        "conntrack": {"maxPerCore": 0},
+        "conntrack": {"maxPerCore": 0, "udpStreamTimeout": LAB_UDP_STREAM_TIMEOUT},
     });
     serde_yaml::to_string(&conf).expect("static YAML")
 }

@@ -104,6 +104,8 @@ pub struct ConntrackConfig {
     pub tcp_close_wait_timeout: Duration,
     pub udp_timeout: Duration,
     pub udp_stream_timeout: Duration,
+    /// Sets nf_conntrack_tcp_be_liberal to 1 (never back to 0, as upstream).
+    pub tcp_be_liberal: bool,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -213,6 +215,7 @@ impl Default for KubeProxyConfiguration {
                 tcp_close_wait_timeout: Duration::from_secs(3600),
                 udp_timeout: Duration::ZERO,
                 udp_stream_timeout: Duration::ZERO,
+                tcp_be_liberal: false,
             },
             detect_local: DetectLocalMode::ClusterCidr,
             hostname_override: None,
@@ -387,12 +390,6 @@ fn refuse_unsupported(raw: &RawConfig) -> Result<(), ConfigError> {
         ),
         ("winkernel", raw.winkernel.as_ref()),
         ("oomScoreAdj", raw.oom_score_adj.as_ref()),
-        (
-            "conntrack.tcpBeLiberal",
-            raw.conntrack
-                .as_ref()
-                .and_then(|c| c.tcp_be_liberal.as_ref()),
-        ),
         ("configSyncPeriod", raw.config_sync_period.as_ref()),
         ("portRange", raw.port_range.as_ref()),
         ("windowsRunAsService", raw.windows_run_as_service.as_ref()),
@@ -537,6 +534,17 @@ fn resolve(raw: RawConfig, errors: &mut Errors) -> KubeProxyConfiguration {
             ct.udp_stream_timeout.as_ref(),
             Duration::ZERO,
         ),
+        tcp_be_liberal: match ct.tcp_be_liberal.as_ref() {
+            None | Some(serde_yaml::Value::Null) => false,
+            Some(serde_yaml::Value::Bool(b)) => *b,
+            Some(other) => {
+                errors.push(
+                    "conntrack.tcpBeLiberal",
+                    format!("{other:?} is not a boolean"),
+                );
+                false
+            }
+        },
     };
 
     let mut node_port_addresses: Vec<NodePortAddress> = Vec::new();

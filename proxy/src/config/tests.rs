@@ -100,6 +100,7 @@ conntrack:
   tcpCloseWaitTimeout: 30m
   udpTimeout: 30s
   udpStreamTimeout: 2m
+  tcpBeLiberal: true
 detectLocalMode: BridgeInterface
 detectLocal:
   bridgeInterface: cbr0
@@ -172,6 +173,7 @@ detectLocal:
             tcp_close_wait_timeout: Duration::from_secs(1800),
             udp_timeout: Duration::from_secs(30),
             udp_stream_timeout: Duration::from_secs(120),
+            tcp_be_liberal: true,
         }
     );
     assert_eq!(
@@ -304,10 +306,6 @@ fn each_unsupported_field_is_refused_by_name() {
         ),
         ("winkernel:\n  networkName: l2bridge\n", "winkernel"),
         ("oomScoreAdj: -999\n", "oomScoreAdj"),
-        (
-            "conntrack:\n  tcpBeLiberal: true\n",
-            "conntrack.tcpBeLiberal",
-        ),
         ("configSyncPeriod: 15m0s\n", "configSyncPeriod"),
         ("portRange: 30000-32767\n", "portRange"),
         ("windowsRunAsService: true\n", "windowsRunAsService"),

@@ -46,10 +46,6 @@ pub const UNSUPPORTED_FIELDS: &[(&str, &str)] = &[
         "understudy-proxy does not set its OOM score; set it in the pod spec",
     ),
     (
-        "conntrack.tcpBeLiberal",
-        "setting nf_conntrack_tcp_be_liberal is not implemented",
-    ),
-    (
         "configSyncPeriod",
         "informers do not resync; watches are the only source",
     ),

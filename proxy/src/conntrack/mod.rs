@@ -12,6 +12,7 @@
 
 mod netlink;
 mod stale;
+pub mod sysctls;
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
