@@ -420,15 +420,14 @@ pub async fn run(
             .labels("!service.kubernetes.io/headless,!service.kubernetes.io/service-proxy-name"),
         move |c| s.on_slice(c),
     ));
-    if mode == ProxyMode::Nftables {
-        // Only this mode uses them (upstream watches them in every mode).
-        let s = shared.clone();
-        tasks.spawn(watch_objects(
-            Api::<ServiceCIDR>::all(client.clone()),
-            watcher::Config::default(),
-            move |c| s.on_service_cidr(c),
-        ));
-    }
+    // Watched in every mode, as upstream (only the nftables mode uses them),
+    // so the API sees the same requests whichever mode runs.
+    let s = shared.clone();
+    tasks.spawn(watch_objects(
+        Api::<ServiceCIDR>::all(client.clone()),
+        watcher::Config::default(),
+        move |c| s.on_service_cidr(c),
+    ));
     let s = shared.clone();
     tasks.spawn(watch_objects(
         Api::<Node>::all(client),
