@@ -82,7 +82,7 @@ fn applied(calls: &[Call]) -> Vec<&str> {
 fn backend(p: &mut Proxier<FakeExec>) -> &mut NftablesBackend<FakeExec> {
     match &mut p.backend {
         Backend::Nftables(b) => b,
-        Backend::Iptables(_) => panic!("the iptables backend"),
+        _ => panic!("not the nftables backend"),
     }
 }
 
