@@ -79,8 +79,17 @@ impl<E: Exec> IpvsBackend<E> {
 
 /// What can be checked before anything is touched (upstream's
 /// CanUseIPVSProxier, less its scheduler probe): a kernel with IPVS and what
-/// goes with it, and ipset 6.0 or later.
+/// goes with it, and ipset 6.0 or later. When IPVS is a module not loaded
+/// yet, `modprobe -va ip_vs` loads it first, as upstream's IPVS handle does
+/// (the chart mounts the host's /lib/modules for it); on a kernel without
+/// it that changes nothing.
 pub fn preflight<E: Exec>(exec: E) -> Result<(), String> {
+    if !std::path::Path::new("/proc/net/ip_vs").exists() {
+        let args = ["-va".to_string(), "ip_vs".to_string()];
+        if let Ok(out) = exec.run("modprobe", &args, None) {
+            tracing::debug!(code = ?out.code, stderr = out.stderr.trim(), "modprobe -va ip_vs");
+        }
+    }
     system::check_this_kernel().map_err(|e| e.to_string())?;
     let out = exec
         .run("ipset", &["--version".to_string()], None)
