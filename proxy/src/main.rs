@@ -130,7 +130,18 @@ fn main() -> ExitCode {
         }
     };
     if args.cleanup {
-        return match proxier::cleanup(SystemExec::default()) {
+        let ipvs = match proxier::ipvs_backend::open_for_cleanup() {
+            Ok(ipvs) => ipvs,
+            Err(e) => {
+                eprintln!("understudy-proxy: cleanup: IPVS: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let mut ipvs = ipvs;
+        let ipvs_ref = ipvs
+            .as_mut()
+            .map(|i| i as &mut dyn understudy_proxy::ipvs::Ipvs);
+        return match proxier::cleanup(SystemExec::default(), ipvs_ref) {
             Ok(deleted) => {
                 for what in &deleted {
                     println!("removed {what}");

@@ -349,7 +349,18 @@ pub async fn run(
 
     // As upstream's platformCleanup: what the other mode left (the node
     // switched modes) would keep answering beside ours. Best-effort.
-    match crate::proxier::cleanup_other_mode(config.mode, SystemExec::default()) {
+    // Only the nftables mode removes IPVS leftovers.
+    let mut ipvs = match config.mode {
+        ProxyMode::Nftables => {
+            crate::proxier::ipvs_backend::open_for_cleanup().unwrap_or_else(|error| {
+                tracing::warn!(%error, "cannot open IPVS to remove the IPVS mode's leftovers");
+                None
+            })
+        }
+        _ => None,
+    };
+    let ipvs_ref = ipvs.as_mut().map(|i| i as &mut dyn crate::ipvs::Ipvs);
+    match crate::proxier::cleanup_other_mode(config.mode, SystemExec::default(), ipvs_ref) {
         Ok(removed) if !removed.is_empty() => {
             tracing::info!(?removed, "removed the other proxy mode's rules")
         }

@@ -406,3 +406,68 @@ fn cleanup_unlinks_our_chains_then_removes_servers_sets_and_interface() {
         "our chains are deleted"
     );
 }
+
+#[test]
+fn cleanup_of_every_mode_unlinks_then_deletes_chains_then_ipvs_leftovers() {
+    let fake = FakeExec::default();
+    // Every chain exists; each IPVS jump is found once (the latest
+    // matching rule answers).
+    fake.answer("iptables -w 5 -t", 0, "");
+    fake.fail("iptables -w 5 -t filter -C", 1, "");
+    fake.fail("iptables -w 5 -t nat -C", 1, "");
+    for rule in crate::ipvs::rules::jump_rules() {
+        let args = rule.args().join(" ");
+        let check = format!("iptables -w 5 -t {} -C {} {args}", rule.table, rule.from);
+        fake.fail_once(&check, 0, "");
+    }
+    fake.answer(
+        "iptables-save -t filter",
+        0,
+        "*filter\n:INPUT ACCEPT [0:0]\n:US-IPVS-FILTER - [0:0]\nCOMMIT\n",
+    );
+    fake.answer("iptables-save -t nat", 0, "");
+    fake.answer("iptables-save -t mangle", 0, "");
+    fake.answer(
+        "ipset save",
+        0,
+        "create US-CLUSTER-IP hash:ip,port family inet\nadd US-CLUSTER-IP 10.96.0.10,tcp:80\n",
+    );
+    fake.answer("nft list tables", 0, "");
+    let mut ipvs = FakeIpvs::default();
+    for k in [
+        key(WEB.0, WEB.1, WEB.2),
+        key("10.96.0.1", 443, Protocol::Tcp),
+    ] {
+        ipvs.state.apply(&Operation::AddService(VirtualServer {
+            key: k,
+            scheduler: "rr".into(),
+            flags: 0,
+            timeout: 0,
+        }));
+    }
+    let removed = cleanup(&fake, Some(&mut ipvs)).unwrap();
+    assert_eq!(
+        removed,
+        [
+            "filter/US-IPVS-FILTER",
+            "ipvs 10.96.0.10:80/TCP",
+            "ipset US-CLUSTER-IP"
+        ]
+    );
+    let left: Vec<ServiceKey> = ipvs.state.services.keys().copied().collect();
+    assert_eq!(left, [key("10.96.0.1", 443, Protocol::Tcp)], "not ours");
+
+    let lines = fake.take_lines();
+    let at = |what: &str| {
+        (lines.iter())
+            .position(|l| l.starts_with(what))
+            .unwrap_or_else(|| panic!("no {what:?} in {lines:?}"))
+    };
+    let unlinked = at("iptables -w 5 -t filter -D INPUT");
+    let chains_deleted = at("iptables-restore");
+    let interface_deleted = at("ip link del understudy-ipvs0");
+    let sets_destroyed = at("ipset destroy US-CLUSTER-IP");
+    assert!(unlinked < chains_deleted, "{lines:?}");
+    assert!(chains_deleted < interface_deleted, "{lines:?}");
+    assert!(interface_deleted < sets_destroyed, "{lines:?}");
+}

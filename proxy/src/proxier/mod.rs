@@ -306,16 +306,21 @@ pub fn cleanup_nftables<E: Exec>(exec: E) -> Result<Vec<String>, ToolError> {
 /// the IPVS mode's jumps first, since the iptables mode's cleanup deletes
 /// every `US-` chain (the IPVS mode's too) and cannot delete one a jump
 /// still points to; then the IPVS mode's virtual servers, dummy interface
-/// and sets (skipped on a kernel without IPVS, as upstream).
-pub fn cleanup_iptables_based<E: Exec>(exec: E) -> Result<Vec<String>, String> {
+/// and sets (skipped without `ipvs`: on a kernel without IPVS, as upstream;
+/// [`ipvs_backend::open_for_cleanup`] opens it in this thread's network
+/// namespace).
+pub fn cleanup_iptables_based<E: Exec>(
+    exec: E,
+    ipvs: Option<&mut dyn crate::ipvs::Ipvs>,
+) -> Result<Vec<String>, String> {
     let iptables = Iptables { exec: &exec };
     tolerate_missing(ipvs_backend::delete_jumps(&iptables).map(|()| Vec::new()))
         .map_err(|e| e.to_string())?;
     let mut removed = cleanup_iptables(&exec).map_err(|e| e.to_string())?;
-    if let Some(mut ipvs) = ipvs_backend::open_for_cleanup()? {
+    if let Some(ipvs) = ipvs {
         let mut host = crate::ipvs::host::ToolHost::new(&exec);
         removed.extend(ipvs_backend::cleanup_leftovers(
-            &mut ipvs,
+            ipvs,
             &mut host,
             crate::tracker::IpFamily::V4,
         )?);
@@ -325,8 +330,11 @@ pub fn cleanup_iptables_based<E: Exec>(exec: E) -> Result<Vec<String>, String> {
 
 /// `--cleanup`: everything of ours in every mode (upstream's
 /// CleanupLeftovers of every mode), everyone else's left as it was.
-pub fn cleanup<E: Exec>(exec: E) -> Result<Vec<String>, String> {
-    let mut removed = cleanup_iptables_based(&exec)?;
+pub fn cleanup<E: Exec>(
+    exec: E,
+    ipvs: Option<&mut dyn crate::ipvs::Ipvs>,
+) -> Result<Vec<String>, String> {
+    let mut removed = cleanup_iptables_based(&exec, ipvs)?;
     removed.extend(cleanup_nftables(&exec).map_err(|e| e.to_string())?);
     Ok(removed)
 }
@@ -336,9 +344,14 @@ pub fn cleanup<E: Exec>(exec: E) -> Result<Vec<String>, String> {
 /// upstream, the iptables and IPVS modes (both iptables-based, sharing
 /// chain names) clean only the nftables mode's; the nftables mode cleans
 /// both of theirs.
-pub fn cleanup_other_mode<E: Exec>(mode: ProxyMode, exec: E) -> Result<Vec<String>, String> {
+/// `ipvs` is used by the nftables mode only.
+pub fn cleanup_other_mode<E: Exec>(
+    mode: ProxyMode,
+    exec: E,
+    ipvs: Option<&mut dyn crate::ipvs::Ipvs>,
+) -> Result<Vec<String>, String> {
     match mode {
-        ProxyMode::Nftables => cleanup_iptables_based(exec),
+        ProxyMode::Nftables => cleanup_iptables_based(exec, ipvs),
         ProxyMode::Iptables | ProxyMode::Ipvs => cleanup_nftables(exec).map_err(|e| e.to_string()),
     }
 }
