@@ -1,5 +1,5 @@
-//! understudy-proxy: Understudy's stand-in for kube-proxy (iptables and
-//! nftables modes).
+//! understudy-proxy: Understudy's stand-in for kube-proxy (iptables,
+//! nftables and IPVS modes).
 //!
 //! Reads kube-proxy's `--config` file and the familiar flags (flags win over
 //! the file, as kube-proxy's do), then runs the shared component life (logs,
@@ -43,8 +43,8 @@ struct Args {
     /// The pods' CIDR range(s), comma-separated, as kube-proxy's --cluster-cidr.
     #[arg(long, value_delimiter = ',')]
     cluster_cidr: Vec<String>,
-    /// Remove everything of ours from this host's iptables and nftables (of
-    /// either mode), then exit.
+    /// Remove everything of ours from this host (iptables chains, nftables
+    /// tables, IPVS virtual servers, ipsets and dummy interface), then exit.
     #[arg(long)]
     cleanup: bool,
 }
@@ -84,12 +84,6 @@ fn configuration(args: &Args) -> Result<KubeProxyConfiguration, String> {
                     .map_err(|_| format!("--cluster-cidr: {c:?} is not a valid CIDR"))
             })
             .collect::<Result<_, _>>()?;
-    }
-    if config.mode == ProxyMode::Ipvs {
-        return Err(format!(
-            "proxy mode {:?} is not implemented; use iptables or nftables",
-            config.mode
-        ));
     }
     Ok(config)
 }
@@ -136,12 +130,23 @@ fn main() -> ExitCode {
         }
     };
     if args.cleanup {
-        return match proxier::cleanup(SystemExec::default()) {
+        let ipvs = match proxier::ipvs_backend::open_for_cleanup() {
+            Ok(ipvs) => ipvs,
+            Err(e) => {
+                eprintln!("understudy-proxy: cleanup: IPVS: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let mut ipvs = ipvs;
+        let ipvs_ref = ipvs
+            .as_mut()
+            .map(|i| i as &mut dyn understudy_proxy::ipvs::Ipvs);
+        return match proxier::cleanup(SystemExec::default(), ipvs_ref) {
             Ok(deleted) => {
                 for what in &deleted {
                     println!("removed {what}");
                 }
-                println!("removed {} chains and tables of ours", deleted.len());
+                println!("removed {} objects of ours", deleted.len());
                 ExitCode::SUCCESS
             }
             Err(e) => {
@@ -149,6 +154,15 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         };
+    }
+    // Before anything is touched (upstream fails the same way since its
+    // fallback to the iptables mode went): a kernel without IPVS, or an old
+    // ipset, ends the process with what is missing.
+    if config.mode == ProxyMode::Ipvs
+        && let Err(e) = proxier::ipvs_backend::preflight(SystemExec::default())
+    {
+        eprintln!("understudy-proxy: can't use the IPVS proxier: {e}");
+        return ExitCode::FAILURE;
     }
     apply_to_common(&config, &mut args.common);
     let node = node_name(&config);
@@ -202,11 +216,10 @@ mod tests {
     }
 
     #[test]
-    fn ipvs_is_refused_by_name_and_nftables_accepted() {
-        let err = configuration(&args(&["--mode=ipvs"])).unwrap_err();
-        assert!(
-            err.contains("Ipvs") && err.contains("not implemented"),
-            "{err}"
+    fn every_mode_is_accepted() {
+        assert_eq!(
+            configuration(&args(&["--mode=ipvs"])).unwrap().mode,
+            ProxyMode::Ipvs
         );
         assert_eq!(
             configuration(&args(&["--proxy-mode=nftables"]))

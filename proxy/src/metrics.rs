@@ -81,7 +81,9 @@ fn unix_seconds(at: SystemTime) -> f64 {
 
 impl Metrics {
     /// The common metrics and the mode's own (upstream registers only the
-    /// running mode's: iptables rule counts, or nftables failure counters).
+    /// running mode's: iptables rule counts, nftables failure counters, or
+    /// for IPVS just the iptables-restore failures — nor does its IPVS mode
+    /// have the full/partial sync durations).
     pub fn register(registry: &mut Registry, family: IpFamily, mode: ProxyMode) -> Self {
         let m = Metrics {
             family: FamilyLabel {
@@ -118,16 +120,18 @@ impl Metrics {
             "SyncProxyRules latency in seconds",
             m.sync_duration
         );
-        reg!(
-            "sync_full_proxy_rules_duration_seconds",
-            "SyncProxyRules latency in seconds for full resyncs",
-            m.full_sync_duration
-        );
-        reg!(
-            "sync_partial_proxy_rules_duration_seconds",
-            "SyncProxyRules latency in seconds for partial resyncs",
-            m.partial_sync_duration
-        );
+        if mode != ProxyMode::Ipvs {
+            reg!(
+                "sync_full_proxy_rules_duration_seconds",
+                "SyncProxyRules latency in seconds for full resyncs",
+                m.full_sync_duration
+            );
+            reg!(
+                "sync_partial_proxy_rules_duration_seconds",
+                "SyncProxyRules latency in seconds for partial resyncs",
+                m.partial_sync_duration
+            );
+        }
         reg!(
             "sync_proxy_rules_last_timestamp_seconds",
             "The last time proxy rules were successfully synced",
@@ -180,6 +184,8 @@ impl Metrics {
                 "Cumulative proxy iptables restore failures",
                 m.restore_failures
             );
+        }
+        if mode == ProxyMode::Iptables {
             reg!(
                 "sync_proxy_rules_iptables_partial_restore_failures",
                 "Cumulative proxy iptables partial restore failures",
@@ -270,13 +276,20 @@ impl Metrics {
                         .inc();
                 }
             }
+            // Upstream's IPVS mode counts nothing more on success (a failed
+            // IPVS operation is only logged).
+            Written::Ipvs { .. } => {}
         }
     }
 
-    pub fn failed(&self, full: bool, duration: Duration) {
+    /// `restore`: the mode's rule write failed (see [`crate::proxier::SyncOutcome`]).
+    pub fn failed(&self, full: bool, restore: bool, duration: Duration) {
         self.observe_duration(full, duration);
+        if !restore {
+            return;
+        }
         // Only the running mode's counters are registered: counting in
-        // both keeps this free of the mode.
+        // all keeps this free of the mode.
         self.nftables_sync_failures
             .get_or_create(&self.family)
             .inc();
@@ -353,7 +366,7 @@ mod tests {
             },
         };
         m.synced(&report, UNIX_EPOCH + Duration::from_secs(1000));
-        m.failed(false, Duration::from_millis(2));
+        m.failed(false, true, Duration::from_millis(2));
         m.programmed(UNIX_EPOCH, UNIX_EPOCH + Duration::from_millis(700));
         m.pending(2, 3);
         m.health_answered("/healthz", 503);
@@ -395,7 +408,7 @@ mod tests {
             },
         };
         m.synced(&report, UNIX_EPOCH + Duration::from_secs(1000));
-        m.failed(true, Duration::from_millis(2));
+        m.failed(true, true, Duration::from_millis(2));
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
         for line in [
@@ -406,5 +419,45 @@ mod tests {
             assert!(text.contains(line), "missing {line:?} in\n{text}");
         }
         assert!(!text.contains("iptables"), "{text}");
+    }
+
+    #[test]
+    fn the_ipvs_mode_has_upstreams_ipvs_metrics_only() {
+        let mut registry = Registry::default();
+        let m = Metrics::register(&mut registry, IpFamily::V4, ProxyMode::Ipvs);
+        let report = SyncReport {
+            full: true,
+            duration: Duration::from_millis(3),
+            changed: Default::default(),
+            written: Written::Ipvs {
+                virtual_servers: 2,
+                applied: 5,
+                draining: 1,
+                failed: 1,
+            },
+        };
+        m.synced(&report, UNIX_EPOCH + Duration::from_secs(1000));
+        m.failed(true, true, Duration::from_millis(2));
+        m.failed(true, false, Duration::from_millis(2));
+        m.conntrack_reconciled(1, Duration::from_millis(5));
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        for line in [
+            "kubeproxy_sync_proxy_rules_duration_seconds_count{ip_family=\"IPv4\"} 3",
+            "kubeproxy_sync_proxy_rules_last_timestamp_seconds{ip_family=\"IPv4\"} 1000.0",
+            "kubeproxy_sync_proxy_rules_iptables_restore_failures_total{ip_family=\"IPv4\"} 1",
+            "kubeproxy_conntrack_reconciler_deleted_entries_total{ip_family=\"IPv4\"} 1",
+        ] {
+            assert!(text.contains(line), "missing {line:?} in\n{text}");
+        }
+        for absent in [
+            "full_proxy_rules",
+            "partial",
+            "iptables_total",
+            "iptables_last",
+            "nftables",
+        ] {
+            assert!(!text.contains(absent), "{absent} in\n{text}");
+        }
     }
 }

@@ -16,8 +16,9 @@ use understudy_component_base::ComponentContext;
 use crate::config::{KubeProxyConfiguration, ProxyMode};
 use crate::exec::SystemExec;
 use crate::health::{ProxyHealth, node_eligible};
+use crate::ipvs::host::ToolHost;
 use crate::metrics::Metrics;
-use crate::proxier::{NodeInfo, Proxier, SyncOutcome};
+use crate::proxier::{Backend, Iptables, IpvsBackend, NodeInfo, Proxier, SyncOutcome};
 use crate::runner::{Intervals, Trigger, run_loop};
 use crate::service_health::{self, ServiceHealthServers};
 use crate::tracker::{IpFamily, Tracker};
@@ -216,8 +217,12 @@ impl Shared {
                 // period later, not only when some Service next changes.
                 failed.is_empty()
             }
-            SyncOutcome::Failed { full, error } => {
-                self.metrics.failed(full, start.elapsed());
+            SyncOutcome::Failed {
+                full,
+                error,
+                restore,
+            } => {
+                self.metrics.failed(full, restore, start.elapsed());
                 tracing::error!(full, %error, "sync failed; the next sync is full");
                 false
             }
@@ -265,14 +270,18 @@ pub fn node_info(node: &Node) -> NodeInfo {
 /// best-effort. Returns whether nf_conntrack_tcp_be_liberal is set. The
 /// nftables mode needs none of them: it never serves NodePorts on
 /// localhost (no route_localnet) and drops no INVALID packets; it checks
-/// the kernel instead, as upstream.
+/// the kernel instead, as upstream. The IPVS mode sets its own
+/// ([`ipvs_backend`]).
 fn prepare_node(config: &KubeProxyConfiguration, family: IpFamily) -> anyhow::Result<bool> {
-    // Upstream's platformSetup, before any proxier exists.
+    // Upstream's platformSetup (every mode), before any proxier exists.
     crate::conntrack::sysctls::apply(
         &config.conntrack,
         crate::conntrack::sysctls::online_cpus(),
         &mut crate::conntrack::sysctls::SystemKnobs,
     )?;
+    if config.mode == ProxyMode::Ipvs {
+        return Ok(false);
+    }
     if config.mode == ProxyMode::Nftables {
         if std::env::var_os(crate::proxier::SKIP_KERNEL_CHECK_ENV).is_none_or(|v| v.is_empty()) {
             let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
@@ -297,6 +306,36 @@ fn prepare_node(config: &KubeProxyConfiguration, family: IpFamily) -> anyhow::Re
         std::fs::read_to_string("/proc/sys/net/netfilter/nf_conntrack_tcp_be_liberal")
             .is_ok_and(|v| v.trim() == "1"),
     )
+}
+
+/// The IPVS mode's start-up on a kernel that passed the preflight in
+/// `main` (upstream's CanUseIPVSProxier scheduler probe and NewProxier):
+/// the scheduler probe, the sysctls (fatal when one cannot be set), the
+/// timeouts; then the backend, on the kernel's IPVS and the node's tools.
+fn ipvs_backend(config: &KubeProxyConfiguration) -> anyhow::Result<Backend<SystemExec>> {
+    use crate::ipvs::netlink::NetlinkIpvs;
+    let mut ipvs =
+        NetlinkIpvs::open().map_err(|e| anyhow::anyhow!("can't use the IPVS proxier: {e}"))?;
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let kernel = crate::ipvs::system::kernel_version(&release)
+        .ok_or_else(|| anyhow::anyhow!("failed to get kernel version from {:?}", release.trim()))?;
+    let timeouts =
+        crate::proxier::ipvs_backend::prepare(&mut ipvs, config, kernel, &mut |path, value| {
+            let value = i32::try_from(value).unwrap_or(i32::MAX);
+            ensure_sysctl(&format!("/proc/sys/{path}"), value).map_err(|e| e.to_string())
+        })
+        .map_err(|e| anyhow::anyhow!("can't use the IPVS proxier: {e}"))?;
+    if let Some((tcp, tcp_fin, udp)) = timeouts
+        && let Err(error) = ipvs.configure_timeouts(tcp, tcp_fin, udp)
+    {
+        tracing::error!(%error, "Failed to configure IPVS timeouts");
+    }
+    let exec = SystemExec::default();
+    Ok(Backend::Ipvs(IpvsBackend {
+        iptables: Iptables { exec: exec.clone() },
+        ipvs: Box::new(ipvs),
+        host: Box::new(ToolHost::new(exec)),
+    }))
 }
 
 /// Writes a sysctl unless it already has the value (upstream's EnsureSysctl).
@@ -346,7 +385,18 @@ pub async fn run(
 
     // As upstream's platformCleanup: what the other mode left (the node
     // switched modes) would keep answering beside ours. Best-effort.
-    match crate::proxier::cleanup_other_mode(config.mode, SystemExec::default()) {
+    // Only the nftables mode removes IPVS leftovers.
+    let mut ipvs = match config.mode {
+        ProxyMode::Nftables => {
+            crate::proxier::ipvs_backend::open_for_cleanup().unwrap_or_else(|error| {
+                tracing::warn!(%error, "cannot open IPVS to remove the IPVS mode's leftovers");
+                None
+            })
+        }
+        _ => None,
+    };
+    let ipvs_ref = ipvs.as_mut().map(|i| i as &mut dyn crate::ipvs::Ipvs);
+    match crate::proxier::cleanup_other_mode(config.mode, SystemExec::default(), ipvs_ref) {
         Ok(removed) if !removed.is_empty() => {
             tracing::info!(?removed, "removed the other proxy mode's rules")
         }
@@ -358,13 +408,20 @@ pub async fn run(
     let intervals = Intervals {
         min: config.min_sync_period(),
         retry: sync_period,
-        max: crate::proxier::FULL_SYNC_PERIOD,
+        // Upstream's IPVS runner syncs at least every syncPeriod: that is
+        // also when draining real servers are looked at again.
+        max: if mode == ProxyMode::Ipvs {
+            sync_period
+        } else {
+            crate::proxier::FULL_SYNC_PERIOD
+        },
     };
-    let mut proxier = Proxier::new(
-        config,
-        Tracker::new(family, node_name.clone()),
-        SystemExec::default(),
-    );
+    let tracker = Tracker::new(family, node_name.clone());
+    let mut proxier = if mode == ProxyMode::Ipvs {
+        Proxier::with_backend(config.clone(), tracker, ipvs_backend(&config)?)
+    } else {
+        Proxier::new(config, tracker, SystemExec::default())
+    };
     proxier.set_conntrack_tcp_liberal(liberal);
     if let Err(e) = proxier.check_intact() {
         anyhow::bail!("{} does not work here: {e}", mode_name(mode));
@@ -402,6 +459,20 @@ pub async fn run(
         "StartKubeProxy",
         String::new(),
     );
+    if mode == ProxyMode::Ipvs {
+        // Upstream's words, logged and recorded as it does.
+        let message = "The ipvs proxier has been deprecated and will be disabled by default in \
+                       Kubernetes 1.40 and removed in Kubernetes 1.43. Migrate to the 'nftables' \
+                       proxier instead.";
+        tracing::error!("{message}");
+        ctx.events.record(
+            &node_ref,
+            understudy_component_base::events::EventType::Warning,
+            "IPVSDeprecation",
+            "StartKubeProxy",
+            message.to_string(),
+        );
+    }
 
     let mut tasks = tokio::task::JoinSet::new();
     let client = ctx.client.clone();

@@ -244,7 +244,7 @@ fn the_real_iptables_restore_accepts_full_and_partial_syncs_and_cleanup_removes_
         "-A PREROUTING -m comment --comment \"kubernetes service portals\" -j US-SERVICES"
     ));
 
-    let deleted = proxier::cleanup(SystemExec::in_netns(&ns.0)).unwrap();
+    let deleted = proxier::cleanup(SystemExec::in_netns(&ns.0), None).unwrap();
     assert!(
         deleted.contains(&"nat/US-SERVICES".to_string()),
         "{deleted:?}"

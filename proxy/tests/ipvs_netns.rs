@@ -231,3 +231,51 @@ fn the_dummy_interface_holds_service_addresses_or_its_absence_is_named() {
         }
     }
 }
+
+#[test]
+fn cleanup_unlinks_the_ipvs_chains_before_deleting_every_chain_of_ours() {
+    use understudy_proxy::proxier::{self, Iptables};
+    let before = host_state();
+    let netns = Netns::new("unlink");
+    let exec = SystemExec::in_netns(&netns.0);
+    let mut host = ToolHost::new(exec.clone());
+    let desired = desired_state(&lab(), &options());
+    let changes = set_changes(&desired.sets, &SetEntries::new());
+    host.restore_sets(&restore_text(IpFamily::V4, &changes))
+        .unwrap();
+    // The IPVS backend's sync: chains and jumps, then the rules.
+    let iptables = Iptables { exec: exec.clone() };
+    for rule in understudy_proxy::ipvs::rules::jump_rules() {
+        iptables.ensure_chain(rule.table, rule.to).unwrap();
+        iptables.ensure_jump(&rule).unwrap();
+    }
+    let rule_options = RuleOptions {
+        family: IpFamily::V4,
+        masquerade_mark: 1 << 14,
+        masquerade_all: false,
+        local_detector: LocalDetector::None,
+    };
+    host.restore_rules(IpFamily::V4, &render(&desired, &rule_options))
+        .unwrap();
+    let saved = netns.run(&["iptables-save"]);
+    assert!(
+        saved.contains(
+            "-A INPUT -m comment --comment \"kubernetes ipvs access filter\" -j US-IPVS-FILTER"
+        ),
+        "{saved}"
+    );
+
+    // The jumps would keep `-X` from deleting the chains they point to.
+    // No IPVS here (and a netlink socket opened by this thread would be
+    // the host's): the IPVS step is covered with fakes.
+    let removed = proxier::cleanup(exec, None).unwrap();
+    assert!(
+        removed.contains(&"filter/US-IPVS-FILTER".to_string()),
+        "{removed:?}"
+    );
+    let saved = netns.run(&["iptables-save"]);
+    assert!(!saved.contains("US-"), "cleanup left:\n{saved}");
+
+    drop(netns);
+    assert_eq!(host_state(), before, "the host was not touched");
+}

@@ -443,7 +443,7 @@ fn a_deleted_table_is_noticed_and_written_again_and_cleanup_removes_it() {
         .apply_endpoint_slice(&slice("web", 8080, &[NODE_IP, "10.244.9.9"]));
     assert!(synced(p.sync()).full, "no table: the sync is full");
 
-    let removed = proxier::cleanup(SystemExec::in_netns(&ns.0)).unwrap();
+    let removed = proxier::cleanup(SystemExec::in_netns(&ns.0), None).unwrap();
     assert_eq!(removed, ["nftables ip understudy-proxy"]);
     let left = ns.nft(&["list", "ruleset"]);
     assert!(!left.contains("understudy-proxy"), "cleanup left:\n{left}");
@@ -478,7 +478,7 @@ fn ipv6_services_go_through_our_ip6_table() {
         "NodePort on the primary IPv6 address"
     );
     ns.assert_refused("[fd00:96::13]:80");
-    let removed = proxier::cleanup(SystemExec::in_netns(&ns.0)).unwrap();
+    let removed = proxier::cleanup(SystemExec::in_netns(&ns.0), None).unwrap();
     assert_eq!(removed, ["nftables ip6 understudy-proxy"]);
     drop(_a);
     assert_eq!(host_rules(), before, "the host's netfilter changed");

@@ -14,7 +14,8 @@
 //! the kernel can run the mode, probes the scheduler and lists the sysctls;
 //! [`cleanup`] removes what the mode made.
 //!
-//! Not wired into the proxier yet: `mode: ipvs` is still refused at start-up.
+//! Wired into the shared sync loop by `proxier::ipvs_backend` (start-up
+//! checks, every sync, cleanup).
 
 pub mod cleanup;
 pub mod desired;

@@ -1,15 +1,19 @@
-//! The proxier: the IO around the pure core, shared by both modes
+//! The proxier: the IO around the pure core, shared by every mode
 //! (upstream's syncProxyRules bookkeeping): one sync takes the tracker's
 //! changes, decides full or partial, and has the mode's backend write them
 //! in ONE transaction: `iptables-restore --noflush --counters` (iptables
 //! mode) or `nft -f -` (nftables mode). A failed write loses the taken
-//! changes, so the next sync is full.
+//! changes, so the next sync is full. The IPVS mode reconciles the whole
+//! state on every sync (as upstream's, which has no partial syncs).
 
 mod iptables_backend;
 mod iptables_tool;
+pub mod ipvs_backend;
 mod nft_tool;
 mod nftables_backend;
 
+#[cfg(test)]
+mod ipvs_tests;
 #[cfg(test)]
 mod nftables_tests;
 #[cfg(test)]
@@ -26,6 +30,7 @@ use crate::exec::Exec;
 use crate::tracker::{ServicePortName, Tracker};
 pub use iptables_backend::{CANARY_TABLES, IptablesBackend};
 pub use iptables_tool::{Iptables, ToolError};
+pub use ipvs_backend::IpvsBackend;
 pub use nft_tool::Nft;
 pub use nftables_backend::{
     NftablesBackend, SKIP_KERNEL_CHECK_ENV, STALE_CHAIN_GRACE, check_kernel,
@@ -51,6 +56,10 @@ pub enum SyncOutcome {
     Failed {
         full: bool,
         error: String,
+        /// The mode's rule write itself failed (iptables-restore, nft):
+        /// what the mode's failure counter counts. In IPVS mode an ipset or
+        /// IPVS read failure is not one, as upstream.
+        restore: bool,
     },
 }
 
@@ -82,12 +91,23 @@ pub enum Written {
         /// Deleting earlier stale chains failed (retried later).
         cleanup_failed: bool,
     },
+    Ipvs {
+        /// Virtual servers wanted.
+        virtual_servers: usize,
+        /// Operations applied (IPVS, dummy-interface addresses, set entries).
+        applied: usize,
+        /// Real servers set to weight 0 this sync, to drain before deletion.
+        draining: usize,
+        /// Operations that failed; the next sync tries them again.
+        failed: usize,
+    },
 }
 
 /// The mode's writer.
 pub enum Backend<E> {
     Iptables(IptablesBackend<E>),
     Nftables(NftablesBackend<E>),
+    Ipvs(IpvsBackend<E>),
 }
 
 pub struct Proxier<E> {
@@ -102,16 +122,26 @@ pub struct Proxier<E> {
 }
 
 impl<E: Exec> Proxier<E> {
-    /// A proxier of the configuration's mode (IPVS is refused before this:
-    /// it would get the iptables one).
+    /// A proxier of the configuration's mode, iptables or nftables. The
+    /// IPVS backend holds the kernel's IPVS as well: it is made by the
+    /// caller and given to [`Proxier::with_backend`].
     pub fn new(config: KubeProxyConfiguration, tracker: Tracker, exec: E) -> Self {
         let backend = match config.mode {
             ProxyMode::Nftables => Backend::Nftables(NftablesBackend::new(exec)),
-            ProxyMode::Iptables | ProxyMode::Ipvs => Backend::Iptables(IptablesBackend {
+            ProxyMode::Iptables => Backend::Iptables(IptablesBackend {
                 iptables: Iptables { exec },
                 conntrack_tcp_liberal: false,
             }),
+            ProxyMode::Ipvs => panic!("the IPVS proxier is made with Proxier::with_backend"),
         };
+        Self::with_backend(config, tracker, backend)
+    }
+
+    pub fn with_backend(
+        config: KubeProxyConfiguration,
+        tracker: Tracker,
+        backend: Backend<E>,
+    ) -> Self {
         Proxier {
             tracker,
             node: NodeInfo::default(),
@@ -133,6 +163,7 @@ impl<E: Exec> Proxier<E> {
         match &self.backend {
             Backend::Iptables(b) => &b.iptables.exec,
             Backend::Nftables(b) => &b.nft.exec,
+            Backend::Ipvs(b) => &b.iptables.exec,
         }
     }
 
@@ -180,7 +211,8 @@ impl<E: Exec> Proxier<E> {
         }
         let start = Instant::now();
         let changes = self.tracker.take_changes();
-        let full = self.need_full_sync
+        let full = matches!(self.backend, Backend::Ipvs(_))
+            || self.need_full_sync
             || changes.full_sync
             || self
                 .last_full_sync
@@ -194,7 +226,8 @@ impl<E: Exec> Proxier<E> {
                     full,
                     &changes.service_ports,
                 )
-                .map(|w| (w, full)),
+                .map(|w| (w, full))
+                .map_err(|e| (true, e.to_string())),
             Backend::Nftables(b) => b
                 .write(
                     &self.config,
@@ -203,7 +236,12 @@ impl<E: Exec> Proxier<E> {
                     full,
                     &changes.service_ports,
                 )
-                .map(|w| (w.written, w.full)),
+                .map(|w| (w.written, w.full))
+                .map_err(|e| (true, e.to_string())),
+            Backend::Ipvs(b) => b
+                .write(&self.config, &self.tracker, &self.node)
+                .map(|w| (w, true))
+                .map_err(|e| (e.is_restore(), e.to_string())),
         };
         match written {
             Ok((written, full)) => {
@@ -218,12 +256,13 @@ impl<E: Exec> Proxier<E> {
                     written,
                 })
             }
-            Err(error) => {
+            Err((restore, error)) => {
                 // The taken changes are gone: only a full sync is safe now.
                 self.need_full_sync = true;
                 SyncOutcome::Failed {
                     full,
-                    error: error.to_string(),
+                    error,
+                    restore,
                 }
             }
         }
@@ -231,11 +270,14 @@ impl<E: Exec> Proxier<E> {
 
     /// Whether our rules are still in place: the iptables canary chains
     /// (created where missing), or our nftables table. False means someone
-    /// flushed them: a full sync is due.
+    /// flushed them: a full sync is due. The IPVS mode has nothing to check:
+    /// each of its syncs rewrites everything, at least every syncPeriod
+    /// (upstream's IPVS proxier has no monitor either).
     pub fn check_intact(&self) -> Result<bool, ToolError> {
         match &self.backend {
             Backend::Iptables(b) => b.check_canaries(),
             Backend::Nftables(b) => b.check_table(self.tracker.family()),
+            Backend::Ipvs(_) => Ok(true),
         }
     }
 }
@@ -260,19 +302,56 @@ pub fn cleanup_nftables<E: Exec>(exec: E) -> Result<Vec<String>, ToolError> {
     tolerate_missing(nftables_backend::cleanup(&Nft { exec }))
 }
 
-/// `--cleanup`: everything of ours in either mode (upstream's
-/// CleanupLeftovers of every mode), everyone else's left as it was.
-pub fn cleanup<E: Exec>(exec: E) -> Result<Vec<String>, ToolError> {
-    let mut removed = cleanup_iptables(&exec)?;
-    removed.extend(cleanup_nftables(&exec)?);
+/// The iptables-based modes' leftovers (upstream cleans both together):
+/// the IPVS mode's jumps first, since the iptables mode's cleanup deletes
+/// every `US-` chain (the IPVS mode's too) and cannot delete one a jump
+/// still points to; then the IPVS mode's virtual servers, dummy interface
+/// and sets (skipped without `ipvs`: on a kernel without IPVS, as upstream;
+/// [`ipvs_backend::open_for_cleanup`] opens it in this thread's network
+/// namespace).
+pub fn cleanup_iptables_based<E: Exec>(
+    exec: E,
+    ipvs: Option<&mut dyn crate::ipvs::Ipvs>,
+) -> Result<Vec<String>, String> {
+    let iptables = Iptables { exec: &exec };
+    tolerate_missing(ipvs_backend::delete_jumps(&iptables).map(|()| Vec::new()))
+        .map_err(|e| e.to_string())?;
+    let mut removed = cleanup_iptables(&exec).map_err(|e| e.to_string())?;
+    if let Some(ipvs) = ipvs {
+        let mut host = crate::ipvs::host::ToolHost::new(&exec);
+        removed.extend(ipvs_backend::cleanup_leftovers(
+            ipvs,
+            &mut host,
+            crate::tracker::IpFamily::V4,
+        )?);
+    }
     Ok(removed)
 }
 
-/// At startup, as upstream's platformCleanup: whatever the other mode left
-/// (a node switched modes) would otherwise keep answering beside ours.
-pub fn cleanup_other_mode<E: Exec>(mode: ProxyMode, exec: E) -> Result<Vec<String>, ToolError> {
+/// `--cleanup`: everything of ours in every mode (upstream's
+/// CleanupLeftovers of every mode), everyone else's left as it was.
+pub fn cleanup<E: Exec>(
+    exec: E,
+    ipvs: Option<&mut dyn crate::ipvs::Ipvs>,
+) -> Result<Vec<String>, String> {
+    let mut removed = cleanup_iptables_based(&exec, ipvs)?;
+    removed.extend(cleanup_nftables(&exec).map_err(|e| e.to_string())?);
+    Ok(removed)
+}
+
+/// At startup, as upstream's platformCleanup: whatever another mode left
+/// (a node switched modes) would otherwise keep answering beside ours. As
+/// upstream, the iptables and IPVS modes (both iptables-based, sharing
+/// chain names) clean only the nftables mode's; the nftables mode cleans
+/// both of theirs.
+/// `ipvs` is used by the nftables mode only.
+pub fn cleanup_other_mode<E: Exec>(
+    mode: ProxyMode,
+    exec: E,
+    ipvs: Option<&mut dyn crate::ipvs::Ipvs>,
+) -> Result<Vec<String>, String> {
     match mode {
-        ProxyMode::Nftables => cleanup_iptables(exec),
-        ProxyMode::Iptables | ProxyMode::Ipvs => cleanup_nftables(exec),
+        ProxyMode::Nftables => cleanup_iptables_based(exec, ipvs),
+        ProxyMode::Iptables | ProxyMode::Ipvs => cleanup_nftables(exec).map_err(|e| e.to_string()),
     }
 }

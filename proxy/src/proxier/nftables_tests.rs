@@ -82,7 +82,7 @@ fn applied(calls: &[Call]) -> Vec<&str> {
 fn backend(p: &mut Proxier<FakeExec>) -> &mut NftablesBackend<FakeExec> {
     match &mut p.backend {
         Backend::Nftables(b) => b,
-        Backend::Iptables(_) => panic!("the iptables backend"),
+        _ => panic!("not the nftables backend"),
     }
 }
 
@@ -282,7 +282,7 @@ fn cleanup_deletes_our_tables_in_both_families_and_our_iptables_chains() {
         0,
         "table ip filter\ntable ip understudy-proxy\ntable ip kube-proxy\ntable ip6 understudy-proxy\n",
     );
-    let removed = cleanup(&fake).unwrap();
+    let removed = cleanup(&fake, None).unwrap();
     assert_eq!(
         removed,
         [
@@ -301,11 +301,11 @@ fn cleanup_deletes_our_tables_in_both_families_and_our_iptables_chains() {
     // Starting in one mode removes the other's only.
     let fake = FakeExec::default();
     fake.answer("nft list tables", 0, "table ip understudy-proxy\n");
-    cleanup_other_mode(crate::config::ProxyMode::Iptables, &fake).unwrap();
+    cleanup_other_mode(crate::config::ProxyMode::Iptables, &fake, None).unwrap();
     assert!(fake.take_lines().iter().all(|l| l.starts_with("nft")));
     let fake = FakeExec::default();
     fake.answer("iptables -w 5 -t", 1, "");
-    cleanup_other_mode(crate::config::ProxyMode::Nftables, &fake).unwrap();
+    cleanup_other_mode(crate::config::ProxyMode::Nftables, &fake, None).unwrap();
     assert!(fake.take_lines().iter().all(|l| l.starts_with("iptables")));
 }
 

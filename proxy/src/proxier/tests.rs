@@ -236,7 +236,7 @@ fn cleanup_removes_jumps_and_our_chains_only() {
         "*nat\n:PREROUTING ACCEPT [0:0]\n:US-SERVICES - [0:0]\n:KUBE-SERVICES - [0:0]\nCOMMIT\n",
     );
     fake.answer("iptables-restore", 0, "");
-    let deleted = cleanup(&fake).unwrap();
+    let deleted = cleanup(&fake, None).unwrap();
     assert_eq!(deleted, ["nat/US-SERVICES"]);
     let calls = fake.take_calls();
     assert!(
