@@ -32,16 +32,26 @@
 # 1.0.6 comes along the same way: the binary and the libraries ldd names
 # beyond iptables' (libnftables, libedit, libjansson, libgmp, libtinfo,
 # libbsd, libmd). Both sets are staged in /netfilter.
+#
+# ipset, ip, modprobe: the IPVS mode keeps its sets with `ipset restore`,
+# the dummy interface's addresses with `ip`, and loads ip_vs with
+# `modprobe`; Debian's ipset, iproute2 and kmod come the same way (libipset,
+# libbpf, libelf, libcap, libz, libzstd, liblzma, libcrypto), staged in
+# /netfilter too, modprobe as kmod's name for itself.
 
 FROM docker.io/library/rust:1.95.0-bookworm@sha256:6258907abe69656e41cd992e0b705cdcfabcbbe3db374f92ed2d47121282d4a1 AS build
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends iptables nftables \
-    && mkdir -p /netfilter/usr/sbin /netfilter/usr/lib/x86_64-linux-gnu /netfilter/lib/x86_64-linux-gnu \
-    && cp -a /usr/sbin/xtables-nft-multi /usr/sbin/nft /netfilter/usr/sbin/ \
+    && apt-get install -y --no-install-recommends iptables nftables ipset iproute2 kmod \
+    && mkdir -p /netfilter/usr/sbin /netfilter/usr/bin /netfilter/usr/lib/x86_64-linux-gnu /netfilter/lib/x86_64-linux-gnu \
+    && cp -a /usr/sbin/xtables-nft-multi /usr/sbin/nft /usr/sbin/ipset /netfilter/usr/sbin/ \
+    && cp -aL /bin/ip /netfilter/usr/sbin/ip \
+    && cp -aL /bin/kmod /netfilter/usr/bin/kmod \
+    && ln -s ../bin/kmod /netfilter/usr/sbin/modprobe \
     && for tool in iptables iptables-restore iptables-save; do ln -s xtables-nft-multi /netfilter/usr/sbin/$tool; done \
     && cp -a /usr/lib/x86_64-linux-gnu/xtables /netfilter/usr/lib/x86_64-linux-gnu/ \
     && for lib in libxtables.so.12 libmnl.so.0 libnftnl.so.11 libnetfilter_conntrack.so.3 libnfnetlink.so.0 \
-                  libnftables.so.1 libedit.so.2 libjansson.so.4 libgmp.so.10 libtinfo.so.6 libbsd.so.0 libmd.so.0; do \
+                  libnftables.so.1 libedit.so.2 libjansson.so.4 libgmp.so.10 libtinfo.so.6 libbsd.so.0 libmd.so.0 \
+                  libipset.so.13 libbpf.so.1 libelf.so.1 libcap.so.2 libz.so.1 libzstd.so.1 liblzma.so.5 libcrypto.so.3; do \
          cp -aL /lib/x86_64-linux-gnu/$lib /netfilter/lib/x86_64-linux-gnu/; done \
     && cp /etc/protocols /netfilter/etc-protocols
 WORKDIR /src

@@ -5,7 +5,7 @@
 # kubelet that `make toolchain` builds). shellcheck: actionlint checks the workflows' scripts with it.
 set -euo pipefail
 
-packages=(iptables nftables iproute2 conntrack ipset ipvsadm curl ca-certificates
+packages=(iptables nftables iproute2 conntrack ipset ipvsadm kmod curl ca-certificates
   containerd runc containernetworking-plugins util-linux mount shellcheck)
 missing=()
 for pkg in "${packages[@]}"; do

@@ -373,6 +373,25 @@ pub fn add_nftables(fs: &mut Rootfs) -> Result<(), ImageError> {
     fs.binary_with_libraries(Path::new(NFT), NFT)
 }
 
+/// What the proxy's IPVS mode runs besides netlink: Debian's `ipset`
+/// (its sets), `ip` from iproute2 (the dummy interface's addresses) and
+/// kmod's `modprobe` (loading ip_vs where it is a module), each with the
+/// libraries ldd names.
+pub const IPVS_TOOLS: &[(&str, &str)] = &[
+    ("/usr/sbin/ipset", "/usr/sbin/ipset"),
+    ("/bin/ip", "/usr/sbin/ip"),
+    ("/bin/kmod", "/usr/bin/kmod"),
+];
+
+pub fn add_ipvs_tools(fs: &mut Rootfs) -> Result<(), ImageError> {
+    for (host, image) in IPVS_TOOLS {
+        fs.binary_with_libraries(Path::new(host), image)?;
+    }
+    // kmod is a multi-call binary: modprobe is one of its names.
+    fs.symlink("/usr/sbin/modprobe", "../bin/kmod");
+    Ok(())
+}
+
 /// The components' image, as the Dockerfile builds it: every binary on PATH,
 /// run as nonroot; iptables and nft for the proxy (whose pod runs as root).
 pub fn build_understudy(bin_dir: &Path, out_dir: &Path) -> Result<BuiltImage, ImageError> {
@@ -382,6 +401,7 @@ pub fn build_understudy(bin_dir: &Path, out_dir: &Path) -> Result<BuiltImage, Im
     }
     add_iptables(&mut fs)?;
     add_nftables(&mut fs)?;
+    add_ipvs_tools(&mut fs)?;
     build(
         &fs,
         UNDERSTUDY_REPOSITORY,
@@ -501,6 +521,20 @@ mod tests {
             assert!(fs.entries.contains_key(path), "{path}");
         }
         assert!(fs.entries.keys().any(|p| p.contains("libnftnl.so")));
+    }
+
+    #[test]
+    fn the_ipvs_modes_tools_come_with_their_libraries() {
+        let mut fs = Rootfs::base();
+        add_ipvs_tools(&mut fs).unwrap();
+        for path in ["/usr/sbin/ipset", "/usr/sbin/ip", "/usr/bin/kmod"] {
+            assert!(fs.entries.contains_key(path), "{path}");
+        }
+        assert!(matches!(
+            fs.entries.get("/usr/sbin/modprobe"),
+            Some(Entry::Symlink(target)) if target == "../bin/kmod"
+        ));
+        assert!(fs.entries.keys().any(|p| p.contains("libipset.so")));
     }
 
     #[test]
