@@ -139,7 +139,9 @@ impl Shared {
         let mut p = self.proxier.lock().unwrap();
         let labels = node.metadata.labels.clone().unwrap_or_default();
         let mut changed = p.tracker.set_node_labels(labels.into_iter().collect());
-        let info = node_info(&node);
+        let mut info = node_info(&node);
+        // Read at each sync, not from the Node.
+        info.interface_ips = p.node.interface_ips.clone();
         if info != p.node {
             // Node IPs and pod CIDRs appear in rules of every service.
             p.node = info;
@@ -180,6 +182,7 @@ impl Shared {
     fn sync(&self) -> bool {
         let start = Instant::now();
         let mut p = self.proxier.lock().unwrap();
+        p.node.interface_ips = interface_addresses();
         let outcome = p.sync();
         if matches!(outcome, SyncOutcome::Synced(_)) {
             // Under the same lock, as upstream at the end of syncProxyRules.
@@ -241,6 +244,28 @@ fn trigger_time(slice: &EndpointSlice) -> Option<SystemTime> {
 }
 
 /// The Node's addresses (InternalIP first, as upstream's primary IP) and pod CIDRs.
+/// The addresses on this network namespace's interfaces (getifaddrs, as
+/// Go's net.InterfaceAddrs upstream reads); none when they cannot be read.
+fn interface_addresses() -> Vec<IpAddr> {
+    let Ok(addrs) = nix::ifaddrs::getifaddrs() else {
+        tracing::warn!("reading the interfaces' addresses failed: nodePortAddresses CIDRs match the Node's addresses");
+        return Vec::new();
+    };
+    let mut ips: Vec<IpAddr> = addrs
+        .filter_map(|a| {
+            let address = a.address?;
+            if let Some(v4) = address.as_sockaddr_in() {
+                Some(IpAddr::V4(v4.ip()))
+            } else {
+                address.as_sockaddr_in6().map(|v6| IpAddr::V6(v6.ip()))
+            }
+        })
+        .collect();
+    ips.sort();
+    ips.dedup();
+    ips
+}
+
 pub fn node_info(node: &Node) -> NodeInfo {
     let status = node.status.as_ref();
     let addresses = status.and_then(|s| s.addresses.as_ref());
@@ -261,7 +286,11 @@ pub fn node_info(node: &Node) -> NodeInfo {
         .iter()
         .filter_map(|c| c.parse().ok())
         .collect();
-    NodeInfo { ips, pod_cidrs }
+    NodeInfo {
+        ips,
+        pod_cidrs,
+        interface_ips: Vec::new(),
+    }
 }
 
 /// The node sysctls upstream's iptables mode sets. route_localnet is set

@@ -77,9 +77,15 @@ impl NodePortAddresses {
     }
 
     /// Where NodePorts are served, given the Node's addresses (primary
-    /// first). Upstream matches the CIDRs against the interfaces' addresses;
-    /// we match them against the Node's addresses and loopback.
-    pub fn destinations(&self, node_ips: &[IpAddr]) -> NodePortDestinations {
+    /// first) and the node's interfaces' addresses: as upstream, the CIDRs
+    /// pick interface addresses and `primary` the Node's primary IP. With
+    /// no interface addresses known (they could not be read), the CIDRs
+    /// pick among the Node's addresses and loopback instead.
+    pub fn destinations(
+        &self,
+        node_ips: &[IpAddr],
+        interface_ips: &[IpAddr],
+    ) -> NodePortDestinations {
         if self.match_all {
             return NodePortDestinations::AllLocal;
         }
@@ -88,8 +94,13 @@ impl NodePortAddresses {
             IpAddr::V4(Ipv4Addr::LOCALHOST),
             IpAddr::V6(Ipv6Addr::LOCALHOST),
         ];
+        let candidates: Vec<IpAddr> = if interface_ips.is_empty() {
+            node_ips.iter().chain(&loopback).copied().collect()
+        } else {
+            interface_ips.to_vec()
+        };
         let mut ips = BTreeSet::new();
-        for ip in node_ips.iter().chain(&loopback).filter(of_family) {
+        for ip in candidates.iter().filter(of_family) {
             if self.cidrs.iter().any(|c| c.contains(ip)) {
                 ips.insert(*ip);
             }
@@ -161,7 +172,7 @@ mod tests {
         assert!(!v4(&[cidr("192.168.0.0/16")]).match_all());
         assert!(!v4(&[NodePortAddress::Primary]).match_all());
         assert_eq!(
-            v4(&[cidr("0.0.0.0/0")]).destinations(&[ip("192.168.0.2")]),
+            v4(&[cidr("0.0.0.0/0")]).destinations(&[ip("192.168.0.2")], &[]),
             NodePortDestinations::AllLocal
         );
     }
@@ -170,7 +181,7 @@ mod tests {
     fn destinations_are_the_matching_node_and_loopback_addresses() {
         let node = [ip("192.168.0.2"), ip("10.1.0.2"), ip("fd00::2")];
         let v4 = |entries: &[NodePortAddress]| {
-            NodePortAddresses::new(entries, IpFamily::V4).destinations(&node)
+            NodePortAddresses::new(entries, IpFamily::V4).destinations(&node, &[])
         };
         assert_eq!(
             v4(&[cidr("192.168.0.0/16"), NodePortAddress::Localhost]),
@@ -179,6 +190,26 @@ mod tests {
         assert_eq!(
             v4(&[NodePortAddress::Primary]),
             NodePortDestinations::Ips(vec![ip("192.168.0.2")])
+        );
+    }
+
+    #[test]
+    fn cidrs_pick_the_interfaces_addresses_and_primary_the_nodes() {
+        let node = [ip("10.0.0.5"), ip("192.168.7.9")];
+        let interfaces = [ip("127.0.0.1"), ip("10.0.0.5"), ip("172.17.0.1")];
+        let entries = [
+            NodePortAddress::Cidr("172.16.0.0/12".parse().unwrap()),
+            NodePortAddress::Cidr("192.168.0.0/16".parse().unwrap()),
+        ];
+        // 192.168.7.9 is the Node's but on no interface; 172.17.0.1 the reverse.
+        assert_eq!(
+            NodePortAddresses::new(&entries, IpFamily::V4).destinations(&node, &interfaces),
+            NodePortDestinations::Ips(vec![ip("172.17.0.1")])
+        );
+        let with_primary = [entries[0].clone(), NodePortAddress::Primary];
+        assert_eq!(
+            NodePortAddresses::new(&with_primary, IpFamily::V4).destinations(&node, &interfaces),
+            NodePortDestinations::Ips(vec![ip("10.0.0.5"), ip("172.17.0.1")])
         );
     }
 }

@@ -83,13 +83,8 @@ fn node_port_ips(
     local_addresses: &BTreeSet<IpAddr>,
 ) -> Vec<IpAddr> {
     let addresses = NodePortAddresses::new(&config.node_port_addresses, family);
-    let candidates: Vec<IpAddr> = node_ips
-        .iter()
-        .filter(|ip| IpFamily::of(ip) == family)
-        .chain(local_addresses)
-        .copied()
-        .collect();
-    let ips: BTreeSet<IpAddr> = match addresses.destinations(&candidates) {
+    let interfaces: Vec<IpAddr> = local_addresses.iter().copied().collect();
+    let ips: BTreeSet<IpAddr> = match addresses.destinations(node_ips, &interfaces) {
         NodePortDestinations::AllLocal => local_addresses.clone(),
         NodePortDestinations::Ips(ips) => ips.into_iter().collect(),
     };

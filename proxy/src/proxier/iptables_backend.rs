@@ -29,11 +29,8 @@ impl<E: Exec> IptablesBackend<E> {
         node: &NodeInfo,
     ) -> RenderOptions {
         let family = tracker.family();
-        // nodePortAddresses resolved against the Node's own addresses
-        // (upstream reads the interfaces; the Node's addresses are what a
-        // hostNetwork pod can trust to be the node's, and what clients use).
-        let destinations =
-            NodePortAddresses::new(&config.node_port_addresses, family).destinations(&node.ips);
+        let destinations = NodePortAddresses::new(&config.node_port_addresses, family)
+            .destinations(&node.ips, &node.interface_ips);
         let mut options = RenderOptions::from_config(
             config,
             family,

@@ -44,6 +44,10 @@ pub const FULL_SYNC_PERIOD: Duration = Duration::from_secs(3600);
 pub struct NodeInfo {
     pub ips: Vec<IpAddr>,
     pub pod_cidrs: Vec<IpNet>,
+    /// The addresses of the node's interfaces (the proxy runs in the
+    /// node's network namespace), read before each sync: what
+    /// `nodePortAddresses` CIDRs pick from, as upstream.
+    pub interface_ips: Vec<IpAddr>,
 }
 
 /// The outcome of one sync, for metrics and health (and whatever must

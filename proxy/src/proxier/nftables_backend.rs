@@ -105,7 +105,13 @@ impl<E: Exec> NftablesBackend<E> {
             }
         };
 
-        let mut options = RenderOptions::from_config(config, family, &node.ips, &node.pod_cidrs);
+        let mut options = RenderOptions::from_config(
+            config,
+            family,
+            &node.ips,
+            &node.pod_cidrs,
+            &node.interface_ips,
+        );
         options.service_cidrs = self.service_cidrs.clone();
         let scope = if full {
             SyncScope::Full {
