@@ -248,7 +248,9 @@ fn trigger_time(slice: &EndpointSlice) -> Option<SystemTime> {
 /// Go's net.InterfaceAddrs upstream reads); none when they cannot be read.
 fn interface_addresses() -> Vec<IpAddr> {
     let Ok(addrs) = nix::ifaddrs::getifaddrs() else {
-        tracing::warn!("reading the interfaces' addresses failed: nodePortAddresses CIDRs match the Node's addresses");
+        tracing::warn!(
+            "reading the interfaces' addresses failed: nodePortAddresses CIDRs match the Node's addresses"
+        );
         return Vec::new();
     };
     let mut ips: Vec<IpAddr> = addrs

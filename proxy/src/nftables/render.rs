@@ -63,7 +63,8 @@ impl RenderOptions {
             masquerade_mark: 1 << config.nftables.masquerade_bit,
             masquerade_all: config.nftables.masquerade_all,
             local_detector: LocalDetector::from_config(config, family, node_pod_cidrs),
-            node_port_destinations: NodePortAddresses::new(&entries, family).destinations(node_ips, interface_ips),
+            node_port_destinations: NodePortAddresses::new(&entries, family)
+                .destinations(node_ips, interface_ips),
             node_ip: node_ips
                 .iter()
                 .find(|ip| IpFamily::of(ip) == family)
