@@ -7,7 +7,6 @@
 
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::os::unix::fs::MetadataExt;
-use std::process::Command;
 
 use prometheus_client::registry::Registry;
 use serde_json::json;
@@ -20,37 +19,12 @@ use understudy_proxy::metrics::Metrics;
 use understudy_proxy::proxier::{Proxier, SyncOutcome};
 use understudy_proxy::tracker::{IpFamily, Tracker};
 
-/// A network namespace that is deleted when dropped, even when a test fails.
-struct Netns(String);
+mod common;
+use common::Netns;
 
 impl Netns {
     fn new(tag: &str) -> Self {
-        let name = format!("us-ct-{tag}-{}", std::process::id());
-        let status = Command::new("ip").args(["netns", "add", &name]).status();
-        assert!(
-            status.is_ok_and(|s| s.success()),
-            "`ip netns add {name}` failed: these tests need root and iproute2"
-        );
-        Netns(name)
-    }
-
-    fn path(&self) -> String {
-        format!("/run/netns/{}", self.0)
-    }
-
-    /// Runs a command inside, returning its stdout; panics on failure.
-    fn run(&self, args: &[&str]) -> String {
-        let out = Command::new("ip")
-            .args(["netns", "exec", &self.0])
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        Netns::add("us-ct", tag)
     }
 
     /// `conntrack -L` of one protocol (both families), one
@@ -87,12 +61,6 @@ impl Netns {
             .collect();
         flows.sort();
         flows
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
     }
 }
 

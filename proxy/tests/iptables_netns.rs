@@ -11,55 +11,22 @@ use understudy_proxy::exec::SystemExec;
 use understudy_proxy::proxier::{self, Proxier, SyncOutcome};
 use understudy_proxy::tracker::{IpFamily, Tracker};
 
-/// A network namespace that is deleted when dropped.
-struct Netns(String);
+mod common;
+use common::{Netns, host_rules};
 
 impl Netns {
     fn new(tag: &str) -> Self {
-        let name = format!("us-proxy-{tag}-{}", std::process::id());
-        let status = Command::new("ip").args(["netns", "add", &name]).status();
-        assert!(
-            status.is_ok_and(|s| s.success()),
-            "`ip netns add {name}` failed: these tests need root and iproute2"
-        );
-        Netns(name)
+        Netns::add("us-proxy", tag)
     }
 
     fn save(&self) -> String {
-        let out = Command::new("ip")
-            .args(["netns", "exec", &self.0, "iptables-save"])
-            .output()
-            .unwrap();
-        assert!(out.status.success());
         // Counters and the generated-on comments vary.
-        String::from_utf8_lossy(&out.stdout)
+        self.run(&["iptables-save"])
             .lines()
             .filter(|l| !l.starts_with('#'))
             .map(|l| format!("{l}\n"))
             .collect()
     }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
-    }
-}
-
-fn host_rules() -> String {
-    let run = |program: &str, args: &[&str]| {
-        let out = Command::new(program).args(args).output().unwrap();
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter(|l| !l.starts_with('#'))
-            .collect::<Vec<_>>()
-            .join("\n")
-    };
-    format!(
-        "{}\n{}",
-        run("iptables-save", &[]),
-        run("nft", &["list", "ruleset"])
-    )
 }
 
 fn service(name: &str, spec: Value, status: Value) -> k8s_openapi::api::core::v1::Service {

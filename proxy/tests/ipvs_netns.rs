@@ -18,55 +18,22 @@ use understudy_proxy::ipvs::reconcile::Host;
 use understudy_proxy::ipvs::rules::{RuleOptions, render};
 use understudy_proxy::tracker::{IpFamily, SERVICE_NAME_LABEL, Tracker};
 
-/// A network namespace that is deleted when dropped.
-struct Netns(String);
+mod common;
+use common::{Netns, host_output, host_rules};
 
 impl Netns {
     fn new(tag: &str) -> Self {
-        let name = format!("us-ipvs-{tag}-{}", std::process::id());
-        let status = Command::new("ip").args(["netns", "add", &name]).status();
-        assert!(
-            status.is_ok_and(|s| s.success()),
-            "`ip netns add {name}` failed: these tests need root and iproute2"
-        );
-        Netns(name)
-    }
-
-    fn run(&self, args: &[&str]) -> String {
-        let out = Command::new("ip")
-            .args(["netns", "exec", &self.0])
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        Netns::add("us-ipvs", tag)
     }
 }
 
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
-    }
-}
-
+/// The host's rules, sets and links: the IPVS mode writes all three.
 fn host_state() -> String {
-    let run = |program: &str, args: &[&str]| {
-        let out = Command::new(program).args(args).output().unwrap();
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter(|l| !l.starts_with('#'))
-            .collect::<Vec<_>>()
-            .join("\n")
-    };
     format!(
         "{}\n{}\n{}",
-        run("iptables-save", &[]),
-        run("ipset", &["list", "-n"]),
-        run("ip", &["-o", "link", "show"])
+        host_rules(),
+        host_output("ipset", &["list", "-n"]),
+        host_output("ip", &["-o", "link", "show"])
     )
 }
 

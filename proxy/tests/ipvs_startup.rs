@@ -4,38 +4,10 @@
 //! anything — the nftables table it would remove at start-up as another
 //! mode's leftover is still there afterwards.
 
-use std::process::Command;
-
 use understudy_proxy::ipvs::system::check_this_kernel;
 
-/// A network namespace that is deleted when dropped.
-struct Netns(String);
-
-impl Netns {
-    fn new(tag: &str) -> Self {
-        let name = format!("us-ipvsstart-{tag}-{}", std::process::id());
-        let status = Command::new("ip").args(["netns", "add", &name]).status();
-        assert!(
-            status.is_ok_and(|s| s.success()),
-            "`ip netns add {name}` failed: these tests need root and iproute2"
-        );
-        Netns(name)
-    }
-
-    fn run(&self, args: &[&str]) -> std::process::Output {
-        Command::new("ip")
-            .args(["netns", "exec", &self.0])
-            .args(args)
-            .output()
-            .unwrap()
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
-    }
-}
+mod common;
+use common::Netns;
 
 /// A directory removed when dropped.
 struct TempDir(std::path::PathBuf);
@@ -58,12 +30,12 @@ fn mode_ipvs_on_a_kernel_without_ipvs_exits_naming_what_is_missing_before_touchi
     )
     .unwrap();
 
-    let ns = Netns::new("refused");
+    let ns = Netns::add("us-ipvsstart", "refused");
     // The nftables mode's table: an IPVS proxy that started would delete it.
-    let add = ns.run(&["nft", "add", "table", "ip", "understudy-proxy"]);
+    let add = ns.exec(&["nft", "add", "table", "ip", "understudy-proxy"]);
     assert!(add.status.success(), "{add:?}");
 
-    let out = ns.run(&[
+    let out = ns.exec(&[
         env!("CARGO_BIN_EXE_understudy-proxy"),
         "--config",
         config.to_str().unwrap(),
@@ -80,13 +52,13 @@ fn mode_ipvs_on_a_kernel_without_ipvs_exits_naming_what_is_missing_before_touchi
                 format!("understudy-proxy: can't use the IPVS proxier: {missing}")
             );
             assert!(stderr.contains("/proc/net/ip_vs is absent"), "{stderr}");
-            let tables = ns.run(&["nft", "list", "tables"]);
+            let tables = ns.exec(&["nft", "list", "tables"]);
             assert_eq!(
                 String::from_utf8_lossy(&tables.stdout).trim(),
                 "table ip understudy-proxy",
                 "nothing was touched"
             );
-            let links = ns.run(&["ip", "-o", "link", "show"]);
+            let links = ns.exec(&["ip", "-o", "link", "show"]);
             assert!(!String::from_utf8_lossy(&links.stdout).contains("understudy-ipvs0"));
         }
         // A kernel with IPVS passes the check; without an API server the

@@ -25,19 +25,13 @@ use understudy_proxy::tracker::{IpFamily, Tracker};
 const NODE_IP: &str = "10.250.0.10";
 const NODE_IP6: &str = "fd00:250::10";
 
-/// A network namespace with a node address, deleted when dropped.
-struct Netns(String);
+mod common;
+use common::{Netns, host_rules};
 
 impl Netns {
     /// A namespace with only loopback up.
     fn bare(tag: &str) -> Self {
-        let name = format!("us-nft-{tag}-{}", std::process::id());
-        let status = Command::new("ip").args(["netns", "add", &name]).status();
-        assert!(
-            status.is_ok_and(|s| s.success()),
-            "`ip netns add {name}` failed: these tests need root and iproute2"
-        );
-        let ns = Netns(name);
+        let ns = Netns::add("us-nft", tag);
         ns.ip("link set lo up");
         ns
     }
@@ -71,22 +65,12 @@ impl Netns {
     }
 
     fn nft(&self, args: &[&str]) -> String {
-        let out = Command::new("ip")
-            .args(["netns", "exec", &self.0, "nft"])
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "nft {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        self.run(&[&["nft"], args].concat())
     }
 
     /// Runs `f` on a thread inside the namespace.
     fn within<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
-        let file = std::fs::File::open(format!("/run/netns/{}", self.0)).unwrap();
+        let file = std::fs::File::open(self.path()).unwrap();
         std::thread::spawn(move || {
             nix::sched::setns(file.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
             f()
@@ -156,12 +140,6 @@ impl Netns {
     }
 }
 
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
-    }
-}
-
 struct Server {
     listener: TcpListener,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -178,22 +156,6 @@ impl Drop for Server {
             let _ = thread.join();
         }
     }
-}
-
-fn host_rules() -> String {
-    let run = |program: &str, args: &[&str]| {
-        let out = Command::new(program).args(args).output().unwrap();
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter(|l| !l.starts_with('#'))
-            .collect::<Vec<_>>()
-            .join("\n")
-    };
-    format!(
-        "{}\n{}",
-        run("iptables-save", &[]),
-        run("nft", &["list", "ruleset"])
-    )
 }
 
 fn service(name: &str, spec: Value) -> k8s_openapi::api::core::v1::Service {
