@@ -53,6 +53,55 @@ impl Proxy {
     }
 }
 
+/// The data-path tests of one proxy in one mode, each on the lab of
+/// [`cluster_spec`]: every tests/proxy_datapath*.rs binary is this once
+/// (with a `cluster()` helper for tests of its own), so ours and kube-proxy
+/// answer for exactly the same checks.
+#[macro_export]
+macro_rules! datapath_tests {
+    ($proxy:expr, $mode:expr) => {
+        fn cluster() -> Option<&'static $crate::fixture::Cluster> {
+            if std::env::var_os($crate::fixture::EXTERNAL_KUBECONFIG).is_some() {
+                eprintln!("skipped: the data path is checked on the lab's own real nodes");
+                return None;
+            }
+            Some($crate::fixture::Cluster::shared(
+                $crate::datapath::cluster_spec($proxy, $mode),
+            ))
+        }
+
+        #[tokio::test(flavor = "multi_thread")]
+        async fn services_answer_through_the_nodes_rules() {
+            let Some(cluster) = cluster() else { return };
+            $crate::datapath::services_answer_through_the_node(cluster, $proxy).await;
+        }
+
+        #[tokio::test(flavor = "multi_thread")]
+        async fn traffic_spreads_sticks_and_keeps_sources() {
+            let Some(cluster) = cluster() else { return };
+            $crate::datapath::traffic_spreads_sticks_and_keeps_sources(cluster).await;
+        }
+
+        #[tokio::test(flavor = "multi_thread")]
+        async fn udp_follows_a_replaced_backend() {
+            let Some(cluster) = cluster() else { return };
+            $crate::datapath::udp_follows_a_replaced_backend(cluster).await;
+        }
+
+        #[tokio::test(flavor = "multi_thread")]
+        async fn a_taken_health_check_port_is_reported() {
+            let Some(cluster) = cluster() else { return };
+            $crate::datapath::taken_health_check_port_is_reported(cluster).await;
+        }
+
+        #[tokio::test(flavor = "multi_thread")]
+        async fn conntrack_settings_are_applied() {
+            let Some(cluster) = cluster() else { return };
+            $crate::datapath::conntrack_settings_applied(cluster).await;
+        }
+    };
+}
+
 /// The lab for `proxy`: ours replaces kube-proxy on the real node, or the
 /// lab's kube-proxy serves it.
 pub fn cluster_spec(proxy: Proxy, proxy_mode: ProxyMode) -> ClusterSpec {
@@ -67,6 +116,29 @@ pub fn cluster_spec(proxy: Proxy, proxy_mode: ProxyMode) -> ClusterSpec {
         kwok: true,
         backend: Some(Backend::Chart),
         proxy_mode,
+    }
+}
+
+/// A test's namespace and the APIs the checks use in it.
+struct Scene {
+    client: kube::Client,
+    ns: TestNamespace,
+    deployments: Api<Deployment>,
+    pods: Api<Pod>,
+    services: Api<Service>,
+}
+
+impl Scene {
+    async fn new(cluster: &Cluster, prefix: &str) -> Scene {
+        let client = cluster.client().await;
+        let ns = TestNamespace::create(cluster, &client, prefix).await;
+        Scene {
+            deployments: Api::namespaced(client.clone(), &ns.name),
+            pods: Api::namespaced(client.clone(), &ns.name),
+            services: Api::namespaced(client.clone(), &ns.name),
+            client,
+            ns,
+        }
     }
 }
 
@@ -294,11 +366,13 @@ async fn wait_backends(pods: &Api<Pod>, count: usize) -> BTreeSet<String> {
 }
 
 pub async fn services_answer_through_the_node(cluster: &Cluster, proxy: Proxy) {
-    let client = cluster.client().await;
-    let ns = TestNamespace::create(cluster, &client, "datapath").await;
-    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns.name);
-    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns.name);
-    let services: Api<Service> = Api::namespaced(client.clone(), &ns.name);
+    let Scene {
+        client: _,
+        ns,
+        deployments,
+        pods,
+        services,
+    } = Scene::new(cluster, "datapath").await;
 
     let mut server = testserver_container(json!(["serve"]));
     server["readinessProbe"] = json!({"tcpSocket": {"port": 9000}, "periodSeconds": 1});
@@ -520,6 +594,21 @@ async fn wait_answer_set(client: &Client, address: &str, backends: &BTreeSet<Str
     }
 }
 
+/// Once `address` answers this host: 20 connections' answers, every one
+/// answered (a failure names the address).
+async fn answers_from_host(address: &str) -> Vec<(String, std::net::IpAddr)> {
+    crate::wait::until(&format!("{address} to answer"), T, || async move {
+        Ok(read_answer(address).await)
+    })
+    .await
+    .unwrap();
+    probe_from_host(address, 20)
+        .await
+        .into_iter()
+        .map(|a| a.unwrap_or_else(|e| panic!("{address}: {e}")))
+        .collect()
+}
+
 /// NodePorts probed from this host (the lab's gateway), `count` connections.
 async fn probe_from_host(address: &str, count: usize) -> Vec<Answer> {
     let mut answers = Vec::with_capacity(count);
@@ -544,11 +633,13 @@ const BLOCKED_LB_IP: &str = "192.0.2.21";
 /// `Local`), external and load-balancer IPs answer (and a source range
 /// keeps a client out), and scaling down changes the answer set.
 pub async fn traffic_spreads_sticks_and_keeps_sources(cluster: &Cluster) {
-    let client = cluster.client().await;
-    let ns = TestNamespace::create(cluster, &client, "spread").await;
-    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns.name);
-    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns.name);
-    let services: Api<Service> = Api::namespaced(client.clone(), &ns.name);
+    let Scene {
+        client: _,
+        ns,
+        deployments,
+        pods,
+        services,
+    } = Scene::new(cluster, "spread").await;
     let network = real_nodes(cluster).network;
     for node in [SERVER_NODE, CLIENT_NODE] {
         let d = servers(&format!("on-{node}"), "spread", node, 2);
@@ -649,38 +740,22 @@ pub async fn traffic_spreads_sticks_and_keeps_sources(cluster: &Cluster) {
     let local_port = local.ports.unwrap()[0].node_port.unwrap();
     for node in [SERVER_NODE, CLIENT_NODE] {
         let ip = network.node(node).ip();
-        let address = format!("{ip}:{cluster_port}");
-        let a = address.as_str();
-        crate::wait::until(&format!("{a} to answer"), T, || async move {
-            Ok(read_answer(a).await)
-        })
-        .await
-        .unwrap();
-        let answers = probe_from_host(&address, 20).await;
-        for answer in &answers {
-            let (name, source) = answer.clone().unwrap_or_else(|e| panic!("{address}: {e}"));
-            assert!(all.contains(&name), "{name} answered {address}");
-            assert_ne!(source, host, "{address} (Cluster) was not masqueraded");
+        for (name, source) in answers_from_host(&format!("{ip}:{cluster_port}")).await {
+            assert!(all.contains(&name), "{name} answered {ip}:{cluster_port}");
+            assert_ne!(
+                source, host,
+                "{ip}:{cluster_port} (Cluster) was not masqueraded"
+            );
         }
-
         let locals = on_node(node).await;
-        let address = format!("{ip}:{local_port}");
-        let a = address.as_str();
-        crate::wait::until(&format!("{a} to answer"), T, || async move {
-            Ok(read_answer(a).await)
-        })
-        .await
-        .unwrap();
-        let answers = probe_from_host(&address, 20).await;
-        for answer in &answers {
-            let (name, source) = answer.clone().unwrap_or_else(|e| panic!("{address}: {e}"));
+        for (name, source) in answers_from_host(&format!("{ip}:{local_port}")).await {
             assert!(
                 locals.contains(&name),
-                "{name} answered {address} (Local) but is not on real-{node}: {locals:?}"
+                "{name} answered {ip}:{local_port} (Local) but is not on real-{node}: {locals:?}"
             );
             assert_eq!(
                 source, host,
-                "{address} (Local) did not keep the client's address"
+                "{ip}:{local_port} (Local) did not keep the client's address"
             );
         }
     }
@@ -738,11 +813,13 @@ pub async fn traffic_spreads_sticks_and_keeps_sources(cluster: &Cluster) {
 /// backend is replaced: without clearing the flow's conntrack entry its
 /// datagrams would go on to the old pod's address.
 pub async fn udp_follows_a_replaced_backend(cluster: &Cluster) {
-    let client = cluster.client().await;
-    let ns = TestNamespace::create(cluster, &client, "udp").await;
-    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns.name);
-    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns.name);
-    let services: Api<Service> = Api::namespaced(client.clone(), &ns.name);
+    let Scene {
+        client: _,
+        ns,
+        deployments,
+        pods,
+        services,
+    } = Scene::new(cluster, "udp").await;
     let d = servers("dns", "udp", SERVER_NODE, 1);
     deployments
         .create(&PostParams::default(), &d)
@@ -926,11 +1003,13 @@ const HANDOVER_LOSS_ALLOWED: usize = 10;
 /// connection never breaks and at most one sync period of new ones fail.
 pub async fn handover_keeps_connections(cluster: &Cluster) {
     let local = cluster.local.as_ref().expect("the lab's own cluster");
-    let client = cluster.client().await;
-    let ns = TestNamespace::create(cluster, &client, "handover").await;
-    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns.name);
-    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns.name);
-    let services: Api<Service> = Api::namespaced(client.clone(), &ns.name);
+    let Scene {
+        client,
+        ns,
+        deployments,
+        pods,
+        services,
+    } = Scene::new(cluster, "handover").await;
     let d = servers("web", "handover", SERVER_NODE, 2);
     deployments
         .create(&PostParams::default(), &d)

@@ -3,34 +3,6 @@
 //! against kube-proxy in nftables mode (tests/proxy_datapath_nftables_upstream.rs).
 
 use understudy_e2e::chart::ProxyMode;
-use understudy_e2e::datapath::{self, Proxy};
-use understudy_e2e::fixture::Cluster;
+use understudy_e2e::datapath::Proxy;
 
-fn cluster() -> Option<&'static Cluster> {
-    if std::env::var_os(understudy_e2e::fixture::EXTERNAL_KUBECONFIG).is_some() {
-        eprintln!("skipped: the data path is checked on the lab's own real nodes");
-        return None;
-    }
-    Some(Cluster::shared(datapath::cluster_spec(
-        Proxy::Understudy,
-        ProxyMode::Nftables,
-    )))
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn services_answer_through_understudy_proxy_in_nftables_mode() {
-    let Some(cluster) = cluster() else { return };
-    datapath::services_answer_through_the_node(cluster, Proxy::Understudy).await;
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn traffic_spreads_sticks_and_keeps_sources_through_understudy_proxy_in_nftables_mode() {
-    let Some(cluster) = cluster() else { return };
-    datapath::traffic_spreads_sticks_and_keeps_sources(cluster).await;
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn udp_follows_a_replaced_backend_through_understudy_proxy_in_nftables_mode() {
-    let Some(cluster) = cluster() else { return };
-    datapath::udp_follows_a_replaced_backend(cluster).await;
-}
+understudy_e2e::datapath_tests!(Proxy::Understudy, ProxyMode::Nftables);
