@@ -4,8 +4,10 @@
 //! own (see [`netns`]). After upstream's kube-proxy scale tests: the first full
 //! sync with every object present, a series of one-endpoint changes (partial
 //! syncs and network programming latency, from each proxy's own kube-proxy
-//! metrics), the periodic full sync, the size of the rules, the first packet
-//! to ClusterIPs spread over the whole service chain, CPU seconds and peak RSS.
+//! metrics), a full resync after the tables were flushed (both proxies' own
+//! periodic full sync is hourly, and upstream's never comes past 1000
+//! endpoints), the size of the rules, the first packet to ClusterIPs spread
+//! over the whole service chain, CPU seconds and peak RSS.
 
 pub mod figures;
 pub mod netns;
@@ -44,14 +46,17 @@ impl Mode {
         }
     }
 
-    /// The whole ruleset as text, from inside `ns`, and how its per-service
-    /// chains begin.
+    /// The size of the whole ruleset inside `ns`, as its tool prints it.
     fn dump(self, ns: &BenchNetns) -> anyhow::Result<RulesSize> {
         Ok(match self {
-            Self::Iptables => RulesSize::of(&ns.output("iptables-save", &[])?, ":KUBE-SVC-"),
-            Self::Nftables => {
-                RulesSize::of(&ns.output("nft", &["list", "ruleset"])?, "\tchain service-")
-            }
+            Self::Iptables => RulesSize::of(
+                &ns.output("iptables-save", &[])?,
+                figures::iptables_service_chain,
+            ),
+            Self::Nftables => RulesSize::of(
+                &ns.output("nft", &["list", "ruleset"])?,
+                figures::nft_service_chain,
+            ),
         })
     }
 }
@@ -67,6 +72,14 @@ impl Variant {
         match self {
             Self::Upstream => "kube-proxy",
             Self::Understudy => "understudy-proxy",
+        }
+    }
+    /// The empty chain whose disappearance (from mangle, nat and filter)
+    /// tells the proxy its tables were flushed.
+    fn canary_chain(self) -> &'static str {
+        match self {
+            Self::Upstream => "KUBE-PROXY-CANARY",
+            Self::Understudy => "US-PROXY-CANARY",
         }
     }
     fn slug(self) -> &'static str {
@@ -94,7 +107,7 @@ pub struct Options {
     pub changes: usize,
     /// ClusterIPs probed for the first-packet latency.
     pub probes: usize,
-    /// Both proxies' `syncPeriod` (the periodic full sync).
+    /// Both proxies' `syncPeriod` (how often they look for their canary).
     pub sync_period: Duration,
     /// Both proxies' `minSyncPeriod`; the changes are spaced by it, so none
     /// waits on the rate limit.
@@ -139,6 +152,10 @@ async fn all_in_flight<T>(
         .await
         .into_iter()
         .collect()
+}
+
+fn unix_seconds(at: k8s_openapi::jiff::Timestamp) -> f64 {
+    at.as_nanosecond() as f64 / 1e9
 }
 
 fn now_rfc3339() -> String {
@@ -249,7 +266,9 @@ impl MetricsReader {
             if Instant::now() >= deadline {
                 return Ok(None);
             }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            // Both proxies are scraped at this pace; what a scrape costs them
+            // is in their CPU seconds.
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
 }
@@ -376,7 +395,7 @@ async fn run_variant(
         .await?
         .ok_or_else(|| anyhow::anyhow!("{label}: no sync within 900 s"))?;
     let to_first_sync = started.elapsed().as_secs_f64();
-    let first_full_sync = first.full.sum;
+    let first_full_sync = first.full.mean().unwrap_or_default();
     eprintln!(
         "bench: {label}: first sync done after {to_first_sync:.1} s (the sync itself {first_full_sync:.2} s)"
     );
@@ -395,11 +414,15 @@ async fn run_variant(
     let before = metrics.scrape().await?;
     let mut seen = before.programming.count;
     let mut changes_missed = 0;
+    let mut programming_samples = vec![];
     for c in 0..opts.changes {
+        // Each change comes minSyncPeriod after the last sync, so none waits
+        // on the proxies' rate limit.
+        tokio::time::sleep(opts.min_sync_period).await;
         let service = (c * 7919 + *next_change) % cluster_ips.len();
-        let (slice, patch) = objects::endpoint_change(service, *next_change, &now_rfc3339());
+        let trigger = k8s_openapi::jiff::Timestamp::now();
+        let (slice, patch) = objects::endpoint_change(service, *next_change, &trigger.to_string());
         *next_change += 1;
-        let issued = Instant::now();
         slices
             .patch(&slice, &PatchParams::default(), &Patch::Merge(&patch))
             .await?;
@@ -412,36 +435,52 @@ async fn run_variant(
             )
             .await?;
         match observed {
-            Some(s) => seen = s.programming.count,
+            Some(s) => {
+                seen = s.programming.count;
+                // The same span the histogram observes, to the nanosecond:
+                // from the trigger time to the end of the sync that wrote it.
+                programming_samples.push(s.last_sync - unix_seconds(trigger));
+            }
             None => changes_missed += 1,
         }
-        // Space the changes by minSyncPeriod so none waits on the rate limit.
-        if let Some(rest) = opts.min_sync_period.checked_sub(issued.elapsed()) {
-            tokio::time::sleep(rest).await;
-        }
     }
+    programming_samples.sort_by(f64::total_cmp);
     let after = metrics.scrape().await?;
 
-    // The periodic full sync comes every syncPeriod; the series may have
-    // held one already.
-    let periodic = metrics
-        .until(
-            "a periodic full sync",
-            opts.sync_period * 2 + Duration::from_secs(10),
-            &proxy.0,
-            |s| s.full.count >= 2.0,
-        )
-        .await?;
-    let periodic_full_sync = periodic.map(|s| (s.full.sum - first.full.sum) / (s.full.count - 1.0));
+    let resync = match opts.mode {
+        Mode::Iptables => {
+            eprintln!("bench: {label}: deleting its canary chains (as a flush would)");
+            let full_before = after.full.count;
+            for table in ["mangle", "nat", "filter"] {
+                if let Err(e) = ns.output("iptables", &["-t", table, "-X", variant.canary_chain()])
+                {
+                    eprintln!("bench: {label}: {e}");
+                }
+            }
+            let done = metrics
+                .until(
+                    "the full resync",
+                    opts.sync_period + Duration::from_secs(60),
+                    &proxy.0,
+                    |s| s.full.count > full_before,
+                )
+                .await?;
+            done.map(|s| s.full.since(&after.full))
+                .and_then(|h| h.mean())
+        }
+        // No canary in nftables mode; the periodic full sync is hourly.
+        Mode::Nftables => None,
+    };
     let usage = procstat::usage(proxy.0.pid);
     drop(proxy);
     eprintln!("bench: {label}: done");
     Ok(ProxyFigures {
         to_first_sync,
         first_full_sync,
-        periodic_full_sync,
+        resync,
         partial: after.partial.since(&before.partial),
         programming: after.programming.since(&before.programming),
+        programming_samples,
         changes_missed,
         rules,
         first_packet,

@@ -4,10 +4,12 @@
 //! Nothing is linked to the host: the proxy reaches the lab's loopback-only
 //! apiserver through a relay the bench runs (a listener made inside the
 //! namespace, forwarding to the host's loopback: `realnode::forward`), and the
-//! bench reads the proxy's /metrics through the reverse relay. Inside, a dummy
-//! link carries the route to the Service range (so a connect to a ClusterIP
-//! leaves through the proxy's rules), and the endpoints' ranges are routed as
-//! local, so one listener answers every endpoint.
+//! bench reads the proxy's /metrics through the reverse relay. Inside, a link
+//! carries the route to the Service range (so a connect to a ClusterIP leaves
+//! through the proxy's rules), and the endpoints' ranges are routed as local,
+//! so one listener answers every endpoint. The link is a veth pair with both
+//! ends inside: kernels without the dummy module (this machine's) have veth,
+//! which the real nodes need anyway.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -48,9 +50,12 @@ impl BenchNetns {
         ip(&["netns", "add", name])?;
         let ns = Self { name: name.into() };
         ip(&["-n", name, "link", "set", "lo", "up"])?;
-        ip(&["-n", name, "link", "add", "bench0", "type", "dummy"])?;
+        ip(&[
+            "-n", name, "link", "add", "bench0", "type", "veth", "peer", "name", "bench1",
+        ])?;
         ip(&["-n", name, "addr", "add", PROBE_ADDRESS, "dev", "bench0"])?;
         ip(&["-n", name, "link", "set", "bench0", "up"])?;
+        ip(&["-n", name, "link", "set", "bench1", "up"])?;
         ip(&["-n", name, "route", "add", service_cidr, "dev", "bench0"])?;
         ip(&[
             "-n",
