@@ -112,6 +112,10 @@ enum Command {
         /// Both proxies' minSyncPeriod, milliseconds (upstream's default: 1000).
         #[arg(long, default_value_t = 1000)]
         min_sync_period_ms: u64,
+        /// Skip the full resync after a flush (another full restore: minutes
+        /// at 10000 Services with the nf_tables backend of iptables).
+        #[arg(long)]
+        no_resync: bool,
         /// Which to run: kube, understudy (comma-separated).
         #[arg(long, value_delimiter = ',', default_value = "kube,understudy")]
         only: Vec<String>,
@@ -339,6 +343,7 @@ async fn run_proxy(command: Command) -> anyhow::Result<()> {
         probes,
         sync_period,
         min_sync_period_ms,
+        no_resync,
         only,
         components_dir,
     } = command
@@ -364,6 +369,7 @@ async fn run_proxy(command: Command) -> anyhow::Result<()> {
         probes,
         sync_period: std::time::Duration::from_secs(sync_period),
         min_sync_period: std::time::Duration::from_millis(min_sync_period_ms),
+        resync: !no_resync,
         components_dir: resolve_components_dir(components_dir)?,
     };
     // One kwok node: the Node object both proxies serve (--hostname-override).

@@ -217,8 +217,11 @@ fn rows() -> Vec<(&'static str, Unit, Pick)> {
         ("first packet to a ClusterIP p99", Unit::Micros, |f| {
             percentile(&f.first_packet, 0.99)
         }),
-        ("CPU seconds", Unit::Seconds, |f| {
+        ("CPU seconds (the proxy)", Unit::Seconds, |f| {
             f.usage.map(|u| u.cpu_seconds)
+        }),
+        ("CPU seconds (its iptables/nft runs)", Unit::Seconds, |f| {
+            f.usage.map(|u| u.children_cpu_seconds)
         }),
         ("peak RSS", Unit::MiB, |f| {
             f.usage.map(|u| u.peak_rss_bytes as f64)
@@ -366,6 +369,7 @@ kubeproxy_network_programming_duration_seconds_count{ip_family=\"IPv4\"} 4
             usage: Some(ProcUsage {
                 cpu_seconds: 10.0,
                 peak_rss_bytes: 100 << 20,
+                children_cpu_seconds: 4.0,
             }),
             ..Default::default()
         };
@@ -376,6 +380,7 @@ kubeproxy_network_programming_duration_seconds_count{ip_family=\"IPv4\"} 4
             usage: Some(ProcUsage {
                 cpu_seconds: 5.0,
                 peak_rss_bytes: 50 << 20,
+                children_cpu_seconds: 1.0,
             }),
             ..Default::default()
         };
