@@ -124,7 +124,8 @@ kind-e2e:
 ## a pod create, a bind and a Scheduled Event, which bounds every scheduler's pace;
 ## BENCH_PROXY_ARGS the proxy part, kube-proxy vs understudy-proxy each in a network
 ## namespace of its own (needs root), e.g. BENCH_PROXY_ARGS="--services 1000" or
-## "--mode nftables".
+## "--mode nftables" (its default, 10000 Services in iptables mode, takes over an hour here:
+## docs/BENCHMARKS.md).
 BENCH_ARGS ?=
 BENCH_PREEMPTION_ARGS ?=
 BENCH_CONTROLLERS_ARGS ?=

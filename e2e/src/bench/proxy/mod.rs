@@ -392,11 +392,11 @@ async fn run_variant(
     )?);
 
     let first = metrics
-        .until("the first sync", Duration::from_secs(1800), &proxy.0, |s| {
+        .until("the first sync", Duration::from_secs(3600), &proxy.0, |s| {
             s.full.count >= 1.0
         })
         .await?
-        .ok_or_else(|| anyhow::anyhow!("{label}: no sync within 1800 s"))?;
+        .ok_or_else(|| anyhow::anyhow!("{label}: no sync within 3600 s"))?;
     let to_first_sync = started.elapsed().as_secs_f64();
     let first_full_sync = first.full.mean().unwrap_or_default();
     eprintln!(
@@ -463,7 +463,7 @@ async fn run_variant(
             let done = metrics
                 .until(
                     "the full resync",
-                    opts.sync_period + Duration::from_secs(60),
+                    opts.sync_period + Duration::from_secs(1800),
                     &proxy.0,
                     |s| s.full.count > full_before,
                 )
