@@ -121,18 +121,23 @@ kind-e2e:
 ## `make test`). BENCH_ARGS scales the scheduler part down, e.g. BENCH_ARGS="--nodes 500
 ## --pods 2000"; BENCH_PREEMPTION_ARGS and BENCH_CONTROLLERS_ARGS the other parts
 ## (see `understudy-bench <part> --help`); BENCH_WRITE_COSTS_ARGS the control plane's cost of
-## a pod create, a bind and a Scheduled Event, which bounds every scheduler's pace.
+## a pod create, a bind and a Scheduled Event, which bounds every scheduler's pace;
+## BENCH_PROXY_ARGS the proxy part, kube-proxy vs understudy-proxy each in a network
+## namespace of its own (needs root), e.g. BENCH_PROXY_ARGS="--services 1000" or
+## "--mode nftables" (its default, 10000 Services in iptables mode, takes over an hour here:
+## docs/BENCHMARKS.md).
 BENCH_ARGS ?=
 BENCH_PREEMPTION_ARGS ?=
 BENCH_CONTROLLERS_ARGS ?=
 BENCH_WRITE_COSTS_ARGS ?=
+BENCH_PROXY_ARGS ?=
 bench: deps toolchain
 	$(CARGO) build --release --workspace --bins
 	target/release/understudy-bench scheduler $(BENCH_ARGS)
 	target/release/understudy-bench preemption $(BENCH_PREEMPTION_ARGS)
 	target/release/understudy-bench controllers $(BENCH_CONTROLLERS_ARGS)
 	target/release/understudy-bench write-costs $(BENCH_WRITE_COSTS_ARGS)
-	@echo "make bench: the proxy benchmark is not implemented yet."
+	target/release/understudy-bench proxy $(BENCH_PROXY_ARGS)
 
 clean-cache:
 	rm -rf "$${XDG_CACHE_HOME:-$$HOME/.cache}/understudy"

@@ -26,7 +26,7 @@ use crate::understudies::{self, Understudy};
 use crate::{kubeconfig, wait};
 
 pub const KUBERNETES_VERSION: &str = "v1.37.2";
-const SERVICE_CIDR: &str = "10.96.0.0/16";
+pub const SERVICE_CIDR: &str = "10.96.0.0/16";
 const SERVICE_IP: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 1);
 /// Namespace of the understudies' leases, as kube-system holds upstream's.
 pub const COMPONENT_NAMESPACE: &str = "kube-system";

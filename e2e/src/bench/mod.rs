@@ -5,6 +5,7 @@
 pub mod controllers;
 pub mod procstat;
 pub mod promtext;
+pub mod proxy;
 pub mod scheduler;
 pub mod write_costs;
 

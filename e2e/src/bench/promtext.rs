@@ -58,6 +58,20 @@ pub fn sum(text: &str, metric: &str, must_contain: &[&str]) -> f64 {
         .sum()
 }
 
+/// Cumulative buckets of what was observed between two snapshots.
+pub fn bucket_delta(after: &[(f64, f64)], before: &[(f64, f64)]) -> Vec<(f64, f64)> {
+    after
+        .iter()
+        .map(|&(le, count)| {
+            let earlier = before
+                .iter()
+                .find(|(b, _)| *b == le)
+                .map_or(0.0, |(_, c)| *c);
+            (le, count - earlier)
+        })
+        .collect()
+}
+
 /// The `q` quantile (0..1) of cumulative buckets; `None` without observations.
 pub fn quantile(q: f64, buckets: &[(f64, f64)]) -> Option<f64> {
     let total = buckets.last()?.1;
@@ -112,6 +126,12 @@ x_bucket{result="error",profile="a",le="+Inf"} 7
         let p99 = quantile(0.99, &b).unwrap();
         assert!((p99 - 0.00396).abs() < 1e-9, "{p99}");
         assert_eq!(quantile(0.5, &buckets(TEXT, "nope", &[])), None);
+    }
+
+    #[test]
+    fn bucket_deltas() {
+        let delta = bucket_delta(&[(0.1, 5.0), (f64::INFINITY, 9.0)], &[(0.1, 2.0)]);
+        assert_eq!(delta, vec![(0.1, 3.0), (f64::INFINITY, 9.0)]);
     }
 
     #[test]

@@ -8,7 +8,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use understudy_e2e::bench::scheduler::{self, Options, Variant, Workload};
-use understudy_e2e::bench::{controllers, write_costs};
+use understudy_e2e::bench::{controllers, proxy, write_costs};
 use understudy_e2e::controlplane::{self, LabOptions};
 use understudy_e2e::nodes::NodeTemplate;
 use understudy_e2e::understudies::Understudy;
@@ -88,6 +88,39 @@ enum Command {
         in_flight: usize,
         #[arg(long, default_value_t = 5000)]
         qps: u32,
+    },
+    /// kube-proxy and understudy-proxy, one after the other in the same mode,
+    /// each in a network namespace of its own, over N Services × 5 endpoints:
+    /// full and partial sync, network programming latency, rules size, first
+    /// packet to a ClusterIP, CPU seconds and peak RSS.
+    Proxy {
+        /// Services (each with one EndpointSlice of 5 endpoints).
+        #[arg(long, default_value_t = 10000)]
+        services: usize,
+        /// Proxy mode of both proxies.
+        #[arg(long, value_enum, default_value = "iptables")]
+        mode: proxy::Mode,
+        /// One-endpoint changes per proxy (network programming latency, partial syncs).
+        #[arg(long, default_value_t = 30)]
+        changes: usize,
+        /// ClusterIPs probed for the first-packet latency, spread over all Services.
+        #[arg(long, default_value_t = 200)]
+        probes: usize,
+        /// Both proxies' syncPeriod, seconds (upstream's default: 30).
+        #[arg(long, default_value_t = 30)]
+        sync_period: u64,
+        /// Both proxies' minSyncPeriod, milliseconds (upstream's default: 1000).
+        #[arg(long, default_value_t = 1000)]
+        min_sync_period_ms: u64,
+        /// Skip the full resync after a flush (another full restore: minutes
+        /// at 10000 Services with the nf_tables backend of iptables).
+        #[arg(long)]
+        no_resync: bool,
+        /// Which to run: kube, understudy (comma-separated).
+        #[arg(long, value_delimiter = ',', default_value = "kube,understudy")]
+        only: Vec<String>,
+        #[arg(long)]
+        components_dir: Option<PathBuf>,
     },
     /// Deployments to Available, a rollout of all, and pod-ready →
     /// EndpointSlice latency: kube-controller-manager and understudy-controllers.
@@ -304,8 +337,76 @@ async fn run_write_costs(command: Command) -> anyhow::Result<()> {
     Ok(())
 }
 
+async fn run_proxy(command: Command) -> anyhow::Result<()> {
+    let Command::Proxy {
+        services,
+        mode,
+        changes,
+        probes,
+        sync_period,
+        min_sync_period_ms,
+        no_resync,
+        only,
+        components_dir,
+    } = command
+    else {
+        unreachable!("called for the proxy command only")
+    };
+    let mut variants = vec![];
+    for v in only {
+        variants.push(match v.as_str() {
+            "kube" => proxy::Variant::Upstream,
+            "understudy" => proxy::Variant::Understudy,
+            other => anyhow::bail!("--only: unknown proxy {other:?} (kube, understudy)"),
+        });
+    }
+    anyhow::ensure!(
+        nix::unistd::Uid::effective().is_root(),
+        "the proxy bench needs root: each proxy runs in a network namespace of its own"
+    );
+    let opts = proxy::Options {
+        services,
+        mode,
+        changes,
+        probes,
+        sync_period: std::time::Duration::from_secs(sync_period),
+        min_sync_period: std::time::Duration::from_millis(min_sync_period_ms),
+        resync: !no_resync,
+        components_dir: resolve_components_dir(components_dir)?,
+    };
+    // One kwok node: the Node object both proxies serve (--hostname-override).
+    let lab = scheduler_lab(1, opts.components_dir.clone());
+    let results = with_cluster(lab, |state| {
+        let opts = opts.clone();
+        async move { proxy::run(&state, &opts, &variants).await }
+    })
+    .await?;
+    let find = |want: proxy::Variant| {
+        results
+            .iter()
+            .find(|(v, _)| *v == want)
+            .map(|(_, figures)| figures)
+    };
+    let heading = proxy::figures::Heading {
+        services,
+        mode: mode.as_str(),
+        changes,
+        probes: probes.min(services),
+    };
+    println!(
+        "{}",
+        proxy::figures::report(
+            &heading,
+            find(proxy::Variant::Upstream),
+            find(proxy::Variant::Understudy)
+        )
+    );
+    Ok(())
+}
+
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
+        Command::Proxy { .. } => return run_proxy(cli.command).await,
         Command::Controllers { .. } => return run_controllers(cli.command).await,
         Command::WriteCosts { .. } => return run_write_costs(cli.command).await,
         _ => {}
@@ -347,7 +448,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             components_dir,
             kubelet,
         ),
-        Command::Controllers { .. } | Command::WriteCosts { .. } => {
+        Command::Controllers { .. } | Command::WriteCosts { .. } | Command::Proxy { .. } => {
             unreachable!("handled above")
         }
     };
