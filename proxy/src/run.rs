@@ -37,6 +37,9 @@ struct Shared {
     service_cidrs: Mutex<std::collections::BTreeMap<String, Vec<IpNet>>>,
     /// Trigger times of slice changes not yet programmed.
     trigger_times: Mutex<Vec<SystemTime>>,
+    /// Changes made before the proxy started are not its latency (upstream's
+    /// trackerStartTime): their trigger times are not recorded.
+    started: SystemTime,
     trigger: Trigger,
     health: ProxyHealth,
     metrics: Metrics,
@@ -83,7 +86,10 @@ impl Shared {
         let changed = match &change {
             Change::Apply(s) => {
                 let changed = p.tracker.apply_endpoint_slice(s);
-                if changed && let Some(at) = trigger_time(s) {
+                if changed
+                    && let Some(at) = trigger_time(s)
+                    && at > self.started
+                {
                     self.trigger_times.lock().unwrap().push(at);
                 }
                 changed
@@ -461,6 +467,7 @@ pub async fn run(
         proxier: Mutex::new(proxier),
         service_cidrs: Mutex::default(),
         trigger_times: Mutex::default(),
+        started: SystemTime::now(),
         trigger: Trigger::default(),
         service_health: ServiceHealthServers::new(
             tokio::runtime::Handle::current(),

@@ -14,4 +14,6 @@ mod render_tests;
 pub use chains::{CANARY_CHAIN, JumpRule, jump_rules};
 pub use local::LocalDetector;
 pub use nodeports::{NodePortAddresses, localhost_node_ports};
-pub use render::{NodePortDestinations, RenderOptions, Ruleset, SyncScope, render};
+pub use render::{
+    NodePortDestinations, RenderOptions, Ruleset, SyncScope, is_large_cluster, render,
+};

@@ -110,6 +110,17 @@ struct Tables {
     nat_rules: Vec<String>,
 }
 
+/// Upstream's largeClusterMode: more endpoints than
+/// [`LARGE_CLUSTER_ENDPOINTS`] drop the endpoint comments and read the
+/// nat table back for stale chains at most once a sync period.
+pub fn is_large_cluster(tracker: &Tracker) -> bool {
+    let total_endpoints: usize = tracker
+        .service_ports()
+        .map(|(name, _)| tracker.endpoints(name).len())
+        .sum();
+    total_endpoints > LARGE_CLUSTER_ENDPOINTS
+}
+
 /// Renders the restore input. `existing_nat_chains` (from `iptables-save -t
 /// nat`) lets stale per-service chains be deleted; without it none are.
 pub fn render(
@@ -162,14 +173,10 @@ pub fn render(
         ));
     }
 
-    let total_endpoints: usize = tracker
-        .service_ports()
-        .map(|(name, _)| tracker.endpoints(name).len())
-        .sum();
     let writer = ServiceWriter {
         options,
         tracker,
-        large_cluster: total_endpoints > LARGE_CLUSTER_ENDPOINTS,
+        large_cluster: is_large_cluster(tracker),
     };
     let mut active_nat_chains = BTreeSet::new();
     for (name, service) in tracker.service_ports() {

@@ -3,13 +3,15 @@
 //! ONE `iptables-restore --noflush --counters` of the rendered ruleset.
 
 use std::collections::BTreeSet;
+use std::time::Instant;
 
 use super::iptables_tool::{Iptables, ToolError};
 use super::{NodeInfo, Written};
 use crate::config::KubeProxyConfiguration;
 use crate::exec::Exec;
 use crate::iptables::{
-    CANARY_CHAIN, NodePortAddresses, RenderOptions, SyncScope, jump_rules, render, save,
+    CANARY_CHAIN, NodePortAddresses, RenderOptions, SyncScope, is_large_cluster, jump_rules,
+    render, save,
 };
 use crate::tracker::{ServicePortName, Tracker};
 
@@ -19,6 +21,8 @@ pub const CANARY_TABLES: [&str; 3] = ["mangle", "nat", "filter"];
 pub struct IptablesBackend<E> {
     pub iptables: Iptables<E>,
     pub conntrack_tcp_liberal: bool,
+    /// When the nat table was last read back for stale chains.
+    pub last_cleanup: Option<Instant>,
 }
 
 impl<E: Exec> IptablesBackend<E> {
@@ -59,13 +63,26 @@ impl<E: Exec> IptablesBackend<E> {
                 self.iptables.ensure_jump(&rule)?;
             }
         }
-        let existing = save::chains_in_table(&self.iptables.save("nat")?, "nat");
+        // `iptables-save` of a large table takes long: as upstream, large
+        // clusters look for stale chains (harmless, unreferenced) at most
+        // once a sync period.
+        let existing = if !is_large_cluster(tracker)
+            || self
+                .last_cleanup
+                .is_none_or(|at| at.elapsed() > config.iptables.sync_period)
+        {
+            let chains = save::chains_in_table(&self.iptables.save("nat")?, "nat");
+            self.last_cleanup = Some(Instant::now());
+            Some(chains)
+        } else {
+            None
+        };
         let scope = if full {
             SyncScope::Full
         } else {
             SyncScope::Partial(changed)
         };
-        let ruleset = render(tracker, &options, scope, Some(&existing));
+        let ruleset = render(tracker, &options, scope, existing.as_ref());
         self.iptables.restore(&ruleset.text)?;
         Ok(Written::Iptables {
             filter_rules: ruleset.filter_rules,

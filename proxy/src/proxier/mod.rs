@@ -135,6 +135,7 @@ impl<E: Exec> Proxier<E> {
             ProxyMode::Iptables => Backend::Iptables(IptablesBackend {
                 iptables: Iptables { exec },
                 conntrack_tcp_liberal: false,
+                last_cleanup: None,
             }),
             ProxyMode::Ipvs => panic!("the IPVS proxier is made with Proxier::with_backend"),
         };

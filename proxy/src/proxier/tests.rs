@@ -176,6 +176,34 @@ fn later_syncs_are_partial_and_a_failed_restore_forces_a_full_one() {
 }
 
 #[test]
+fn large_clusters_read_the_nat_table_back_at_most_once_a_sync_period() {
+    let mut p = proxier();
+    // Over 1000 endpoints: upstream's largeClusterMode.
+    let ips: Vec<String> = (0..1002)
+        .map(|i| format!("10.244.{}.{}", i / 250, i % 250 + 1))
+        .collect();
+    let refs: Vec<&str> = ips.iter().map(String::as_str).collect();
+    p.tracker.apply_endpoint_slice(&web_slice(&refs));
+    p.set_services_synced();
+    p.set_slices_synced();
+    assert!(matches!(p.sync(), SyncOutcome::Synced(_)));
+    assert!(
+        exec(&p)
+            .take_lines()
+            .iter()
+            .any(|l| l == "iptables-save -t nat"),
+        "the first sync looks for stale chains"
+    );
+    p.tracker.apply_endpoint_slice(&web_slice(&refs[1..]));
+    assert!(matches!(p.sync(), SyncOutcome::Synced(_)));
+    assert_eq!(
+        exec(&p).take_lines(),
+        ["iptables-restore -w 5 --noflush --counters"],
+        "within a sync period: no iptables-save"
+    );
+}
+
+#[test]
 fn a_partial_sync_writes_only_changed_services_chains() {
     let mut p = proxier();
     let other: k8s_openapi::api::core::v1::Service = serde_json::from_value(json!({
