@@ -42,24 +42,28 @@ impl<E: Exec> Nft<E> {
         }
     }
 
-    /// Our table's chains and sets (`None`: no table). Terse: without the
-    /// sets' elements.
+    /// Our table's chains and sets (`None`: no table), as upstream's
+    /// `List("chain")` and `List("sets")`: the family's chain and set
+    /// declarations only. Listing the table itself would print every rule
+    /// too — tens of thousands of lines with 10000 Services, on each sync.
     pub fn list(&self, family: &str) -> Result<Option<Existing>, ToolError> {
-        let args = ["--json", "--terse", "list", "table", family, TABLE];
-        let out = self.run(&args, None)?;
-        if !out.success() {
-            if out.stderr.contains(NOT_FOUND) {
-                return Ok(None);
+        let mut existing = Existing::default();
+        for what in ["chains", "sets"] {
+            let args = ["--json", "--terse", "list", what, family];
+            let out = self.run(&args, None)?;
+            if !out.success() {
+                return Err(failed(format!("nft {}", args.join(" ")), &out));
             }
-            return Err(failed(format!("nft {}", args.join(" ")), &out));
-        }
-        parse_listing(&out.stdout)
-            .map(Some)
-            .map_err(|problem| ToolError::Failed {
+            let listed = parse_listing(&out.stdout).map_err(|problem| ToolError::Failed {
                 command: format!("nft {}", args.join(" ")),
                 code: out.code,
                 stderr: format!("unreadable output: {problem}"),
-            })
+            })?;
+            existing.chains.extend(listed.chains);
+            existing.sets.extend(listed.sets);
+        }
+        // Our table always has its base chains: none listed, no table.
+        Ok((!existing.chains.is_empty()).then_some(existing))
     }
 
     /// Whether our table is still in place: its NAT prerouting chain exists
@@ -98,7 +102,8 @@ impl<E: Exec> Nft<E> {
     }
 }
 
-/// `nft --json` output: `{"nftables": [{"metainfo": …}, {"chain": {"name": …}}, …]}`.
+/// `nft --json` output: `{"nftables": [{"metainfo": …}, {"chain": {"name": …}}, …]}`;
+/// only our table's objects count.
 fn parse_listing(json: &str) -> Result<Existing, String> {
     let value: serde_json::Value = serde_json::from_str(json).map_err(|e| e.to_string())?;
     let objects = value
@@ -110,6 +115,7 @@ fn parse_listing(json: &str) -> Result<Existing, String> {
         let name = |kind: &str| {
             object
                 .get(kind)
+                .filter(|o| o.get("table").and_then(|t| t.as_str()) == Some(TABLE))
                 .and_then(|o| o.get("name"))
                 .and_then(|n| n.as_str())
                 .map(String::from)
@@ -134,7 +140,9 @@ mod tests {
             {"set": {"family": "ip", "name": "affinity-X-ns/s/tcp/p__1.2.3.4/80", "table": "understudy-proxy", "type": "ipv4_addr"}},
             {"map": {"family": "ip", "name": "service-ips", "table": "understudy-proxy"}},
             {"chain": {"family": "ip", "table": "understudy-proxy", "name": "services", "handle": 3}},
-            {"rule": {"family": "ip", "table": "understudy-proxy", "chain": "services", "expr": []}}]}"#;
+            {"rule": {"family": "ip", "table": "understudy-proxy", "chain": "services", "expr": []}},
+            {"chain": {"family": "ip", "table": "kube-proxy", "name": "services", "handle": 3}},
+            {"chain": {"family": "ip", "table": "kube-proxy", "name": "nat-prerouting", "handle": 4}}]}"#;
         let existing = parse_listing(json).unwrap();
         assert_eq!(
             existing.chains.into_iter().collect::<Vec<_>>(),

@@ -8,7 +8,8 @@ use super::*;
 use crate::exec::fake::{Call, FakeExec};
 use crate::tracker::IpFamily;
 
-const LIST: &str = "nft --json --terse list table ip understudy-proxy";
+const LIST: &str = "nft --json --terse list chains ip";
+const LIST_SETS: &str = "nft --json --terse list sets ip";
 
 fn service(name: &str, ip: &str) -> k8s_openapi::api::core::v1::Service {
     serde_json::from_value(json!({
@@ -50,12 +51,15 @@ fn proxier() -> Proxier<FakeExec> {
         .apply_endpoint_slice(&slice("web", &["10.244.0.5"]));
     p.set_services_synced();
     p.set_slices_synced();
+    p.exec().answer(LIST_SETS, 0, &listing(&[]));
     p
 }
 
-/// Our table as `nft --json` lists it, with these chains.
+/// The family's chains as `nft --json` lists them: ours, and kube-proxy's
+/// (never taken for ours). None of ours: our table is gone.
 fn listing(chains: &[&str]) -> String {
-    let mut objects = vec![json!({"table": {"family": "ip", "name": "understudy-proxy"}})];
+    let mut objects =
+        vec![json!({"chain": {"family": "ip", "table": "kube-proxy", "name": "services"}})];
     objects.extend(
         chains
             .iter()
@@ -94,12 +98,12 @@ fn the_mode_picks_the_backend() {
 #[test]
 fn a_first_sync_lists_the_table_then_writes_one_full_transaction() {
     let mut p = proxier();
-    p.exec().fail(LIST, 1, "Error: No such file or directory");
+    p.exec().answer(LIST, 0, &listing(&[]));
     let report = synced(p.sync());
     assert!(report.full);
     let calls = p.exec().take_calls();
     let lines: Vec<&str> = calls.iter().map(|c| c.line.as_str()).collect();
-    assert_eq!(lines, [LIST, "nft -f -"]);
+    assert_eq!(lines, [LIST, LIST_SETS, "nft -f -"]);
     let text = applied(&calls)[0];
     assert!(text.starts_with("add table ip understudy-proxy"), "{text}");
     assert!(
@@ -130,14 +134,14 @@ fn a_first_sync_lists_the_table_then_writes_one_full_transaction() {
 #[test]
 fn later_syncs_are_partial_and_a_failed_transaction_forces_a_full_one() {
     let mut p = proxier();
-    p.exec().answer(LIST, 0, &listing(&[]));
+    p.exec().answer(LIST, 0, &listing(&["nat-prerouting"]));
     synced(p.sync());
     p.exec().take_calls();
 
     // Nothing changed: listed, nothing to write.
     let report = synced(p.sync());
     assert!(!report.full);
-    assert_eq!(p.exec().take_lines(), [LIST]);
+    assert_eq!(p.exec().take_lines(), [LIST, LIST_SETS]);
 
     p.tracker
         .apply_endpoint_slice(&slice("web", &["10.244.0.5", "10.244.0.6"]));
@@ -171,9 +175,9 @@ fn later_syncs_are_partial_and_a_failed_transaction_forces_a_full_one() {
 #[test]
 fn a_vanished_table_makes_the_next_sync_full() {
     let mut p = proxier();
-    p.exec().answer(LIST, 0, &listing(&[]));
+    p.exec().answer(LIST, 0, &listing(&["nat-prerouting"]));
     synced(p.sync());
-    p.exec().fail(LIST, 1, "Error: No such file or directory");
+    p.exec().answer(LIST, 0, &listing(&[]));
     p.tracker
         .apply_endpoint_slice(&slice("web", &["10.244.0.7"]));
     let report = synced(p.sync());
@@ -210,13 +214,17 @@ fn unused_chains_are_flushed_then_deleted_at_a_later_sync() {
     synced(p.sync());
     let calls = p.exec().take_calls();
     let lines: Vec<&str> = calls.iter().map(|c| c.line.as_str()).collect();
-    assert_eq!(lines, ["nft -f -", LIST], "the deletion goes first, alone");
+    assert_eq!(
+        lines,
+        ["nft -f -", LIST, LIST_SETS],
+        "the deletion goes first, alone"
+    );
     assert_eq!(
         calls[0].stdin.as_deref(),
         Some(format!("delete chain ip understudy-proxy {stale}\n").as_str())
     );
     synced(p.sync());
-    assert_eq!(p.exec().take_lines(), [LIST], "deleted once");
+    assert_eq!(p.exec().take_lines(), [LIST, LIST_SETS], "deleted once");
 }
 
 #[test]
