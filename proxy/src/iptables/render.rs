@@ -303,22 +303,10 @@ impl ServiceWriter<'_> {
         let uses_cluster_chain = !categorized.cluster.is_empty() && svc.uses_cluster_endpoints();
         let uses_local_chain = !categorized.local.is_empty() && svc.uses_local_endpoints();
 
-        let (internal_chain, has_internal_endpoints) = if svc.internal_policy_local {
-            (
-                &chains.local,
-                has_endpoints && !categorized.local.is_empty(),
-            )
-        } else {
-            (&chains.cluster, has_endpoints)
-        };
-        let (external_policy_chain, has_external_endpoints) = if svc.external_policy_local {
-            (
-                &chains.local,
-                has_endpoints && !categorized.local.is_empty(),
-            )
-        } else {
-            (&chains.cluster, has_endpoints)
-        };
+        let (internal_chain, has_internal_endpoints) =
+            categorized.policy_target(svc.internal_policy_local, &chains.cluster, &chains.local);
+        let (external_policy_chain, has_external_endpoints) =
+            categorized.policy_target(svc.external_policy_local, &chains.cluster, &chains.local);
         let external_chain = &chains.external;
         // The EXT chain exists whenever there are endpoints anywhere: its
         // short-circuit for local sources works even with no local endpoint.

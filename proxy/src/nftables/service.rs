@@ -76,22 +76,10 @@ impl ServiceWriter<'_> {
         if uses_local_chain {
             use_chain(&chains.local, state);
         }
-        let (internal_chain, has_internal_endpoints) = if svc.internal_policy_local {
-            (
-                &chains.local,
-                has_endpoints && !categorized.local.is_empty(),
-            )
-        } else {
-            (&chains.cluster, has_endpoints)
-        };
-        let (external_policy_chain, has_external_endpoints) = if svc.external_policy_local {
-            (
-                &chains.local,
-                has_endpoints && !categorized.local.is_empty(),
-            )
-        } else {
-            (&chains.cluster, has_endpoints)
-        };
+        let (internal_chain, has_internal_endpoints) =
+            categorized.policy_target(svc.internal_policy_local, &chains.cluster, &chains.local);
+        let (external_policy_chain, has_external_endpoints) =
+            categorized.policy_target(svc.external_policy_local, &chains.cluster, &chains.local);
         // Even with no endpoint for external traffic, the external chain's
         // short-circuits for pods and the node itself still apply.
         let uses_external_chain = has_endpoints && svc.externally_accessible();

@@ -22,6 +22,25 @@ pub struct Categorized<'a> {
     pub has_any: bool,
 }
 
+impl Categorized<'_> {
+    /// Where traffic of one policy goes — the Local chain with `Local`,
+    /// else the Cluster one — and whether it has endpoints there
+    /// (upstream's internalPolicyChain / hasInternalEndpoints and their
+    /// external twins), for any renderer's chain type.
+    pub fn policy_target<'c, C>(
+        &self,
+        policy_local: bool,
+        cluster: &'c C,
+        local: &'c C,
+    ) -> (&'c C, bool) {
+        if policy_local {
+            (local, self.has_any && !self.local.is_empty())
+        } else {
+            (cluster, self.has_any)
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum TopologyMode {
     None,
