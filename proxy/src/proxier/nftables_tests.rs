@@ -4,36 +4,13 @@ use std::time::Duration;
 
 use serde_json::json;
 
+use super::tests::{service, slice};
 use super::*;
 use crate::exec::fake::{Call, FakeExec};
 use crate::tracker::IpFamily;
 
 const LIST: &str = "nft --json --terse list chains ip";
 const LIST_SETS: &str = "nft --json --terse list sets ip";
-
-fn service(name: &str, ip: &str) -> k8s_openapi::api::core::v1::Service {
-    serde_json::from_value(json!({
-        "metadata": {"namespace": "ns", "name": name},
-        "spec": {"clusterIP": ip, "clusterIPs": [ip],
-                 "ports": [{"name": "http", "port": 80, "protocol": "TCP"}]}
-    }))
-    .unwrap()
-}
-
-fn slice(name: &str, ips: &[&str]) -> k8s_openapi::api::discovery::v1::EndpointSlice {
-    let endpoints: Vec<_> = ips
-        .iter()
-        .map(|ip| json!({"addresses": [ip], "conditions": {"ready": true}}))
-        .collect();
-    serde_json::from_value(json!({
-        "metadata": {"namespace": "ns", "name": format!("{name}-abc"),
-                     "labels": {"kubernetes.io/service-name": name}},
-        "addressType": "IPv4",
-        "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}],
-        "endpoints": endpoints
-    }))
-    .unwrap()
-}
 
 fn proxier() -> Proxier<FakeExec> {
     let config = KubeProxyConfiguration::parse(

@@ -4,28 +4,38 @@ use super::*;
 use crate::exec::fake::FakeExec;
 use crate::tracker::IpFamily;
 
-fn web_service() -> k8s_openapi::api::core::v1::Service {
+/// A ClusterIP Service `ns/<name>` with one TCP port `http` 80.
+pub(super) fn service(name: &str, ip: &str) -> k8s_openapi::api::core::v1::Service {
     serde_json::from_value(json!({
-        "metadata": {"namespace": "ns", "name": "web"},
-        "spec": {"clusterIP": "10.96.0.10", "clusterIPs": ["10.96.0.10"],
+        "metadata": {"namespace": "ns", "name": name},
+        "spec": {"clusterIP": ip, "clusterIPs": [ip],
                  "ports": [{"name": "http", "port": 80, "protocol": "TCP"}]}
     }))
     .unwrap()
 }
 
-fn web_slice(ips: &[&str]) -> k8s_openapi::api::discovery::v1::EndpointSlice {
+/// The Service's one EndpointSlice: ready endpoints `ips` on port 8080.
+pub(super) fn slice(name: &str, ips: &[&str]) -> k8s_openapi::api::discovery::v1::EndpointSlice {
     let endpoints: Vec<_> = ips
         .iter()
         .map(|ip| json!({"addresses": [ip], "conditions": {"ready": true}}))
         .collect();
     serde_json::from_value(json!({
-        "metadata": {"namespace": "ns", "name": "web-abc",
-                     "labels": {"kubernetes.io/service-name": "web"}},
+        "metadata": {"namespace": "ns", "name": format!("{name}-abc"),
+                     "labels": {"kubernetes.io/service-name": name}},
         "addressType": "IPv4",
         "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}],
         "endpoints": endpoints
     }))
     .unwrap()
+}
+
+fn web_service() -> k8s_openapi::api::core::v1::Service {
+    service("web", "10.96.0.10")
+}
+
+fn web_slice(ips: &[&str]) -> k8s_openapi::api::discovery::v1::EndpointSlice {
+    slice("web", ips)
 }
 
 fn proxier() -> Proxier<FakeExec> {
