@@ -27,13 +27,20 @@ impl Netns {
     }
 }
 
-/// The host's rules, sets and links: the IPVS mode writes all three.
+/// The host's rules, sets and IPVS dummy interfaces: what the IPVS mode
+/// writes. (Only those links: a lab shutting down beside the test may
+/// remove its own link from the host meanwhile.)
 fn host_state() -> String {
+    let dummies: Vec<String> = host_output("ip", &["-o", "link", "show"])
+        .lines()
+        .filter(|l| l.contains(DUMMY_INTERFACE) || l.contains("kube-ipvs0"))
+        .map(String::from)
+        .collect();
     format!(
         "{}\n{}\n{}",
         host_rules(),
         host_output("ipset", &["list", "-n"]),
-        host_output("ip", &["-o", "link", "show"])
+        dummies.join("\n")
     )
 }
 
