@@ -33,6 +33,9 @@ pub struct Settings {
     /// How the shared Pod informer lists and watches (every other request
     /// is JSON).
     pub api_content_type: ContentType,
+    /// How often the PV binder syncs every claim and volume again
+    /// (kube-controller-manager's --pvclaimbinder-sync-period).
+    pub pvclaimbinder_sync_period: std::time::Duration,
 }
 
 impl Default for Settings {
@@ -42,6 +45,7 @@ impl Default for Settings {
             endpoint_updates_batch_period: std::time::Duration::ZERO,
             endpointslice_updates_batch_period: std::time::Duration::ZERO,
             api_content_type: ContentType::default(),
+            pvclaimbinder_sync_period: std::time::Duration::from_secs(15),
         }
     }
 }

@@ -1,6 +1,6 @@
 //! understudy-controllers: Understudy's stand-in for the Deployment,
-//! ReplicaSet, Endpoints and EndpointSlice controllers of
-//! kube-controller-manager. Shared informers feed per-controller work queues;
+//! ReplicaSet, Endpoints and EndpointSlice controllers and the
+//! PersistentVolume binder of kube-controller-manager. Shared informers feed per-controller work queues;
 //! each controller reconciles one object per key, with upstream's behaviour.
 
 pub mod context;

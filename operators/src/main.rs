@@ -1,5 +1,6 @@
 //! understudy-controllers: Understudy's stand-in for kube-controller-manager's
-//! Deployment, ReplicaSet, Endpoints and EndpointSlice controllers.
+//! Deployment, ReplicaSet, Endpoints and EndpointSlice controllers and its
+//! PersistentVolume binder.
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -65,6 +66,10 @@ struct Args {
     /// Every other request is JSON.
     #[arg(long, default_value = "application/vnd.kubernetes.protobuf")]
     kube_api_content_type: ContentType,
+
+    /// How often the PV binder syncs every claim and volume again.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "15s")]
+    pvclaimbinder_sync_period: Duration,
 }
 
 fn main() -> ExitCode {
@@ -87,6 +92,7 @@ fn main() -> ExitCode {
         endpoint_updates_batch_period: args.endpoint_updates_batch_period,
         endpointslice_updates_batch_period: args.endpointslice_updates_batch_period,
         api_content_type: args.kube_api_content_type,
+        pvclaimbinder_sync_period: args.pvclaimbinder_sync_period,
     };
     component::main(COMPONENT, args.common, |ctx| {
         run(ctx, enabled, workers, settings)

@@ -42,6 +42,10 @@ pub struct Metrics {
     queue_duration: HistogramFamily<NameLabel>,
     pub reconciles: Family<ReconcileLabels, Counter>,
     pub reconcile_duration: HistogramFamily<ControllerLabel>,
+    /// The PV binder's default-class assignments to existing claims
+    /// (upstream's `retroactive_storageclass_total` / `_errors_total`).
+    pub retroactive_storageclass: Counter,
+    pub retroactive_storageclass_errors: Counter,
 }
 
 impl Metrics {
@@ -77,6 +81,16 @@ impl Metrics {
             "How long one reconcile took",
             m.reconcile_duration.clone(),
         );
+        registry.register(
+            "retroactive_storageclass",
+            "Total number of retroactive StorageClass assignments to persistent volume claim",
+            m.retroactive_storageclass.clone(),
+        );
+        registry.register(
+            "retroactive_storageclass_errors",
+            "Total number of failed retroactive StorageClass assignments to persistent volume claim",
+            m.retroactive_storageclass_errors.clone(),
+        );
         m
     }
 
@@ -88,6 +102,8 @@ impl Metrics {
             queue_duration: Family::new_with_constructor(duration_buckets),
             reconciles: Family::default(),
             reconcile_duration: Family::new_with_constructor(duration_buckets),
+            retroactive_storageclass: Counter::default(),
+            retroactive_storageclass_errors: Counter::default(),
         }
     }
 

@@ -63,6 +63,11 @@ pub async fn run(
             "endpointslice-controller" => {
                 controllers::endpointslice::register(&ctx, workers.endpointslice)
             }
+            "persistentvolume-binder-controller" => {
+                // Two queues, one worker each, as upstream.
+                registered.extend(controllers::persistentvolume::register(&ctx));
+                continue;
+            }
             other => anyhow::bail!("controller {other} has no implementation"),
         };
         registered.push(controller);

@@ -10,13 +10,10 @@ pub const CONTROLLERS: &[(&str, &[&str])] = &[
     ("deployment-controller", &["deployment"]),
     ("endpoints-controller", &["endpoint", "endpoints"]),
     ("endpointslice-controller", &["endpointslice"]),
-];
-
-/// Controllers kube-controller-manager has that we do not implement yet;
-/// naming them is an error that says so rather than "unknown".
-const NOT_YET: &[&str] = &[
-    "persistentvolume-binder-controller",
-    "persistentvolume-binder",
+    (
+        "persistentvolume-binder-controller",
+        &["persistentvolume-binder"],
+    ),
 ];
 
 fn canonical(name: &str) -> Result<&'static str, String> {
@@ -24,11 +21,6 @@ fn canonical(name: &str) -> Result<&'static str, String> {
         if *canonical == name || aliases.contains(&name) {
             return Ok(canonical);
         }
-    }
-    if NOT_YET.contains(&name) {
-        return Err(format!(
-            "controller {name:?} is not implemented by understudy-controllers yet"
-        ));
     }
     let known: Vec<&str> = CONTROLLERS.iter().map(|(n, _)| *n).collect();
     Err(format!(
@@ -95,12 +87,19 @@ mod tests {
     }
 
     #[test]
-    fn unknown_and_unimplemented_names_are_errors() {
+    fn unknown_names_are_errors() {
         assert!(p("garbage").unwrap_err().contains("unknown controller"));
-        assert!(
-            p("persistentvolume-binder-controller")
-                .unwrap_err()
-                .contains("not implemented")
+    }
+
+    #[test]
+    fn the_pv_binder_by_name_and_alias() {
+        assert_eq!(
+            p("persistentvolume-binder").unwrap(),
+            vec!["persistentvolume-binder-controller"]
+        );
+        assert_eq!(
+            p("*,-persistentvolume-binder-controller").unwrap().len(),
+            CONTROLLERS.len() - 1
         );
     }
 }

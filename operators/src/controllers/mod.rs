@@ -4,6 +4,7 @@
 pub mod deployment;
 pub mod endpoints;
 pub mod endpointslice;
+pub mod persistentvolume;
 pub mod podutil;
 pub mod replicaset;
 pub mod status_patch;
