@@ -137,3 +137,262 @@ pub fn find_matching_volume<'a>(
     }
     Ok(smallest.map(|(v, _)| v.clone()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::controllers::persistentvolume::fixtures::{claim, volume, with};
+
+    fn available(name: &str, size: &str) -> Arc<PersistentVolume> {
+        Arc::new(volume(name, size, "", "", "Available", "Retain", "", &[]))
+    }
+
+    fn best(claim: &PersistentVolumeClaim, volumes: &[Arc<PersistentVolume>]) -> Option<String> {
+        find_best_match_for_claim(claim, volumes, false, None)
+            .unwrap()
+            .map(|v| v.metadata.name.clone().unwrap())
+    }
+
+    fn modes(modes: &[&str]) -> Option<Vec<String>> {
+        Some(modes.iter().map(|m| m.to_string()).collect())
+    }
+
+    #[test]
+    fn the_smallest_volume_that_fits() {
+        let volumes = [
+            available("one", "1Gi"),
+            available("ten", "10Gi"),
+            available("five", "5Gi"),
+        ];
+        let c = claim("c", "u", "4Gi", "", "Pending", None, &[]);
+        assert_eq!(best(&c, &volumes).as_deref(), Some("five"));
+        let c = claim("c", "u", "5Gi", "", "Pending", None, &[]);
+        assert_eq!(best(&c, &volumes).as_deref(), Some("five"));
+        // Equal sizes in other units are equal.
+        let c = claim("c", "u", "5368709120", "", "Pending", None, &[]);
+        assert_eq!(best(&c, &volumes).as_deref(), Some("five"));
+        let c = claim("c", "u", "11Gi", "", "Pending", None, &[]);
+        assert_eq!(best(&c, &volumes), None);
+    }
+
+    #[test]
+    fn class_must_match_exactly() {
+        let gold = Arc::new(volume(
+            "gold",
+            "1Gi",
+            "",
+            "",
+            "Available",
+            "Retain",
+            "gold",
+            &[],
+        ));
+        let none = available("none", "10Gi");
+        let volumes = [gold, none];
+        let c = |class: Option<&str>| claim("c", "u", "1Gi", "", "Pending", class, &[]);
+        assert_eq!(best(&c(Some("gold")), &volumes).as_deref(), Some("gold"));
+        assert_eq!(best(&c(Some("")), &volumes).as_deref(), Some("none"));
+        assert_eq!(best(&c(None), &volumes).as_deref(), Some("none"));
+        assert_eq!(best(&c(Some("silver")), &volumes), None);
+    }
+
+    #[test]
+    fn access_modes_fewest_first_then_smallest() {
+        let rwo_big = Arc::new(with(
+            volume("rwo-big", "10Gi", "", "", "Available", "Retain", "", &[]),
+            |v| v.spec.as_mut().unwrap().access_modes = modes(&["ReadWriteOnce"]),
+        ));
+        let rwo_rwx_small = Arc::new(with(
+            volume("rwx-small", "1Gi", "", "", "Available", "Retain", "", &[]),
+            |v| v.spec.as_mut().unwrap().access_modes = modes(&["ReadWriteOnce", "ReadWriteMany"]),
+        ));
+        let volumes = [rwo_rwx_small, rwo_big];
+        let c = |m: &[&str]| {
+            with(claim("c", "u", "1Gi", "", "Pending", None, &[]), |c| {
+                c.spec.as_mut().unwrap().access_modes = modes(m)
+            })
+        };
+        // Upstream tries the volumes offering the fewest modes first.
+        assert_eq!(
+            best(&c(&["ReadWriteOnce"]), &volumes).as_deref(),
+            Some("rwo-big")
+        );
+        assert_eq!(
+            best(&c(&["ReadWriteMany"]), &volumes).as_deref(),
+            Some("rwx-small")
+        );
+        assert_eq!(best(&c(&["ReadOnlyMany"]), &volumes), None);
+    }
+
+    #[test]
+    fn volume_mode_must_match() {
+        let block = Arc::new(with(
+            volume("block", "1Gi", "", "", "Available", "Retain", "", &[]),
+            |v| v.spec.as_mut().unwrap().volume_mode = Some("Block".into()),
+        ));
+        let fs = available("fs", "10Gi");
+        let volumes = [block, fs];
+        let c = |mode: Option<&str>| {
+            with(claim("c", "u", "1Gi", "", "Pending", None, &[]), |c| {
+                c.spec.as_mut().unwrap().volume_mode = mode.map(Into::into)
+            })
+        };
+        assert_eq!(best(&c(Some("Block")), &volumes).as_deref(), Some("block"));
+        assert_eq!(best(&c(None), &volumes).as_deref(), Some("fs"));
+        assert_eq!(
+            best(&c(Some("Filesystem")), &volumes).as_deref(),
+            Some("fs")
+        );
+    }
+
+    #[test]
+    fn selector_must_select_the_volume() {
+        let labelled = Arc::new(with(
+            volume("labelled", "10Gi", "", "", "Available", "Retain", "", &[]),
+            |v| v.metadata.labels = Some([("tier".to_string(), "fast".to_string())].into()),
+        ));
+        let plain = available("plain", "1Gi");
+        let volumes = [labelled, plain];
+        let c = |selector: serde_json::Value| {
+            with(claim("c", "u", "1Gi", "", "Pending", None, &[]), |c| {
+                c.spec.as_mut().unwrap().selector = Some(serde_json::from_value(selector).unwrap())
+            })
+        };
+        assert_eq!(
+            best(
+                &c(serde_json::json!({"matchLabels": {"tier": "fast"}})),
+                &volumes
+            )
+            .as_deref(),
+            Some("labelled")
+        );
+        assert_eq!(
+            best(
+                &c(serde_json::json!({"matchLabels": {"tier": "slow"}})),
+                &volumes
+            ),
+            None
+        );
+        assert_eq!(
+            best(&c(serde_json::json!({"matchExpressions": [{"key": "tier", "operator": "DoesNotExist"}]})), &volumes).as_deref(),
+            Some("plain")
+        );
+        let invalid =
+            c(serde_json::json!({"matchExpressions": [{"key": "tier", "operator": "In"}]}));
+        assert!(find_best_match_for_claim(&invalid, &volumes, false, None).is_err());
+    }
+
+    #[test]
+    fn only_available_unclaimed_live_volumes_are_offered() {
+        let released = Arc::new(volume(
+            "released",
+            "1Gi",
+            "old",
+            "old",
+            "Released",
+            "Retain",
+            "",
+            &[],
+        ));
+        let pending = Arc::new(volume(
+            "pending",
+            "1Gi",
+            "",
+            "",
+            "Pending",
+            "Retain",
+            "",
+            &[],
+        ));
+        let deleting = Arc::new(with(
+            volume("deleting", "1Gi", "", "", "Available", "Retain", "", &[]),
+            |v| {
+                v.metadata.deletion_timestamp =
+                    Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                        "2026-01-01T00:00:00Z".parse().unwrap(),
+                    ))
+            },
+        ));
+        let c = claim("c", "u", "1Gi", "", "Pending", None, &[]);
+        assert_eq!(best(&c, &[released, pending, deleting]), None);
+    }
+
+    #[test]
+    fn pre_bound_volumes_win_and_bind_only_their_claim() {
+        let big_prebound = Arc::new(volume(
+            "prebound",
+            "10Gi",
+            "",
+            "c",
+            "Available",
+            "Retain",
+            "",
+            &[],
+        ));
+        let small = available("small", "1Gi");
+        let volumes = [small, big_prebound.clone()];
+        let c = claim("c", "u", "1Gi", "", "Pending", None, &[]);
+        assert_eq!(best(&c, &volumes).as_deref(), Some("prebound"));
+        let other = claim("other", "u2", "1Gi", "", "Pending", None, &[]);
+        assert_eq!(best(&other, &volumes).as_deref(), Some("small"));
+        // Pre-bound to an older claim of the same name (another UID): no.
+        let bound_old = Arc::new(volume(
+            "old-uid",
+            "10Gi",
+            "uid-old",
+            "c",
+            "Bound",
+            "Retain",
+            "",
+            &[],
+        ));
+        assert_eq!(best(&c, &[bound_old]), None);
+    }
+
+    #[test]
+    fn delay_binding_offers_only_pre_bound_volumes_without_a_node() {
+        let free = available("free", "1Gi");
+        let prebound = Arc::new(volume(
+            "prebound",
+            "1Gi",
+            "u",
+            "c",
+            "Available",
+            "Retain",
+            "",
+            &[],
+        ));
+        let c = claim("c", "u", "1Gi", "", "Pending", None, &[]);
+        let found = |vols: &[Arc<PersistentVolume>]| {
+            find_best_match_for_claim(&c, vols, true, None)
+                .unwrap()
+                .map(|v| v.metadata.name.clone().unwrap())
+        };
+        assert_eq!(found(std::slice::from_ref(&free)), None);
+        assert_eq!(found(&[free, prebound]).as_deref(), Some("prebound"));
+    }
+
+    #[test]
+    fn node_affinity_is_checked_when_a_node_is_given() {
+        let on_node_1 = Arc::new(with(
+            volume("local-1", "1Gi", "", "", "Available", "Retain", "", &[]),
+            |v| {
+                v.spec.as_mut().unwrap().node_affinity = Some(serde_json::from_value(serde_json::json!({
+                "required": {"nodeSelectorTerms": [{"matchExpressions": [
+                    {"key": "kubernetes.io/hostname", "operator": "In", "values": ["node-1"]}]}]}
+            })).unwrap())
+            },
+        ));
+        let c = claim("c", "u", "1Gi", "", "Pending", None, &[]);
+        let node = |name: &str| -> BTreeMap<String, String> {
+            [("kubernetes.io/hostname".to_string(), name.to_string())].into()
+        };
+        let on = |labels: &BTreeMap<String, String>| {
+            find_best_match_for_claim(&c, std::slice::from_ref(&on_node_1), true, Some(labels))
+                .unwrap()
+                .is_some()
+        };
+        assert!(on(&node("node-1")));
+        assert!(!on(&node("node-2")));
+    }
+}

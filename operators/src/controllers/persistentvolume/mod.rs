@@ -28,6 +28,8 @@ pub mod plan;
 pub mod volume_sync;
 
 #[cfg(test)]
+mod fixtures;
+#[cfg(test)]
 mod tests;
 
 use std::collections::BTreeMap;
