@@ -73,7 +73,11 @@ mod tests {
         assert_eq!(p("*").unwrap().len(), CONTROLLERS.len());
         assert_eq!(
             p("*,-endpoints-controller,-endpointslice").unwrap(),
-            vec!["deployment-controller", "replicaset-controller"]
+            vec![
+                "deployment-controller",
+                "persistentvolume-binder-controller",
+                "replicaset-controller"
+            ]
         );
     }
 
