@@ -34,6 +34,7 @@ impl Understudy {
                 "replicaset-controller",
                 "endpoints-controller",
                 "endpointslice-controller",
+                "persistentvolume-binder-controller",
             ],
             Self::Scheduler | Self::Proxy => &[],
         }
@@ -97,7 +98,7 @@ mod tests {
         assert_eq!(controller_manager_controllers(&BTreeSet::new()), "*");
         assert_eq!(
             controller_manager_controllers(&parse_set("scheduler,controllers").unwrap()),
-            "*,-deployment-controller,-replicaset-controller,-endpoints-controller,-endpointslice-controller"
+            "*,-deployment-controller,-replicaset-controller,-endpoints-controller,-endpointslice-controller,-persistentvolume-binder-controller"
         );
         assert_eq!(
             controller_manager_controllers(&parse_set("scheduler,proxy").unwrap()),

@@ -83,7 +83,7 @@ Checks on values shared by every component; fails the render with a clear messag
 Controllers this chart knows, named as in kube-controller-manager's --controllers.
 */}}
 {{- define "understudy.knownControllers" -}}
-deployment-controller,replicaset-controller,endpoints-controller,endpointslice-controller
+deployment-controller,replicaset-controller,endpoints-controller,endpointslice-controller,persistentvolume-binder-controller
 {{- end -}}
 
 {{/*
