@@ -5,7 +5,8 @@ use std::collections::BTreeMap;
 
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::{
-    Container, ContainerPort, ContainerStatus, Pod, PodCondition, PodSpec, PodStatus,
+    Container, ContainerPort, ContainerStatus, EphemeralVolumeSource,
+    PersistentVolumeClaimVolumeSource, Pod, PodCondition, PodSpec, PodStatus, Volume,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 
@@ -175,7 +176,7 @@ mod tests {
     }
 }
 
-/// Reduces a pod to what the four controllers read, before the shared
+/// Reduces a pod to what the controllers read, before the shared
 /// informer stores it. The store holds every pod in the cluster, and what no
 /// controller reads (managedFields, most annotations, commands, environments,
 /// probes, volumes, container states) is most of a pod's size.
@@ -188,7 +189,9 @@ mod tests {
 ///   `controller.kubernetes.io/pod-deletion-cost`;
 /// - spec: `nodeName`, `hostname`, `subdomain`; of each container and init
 ///   container its `name`, `restartPolicy` and `ports` (`name`,
-///   `containerPort`, `protocol`);
+///   `containerPort`, `protocol`); of the volumes only those that use a
+///   claim, with their `name` and `persistentVolumeClaim.claimName`, or an
+///   empty `ephemeral` (the PV binder finds the pods using a claim);
 /// - status: `phase`, `podIP`, `podIPs`, the `Ready` conditions (`type`,
 ///   `status`, `lastTransitionTime`), and of each container and init
 ///   container status its `name` and `restartCount`.
@@ -227,6 +230,9 @@ fn trimmed(pod: Pod) -> Pod {
             ..ObjectMeta::default()
         },
         spec: pod.spec.map(|spec| PodSpec {
+            volumes: spec.volumes.and_then(|volumes| {
+                non_empty(volumes.into_iter().filter_map(trimmed_volume).collect())
+            }),
             containers: spec.containers.into_iter().map(trimmed_container).collect(),
             init_containers: spec
                 .init_containers
@@ -252,6 +258,27 @@ fn trimmed(pod: Pod) -> Pod {
             init_container_statuses: status.init_container_statuses.and_then(trimmed_statuses),
             ..PodStatus::default()
         }),
+    }
+}
+
+fn trimmed_volume(v: Volume) -> Option<Volume> {
+    if let Some(pvc) = v.persistent_volume_claim {
+        return Some(claim_volume(v.name, Some(pvc.claim_name), false));
+    }
+    v.ephemeral.map(|_| claim_volume(v.name, None, true))
+}
+
+/// A pod volume in the kept form: a claim's name, or an ephemeral volume
+/// (whose claim is named after the pod and the volume).
+pub(crate) fn claim_volume(name: String, claim_name: Option<String>, ephemeral: bool) -> Volume {
+    Volume {
+        name,
+        persistent_volume_claim: claim_name.map(|claim_name| PersistentVolumeClaimVolumeSource {
+            claim_name,
+            ..PersistentVolumeClaimVolumeSource::default()
+        }),
+        ephemeral: ephemeral.then(EphemeralVolumeSource::default),
+        ..Volume::default()
     }
 }
 

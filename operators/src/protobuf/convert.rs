@@ -73,6 +73,7 @@ fn object_meta(m: pb::ObjectMeta) -> meta::ObjectMeta {
 
 fn pod_spec(s: pb::PodSpec) -> core::PodSpec {
     core::PodSpec {
+        volumes: non_empty(s.volumes.into_iter().filter_map(claim_volume).collect()),
         containers: s.containers.into_iter().map(container).collect(),
         init_containers: non_empty(s.init_containers.into_iter().map(container).collect()),
         node_name: text(s.node_name),
@@ -80,6 +81,18 @@ fn pod_spec(s: pb::PodSpec) -> core::PodSpec {
         subdomain: text(s.subdomain),
         ..core::PodSpec::default()
     }
+}
+
+/// A volume that uses a claim, in [`podutil::trim_pod`]'s kept form; `None`
+/// for every other volume.
+fn claim_volume(v: pb::Volume) -> Option<core::Volume> {
+    let source = v.volume_source?;
+    if let Some(pvc) = source.persistent_volume_claim {
+        return Some(podutil::claim_volume(v.name, Some(pvc.claim_name), false));
+    }
+    source
+        .ephemeral
+        .map(|_| podutil::claim_volume(v.name, None, true))
 }
 
 fn container(c: pb::Container) -> core::Container {
@@ -163,6 +176,49 @@ mod tests {
                 pod
             })
             .collect()
+    }
+
+    #[test]
+    fn claim_volumes_are_kept_alike_by_both_paths() {
+        let page = wire::decode_pod_list(fixture("pod-volumes.pb")).unwrap();
+        let list: ObjectList<Pod> = serde_json::from_slice(&fixture("pod-volumes.json")).unwrap();
+        let mut json = list.items;
+        trim_pod(&mut json[0]);
+        assert_eq!(page.items, json);
+        let volumes = json[0].spec.as_ref().unwrap().volumes.as_ref().unwrap();
+        let kept: Vec<_> = volumes
+            .iter()
+            .map(|v| {
+                (
+                    v.name.as_str(),
+                    v.persistent_volume_claim
+                        .as_ref()
+                        .map(|p| p.claim_name.as_str()),
+                    v.ephemeral.is_some(),
+                )
+            })
+            .collect();
+        // emptyDir and projected volumes go; so does readOnly.
+        assert_eq!(
+            kept,
+            [("data", Some("data-db-0"), false), ("scratch", None, true)]
+        );
+        assert_eq!(
+            volumes[0]
+                .persistent_volume_claim
+                .as_ref()
+                .unwrap()
+                .read_only,
+            None
+        );
+        assert!(
+            volumes[1]
+                .ephemeral
+                .as_ref()
+                .unwrap()
+                .volume_claim_template
+                .is_none()
+        );
     }
 
     #[test]

@@ -181,6 +181,8 @@ pub struct Time {
 /// `core/v1.PodSpec`.
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct PodSpec {
+    #[prost(message, repeated, tag = "1")]
+    pub volumes: Vec<Volume>,
     #[prost(message, repeated, tag = "2")]
     pub containers: Vec<Container>,
     #[prost(string, tag = "10")]
@@ -192,6 +194,36 @@ pub struct PodSpec {
     #[prost(message, repeated, tag = "20")]
     pub init_containers: Vec<Container>,
 }
+
+/// `core/v1.Volume`: its name and, of its source, only what names a claim.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Volume {
+    #[prost(string, tag = "1")]
+    pub name: String,
+    #[prost(message, optional, tag = "2")]
+    pub volume_source: Option<VolumeSource>,
+}
+
+/// `core/v1.VolumeSource`, the two sources that use a PersistentVolumeClaim.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct VolumeSource {
+    #[prost(message, optional, tag = "10")]
+    pub persistent_volume_claim: Option<PersistentVolumeClaimVolumeSource>,
+    #[prost(message, optional, tag = "29")]
+    pub ephemeral: Option<EphemeralVolumeSource>,
+}
+
+/// `core/v1.PersistentVolumeClaimVolumeSource`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct PersistentVolumeClaimVolumeSource {
+    #[prost(string, tag = "1")]
+    pub claim_name: String,
+}
+
+/// `core/v1.EphemeralVolumeSource`: only its presence matters (the claim is
+/// named `<pod>-<volume>`), so none of its fields is decoded.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct EphemeralVolumeSource {}
 
 /// `core/v1.Container`; `restartPolicy` is a Go pointer.
 #[derive(Clone, PartialEq, prost::Message)]
