@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
+use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim, Pod};
 use k8s_openapi::api::storage::v1::StorageClass;
 use kube::Resource;
 use understudy_component_base::events::EventType;
@@ -13,8 +13,8 @@ use super::helpers::{
     ANN_BETA_STORAGE_PROVISIONER, ANN_BIND_COMPLETED, ANN_BOUND_BY_CONTROLLER,
     ANN_STORAGE_PROVISIONER, attributes_class_mismatch, claim_class, claim_has_class, claim_key,
     claim_uid, claim_volume_name, default_class, has_annotation, is_delay_binding_mode,
-    is_delay_binding_provisioning, is_volume_bound_to_claim, requested_storage, set_annotation,
-    volume_capacity, volume_class, volume_mode_mismatch,
+    is_delay_binding_provisioning, is_pod_terminated, is_volume_bound_to_claim, requested_storage,
+    set_annotation, volume_capacity, volume_class, volume_mode_mismatch,
 };
 use super::index::find_best_match_for_claim;
 use super::plan::{Plan, Stop};
@@ -24,6 +24,8 @@ pub struct ClaimView<'a> {
     /// The controller's volumes by name (informer + own writes, newest).
     pub volumes: &'a BTreeMap<String, Arc<PersistentVolume>>,
     pub classes: &'a BTreeMap<String, StorageClass>,
+    /// The pods that use the claim.
+    pub pods: &'a [Arc<Pod>],
     /// kube-controller-manager's --enable-dynamic-provisioning.
     pub dynamic_provisioning: bool,
 }
@@ -169,14 +171,7 @@ fn find_and_bind(
     }
     let class = claim_class(claim).to_string();
     if delay_binding && !is_delay_binding_provisioning(claim) {
-        // No pod is known to use the claim yet (upstream would name pods
-        // waiting to be scheduled; see the module docs of the controller).
-        plan.event(
-            claim.object_ref(&()),
-            EventType::Normal,
-            "WaitForFirstConsumer",
-            "waiting for first consumer to be created before binding",
-        );
+        wait_for_consumer(plan, claim, view.pods);
     } else if !class.is_empty() {
         // Provisioning is someone else's job; upstream returns without
         // touching the claim's status here.
@@ -193,6 +188,38 @@ fn find_and_bind(
         );
     }
     plan.update_claim_status(claim, "Pending", None)
+}
+
+/// Upstream's emitEventForUnboundDelayBindingClaim: which pods the claim
+/// waits for, if any is known.
+fn wait_for_consumer(plan: &mut Plan, claim: &PersistentVolumeClaim, pods: &[Arc<Pod>]) {
+    let mut waiting: Vec<&str> = pods
+        .iter()
+        .filter(|p| !is_pod_terminated(p))
+        .filter(|p| {
+            p.spec
+                .as_ref()
+                .and_then(|s| s.node_name.as_deref())
+                .is_none_or(str::is_empty)
+        })
+        .filter_map(|p| p.metadata.name.as_deref())
+        .collect();
+    waiting.sort_unstable();
+    let (reason, message) = match waiting.as_slice() {
+        [] => (
+            "WaitForFirstConsumer",
+            "waiting for first consumer to be created before binding".to_string(),
+        ),
+        [one] => (
+            "WaitForPodScheduled",
+            format!("waiting for pod {one} to be scheduled"),
+        ),
+        many => (
+            "WaitForPodScheduled",
+            format!("waiting for pods {} to be scheduled", many.join(",")),
+        ),
+    };
+    plan.event(claim.object_ref(&()), EventType::Normal, reason, message);
 }
 
 /// What upstream's provisionClaim does when it has no in-tree plugin: an

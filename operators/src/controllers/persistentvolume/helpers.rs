@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{
-    NodeSelectorRequirement, NodeSelectorTerm, PersistentVolume, PersistentVolumeClaim,
+    NodeSelectorRequirement, NodeSelectorTerm, PersistentVolume, PersistentVolumeClaim, Pod,
 };
 use k8s_openapi::api::storage::v1::StorageClass;
 
@@ -343,4 +343,41 @@ pub fn is_delay_binding_mode(
 /// The scheduler picked a node for provisioning this claim.
 pub fn is_delay_binding_provisioning(claim: &PersistentVolumeClaim) -> bool {
     has_annotation(&claim.metadata, ANN_SELECTED_NODE)
+}
+
+/// The claims a pod uses (upstream's PodPVCIndex): named ones, and the
+/// `<pod>-<volume>` claim of each ephemeral volume.
+pub fn pod_claim_names(pod: &Pod) -> impl Iterator<Item = String> + '_ {
+    let pod_name = pod.metadata.name.as_deref().unwrap_or_default();
+    pod.spec
+        .iter()
+        .flat_map(|s| s.volumes.iter().flatten())
+        .filter_map(move |v| {
+            if let Some(pvc) = &v.persistent_volume_claim {
+                Some(pvc.claim_name.clone())
+            } else {
+                v.ephemeral
+                    .as_ref()
+                    .map(|_| format!("{pod_name}-{}", v.name))
+            }
+        })
+}
+
+pub fn pod_uses_claim(pod: &Pod, claim_name: &str) -> bool {
+    pod_claim_names(pod).any(|c| c == claim_name)
+}
+
+/// Upstream's IsPodTerminated as far as the kept pod tells: a finished
+/// phase, or deleted before it was ever scheduled (so nothing runs). A
+/// deleted pod on a node counts as running: the trimmed pod does not say
+/// whether its containers stopped.
+pub fn is_pod_terminated(pod: &Pod) -> bool {
+    let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
+    let scheduled = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.node_name.as_deref())
+        .is_some_and(|n| !n.is_empty());
+    matches!(phase, Some("Failed" | "Succeeded"))
+        || (pod.metadata.deletion_timestamp.is_some() && !scheduled)
 }

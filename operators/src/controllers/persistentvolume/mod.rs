@@ -15,9 +15,8 @@
 //! handles fail with upstream's Events (upstream would recycle or delete
 //! hostPath/NFS volumes itself); in-tree (`kubernetes.io/…`) provisioners
 //! are reported as unknown; CSI-migration annotations are not maintained;
-//! pods are not read, so a WaitForFirstConsumer claim always gets the
-//! WaitForFirstConsumer Event (never WaitForPodScheduled) and Recycle does
-//! not first wait for pods using the volume.
+//! the shared Pod informer keeps no container states, so a deleted pod on a
+//! node counts as using its claim until it is gone.
 
 pub mod apply;
 pub mod cache;
@@ -38,7 +37,7 @@ use std::time::Duration;
 
 use futures::FutureExt;
 use futures::future::BoxFuture;
-use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
+use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim, Pod};
 use k8s_openapi::api::storage::v1::StorageClass;
 use kube::api::PostParams;
 use kube::{Api, Client};
@@ -71,6 +70,7 @@ struct Binder {
     volume_store: Arc<Store<PersistentVolume>>,
     claim_store: Arc<Store<PersistentVolumeClaim>>,
     class_store: Arc<Store<StorageClass>>,
+    pod_store: Arc<Store<Pod>>,
     volumes: VersionedCache<PersistentVolume>,
     claims: VersionedCache<PersistentVolumeClaim>,
     volume_queue: Arc<WorkQueue<ObjectKey>>,
@@ -87,6 +87,9 @@ pub fn register(ctx: &ControllerContext) -> Vec<Controller> {
     let volumes = ctx.informers.get::<PersistentVolume>();
     let claims = ctx.informers.get::<PersistentVolumeClaim>();
     let classes = ctx.informers.get::<StorageClass>();
+    // Only read (which pods wait for a claim, which use a volume); pod
+    // changes trigger nothing, as upstream.
+    let pods = ctx.informers.get::<Pod>();
 
     volumes.on_change({
         let volume_queue = volume_queue.clone();
@@ -127,6 +130,7 @@ pub fn register(ctx: &ControllerContext) -> Vec<Controller> {
         volume_store: volumes.store.clone(),
         claim_store: claims.store.clone(),
         class_store: classes.store.clone(),
+        pod_store: pods.store.clone(),
         volumes: VersionedCache::default(),
         claims: VersionedCache::default(),
         volume_queue: volume_queue.clone(),
@@ -255,7 +259,15 @@ impl Binder {
             Some(claim) => ClaimSeen::Found(claim),
             None => ClaimSeen::Missing,
         };
-        let plan = volume_sync::sync_volume(&volume, seen);
+        let users = match claim_ref_key(&volume) {
+            Some(key) => self.pods_using(&key, true),
+            None => Vec::new(),
+        };
+        let users: Vec<String> = users
+            .iter()
+            .map(|p| ObjectKey::of(p.as_ref()).to_string())
+            .collect();
+        let plan = volume_sync::sync_volume(&volume, seen, &users);
         self.finish(plan).await
     }
 
@@ -303,13 +315,29 @@ impl Binder {
         }
         let volumes = self.volume_view();
         let classes = self.class_view();
+        let pods = self.pods_using(key, false);
         let view = ClaimView {
             volumes: &volumes,
             classes: &classes,
+            pods: &pods,
             dynamic_provisioning: true,
         };
         let plan = claim_sync::sync_claim(&claim, &view);
         self.finish(plan).await
+    }
+
+    /// The pods of the claim's namespace that use it, sorted by name;
+    /// without the terminated ones if asked.
+    fn pods_using(&self, claim: &ObjectKey, live_only: bool) -> Vec<Arc<Pod>> {
+        let mut pods: Vec<Arc<Pod>> = self
+            .pod_store
+            .list_namespace(&claim.namespace)
+            .into_iter()
+            .filter(|p| helpers::pod_uses_claim(p, &claim.name))
+            .filter(|p| !live_only || !helpers::is_pod_terminated(p))
+            .collect();
+        pods.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
+        pods
     }
 
     async fn finish(&self, plan: plan::Plan) -> anyhow::Result<Requeue> {

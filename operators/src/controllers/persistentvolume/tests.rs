@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use futures::FutureExt;
 use futures::future::BoxFuture;
-use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
+use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim, Pod};
 use k8s_openapi::api::storage::v1::StorageClass;
 use understudy_component_base::events::EventType;
 
@@ -34,6 +34,8 @@ struct FakeApi {
     writes: AtomicUsize,
     /// Writes that succeed before every further write fails (a crash).
     crash_after: Option<usize>,
+    /// Pods, for the syncs that look at who uses a claim.
+    pods: Vec<Arc<Pod>>,
 }
 
 fn conflict(kind: &str, name: &str) -> String {
@@ -189,11 +191,18 @@ fn plan_sync(api: &FakeApi, sync: &Sync, classes: &BTreeMap<String, StorageClass
         Sync::Claim(name) => {
             let claim = api.claims.lock().unwrap()[&format!("{NS}/{name}")].clone();
             let volumes = api.volume_view();
+            let pods: Vec<Arc<Pod>> = api
+                .pods
+                .iter()
+                .filter(|p| super::helpers::pod_uses_claim(p, name))
+                .cloned()
+                .collect();
             sync_claim(
                 &claim,
                 &ClaimView {
                     volumes: &volumes,
                     classes,
+                    pods: &pods,
                     dynamic_provisioning: true,
                 },
             )
@@ -216,7 +225,20 @@ fn plan_sync(api: &FakeApi, sync: &Sync, classes: &BTreeMap<String, StorageClass
                 Some(c) => ClaimSeen::Found(c),
                 None => ClaimSeen::Missing,
             };
-            sync_volume(&volume, seen)
+            let claim_name = volume
+                .spec
+                .as_ref()
+                .and_then(|s| s.claim_ref.as_ref())
+                .and_then(|r| r.name.clone())
+                .unwrap_or_default();
+            let users: Vec<String> = api
+                .pods
+                .iter()
+                .filter(|p| super::helpers::pod_uses_claim(p, &claim_name))
+                .filter(|p| !super::helpers::is_pod_terminated(p))
+                .map(|p| format!("{NS}/{}", p.metadata.name.as_deref().unwrap_or_default()))
+                .collect();
+            sync_volume(&volume, seen, &users)
         }
     }
 }
@@ -2413,4 +2435,115 @@ fn claim_deleted_then_volume_released_then_retained() {
         claims[0].status.as_ref().unwrap().phase.as_deref(),
         Some("Pending")
     );
+}
+
+fn pod(name: &str, claim: &str, node: &str, phase: &str) -> Arc<Pod> {
+    Arc::new(
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name, "namespace": NS},
+            "spec": {"nodeName": node, "containers": [{"name": "c"}],
+                     "volumes": [{"name": "data", "persistentVolumeClaim": {"claimName": claim}}]},
+            "status": {"phase": phase},
+        }))
+        .unwrap(),
+    )
+}
+
+#[test]
+fn waiting_claims_name_the_pods_waiting_to_be_scheduled() {
+    let classes = classes_by_name(&[class(
+        "gold",
+        "kubernetes.io/no-provisioner",
+        "WaitForFirstConsumer",
+        false,
+    )]);
+    let messages = |pods: Vec<Arc<Pod>>| {
+        let mut api = FakeApi::new(
+            &[],
+            &[claim("c", "u", "1Gi", "", "Pending", Some("gold"), &[])],
+        );
+        api.pods = pods;
+        plan_sync(&api, &Sync::Claim("c"), &classes)
+            .steps
+            .into_iter()
+            .filter_map(|s| match s {
+                Step::Event(e) => Some(format!("{} {}", e.reason, e.message)),
+                _ => None,
+            })
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        messages(vec![]),
+        ["WaitForFirstConsumer waiting for first consumer to be created before binding"]
+    );
+    assert_eq!(
+        messages(vec![
+            pod("web-0", "c", "", "Pending"),
+            pod("other", "elsewhere", "", "Pending")
+        ]),
+        ["WaitForPodScheduled waiting for pod web-0 to be scheduled"]
+    );
+    assert_eq!(
+        messages(vec![
+            pod("web-1", "c", "", "Pending"),
+            pod("web-0", "c", "", "Pending"),
+            pod("placed", "c", "node-1", "Pending"),
+            pod("done", "c", "", "Succeeded"),
+        ]),
+        ["WaitForPodScheduled waiting for pods web-0,web-1 to be scheduled"]
+    );
+    // An ephemeral volume's claim is named after the pod and the volume.
+    let ephemeral: Pod = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "web", "namespace": NS},
+        "spec": {"containers": [{"name": "c"}], "volumes": [{"name": "c", "ephemeral": {}}]},
+    }))
+    .unwrap();
+    let mut api = FakeApi::new(
+        &[],
+        &[claim("web-c", "u", "1Gi", "", "Pending", Some("gold"), &[])],
+    );
+    api.pods = vec![Arc::new(ephemeral)];
+    assert_eq!(
+        plan_sync(&api, &Sync::Claim("web-c"), &classes).reasons(),
+        ["WaitForPodScheduled"]
+    );
+}
+
+#[test]
+fn a_volume_in_use_is_not_recycled_yet() {
+    let mut api = FakeApi::new(
+        &[volume(
+            "v",
+            "1Gi",
+            "uid-c",
+            "c",
+            "Released",
+            "Recycle",
+            "",
+            &[BOUND_BY],
+        )],
+        &[],
+    );
+    api.pods = vec![
+        pod("user", "c", "node-1", "Running"),
+        pod("gone", "c", "node-1", "Succeeded"),
+    ];
+    let plan = plan_sync(&api, &Sync::Volume("v"), &BTreeMap::new());
+    let Some(Step::Event(event)) = plan.steps.first() else {
+        panic!("an Event: {:?}", plan.steps)
+    };
+    assert_eq!(
+        (event.type_, event.reason, event.message.as_str()),
+        (
+            EventType::Normal,
+            "VolumeFailedRecycle",
+            "Volume is used by pods: default/user"
+        )
+    );
+    assert_eq!(plan.steps.len(), 1, "no write while in use");
+    // Once nobody uses it: Failed, as there is no recycler.
+    api.pods.clear();
+    let plan = plan_sync(&api, &Sync::Volume("v"), &BTreeMap::new());
+    assert_eq!(plan.reasons(), ["VolumeFailedRecycle"]);
+    assert!(matches!(plan.steps[0], Step::UpdateVolumeStatus(_)));
 }

@@ -4,6 +4,7 @@
 //! kube-controller-manager does for a volume no plugin of it handles:
 //! Recycle and Delete of a statically provisioned volume fail with
 //! upstream's Events; externally handled volumes are left to their owner.
+//! Like upstream, a volume still used by pods is not recycled.
 
 use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
 use kube::Resource;
@@ -40,7 +41,10 @@ pub fn needs_live_claim(volume: &PersistentVolume, cached: Option<&PersistentVol
     }
 }
 
-pub fn sync_volume(volume: &PersistentVolume, claim: ClaimSeen<'_>) -> Plan {
+/// `users`: the pods (`namespace/name`) not yet terminated that use the
+/// claim the volume's claimRef names.
+pub fn sync_volume(volume: &PersistentVolume, claim: ClaimSeen<'_>, users: &[String]) -> Plan {
+    let claim_exists = matches!(claim, ClaimSeen::Found(_));
     let mut plan = Plan::default();
     let mut volume = volume.clone();
     let Some(claim_ref) = volume.spec.as_ref().and_then(|s| s.claim_ref.clone()) else {
@@ -65,7 +69,7 @@ pub fn sync_volume(volume: &PersistentVolume, claim: ClaimSeen<'_>) -> Plan {
         if !matches!(volume_phase(&volume), "Released" | "Failed") {
             plan.update_volume_phase(&mut volume, "Released", "");
         }
-        reclaim_volume(&mut plan, &mut volume, None);
+        reclaim_volume(&mut plan, &mut volume, None, users, claim_exists);
         return plan;
     };
     let bound_to = claim_volume_name(claim);
@@ -110,7 +114,7 @@ pub fn sync_volume(volume: &PersistentVolume, claim: ClaimSeen<'_>) -> Plan {
         if !matches!(volume_phase(&volume), "Released" | "Failed") {
             plan.update_volume_phase(&mut volume, "Released", "");
         }
-        reclaim_volume(&mut plan, &mut volume, Some(claim));
+        reclaim_volume(&mut plan, &mut volume, Some(claim), users, claim_exists);
         return plan;
     }
     // Ours: we lost a race and bound two volumes; give this one back. The
@@ -143,6 +147,8 @@ fn reclaim_volume(
     plan: &mut Plan,
     volume: &mut PersistentVolume,
     claim: Option<&PersistentVolumeClaim>,
+    users: &[String],
+    claim_exists: bool,
 ) {
     let migrated = volume
         .metadata
@@ -157,7 +163,16 @@ fn reclaim_volume(
     match reclaim_policy(volume) {
         "Retain" => {}
         "Recycle" => {
-            if is_released(volume, claim) {
+            // A claim of that name still around uses another volume, so its
+            // pods do not hold this one (upstream's reasoning).
+            if is_released(volume, claim) && !users.is_empty() && !claim_exists {
+                plan.event(
+                    volume.object_ref(&()),
+                    EventType::Normal,
+                    "VolumeFailedRecycle",
+                    format!("Volume is used by pods: {}", users.join(",")),
+                );
+            } else if is_released(volume, claim) {
                 plan.update_volume_phase_with_event(
                     volume,
                     "Failed",
