@@ -30,6 +30,8 @@ pub mod volume_sync;
 mod fixtures;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod wiring_tests;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
