@@ -66,6 +66,11 @@ pub async fn run(
             "persistentvolume-binder-controller" => {
                 // Two queues, one worker each, as upstream.
                 registered.extend(controllers::persistentvolume::register(&ctx));
+                component
+                    .registry
+                    .write()
+                    .expect("registry lock")
+                    .register_collector(Box::new(controllers::persistentvolume::collector(&ctx)));
                 continue;
             }
             other => anyhow::bail!("controller {other} has no implementation"),

@@ -6,7 +6,8 @@
 //!
 //! Pure parts: [`index`] picks a volume for a claim, [`claim_sync`] and
 //! [`volume_sync`] decide the writes and Events of one sync as a
-//! [`plan::Plan`], [`apply`] applies a plan in order. This file wires the
+//! [`plan::Plan`], [`apply`] applies a plan in order, [`collector`] counts
+//! for upstream's `pv_collector_*` gauges. This file wires the
 //! informers, the two queues (`volumes`, `claims`, upstream's names), the
 //! periodic resync and the API.
 //!
@@ -21,6 +22,7 @@
 pub mod apply;
 pub mod cache;
 pub mod claim_sync;
+pub mod collector;
 pub mod helpers;
 pub mod index;
 pub mod plan;
@@ -79,6 +81,14 @@ struct Binder {
     claim_queue: Arc<WorkQueue<ObjectKey>>,
     recorder: EventRecorder,
     metrics: Metrics,
+}
+
+/// Upstream's `pv_collector_*` gauges over the binder's informers.
+pub fn collector(ctx: &ControllerContext) -> collector::PvCollector {
+    collector::PvCollector {
+        volumes: ctx.informers.get::<PersistentVolume>().store.clone(),
+        claims: ctx.informers.get::<PersistentVolumeClaim>().store.clone(),
+    }
 }
 
 /// Registers the binder's two workers: one for volumes, one for claims
