@@ -437,7 +437,12 @@ impl BinderApi for Binder {
                 .replace_status(&name, &PostParams::default(), &volume)
                 .await
                 .map_err(api_error)?;
-            tracing::info!(volume = name, phase = ?written.status.as_ref().and_then(|s| s.phase.as_deref()), "volume entered phase");
+            let phase = written.status.as_ref().and_then(|s| s.phase.as_deref());
+            tracing::info!(
+                volume = name,
+                phase = phase.unwrap_or_default(),
+                "volume entered phase"
+            );
             self.volumes.store(name, Arc::new(written.clone()));
             Ok(written)
         }
@@ -475,8 +480,10 @@ impl BinderApi for Binder {
                 .replace_status(&key.name, &PostParams::default(), &claim)
                 .await
                 .map_err(api_error)?;
-            tracing::info!(claim = %key, phase = ?written.status.as_ref().and_then(|s| s.phase.as_deref()), "claim entered phase");
-            self.claims.store(claim_key(&written), Arc::new(written.clone()));
+            let phase = written.status.as_ref().and_then(|s| s.phase.as_deref());
+            tracing::info!(claim = %key, phase = phase.unwrap_or_default(), "claim entered phase");
+            self.claims
+                .store(claim_key(&written), Arc::new(written.clone()));
             Ok(written)
         }
         .boxed()
