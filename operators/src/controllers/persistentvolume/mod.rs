@@ -81,6 +81,7 @@ struct Binder {
     claim_queue: Arc<WorkQueue<ObjectKey>>,
     recorder: EventRecorder,
     metrics: Metrics,
+    dynamic_provisioning: bool,
 }
 
 /// Upstream's `pv_collector_*` gauges over the binder's informers.
@@ -149,6 +150,7 @@ pub fn register(ctx: &ControllerContext) -> Vec<Controller> {
         claim_queue: claim_queue.clone(),
         recorder: ctx.recorder(EVENT_SOURCE),
         metrics: ctx.metrics.clone(),
+        dynamic_provisioning: ctx.settings.enable_dynamic_provisioning,
     });
     resync_periodically(ctx, &binder, ctx.settings.pvclaimbinder_sync_period);
 
@@ -332,7 +334,7 @@ impl Binder {
             volumes: &volumes,
             classes: &classes,
             pods: &pods,
-            dynamic_provisioning: true,
+            dynamic_provisioning: self.dynamic_provisioning,
         };
         let plan = claim_sync::sync_claim(&claim, &view);
         self.finish(plan).await
