@@ -7,8 +7,8 @@ use std::sync::Arc;
 
 use crate::config::{PluginRef, PluginSet, ProfileConfig};
 use crate::framework::{
-    Code, CycleState, NodeInfo, NodeScore, Plugin, PodInfo, PreFilterResult, ScorePlugin, Snapshot,
-    Status,
+    Code, CycleState, Handle, NodeInfo, NodeScore, Plugin, PodInfo, PreFilterResult, ScorePlugin,
+    Snapshot, Status,
 };
 use crate::plugins;
 use crate::preemption::{self, PreemptionArgs};
@@ -58,6 +58,8 @@ pub struct Profile {
     pub filter: Vec<Arc<dyn Plugin>>,
     pub pre_score: Vec<Arc<dyn Plugin>>,
     pub score: Vec<(Arc<dyn Plugin>, i64)>,
+    pub reserve: Vec<Arc<dyn Plugin>>,
+    pub pre_bind: Vec<Arc<dyn Plugin>>,
     /// DefaultPreemption's settings when it is enabled as the PostFilter.
     pub preemption: Option<PreemptionArgs>,
 }
@@ -186,10 +188,10 @@ impl Profile {
         let filter = point(p.filter.as_ref(), |p| p.as_filter().is_some())?;
         let pre_score = point(p.pre_score.as_ref(), |p| p.as_pre_score().is_some())?;
         let score = point(p.score.as_ref(), |p| p.as_score().is_some())?;
+        let reserve = point(p.reserve.as_ref(), |p| p.as_reserve().is_some())?;
+        let pre_bind = point(p.pre_bind.as_ref(), |p| p.as_pre_bind().is_some())?;
         for (what, set) in [
-            ("reserve", &p.reserve),
             ("permit", &p.permit),
-            ("preBind", &p.pre_bind),
             ("postBind", &p.post_bind),
             ("preEnqueue", &p.pre_enqueue),
             ("postFilter", &p.post_filter),
@@ -251,6 +253,8 @@ impl Profile {
             filter: filter.into_iter().map(|(p, _)| p).collect(),
             pre_score: pre_score.into_iter().map(|(p, _)| p).collect(),
             score,
+            reserve: reserve.into_iter().map(|(p, _)| p).collect(),
+            pre_bind: pre_bind.into_iter().map(|(p, _)| p).collect(),
             preemption,
         })
     }
@@ -261,6 +265,8 @@ impl Profile {
             "filter" => self.filter.iter().map(|p| p.name()).collect(),
             "preScore" => self.pre_score.iter().map(|p| p.name()).collect(),
             "score" => self.score.iter().map(|(p, _)| p.name()).collect(),
+            "reserve" => self.reserve.iter().map(|p| p.name()).collect(),
+            "preBind" => self.pre_bind.iter().map(|p| p.name()).collect(),
             _ => vec![],
         }
     }
@@ -404,6 +410,61 @@ impl Profile {
         Ok(())
     }
 
+    /// Runs every Reserve plugin in order; the first failure ends it. A
+    /// rejection keeps its code (the pod is unschedulable on this node), any
+    /// other failure becomes an error naming the plugin, as upstream's
+    /// RunReservePluginsReserve. The caller then runs [`Profile::run_unreserve`].
+    pub fn run_reserve(
+        &self,
+        state: &mut CycleState,
+        pod: &PodInfo,
+        node: &str,
+        handle: &Handle,
+    ) -> Result<(), Status> {
+        for plugin in &self.reserve {
+            let status = plugin
+                .as_reserve()
+                .expect("registered as Reserve")
+                .reserve(state, pod, node, handle);
+            if !status.is_success() {
+                return Err(wrap_failure("Reserve", plugin.name(), status));
+            }
+        }
+        Ok(())
+    }
+
+    /// Every Reserve plugin's Unreserve, in reverse order.
+    pub fn run_unreserve(&self, state: &CycleState, pod: &PodInfo, node: &str, handle: &Handle) {
+        for plugin in self.reserve.iter().rev() {
+            plugin
+                .as_reserve()
+                .expect("registered as Reserve")
+                .unreserve(state, pod, node, handle);
+        }
+    }
+
+    /// Runs every PreBind plugin in order; the first failure ends it, reported
+    /// like Reserve's.
+    pub async fn run_pre_bind(
+        &self,
+        state: &CycleState,
+        pod: &PodInfo,
+        node: &str,
+        handle: &Handle,
+    ) -> Result<(), Status> {
+        for plugin in &self.pre_bind {
+            let status = plugin
+                .as_pre_bind()
+                .expect("registered as PreBind")
+                .pre_bind(state, pod, node, handle)
+                .await;
+            if !status.is_success() && !status.is_skip() {
+                return Err(wrap_failure("PreBind", plugin.name(), status));
+            }
+        }
+        Ok(())
+    }
+
     /// Weighted sum of every Score plugin's normalized score, per node.
     pub fn run_score<'n>(
         &self,
@@ -458,6 +519,19 @@ impl Profile {
         }
         Ok(totals)
     }
+}
+
+/// A failed Reserve/PreBind status as the framework reports it: a rejection
+/// as it is, an error prefixed with the point and plugin.
+fn wrap_failure(point: &str, plugin: &'static str, status: Status) -> Status {
+    if status.is_rejected() {
+        return status.with_plugin(plugin);
+    }
+    Status::error(format!(
+        "running {point} plugin {plugin:?}: {}",
+        status.message()
+    ))
+    .with_plugin(plugin)
 }
 
 #[cfg(test)]

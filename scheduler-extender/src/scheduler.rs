@@ -15,7 +15,7 @@ use understudy_component_base::events::EventRecorder;
 
 use crate::cache::Cache;
 use crate::config::SchedulerConfig;
-use crate::framework::{CycleState, PodInfo, QueuedPodInfo, Snapshot};
+use crate::framework::{CycleState, Handle, PodInfo, QueuedPodInfo, Snapshot, Status};
 use crate::metrics::{AttemptsLabels, Metrics, QueueLabels};
 use crate::preemption::{self, pdb::PdbInfo};
 use crate::profile::Profile;
@@ -28,7 +28,8 @@ const BINDS_IN_FLIGHT: usize = 128;
 pub struct Scheduler {
     pub client: Client,
     pub profiles: HashMap<String, (Arc<Profile>, Arc<Algorithm>)>,
-    pub cache: Mutex<Cache>,
+    /// Shared with Reserve/PreBind plugins through [`Scheduler::handle`].
+    pub cache: Arc<Mutex<Cache>>,
     pub queue: SchedulingQueue,
     pub config: SchedulerConfig,
     pub events: HashMap<String, EventRecorder>,
@@ -90,7 +91,7 @@ impl Scheduler {
         Ok(Self {
             client,
             profiles,
-            cache: Mutex::new(Cache::new()),
+            cache: Arc::new(Mutex::new(Cache::new())),
             queue: SchedulingQueue::new(config.pod_initial_backoff, config.pod_max_backoff),
             config,
             events,
@@ -103,6 +104,14 @@ impl Scheduler {
             cycle_snapshot: Mutex::new(None),
             pdbs: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// What Reserve and PreBind plugins reach: the client and the cache.
+    pub fn handle(&self) -> Handle {
+        Handle {
+            client: self.client.clone(),
+            cache: self.cache.clone(),
+        }
     }
 
     /// Whether this scheduler is responsible for `pod`.
@@ -382,28 +391,8 @@ impl Scheduler {
         match result {
             Ok(ScheduleResult { node, .. }) => {
                 let assumed = self.cache.lock().expect("cache lock").assume(&pod, &node);
-                match assumed {
-                    Ok(_) => {
-                        // The pod now occupies the node in the cache; still
-                        // counting its nomination would hold its room twice
-                        // and push other nominated pods elsewhere (upstream
-                        // drops the nomination on assume too).
-                        self.nominator
-                            .lock()
-                            .expect("nominator lock")
-                            .remove(&pod.uid);
-                        self.queue.done(&pod.uid);
-                        let this = self.clone();
-                        let node2 = node.clone();
-                        let queued = popped.info.clone();
-                        let name = profile.scheduler_name.clone();
-                        let handle = tokio::runtime::Handle::current();
-                        self.binds.spawn_on(
-                            async move { this.bind(pod, node2, name, start, queued).await },
-                            &handle,
-                        );
-                        Outcome::Assumed(node)
-                    }
+                let assumed = match assumed {
+                    Ok(info) => info,
                     Err(e) => {
                         tracing::error!(pod = %pod.key(), error = %e, "assume failed");
                         self.queue.requeue_failed(popped, false);
@@ -412,9 +401,42 @@ impl Scheduler {
                             &profile.scheduler_name,
                             start.elapsed().as_secs_f64(),
                         );
-                        Outcome::Error(e.to_string())
+                        return Outcome::Error(e.to_string());
                     }
+                };
+                let handle = self.handle();
+                if let Err(status) = profile.run_reserve(&mut state, &assumed, &node, &handle) {
+                    // Upstream's unreserveAndForget, then the failure handler.
+                    profile.run_unreserve(&state, &assumed, &node, &handle);
+                    if let Err(e) = self.cache.lock().expect("cache lock").forget(&pod.uid) {
+                        tracing::error!(pod = %pod.key(), error = %e, "forget failed");
+                    }
+                    return self.reserve_failed(popped, &profile, status, &node, start);
                 }
+                // The pod now occupies the node in the cache; still
+                // counting its nomination would hold its room twice
+                // and push other nominated pods elsewhere (upstream
+                // drops the nomination on assume too).
+                self.nominator
+                    .lock()
+                    .expect("nominator lock")
+                    .remove(&pod.uid);
+                self.queue.done(&pod.uid);
+                let this = self.clone();
+                let node2 = node.clone();
+                let queued = popped.info.clone();
+                let cycle = BindingCycle {
+                    pod: assumed,
+                    node: node2,
+                    profile: profile.clone(),
+                    state,
+                    start,
+                    queued,
+                };
+                let runtime = tokio::runtime::Handle::current();
+                self.binds
+                    .spawn_on(async move { this.bind(cycle).await }, &runtime);
+                Outcome::Assumed(node)
             }
             Err(ScheduleError::Unfit(fit)) => {
                 let message = fit.message();
@@ -496,14 +518,99 @@ impl Scheduler {
         }
     }
 
-    async fn bind(
-        &self,
-        pod: Arc<PodInfo>,
-        node: String,
-        profile: String,
+    /// A Reserve plugin failed: a rejection reports the pod unschedulable on
+    /// this one node, anything else is an error retried with backoff (as
+    /// upstream's schedulingCycle after RunReservePluginsReserve).
+    fn reserve_failed(
+        self: &Arc<Self>,
+        popped: Popped,
+        profile: &Profile,
+        status: Status,
+        node: &str,
         start: Instant,
-        queued: QueuedPodInfo,
-    ) {
+    ) -> Outcome {
+        let pod = popped.info.pod.clone();
+        let rejected = status.is_rejected();
+        let (reason, message) = if rejected {
+            let fit = FitError {
+                num_all_nodes: 1,
+                diagnosis: Diagnosis {
+                    node_statuses: [(node.to_string(), status.clone())].into(),
+                    ..Default::default()
+                },
+            };
+            ("Unschedulable", fit.message())
+        } else {
+            ("SchedulerError", status.message())
+        };
+        tracing::info!(pod = %pod.key(), plugin = status.plugin, %message, "reserve failed");
+        let result = if rejected { "unschedulable" } else { "error" };
+        self.metrics.attempt(
+            result,
+            &profile.scheduler_name,
+            start.elapsed().as_secs_f64(),
+        );
+        self.queue.requeue_failed(popped, rejected);
+        let this = self.clone();
+        let name = profile.scheduler_name.clone();
+        let msg = message.clone();
+        tokio::runtime::Handle::current().spawn(async move {
+            this.report_unschedulable(&pod, &name, reason, &msg, None)
+                .await;
+        });
+        if rejected {
+            Outcome::Unschedulable(message)
+        } else {
+            Outcome::Error(message)
+        }
+    }
+
+    /// The binding cycle: PreBind plugins, then `pods/binding`. A failure
+    /// unreserves, forgets the assumed pod and retries it with backoff, as
+    /// upstream's handleBindingCycleError.
+    async fn bind(&self, cycle: BindingCycle) {
+        let BindingCycle {
+            pod,
+            node,
+            profile: profile_ref,
+            state,
+            start,
+            queued,
+        } = cycle;
+        let profile = profile_ref.scheduler_name.clone();
+        let handle = self.handle();
+        // Before taking a bind slot: PreBind may wait minutes for volumes.
+        if let Err(status) = profile_ref.run_pre_bind(&state, &pod, &node, &handle).await {
+            profile_ref.run_unreserve(&state, &pod, &node, &handle);
+            let forgotten = self
+                .cache
+                .lock()
+                .expect("cache lock")
+                .forget(&pod.uid)
+                .is_ok();
+            self.metrics
+                .attempt("error", &profile, start.elapsed().as_secs_f64());
+            if forgotten {
+                self.queue.move_all_to_active();
+            }
+            let (reason, message) = if status.is_rejected() {
+                let fit = FitError {
+                    num_all_nodes: 1,
+                    diagnosis: Diagnosis {
+                        node_statuses: [(node.clone(), status.clone())].into(),
+                        ..Default::default()
+                    },
+                };
+                ("Unschedulable", fit.message())
+            } else {
+                ("SchedulerError", status.message())
+            };
+            tracing::warn!(pod = %pod.key(), %node, plugin = status.plugin, %message, "prebind failed; retrying with backoff");
+            self.queue.requeue_after_bind_failure(pod.clone(), &queued);
+            self.report_unschedulable(&pod, &profile, reason, &message, None)
+                .await;
+            return;
+        }
         let pods: Api<Pod> = Api::namespaced(self.client.clone(), &pod.namespace);
         let binding = binding_body(&pod.namespace, &pod.name, &pod.uid, &node);
         let _slot = self.bind_slots.acquire().await.expect("never closed");
@@ -538,6 +645,7 @@ impl Scheduler {
                 }
             }
             Err(e) => {
+                profile_ref.run_unreserve(&state, &pod, &node, &handle);
                 // If the watch already confirmed the pod bound, there is nothing to undo.
                 let forgotten = self
                     .cache
@@ -674,31 +782,10 @@ fn truncate_note(message: &str) -> String {
 /// ContainerCreating, so they are reported unschedulable with the reason.
 fn unsupported(pod: &PodInfo, snapshot: &Snapshot) -> Option<FitError> {
     let spec = pod.pod.spec.as_ref()?;
-    let reason = if spec.resource_claims.as_ref().is_some_and(|c| !c.is_empty()) {
-        "pod uses resource claims (dynamic resource allocation), which understudy-scheduler does not allocate yet"
-    } else if pod.pvc_names().iter().any(|claim| {
-        let volumes = &snapshot.volumes;
-        volumes
-            .claims
-            .get(&format!("{}/{claim}", pod.namespace))
-            .is_some_and(|c| {
-                let spec = c.spec.as_ref();
-                let unbound = spec
-                    .and_then(|s| s.volume_name.as_deref())
-                    .is_none_or(str::is_empty);
-                let delayed = spec
-                    .and_then(|s| s.storage_class_name.as_ref())
-                    .and_then(|sc| volumes.storage_classes.get(sc))
-                    .is_some_and(|sc| {
-                        sc.volume_binding_mode.as_deref() == Some("WaitForFirstConsumer")
-                    });
-                unbound && delayed
-            })
-    }) {
-        "pod has unbound PersistentVolumeClaims; understudy-scheduler does not bind delayed (WaitForFirstConsumer) claims yet"
-    } else {
+    if !spec.resource_claims.as_ref().is_some_and(|c| !c.is_empty()) {
         return None;
-    };
+    }
+    let reason = "pod uses resource claims (dynamic resource allocation), which understudy-scheduler does not allocate yet";
     Some(FitError {
         num_all_nodes: snapshot.nodes.len(),
         diagnosis: Diagnosis {
@@ -721,6 +808,18 @@ pub fn binding_body(namespace: &str, name: &str, uid: &str, node: &str) -> serde
         "metadata": metadata,
         "target": {"apiVersion": "v1", "kind": "Node", "name": node},
     })
+}
+
+/// What the binding cycle carries over from the scheduling cycle.
+struct BindingCycle {
+    /// The assumed pod (with `spec.nodeName` set).
+    pod: Arc<PodInfo>,
+    node: String,
+    profile: Arc<Profile>,
+    /// The cycle state Reserve left, read by PreBind and Unreserve.
+    state: CycleState,
+    start: Instant,
+    queued: QueuedPodInfo,
 }
 
 fn object_ref(pod: &PodInfo) -> ObjectReference {
