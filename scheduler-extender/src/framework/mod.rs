@@ -1,6 +1,8 @@
 //! The scheduling framework: data model, extension points and their runner.
 
 pub mod cycle_state;
+#[cfg(test)]
+pub mod fake_api;
 pub mod handle;
 pub mod labels;
 pub mod plugin;

@@ -34,6 +34,8 @@ use crate::framework::{
 use crate::plugins::parse_args;
 
 mod binder;
+#[cfg(test)]
+mod binding_tests;
 
 pub const NAME: &str = "VolumeBinding";
 
