@@ -837,4 +837,86 @@ mod tests {
         cache.remove_node("n2");
         assert!(cache.snapshot().get("n2").is_none());
     }
+
+    fn volume(rv: &str, claim: Option<&str>) -> PersistentVolume {
+        let mut pv = json!({"metadata": {"name": "pv-1", "resourceVersion": rv}, "spec": {}});
+        if let Some(c) = claim {
+            pv["spec"]["claimRef"] = json!({"name": c, "namespace": "default"});
+        }
+        serde_json::from_value(pv).unwrap()
+    }
+
+    fn claim_of_snapshot(cache: &mut Cache) -> Option<String> {
+        cache.snapshot().volumes.volumes["pv-1"]
+            .spec
+            .as_ref()
+            .and_then(|s| s.claim_ref.as_ref())
+            .and_then(|r| r.name.clone())
+    }
+
+    /// Upstream's passive assume cache: an assumption shadows the watched
+    /// object of the same version only.
+    #[test]
+    fn assumed_volumes_last_until_the_watch_shows_a_newer_version() {
+        let mut cache = Cache::new();
+        assert_eq!(
+            cache.assume_volume(volume("1", Some("c1"))),
+            Err("persistentvolumes \"pv-1\" not found".into())
+        );
+        cache.set_volume(volume("5", None));
+        assert_eq!(
+            cache.assume_volume(volume("4", Some("c1"))),
+            Err("\"pv-1\" is out of sync (stored: 5, assume: 4)".into())
+        );
+        cache.assume_volume(volume("5", Some("c1"))).unwrap();
+        assert_eq!(claim_of_snapshot(&mut cache).as_deref(), Some("c1"));
+        assert_eq!(
+            cache
+                .api_volume("pv-1")
+                .unwrap()
+                .spec
+                .as_ref()
+                .unwrap()
+                .claim_ref,
+            None,
+            "the watched object stays as it was"
+        );
+
+        // A resync of the same version keeps the assumption.
+        cache.set_volume(volume("5", None));
+        assert_eq!(claim_of_snapshot(&mut cache).as_deref(), Some("c1"));
+
+        // A newer version replaces it, and restoring the old one is a no-op.
+        cache.set_volume(volume("6", Some("other")));
+        assert_eq!(claim_of_snapshot(&mut cache).as_deref(), Some("other"));
+        cache.restore_volume(&volume("5", Some("c1")));
+        assert_eq!(claim_of_snapshot(&mut cache).as_deref(), Some("other"));
+
+        // Restore drops an assumption of the current version.
+        cache.assume_volume(volume("6", Some("c1"))).unwrap();
+        cache.restore_volume(&volume("6", Some("c1")));
+        assert_eq!(claim_of_snapshot(&mut cache).as_deref(), Some("other"));
+
+        // Deleting the object expires its assumption.
+        cache.assume_volume(volume("6", Some("c1"))).unwrap();
+        cache.remove_volume_object(VolumeKind::Volumes, HashSet::from(["pv-1".to_string()]));
+        assert!(cache.snapshot().volumes.volumes.is_empty());
+        cache.set_volume(volume("7", None));
+        assert_eq!(claim_of_snapshot(&mut cache), None);
+    }
+
+    #[test]
+    fn watched_volume_changes_are_announced() {
+        let mut cache = Cache::new();
+        let mut changes = cache.volume_changes();
+        assert!(!changes.has_changed().unwrap());
+        cache.set_volume(volume("1", None));
+        assert!(changes.has_changed().unwrap());
+        changes.mark_unchanged();
+        cache.assume_volume(volume("1", Some("c1"))).unwrap();
+        assert!(
+            !changes.has_changed().unwrap(),
+            "only the watch's changes wake a waiting PreBind"
+        );
+    }
 }

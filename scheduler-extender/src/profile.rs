@@ -625,4 +625,190 @@ mod tests {
             .unwrap();
         assert!(err.contains("queueSort"), "{err}");
     }
+
+    /// A plugin at Reserve and PreBind that logs its calls and answers with
+    /// the given statuses.
+    struct Recorder {
+        name: &'static str,
+        log: Arc<std::sync::Mutex<Vec<String>>>,
+        reserve: Status,
+        pre_bind: Status,
+    }
+
+    impl Plugin for Recorder {
+        fn name(&self) -> &'static str {
+            self.name
+        }
+        fn as_reserve(&self) -> Option<&dyn crate::framework::ReservePlugin> {
+            Some(self)
+        }
+        fn as_pre_bind(&self) -> Option<&dyn crate::framework::PreBindPlugin> {
+            Some(self)
+        }
+    }
+
+    impl crate::framework::ReservePlugin for Recorder {
+        fn reserve(&self, _: &mut CycleState, _: &PodInfo, node: &str, _: &Handle) -> Status {
+            self.log
+                .lock()
+                .unwrap()
+                .push(format!("reserve {} {node}", self.name));
+            self.reserve.clone()
+        }
+        fn unreserve(&self, _: &CycleState, _: &PodInfo, node: &str, _: &Handle) {
+            self.log
+                .lock()
+                .unwrap()
+                .push(format!("unreserve {} {node}", self.name));
+        }
+    }
+
+    impl crate::framework::PreBindPlugin for Recorder {
+        fn pre_bind<'a>(
+            &'a self,
+            _: &'a CycleState,
+            _: &'a PodInfo,
+            node: &'a str,
+            _: &'a Handle,
+        ) -> futures::future::BoxFuture<'a, Status> {
+            Box::pin(async move {
+                self.log
+                    .lock()
+                    .unwrap()
+                    .push(format!("prebind {} {node}", self.name));
+                self.pre_bind.clone()
+            })
+        }
+    }
+
+    type Log = Arc<std::sync::Mutex<Vec<String>>>;
+
+    fn recorders(answers: &[(&'static str, Status, Status)]) -> (Profile, Log) {
+        let log: Log = Default::default();
+        let mut p = profile("").unwrap();
+        let plugins: Vec<Arc<dyn Plugin>> = answers
+            .iter()
+            .map(|(name, reserve, pre_bind)| {
+                Arc::new(Recorder {
+                    name,
+                    log: log.clone(),
+                    reserve: reserve.clone(),
+                    pre_bind: pre_bind.clone(),
+                }) as Arc<dyn Plugin>
+            })
+            .collect();
+        p.reserve = plugins.clone();
+        p.pre_bind = plugins;
+        (p, log)
+    }
+
+    #[test]
+    fn volume_binding_serves_reserve_and_pre_bind_by_default_and_can_be_disabled() {
+        let p = profile("").unwrap();
+        assert_eq!(p.plugin_names("reserve"), vec!["VolumeBinding"]);
+        assert_eq!(p.plugin_names("preBind"), vec!["VolumeBinding"]);
+        let p = profile(
+            "profiles: [{plugins: {reserve: {disabled: [{name: VolumeBinding}]}, preBind: {disabled: [{name: '*'}]}}}]",
+        )
+        .unwrap();
+        assert!(p.plugin_names("reserve").is_empty());
+        assert!(p.plugin_names("preBind").is_empty());
+        assert_eq!(
+            p.plugin_names("filter")
+                .iter()
+                .filter(|n| **n == "VolumeBinding")
+                .count(),
+            1
+        );
+        let err = profile("profiles: [{plugins: {reserve: {enabled: [{name: NodePorts}]}}}]")
+            .err()
+            .unwrap();
+        assert!(err.contains("NodePorts"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn reserve_runs_in_order_and_unreserve_in_reverse() {
+        let pod = crate::framework::testing::pod("p", &[], serde_json::json!({}));
+        let handle = crate::framework::fake_api::handle();
+        let ok = Status::success;
+        let cases: Vec<(
+            &str,
+            Vec<(&'static str, Status, Status)>,
+            Result<(), Status>,
+            Vec<&str>,
+        )> = vec![
+            (
+                "all succeed",
+                vec![("A", ok(), ok()), ("B", ok(), ok())],
+                Ok(()),
+                vec!["reserve A n", "reserve B n"],
+            ),
+            (
+                "an error stops the rest and names the plugin",
+                vec![
+                    ("A", ok(), ok()),
+                    ("B", Status::error("boom"), ok()),
+                    ("C", ok(), ok()),
+                ],
+                Err(Status::error("running Reserve plugin \"B\": boom").with_plugin("B")),
+                vec!["reserve A n", "reserve B n"],
+            ),
+            (
+                "a rejection keeps its code and reasons",
+                vec![
+                    ("A", Status::unschedulable("no room"), ok()),
+                    ("B", ok(), ok()),
+                ],
+                Err(Status::unschedulable("no room").with_plugin("A")),
+                vec!["reserve A n"],
+            ),
+        ];
+        for (name, answers, want, calls) in cases {
+            let (p, log) = recorders(&answers);
+            let mut state = CycleState::new();
+            assert_eq!(
+                p.run_reserve(&mut state, &pod, "n", &handle),
+                want,
+                "{name}"
+            );
+            assert_eq!(*log.lock().unwrap(), calls, "{name}");
+            log.lock().unwrap().clear();
+            p.run_unreserve(&state, &pod, "n", &handle);
+            let reversed: Vec<String> = answers
+                .iter()
+                .rev()
+                .map(|(n, _, _)| format!("unreserve {n} n"))
+                .collect();
+            assert_eq!(
+                *log.lock().unwrap(),
+                reversed,
+                "{name}: every plugin, reversed"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn pre_bind_runs_in_order_until_the_first_failure() {
+        let pod = crate::framework::testing::pod("p", &[], serde_json::json!({}));
+        let handle = crate::framework::fake_api::handle();
+        let ok = Status::success;
+        let (p, log) = recorders(&[
+            ("A", ok(), Status::skip()),
+            (
+                "B",
+                ok(),
+                Status::error("binding volumes: context deadline exceeded"),
+            ),
+            ("C", ok(), ok()),
+        ]);
+        let state = CycleState::new();
+        assert_eq!(
+            p.run_pre_bind(&state, &pod, "n", &handle).await,
+            Err(Status::error(
+                "running PreBind plugin \"B\": binding volumes: context deadline exceeded"
+            )
+            .with_plugin("B"))
+        );
+        assert_eq!(*log.lock().unwrap(), vec!["prebind A n", "prebind B n"]);
+    }
 }

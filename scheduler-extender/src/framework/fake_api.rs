@@ -76,3 +76,12 @@ pub fn refusal(code: u16, reason: &str, message: &str) -> (u16, Value) {
                "reason": reason, "message": message, "code": code}),
     )
 }
+
+/// A handle over an empty cache and an apiserver that echoes writes.
+pub fn handle() -> super::Handle {
+    let (client, _) = apiserver(Arc::new(echo_bumping_version));
+    super::Handle {
+        client,
+        cache: Arc::new(std::sync::Mutex::new(crate::cache::Cache::new())),
+    }
+}
