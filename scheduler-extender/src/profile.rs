@@ -731,12 +731,13 @@ mod tests {
         let pod = crate::framework::testing::pod("p", &[], serde_json::json!({}));
         let handle = crate::framework::fake_api::handle();
         let ok = Status::success;
-        let cases: Vec<(
-            &str,
+        type Case = (
+            &'static str,
             Vec<(&'static str, Status, Status)>,
             Result<(), Status>,
-            Vec<&str>,
-        )> = vec![
+            Vec<&'static str>,
+        );
+        let cases: Vec<Case> = vec![
             (
                 "all succeed",
                 vec![("A", ok(), ok()), ("B", ok(), ok())],

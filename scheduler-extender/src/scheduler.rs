@@ -782,7 +782,7 @@ fn truncate_note(message: &str) -> String {
 /// ContainerCreating, so they are reported unschedulable with the reason.
 fn unsupported(pod: &PodInfo, snapshot: &Snapshot) -> Option<FitError> {
     let spec = pod.pod.spec.as_ref()?;
-    if !spec.resource_claims.as_ref().is_some_and(|c| !c.is_empty()) {
+    if spec.resource_claims.as_ref().is_none_or(|c| c.is_empty()) {
         return None;
     }
     let reason = "pod uses resource claims (dynamic resource allocation), which understudy-scheduler does not allocate yet";
@@ -831,6 +831,227 @@ fn object_ref(pod: &PodInfo) -> ObjectReference {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::framework::fake_api::{self, Request};
+    use crate::framework::testing::{container, node, pod};
+    use crate::framework::{Plugin, PreBindPlugin, ReservePlugin};
+    use crate::queue::QueueName;
+    use serde_json::Value;
+
+    type Log = Arc<Mutex<Vec<String>>>;
+
+    /// The profile of the default configuration.
+    const PROFILE: &str = "understudy-scheduler";
+
+    /// Serves Reserve and PreBind with fixed answers, logging each call.
+    struct Scripted {
+        log: Log,
+        reserve: Status,
+        pre_bind: Status,
+    }
+
+    impl Plugin for Scripted {
+        fn name(&self) -> &'static str {
+            "Scripted"
+        }
+        fn as_reserve(&self) -> Option<&dyn ReservePlugin> {
+            Some(self)
+        }
+        fn as_pre_bind(&self) -> Option<&dyn PreBindPlugin> {
+            Some(self)
+        }
+    }
+
+    impl ReservePlugin for Scripted {
+        fn reserve(&self, _: &mut CycleState, _: &PodInfo, node: &str, _: &Handle) -> Status {
+            self.log.lock().unwrap().push(format!("reserve {node}"));
+            self.reserve.clone()
+        }
+        fn unreserve(&self, _: &CycleState, _: &PodInfo, node: &str, _: &Handle) {
+            self.log.lock().unwrap().push(format!("unreserve {node}"));
+        }
+    }
+
+    impl PreBindPlugin for Scripted {
+        fn pre_bind<'a>(
+            &'a self,
+            _: &'a CycleState,
+            _: &'a PodInfo,
+            node: &'a str,
+            _: &'a Handle,
+        ) -> futures::future::BoxFuture<'a, Status> {
+            Box::pin(async move {
+                self.log.lock().unwrap().push(format!("prebind {node}"));
+                self.pre_bind.clone()
+            })
+        }
+    }
+
+    struct Run {
+        scheduler: Arc<Scheduler>,
+        log: Log,
+        requests: tokio::sync::mpsc::UnboundedReceiver<Request>,
+        outcome: Outcome,
+        uid: String,
+    }
+
+    /// One scheduling cycle of a pod that fits node `n1`, with the default
+    /// profile's Reserve and PreBind plugins replaced by [`Scripted`], and
+    /// its binding cycle run to the end.
+    async fn schedule(reserve: Status, pre_bind: Status) -> Run {
+        let (client, requests) = fake_api::apiserver(Arc::new(fake_api::echo_bumping_version));
+        let mut registry = prometheus_client::registry::Registry::default();
+        let mut scheduler = Scheduler::new(
+            client.clone(),
+            client,
+            SchedulerConfig::default(),
+            Metrics::register(&mut registry),
+        )
+        .unwrap();
+        let log: Log = Default::default();
+        let (profile, algorithm) = scheduler.profiles.remove(PROFILE).unwrap();
+        let mut profile = Arc::try_unwrap(profile).ok().unwrap();
+        let scripted: Arc<dyn Plugin> = Arc::new(Scripted {
+            log: log.clone(),
+            reserve,
+            pre_bind,
+        });
+        profile.reserve = vec![scripted.clone()];
+        profile.pre_bind = vec![scripted];
+        scheduler
+            .profiles
+            .insert(PROFILE.into(), (Arc::new(profile), algorithm));
+        let scheduler = Arc::new(scheduler);
+        scheduler
+            .cache
+            .lock()
+            .unwrap()
+            .add_or_update_node(node("n1", "4", "8Gi", &[], json!({})));
+        let p = pod(
+            "p",
+            &[],
+            json!({"schedulerName": PROFILE, "containers": [container("100m", "100Mi")]}),
+        );
+        let uid = p.uid.clone();
+        scheduler.queue.add(p);
+        let popped = scheduler.queue.pop().await.unwrap();
+        let outcome = scheduler.schedule_one(popped);
+        scheduler.binds.close();
+        scheduler.binds.wait().await;
+        Run {
+            scheduler,
+            log,
+            requests,
+            outcome,
+            uid,
+        }
+    }
+
+    impl Run {
+        fn calls(&self) -> Vec<String> {
+            self.log.lock().unwrap().clone()
+        }
+        fn forgotten(&self) -> bool {
+            self.scheduler
+                .cache
+                .lock()
+                .unwrap()
+                .node_of(&self.uid)
+                .is_none()
+        }
+        fn waiting_in(&self, queue: QueueName) -> usize {
+            self.scheduler.queue.counts()[&queue]
+        }
+        /// The PodScheduled condition written, and whether a bind was sent.
+        async fn condition_and_binding(&mut self) -> (Option<Value>, bool) {
+            let mut bound = false;
+            loop {
+                let r = self.requests.recv().await.unwrap();
+                if r.path.ends_with("/binding") {
+                    bound = true;
+                }
+                if r.path.ends_with("/status") {
+                    return (Some(r.body["status"]["conditions"][0].clone()), bound);
+                }
+                if r.path.contains("/events") && bound {
+                    return (None, bound);
+                }
+            }
+        }
+    }
+
+    fn reason_and_message(condition: &Value) -> (&str, &str) {
+        (
+            condition["reason"].as_str().unwrap(),
+            condition["message"].as_str().unwrap(),
+        )
+    }
+
+    #[tokio::test]
+    async fn a_reserve_error_unreserves_forgets_and_backs_off() {
+        let mut run = schedule(Status::error("boom"), Status::success()).await;
+        let message = "running Reserve plugin \"Scripted\": boom";
+        assert_eq!(run.outcome, Outcome::Error(message.into()));
+        assert_eq!(run.calls(), vec!["reserve n1", "unreserve n1"]);
+        assert!(run.forgotten());
+        assert_eq!(run.waiting_in(QueueName::Backoff), 1);
+        let (condition, bound) = run.condition_and_binding().await;
+        assert!(!bound);
+        assert_eq!(
+            reason_and_message(&condition.unwrap()),
+            ("SchedulerError", message)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_reserve_rejection_is_unschedulable_on_that_node() {
+        let mut run = schedule(Status::unschedulable("no room"), Status::success()).await;
+        let message = "0/1 nodes are available: 1 no room.";
+        assert_eq!(run.outcome, Outcome::Unschedulable(message.into()));
+        assert_eq!(run.calls(), vec!["reserve n1", "unreserve n1"]);
+        assert!(run.forgotten());
+        assert_eq!(run.waiting_in(QueueName::Unschedulable), 1);
+        let (condition, _) = run.condition_and_binding().await;
+        assert_eq!(
+            reason_and_message(&condition.unwrap()),
+            ("Unschedulable", message)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_pre_bind_error_unreserves_forgets_and_retries_without_binding() {
+        let mut run = schedule(
+            Status::success(),
+            Status::error("binding volumes: context deadline exceeded"),
+        )
+        .await;
+        assert_eq!(run.outcome, Outcome::Assumed("n1".into()));
+        assert_eq!(
+            run.calls(),
+            vec!["reserve n1", "prebind n1", "unreserve n1"]
+        );
+        assert!(run.forgotten());
+        assert_eq!(run.waiting_in(QueueName::Backoff), 1);
+        let (condition, bound) = run.condition_and_binding().await;
+        assert!(!bound, "no bind after a failed PreBind");
+        assert_eq!(
+            reason_and_message(&condition.unwrap()),
+            (
+                "SchedulerError",
+                "running PreBind plugin \"Scripted\": binding volumes: context deadline exceeded"
+            )
+        );
+    }
+
+    #[tokio::test]
+    async fn pre_bind_runs_before_the_bind() {
+        let mut run = schedule(Status::success(), Status::success()).await;
+        assert_eq!(run.outcome, Outcome::Assumed("n1".into()));
+        assert_eq!(run.calls(), vec!["reserve n1", "prebind n1"]);
+        assert!(!run.forgotten());
+        let (condition, bound) = run.condition_and_binding().await;
+        assert!(bound);
+        assert_eq!(condition, None);
+    }
 
     #[test]
     fn event_notes_are_cut_to_the_apiserver_limit() {
