@@ -1,6 +1,8 @@
 //! The scheduling loop: pop a pod, decide on a snapshot, assume it in the
-//! cache, and bind asynchronously through `pods/binding`; report failures as
-//! upstream does (PodScheduled=False/Unschedulable + FailedScheduling Event).
+//! cache and run Reserve, then bind asynchronously (PreBind, then
+//! `pods/binding`); report failures as upstream does (PodScheduled=False with
+//! Unschedulable or SchedulerError + FailedScheduling Event), running
+//! Unreserve and forgetting the assumed pod when a step after Reserve fails.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -590,9 +592,13 @@ impl Scheduler {
                 .is_ok();
             self.metrics
                 .attempt("error", &profile, start.elapsed().as_secs_f64());
-            if forgotten {
-                self.queue.move_all_to_active();
+            if !forgotten {
+                // Deleted (or bound by someone else) meanwhile: the watch
+                // already took it out of the cache, and nothing is to retry.
+                tracing::info!(pod = %pod.key(), %node, plugin = status.plugin, message = %status.message(), "prebind failed for a pod that is gone; dropping it");
+                return;
             }
+            self.queue.move_all_to_active();
             let (reason, message) = if status.is_rejected() {
                 let fit = FitError {
                     num_all_nodes: 1,
@@ -847,6 +853,8 @@ mod tests {
         log: Log,
         reserve: Status,
         pre_bind: Status,
+        /// The pod's deletion reaches the cache while PreBind runs.
+        deleted_during_pre_bind: bool,
     }
 
     impl Plugin for Scripted {
@@ -875,11 +883,14 @@ mod tests {
         fn pre_bind<'a>(
             &'a self,
             _: &'a CycleState,
-            _: &'a PodInfo,
+            pod: &'a PodInfo,
             node: &'a str,
-            _: &'a Handle,
+            handle: &'a Handle,
         ) -> futures::future::BoxFuture<'a, Status> {
             Box::pin(async move {
+                if self.deleted_during_pre_bind {
+                    handle.cache().remove_pod(&pod.uid);
+                }
                 self.log.lock().unwrap().push(format!("prebind {node}"));
                 self.pre_bind.clone()
             })
@@ -898,6 +909,10 @@ mod tests {
     /// profile's Reserve and PreBind plugins replaced by [`Scripted`], and
     /// its binding cycle run to the end.
     async fn schedule(reserve: Status, pre_bind: Status) -> Run {
+        schedule_with(reserve, pre_bind, false).await
+    }
+
+    async fn schedule_with(reserve: Status, pre_bind: Status, deleted: bool) -> Run {
         let (client, requests) = fake_api::apiserver(Arc::new(fake_api::echo_bumping_version));
         let mut registry = prometheus_client::registry::Registry::default();
         let mut scheduler = Scheduler::new(
@@ -914,6 +929,7 @@ mod tests {
             log: log.clone(),
             reserve,
             pre_bind,
+            deleted_during_pre_bind: deleted,
         });
         profile.reserve = vec![scripted.clone()];
         profile.pre_bind = vec![scripted];
@@ -1040,6 +1056,28 @@ mod tests {
                 "running PreBind plugin \"Scripted\": binding volumes: context deadline exceeded"
             )
         );
+    }
+
+    #[tokio::test]
+    async fn a_pre_bind_error_for_a_deleted_pod_drops_it() {
+        let mut run = schedule_with(
+            Status::success(),
+            Status::error("binding volumes: pod does not exist any more"),
+            true,
+        )
+        .await;
+        assert_eq!(
+            run.calls(),
+            vec!["reserve n1", "prebind n1", "unreserve n1"]
+        );
+        assert!(run.scheduler.queue.counts().values().all(|n| *n == 0));
+        // The binding cycle is over: whatever it wrote has arrived.
+        while let Ok(r) = run.requests.try_recv() {
+            assert!(
+                !r.path.ends_with("/status") && !r.path.ends_with("/binding"),
+                "{r:?}"
+            );
+        }
     }
 
     #[tokio::test]
