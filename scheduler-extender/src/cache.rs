@@ -89,6 +89,68 @@ pub struct Cache {
     image_nodes: Arc<HashMap<String, usize>>,
     namespaces_arc: Option<Arc<HashMap<String, Labels>>>,
     volumes_arc: Option<Arc<VolumeIndex>>,
+    /// VolumeBinding's assumptions over `volumes` (see [`AssumedVolumes`]).
+    assumed_volumes: AssumedVolumes,
+    /// Bumped on every storage object the watches deliver, so a PreBind
+    /// waiting for the PV controller wakes when something changed.
+    volume_changes: tokio::sync::watch::Sender<u64>,
+}
+
+/// Upstream's passive assume cache (volumebinding/passive_assume_cache.go)
+/// over the claims and volumes of the watch: an assumed object shadows the
+/// watched one while both have the same resourceVersion, so the next pods do
+/// not pick a volume Reserve gave away; any newer version from the watch (or
+/// a deletion) expires the assumption, and Unreserve restores it.
+#[derive(Default)]
+struct AssumedVolumes {
+    claims: HashMap<String, Arc<PersistentVolumeClaim>>,
+    volumes: HashMap<String, Arc<PersistentVolume>>,
+}
+
+fn resource_version(meta: &kube::api::ObjectMeta) -> &str {
+    meta.resource_version.as_deref().unwrap_or_default()
+}
+
+/// Assumes `obj` over the watched `stored` (same resourceVersion only).
+fn assume_over<T: kube::Resource>(
+    stored: Option<&Arc<T>>,
+    obj: T,
+    resource: &str,
+    key: &str,
+    assumed: &mut HashMap<String, Arc<T>>,
+) -> Result<(), String> {
+    let Some(stored) = stored else {
+        return Err(format!("{resource} {key:?} not found"));
+    };
+    let (have, want) = (
+        resource_version(stored.meta()),
+        resource_version(obj.meta()),
+    );
+    if have != want {
+        return Err(format!(
+            "{key:?} is out of sync (stored: {have}, assume: {want})"
+        ));
+    }
+    assumed.insert(key.to_string(), Arc::new(obj));
+    Ok(())
+}
+
+/// Expires the assumption of `key` unless the watch still shows the version
+/// it was made on (a resync of the same object keeps it).
+fn expire_assumed<T: kube::Resource>(
+    stored: Option<&Arc<T>>,
+    key: &str,
+    assumed: &mut HashMap<String, Arc<T>>,
+) -> bool {
+    let keep = match (assumed.get(key), stored) {
+        (Some(a), Some(s)) => resource_version(a.meta()) == resource_version(s.meta()),
+        (Some(_), None) => false,
+        (None, _) => return false,
+    };
+    if !keep {
+        assumed.remove(key);
+    }
+    !keep
 }
 
 type NodeNames = Arc<Vec<String>>;
@@ -110,6 +172,106 @@ impl Cache {
             node_set_dirty: true,
             ..Default::default()
         }
+    }
+
+    /// Notified whenever a watched claim or volume changes.
+    pub fn volume_changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.volume_changes.subscribe()
+    }
+
+    fn volumes_changed(&mut self) {
+        self.volumes_arc = None;
+        self.volume_changes.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// Reserve: `pv` (with its claimRef set) stands in for the watched volume.
+    pub fn assume_volume(&mut self, pv: PersistentVolume) -> Result<(), String> {
+        let key = pv.name_any();
+        assume_over(
+            self.volumes.volumes.get(&key),
+            pv,
+            "persistentvolumes",
+            &key,
+            &mut self.assumed_volumes.volumes,
+        )?;
+        self.volumes_arc = None;
+        Ok(())
+    }
+
+    /// Reserve: `claim` (with the selected-node annotation) stands in for the
+    /// watched claim.
+    pub fn assume_claim(&mut self, claim: PersistentVolumeClaim) -> Result<(), String> {
+        let key = format!(
+            "{}/{}",
+            claim.namespace().unwrap_or_default(),
+            claim.name_any()
+        );
+        assume_over(
+            self.volumes.claims.get(&key),
+            claim,
+            "persistentvolumeclaims",
+            &key,
+            &mut self.assumed_volumes.claims,
+        )?;
+        self.volumes_arc = None;
+        Ok(())
+    }
+
+    /// Unreserve: drops the assumption of `pv` if it is still the one made.
+    pub fn restore_volume(&mut self, pv: &PersistentVolume) {
+        let key = pv.name_any();
+        if self
+            .assumed_volumes
+            .volumes
+            .get(&key)
+            .is_some_and(|a| resource_version(&a.metadata) == resource_version(&pv.metadata))
+        {
+            self.assumed_volumes.volumes.remove(&key);
+            self.volumes_arc = None;
+        }
+    }
+
+    pub fn restore_claim(&mut self, claim: &PersistentVolumeClaim) {
+        let key = format!(
+            "{}/{}",
+            claim.namespace().unwrap_or_default(),
+            claim.name_any()
+        );
+        if self
+            .assumed_volumes
+            .claims
+            .get(&key)
+            .is_some_and(|a| resource_version(&a.metadata) == resource_version(&claim.metadata))
+        {
+            self.assumed_volumes.claims.remove(&key);
+            self.volumes_arc = None;
+        }
+    }
+
+    /// The volume as the watch last showed it, ignoring assumptions.
+    pub fn api_volume(&self, name: &str) -> Option<Arc<PersistentVolume>> {
+        self.volumes.volumes.get(name).cloned()
+    }
+
+    /// The claim (`namespace/name`) as scheduling sees it: assumed, else watched.
+    pub fn claim(&self, key: &str) -> Option<Arc<PersistentVolumeClaim>> {
+        self.assumed_volumes
+            .claims
+            .get(key)
+            .or_else(|| self.volumes.claims.get(key))
+            .cloned()
+    }
+
+    /// The claim (`namespace/name`) as the watch last showed it.
+    pub fn api_claim(&self, key: &str) -> Option<Arc<PersistentVolumeClaim>> {
+        self.volumes.claims.get(key).cloned()
+    }
+
+    /// The labels of a node with a Node object.
+    pub fn node_labels(&self, name: &str) -> Option<Labels> {
+        self.positions
+            .get(name)
+            .map(|&i| self.nodes[i].labels.clone())
     }
 
     fn node_mut(&mut self, name: &str) -> &mut NodeInfo {
@@ -364,12 +526,23 @@ impl Cache {
             claim.namespace().unwrap_or_default(),
             claim.name_any()
         );
-        self.volumes.claims.insert(key, Arc::new(claim));
-        self.volumes_arc = None;
+        self.volumes.claims.insert(key.clone(), Arc::new(claim));
+        expire_assumed(
+            self.volumes.claims.get(&key),
+            &key,
+            &mut self.assumed_volumes.claims,
+        );
+        self.volumes_changed();
     }
     pub fn set_volume(&mut self, pv: PersistentVolume) {
-        self.volumes.volumes.insert(pv.name_any(), Arc::new(pv));
-        self.volumes_arc = None;
+        let key = pv.name_any();
+        self.volumes.volumes.insert(key.clone(), Arc::new(pv));
+        expire_assumed(
+            self.volumes.volumes.get(&key),
+            &key,
+            &mut self.assumed_volumes.volumes,
+        );
+        self.volumes_changed();
     }
     pub fn set_storage_class(&mut self, sc: StorageClass) {
         self.volumes
@@ -433,7 +606,16 @@ impl Cache {
             .clone();
         let volumes = self
             .volumes_arc
-            .get_or_insert_with(|| Arc::new(self.volumes.clone()))
+            .get_or_insert_with(|| {
+                let mut index = self.volumes.clone();
+                for (key, claim) in &self.assumed_volumes.claims {
+                    index.claims.insert(key.clone(), claim.clone());
+                }
+                for (key, pv) in &self.assumed_volumes.volumes {
+                    index.volumes.insert(key.clone(), pv.clone());
+                }
+                Arc::new(index)
+            })
             .clone();
         let (affinity_nodes, anti_affinity_nodes) = self
             .affinity_lists
@@ -486,7 +668,11 @@ impl Cache {
             VolumeKind::StorageClasses => v.storage_classes.retain(|k, _| keep(k)),
             VolumeKind::CsiNodes => v.csi_nodes.retain(|k, _| keep(k)),
         }
-        self.volumes_arc = None;
+        // A deleted object expires its assumption.
+        let assumed = &mut self.assumed_volumes;
+        assumed.claims.retain(|k, _| v.claims.contains_key(k));
+        assumed.volumes.retain(|k, _| v.volumes.contains_key(k));
+        self.volumes_changed();
     }
 
     /// UIDs of every pod placed on a node (for consistency checks).
@@ -650,5 +836,87 @@ mod tests {
         );
         cache.remove_node("n2");
         assert!(cache.snapshot().get("n2").is_none());
+    }
+
+    fn volume(rv: &str, claim: Option<&str>) -> PersistentVolume {
+        let mut pv = json!({"metadata": {"name": "pv-1", "resourceVersion": rv}, "spec": {}});
+        if let Some(c) = claim {
+            pv["spec"]["claimRef"] = json!({"name": c, "namespace": "default"});
+        }
+        serde_json::from_value(pv).unwrap()
+    }
+
+    fn claim_of_snapshot(cache: &mut Cache) -> Option<String> {
+        cache.snapshot().volumes.volumes["pv-1"]
+            .spec
+            .as_ref()
+            .and_then(|s| s.claim_ref.as_ref())
+            .and_then(|r| r.name.clone())
+    }
+
+    /// Upstream's passive assume cache: an assumption shadows the watched
+    /// object of the same version only.
+    #[test]
+    fn assumed_volumes_last_until_the_watch_shows_a_newer_version() {
+        let mut cache = Cache::new();
+        assert_eq!(
+            cache.assume_volume(volume("1", Some("c1"))),
+            Err("persistentvolumes \"pv-1\" not found".into())
+        );
+        cache.set_volume(volume("5", None));
+        assert_eq!(
+            cache.assume_volume(volume("4", Some("c1"))),
+            Err("\"pv-1\" is out of sync (stored: 5, assume: 4)".into())
+        );
+        cache.assume_volume(volume("5", Some("c1"))).unwrap();
+        assert_eq!(claim_of_snapshot(&mut cache).as_deref(), Some("c1"));
+        assert_eq!(
+            cache
+                .api_volume("pv-1")
+                .unwrap()
+                .spec
+                .as_ref()
+                .unwrap()
+                .claim_ref,
+            None,
+            "the watched object stays as it was"
+        );
+
+        // A resync of the same version keeps the assumption.
+        cache.set_volume(volume("5", None));
+        assert_eq!(claim_of_snapshot(&mut cache).as_deref(), Some("c1"));
+
+        // A newer version replaces it, and restoring the old one is a no-op.
+        cache.set_volume(volume("6", Some("other")));
+        assert_eq!(claim_of_snapshot(&mut cache).as_deref(), Some("other"));
+        cache.restore_volume(&volume("5", Some("c1")));
+        assert_eq!(claim_of_snapshot(&mut cache).as_deref(), Some("other"));
+
+        // Restore drops an assumption of the current version.
+        cache.assume_volume(volume("6", Some("c1"))).unwrap();
+        cache.restore_volume(&volume("6", Some("c1")));
+        assert_eq!(claim_of_snapshot(&mut cache).as_deref(), Some("other"));
+
+        // Deleting the object expires its assumption.
+        cache.assume_volume(volume("6", Some("c1"))).unwrap();
+        cache.remove_volume_object(VolumeKind::Volumes, HashSet::from(["pv-1".to_string()]));
+        assert!(cache.snapshot().volumes.volumes.is_empty());
+        cache.set_volume(volume("7", None));
+        assert_eq!(claim_of_snapshot(&mut cache), None);
+    }
+
+    #[test]
+    fn watched_volume_changes_are_announced() {
+        let mut cache = Cache::new();
+        let mut changes = cache.volume_changes();
+        assert!(!changes.has_changed().unwrap());
+        cache.set_volume(volume("1", None));
+        assert!(changes.has_changed().unwrap());
+        changes.mark_unchanged();
+        cache.assume_volume(volume("1", Some("c1"))).unwrap();
+        assert!(
+            !changes.has_changed().unwrap(),
+            "only the watch's changes wake a waiting PreBind"
+        );
     }
 }

@@ -7,8 +7,8 @@ use std::sync::Arc;
 
 use crate::config::{PluginRef, PluginSet, ProfileConfig};
 use crate::framework::{
-    Code, CycleState, NodeInfo, NodeScore, Plugin, PodInfo, PreFilterResult, ScorePlugin, Snapshot,
-    Status,
+    Code, CycleState, Handle, NodeInfo, NodeScore, Plugin, PodInfo, PreFilterResult, ScorePlugin,
+    Snapshot, Status,
 };
 use crate::plugins;
 use crate::preemption::{self, PreemptionArgs};
@@ -58,6 +58,8 @@ pub struct Profile {
     pub filter: Vec<Arc<dyn Plugin>>,
     pub pre_score: Vec<Arc<dyn Plugin>>,
     pub score: Vec<(Arc<dyn Plugin>, i64)>,
+    pub reserve: Vec<Arc<dyn Plugin>>,
+    pub pre_bind: Vec<Arc<dyn Plugin>>,
     /// DefaultPreemption's settings when it is enabled as the PostFilter.
     pub preemption: Option<PreemptionArgs>,
 }
@@ -186,10 +188,10 @@ impl Profile {
         let filter = point(p.filter.as_ref(), |p| p.as_filter().is_some())?;
         let pre_score = point(p.pre_score.as_ref(), |p| p.as_pre_score().is_some())?;
         let score = point(p.score.as_ref(), |p| p.as_score().is_some())?;
+        let reserve = point(p.reserve.as_ref(), |p| p.as_reserve().is_some())?;
+        let pre_bind = point(p.pre_bind.as_ref(), |p| p.as_pre_bind().is_some())?;
         for (what, set) in [
-            ("reserve", &p.reserve),
             ("permit", &p.permit),
-            ("preBind", &p.pre_bind),
             ("postBind", &p.post_bind),
             ("preEnqueue", &p.pre_enqueue),
             ("postFilter", &p.post_filter),
@@ -251,6 +253,8 @@ impl Profile {
             filter: filter.into_iter().map(|(p, _)| p).collect(),
             pre_score: pre_score.into_iter().map(|(p, _)| p).collect(),
             score,
+            reserve: reserve.into_iter().map(|(p, _)| p).collect(),
+            pre_bind: pre_bind.into_iter().map(|(p, _)| p).collect(),
             preemption,
         })
     }
@@ -261,6 +265,8 @@ impl Profile {
             "filter" => self.filter.iter().map(|p| p.name()).collect(),
             "preScore" => self.pre_score.iter().map(|p| p.name()).collect(),
             "score" => self.score.iter().map(|(p, _)| p.name()).collect(),
+            "reserve" => self.reserve.iter().map(|p| p.name()).collect(),
+            "preBind" => self.pre_bind.iter().map(|p| p.name()).collect(),
             _ => vec![],
         }
     }
@@ -404,6 +410,61 @@ impl Profile {
         Ok(())
     }
 
+    /// Runs every Reserve plugin in order; the first failure ends it. A
+    /// rejection keeps its code (the pod is unschedulable on this node), any
+    /// other failure becomes an error naming the plugin, as upstream's
+    /// RunReservePluginsReserve. The caller then runs [`Profile::run_unreserve`].
+    pub fn run_reserve(
+        &self,
+        state: &mut CycleState,
+        pod: &PodInfo,
+        node: &str,
+        handle: &Handle,
+    ) -> Result<(), Status> {
+        for plugin in &self.reserve {
+            let status = plugin
+                .as_reserve()
+                .expect("registered as Reserve")
+                .reserve(state, pod, node, handle);
+            if !status.is_success() {
+                return Err(wrap_failure("Reserve", plugin.name(), status));
+            }
+        }
+        Ok(())
+    }
+
+    /// Every Reserve plugin's Unreserve, in reverse order.
+    pub fn run_unreserve(&self, state: &CycleState, pod: &PodInfo, node: &str, handle: &Handle) {
+        for plugin in self.reserve.iter().rev() {
+            plugin
+                .as_reserve()
+                .expect("registered as Reserve")
+                .unreserve(state, pod, node, handle);
+        }
+    }
+
+    /// Runs every PreBind plugin in order; the first failure ends it, reported
+    /// like Reserve's.
+    pub async fn run_pre_bind(
+        &self,
+        state: &CycleState,
+        pod: &PodInfo,
+        node: &str,
+        handle: &Handle,
+    ) -> Result<(), Status> {
+        for plugin in &self.pre_bind {
+            let status = plugin
+                .as_pre_bind()
+                .expect("registered as PreBind")
+                .pre_bind(state, pod, node, handle)
+                .await;
+            if !status.is_success() && !status.is_skip() {
+                return Err(wrap_failure("PreBind", plugin.name(), status));
+            }
+        }
+        Ok(())
+    }
+
     /// Weighted sum of every Score plugin's normalized score, per node.
     pub fn run_score<'n>(
         &self,
@@ -458,6 +519,19 @@ impl Profile {
         }
         Ok(totals)
     }
+}
+
+/// A failed Reserve/PreBind status as the framework reports it: a rejection
+/// as it is, an error prefixed with the point and plugin.
+fn wrap_failure(point: &str, plugin: &'static str, status: Status) -> Status {
+    if status.is_rejected() {
+        return status.with_plugin(plugin);
+    }
+    Status::error(format!(
+        "running {point} plugin {plugin:?}: {}",
+        status.message()
+    ))
+    .with_plugin(plugin)
 }
 
 #[cfg(test)]
@@ -550,5 +624,192 @@ mod tests {
             .err()
             .unwrap();
         assert!(err.contains("queueSort"), "{err}");
+    }
+
+    /// A plugin at Reserve and PreBind that logs its calls and answers with
+    /// the given statuses.
+    struct Recorder {
+        name: &'static str,
+        log: Arc<std::sync::Mutex<Vec<String>>>,
+        reserve: Status,
+        pre_bind: Status,
+    }
+
+    impl Plugin for Recorder {
+        fn name(&self) -> &'static str {
+            self.name
+        }
+        fn as_reserve(&self) -> Option<&dyn crate::framework::ReservePlugin> {
+            Some(self)
+        }
+        fn as_pre_bind(&self) -> Option<&dyn crate::framework::PreBindPlugin> {
+            Some(self)
+        }
+    }
+
+    impl crate::framework::ReservePlugin for Recorder {
+        fn reserve(&self, _: &mut CycleState, _: &PodInfo, node: &str, _: &Handle) -> Status {
+            self.log
+                .lock()
+                .unwrap()
+                .push(format!("reserve {} {node}", self.name));
+            self.reserve.clone()
+        }
+        fn unreserve(&self, _: &CycleState, _: &PodInfo, node: &str, _: &Handle) {
+            self.log
+                .lock()
+                .unwrap()
+                .push(format!("unreserve {} {node}", self.name));
+        }
+    }
+
+    impl crate::framework::PreBindPlugin for Recorder {
+        fn pre_bind<'a>(
+            &'a self,
+            _: &'a CycleState,
+            _: &'a PodInfo,
+            node: &'a str,
+            _: &'a Handle,
+        ) -> futures::future::BoxFuture<'a, Status> {
+            Box::pin(async move {
+                self.log
+                    .lock()
+                    .unwrap()
+                    .push(format!("prebind {} {node}", self.name));
+                self.pre_bind.clone()
+            })
+        }
+    }
+
+    type Log = Arc<std::sync::Mutex<Vec<String>>>;
+
+    fn recorders(answers: &[(&'static str, Status, Status)]) -> (Profile, Log) {
+        let log: Log = Default::default();
+        let mut p = profile("").unwrap();
+        let plugins: Vec<Arc<dyn Plugin>> = answers
+            .iter()
+            .map(|(name, reserve, pre_bind)| {
+                Arc::new(Recorder {
+                    name,
+                    log: log.clone(),
+                    reserve: reserve.clone(),
+                    pre_bind: pre_bind.clone(),
+                }) as Arc<dyn Plugin>
+            })
+            .collect();
+        p.reserve = plugins.clone();
+        p.pre_bind = plugins;
+        (p, log)
+    }
+
+    #[test]
+    fn volume_binding_serves_reserve_and_pre_bind_by_default_and_can_be_disabled() {
+        let p = profile("").unwrap();
+        assert_eq!(p.plugin_names("reserve"), vec!["VolumeBinding"]);
+        assert_eq!(p.plugin_names("preBind"), vec!["VolumeBinding"]);
+        let p = profile(
+            "profiles: [{plugins: {reserve: {disabled: [{name: VolumeBinding}]}, preBind: {disabled: [{name: '*'}]}}}]",
+        )
+        .unwrap();
+        assert!(p.plugin_names("reserve").is_empty());
+        assert!(p.plugin_names("preBind").is_empty());
+        assert_eq!(
+            p.plugin_names("filter")
+                .iter()
+                .filter(|n| **n == "VolumeBinding")
+                .count(),
+            1
+        );
+        let err = profile("profiles: [{plugins: {reserve: {enabled: [{name: NodePorts}]}}}]")
+            .err()
+            .unwrap();
+        assert!(err.contains("NodePorts"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn reserve_runs_in_order_and_unreserve_in_reverse() {
+        let pod = crate::framework::testing::pod("p", &[], serde_json::json!({}));
+        let handle = crate::framework::fake_api::handle();
+        let ok = Status::success;
+        type Case = (
+            &'static str,
+            Vec<(&'static str, Status, Status)>,
+            Result<(), Status>,
+            Vec<&'static str>,
+        );
+        let cases: Vec<Case> = vec![
+            (
+                "all succeed",
+                vec![("A", ok(), ok()), ("B", ok(), ok())],
+                Ok(()),
+                vec!["reserve A n", "reserve B n"],
+            ),
+            (
+                "an error stops the rest and names the plugin",
+                vec![
+                    ("A", ok(), ok()),
+                    ("B", Status::error("boom"), ok()),
+                    ("C", ok(), ok()),
+                ],
+                Err(Status::error("running Reserve plugin \"B\": boom").with_plugin("B")),
+                vec!["reserve A n", "reserve B n"],
+            ),
+            (
+                "a rejection keeps its code and reasons",
+                vec![
+                    ("A", Status::unschedulable("no room"), ok()),
+                    ("B", ok(), ok()),
+                ],
+                Err(Status::unschedulable("no room").with_plugin("A")),
+                vec!["reserve A n"],
+            ),
+        ];
+        for (name, answers, want, calls) in cases {
+            let (p, log) = recorders(&answers);
+            let mut state = CycleState::new();
+            assert_eq!(
+                p.run_reserve(&mut state, &pod, "n", &handle),
+                want,
+                "{name}"
+            );
+            assert_eq!(*log.lock().unwrap(), calls, "{name}");
+            log.lock().unwrap().clear();
+            p.run_unreserve(&state, &pod, "n", &handle);
+            let reversed: Vec<String> = answers
+                .iter()
+                .rev()
+                .map(|(n, _, _)| format!("unreserve {n} n"))
+                .collect();
+            assert_eq!(
+                *log.lock().unwrap(),
+                reversed,
+                "{name}: every plugin, reversed"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn pre_bind_runs_in_order_until_the_first_failure() {
+        let pod = crate::framework::testing::pod("p", &[], serde_json::json!({}));
+        let handle = crate::framework::fake_api::handle();
+        let ok = Status::success;
+        let (p, log) = recorders(&[
+            ("A", ok(), Status::skip()),
+            (
+                "B",
+                ok(),
+                Status::error("binding volumes: context deadline exceeded"),
+            ),
+            ("C", ok(), ok()),
+        ]);
+        let state = CycleState::new();
+        assert_eq!(
+            p.run_pre_bind(&state, &pod, "n", &handle).await,
+            Err(Status::error(
+                "running PreBind plugin \"B\": binding volumes: context deadline exceeded"
+            )
+            .with_plugin("B"))
+        );
+        assert_eq!(*log.lock().unwrap(), vec!["prebind A n", "prebind B n"]);
     }
 }

@@ -1,6 +1,8 @@
 //! The scheduling loop: pop a pod, decide on a snapshot, assume it in the
-//! cache, and bind asynchronously through `pods/binding`; report failures as
-//! upstream does (PodScheduled=False/Unschedulable + FailedScheduling Event).
+//! cache and run Reserve, then bind asynchronously (PreBind, then
+//! `pods/binding`); report failures as upstream does (PodScheduled=False with
+//! Unschedulable or SchedulerError + FailedScheduling Event), running
+//! Unreserve and forgetting the assumed pod when a step after Reserve fails.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -15,7 +17,7 @@ use understudy_component_base::events::EventRecorder;
 
 use crate::cache::Cache;
 use crate::config::SchedulerConfig;
-use crate::framework::{CycleState, PodInfo, QueuedPodInfo, Snapshot};
+use crate::framework::{CycleState, Handle, PodInfo, QueuedPodInfo, Snapshot, Status};
 use crate::metrics::{AttemptsLabels, Metrics, QueueLabels};
 use crate::preemption::{self, pdb::PdbInfo};
 use crate::profile::Profile;
@@ -28,7 +30,8 @@ const BINDS_IN_FLIGHT: usize = 128;
 pub struct Scheduler {
     pub client: Client,
     pub profiles: HashMap<String, (Arc<Profile>, Arc<Algorithm>)>,
-    pub cache: Mutex<Cache>,
+    /// Shared with Reserve/PreBind plugins through [`Scheduler::handle`].
+    pub cache: Arc<Mutex<Cache>>,
     pub queue: SchedulingQueue,
     pub config: SchedulerConfig,
     pub events: HashMap<String, EventRecorder>,
@@ -90,7 +93,7 @@ impl Scheduler {
         Ok(Self {
             client,
             profiles,
-            cache: Mutex::new(Cache::new()),
+            cache: Arc::new(Mutex::new(Cache::new())),
             queue: SchedulingQueue::new(config.pod_initial_backoff, config.pod_max_backoff),
             config,
             events,
@@ -103,6 +106,14 @@ impl Scheduler {
             cycle_snapshot: Mutex::new(None),
             pdbs: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// What Reserve and PreBind plugins reach: the client and the cache.
+    pub fn handle(&self) -> Handle {
+        Handle {
+            client: self.client.clone(),
+            cache: self.cache.clone(),
+        }
     }
 
     /// Whether this scheduler is responsible for `pod`.
@@ -382,28 +393,8 @@ impl Scheduler {
         match result {
             Ok(ScheduleResult { node, .. }) => {
                 let assumed = self.cache.lock().expect("cache lock").assume(&pod, &node);
-                match assumed {
-                    Ok(_) => {
-                        // The pod now occupies the node in the cache; still
-                        // counting its nomination would hold its room twice
-                        // and push other nominated pods elsewhere (upstream
-                        // drops the nomination on assume too).
-                        self.nominator
-                            .lock()
-                            .expect("nominator lock")
-                            .remove(&pod.uid);
-                        self.queue.done(&pod.uid);
-                        let this = self.clone();
-                        let node2 = node.clone();
-                        let queued = popped.info.clone();
-                        let name = profile.scheduler_name.clone();
-                        let handle = tokio::runtime::Handle::current();
-                        self.binds.spawn_on(
-                            async move { this.bind(pod, node2, name, start, queued).await },
-                            &handle,
-                        );
-                        Outcome::Assumed(node)
-                    }
+                let assumed = match assumed {
+                    Ok(info) => info,
                     Err(e) => {
                         tracing::error!(pod = %pod.key(), error = %e, "assume failed");
                         self.queue.requeue_failed(popped, false);
@@ -412,9 +403,42 @@ impl Scheduler {
                             &profile.scheduler_name,
                             start.elapsed().as_secs_f64(),
                         );
-                        Outcome::Error(e.to_string())
+                        return Outcome::Error(e.to_string());
                     }
+                };
+                let handle = self.handle();
+                if let Err(status) = profile.run_reserve(&mut state, &assumed, &node, &handle) {
+                    // Upstream's unreserveAndForget, then the failure handler.
+                    profile.run_unreserve(&state, &assumed, &node, &handle);
+                    if let Err(e) = self.cache.lock().expect("cache lock").forget(&pod.uid) {
+                        tracing::error!(pod = %pod.key(), error = %e, "forget failed");
+                    }
+                    return self.reserve_failed(popped, &profile, status, &node, start);
                 }
+                // The pod now occupies the node in the cache; still
+                // counting its nomination would hold its room twice
+                // and push other nominated pods elsewhere (upstream
+                // drops the nomination on assume too).
+                self.nominator
+                    .lock()
+                    .expect("nominator lock")
+                    .remove(&pod.uid);
+                self.queue.done(&pod.uid);
+                let this = self.clone();
+                let node2 = node.clone();
+                let queued = popped.info.clone();
+                let cycle = BindingCycle {
+                    pod: assumed,
+                    node: node2,
+                    profile: profile.clone(),
+                    state,
+                    start,
+                    queued,
+                };
+                let runtime = tokio::runtime::Handle::current();
+                self.binds
+                    .spawn_on(async move { this.bind(cycle).await }, &runtime);
+                Outcome::Assumed(node)
             }
             Err(ScheduleError::Unfit(fit)) => {
                 let message = fit.message();
@@ -496,14 +520,103 @@ impl Scheduler {
         }
     }
 
-    async fn bind(
-        &self,
-        pod: Arc<PodInfo>,
-        node: String,
-        profile: String,
+    /// A Reserve plugin failed: a rejection reports the pod unschedulable on
+    /// this one node, anything else is an error retried with backoff (as
+    /// upstream's schedulingCycle after RunReservePluginsReserve).
+    fn reserve_failed(
+        self: &Arc<Self>,
+        popped: Popped,
+        profile: &Profile,
+        status: Status,
+        node: &str,
         start: Instant,
-        queued: QueuedPodInfo,
-    ) {
+    ) -> Outcome {
+        let pod = popped.info.pod.clone();
+        let rejected = status.is_rejected();
+        let (reason, message) = if rejected {
+            let fit = FitError {
+                num_all_nodes: 1,
+                diagnosis: Diagnosis {
+                    node_statuses: [(node.to_string(), status.clone())].into(),
+                    ..Default::default()
+                },
+            };
+            ("Unschedulable", fit.message())
+        } else {
+            ("SchedulerError", status.message())
+        };
+        tracing::info!(pod = %pod.key(), plugin = status.plugin, %message, "reserve failed");
+        let result = if rejected { "unschedulable" } else { "error" };
+        self.metrics.attempt(
+            result,
+            &profile.scheduler_name,
+            start.elapsed().as_secs_f64(),
+        );
+        self.queue.requeue_failed(popped, rejected);
+        let this = self.clone();
+        let name = profile.scheduler_name.clone();
+        let msg = message.clone();
+        tokio::runtime::Handle::current().spawn(async move {
+            this.report_unschedulable(&pod, &name, reason, &msg, None)
+                .await;
+        });
+        if rejected {
+            Outcome::Unschedulable(message)
+        } else {
+            Outcome::Error(message)
+        }
+    }
+
+    /// The binding cycle: PreBind plugins, then `pods/binding`. A failure
+    /// unreserves, forgets the assumed pod and retries it with backoff, as
+    /// upstream's handleBindingCycleError.
+    async fn bind(&self, cycle: BindingCycle) {
+        let BindingCycle {
+            pod,
+            node,
+            profile: profile_ref,
+            state,
+            start,
+            queued,
+        } = cycle;
+        let profile = profile_ref.scheduler_name.clone();
+        let handle = self.handle();
+        // Before taking a bind slot: PreBind may wait minutes for volumes.
+        if let Err(status) = profile_ref.run_pre_bind(&state, &pod, &node, &handle).await {
+            profile_ref.run_unreserve(&state, &pod, &node, &handle);
+            let forgotten = self
+                .cache
+                .lock()
+                .expect("cache lock")
+                .forget(&pod.uid)
+                .is_ok();
+            self.metrics
+                .attempt("error", &profile, start.elapsed().as_secs_f64());
+            if !forgotten {
+                // Deleted (or bound by someone else) meanwhile: the watch
+                // already took it out of the cache, and nothing is to retry.
+                tracing::info!(pod = %pod.key(), %node, plugin = status.plugin, message = %status.message(), "prebind failed for a pod that is gone; dropping it");
+                return;
+            }
+            self.queue.move_all_to_active();
+            let (reason, message) = if status.is_rejected() {
+                let fit = FitError {
+                    num_all_nodes: 1,
+                    diagnosis: Diagnosis {
+                        node_statuses: [(node.clone(), status.clone())].into(),
+                        ..Default::default()
+                    },
+                };
+                ("Unschedulable", fit.message())
+            } else {
+                ("SchedulerError", status.message())
+            };
+            tracing::warn!(pod = %pod.key(), %node, plugin = status.plugin, %message, "prebind failed; retrying with backoff");
+            self.queue.requeue_after_bind_failure(pod.clone(), &queued);
+            self.report_unschedulable(&pod, &profile, reason, &message, None)
+                .await;
+            return;
+        }
         let pods: Api<Pod> = Api::namespaced(self.client.clone(), &pod.namespace);
         let binding = binding_body(&pod.namespace, &pod.name, &pod.uid, &node);
         let _slot = self.bind_slots.acquire().await.expect("never closed");
@@ -538,6 +651,7 @@ impl Scheduler {
                 }
             }
             Err(e) => {
+                profile_ref.run_unreserve(&state, &pod, &node, &handle);
                 // If the watch already confirmed the pod bound, there is nothing to undo.
                 let forgotten = self
                     .cache
@@ -674,31 +788,10 @@ fn truncate_note(message: &str) -> String {
 /// ContainerCreating, so they are reported unschedulable with the reason.
 fn unsupported(pod: &PodInfo, snapshot: &Snapshot) -> Option<FitError> {
     let spec = pod.pod.spec.as_ref()?;
-    let reason = if spec.resource_claims.as_ref().is_some_and(|c| !c.is_empty()) {
-        "pod uses resource claims (dynamic resource allocation), which understudy-scheduler does not allocate yet"
-    } else if pod.pvc_names().iter().any(|claim| {
-        let volumes = &snapshot.volumes;
-        volumes
-            .claims
-            .get(&format!("{}/{claim}", pod.namespace))
-            .is_some_and(|c| {
-                let spec = c.spec.as_ref();
-                let unbound = spec
-                    .and_then(|s| s.volume_name.as_deref())
-                    .is_none_or(str::is_empty);
-                let delayed = spec
-                    .and_then(|s| s.storage_class_name.as_ref())
-                    .and_then(|sc| volumes.storage_classes.get(sc))
-                    .is_some_and(|sc| {
-                        sc.volume_binding_mode.as_deref() == Some("WaitForFirstConsumer")
-                    });
-                unbound && delayed
-            })
-    }) {
-        "pod has unbound PersistentVolumeClaims; understudy-scheduler does not bind delayed (WaitForFirstConsumer) claims yet"
-    } else {
+    if spec.resource_claims.as_ref().is_none_or(|c| c.is_empty()) {
         return None;
-    };
+    }
+    let reason = "pod uses resource claims (dynamic resource allocation), which understudy-scheduler does not allocate yet";
     Some(FitError {
         num_all_nodes: snapshot.nodes.len(),
         diagnosis: Diagnosis {
@@ -723,6 +816,18 @@ pub fn binding_body(namespace: &str, name: &str, uid: &str, node: &str) -> serde
     })
 }
 
+/// What the binding cycle carries over from the scheduling cycle.
+struct BindingCycle {
+    /// The assumed pod (with `spec.nodeName` set).
+    pod: Arc<PodInfo>,
+    node: String,
+    profile: Arc<Profile>,
+    /// The cycle state Reserve left, read by PreBind and Unreserve.
+    state: CycleState,
+    start: Instant,
+    queued: QueuedPodInfo,
+}
+
 fn object_ref(pod: &PodInfo) -> ObjectReference {
     let mut r = pod.pod.object_ref(&());
     r.uid = Some(pod.uid.clone());
@@ -732,6 +837,259 @@ fn object_ref(pod: &PodInfo) -> ObjectReference {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::framework::fake_api::{self, Request};
+    use crate::framework::testing::{container, node, pod};
+    use crate::framework::{Plugin, PreBindPlugin, ReservePlugin};
+    use crate::queue::QueueName;
+    use serde_json::Value;
+
+    type Log = Arc<Mutex<Vec<String>>>;
+
+    /// The profile of the default configuration.
+    const PROFILE: &str = "understudy-scheduler";
+
+    /// Serves Reserve and PreBind with fixed answers, logging each call.
+    struct Scripted {
+        log: Log,
+        reserve: Status,
+        pre_bind: Status,
+        /// The pod's deletion reaches the cache while PreBind runs.
+        deleted_during_pre_bind: bool,
+    }
+
+    impl Plugin for Scripted {
+        fn name(&self) -> &'static str {
+            "Scripted"
+        }
+        fn as_reserve(&self) -> Option<&dyn ReservePlugin> {
+            Some(self)
+        }
+        fn as_pre_bind(&self) -> Option<&dyn PreBindPlugin> {
+            Some(self)
+        }
+    }
+
+    impl ReservePlugin for Scripted {
+        fn reserve(&self, _: &mut CycleState, _: &PodInfo, node: &str, _: &Handle) -> Status {
+            self.log.lock().unwrap().push(format!("reserve {node}"));
+            self.reserve.clone()
+        }
+        fn unreserve(&self, _: &CycleState, _: &PodInfo, node: &str, _: &Handle) {
+            self.log.lock().unwrap().push(format!("unreserve {node}"));
+        }
+    }
+
+    impl PreBindPlugin for Scripted {
+        fn pre_bind<'a>(
+            &'a self,
+            _: &'a CycleState,
+            pod: &'a PodInfo,
+            node: &'a str,
+            handle: &'a Handle,
+        ) -> futures::future::BoxFuture<'a, Status> {
+            Box::pin(async move {
+                if self.deleted_during_pre_bind {
+                    handle.cache().remove_pod(&pod.uid);
+                }
+                self.log.lock().unwrap().push(format!("prebind {node}"));
+                self.pre_bind.clone()
+            })
+        }
+    }
+
+    struct Run {
+        scheduler: Arc<Scheduler>,
+        log: Log,
+        requests: tokio::sync::mpsc::UnboundedReceiver<Request>,
+        outcome: Outcome,
+        uid: String,
+    }
+
+    /// One scheduling cycle of a pod that fits node `n1`, with the default
+    /// profile's Reserve and PreBind plugins replaced by [`Scripted`], and
+    /// its binding cycle run to the end.
+    async fn schedule(reserve: Status, pre_bind: Status) -> Run {
+        schedule_with(reserve, pre_bind, false).await
+    }
+
+    async fn schedule_with(reserve: Status, pre_bind: Status, deleted: bool) -> Run {
+        let (client, requests) = fake_api::apiserver(Arc::new(fake_api::echo_bumping_version));
+        let mut registry = prometheus_client::registry::Registry::default();
+        let mut scheduler = Scheduler::new(
+            client.clone(),
+            client,
+            SchedulerConfig::default(),
+            Metrics::register(&mut registry),
+        )
+        .unwrap();
+        let log: Log = Default::default();
+        let (profile, algorithm) = scheduler.profiles.remove(PROFILE).unwrap();
+        let mut profile = Arc::try_unwrap(profile).ok().unwrap();
+        let scripted: Arc<dyn Plugin> = Arc::new(Scripted {
+            log: log.clone(),
+            reserve,
+            pre_bind,
+            deleted_during_pre_bind: deleted,
+        });
+        profile.reserve = vec![scripted.clone()];
+        profile.pre_bind = vec![scripted];
+        scheduler
+            .profiles
+            .insert(PROFILE.into(), (Arc::new(profile), algorithm));
+        let scheduler = Arc::new(scheduler);
+        scheduler
+            .cache
+            .lock()
+            .unwrap()
+            .add_or_update_node(node("n1", "4", "8Gi", &[], json!({})));
+        let p = pod(
+            "p",
+            &[],
+            json!({"schedulerName": PROFILE, "containers": [container("100m", "100Mi")]}),
+        );
+        let uid = p.uid.clone();
+        scheduler.queue.add(p);
+        let popped = scheduler.queue.pop().await.unwrap();
+        let outcome = scheduler.schedule_one(popped);
+        scheduler.binds.close();
+        scheduler.binds.wait().await;
+        Run {
+            scheduler,
+            log,
+            requests,
+            outcome,
+            uid,
+        }
+    }
+
+    impl Run {
+        fn calls(&self) -> Vec<String> {
+            self.log.lock().unwrap().clone()
+        }
+        fn forgotten(&self) -> bool {
+            self.scheduler
+                .cache
+                .lock()
+                .unwrap()
+                .node_of(&self.uid)
+                .is_none()
+        }
+        fn waiting_in(&self, queue: QueueName) -> usize {
+            self.scheduler.queue.counts()[&queue]
+        }
+        /// The PodScheduled condition written, and whether a bind was sent.
+        async fn condition_and_binding(&mut self) -> (Option<Value>, bool) {
+            let mut bound = false;
+            loop {
+                let r = self.requests.recv().await.unwrap();
+                if r.path.ends_with("/binding") {
+                    bound = true;
+                }
+                if r.path.ends_with("/status") {
+                    return (Some(r.body["status"]["conditions"][0].clone()), bound);
+                }
+                if r.path.contains("/events") && bound {
+                    return (None, bound);
+                }
+            }
+        }
+    }
+
+    fn reason_and_message(condition: &Value) -> (&str, &str) {
+        (
+            condition["reason"].as_str().unwrap(),
+            condition["message"].as_str().unwrap(),
+        )
+    }
+
+    #[tokio::test]
+    async fn a_reserve_error_unreserves_forgets_and_backs_off() {
+        let mut run = schedule(Status::error("boom"), Status::success()).await;
+        let message = "running Reserve plugin \"Scripted\": boom";
+        assert_eq!(run.outcome, Outcome::Error(message.into()));
+        assert_eq!(run.calls(), vec!["reserve n1", "unreserve n1"]);
+        assert!(run.forgotten());
+        assert_eq!(run.waiting_in(QueueName::Backoff), 1);
+        let (condition, bound) = run.condition_and_binding().await;
+        assert!(!bound);
+        assert_eq!(
+            reason_and_message(&condition.unwrap()),
+            ("SchedulerError", message)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_reserve_rejection_is_unschedulable_on_that_node() {
+        let mut run = schedule(Status::unschedulable("no room"), Status::success()).await;
+        let message = "0/1 nodes are available: 1 no room.";
+        assert_eq!(run.outcome, Outcome::Unschedulable(message.into()));
+        assert_eq!(run.calls(), vec!["reserve n1", "unreserve n1"]);
+        assert!(run.forgotten());
+        assert_eq!(run.waiting_in(QueueName::Unschedulable), 1);
+        let (condition, _) = run.condition_and_binding().await;
+        assert_eq!(
+            reason_and_message(&condition.unwrap()),
+            ("Unschedulable", message)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_pre_bind_error_unreserves_forgets_and_retries_without_binding() {
+        let mut run = schedule(
+            Status::success(),
+            Status::error("binding volumes: context deadline exceeded"),
+        )
+        .await;
+        assert_eq!(run.outcome, Outcome::Assumed("n1".into()));
+        assert_eq!(
+            run.calls(),
+            vec!["reserve n1", "prebind n1", "unreserve n1"]
+        );
+        assert!(run.forgotten());
+        assert_eq!(run.waiting_in(QueueName::Backoff), 1);
+        let (condition, bound) = run.condition_and_binding().await;
+        assert!(!bound, "no bind after a failed PreBind");
+        assert_eq!(
+            reason_and_message(&condition.unwrap()),
+            (
+                "SchedulerError",
+                "running PreBind plugin \"Scripted\": binding volumes: context deadline exceeded"
+            )
+        );
+    }
+
+    #[tokio::test]
+    async fn a_pre_bind_error_for_a_deleted_pod_drops_it() {
+        let mut run = schedule_with(
+            Status::success(),
+            Status::error("binding volumes: pod does not exist any more"),
+            true,
+        )
+        .await;
+        assert_eq!(
+            run.calls(),
+            vec!["reserve n1", "prebind n1", "unreserve n1"]
+        );
+        assert!(run.scheduler.queue.counts().values().all(|n| *n == 0));
+        // The binding cycle is over: whatever it wrote has arrived.
+        while let Ok(r) = run.requests.try_recv() {
+            assert!(
+                !r.path.ends_with("/status") && !r.path.ends_with("/binding"),
+                "{r:?}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn pre_bind_runs_before_the_bind() {
+        let mut run = schedule(Status::success(), Status::success()).await;
+        assert_eq!(run.outcome, Outcome::Assumed("n1".into()));
+        assert_eq!(run.calls(), vec!["reserve n1", "prebind n1"]);
+        assert!(!run.forgotten());
+        let (condition, bound) = run.condition_and_binding().await;
+        assert!(bound);
+        assert_eq!(condition, None);
+    }
 
     #[test]
     fn event_notes_are_cut_to_the_apiserver_limit() {

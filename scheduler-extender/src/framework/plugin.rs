@@ -7,7 +7,10 @@ use std::cmp::Ordering;
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
+use futures::future::BoxFuture;
+
 use super::cycle_state::CycleState;
+use super::handle::Handle;
 use super::status::Status;
 use super::types::{NodeInfo, PodInfo, Snapshot};
 
@@ -48,6 +51,12 @@ pub trait Plugin: Send + Sync {
         None
     }
     fn as_score(&self) -> Option<&dyn ScorePlugin> {
+        None
+    }
+    fn as_reserve(&self) -> Option<&dyn ReservePlugin> {
+        None
+    }
+    fn as_pre_bind(&self) -> Option<&dyn PreBindPlugin> {
         None
     }
 }
@@ -138,6 +147,31 @@ pub trait ScorePlugin: Plugin {
     fn normalize(&self, _state: &CycleState, _pod: &PodInfo, _scores: &mut [NodeScore]) -> Status {
         Status::success()
     }
+}
+
+/// Runs once the pod is assumed on `node` in the cache, before the binding
+/// cycle: the place to claim shared resources ahead of the API (upstream's
+/// ReservePlugin).
+pub trait ReservePlugin: Plugin {
+    fn reserve(&self, state: &mut CycleState, pod: &PodInfo, node: &str, handle: &Handle)
+    -> Status;
+
+    /// Undoes `reserve` when a later step fails; runs for every Reserve
+    /// plugin, in reverse order, also those whose `reserve` never ran or
+    /// failed, so it must be idempotent.
+    fn unreserve(&self, state: &CycleState, pod: &PodInfo, node: &str, handle: &Handle);
+}
+
+/// Runs in the binding cycle before the pod is bound; may wait on the API
+/// (upstream's PreBindPlugin).
+pub trait PreBindPlugin: Plugin {
+    fn pre_bind<'a>(
+        &'a self,
+        state: &'a CycleState,
+        pod: &'a PodInfo,
+        node: &'a str,
+        handle: &'a Handle,
+    ) -> BoxFuture<'a, Status>;
 }
 
 /// Scales scores so the highest becomes `MAX_NODE_SCORE` (reverse: the

@@ -4,15 +4,21 @@
 //! that can serve it from the node — upstream's PreFilter/Filter and the
 //! binder's `FindPodVolumes`.
 //!
-//! Upstream then assumes the chosen volumes in Reserve and writes the
-//! bindings in PreBind; that is not done here. Capacity scoring is behind the
-//! StorageCapacityScoring gate (off), so PreScore always skips, as upstream's.
+//! Filter keeps, per node, the static volumes it chose and the claims to
+//! provision; Reserve assumes them in the scheduler cache (a volume with its
+//! claimRef set, a claim with `volume.kubernetes.io/selected-node`) so the
+//! next pods see them taken; PreBind writes them to the API and waits for the
+//! PV controller to complete the binding (upstream's BindPodVolumes, with
+//! `bindTimeoutSeconds`); Unreserve drops the assumptions. Capacity scoring
+//! is behind the StorageCapacityScoring gate (off), so PreScore always skips,
+//! as upstream's.
 //!
 //! This module also holds the storage helpers the other volume plugins share
 //! (claim classes, lookups' error texts, PV node affinity).
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim, Volume};
 use k8s_openapi::api::storage::v1::StorageClass;
@@ -22,10 +28,14 @@ use serde_json::Value;
 use crate::framework::labels::{Labels, NodeTerm, Selector};
 use crate::framework::quantity;
 use crate::framework::{
-    CycleState, FilterPlugin, NodeInfo, Plugin, PodInfo, PreFilterPlugin, PreFilterResult,
-    PreScorePlugin, ScorePlugin, Snapshot, Status, VolumeIndex,
+    CycleState, FilterPlugin, Handle, NodeInfo, Plugin, PodInfo, PreBindPlugin, PreFilterPlugin,
+    PreFilterResult, PreScorePlugin, ReservePlugin, ScorePlugin, Snapshot, Status, VolumeIndex,
 };
 use crate::plugins::parse_args;
+
+mod binder;
+#[cfg(test)]
+mod binding_tests;
 
 pub const NAME: &str = "VolumeBinding";
 
@@ -45,6 +55,7 @@ const DEFAULT_BIND_TIMEOUT_SECONDS: i64 = 600;
 
 pub(crate) const ANN_BETA_STORAGE_CLASS: &str = "volume.beta.kubernetes.io/storage-class";
 pub(crate) const ANN_BIND_COMPLETED: &str = "pv.kubernetes.io/bind-completed";
+pub(crate) const ANN_BOUND_BY_CONTROLLER: &str = "pv.kubernetes.io/bound-by-controller";
 pub(crate) const ANN_SELECTED_NODE: &str = "volume.kubernetes.io/selected-node";
 pub(crate) const NOT_SUPPORTED_PROVISIONER: &str = "kubernetes.io/no-provisioner";
 pub(crate) const WAIT_FOR_FIRST_CONSUMER: &str = "WaitForFirstConsumer";
@@ -104,7 +115,7 @@ pub(crate) fn claim_volume_name(pvc: &PersistentVolumeClaim) -> &str {
         .unwrap_or("")
 }
 
-fn has_annotation(
+pub(crate) fn has_annotation(
     meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
     key: &str,
 ) -> bool {
@@ -219,8 +230,7 @@ struct VolumeBindingArgs {
 }
 
 pub struct VolumeBinding {
-    /// Kept for the binding step upstream runs in PreBind; unused until then.
-    #[allow(dead_code)]
+    /// How long PreBind waits for the PV controller to complete the bindings.
     bind_timeout_seconds: i64,
 }
 
@@ -261,6 +271,22 @@ struct BindingState {
     /// Volumes of each storage class the unbound delayed claims ask for.
     candidates: HashMap<String, Vec<Arc<PersistentVolume>>>,
     volumes: Arc<VolumeIndex>,
+    /// What Filter found each feasible node needs. Filters run in parallel
+    /// on a shared state, hence the lock; clones share it, as upstream's
+    /// stateData does.
+    by_node: Arc<Mutex<HashMap<String, PodVolumes>>>,
+    /// Reserve found nothing to bind: PreBind has nothing to do.
+    all_bound: bool,
+}
+
+/// The API writes one node needs (upstream's PodVolumes); after Reserve they
+/// hold the assumed objects PreBind writes.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub(crate) struct PodVolumes {
+    /// Static volumes to bind, each with its claim.
+    pub static_bindings: Vec<(Arc<PersistentVolume>, Arc<PersistentVolumeClaim>)>,
+    /// Claims for the provisioner: written with the selected-node annotation.
+    pub provisions: Vec<Arc<PersistentVolumeClaim>>,
 }
 
 impl Plugin for VolumeBinding {
@@ -277,6 +303,12 @@ impl Plugin for VolumeBinding {
         Some(self)
     }
     fn as_score(&self) -> Option<&dyn ScorePlugin> {
+        Some(self)
+    }
+    fn as_reserve(&self) -> Option<&dyn ReservePlugin> {
+        Some(self)
+    }
+    fn as_pre_bind(&self) -> Option<&dyn PreBindPlugin> {
         Some(self)
     }
 }
@@ -440,7 +472,7 @@ impl Findings {
     }
 }
 
-fn is_volume_bound_to_claim(pv: &PersistentVolume, pvc: &PersistentVolumeClaim) -> bool {
+pub(crate) fn is_volume_bound_to_claim(pv: &PersistentVolume, pvc: &PersistentVolumeClaim) -> bool {
     let Some(claim_ref) = pv.spec.as_ref().and_then(|s| s.claim_ref.as_ref()) else {
         return false;
     };
@@ -599,8 +631,13 @@ fn check_provisions(
 }
 
 impl VolumeBinding {
-    /// Upstream's FindPodVolumes, without recording the chosen bindings.
-    fn find_pod_volumes(&self, st: &BindingState, node: &NodeInfo) -> Result<Findings, String> {
+    /// Upstream's FindPodVolumes: why the node does not fit, or what it needs.
+    fn find_pod_volumes(
+        &self,
+        st: &BindingState,
+        node: &NodeInfo,
+    ) -> Result<(Findings, PodVolumes), String> {
+        let mut volumes = PodVolumes::default();
         let mut f = Findings {
             bound_satisfied: true,
             unbound_satisfied: true,
@@ -618,7 +655,7 @@ impl VolumeBinding {
             }
         }
         if st.unbound_delay.is_empty() {
-            return Ok(f);
+            return Ok((f, volumes));
         }
         let mut to_match = vec![];
         let mut to_provision = vec![];
@@ -629,9 +666,11 @@ impl VolumeBinding {
                 .as_ref()
                 .and_then(|a| a.get(ANN_SELECTED_NODE))
             {
+                // Selected by a scheduler before (ours or another): only
+                // that node may provision it.
                 Some(selected) if *selected != node.name => {
                     f.unbound_satisfied = false;
-                    return Ok(f);
+                    return Ok((f, volumes));
                 }
                 Some(_) => to_provision.push(pvc.clone()),
                 None => to_match.push(pvc.clone()),
@@ -649,7 +688,10 @@ impl VolumeBinding {
                     .map(Vec::as_slice)
                     .unwrap_or_default();
                 match find_matching_volume(&pvc, pvs, &node.labels, &chosen)? {
-                    Some(pv) => chosen.push(pv.metadata.name.clone().unwrap_or_default()),
+                    Some(pv) => {
+                        chosen.push(pv.metadata.name.clone().unwrap_or_default());
+                        volumes.static_bindings.push((pv, pvc));
+                    }
                     None => {
                         all_found = false;
                         to_provision.push(pvc);
@@ -663,8 +705,11 @@ impl VolumeBinding {
                 check_provisions(&to_provision, &st.volumes, &node.labels)?;
             f.unbound_satisfied = provisionable;
             f.sufficient_storage = sufficient;
+            if provisionable && sufficient {
+                volumes.provisions = to_provision;
+            }
         }
-        Ok(f)
+        Ok((f, volumes))
     }
 }
 
@@ -675,9 +720,13 @@ impl FilterPlugin for VolumeBinding {
         };
         match self.find_pod_volumes(st, node) {
             Err(e) => Status::error(e),
-            Ok(f) => {
+            Ok((f, volumes)) => {
                 let reasons = f.reasons();
                 if reasons.is_empty() {
+                    st.by_node
+                        .lock()
+                        .expect("volume binding state lock")
+                        .insert(node.name.clone(), volumes);
                     Status::success()
                 } else {
                     Status::new(
@@ -700,6 +749,83 @@ impl PreScorePlugin for VolumeBinding {
         _snapshot: &Snapshot,
     ) -> Status {
         Status::skip()
+    }
+}
+
+impl ReservePlugin for VolumeBinding {
+    /// Assumes the node's bindings in the cache (upstream's AssumePodVolumes).
+    fn reserve(
+        &self,
+        state: &mut CycleState,
+        pod: &PodInfo,
+        node: &str,
+        handle: &Handle,
+    ) -> Status {
+        let Some(st) = state.read_mut::<BindingState>(NAME) else {
+            return Status::error(format!("reading {NAME:?} from cycleState: not found"));
+        };
+        let mut by_node = st.by_node.lock().expect("volume binding state lock");
+        let Some(volumes) = by_node.get_mut(node) else {
+            // The pod has no claims.
+            drop(by_node);
+            st.all_bound = true;
+            return Status::success();
+        };
+        let mut cache = handle.cache();
+        match binder::assume_pod_volumes(&mut cache, pod, node, volumes) {
+            Ok(all_bound) => {
+                drop(by_node);
+                st.all_bound = all_bound;
+                Status::success()
+            }
+            Err(e) => Status::error(e),
+        }
+    }
+
+    /// Drops the node's assumptions (upstream's RevertAssumedPodVolumes).
+    fn unreserve(&self, state: &CycleState, _pod: &PodInfo, node: &str, handle: &Handle) {
+        let Some(st) = state.read::<BindingState>(NAME) else {
+            return;
+        };
+        let by_node = st.by_node.lock().expect("volume binding state lock");
+        if let Some(volumes) = by_node.get(node) {
+            binder::revert_assumed(&mut handle.cache(), volumes);
+        }
+    }
+}
+
+impl PreBindPlugin for VolumeBinding {
+    /// Writes the bindings and waits for the PV controller to complete them
+    /// (upstream's BindPodVolumes); an error retries the pod.
+    fn pre_bind<'a>(
+        &'a self,
+        state: &'a CycleState,
+        pod: &'a PodInfo,
+        node: &'a str,
+        handle: &'a Handle,
+    ) -> futures::future::BoxFuture<'a, Status> {
+        Box::pin(async move {
+            let Some(st) = state.read::<BindingState>(NAME) else {
+                return Status::error(format!("reading {NAME:?} from cycleState: not found"));
+            };
+            if st.all_bound {
+                return Status::success();
+            }
+            let volumes = st
+                .by_node
+                .lock()
+                .expect("volume binding state lock")
+                .get(node)
+                .cloned();
+            let Some(volumes) = volumes else {
+                return Status::error(format!("no pod volume found for node {node:?}"));
+            };
+            let timeout = Duration::from_secs(self.bind_timeout_seconds.max(0) as u64);
+            match binder::bind_pod_volumes(handle, pod, node, volumes, timeout).await {
+                Ok(()) => Status::success(),
+                Err(e) => Status::error(e),
+            }
+        })
     }
 }
 
