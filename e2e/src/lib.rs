@@ -22,5 +22,6 @@ pub mod realnode;
 pub mod state;
 pub mod toolchain;
 pub mod understudies;
+pub mod volumes;
 pub mod wait;
 pub mod workloads;

@@ -1,7 +1,9 @@
 //! understudy-testserver: the lab's workload image. `serve` answers HTTP, TCP
 //! and UDP with the pod's name and the caller's address, so a data-path test
 //! learns which backend answered and what source address it saw (SNAT or
-//! not); `pause` is the pod sandbox's process (the lab's pause image).
+//! not); `pause` is the pod sandbox's process (the lab's pause image);
+//! `note` writes and reads back a file on a volume (what a storage test
+//! checks survives the pod).
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -62,6 +64,14 @@ enum Command {
         #[arg(long, default_value_t = 600)]
         max_seconds: u64,
     },
+    /// Write `text` to `file` when given, then print "note <contents>" of
+    /// `file` and exit 0 — or "error <reason>" and exit 1: a pod that leaves
+    /// a file on its volume, or reports what an earlier pod left there.
+    Note {
+        file: std::path::PathBuf,
+        #[arg(long)]
+        write: Option<String>,
+    },
     Probe {
         /// host:port
         address: String,
@@ -81,6 +91,7 @@ fn main() -> ExitCode {
     match Cli::parse().command {
         Command::Pause => pause(),
         Command::Connect { address } => connect(&address),
+        Command::Note { file, write } => note(&file, write.as_deref()),
         Command::Hold {
             address,
             echo,
@@ -286,6 +297,25 @@ mod probe {
             return Err(std::io::Error::other("closed without an answer"));
         }
         Ok(text)
+    }
+}
+
+fn note(file: &std::path::Path, write: Option<&str>) -> ExitCode {
+    if let Some(text) = write
+        && let Err(e) = std::fs::write(file, text)
+    {
+        println!("error writing {}: {e}", file.display());
+        return ExitCode::FAILURE;
+    }
+    match std::fs::read_to_string(file) {
+        Ok(text) => {
+            println!("note {text}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            println!("error reading {}: {e}", file.display());
+            ExitCode::FAILURE
+        }
     }
 }
 
