@@ -4,7 +4,8 @@
 //! rolled back by annotation, scaled and deleted, an orphan ReplicaSet
 //! adopted, pods adopted and released, a Service's endpoints followed and
 //! deleted, the proxy's watches of the Services and slices it programs and its
-//! Starting Event) runs against the chart's pods; the apiserver's audit log of the
+//! Starting Event, a volume bound and released, WaitForFirstConsumer claims
+//! bound and sent to provisioning by the scheduler) runs against the chart's pods; the apiserver's audit log of the
 //! chart's ServiceAccounts then shows no refused request, and every permission
 //! the chart grants was used by at least one request.
 
@@ -12,9 +13,12 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
-use k8s_openapi::api::core::v1::{Endpoints, Pod, ResourceQuota, Service};
+use k8s_openapi::api::core::v1::{
+    Endpoints, PersistentVolume, PersistentVolumeClaim, Pod, ResourceQuota, Service,
+};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::scheduling::v1::PriorityClass;
+use k8s_openapi::api::storage::v1::StorageClass;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
 use serde_json::{Value, json};
@@ -147,6 +151,123 @@ async fn scheduler_workload(client: &Client, ns: &str) -> Vec<String> {
     }
     delete_node(client, &node).await;
     class_names
+}
+
+/// The volume writes: the binder binds a claim (volume claimRef and status,
+/// claim volumeName and status) and releases its volume once the claim is
+/// deleted (reading the claim afresh first); the scheduler binds a volume to
+/// a WaitForFirstConsumer claim in PreBind, and selects a node for a claim
+/// of a class with a provisioner.
+async fn volumes_workload(client: &Client, ns: &str) {
+    let node = format!("rbac-volumes-{ns}");
+    create_private_node(client, &node, ns, "2", json!({})).await;
+    let classes: Api<StorageClass> = Api::all(client.clone());
+    let volumes: Api<PersistentVolume> = Api::all(client.clone());
+    let claims: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), ns);
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+    for (suffix, provisioner, mode) in [
+        ("now", "kubernetes.io/no-provisioner", "Immediate"),
+        (
+            "later",
+            "kubernetes.io/no-provisioner",
+            "WaitForFirstConsumer",
+        ),
+        (
+            "provisioned",
+            "understudy.dev/nobody",
+            "WaitForFirstConsumer",
+        ),
+    ] {
+        let class: StorageClass = from_json(json!({
+            "metadata": {"name": format!("{ns}-{suffix}")},
+            "provisioner": provisioner,
+            "volumeBindingMode": mode,
+        }));
+        classes
+            .create(&PostParams::default(), &class)
+            .await
+            .unwrap();
+        let claim: PersistentVolumeClaim = from_json(json!({
+            "metadata": {"name": suffix},
+            "spec": {
+                "storageClassName": format!("{ns}-{suffix}"),
+                "accessModes": ["ReadWriteOnce"],
+                "resources": {"requests": {"storage": "1Gi"}},
+            },
+        }));
+        if suffix != "provisioned" {
+            let volume: PersistentVolume = from_json(json!({
+                "metadata": {"name": format!("{ns}-{suffix}")},
+                "spec": {
+                    "storageClassName": format!("{ns}-{suffix}"),
+                    "capacity": {"storage": "1Gi"},
+                    "accessModes": ["ReadWriteOnce"],
+                    "persistentVolumeReclaimPolicy": "Retain",
+                    "hostPath": {"path": format!("/nonexistent/{ns}/{suffix}")},
+                },
+            }));
+            volumes
+                .create(&PostParams::default(), &volume)
+                .await
+                .unwrap();
+        }
+        claims.create(&PostParams::default(), &claim).await.unwrap();
+    }
+    let phase_is = |phase: &'static str| {
+        move |c: Option<&PersistentVolumeClaim>| {
+            c.and_then(|c| c.status.as_ref()?.phase.as_deref()) == Some(phase)
+        }
+    };
+    wait::object(&claims, "now", T, phase_is("Bound"))
+        .await
+        .unwrap();
+    claims
+        .delete("now", &DeleteParams::default())
+        .await
+        .unwrap();
+    wait::object(
+        &volumes,
+        &format!("{ns}-now"),
+        T,
+        |v: Option<&PersistentVolume>| {
+            v.and_then(|v| v.status.as_ref()?.phase.as_deref()) == Some("Released")
+        },
+    )
+    .await
+    .unwrap();
+
+    for claim in ["later", "provisioned"] {
+        let mut pod = scheduled_pod(claim, ns, None, "100m", json!({}));
+        pod["spec"]["volumes"] =
+            json!([{"name": "data", "persistentVolumeClaim": {"claimName": claim}}]);
+        pods::create(&pods, pod).await;
+    }
+    wait::object(&claims, "later", T, phase_is("Bound"))
+        .await
+        .unwrap();
+    wait::object(
+        &claims,
+        "provisioned",
+        T,
+        |c: Option<&PersistentVolumeClaim>| {
+            c.and_then(|c| c.metadata.annotations.as_ref())
+                .is_some_and(|a| a.get("volume.kubernetes.io/selected-node") == Some(&node))
+        },
+    )
+    .await
+    .unwrap();
+    for name in ["later", "provisioned"] {
+        let _ = pods.delete(name, &DeleteParams::default()).await;
+    }
+    for suffix in ["now", "later", "provisioned"] {
+        let _ = volumes
+            .delete(&format!("{ns}-{suffix}"), &DeleteParams::default())
+            .await;
+        let _ = classes
+            .delete(&format!("{ns}-{suffix}"), &DeleteParams::default())
+            .await;
+    }
+    delete_node(client, &node).await;
 }
 
 async fn set_image(api: &Api<Deployment>, name: &str, image: &str) {
@@ -394,6 +515,7 @@ async fn the_charts_rbac_grants_exactly_what_the_components_use() {
     let ns = TestNamespace::create(cluster, &client, "rbac").await;
     let classes = scheduler_workload(&client, &ns.name).await;
     controllers_workload(&client, &ns.name).await;
+    volumes_workload(&client, &ns.name).await;
     repeated_controller_event(&client, &ns.name).await;
     let priority_classes: Api<PriorityClass> = Api::all(client.clone());
     for class in classes {
