@@ -291,6 +291,35 @@ pub async fn create_claims(
     results.into_iter().collect()
 }
 
+/// Marks the volumes of `class` Available, as a binder that saw them
+/// created would have: both binders give a claim only an Available volume
+/// (a Pending one waits for the volume's own sync, or the periodic resync).
+pub async fn mark_available(
+    client: &Client,
+    class: &str,
+    in_flight: usize,
+) -> Result<(), kube::Error> {
+    let api: Api<PersistentVolume> = Api::all(client.clone());
+    let pending: Vec<PersistentVolume> = volumes_of(client, class)
+        .await?
+        .into_iter()
+        .filter(|v| phase_of_volume(v) != "Available")
+        .collect();
+    let results: Vec<_> = futures::stream::iter(pending)
+        .map(|mut v| {
+            let api = api.clone();
+            v.status = Some(serde_json::from_value(json!({"phase": "Available"})).expect("status"));
+            async move {
+                api.replace_status(&v.name_any(), &PostParams::default(), &v)
+                    .await
+            }
+        })
+        .buffer_unordered(in_flight.max(1))
+        .collect()
+        .await;
+    results.into_iter().try_for_each(|r| r.map(drop))
+}
+
 /// The volumes of `class`.
 pub async fn volumes_of(
     client: &Client,
