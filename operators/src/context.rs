@@ -36,6 +36,9 @@ pub struct Settings {
     /// How often the PV binder syncs every claim and volume again
     /// (kube-controller-manager's --pvclaimbinder-sync-period).
     pub pvclaimbinder_sync_period: std::time::Duration,
+    /// Whether the PV binder asks provisioners for volumes
+    /// (kube-controller-manager's --enable-dynamic-provisioning).
+    pub enable_dynamic_provisioning: bool,
 }
 
 impl Default for Settings {
@@ -46,6 +49,7 @@ impl Default for Settings {
             endpointslice_updates_batch_period: std::time::Duration::ZERO,
             api_content_type: ContentType::default(),
             pvclaimbinder_sync_period: std::time::Duration::from_secs(15),
+            enable_dynamic_provisioning: true,
         }
     }
 }

@@ -70,6 +70,11 @@ struct Args {
     /// How often the PV binder syncs every claim and volume again.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "15s")]
     pvclaimbinder_sync_period: Duration,
+
+    /// Whether the PV binder asks provisioners for volumes of claims with a
+    /// class (annotations and Events; nothing is provisioned here).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    enable_dynamic_provisioning: bool,
 }
 
 fn main() -> ExitCode {
@@ -93,6 +98,7 @@ fn main() -> ExitCode {
         endpointslice_updates_batch_period: args.endpointslice_updates_batch_period,
         api_content_type: args.kube_api_content_type,
         pvclaimbinder_sync_period: args.pvclaimbinder_sync_period,
+        enable_dynamic_provisioning: args.enable_dynamic_provisioning,
     };
     component::main(COMPONENT, args.common, |ctx| {
         run(ctx, enabled, workers, settings)
@@ -102,6 +108,21 @@ fn main() -> ExitCode {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pv_binder_flags_as_kube_controller_managers() {
+        let args = Args::try_parse_from(["understudy-controllers"]).unwrap();
+        assert_eq!(args.pvclaimbinder_sync_period, Duration::from_secs(15));
+        assert!(args.enable_dynamic_provisioning);
+        let args = Args::try_parse_from([
+            "understudy-controllers",
+            "--pvclaimbinder-sync-period=1m",
+            "--enable-dynamic-provisioning=false",
+        ])
+        .unwrap();
+        assert_eq!(args.pvclaimbinder_sync_period, Duration::from_secs(60));
+        assert!(!args.enable_dynamic_provisioning);
+    }
 
     #[test]
     fn content_type_flag_defaults_to_protobuf_as_upstream() {

@@ -381,3 +381,124 @@ pub fn is_pod_terminated(pod: &Pod) -> bool {
     matches!(phase, Some("Failed" | "Succeeded"))
         || (pod.metadata.deletion_timestamp.is_some() && !scheduled)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::controllers::persistentvolume::fixtures::{claim, class, volume, with};
+
+    #[test]
+    fn the_newest_default_class_wins_then_the_first_name() {
+        let at = |c: StorageClass, t: &str| {
+            with(c, |c| {
+                c.metadata.creation_timestamp = Some(
+                    k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(t.parse().unwrap()),
+                )
+            })
+        };
+        let old = at(class("old", "p", "Immediate", true), "2026-01-01T00:00:00Z");
+        let new_b = at(
+            class("new-b", "p", "Immediate", true),
+            "2026-02-01T00:00:00Z",
+        );
+        let new_a = at(
+            class("new-a", "p", "Immediate", true),
+            "2026-02-01T00:00:00Z",
+        );
+        let newer_not_default = at(
+            class("plain", "p", "Immediate", false),
+            "2026-03-01T00:00:00Z",
+        );
+        let beta = with(
+            at(
+                class("beta", "p", "Immediate", false),
+                "2025-01-01T00:00:00Z",
+            ),
+            |c| {
+                c.metadata.annotations =
+                    Some([(ANN_BETA_DEFAULT_CLASS.to_string(), "true".to_string())].into())
+            },
+        );
+        let name =
+            |classes: &[StorageClass]| default_class(classes).and_then(|c| c.metadata.name.clone());
+        assert_eq!(
+            name(&[old.clone(), new_b.clone(), new_a, newer_not_default.clone()]).as_deref(),
+            Some("new-a")
+        );
+        assert_eq!(name(&[old, new_b]).as_deref(), Some("new-b"));
+        assert_eq!(
+            name(&[beta, newer_not_default.clone()]).as_deref(),
+            Some("beta")
+        );
+        assert_eq!(name(&[newer_not_default]), None);
+    }
+
+    #[test]
+    fn claim_classes_read_the_beta_annotation_first() {
+        let c = claim("c", "u", "1Gi", "", "", Some("gold"), &[]);
+        assert_eq!((claim_class(&c), claim_has_class(&c)), ("gold", true));
+        let c = claim("c", "u", "1Gi", "", "", None, &[]);
+        assert_eq!((claim_class(&c), claim_has_class(&c)), ("", false));
+        let c = claim("c", "u", "1Gi", "", "", Some(""), &[]);
+        assert_eq!((claim_class(&c), claim_has_class(&c)), ("", true));
+        let c = claim(
+            "c",
+            "u",
+            "1Gi",
+            "",
+            "",
+            Some("gold"),
+            &["volume.beta.kubernetes.io/storage-class=silver"],
+        );
+        assert_eq!(claim_class(&c), "silver");
+        let v = volume(
+            "v",
+            "1Gi",
+            "",
+            "",
+            "",
+            "Retain",
+            "gold",
+            &["volume.beta.kubernetes.io/storage-class=silver"],
+        );
+        assert_eq!(volume_class(&v), "silver");
+    }
+
+    #[test]
+    fn node_affinity_operators() {
+        let labels: BTreeMap<String, String> = [
+            ("zone".to_string(), "a".to_string()),
+            ("rank".to_string(), "5".to_string()),
+        ]
+        .into();
+        let allows = |terms: serde_json::Value| {
+            let v = with(volume("v", "1Gi", "", "", "", "Retain", "", &[]), |v| {
+                v.spec.as_mut().unwrap().node_affinity = Some(
+                    serde_json::from_value(
+                        serde_json::json!({"required": {"nodeSelectorTerms": terms}}),
+                    )
+                    .unwrap(),
+                )
+            });
+            node_affinity_allows(&v, &labels)
+        };
+        let expr = |key: &str, op: &str, values: &[&str]| serde_json::json!([{"matchExpressions": [{"key": key, "operator": op, "values": values}]}]);
+        assert!(allows(expr("zone", "In", &["a", "b"])));
+        assert!(!allows(expr("zone", "NotIn", &["a"])));
+        assert!(allows(expr("rank", "Gt", &["4"])));
+        assert!(!allows(expr("rank", "Lt", &["5"])));
+        assert!(allows(
+            serde_json::json!([{"matchExpressions": [{"key": "zone", "operator": "Exists"}]}])
+        ));
+        assert!(!allows(
+            serde_json::json!([{"matchExpressions": [{"key": "gpu", "operator": "Exists"}]}])
+        ));
+        // Terms are ORed; an empty term selects nothing.
+        assert!(allows(
+            serde_json::json!([{}, {"matchExpressions": [{"key": "zone", "operator": "In", "values": ["a"]}]}])
+        ));
+        assert!(!allows(serde_json::json!([{}])));
+        let unrestricted = volume("v", "1Gi", "", "", "", "Retain", "", &[]);
+        assert!(node_affinity_allows(&unrestricted, &labels));
+    }
+}

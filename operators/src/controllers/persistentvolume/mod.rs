@@ -81,6 +81,7 @@ struct Binder {
     claim_queue: Arc<WorkQueue<ObjectKey>>,
     recorder: EventRecorder,
     metrics: Metrics,
+    dynamic_provisioning: bool,
 }
 
 /// Upstream's `pv_collector_*` gauges over the binder's informers.
@@ -149,6 +150,7 @@ pub fn register(ctx: &ControllerContext) -> Vec<Controller> {
         claim_queue: claim_queue.clone(),
         recorder: ctx.recorder(EVENT_SOURCE),
         metrics: ctx.metrics.clone(),
+        dynamic_provisioning: ctx.settings.enable_dynamic_provisioning,
     });
     resync_periodically(ctx, &binder, ctx.settings.pvclaimbinder_sync_period);
 
@@ -332,7 +334,7 @@ impl Binder {
             volumes: &volumes,
             classes: &classes,
             pods: &pods,
-            dynamic_provisioning: true,
+            dynamic_provisioning: self.dynamic_provisioning,
         };
         let plan = claim_sync::sync_claim(&claim, &view);
         self.finish(plan).await
@@ -437,7 +439,12 @@ impl BinderApi for Binder {
                 .replace_status(&name, &PostParams::default(), &volume)
                 .await
                 .map_err(api_error)?;
-            tracing::info!(volume = name, phase = ?written.status.as_ref().and_then(|s| s.phase.as_deref()), "volume entered phase");
+            let phase = written.status.as_ref().and_then(|s| s.phase.as_deref());
+            tracing::info!(
+                volume = name,
+                phase = phase.unwrap_or_default(),
+                "volume entered phase"
+            );
             self.volumes.store(name, Arc::new(written.clone()));
             Ok(written)
         }
@@ -475,8 +482,10 @@ impl BinderApi for Binder {
                 .replace_status(&key.name, &PostParams::default(), &claim)
                 .await
                 .map_err(api_error)?;
-            tracing::info!(claim = %key, phase = ?written.status.as_ref().and_then(|s| s.phase.as_deref()), "claim entered phase");
-            self.claims.store(claim_key(&written), Arc::new(written.clone()));
+            let phase = written.status.as_ref().and_then(|s| s.phase.as_deref());
+            tracing::info!(claim = %key, phase = phase.unwrap_or_default(), "claim entered phase");
+            self.claims
+                .store(claim_key(&written), Arc::new(written.clone()));
             Ok(written)
         }
         .boxed()

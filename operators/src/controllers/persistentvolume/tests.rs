@@ -2547,3 +2547,19 @@ fn a_volume_in_use_is_not_recycled_yet() {
     assert_eq!(plan.reasons(), ["VolumeFailedRecycle"]);
     assert!(matches!(plan.steps[0], Step::UpdateVolumeStatus(_)));
 }
+
+#[test]
+fn without_dynamic_provisioning_a_claim_with_a_class_just_waits() {
+    let classes = classes_by_name(&[class("csi", "example.com/csi", "Immediate", false)]);
+    let volumes = BTreeMap::new();
+    let plan = sync_claim(
+        &claim("c", "u", "1Gi", "", "Pending", Some("csi"), &[]),
+        &ClaimView {
+            volumes: &volumes,
+            classes: &classes,
+            pods: &[],
+            dynamic_provisioning: false,
+        },
+    );
+    assert!(plan.steps.is_empty(), "{:?}", plan.steps);
+}

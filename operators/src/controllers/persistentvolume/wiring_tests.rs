@@ -90,6 +90,7 @@ fn binder(client: Client) -> Binder {
         claim_queue: WorkQueue::new(QueueMetrics::detached()),
         recorder: EventRecorder::new(client, "persistentvolume-controller", Some("test".into())),
         metrics: Metrics::unregistered(),
+        dynamic_provisioning: true,
     }
 }
 
