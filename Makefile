@@ -125,17 +125,20 @@ kind-e2e:
 ## BENCH_PROXY_ARGS the proxy part, kube-proxy vs understudy-proxy each in a network
 ## namespace of its own (needs root), e.g. BENCH_PROXY_ARGS="--services 1000" or
 ## "--mode nftables" (its default, 10000 Services in iptables mode, takes over an hour here:
-## docs/BENCHMARKS.md).
+## docs/BENCHMARKS.md); BENCH_BINDER_ARGS the PV binder part, 1000 volumes + 1000 claims to
+## Bound with kube-controller-manager's binder, ours and a null binder, e.g. "--pairs 200".
 BENCH_ARGS ?=
 BENCH_PREEMPTION_ARGS ?=
 BENCH_CONTROLLERS_ARGS ?=
 BENCH_WRITE_COSTS_ARGS ?=
 BENCH_PROXY_ARGS ?=
+BENCH_BINDER_ARGS ?=
 bench: deps toolchain
 	$(CARGO) build --release --workspace --bins
 	target/release/understudy-bench scheduler $(BENCH_ARGS)
 	target/release/understudy-bench preemption $(BENCH_PREEMPTION_ARGS)
 	target/release/understudy-bench controllers $(BENCH_CONTROLLERS_ARGS)
+	target/release/understudy-bench binder $(BENCH_BINDER_ARGS)
 	target/release/understudy-bench write-costs $(BENCH_WRITE_COSTS_ARGS)
 	target/release/understudy-bench proxy $(BENCH_PROXY_ARGS)
 

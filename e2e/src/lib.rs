@@ -4,6 +4,7 @@
 
 pub mod audit;
 pub mod bench;
+pub mod binder;
 pub mod certs;
 pub mod chart;
 pub mod controlplane;

@@ -2,6 +2,7 @@
 //! local control plane, in one run, with the same client QPS/burst. Never a
 //! pass/fail test: it prints figures and ratios.
 
+pub mod binder;
 pub mod controllers;
 pub mod procstat;
 pub mod promtext;

@@ -8,7 +8,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use understudy_e2e::bench::scheduler::{self, Options, Variant, Workload};
-use understudy_e2e::bench::{controllers, proxy, write_costs};
+use understudy_e2e::bench::{binder, controllers, proxy, write_costs};
 use understudy_e2e::controlplane::{self, LabOptions};
 use understudy_e2e::nodes::NodeTemplate;
 use understudy_e2e::understudies::Understudy;
@@ -140,6 +140,25 @@ enum Command {
         qps: u32,
         /// Which to run: kube, understudy (comma-separated).
         #[arg(long, value_delimiter = ',', default_value = "kube,understudy")]
+        only: Vec<String>,
+        #[arg(long)]
+        components_dir: Option<PathBuf>,
+    },
+    /// PV binder: N static volumes and N claims to all Bound, then N more
+    /// created as they come (bind latency); kube-controller-manager's binder,
+    /// ours, and a null binder making only the writes a bind needs.
+    Binder {
+        /// Volumes and claims per phase.
+        #[arg(long, default_value_t = 1000)]
+        pairs: usize,
+        /// Client QPS and burst of both binders.
+        #[arg(long, default_value_t = 1000)]
+        qps: u32,
+        /// Pairs the null binder binds at once.
+        #[arg(long, default_value_t = 64)]
+        in_flight: usize,
+        /// Which to run: null, kube, understudy (comma-separated).
+        #[arg(long, value_delimiter = ',', default_value = "null,kube,understudy")]
         only: Vec<String>,
         #[arg(long)]
         components_dir: Option<PathBuf>,
@@ -306,6 +325,63 @@ async fn run_controllers(command: Command) -> anyhow::Result<()> {
     Ok(())
 }
 
+async fn run_binder(command: Command) -> anyhow::Result<()> {
+    let Command::Binder {
+        pairs,
+        qps,
+        in_flight,
+        only,
+        components_dir,
+    } = command
+    else {
+        unreachable!("called for the binder command only")
+    };
+    anyhow::ensure!(pairs > 0, "--pairs must be positive");
+    let mut variants = vec![];
+    for v in only {
+        variants.push(match v.as_str() {
+            "null" => binder::Variant::Null,
+            "kube" => binder::Variant::Upstream,
+            "understudy" => binder::Variant::Understudy,
+            other => anyhow::bail!("--only: unknown binder {other:?} (null, kube, understudy)"),
+        });
+    }
+    let opts = binder::Options {
+        pairs,
+        qps,
+        in_flight,
+        components_dir: resolve_components_dir(components_dir)?,
+    };
+    let lab = LabOptions {
+        name: "bench".into(),
+        state_dir: scheduler::state_dir(),
+        // Static hostPath volumes need no node.
+        nodes: 0,
+        node_template: NodeTemplate::default(),
+        // The lab's kube-controller-manager runs no binder: each variant
+        // brings its own.
+        replaced: [Understudy::Controllers].into(),
+        start_understudies: false,
+        kube_scheduler: false,
+        apiserver_port: None,
+        components_dir: opts.components_dir.clone(),
+        understudy_args: vec![],
+        node_lease_seconds: 600,
+        real_nodes: 0,
+        kwok: false,
+        kubelet_args: vec![],
+        backend: Default::default(),
+        proxy_mode: Default::default(),
+    };
+    let results = with_cluster(lab, |state| {
+        let opts = opts.clone();
+        async move { binder::run(&state, &opts, &variants).await }
+    })
+    .await?;
+    println!("{}", binder::report(&results, &opts));
+    Ok(())
+}
+
 async fn run_write_costs(command: Command) -> anyhow::Result<()> {
     let Command::WriteCosts {
         nodes,
@@ -409,6 +485,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Proxy { .. } => return run_proxy(cli.command).await,
         Command::Controllers { .. } => return run_controllers(cli.command).await,
         Command::WriteCosts { .. } => return run_write_costs(cli.command).await,
+        Command::Binder { .. } => return run_binder(cli.command).await,
         _ => {}
     }
     let (workload, nodes, existing, pods, qps, only, components_dir, kubelet) = match cli.command {
@@ -448,7 +525,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             components_dir,
             kubelet,
         ),
-        Command::Controllers { .. } | Command::WriteCosts { .. } | Command::Proxy { .. } => {
+        Command::Controllers { .. }
+        | Command::WriteCosts { .. }
+        | Command::Proxy { .. }
+        | Command::Binder { .. } => {
             unreachable!("handled above")
         }
     };
