@@ -471,6 +471,13 @@ fn overloaded(zones: &ZoneCounts, ratios: &BTreeMap<String, f64>) -> bool {
 
 /// A resource quantity in thousandths, rounded up (Go's `MilliValue`).
 pub fn parse_milli(quantity: &str) -> Option<i64> {
+    i64::try_from(parse_milli_wide(quantity)?).ok()
+}
+
+/// [`parse_milli`] without the `i64` bound: storage sizes of 8 PiB and up
+/// (placeholder sizes of shared filesystems) exceed it in thousandths, and
+/// must still compare exactly as Go's `Quantity.Cmp` does.
+pub fn parse_milli_wide(quantity: &str) -> Option<i128> {
     let s = quantity.trim();
     let (negative, s) = match s.strip_prefix('-') {
         Some(rest) => (true, rest),
@@ -520,8 +527,7 @@ pub fn parse_milli(quantity: &str) -> Option<i64> {
         let q = scaled / divisor;
         if scaled % divisor != 0 { q + 1 } else { q }
     };
-    let milli = if negative { -milli } else { milli };
-    i64::try_from(milli).ok()
+    Some(if negative { -milli } else { milli })
 }
 
 #[cfg(test)]

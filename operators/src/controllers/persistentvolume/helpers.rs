@@ -10,7 +10,7 @@ use k8s_openapi::api::core::v1::{
 };
 use k8s_openapi::api::storage::v1::StorageClass;
 
-use crate::controllers::endpointslice::topology::parse_milli;
+use crate::controllers::endpointslice::topology::parse_milli_wide;
 
 pub const ANN_BIND_COMPLETED: &str = "pv.kubernetes.io/bind-completed";
 pub const ANN_BOUND_BY_CONTROLLER: &str = "pv.kubernetes.io/bound-by-controller";
@@ -212,7 +212,7 @@ pub fn access_modes_fit(claim: &PersistentVolumeClaim, volume: &PersistentVolume
 
 /// Storage in thousandths of a byte: the claim's request (0 when none, as a
 /// missing map entry in Go), or `None` when it cannot be parsed.
-pub fn requested_storage(claim: &PersistentVolumeClaim) -> Option<i64> {
+pub fn requested_storage(claim: &PersistentVolumeClaim) -> Option<i128> {
     match claim
         .spec
         .as_ref()
@@ -221,13 +221,13 @@ pub fn requested_storage(claim: &PersistentVolumeClaim) -> Option<i64> {
         .and_then(|r| r.get("storage"))
     {
         None => Some(0),
-        Some(q) => parse_milli(&q.0),
+        Some(q) => parse_milli_wide(&q.0),
     }
 }
 
 /// The volume's capacity in thousandths of a byte; 0 when missing, `None`
 /// when unparsable.
-pub fn volume_capacity(volume: &PersistentVolume) -> Option<i64> {
+pub fn volume_capacity(volume: &PersistentVolume) -> Option<i128> {
     match volume
         .spec
         .as_ref()
@@ -235,7 +235,7 @@ pub fn volume_capacity(volume: &PersistentVolume) -> Option<i64> {
         .and_then(|c| c.get("storage"))
     {
         None => Some(0),
-        Some(q) => parse_milli(&q.0),
+        Some(q) => parse_milli_wide(&q.0),
     }
 }
 

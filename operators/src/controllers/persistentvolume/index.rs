@@ -91,7 +91,7 @@ pub fn find_matching_volume<'a>(
         ));
     }
     let wanted_class = claim_class(claim);
-    let mut smallest: Option<(&Arc<PersistentVolume>, i64)> = None;
+    let mut smallest: Option<(&Arc<PersistentVolume>, i128)> = None;
     for volume in volumes {
         let claim_ref = volume.spec.as_ref().and_then(|s| s.claim_ref.as_ref());
         if claim_ref.is_some() && !is_volume_bound_to_claim(volume, claim) {
@@ -173,6 +173,16 @@ mod tests {
         assert_eq!(best(&c, &volumes).as_deref(), Some("five"));
         let c = claim("c", "u", "11Gi", "", "Pending", None, &[]);
         assert_eq!(best(&c, &volumes), None);
+    }
+
+    #[test]
+    fn sizes_past_eight_pebibytes_compare_exactly() {
+        // Thousandths of these overflow an i64: NFS volumes often say 1Ei.
+        let volumes = [available("huge", "1Ei"), available("bigger", "2Ei")];
+        let c = claim("c", "u", "10Pi", "", "Pending", None, &[]);
+        assert_eq!(best(&c, &volumes).as_deref(), Some("huge"));
+        let c = claim("c", "u", "1025Pi", "", "Pending", None, &[]);
+        assert_eq!(best(&c, &volumes).as_deref(), Some("bigger"));
     }
 
     #[test]
