@@ -49,6 +49,11 @@ struct Args {
     #[arg(long, default_value_t = 5)]
     concurrent_service_endpoint_syncs: usize,
 
+    /// Claims the PV binder syncs at once. Understudy's own: upstream syncs
+    /// one claim at a time. Volumes are still synced one at a time.
+    #[arg(long, default_value_t = understudy_controllers::controllers::persistentvolume::DEFAULT_CLAIM_WORKERS)]
+    concurrent_persistentvolume_claim_syncs: usize,
+
     /// Endpoints in one EndpointSlice (1–1000).
     #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u16).range(1..=1000))]
     max_endpoints_per_slice: u16,
@@ -91,6 +96,7 @@ fn main() -> ExitCode {
         replicaset: args.concurrent_replicaset_syncs,
         endpoints: args.concurrent_endpoint_syncs,
         endpointslice: args.concurrent_service_endpoint_syncs,
+        persistentvolume_claims: args.concurrent_persistentvolume_claim_syncs,
     };
     let settings = Settings {
         max_endpoints_per_slice: args.max_endpoints_per_slice as usize,

@@ -22,6 +22,8 @@ pub struct Workers {
     pub replicaset: usize,
     pub endpoints: usize,
     pub endpointslice: usize,
+    /// Claims the PV binder syncs at once (its volumes: one, as upstream).
+    pub persistentvolume_claims: usize,
 }
 
 pub async fn run(
@@ -64,8 +66,10 @@ pub async fn run(
                 controllers::endpointslice::register(&ctx, workers.endpointslice)
             }
             "persistentvolume-binder-controller" => {
-                // Two queues, one worker each, as upstream.
-                registered.extend(controllers::persistentvolume::register(&ctx));
+                registered.extend(controllers::persistentvolume::register(
+                    &ctx,
+                    workers.persistentvolume_claims,
+                ));
                 component
                     .registry
                     .write()

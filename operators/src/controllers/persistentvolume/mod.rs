@@ -35,8 +35,8 @@ mod tests;
 #[cfg(test)]
 mod wiring_tests;
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashSet};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::FutureExt;
@@ -82,7 +82,19 @@ struct Binder {
     recorder: EventRecorder,
     metrics: Metrics,
     dynamic_provisioning: bool,
+    /// Volumes a claim sync has chosen and is writing right now. Several
+    /// claims sync at once (upstream syncs one at a time); a claim looking
+    /// for a volume does not see these, so two never pick the same one and
+    /// lose a round to a conflict (which would still stop a double bind).
+    writing: Mutex<HashSet<String>>,
 }
+
+/// Claims synced at once when nothing says otherwise.
+pub const DEFAULT_CLAIM_WORKERS: usize = 8;
+
+/// How long a claim whose plan writes a volume another claim sync is
+/// writing waits before it is planned again from the newer view.
+const BUSY_VOLUME_RETRY: Duration = Duration::from_millis(50);
 
 /// Upstream's `pv_collector_*` gauges over the binder's informers.
 pub fn collector(ctx: &ControllerContext) -> collector::PvCollector {
@@ -92,9 +104,10 @@ pub fn collector(ctx: &ControllerContext) -> collector::PvCollector {
     }
 }
 
-/// Registers the binder's two workers: one for volumes, one for claims
-/// (upstream runs exactly one of each; it has no concurrency flag).
-pub fn register(ctx: &ControllerContext) -> Vec<Controller> {
+/// Registers the binder's workers: one for volumes, as upstream, and
+/// `claim_workers` for claims (upstream runs one; binds are four writes in a
+/// row, so one at a time leaves the apiserver idle between them).
+pub fn register(ctx: &ControllerContext, claim_workers: usize) -> Vec<Controller> {
     let volume_queue = ctx.queue(VOLUME_QUEUE);
     let claim_queue = ctx.queue(CLAIM_QUEUE);
     let volumes = ctx.informers.get::<PersistentVolume>();
@@ -151,6 +164,7 @@ pub fn register(ctx: &ControllerContext) -> Vec<Controller> {
         recorder: ctx.recorder(EVENT_SOURCE),
         metrics: ctx.metrics.clone(),
         dynamic_provisioning: ctx.settings.enable_dynamic_provisioning,
+        writing: Mutex::default(),
     });
     resync_periodically(ctx, &binder, ctx.settings.pvclaimbinder_sync_period);
 
@@ -165,7 +179,7 @@ pub fn register(ctx: &ControllerContext) -> Vec<Controller> {
             name: "persistentvolume-binder-controller/claims",
             queue: claim_queue,
             reconciler: Arc::new(ClaimWorker(binder)),
-            workers: 1,
+            workers: claim_workers,
         },
     ]
 }
@@ -327,17 +341,39 @@ impl Binder {
                 .await;
             return Ok(None);
         }
-        let volumes = self.volume_view();
         let classes = self.class_view();
         let pods = self.pods_using(key, false);
-        let view = ClaimView {
-            volumes: &volumes,
-            classes: &classes,
-            pods: &pods,
-            dynamic_provisioning: self.dynamic_provisioning,
+        // Planned under the lock, so a volume is either in the view or
+        // taken by exactly one sync; written outside it, in parallel.
+        let taken = {
+            let mut writing = self.writing.lock().expect("writing lock");
+            let mut volumes = self.volume_view();
+            if helpers::claim_volume_name(&claim).is_empty() {
+                volumes.retain(|name, volume| {
+                    !writing.contains(name) || helpers::is_volume_bound_to_claim(volume, &claim)
+                });
+            }
+            let view = ClaimView {
+                volumes: &volumes,
+                classes: &classes,
+                pods: &pods,
+                dynamic_provisioning: self.dynamic_provisioning,
+            };
+            let plan = claim_sync::sync_claim(&claim, &view);
+            let targets = plan::volumes_written(&plan);
+            if targets.iter().any(|name| writing.contains(name)) {
+                return Ok(Some(BUSY_VOLUME_RETRY));
+            }
+            writing.extend(targets.iter().cloned());
+            (plan, targets)
         };
-        let plan = claim_sync::sync_claim(&claim, &view);
-        self.finish(plan).await
+        let (plan, targets) = taken;
+        let outcome = self.finish(plan).await;
+        let mut writing = self.writing.lock().expect("writing lock");
+        for name in &targets {
+            writing.remove(name);
+        }
+        outcome
     }
 
     /// The pods of the claim's namespace that use it, sorted by name;

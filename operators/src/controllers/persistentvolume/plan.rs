@@ -56,6 +56,23 @@ pub enum Step {
     Fail(String),
 }
 
+/// The names of the volumes a plan writes, each once.
+pub fn volumes_written(plan: &Plan) -> Vec<String> {
+    let mut names: Vec<String> = plan
+        .steps
+        .iter()
+        .filter_map(|step| match step {
+            Step::UpdateVolume(v) | Step::UpdateVolumeStatus(v) => {
+                Some(name_of_volume(v).to_string())
+            }
+            _ => None,
+        })
+        .collect();
+    names.sort();
+    names.dedup();
+    names
+}
+
 /// Marks a plan that ended in [`Step::Fail`]; the caller stops planning.
 #[derive(Debug)]
 pub struct Stop;

@@ -91,6 +91,7 @@ fn binder(client: Client) -> Binder {
         recorder: EventRecorder::new(client, "persistentvolume-controller", Some("test".into())),
         metrics: Metrics::unregistered(),
         dynamic_provisioning: true,
+        writing: Mutex::default(),
     }
 }
 
@@ -241,4 +242,50 @@ async fn a_deleted_volume_wakes_its_claim() {
         .unwrap();
     assert_eq!(b.claim_queue.len(), 1);
     assert!(b.volumes.get("pv1").is_none());
+}
+
+#[tokio::test]
+async fn claims_synced_at_once_pick_different_volumes() {
+    let (client, calls) = fake_apiserver(&[]);
+    let b = binder(client);
+    for name in ["pv1", "pv2"] {
+        add_volume(
+            &b,
+            volume(name, "5Gi", "", "", "Available", "Retain", "", &[]),
+        );
+    }
+    add_claim(&b, claim("a", "uid-a", "1Gi", "", "Pending", None, &[]));
+    add_claim(&b, claim("b", "uid-b", "1Gi", "", "Pending", None, &[]));
+    // Both plan before either write returns: the second must not be
+    // offered the volume the first is writing.
+    let (key_a, key_b) = (
+        ObjectKey::new("default", "a"),
+        ObjectKey::new("default", "b"),
+    );
+    let (a, b_outcome) = tokio::join!(b.sync_claim_by_key(&key_a), b.sync_claim_by_key(&key_b));
+    assert_eq!(a.unwrap(), None);
+    assert_eq!(b_outcome.unwrap(), None);
+    let mut claim_ref_writes: Vec<String> = calls
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(method, path, _)| {
+            method == "PUT"
+                && path.starts_with("/api/v1/persistentvolumes/")
+                && !path.ends_with("/status")
+        })
+        .map(|(_, path, _)| path.clone())
+        .collect();
+    claim_ref_writes.sort();
+    assert_eq!(
+        claim_ref_writes,
+        [
+            "/api/v1/persistentvolumes/pv1",
+            "/api/v1/persistentvolumes/pv2"
+        ]
+    );
+    assert!(
+        b.writing.lock().unwrap().is_empty(),
+        "every volume handed back"
+    );
 }
