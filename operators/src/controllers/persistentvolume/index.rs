@@ -6,7 +6,7 @@
 //! group the smallest volume that fits wins. A volume pre-bound to the claim
 //! (claimRef naming it) wins over everything, if it fits.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
@@ -27,11 +27,13 @@ const MODE_ORDER: [&str; 4] = [
     "ReadWriteOncePod",
 ];
 
-fn mode_set(modes: &[String]) -> BTreeSet<usize> {
+/// The modes as a bit set (bit i: `MODE_ORDER[i]`): built for every volume
+/// of every match, so without allocating.
+fn mode_set(modes: &[String]) -> u8 {
     modes
         .iter()
         .filter_map(|m| MODE_ORDER.iter().position(|o| o == m))
-        .collect()
+        .fold(0, |set, i| set | (1 << i))
 }
 
 /// The best volume for an unbound claim among `volumes`, or `None`. With
@@ -45,18 +47,22 @@ pub fn find_best_match_for_claim<'a>(
     node_labels: Option<&BTreeMap<String, String>>,
 ) -> Result<Option<Arc<PersistentVolume>>, String> {
     let wanted = mode_set(claim_access_modes(claim));
-    let mut groups: BTreeMap<BTreeSet<usize>, Vec<&Arc<PersistentVolume>>> = BTreeMap::new();
+    let mut groups: BTreeMap<u8, Vec<&Arc<PersistentVolume>>> = BTreeMap::new();
     for volume in volumes {
-        groups
-            .entry(mode_set(volume_access_modes(volume)))
-            .or_default()
-            .push(volume);
+        let modes = mode_set(volume_access_modes(volume));
+        if wanted & !modes == 0 {
+            groups.entry(modes).or_default().push(volume);
+        }
     }
-    let mut candidates: Vec<_> = groups
-        .into_iter()
-        .filter(|(modes, _)| wanted.is_subset(modes))
-        .collect();
-    // Stable: equally wide groups keep the order of their mode sets.
+    // Fewest modes first; equally wide groups in the order of their modes'
+    // positions in MODE_ORDER (as sorted lists), whatever the bit values.
+    let positions = |modes: u8| -> Vec<usize> {
+        (0..MODE_ORDER.len())
+            .filter(|i| modes & (1 << i) != 0)
+            .collect()
+    };
+    let mut candidates: Vec<_> = groups.into_iter().map(|(m, g)| (positions(m), g)).collect();
+    candidates.sort_by(|a, b| a.0.cmp(&b.0));
     candidates.sort_by_key(|(modes, _)| modes.len());
     for (_, group) in candidates {
         if let Some(found) =
@@ -94,7 +100,17 @@ pub fn find_matching_volume<'a>(
     let mut smallest: Option<(&Arc<PersistentVolume>, i128)> = None;
     for volume in volumes {
         let claim_ref = volume.spec.as_ref().and_then(|s| s.claim_ref.as_ref());
-        if claim_ref.is_some() && !is_volume_bound_to_claim(volume, claim) {
+        let prebound = is_volume_bound_to_claim(volume, claim);
+        if claim_ref.is_some() && !prebound {
+            continue;
+        }
+        // The cheap refusals of a volume not pre-bound come before parsing
+        // its size: a claim's match walks every volume.
+        if !prebound
+            && ((node_labels.is_none() && delay_binding)
+                || volume_phase(volume) != "Available"
+                || volume_class(volume) != wanted_class)
+        {
             continue;
         }
         // An unparsable capacity never fits.
@@ -109,15 +125,9 @@ pub fn find_matching_volume<'a>(
             continue;
         }
         let affinity_ok = node_labels.is_none_or(|labels| node_affinity_allows(volume, labels));
-        if is_volume_bound_to_claim(volume, claim) {
+        if prebound {
             // Pre-bound: this one or none.
             return Ok(affinity_ok.then(|| volume.clone()));
-        }
-        if node_labels.is_none() && delay_binding {
-            continue;
-        }
-        if volume_phase(volume) != "Available" {
-            continue;
         }
         if let Some(selector) = selector {
             let empty = BTreeMap::new();
@@ -125,7 +135,7 @@ pub fn find_matching_volume<'a>(
                 continue;
             }
         }
-        if volume_class(volume) != wanted_class || !affinity_ok {
+        if !affinity_ok {
             continue;
         }
         if node_labels.is_some() && !access_modes_fit(claim, volume) {

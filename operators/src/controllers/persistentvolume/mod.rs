@@ -251,6 +251,16 @@ impl Binder {
             .collect()
     }
 
+    /// Just the named volume (newest copy), as the one-entry view a claim
+    /// naming it needs.
+    fn volume_view_of(&self, name: &str) -> BTreeMap<String, Arc<PersistentVolume>> {
+        let informer = self.volume_store.get(&ObjectKey::new("", name));
+        newest(informer, self.volumes.get(name))
+            .map(|volume| (name.to_string(), volume))
+            .into_iter()
+            .collect()
+    }
+
     fn class_view(&self) -> BTreeMap<String, StorageClass> {
         self.class_store
             .list()
@@ -347,12 +357,18 @@ impl Binder {
         // taken by exactly one sync; written outside it, in parallel.
         let taken = {
             let mut writing = self.writing.lock().expect("writing lock");
-            let mut volumes = self.volume_view();
-            if helpers::claim_volume_name(&claim).is_empty() {
+            let named = helpers::claim_volume_name(&claim);
+            let volumes = if named.is_empty() {
+                let mut volumes = self.volume_view();
                 volumes.retain(|name, volume| {
                     !writing.contains(name) || helpers::is_volume_bound_to_claim(volume, &claim)
                 });
-            }
+                volumes
+            } else {
+                // A claim that names its volume looks at no other: most
+                // syncs (every change of a bound pair) skip the full view.
+                self.volume_view_of(named)
+            };
             let view = ClaimView {
                 volumes: &volumes,
                 classes: &classes,
