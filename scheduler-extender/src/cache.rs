@@ -47,6 +47,8 @@ pub struct NodeSummary {
     allocatable: Option<
         std::collections::BTreeMap<String, k8s_openapi::apimachinery::pkg::api::resource::Quantity>,
     >,
+    /// NodeDeclaredFeatures reads them.
+    declared_features: Option<Vec<String>>,
 }
 
 impl NodeSummary {
@@ -56,6 +58,10 @@ impl NodeSummary {
             taints: node.spec.as_ref().and_then(|s| s.taints.clone()),
             unschedulable: node.spec.as_ref().and_then(|s| s.unschedulable),
             allocatable: node.status.as_ref().and_then(|s| s.allocatable.clone()),
+            declared_features: node
+                .status
+                .as_ref()
+                .and_then(|s| s.declared_features.clone()),
         }
     }
 }
