@@ -11,7 +11,7 @@ use k8s_openapi::api::core::v1::{
     ContainerStatus, EphemeralContainer, Namespace, Node, PersistentVolume, PersistentVolumeClaim,
     Pod, ResourceRequirements, VolumeMount,
 };
-use k8s_openapi::api::storage::v1::{CSINode, StorageClass};
+use k8s_openapi::api::storage::v1::{CSIDriver, CSINode, StorageClass, VolumeAttachment};
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event};
 use kube::{Api, Resource, ResourceExt};
@@ -536,6 +536,46 @@ volume_handler!(
 );
 volume_handler!(CsiNodes, CSINode, set_csi_node, VolumeKind::CsiNodes, |n| n
     .name_any());
+volume_handler!(
+    CsiDrivers,
+    CSIDriver,
+    set_csi_driver,
+    VolumeKind::CsiDrivers,
+    |d| d.name_any()
+);
+
+/// VolumeAttachments count against a node's CSI limits. Their status flips
+/// as volumes attach, which changes nothing for scheduling; only a deletion
+/// frees room (upstream registers VolumeAttachment/Delete alone).
+struct Attachments;
+impl Handler<VolumeAttachment> for Attachments {
+    fn trim(&self, va: &mut VolumeAttachment) {
+        va.metadata.managed_fields = None;
+        va.status = None;
+    }
+    fn apply(&self, s: &Scheduler, va: VolumeAttachment) {
+        s.cache
+            .lock()
+            .expect("cache lock")
+            .set_volume_attachment(&va);
+    }
+    fn delete(&self, s: &Scheduler, va: VolumeAttachment) {
+        s.cache
+            .lock()
+            .expect("cache lock")
+            .remove_volume_object(VolumeKind::Attachments, HashSet::from([va.name_any()]));
+        s.queue.move_all_to_active();
+    }
+    fn key(&self, va: &VolumeAttachment) -> String {
+        va.name_any()
+    }
+    fn resync(&self, s: &Scheduler, seen: &HashSet<String>) {
+        s.cache
+            .lock()
+            .expect("cache lock")
+            .retain_volume_objects(VolumeKind::Attachments, seen);
+    }
+}
 
 /// Runs one watch forever (it retries with backoff inside kube's watcher),
 /// flipping `synced` once the initial list has been applied.
@@ -604,6 +644,8 @@ pub fn start(s: Arc<Scheduler>) -> watch::Receiver<bool> {
     spawn_watch!(PersistentVolumeClaim, Claims);
     spawn_watch!(StorageClass, StorageClasses);
     spawn_watch!(CSINode, CsiNodes);
+    spawn_watch!(CSIDriver, CsiDrivers);
+    spawn_watch!(VolumeAttachment, Attachments);
     spawn_watch!(PodDisruptionBudget, Budgets);
     spawn_watch!(Service, Workloads);
     spawn_watch!(ReplicationController, Workloads);
