@@ -64,6 +64,30 @@ where
     F: FnOnce(ComponentContext) -> Fut,
     Fut: Future<Output = anyhow::Result<()>>,
 {
+    main_prepared(
+        component,
+        args,
+        |_| async { Ok(()) },
+        |context, ()| work(context),
+    )
+}
+
+/// As [`main`], with a `prepare` phase every replica runs before it stands
+/// for election (kube-scheduler starts and syncs its informers before it
+/// does): a standby keeps warm caches and can serve reads; `work` gets what
+/// `prepare` built once the replica leads.
+pub fn main_prepared<P, PFut, T, F, Fut>(
+    component: Component,
+    args: CommonArgs,
+    prepare: P,
+    work: F,
+) -> ExitCode
+where
+    P: FnOnce(ComponentContext) -> PFut,
+    PFut: Future<Output = anyhow::Result<T>>,
+    F: FnOnce(ComponentContext, T) -> Fut,
+    Fut: Future<Output = anyhow::Result<()>>,
+{
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -71,7 +95,7 @@ where
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(component, args, work)) {
+    match runtime.block_on(run_prepared(component, args, prepare, work)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = format!("{e:#}"), "exiting");
@@ -86,6 +110,28 @@ where
 pub async fn run<F, Fut>(component: Component, args: CommonArgs, work: F) -> anyhow::Result<()>
 where
     F: FnOnce(ComponentContext) -> Fut,
+    Fut: Future<Output = anyhow::Result<()>>,
+{
+    run_prepared(
+        component,
+        args,
+        |_| async { Ok(()) },
+        |context, ()| work(context),
+    )
+    .await
+}
+
+/// [`run`] with the `prepare` phase of [`main_prepared`].
+pub async fn run_prepared<P, PFut, T, F, Fut>(
+    component: Component,
+    args: CommonArgs,
+    prepare: P,
+    work: F,
+) -> anyhow::Result<()>
+where
+    P: FnOnce(ComponentContext) -> PFut,
+    PFut: Future<Output = anyhow::Result<T>>,
+    F: FnOnce(ComponentContext, T) -> Fut,
     Fut: Future<Output = anyhow::Result<()>>,
 {
     logging::init(args.log_format, &args.log_filter()).map_err(anyhow::Error::msg)?;
@@ -127,8 +173,11 @@ where
         "Gauge of if the reporting system is master of the relevant lease, 0 indicates backup, 1 indicates master.",
         leader_status.clone(),
     );
-    let lease_label = LeaseLabel {
-        name: election.name.clone(),
+    let gauge = LeaderGauge {
+        label: LeaseLabel {
+            name: election.name.clone(),
+        },
+        family: leader_status,
     };
 
     let context = ComponentContext {
@@ -142,7 +191,59 @@ where
         server_addr,
     };
 
-    let outcome = if args.leader_elect && component.elects_leader {
+    let prepared = tokio::select! {
+        prepared = prepare(context.clone()) => Some(prepared),
+        _ = shutdown.cancelled() => None,
+    };
+    let outcome = match prepared {
+        None => Ok(()),
+        Some(Err(e)) => Err(e),
+        Some(Ok(prepared)) => {
+            let elects = args.leader_elect && component.elects_leader;
+            let election = elects.then_some((election, gauge));
+            elect_and_work(election, context, prepared, work).await
+        }
+    };
+
+    health.set_shutting_down();
+    server_stop.cancel();
+    match server.await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::warn!(error = %e, "health server stopped with an error"),
+        Err(e) => tracing::warn!(error = %e, "health server task failed"),
+    }
+    tracing::info!(component = component.name, "stopped");
+    outcome
+}
+
+/// `leader_election_master_status` for this component's lease.
+struct LeaderGauge {
+    family: Family<LeaseLabel, Gauge<i64, AtomicI64>>,
+    label: LeaseLabel,
+}
+
+impl LeaderGauge {
+    fn set(&self, leading: bool) {
+        self.family.get_or_create(&self.label).set(leading as i64);
+    }
+}
+
+/// Waits for the lease when this component elects a leader (`election` is
+/// set), then runs `work` until it returns or leadership is lost.
+async fn elect_and_work<T, F, Fut>(
+    election: Option<(crate::leader::LeaderElectionConfig, LeaderGauge)>,
+    context: ComponentContext,
+    prepared: T,
+    work: F,
+) -> anyhow::Result<()>
+where
+    F: FnOnce(ComponentContext, T) -> Fut,
+    Fut: Future<Output = anyhow::Result<()>>,
+{
+    let shutdown = context.shutdown.clone();
+    let identity = context.identity.clone();
+    let client = context.client.clone();
+    if let Some((election, gauge)) = election {
         let lease = format!("{}/{}", election.namespace, election.name);
         let mut elector = LeaderElector::start(client, election).await?;
         tracing::info!(%lease, %identity, "attempting to acquire leader lease");
@@ -155,15 +256,15 @@ where
             Some(Err(e)) => Err(e.into()),
             Some(Ok(())) => {
                 tracing::info!(%lease, %identity, "successfully acquired lease");
-                leader_status.get_or_create(&lease_label).set(1);
-                let work = work(context);
+                gauge.set(true);
+                let work = work(context, prepared);
                 tokio::pin!(work);
                 let result = tokio::select! {
                     result = &mut work => result,
                     _ = elector.lost() => {
                         // As upstream: a leader that lost its lease must stop acting at
                         // once; the process exits so it restarts as a clean standby.
-                        leader_status.get_or_create(&lease_label).set(0);
+                        gauge.set(false);
                         shutdown.cancel();
                         let _ = tokio::time::timeout(Duration::from_secs(5), &mut work).await;
                         Err(anyhow::anyhow!("leader election lost for lease {lease}"))
@@ -173,22 +274,12 @@ where
                     if let Err(e) = elector.release().await {
                         tracing::warn!(error = %e, "could not release the lease");
                     }
-                    leader_status.get_or_create(&lease_label).set(0);
+                    gauge.set(false);
                 }
                 result
             }
         }
     } else {
-        work(context).await
-    };
-
-    health.set_shutting_down();
-    server_stop.cancel();
-    match server.await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => tracing::warn!(error = %e, "health server stopped with an error"),
-        Err(e) => tracing::warn!(error = %e, "health server task failed"),
+        work(context, prepared).await
     }
-    tracing::info!(component = component.name, "stopped");
-    outcome
 }

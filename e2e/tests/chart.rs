@@ -136,6 +136,100 @@ async fn deleting_the_leading_scheduler_pod_hands_over_and_binds_every_pending_p
     assert!(counts.values().all(|c| *c == 1), "{counts:?}");
 }
 
+/// Every Ready replica of the chart's scheduler answers the extender API
+/// from its own synced cache, the standby too, so the extender Service can
+/// send kube-scheduler's calls to any of them.
+#[tokio::test(flavor = "multi_thread")]
+async fn both_scheduler_replicas_serve_the_extender_api() {
+    let cluster = cluster();
+    let client = cluster.client().await;
+    let nodes: Vec<String> = Api::<k8s_openapi::api::core::v1::Node>::all(client.clone())
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter_map(|n| n.metadata.name)
+        .collect();
+    let body = json!({
+        "Pod": {
+            "metadata": {"name": "probe", "namespace": "default", "uid": "probe-uid"},
+            "spec": {"schedulerName": SCHEDULER, "containers": [{"name": "c", "image": "x"}]},
+        },
+        "NodeNames": nodes,
+    });
+    let chart_pods: Api<Pod> = Api::namespaced(client.clone(), chart::NAMESPACE);
+    let leases: Api<Lease> = Api::namespaced(client.clone(), chart::NAMESPACE);
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    // Another test of this binary deletes the leading pod: wait for a moment
+    // when two replicas are Ready and both answer.
+    let answered = wait::until(
+        "both scheduler replicas to answer the extender API",
+        2 * T,
+        || async {
+            let list = chart_pods
+                .list(&ListParams::default().labels("app.kubernetes.io/component=scheduler"))
+                .await
+                .map_err(|e| e.to_string())?;
+            let ready: Vec<(String, String)> = list
+                .items
+                .iter()
+                .filter(|p| p.metadata.deletion_timestamp.is_none())
+                .filter(|p| {
+                    p.status
+                        .as_ref()
+                        .and_then(|s| s.conditions.as_ref())
+                        .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+                })
+                .filter_map(|p| {
+                    Some((p.metadata.name.clone()?, p.status.as_ref()?.pod_ip.clone()?))
+                })
+                .collect();
+            if ready.len() != 2 {
+                return Ok(None);
+            }
+            let leader = holder(&leases).await?.unwrap_or_default();
+            if !ready
+                .iter()
+                .any(|(name, _)| leader.starts_with(&format!("{name}_")))
+            {
+                // A hand-over in progress.
+                return Ok(None);
+            }
+            let mut answers = vec![];
+            for (name, ip) in &ready {
+                let reply = http
+                    .post(format!("http://{ip}:10360/scheduler/filter"))
+                    .header("content-type", "application/json")
+                    .body(body.to_string())
+                    .send()
+                    .await;
+                let Ok(reply) = reply else { return Ok(None) };
+                let status = reply.status().as_u16();
+                let text = reply.text().await.unwrap_or_default();
+                if status != 200 {
+                    return Err(format!("{name} answered {status}: {text}"));
+                }
+                answers.push((name.clone(), leader.starts_with(&format!("{name}_")), text));
+            }
+            Ok(Some(answers))
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        answered.iter().filter(|(_, leads, _)| *leads).count(),
+        1,
+        "{answered:?}"
+    );
+    for (name, _, text) in &answered {
+        assert!(text.contains("NodeNames"), "{name}: {text}");
+    }
+}
+
 fn helm(cluster: &Cluster) -> chart::Helm {
     chart::Helm::for_kubeconfig(&cluster.kubeconfig).unwrap()
 }

@@ -7,7 +7,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{Node, PersistentVolume, PersistentVolumeClaim, Pod};
-use k8s_openapi::api::storage::v1::{CSINode, StorageClass};
+use k8s_openapi::api::storage::v1::{CSIDriver, CSINode, StorageClass, VolumeAttachment};
 use kube::ResourceExt;
 
 use crate::framework::labels::Labels;
@@ -35,6 +35,9 @@ pub enum VolumeKind {
     Volumes,
     StorageClasses,
     CsiNodes,
+    CsiDrivers,
+    /// Keyed by the VolumeAttachment's name.
+    Attachments,
 }
 
 /// The parts of a Node that scheduling decisions depend on; a change in any of
@@ -47,6 +50,8 @@ pub struct NodeSummary {
     allocatable: Option<
         std::collections::BTreeMap<String, k8s_openapi::apimachinery::pkg::api::resource::Quantity>,
     >,
+    /// NodeDeclaredFeatures reads them.
+    declared_features: Option<Vec<String>>,
 }
 
 impl NodeSummary {
@@ -56,6 +61,10 @@ impl NodeSummary {
             taints: node.spec.as_ref().and_then(|s| s.taints.clone()),
             unschedulable: node.spec.as_ref().and_then(|s| s.unschedulable),
             allocatable: node.status.as_ref().and_then(|s| s.allocatable.clone()),
+            declared_features: node
+                .status
+                .as_ref()
+                .and_then(|s| s.declared_features.clone()),
         }
     }
 }
@@ -555,6 +564,43 @@ impl Cache {
         self.volumes_arc = None;
     }
 
+    pub fn set_csi_driver(&mut self, d: CSIDriver) {
+        self.volumes.csi_drivers.insert(d.name_any(), Arc::new(d));
+        self.volumes_arc = None;
+    }
+
+    /// Records where a VolumeAttachment attaches which PV; one without an
+    /// attacher or a PV name counts for nothing (as upstream). Returns
+    /// whether what NodeVolumeLimits reads changed (status updates do not).
+    pub fn set_volume_attachment(&mut self, va: &VolumeAttachment) -> bool {
+        let name = va.name_any();
+        let spec = &va.spec;
+        let counted = (!spec.attacher.is_empty())
+            .then(|| spec.source.persistent_volume_name.clone())
+            .flatten()
+            .map(|pv| (spec.attacher.clone(), pv));
+        let on_node = self.volumes.attachments.get(&spec.node_name);
+        if on_node.and_then(|m| m.get(&name)) == counted.as_ref() {
+            return false;
+        }
+        match counted {
+            Some(entry) => {
+                self.volumes
+                    .attachments
+                    .entry(spec.node_name.clone())
+                    .or_default()
+                    .insert(name, entry);
+            }
+            None => {
+                if let Some(m) = self.volumes.attachments.get_mut(&spec.node_name) {
+                    m.remove(&name);
+                }
+            }
+        }
+        self.volumes_arc = None;
+        true
+    }
+
     /// The scheduling-relevant parts of a known node.
     pub fn node_summary(&self, name: &str) -> Option<NodeSummary> {
         self.positions
@@ -667,6 +713,13 @@ impl Cache {
             VolumeKind::Volumes => v.volumes.retain(|k, _| keep(k)),
             VolumeKind::StorageClasses => v.storage_classes.retain(|k, _| keep(k)),
             VolumeKind::CsiNodes => v.csi_nodes.retain(|k, _| keep(k)),
+            VolumeKind::CsiDrivers => v.csi_drivers.retain(|k, _| keep(k)),
+            VolumeKind::Attachments => {
+                for on_node in v.attachments.values_mut() {
+                    on_node.retain(|k, _| keep(k));
+                }
+                v.attachments.retain(|_, on_node| !on_node.is_empty());
+            }
         }
         // A deleted object expires its assumption.
         let assumed = &mut self.assumed_volumes;
@@ -918,5 +971,29 @@ mod tests {
             !changes.has_changed().unwrap(),
             "only the watch's changes wake a waiting PreBind"
         );
+    }
+
+    #[test]
+    fn volume_attachments_are_indexed_by_node_and_status_changes_are_no_change() {
+        let va =
+            |name: &str, attacher: &str, pv: Option<&str>, attached: bool| -> VolumeAttachment {
+                serde_json::from_value(serde_json::json!({
+                    "metadata": {"name": name},
+                    "spec": {"attacher": attacher, "nodeName": "n1",
+                             "source": {"persistentVolumeName": pv}},
+                    "status": {"attached": attached},
+                }))
+                .unwrap()
+            };
+        let mut cache = Cache::new();
+        assert!(cache.set_volume_attachment(&va("a", "ebs", Some("pv-1"), false)));
+        assert!(!cache.set_volume_attachment(&va("a", "ebs", Some("pv-1"), true)));
+        assert!(!cache.set_volume_attachment(&va("b", "", Some("pv-2"), false)));
+        let snap = cache.snapshot();
+        let on_node = &snap.volumes.attachments["n1"];
+        assert_eq!(on_node.len(), 1, "no attacher: not counted");
+        assert_eq!(on_node["a"], ("ebs".to_string(), "pv-1".to_string()));
+        cache.remove_volume_object(VolumeKind::Attachments, HashSet::from(["a".to_string()]));
+        assert!(cache.snapshot().volumes.attachments.is_empty());
     }
 }

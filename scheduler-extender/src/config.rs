@@ -10,6 +10,8 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_json::Value;
 
+use crate::extender_client::config::{self as extender_config, ExtenderConfig};
+
 pub const API_VERSION: &str = "kubescheduler.config.k8s.io/v1";
 pub const KIND: &str = "KubeSchedulerConfiguration";
 pub const DEFAULT_SCHEDULER_NAME: &str = "understudy-scheduler";
@@ -41,7 +43,7 @@ struct RawConfig {
     leader_election: Option<RawLeaderElection>,
     client_connection: Option<RawClientConnection>,
     profiles: Option<Vec<RawProfile>>,
-    extenders: Option<Vec<Value>>,
+    extenders: Option<Vec<ExtenderConfig>>,
     delay_cache_until_active: Option<bool>,
     enable_profiling: Option<bool>,
     enable_contention_profiling: Option<bool>,
@@ -153,6 +155,8 @@ pub struct SchedulerConfig {
     pub qps: Option<f32>,
     pub burst: Option<u32>,
     pub profiles: Vec<ProfileConfig>,
+    /// HTTP extenders called by every profile, in configuration order.
+    pub extenders: Vec<ExtenderConfig>,
 }
 
 impl Default for SchedulerConfig {
@@ -202,11 +206,8 @@ impl SchedulerConfig {
         {
             return Err(invalid(format!("kind {k:?} is not {KIND}")));
         }
-        if raw.extenders.as_ref().is_some_and(|e| !e.is_empty()) {
-            return Err(invalid(
-                "extenders: not supported yet by understudy-scheduler",
-            ));
-        }
+        let extenders = raw.extenders.unwrap_or_default();
+        extender_config::validate(&extenders).map_err(invalid)?;
         if raw.enable_contention_profiling == Some(true) || raw.enable_profiling == Some(true) {
             return Err(invalid(
                 "enableProfiling/enableContentionProfiling: not supported (no pprof in a Rust binary)",
@@ -302,6 +303,7 @@ impl SchedulerConfig {
                     )));
                 }
             }
+            ignore_extender_resources(&mut plugin_config, &extenders);
             profiles.push(ProfileConfig {
                 scheduler_name,
                 percentage_of_nodes_to_score: percentage(
@@ -325,8 +327,34 @@ impl SchedulerConfig {
             qps: cc.qps,
             burst: cc.burst.map(|b| b as u32),
             profiles,
+            extenders,
         })
     }
+}
+
+/// Resources an extender manages with `ignoredByScheduler` are left out of
+/// NodeResourcesFit in every profile, replacing its `ignoredResources` as
+/// upstream's buildExtenders does (the extenders' list takes precedence).
+fn ignore_extender_resources(
+    plugin_config: &mut BTreeMap<String, Value>,
+    extenders: &[ExtenderConfig],
+) {
+    let ignored: Vec<Value> = extenders
+        .iter()
+        .flat_map(|e| &e.managed_resources)
+        .filter(|r| r.ignored_by_scheduler)
+        .map(|r| Value::String(r.name.clone()))
+        .collect();
+    if ignored.is_empty() {
+        return;
+    }
+    let args = plugin_config
+        .entry("NodeResourcesFit".into())
+        .or_insert(Value::Null);
+    if !args.is_object() {
+        *args = Value::Object(Default::default());
+    }
+    args["ignoredResources"] = Value::Array(ignored);
 }
 
 #[cfg(test)]
@@ -385,7 +413,11 @@ profiles:
         for (text, needle) in [
             ("percentageOfNodez: 5", "percentageOfNodez"),
             ("profiles: [{schedulerName: a, plugin: {}}]", "plugin"),
-            ("extenders: [{urlPrefix: http://x}]", "extenders"),
+            ("extenders: [{urlPrefix: http://x, weigth: 1}]", "weigth"),
+            (
+                "extenders: [{urlPrefix: http://x, prioritizeVerb: p}]",
+                "extenders[0].weight",
+            ),
             ("percentageOfNodesToScore: -1", "percentageOfNodesToScore"),
             ("leaderElection: {resourceLock: endpoints}", "resourceLock"),
             (
@@ -406,5 +438,38 @@ profiles:
             let err = SchedulerConfig::parse(text).unwrap_err().to_string();
             assert!(err.contains(needle), "{text}: {err}");
         }
+    }
+
+    #[test]
+    fn extenders_are_read_and_their_ignored_resources_reach_node_resources_fit() {
+        let c = SchedulerConfig::parse(
+            r#"
+extenders:
+- urlPrefix: http://127.0.0.1:1/ext
+  filterVerb: filter
+  managedResources: [{name: example.com/gpu, ignoredByScheduler: true}, {name: example.com/fpga}]
+profiles:
+- schedulerName: a
+- schedulerName: b
+  pluginConfig:
+  - name: NodeResourcesFit
+    args: {ignoredResources: [example.com/other], scoringStrategy: {type: MostAllocated}}
+"#,
+        )
+        .unwrap();
+        assert_eq!(c.extenders.len(), 1);
+        assert_eq!(c.extenders[0].filter_verb, "filter");
+        for p in &c.profiles {
+            assert_eq!(
+                p.plugin_config["NodeResourcesFit"]["ignoredResources"],
+                serde_json::json!(["example.com/gpu"]),
+                "{}",
+                p.scheduler_name
+            );
+        }
+        assert_eq!(
+            c.profiles[1].plugin_config["NodeResourcesFit"]["scoringStrategy"]["type"],
+            "MostAllocated"
+        );
     }
 }

@@ -8,10 +8,10 @@ use std::sync::Arc;
 
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::{
-    ContainerStatus, Namespace, Node, PersistentVolume, PersistentVolumeClaim, Pod,
-    ResourceRequirements,
+    ContainerStatus, EphemeralContainer, Namespace, Node, PersistentVolume, PersistentVolumeClaim,
+    Pod, ResourceRequirements, VolumeMount,
 };
-use k8s_openapi::api::storage::v1::{CSINode, StorageClass};
+use k8s_openapi::api::storage::v1::{CSIDriver, CSINode, StorageClass, VolumeAttachment};
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event};
 use kube::{Api, Resource, ResourceExt};
@@ -204,7 +204,12 @@ pub fn slim_pod(pod: &mut Pod) {
             c.readiness_probe = None;
             c.startup_probe = None;
             c.lifecycle = None;
-            c.volume_mounts = None;
+            // NodeDeclaredFeatures reads only whether a mount has bind options.
+            c.volume_mounts = c
+                .volume_mounts
+                .take()
+                .map(bind_mounts)
+                .filter(|m| !m.is_empty());
             c.volume_devices = None;
             c.security_context = None;
             c.working_dir = None;
@@ -218,7 +223,23 @@ pub fn slim_pod(pod: &mut Pod) {
             }
             c.ports = c.ports.take().filter(|p| !p.is_empty());
         }
-        spec.ephemeral_containers = None;
+        // Only an ephemeral container's bind-mount options matter (NodeDeclaredFeatures).
+        spec.ephemeral_containers = spec
+            .ephemeral_containers
+            .take()
+            .map(|list| {
+                list.into_iter()
+                    .filter_map(|c| {
+                        let mounts = bind_mounts(c.volume_mounts.unwrap_or_default());
+                        (!mounts.is_empty()).then(|| EphemeralContainer {
+                            name: c.name,
+                            volume_mounts: Some(mounts),
+                            ..Default::default()
+                        })
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .filter(|l| !l.is_empty());
         if let Some(volumes) = spec.volumes.as_mut() {
             volumes.retain(volume_read_by_scheduling);
             volumes.shrink_to_fit();
@@ -284,6 +305,12 @@ fn volume_read_by_scheduling(v: &k8s_openapi::api::core::v1::Volume) -> bool {
 /// Keeps what scheduling reads of a node (spec, labels, annotations,
 /// allocatable, capacity and images): the conditions, addresses and system
 /// info that heartbeats rewrite are never read.
+/// The volume mounts with bind-mount options, the only ones scheduling reads.
+fn bind_mounts(mut mounts: Vec<VolumeMount>) -> Vec<VolumeMount> {
+    mounts.retain(|m| m.bind_mount_options.as_ref().is_some_and(|o| !o.is_empty()));
+    mounts
+}
+
 pub fn slim_node(node: &mut Node) {
     node.metadata.managed_fields = None;
     if let Some(status) = node.status.as_mut() {
@@ -296,7 +323,6 @@ pub fn slim_node(node: &mut Node) {
         status.runtime_handlers = None;
         status.volumes_attached = None;
         status.volumes_in_use = None;
-        status.declared_features = None;
     }
 }
 
@@ -510,6 +536,46 @@ volume_handler!(
 );
 volume_handler!(CsiNodes, CSINode, set_csi_node, VolumeKind::CsiNodes, |n| n
     .name_any());
+volume_handler!(
+    CsiDrivers,
+    CSIDriver,
+    set_csi_driver,
+    VolumeKind::CsiDrivers,
+    |d| d.name_any()
+);
+
+/// VolumeAttachments count against a node's CSI limits. Their status flips
+/// as volumes attach, which changes nothing for scheduling; only a deletion
+/// frees room (upstream registers VolumeAttachment/Delete alone).
+struct Attachments;
+impl Handler<VolumeAttachment> for Attachments {
+    fn trim(&self, va: &mut VolumeAttachment) {
+        va.metadata.managed_fields = None;
+        va.status = None;
+    }
+    fn apply(&self, s: &Scheduler, va: VolumeAttachment) {
+        s.cache
+            .lock()
+            .expect("cache lock")
+            .set_volume_attachment(&va);
+    }
+    fn delete(&self, s: &Scheduler, va: VolumeAttachment) {
+        s.cache
+            .lock()
+            .expect("cache lock")
+            .remove_volume_object(VolumeKind::Attachments, HashSet::from([va.name_any()]));
+        s.queue.move_all_to_active();
+    }
+    fn key(&self, va: &VolumeAttachment) -> String {
+        va.name_any()
+    }
+    fn resync(&self, s: &Scheduler, seen: &HashSet<String>) {
+        s.cache
+            .lock()
+            .expect("cache lock")
+            .retain_volume_objects(VolumeKind::Attachments, seen);
+    }
+}
 
 /// Runs one watch forever (it retries with backoff inside kube's watcher),
 /// flipping `synced` once the initial list has been applied.
@@ -578,6 +644,8 @@ pub fn start(s: Arc<Scheduler>) -> watch::Receiver<bool> {
     spawn_watch!(PersistentVolumeClaim, Claims);
     spawn_watch!(StorageClass, StorageClasses);
     spawn_watch!(CSINode, CsiNodes);
+    spawn_watch!(CSIDriver, CsiDrivers);
+    spawn_watch!(VolumeAttachment, Attachments);
     spawn_watch!(PodDisruptionBudget, Budgets);
     spawn_watch!(Service, Workloads);
     spawn_watch!(ReplicationController, Workloads);
@@ -663,6 +731,50 @@ mod tests {
         assert_eq!(conditions.len(), 1);
         assert_eq!(conditions[0].type_, "PodScheduled");
         assert!(pod.metadata.managed_fields.is_none());
+    }
+
+    #[test]
+    fn slimming_keeps_what_node_declared_features_reads() {
+        let mut pod: Pod = serde_json::from_value(json!({
+            "metadata": {"name": "p"},
+            "spec": {
+                "hostNetwork": true, "hostUsers": false,
+                "containers": [{"name": "c", "image": "i",
+                    "restartPolicyRules": [{"action": "RestartAllContainers", "exitCodes": {"operator": "In", "values": [3]}}],
+                    "volumeMounts": [
+                        {"name": "plain", "mountPath": "/a"},
+                        {"name": "bound", "mountPath": "/b", "bindMountOptions": ["nosuid"]},
+                    ]}],
+                "ephemeralContainers": [
+                    {"name": "debug", "image": "busybox", "volumeMounts": [{"name": "plain", "mountPath": "/a"}]},
+                ],
+            },
+        }))
+        .unwrap();
+        let before =
+            crate::plugins::node_declared_features::required_features(pod.spec.as_ref().unwrap());
+        slim_pod(&mut pod);
+        let spec = pod.spec.as_ref().unwrap();
+        assert_eq!(
+            crate::plugins::node_declared_features::required_features(spec),
+            before
+        );
+        assert_eq!(before.len(), 3);
+        let mounts = spec.containers[0].volume_mounts.as_ref().unwrap();
+        assert_eq!(mounts.len(), 1, "only mounts with bind options are kept");
+        assert!(spec.ephemeral_containers.is_none());
+        let mut node: Node = serde_json::from_value(json!({
+            "metadata": {"name": "n"},
+            "status": {"declaredFeatures": ["VolumeBindMountOptions"], "conditions": [{"type": "Ready", "status": "True"}]},
+        }))
+        .unwrap();
+        slim_node(&mut node);
+        let status = node.status.unwrap();
+        assert_eq!(
+            status.declared_features.unwrap(),
+            ["VolumeBindMountOptions"]
+        );
+        assert!(status.conditions.is_none());
     }
 
     #[test]

@@ -6,6 +6,7 @@ pub mod cache;
 pub mod checker;
 pub mod config;
 pub mod extender;
+pub mod extender_client;
 pub mod framework;
 pub mod informers;
 pub mod metrics;

@@ -121,66 +121,77 @@ fn main() -> ExitCode {
         _ => None,
     };
     rayon_pool(config.parallelism);
-    component::main(COMPONENT, args.common, |ctx| async move {
-        // Bound before the watches sync so a busy port fails at once; served
-        // only after, so every answer comes from a synced cache.
-        let extender_listener = match extender_addr {
-            Some(addr) => Some(tokio::net::TcpListener::bind(addr).await.map_err(|e| {
-                anyhow::anyhow!(
-                    "cannot listen on {addr} for the extender API: {e} (pick another --extender-port, or 0 to disable it)"
+    // Every replica syncs its caches and serves the extender API before it
+    // stands for election (kube-scheduler syncs its informers first too), so
+    // a Service in front of the replicas gets answers from each, and a
+    // standby takes over with a warm cache; only the leader schedules.
+    component::main_prepared(
+        COMPONENT,
+        args.common,
+        |ctx| async move {
+            // Bound before the watches sync so a busy port fails at once;
+            // served only after, so every answer comes from a synced cache.
+            let extender_listener = match extender_addr {
+                Some(addr) => Some(tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+                    anyhow::anyhow!(
+                        "cannot listen on {addr} for the extender API: {e} (pick another --extender-port, or 0 to disable it)"
+                    )
+                })?),
+                None => None,
+            };
+            let metrics = Metrics::register(&mut ctx.registry.write().expect("registry lock"));
+            let scheduler = Arc::new(
+                Scheduler::new(
+                    ctx.client.clone(),
+                    ctx.event_client.clone(),
+                    config,
+                    metrics,
                 )
-            })?),
-            None => None,
-        };
-        let metrics = Metrics::register(&mut ctx.registry.write().expect("registry lock"));
-        let scheduler = Arc::new(
-            Scheduler::new(
-                ctx.client.clone(),
-                ctx.event_client.clone(),
-                config,
-                metrics,
-            )
-            .map_err(anyhow::Error::msg)?,
-        );
-        ctx.health.register("informers-synced");
-        let mut synced = informers::start(scheduler.clone());
-        tokio::select! {
-            r = synced.wait_for(|s| *s) => { r.map_err(|_| anyhow::anyhow!("informers stopped before syncing"))?; }
-            _ = ctx.shutdown.cancelled() => return Ok(()),
-        }
-        ctx.health.set("informers-synced", true);
-        tracing::info!(profiles = ?scheduler.profiles.keys().collect::<Vec<_>>(), "caches synced; scheduling");
-        let runner = tokio::spawn(scheduler.clone().run());
-        let extender_server = extender_listener.map(|listener| {
-            let addr = listener.local_addr().ok();
-            tracing::info!(
-                ?addr,
-                tls = extender_tls.is_some(),
-                "serving the scheduler-extender API"
+                .map_err(anyhow::Error::msg)?,
             );
-            let backend = Arc::new(extender::SchedulerBackend::new(scheduler.clone()));
-            tokio::spawn(extender::serve(
-                listener,
-                extender::router(backend),
-                extender_tls,
-                ctx.shutdown.clone(),
-            ))
-        });
-        ctx.shutdown.cancelled().await;
-        // Graceful: stop popping, let in-flight binds finish.
-        scheduler.queue.close();
-        let _ = runner.await;
-        if let Some(server) = extender_server {
-            match server.await {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => {
-                    tracing::warn!(error = %e, "extender API server stopped with an error")
+            ctx.health.register("informers-synced");
+            let mut synced = informers::start(scheduler.clone());
+            synced
+                .wait_for(|s| *s)
+                .await
+                .map_err(|_| anyhow::anyhow!("informers stopped before syncing"))?;
+            ctx.health.set("informers-synced", true);
+            let extender_server = extender_listener.map(|listener| {
+                let addr = listener.local_addr().ok();
+                tracing::info!(
+                    ?addr,
+                    tls = extender_tls.is_some(),
+                    "serving the scheduler-extender API"
+                );
+                let backend = Arc::new(extender::SchedulerBackend::new(scheduler.clone()));
+                tokio::spawn(extender::serve(
+                    listener,
+                    extender::router(backend),
+                    extender_tls,
+                    ctx.shutdown.clone(),
+                ))
+            });
+            Ok((scheduler, extender_server))
+        },
+        |ctx, (scheduler, extender_server)| async move {
+            tracing::info!(profiles = ?scheduler.profiles.keys().collect::<Vec<_>>(), "leading with synced caches; scheduling");
+            let runner = tokio::spawn(scheduler.clone().run());
+            ctx.shutdown.cancelled().await;
+            // Graceful: stop popping, let in-flight binds finish.
+            scheduler.queue.close();
+            let _ = runner.await;
+            if let Some(server) = extender_server {
+                match server.await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => {
+                        tracing::warn!(error = %e, "extender API server stopped with an error")
+                    }
+                    Err(e) => tracing::warn!(error = %e, "extender API server task failed"),
                 }
-                Err(e) => tracing::warn!(error = %e, "extender API server task failed"),
             }
-        }
-        Ok(())
-    })
+            Ok(())
+        },
+    )
 }
 
 fn apply_config_to_flags(config: &SchedulerConfig, common: &mut CommonArgs) {

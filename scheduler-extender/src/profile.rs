@@ -36,6 +36,8 @@ pub const DEFAULT_PLUGINS: &[(&str, i64)] = &[
     ("NodeResourcesBalancedAllocation", 1),
     ("ImageLocality", 1),
     ("DefaultPreemption", 0),
+    // Appended by upstream's applyFeatureGates (GA and locked on in v1.37).
+    ("NodeDeclaredFeatures", 0),
 ];
 
 /// Upstream plugins whose behaviour is built into this scheduler rather than

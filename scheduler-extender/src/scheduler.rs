@@ -17,6 +17,7 @@ use understudy_component_base::events::EventRecorder;
 
 use crate::cache::Cache;
 use crate::config::SchedulerConfig;
+use crate::extender_client::Extenders;
 use crate::framework::{CycleState, Handle, PodInfo, QueuedPodInfo, Snapshot, Status};
 use crate::metrics::{AttemptsLabels, Metrics, QueueLabels};
 use crate::preemption::{self, pdb::PdbInfo};
@@ -57,6 +58,8 @@ pub struct Scheduler {
     cycle_snapshot: Mutex<Option<Snapshot>>,
     /// PodDisruptionBudgets by namespace/name, for preemption.
     pub pdbs: Mutex<HashMap<String, PdbInfo>>,
+    /// The configuration's HTTP extenders, called by every profile.
+    pub extenders: Arc<Extenders>,
 }
 
 /// What happened to one attempt, for tests and metrics.
@@ -77,6 +80,7 @@ impl Scheduler {
         config: SchedulerConfig,
         metrics: Metrics,
     ) -> Result<Self, String> {
+        let extenders = Arc::new(Extenders::new(&config.extenders)?);
         let mut profiles = HashMap::new();
         let mut events = HashMap::new();
         for p in &config.profiles {
@@ -87,7 +91,10 @@ impl Scheduler {
             );
             profiles.insert(
                 p.scheduler_name.clone(),
-                (Arc::new(profile), Arc::new(Algorithm::default())),
+                (
+                    Arc::new(profile),
+                    Arc::new(Algorithm::new(extenders.clone())),
+                ),
             );
         }
         Ok(Self {
@@ -105,6 +112,7 @@ impl Scheduler {
             evicting: Mutex::new(Default::default()),
             cycle_snapshot: Mutex::new(None),
             pdbs: Mutex::new(HashMap::new()),
+            extenders,
         })
     }
 
@@ -356,6 +364,7 @@ impl Scheduler {
                 nominated: &nominated,
                 own_nomination: own_nomination.as_deref(),
                 evicting: &evicting,
+                extenders: &self.extenders,
             };
             let running = self
                 .preempting
@@ -617,18 +626,9 @@ impl Scheduler {
                 .await;
             return;
         }
-        let pods: Api<Pod> = Api::namespaced(self.client.clone(), &pod.namespace);
-        let binding = binding_body(&pod.namespace, &pod.name, &pod.uid, &node);
         let _slot = self.bind_slots.acquire().await.expect("never closed");
         let bind_start = Instant::now();
-        let result = pods
-            .create_subresource::<_, serde_json::Value>(
-                "binding",
-                &pod.name,
-                &PostParams::default(),
-                &binding,
-            )
-            .await;
+        let result = self.bind_call(&pod, &node).await;
         self.metrics
             .binding_duration
             .observe(bind_start.elapsed().as_secs_f64());
@@ -665,7 +665,7 @@ impl Scheduler {
                     // The assumed pod may have kept others out of its node.
                     self.queue.move_all_to_active();
                 }
-                let gone = matches!(&e, kube::Error::Api(s) if s.code == 404 || s.code == 409);
+                let gone = matches!(&e, BindError::Api(kube::Error::Api(s)) if s.code == 404 || s.code == 409);
                 if gone || !forgotten {
                     // Deleted, or bound by someone else: the watch will tell the cache.
                     tracing::info!(pod = %pod.key(), error = %e, "binding rejected; dropping the pod");
@@ -678,6 +678,25 @@ impl Scheduler {
                 }
             }
         }
+    }
+
+    /// The bind itself: a binding extender interested in the pod binds it,
+    /// else `pods/binding` (upstream's extendersBinding, then the Bind plugin).
+    async fn bind_call(&self, pod: &PodInfo, node: &str) -> Result<(), BindError> {
+        if let Some(result) = self.extenders.bind(pod, node).await {
+            return result.map_err(BindError::Extender);
+        }
+        let pods: Api<Pod> = Api::namespaced(self.client.clone(), &pod.namespace);
+        let binding = binding_body(&pod.namespace, &pod.name, &pod.uid, node);
+        pods.create_subresource::<_, serde_json::Value>(
+            "binding",
+            &pod.name,
+            &PostParams::default(),
+            &binding,
+        )
+        .await
+        .map(drop)
+        .map_err(BindError::Api)
     }
 
     /// Sets PodScheduled=False with `reason` and records FailedScheduling, as
@@ -817,6 +836,15 @@ pub fn binding_body(namespace: &str, name: &str, uid: &str, node: &str) -> serde
 }
 
 /// What the binding cycle carries over from the scheduling cycle.
+/// Why a bind failed: the apiserver's answer, or a binding extender's.
+#[derive(Debug, thiserror::Error)]
+enum BindError {
+    #[error(transparent)]
+    Api(kube::Error),
+    #[error(transparent)]
+    Extender(crate::extender_client::ExtenderError),
+}
+
 struct BindingCycle {
     /// The assumed pod (with `spec.nodeName` set).
     pod: Arc<PodInfo>,

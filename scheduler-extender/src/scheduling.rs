@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use rayon::prelude::*;
 
+use crate::extender_client::Extenders;
 use crate::framework::{CycleState, NodeInfo, PodInfo, Snapshot, Status};
 use crate::profile::Profile;
 
@@ -144,13 +145,22 @@ pub struct ScheduleResult {
     pub feasible_nodes: usize,
 }
 
-/// Per-profile scheduling state carried across cycles.
-#[derive(Debug, Default)]
+/// Per-profile scheduling state carried across cycles, and the extenders
+/// every profile calls.
+#[derive(Default)]
 pub struct Algorithm {
     next_start_node_index: AtomicUsize,
+    extenders: Arc<Extenders>,
 }
 
 impl Algorithm {
+    pub fn new(extenders: Arc<Extenders>) -> Self {
+        Self {
+            next_start_node_index: AtomicUsize::new(0),
+            extenders,
+        }
+    }
+
     pub fn schedule(
         &self,
         profile: &Profile,
@@ -160,6 +170,7 @@ impl Algorithm {
         snapshot: &Snapshot,
         nominated: &Nominated,
     ) -> Result<ScheduleResult, ScheduleError> {
+        let extenders = &*self.extenders;
         let num_all = snapshot.nodes.len();
         if num_all == 0 {
             return Err(ScheduleError::Unfit(FitError {
@@ -190,10 +201,14 @@ impl Algorithm {
         let scores = profile
             .run_score(state, pod, &feasible)
             .map_err(ScheduleError::Internal)?;
-        let best = select_host(
-            &scores.iter().map(|s| s.score).collect::<Vec<_>>(),
-            fastrand::u64(..),
-        );
+        let mut totals: Vec<i64> = scores.iter().map(|s| s.score).collect();
+        if !extenders.is_empty() {
+            let added = block_on(extenders.prioritize(&pod.pod, &feasible));
+            for (total, s) in totals.iter_mut().zip(&scores) {
+                *total += added.get(s.name).copied().unwrap_or(0);
+            }
+        }
+        let best = select_host(&totals, fastrand::u64(..));
         Ok(ScheduleResult {
             node: scores[best].name.to_string(),
             evaluated_nodes: evaluated,
@@ -202,7 +217,8 @@ impl Algorithm {
     }
 
     /// PreFilter, then Filter over nodes in round-robin order from where the
-    /// last cycle stopped, until enough feasible nodes are found.
+    /// last cycle stopped, until enough feasible nodes are found; then the
+    /// filtering extenders, if any.
     pub fn find_feasible(
         &self,
         profile: &Profile,
@@ -212,6 +228,7 @@ impl Algorithm {
         snapshot: &Snapshot,
         nominated: &Nominated,
     ) -> Result<(Vec<Arc<NodeInfo>>, Diagnosis), ScheduleError> {
+        let extenders = &*self.extenders;
         let mut diagnosis = Diagnosis::default();
         if let Some(err) = pod.parse_errors.first() {
             diagnosis.pre_filter =
@@ -264,9 +281,19 @@ impl Algorithm {
         if let Some(node) = nominated_node {
             let status = filter_with_nominated(profile, state, pod, node, nominated, snapshot);
             if status.is_success() {
-                return Ok((vec![node.clone()], diagnosis));
+                // As upstream's evaluateNominatedNode, the extenders must
+                // accept it too; if they do not, every node is searched.
+                // An extender's error here only costs the shortcut.
+                match filter_by_extenders(extenders, pod, vec![node.clone()], &mut diagnosis) {
+                    Ok(passed) if !passed.is_empty() => return Ok((passed, diagnosis)),
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::warn!(pod = %pod.key(), node = %node.name, error = ?e, "evaluation failed on nominated node")
+                    }
+                }
+            } else {
+                tracing::debug!(pod = %pod.key(), node = %node.name, reason = %status.message(), "nominated node does not fit");
             }
-            tracing::debug!(pod = %pod.key(), node = %node.name, reason = %status.message(), "nominated node does not fit");
         }
         let percentage = profile.percentage_of_nodes_to_score.or(global_percentage);
         let want = if pre.node_names.is_some() {
@@ -317,8 +344,42 @@ impl Algorithm {
             self.next_start_node_index
                 .store((start + processed) % n, Ordering::Relaxed);
         }
+        let feasible = filter_by_extenders(extenders, pod, feasible, &mut diagnosis)?;
         Ok((feasible, diagnosis))
     }
+}
+
+/// Runs the extenders' filters over `feasible`, recording their rejections
+/// in the diagnosis; an extender's error fails the cycle (upstream's
+/// schedulePod returns it, and the pod is retried with backoff).
+fn filter_by_extenders(
+    extenders: &Extenders,
+    pod: &PodInfo,
+    feasible: Vec<Arc<NodeInfo>>,
+    diagnosis: &mut Diagnosis,
+) -> Result<Vec<Arc<NodeInfo>>, ScheduleError> {
+    if extenders.is_empty() || feasible.is_empty() {
+        return Ok(feasible);
+    }
+    let outcome = block_on(extenders.filter(&pod.pod, feasible))
+        .map_err(|e| ScheduleError::Internal(Status::error(e.to_string())))?;
+    for (node, message, unresolvable) in outcome.rejected {
+        let status = if unresolvable {
+            Status::unresolvable(message)
+        } else {
+            Status::unschedulable(message)
+        };
+        diagnosis.node_statuses.insert(node, status);
+    }
+    Ok(outcome.nodes)
+}
+
+/// Runs an extender call from the (synchronous) scheduling cycle. The cycle
+/// runs on a filter-pool thread that has entered the runtime but is not one
+/// of its workers, so blocking here holds up no async task; extender calls
+/// are bounded by their httpTimeout.
+pub fn block_on<F: std::future::Future>(future: F) -> F::Output {
+    tokio::runtime::Handle::current().block_on(future)
 }
 
 /// Index of the highest score; ties broken uniformly at random (reservoir

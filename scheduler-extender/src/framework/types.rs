@@ -7,7 +7,7 @@ use std::sync::Arc;
 use k8s_openapi::api::core::v1::{
     Namespace, Node, PersistentVolume, PersistentVolumeClaim, Pod, PodAffinityTerm,
 };
-use k8s_openapi::api::storage::v1::{CSINode, StorageClass};
+use k8s_openapi::api::storage::v1::{CSIDriver, CSINode, StorageClass};
 
 use super::labels::{Labels, Selector};
 use super::resources::{Resource, pod_requests};
@@ -377,6 +377,10 @@ pub struct VolumeIndex {
     pub volumes: HashMap<String, Arc<PersistentVolume>>,
     pub storage_classes: HashMap<String, Arc<StorageClass>>,
     pub csi_nodes: HashMap<String, Arc<CSINode>>,
+    pub csi_drivers: HashMap<String, Arc<CSIDriver>>,
+    /// Node → VolumeAttachment name → (attacher, PV name), for attachments
+    /// that name both (upstream's VolumeAttachment index by node).
+    pub attachments: HashMap<String, HashMap<String, (String, String)>>,
 }
 
 /// An immutable picture of the cluster for one scheduling cycle.

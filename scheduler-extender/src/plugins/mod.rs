@@ -10,6 +10,7 @@ use crate::framework::Plugin;
 pub mod image_locality;
 pub mod inter_pod_affinity;
 pub mod node_affinity;
+pub mod node_declared_features;
 pub mod node_name;
 pub mod node_ports;
 pub mod node_resources;
@@ -46,6 +47,7 @@ pub fn registry() -> Vec<(&'static str, Factory)> {
         (node_volume_limits::NAME, node_volume_limits::new),
         (volume_zone::NAME, volume_zone::new),
         (volume_binding::NAME, volume_binding::new),
+        (node_declared_features::NAME, node_declared_features::new),
     ]
 }
 

@@ -1,11 +1,13 @@
 //! NodeVolumeLimits (upstream's CSILimits): the distinct CSI volumes used on a
-//! node, per driver, may not exceed what the node's CSINode says the driver
-//! can attach (`spec.drivers[].allocatable.count`).
+//! node, per driver — by its pods and by VolumeAttachments still on it — may
+//! not exceed what the node's CSINode says the driver can attach
+//! (`spec.drivers[].allocatable.count`); and a driver whose CSIDriver sets
+//! `preventPodSchedulingIfMissing` must be installed on the node (listed in
+//! its CSINode), upstream's VolumeLimitScaling (beta, on, in v1.37).
 //!
 //! Not modelled: in-tree volumes (inline or PV) that upstream counts after
 //! translating them to their CSI driver when the node has migrated that
-//! plugin, and VolumeAttachment objects still attached to the node; neither
-//! is in the snapshot.
+//! plugin.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -158,6 +160,18 @@ impl CsiLimits {
     }
 }
 
+/// Whether `driver` may be used on the node: drivers without a CSIDriver
+/// object, or without `preventPodSchedulingIfMissing`, always may (they might
+/// not be CSI drivers at all); the others only where the CSINode lists them.
+fn driver_installed(index: &VolumeIndex, driver: &str, csi_node: Option<&Arc<CSINode>>) -> bool {
+    let opted_in = index
+        .csi_drivers
+        .get(driver)
+        .and_then(|d| d.spec.prevent_pod_scheduling_if_missing)
+        .unwrap_or(false);
+    !opted_in || csi_node.is_some_and(|n| n.spec.drivers.iter().any(|d| d.name == driver))
+}
+
 /// Driver → attachable count, from the node's CSINode.
 fn volume_limits(csi_node: Option<&Arc<CSINode>>) -> HashMap<&str, i64> {
     csi_node
@@ -207,7 +221,15 @@ impl FilterPlugin for CsiLimits {
         if new_volumes.is_empty() {
             return Status::success();
         }
-        let limits = volume_limits(index.csi_nodes.get(&node.name));
+        let csi_node = index.csi_nodes.get(&node.name);
+        for driver in new_volumes.values() {
+            if !driver_installed(index, driver, csi_node) {
+                return Status::unschedulable(format!(
+                    "{driver} CSI driver is not installed on the node"
+                ));
+            }
+        }
+        let limits = volume_limits(csi_node);
         if limits.is_empty() {
             return Status::success();
         }
@@ -222,6 +244,25 @@ impl FilterPlugin for CsiLimits {
             // A volume already on the node costs nothing more.
             new_volumes.remove(unique);
             *attached_count.entry(driver.as_str()).or_default() += 1;
+        }
+        // Attachments not already counted through a pod on the node.
+        for (attacher, pv_name) in index
+            .attachments
+            .get(&node.name)
+            .into_iter()
+            .flatten()
+            .map(|(_, v)| v)
+        {
+            let Some(csi) = index
+                .volumes
+                .get(pv_name)
+                .and_then(|pv| pv.spec.as_ref()?.csi.as_ref())
+            else {
+                continue;
+            };
+            if !attached.contains_key(&format!("{attacher}/{}", csi.volume_handle)) {
+                *attached_count.entry(attacher.as_str()).or_default() += 1;
+            }
         }
         let mut new_count: HashMap<&str, i64> = HashMap::new();
         for driver in new_volumes.values() {
@@ -331,6 +372,89 @@ mod tests {
 
     fn ebs(i: usize) -> String {
         format!("{EBS}-{i}")
+    }
+
+    fn csi_driver(
+        name: &str,
+        prevent: Option<bool>,
+    ) -> Arc<k8s_openapi::api::storage::v1::CSIDriver> {
+        Arc::new(
+            serde_json::from_value(json!({
+                "metadata": {"name": name},
+                "spec": {"preventPodSchedulingIfMissing": prevent},
+            }))
+            .unwrap(),
+        )
+    }
+
+    fn filter_status(index: VolumeIndex, new: &[&str], existing: &[&[&str]]) -> Status {
+        run(index, new, existing).1.unwrap()
+    }
+
+    #[test]
+    fn a_driver_that_opts_in_must_be_installed_on_the_node() {
+        let missing = format!("{EBS} CSI driver is not installed on the node");
+        for (prevent, node_drivers, fits) in [
+            (Some(true), vec![(GCE, None)], false),
+            (Some(true), vec![(EBS, None)], true),
+            (Some(false), vec![(GCE, None)], true),
+            (None, vec![(GCE, None)], true),
+        ] {
+            let mut index = storage(&node_drivers);
+            index
+                .csi_drivers
+                .insert(EBS.into(), csi_driver(EBS, prevent));
+            let status = filter_status(index, &[&ebs(0)], &[]);
+            if fits {
+                assert!(
+                    status.is_success(),
+                    "{prevent:?} {node_drivers:?}: {status:?}"
+                );
+            } else {
+                assert_eq!(status.code, Code::Unschedulable);
+                assert_eq!(status.message(), missing);
+            }
+        }
+        // No CSINode at all: not installed.
+        let mut index = storage(&[]);
+        index.csi_nodes.clear();
+        index
+            .csi_drivers
+            .insert(EBS.into(), csi_driver(EBS, Some(true)));
+        assert_eq!(filter_status(index, &[&ebs(0)], &[]).message(), missing);
+        // A driver with no CSIDriver object may not be CSI at all: allowed.
+        assert!(filter_status(storage(&[(GCE, None)]), &[&ebs(0)], &[]).is_success());
+    }
+
+    #[test]
+    fn volume_attachments_on_the_node_count_once() {
+        let attach = |index: &mut VolumeIndex, va: &str, pv: &str| {
+            index
+                .attachments
+                .entry("node-1".into())
+                .or_default()
+                .insert(va.into(), (EBS.into(), pv.into()));
+        };
+        // Limit 2: one attachment left behind by a pod that is gone, plus
+        // two new volumes, is one too many.
+        let mut index = storage(&[(EBS, Some(2))]);
+        attach(&mut index, "va-0", &format!("pv-{}", ebs(0)));
+        let status = filter_status(index, &[&ebs(1), &ebs(2)], &[]);
+        assert_eq!(status.message(), ERR_REASON_MAX_VOLUME_COUNT_EXCEEDED);
+        // The attachment of a volume a placed pod uses is that pod's volume.
+        let mut index = storage(&[(EBS, Some(2))]);
+        attach(&mut index, "va-0", &format!("pv-{}", ebs(0)));
+        assert!(filter_status(index, &[&ebs(1)], &[&[&ebs(0)]]).is_success());
+        // The new pod's own volume, already attached, costs nothing more...
+        // but still counts as attached: 1 attached + 1 new of 2 fits.
+        let mut index = storage(&[(EBS, Some(2))]);
+        attach(&mut index, "va-0", &format!("pv-{}", ebs(0)));
+        assert!(filter_status(index, &[&ebs(1)], &[]).is_success());
+        // An attachment whose PV is not CSI (or unknown) counts for nothing.
+        let mut index = storage(&[(EBS, Some(1))]);
+        attach(&mut index, "va-x", "pv-local");
+        attach(&mut index, "va-y", "pv-unknown");
+        assert!(filter_status(index, &[&ebs(1)], &[]).is_success());
     }
 
     #[test]

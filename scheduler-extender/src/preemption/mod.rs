@@ -12,6 +12,7 @@ use std::collections::{BTreeMap, HashSet};
 use rayon::prelude::*;
 use serde::Deserialize;
 
+use crate::extender_client::{Extenders, VictimSet};
 use crate::framework::{Code, CycleState, PodInfo, Snapshot, Status};
 use crate::profile::Profile;
 use crate::scheduling::{Diagnosis, FitError, Nominated};
@@ -122,6 +123,8 @@ pub struct Cycle<'a> {
     pub own_nomination: Option<&'a str>,
     /// Victims deleted by this scheduler that the cache still shows alive.
     pub evicting: &'a HashSet<String>,
+    /// Preempting extenders narrow the candidates before one is picked.
+    pub extenders: &'a Extenders,
 }
 
 /// Runs the preemption decision for a pod that failed with `fit`.
@@ -140,6 +143,7 @@ pub fn preempt(
         nominated,
         own_nomination,
         evicting,
+        extenders,
     } = *cycle;
     if let Err(msg) = eligible(pod, snapshot, own_nomination, evicting) {
         return Outcome::NotHelpful(msg);
@@ -204,6 +208,11 @@ pub fn preempt(
             break;
         }
     }
+    let found = match ask_extenders(extenders, pod, snapshot, found) {
+        Ok(found) => found,
+        // Upstream's PostFilter fails with the extender's error as its message.
+        Err(msg) => return Outcome::NotHelpful(msg),
+    };
     let non_violating: Vec<Candidate> = found
         .iter()
         .filter(|c| c.num_pdb_violations == 0)
@@ -218,6 +227,45 @@ pub fn preempt(
         Some(i) => Outcome::Preempt(pool[i].clone()),
         None => Outcome::NotHelpful(no_candidates_message(snapshot.nodes.len(), statuses)),
     }
+}
+
+/// Upstream's callExtenders: the preempting extenders interested in the
+/// pod see every candidate and keep those (with the victims) they accept.
+fn ask_extenders(
+    extenders: &Extenders,
+    pod: &PodInfo,
+    snapshot: &Snapshot,
+    found: Vec<Candidate>,
+) -> Result<Vec<Candidate>, String> {
+    if found.is_empty()
+        || !extenders
+            .iter()
+            .any(|e| e.supports_preemption() && e.is_interested(&pod.pod))
+    {
+        return Ok(found);
+    }
+    let candidates = found
+        .into_iter()
+        .map(|c| {
+            let set = VictimSet {
+                pods: c.victims,
+                num_pdb_violations: c.num_pdb_violations,
+            };
+            (c.node, set)
+        })
+        .collect();
+    let lookup = |name: &str| snapshot.get(name).cloned();
+    let narrowed =
+        crate::scheduling::block_on(extenders.process_preemption(&pod.pod, candidates, &lookup))
+            .map_err(|e| e.to_string())?;
+    Ok(narrowed
+        .into_iter()
+        .map(|(node, set)| Candidate {
+            node,
+            victims: set.pods,
+            num_pdb_violations: set.num_pdb_violations,
+        })
+        .collect())
 }
 
 fn no_candidates_message(num_all_nodes: usize, statuses: BTreeMap<String, Status>) -> String {
