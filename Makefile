@@ -133,9 +133,13 @@ BENCH_CONTROLLERS_ARGS ?=
 BENCH_WRITE_COSTS_ARGS ?=
 BENCH_PROXY_ARGS ?=
 BENCH_BINDER_ARGS ?=
+## BENCH_SCALE_ARGS: the scheduler's scale run (10000 kwok nodes, 100000 pods, understudy
+## only), whose CPU per pod by tenth of the pods shows whether its cost grows with the cluster.
+BENCH_SCALE_ARGS ?=
 bench: deps toolchain
 	$(CARGO) build --release --workspace --bins
 	target/release/understudy-bench scheduler $(BENCH_ARGS)
+	target/release/understudy-bench scheduler --nodes 10000 --existing 0 --pods 100000 --only understudy $(BENCH_SCALE_ARGS)
 	target/release/understudy-bench preemption $(BENCH_PREEMPTION_ARGS)
 	target/release/understudy-bench controllers $(BENCH_CONTROLLERS_ARGS)
 	target/release/understudy-bench binder $(BENCH_BINDER_ARGS)

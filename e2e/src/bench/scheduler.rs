@@ -100,6 +100,12 @@ pub struct VariantResult {
     pub total_seconds: f64,
     pub p50_attempt_seconds: Option<f64>,
     pub p99_attempt_seconds: Option<f64>,
+    /// `scheduler_scheduling_algorithm_duration_seconds` p99: the decision
+    /// alone (filters, scores, preemption), without the bind.
+    pub p99_algorithm_seconds: Option<f64>,
+    /// CPU ms per bound pod in each tenth of the measured pods (empty
+    /// without a process to measure).
+    pub cpu_ms_per_pod_by_decile: Vec<f64>,
     pub usage: Option<ProcUsage>,
     /// Preemption workload: existing pods evicted.
     pub victims: Option<usize>,
@@ -487,11 +493,33 @@ async fn run_variant(
     let started = Instant::now();
     let running = start(variant, state, opts, &ns, nodes, "measured").await?;
     eprintln!("bench: {}: scheduling", variant.label());
-    wait::until("all measured pods bound", Duration::from_secs(3600), || {
-        let times = times.clone();
-        async move { Ok((times.lock().expect("times lock").len() >= opts.measured).then_some(())) }
-    })
-    .await?;
+    // The scheduler's CPU each time another tenth of the pods is bound: a
+    // scheduler whose per-pod cost grows with what it has placed shows it
+    // here (the scale run's flatness check).
+    let mut deciles: Vec<(usize, f64)> = vec![(0, running.usage().map_or(0.0, |u| u.cpu_seconds))];
+    let deadline = Instant::now() + Duration::from_secs(3600);
+    let mut sample = tokio::time::interval(Duration::from_millis(100));
+    loop {
+        sample.tick().await;
+        let bound = times.lock().expect("times lock").len();
+        let next = opts.measured * deciles.len() / 10;
+        if bound >= next.max(1)
+            && deciles.len() <= 10
+            && let Some(u) = running.usage()
+        {
+            deciles.push((bound, u.cpu_seconds));
+        }
+        if bound >= opts.measured {
+            break;
+        }
+        if Instant::now() > deadline {
+            anyhow::bail!(
+                "{}: {bound} of {} measured pods bound after an hour",
+                variant.label(),
+                opts.measured
+            );
+        }
+    }
     let metrics = running.metrics().await;
     let usage = running.usage();
     running.stop();
@@ -540,16 +568,22 @@ async fn run_variant(
     let first = *times.iter().min().expect("binds recorded");
     let last = *times.iter().max().expect("binds recorded");
     let span = last.duration_since(first).as_secs_f64().max(1e-3);
-    let (p50, p99) = match &metrics {
+    let (p50, p99, algorithm_p99) = match &metrics {
         Some(text) => {
             let b = promtext::buckets(
                 text,
                 "scheduler_scheduling_attempt_duration_seconds",
                 &["result=\"scheduled\""],
             );
-            (promtext::quantile(0.5, &b), promtext::quantile(0.99, &b))
+            let algorithm =
+                promtext::buckets(text, "scheduler_scheduling_algorithm_duration_seconds", &[]);
+            (
+                promtext::quantile(0.5, &b),
+                promtext::quantile(0.99, &b),
+                promtext::quantile(0.99, &algorithm),
+            )
         }
-        None => (None, None),
+        None => (None, None, None),
     };
     // SchedulingBasic: the pace between the first and last bind. Preemption:
     // every pod waits for its victims, so what counts is the time until all
@@ -565,6 +599,8 @@ async fn run_variant(
         total_seconds: last.duration_since(started).as_secs_f64(),
         p50_attempt_seconds: p50,
         p99_attempt_seconds: p99,
+        p99_algorithm_seconds: algorithm_p99,
+        cpu_ms_per_pod_by_decile: per_decile(&deciles),
         usage,
         victims,
     };
@@ -591,6 +627,15 @@ pub async fn run(
     Ok(results)
 }
 
+/// CPU ms per pod between successive samples of (pods bound, CPU seconds).
+fn per_decile(samples: &[(usize, f64)]) -> Vec<f64> {
+    samples
+        .windows(2)
+        .filter(|w| w[1].0 > w[0].0)
+        .map(|w| (w[1].1 - w[0].1) * 1000.0 / (w[1].0 - w[0].0) as f64)
+        .collect()
+}
+
 fn fmt_ms(v: Option<f64>) -> String {
     v.map(|s| format!("{:.1} ms", s * 1000.0))
         .unwrap_or_else(|| "–".into())
@@ -614,7 +659,7 @@ pub fn report(results: &[(Variant, VariantResult)], nodes: usize, opts: &Options
     };
     let mut out = format!(
         "{name}: {nodes} nodes, {} existing pods, {} measured pods, client QPS/burst {}, {}\n\n\
-         | scheduler | pods/s | time to all bound | attempt p50 | attempt p99 | CPU s | CPU ms/pod | peak RSS | victims |\n|---|---|---|---|---|---|---|---|---|\n",
+         | scheduler | pods/s | time to all bound | attempt p50 | attempt p99 | algorithm p99 | CPU s | CPU ms/pod | peak RSS | victims |\n|---|---|---|---|---|---|---|---|---|---|\n",
         opts.existing,
         opts.measured,
         opts.qps,
@@ -634,12 +679,13 @@ pub fn report(results: &[(Variant, VariantResult)], nodes: usize, opts: &Options
             None => ("–".into(), "–".into(), "–".into()),
         };
         out.push_str(&format!(
-            "| {} | {:.0} | {:.1} s | {} | {} | {cpu} | {per_pod} | {rss} | {} |\n",
+            "| {} | {:.0} | {:.1} s | {} | {} | {} | {cpu} | {per_pod} | {rss} | {} |\n",
             v.label(),
             r.pods_per_second,
             r.total_seconds,
             fmt_ms(r.p50_attempt_seconds),
             fmt_ms(r.p99_attempt_seconds),
+            fmt_ms(r.p99_algorithm_seconds),
             r.victims
                 .map(|v| v.to_string())
                 .unwrap_or_else(|| "–".into()),
@@ -650,6 +696,9 @@ pub fn report(results: &[(Variant, VariantResult)], nodes: usize, opts: &Options
             "\nunderstudy / kube-scheduler: throughput {:.2}×",
             o.pods_per_second / u.pods_per_second
         ));
+        if let (Some(oa), Some(ua)) = (o.p99_algorithm_seconds, u.p99_algorithm_seconds) {
+            out.push_str(&format!(", algorithm p99 {:.2}× (target ≤ 0.20×)", oa / ua));
+        }
         if let (Some(ou), Some(uu)) = (o.usage, u.usage) {
             out.push_str(&format!(
                 ", CPU seconds {:.2}×, peak RSS {:.2}×",
@@ -658,6 +707,20 @@ pub fn report(results: &[(Variant, VariantResult)], nodes: usize, opts: &Options
             ));
         }
         out.push('\n');
+    }
+    for (v, r) in results {
+        let d = &r.cpu_ms_per_pod_by_decile;
+        if let (Some(first), Some(last)) = (d.first(), d.last())
+            && d.len() > 1
+        {
+            let shown: Vec<String> = d.iter().map(|x| format!("{x:.2}")).collect();
+            out.push_str(&format!(
+                "{}: CPU ms/pod by tenth of the pods: [{}]; last/first {:.2}×\n",
+                v.label(),
+                shown.join(", "),
+                last / first
+            ));
+        }
     }
     for (variant, what) in [
         (Variant::Null, "bind ceiling"),
@@ -676,4 +739,17 @@ pub fn report(results: &[(Variant, VariantResult)], nodes: usize, opts: &Options
 /// Where benchmark clusters keep their state.
 pub fn state_dir() -> PathBuf {
     std::env::temp_dir().join("understudy-bench")
+}
+
+#[cfg(test)]
+mod decile_tests {
+    use super::per_decile;
+
+    #[test]
+    fn per_decile_cost_is_cpu_between_samples_over_pods_between_them() {
+        let d = per_decile(&[(0, 1.0), (100, 1.5), (200, 2.0), (200, 2.5), (300, 3.1)]);
+        assert_eq!(d.len(), 3);
+        assert!((d[0] - 5.0).abs() < 1e-9 && (d[1] - 5.0).abs() < 1e-9);
+        assert!((d[2] - 6.0).abs() < 1e-9, "{d:?}");
+    }
 }
