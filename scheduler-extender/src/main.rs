@@ -71,6 +71,12 @@ struct Args {
     #[arg(long, requires = "extender_tls_cert_file")]
     extender_tls_private_key_file: Option<PathBuf>,
 
+    /// Largest extender request body in bytes; a larger one gets 413. 0 (the
+    /// default) means 16 MiB plus 32 KiB per node in the scheduler's cache,
+    /// enough for kube-scheduler's full Node objects of every node.
+    #[arg(long, default_value_t = 0)]
+    extender_max_request_bytes: usize,
+
     #[command(flatten)]
     common: CommonArgs,
 }
@@ -151,6 +157,13 @@ fn main() -> ExitCode {
         ctx.health.set("informers-synced", true);
         tracing::info!(profiles = ?scheduler.profiles.keys().collect::<Vec<_>>(), "caches synced; scheduling");
         let runner = tokio::spawn(scheduler.clone().run());
+        let extender_limits = extender::Limits {
+            body: match args.extender_max_request_bytes {
+                0 => extender::DEFAULT_BODY_LIMIT,
+                bytes => extender::BodyLimit::Fixed(bytes),
+            },
+            ..Default::default()
+        };
         let extender_server = extender_listener.map(|listener| {
             let addr = listener.local_addr().ok();
             tracing::info!(
@@ -161,7 +174,7 @@ fn main() -> ExitCode {
             let backend = Arc::new(extender::SchedulerBackend::new(scheduler.clone()));
             tokio::spawn(extender::serve(
                 listener,
-                extender::router(backend),
+                extender::router_with_limits(backend, extender_limits),
                 extender_tls,
                 ctx.shutdown.clone(),
             ))
