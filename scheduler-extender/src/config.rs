@@ -30,7 +30,11 @@ fn invalid(msg: impl Into<String>) -> ConfigError {
 }
 
 #[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(
+    rename_all = "camelCase",
+    deny_unknown_fields,
+    expecting = "a KubeSchedulerConfiguration (a mapping of its fields)"
+)]
 struct RawConfig {
     api_version: Option<String>,
     kind: Option<String>,
@@ -48,7 +52,11 @@ struct RawConfig {
 }
 
 #[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(
+    rename_all = "camelCase",
+    deny_unknown_fields,
+    expecting = "a mapping of leaderElection fields"
+)]
 struct RawLeaderElection {
     leader_elect: Option<bool>,
     lease_duration: Option<String>,
@@ -60,7 +68,11 @@ struct RawLeaderElection {
 }
 
 #[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(
+    rename_all = "camelCase",
+    deny_unknown_fields,
+    expecting = "a mapping of clientConnection fields"
+)]
 struct RawClientConnection {
     kubeconfig: Option<String>,
     accept_content_types: Option<String>,
@@ -70,7 +82,11 @@ struct RawClientConnection {
 }
 
 #[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(
+    rename_all = "camelCase",
+    deny_unknown_fields,
+    expecting = "a profile (a mapping of its fields)"
+)]
 struct RawProfile {
     scheduler_name: Option<String>,
     percentage_of_nodes_to_score: Option<i32>,
@@ -79,7 +95,11 @@ struct RawProfile {
 }
 
 #[derive(Debug, Default, Deserialize, Clone)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(
+    rename_all = "camelCase",
+    deny_unknown_fields,
+    expecting = "a mapping of extension points to plugin sets"
+)]
 pub struct RawPlugins {
     pub pre_enqueue: Option<PluginSet>,
     pub queue_sort: Option<PluginSet>,
@@ -97,7 +117,11 @@ pub struct RawPlugins {
 }
 
 #[derive(Debug, Default, Deserialize, Clone)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(
+    rename_all = "camelCase",
+    deny_unknown_fields,
+    expecting = "a plugin set ({enabled, disabled})"
+)]
 pub struct PluginSet {
     #[serde(default)]
     pub enabled: Vec<PluginRef>,
@@ -106,14 +130,22 @@ pub struct PluginSet {
 }
 
 #[derive(Debug, Default, Deserialize, Clone, PartialEq, Eq)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(
+    rename_all = "camelCase",
+    deny_unknown_fields,
+    expecting = "a plugin ({name, weight})"
+)]
 pub struct PluginRef {
     pub name: String,
     pub weight: Option<i32>,
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(
+    rename_all = "camelCase",
+    deny_unknown_fields,
+    expecting = "a pluginConfig entry ({name, args})"
+)]
 struct RawPluginConfig {
     name: String,
     args: Option<Value>,
@@ -405,6 +437,76 @@ profiles:
         ] {
             let err = SchedulerConfig::parse(text).unwrap_err().to_string();
             assert!(err.contains(needle), "{text}: {err}");
+        }
+    }
+
+    /// Upstream decodes the file strictly: an unknown or wrongly typed field
+    /// is one error naming it by its path. Ours name the path the same way,
+    /// inside plugin args too.
+    #[test]
+    fn unknown_and_wrongly_typed_fields_are_named_by_path() {
+        for (text, want) in [
+            (
+                "profiles: [{schedulerName: a, plugins: {score: {enabled: [{name: X, weigth: 3}]}}}]",
+                "profiles[0].plugins.score.enabled[0]: unknown field `weigth`",
+            ),
+            (
+                "parallelism: abc",
+                "parallelism: invalid type: string \"abc\", expected i32",
+            ),
+            (
+                "leaderElection: {leaderElect: sometimes}",
+                "leaderElection.leaderElect: invalid type: string \"sometimes\", expected a boolean",
+            ),
+            (
+                "clientConnection: {qps: fast}",
+                "clientConnection.qps: invalid type",
+            ),
+            (
+                "profiles: [{schedulerName: a}, {schedulerName: b, percentageOfNodesToScore: [1]}]",
+                "profiles[1].percentageOfNodesToScore: invalid type: sequence",
+            ),
+            (
+                "percentageOfNodesToScore: 1e99",
+                "percentageOfNodesToScore: invalid type: floating point",
+            ),
+            (
+                "- a\n- b",
+                "expected a KubeSchedulerConfiguration (a mapping of its fields)",
+            ),
+            (
+                "leaderElection: 5",
+                "leaderElection: invalid type: integer `5`, expected a mapping of leaderElection fields",
+            ),
+            ("Parallelism: 4", "unknown field `Parallelism`"),
+            ("parallelism: 4\nparallelism: 5", "duplicate"),
+        ] {
+            let err = SchedulerConfig::parse(text).unwrap_err().to_string();
+            assert!(err.contains(want), "{text}:\n{err}\nwants: {want}");
+        }
+    }
+
+    #[test]
+    fn plugin_args_errors_name_the_field_inside_args() {
+        for (text, want) in [
+            (
+                "profiles: [{schedulerName: b, pluginConfig: [{name: NodeResourcesFit, args: {scoringStrategy: {type: MostAllocated, bogus: 1}}}]}]",
+                "profile \"b\": pluginConfig[NodeResourcesFit].args.scoringStrategy.bogus: unknown field `bogus`",
+            ),
+            (
+                "profiles: [{pluginConfig: [{name: PodTopologySpread, args: {defaultConstraints: [{maxSkew: x}]}}]}]",
+                "pluginConfig[PodTopologySpread].args.defaultConstraints[0].maxSkew: invalid type: string \"x\"",
+            ),
+            (
+                "profiles: [{pluginConfig: [{name: InterPodAffinity, args: 5}]}]",
+                "pluginConfig[InterPodAffinity].args: invalid type: integer `5`",
+            ),
+        ] {
+            let config = SchedulerConfig::parse(text).unwrap();
+            let err = crate::profile::Profile::from_config(&config.profiles[0])
+                .err()
+                .unwrap_or_else(|| panic!("{text} was accepted"));
+            assert!(err.contains(want), "{text}:\n{err}\nwants: {want}");
         }
     }
 }

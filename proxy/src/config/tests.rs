@@ -438,3 +438,59 @@ fn only_what_upstream_checks_is_checked() {
         }
     }
 }
+
+/// Upstream decodes the file strictly: an unknown or wrongly typed field is
+/// one error naming it by its path. Ours name the path the same way.
+#[test]
+fn wrongly_typed_fields_are_named_by_path() {
+    for (body, want) in [
+        (
+            "iptables: {masqueradeBit: abc}",
+            "iptables.masqueradeBit: invalid type: string \"abc\", expected i32",
+        ),
+        (
+            "conntrack: {maxPerCore: 99999999999}",
+            "conntrack.maxPerCore: invalid value: integer `99999999999`, expected i32",
+        ),
+        (
+            "ipvs: {scheduler: [rr]}",
+            "ipvs.scheduler: invalid type: sequence, expected a string",
+        ),
+        (
+            "nodePortAddresses: 10.0.0.0/8",
+            "nodePortAddresses: invalid type: string \"10.0.0.0/8\", expected a sequence",
+        ),
+        (
+            "clientConnection: {burst: 1.5}",
+            "clientConnection.burst: invalid type: floating point `1.5`, expected i32",
+        ),
+        (
+            "iptables: 5",
+            "iptables: invalid type: integer `5`, expected a mapping of iptables fields",
+        ),
+        (
+            "detectLocal: {bridgeInterface: br0, interfaceNamePrefx: veth}",
+            "detectLocal: unknown field `interfaceNamePrefx`",
+        ),
+        (
+            "conntrack: {tcpBeLiberal: maybe}",
+            "conntrack.tcpBeLiberal: maybe is not a boolean",
+        ),
+        (
+            "iptables: {syncPeriod: 10}",
+            "iptables.syncPeriod: invalid duration \"10\"",
+        ),
+        ("Mode: ipvs", "unknown field `Mode`"),
+        ("mode: ipvs\nmode: nftables", "duplicate"),
+    ] {
+        let err = error_text(body);
+        assert!(err.contains(want), "{body}:\n{err}\nwants: {want}");
+    }
+    let err = KubeProxyConfiguration::parse("- a\n- b")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("expected a KubeProxyConfiguration (a mapping of its fields)"),
+        "{err}"
+    );
+}

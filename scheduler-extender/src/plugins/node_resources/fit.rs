@@ -299,10 +299,7 @@ impl Fit {
         let args = args.defaulted();
         let errors = args.validate();
         if !errors.is_empty() {
-            return Err(format!(
-                "pluginConfig args of {NAME}: {}",
-                errors.join("; ")
-            ));
+            return Err(format!("pluginConfig[{NAME}].args: {}", errors.join("; ")));
         }
         let strategy_args = args.scoring_strategy.unwrap_or_default();
         let strategy = match strategy_args.type_.as_str() {
