@@ -509,4 +509,177 @@ profiles:
             assert!(err.contains(want), "{text}:\n{err}\nwants: {want}");
         }
     }
+
+    /// Fuzzing: whatever the text — random, a random YAML tree of the
+    /// configuration's own field names, or a damaged valid file — parsing
+    /// and building the profiles end in Ok or an error, never a panic.
+    mod fuzz {
+        use super::*;
+        use proptest::prelude::*;
+        use proptest::test_runner::{Config, TestRunner};
+
+        const VALID: &str = r#"
+apiVersion: kubescheduler.config.k8s.io/v1
+kind: KubeSchedulerConfiguration
+parallelism: 4
+percentageOfNodesToScore: 30
+podInitialBackoffSeconds: 1
+podMaxBackoffSeconds: 10
+clientConnection: {qps: 500, burst: 1000}
+leaderElection: {leaderElect: true, resourceNamespace: understudy, leaseDuration: 4s}
+profiles:
+- schedulerName: understudy-scheduler
+  plugins:
+    multiPoint: {enabled: [{name: NodeResourcesFit, weight: 2}]}
+    score:
+      disabled: [{name: "*"}]
+      enabled: [{name: NodeResourcesFit, weight: 5}, {name: ImageLocality}]
+  pluginConfig:
+  - name: NodeResourcesFit
+    args: {scoringStrategy: {type: RequestedToCapacityRatio, resources: [{name: cpu, weight: 1}],
+      requestedToCapacityRatio: {shape: [{utilization: 0, score: 0}, {utilization: 100, score: 10}]}}}
+  - name: PodTopologySpread
+    args: {defaultingType: List, defaultConstraints: [{maxSkew: 1, topologyKey: zone, whenUnsatisfiable: ScheduleAnyway}]}
+  - name: InterPodAffinity
+    args: {hardPodAffinityWeight: 1}
+  - name: DefaultPreemption
+    args: {minCandidateNodesPercentage: 10, minCandidateNodesAbsolute: 100}
+- schedulerName: packer
+  percentageOfNodesToScore: 0
+"#;
+
+        const KEYS: &[&str] = &[
+            "apiVersion",
+            "kind",
+            "parallelism",
+            "percentageOfNodesToScore",
+            "podInitialBackoffSeconds",
+            "podMaxBackoffSeconds",
+            "leaderElection",
+            "leaderElect",
+            "leaseDuration",
+            "resourceLock",
+            "clientConnection",
+            "qps",
+            "burst",
+            "profiles",
+            "schedulerName",
+            "plugins",
+            "score",
+            "filter",
+            "multiPoint",
+            "enabled",
+            "disabled",
+            "name",
+            "weight",
+            "pluginConfig",
+            "args",
+            "scoringStrategy",
+            "type",
+            "resources",
+            "shape",
+            "utilization",
+            "defaultConstraints",
+            "maxSkew",
+            "topologyKey",
+            "hardPodAffinityWeight",
+            "minCandidateNodesPercentage",
+            "extenders",
+        ];
+
+        fn yaml_tree() -> impl Strategy<Value = serde_json::Value> {
+            use serde_json::{Value, json};
+            let leaf = prop_oneof![
+                Just(Value::Null),
+                any::<bool>().prop_map(Value::Bool),
+                any::<i64>().prop_map(|n| json!(n)),
+                any::<f64>().prop_map(|f| json!(f)),
+                prop::sample::select(
+                    &[
+                        "NodeResourcesFit",
+                        "PodTopologySpread",
+                        "*",
+                        "MostAllocated",
+                        "15s",
+                        "-1",
+                        "",
+                        "kubescheduler.config.k8s.io/v1",
+                        "KubeSchedulerConfiguration"
+                    ][..]
+                )
+                .prop_map(|s| json!(s)),
+                any::<String>().prop_map(Value::String),
+            ];
+            leaf.prop_recursive(5, 48, 5, |inner| {
+                prop_oneof![
+                    prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                    prop::collection::btree_map(
+                        prop::sample::select(KEYS).prop_map(str::to_string),
+                        inner,
+                        0..5
+                    )
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+                ]
+            })
+        }
+
+        fn damaged(text: &'static str) -> impl Strategy<Value = String> {
+            let len = text.len();
+            prop::collection::vec((0..4u8, 0..len, any::<char>()), 1..5).prop_map(move |edits| {
+                let mut t: Vec<char> = text.chars().collect();
+                for (op, i, ch) in edits {
+                    if t.is_empty() {
+                        break;
+                    }
+                    let i = i % t.len();
+                    match op {
+                        0 => t.truncate(i),
+                        1 => t[i] = ch,
+                        2 => t.insert(i, ch),
+                        _ => {
+                            t.remove(i);
+                        }
+                    }
+                }
+                t.into_iter().collect()
+            })
+        }
+
+        #[test]
+        fn any_text_gives_ok_or_an_error_never_a_panic() {
+            let cases = std::env::var("PROPTEST_CASES")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(1000);
+            let mut config = Config::with_cases(cases);
+            config.failure_persistence = None;
+            config.max_shrink_iters = 2000;
+            let texts = prop_oneof![
+                2 => damaged(VALID),
+                2 => yaml_tree().prop_map(|v| serde_yaml::to_string(&v).unwrap()),
+                1 => any::<String>(),
+            ];
+            let (ok, err) = (std::cell::Cell::new(0), std::cell::Cell::new(0));
+            TestRunner::new(config)
+                .run(&texts, |text| {
+                    match SchedulerConfig::parse(&text) {
+                        Ok(c) => {
+                            ok.set(ok.get() + 1);
+                            for p in &c.profiles {
+                                let _ = crate::profile::Profile::from_config(p);
+                            }
+                        }
+                        Err(e) => {
+                            err.set(err.get() + 1);
+                            prop_assert!(!e.to_string().is_empty());
+                        }
+                    }
+                    Ok(())
+                })
+                .unwrap();
+            // The valid file parses, and both outcomes occur.
+            assert!(SchedulerConfig::parse(VALID).is_ok());
+            assert!(ok.get() > 0 && err.get() > 0, "ok {ok:?}, err {err:?}");
+        }
+    }
 }

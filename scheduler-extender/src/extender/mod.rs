@@ -12,6 +12,8 @@
 
 pub mod backend;
 pub mod decide;
+#[cfg(test)]
+mod fuzz_tests;
 pub mod server;
 pub mod types;
 pub mod validate;

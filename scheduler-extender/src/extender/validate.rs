@@ -11,6 +11,7 @@ use k8s_openapi::api::core::v1::{Container, ContainerStatus, Pod, ResourceRequir
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
 use crate::framework::PodInfo;
+use crate::framework::labels::Selector;
 use crate::framework::quantity;
 
 use super::types::NodeList;
@@ -66,6 +67,9 @@ pub fn pod_problems(pod: &Pod) -> Vec<String> {
             }
             if c.min_domains.is_some_and(|m| m <= 0) {
                 out.push(&path, "minDomains", "must be greater than 0".into());
+            }
+            if let Err(e) = Selector::from_optional(c.label_selector.as_ref()) {
+                out.push(&path, "labelSelector", e);
             }
         }
     }
@@ -208,7 +212,8 @@ mod tests {
         let got = problems(json!({"spec": {
             "containers": [],
             "topologySpreadConstraints": [
-                {"maxSkew": 0, "topologyKey": "", "whenUnsatisfiable": "Sometimes", "minDomains": 0},
+                {"maxSkew": 0, "topologyKey": "", "whenUnsatisfiable": "Sometimes", "minDomains": 0,
+                 "labelSelector": {"matchExpressions": [{"key": "app", "operator": ""}]}},
             ],
             "affinity": {"podAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
                 {"topologyKey": "zone", "labelSelector": {"matchExpressions": [{"key": "a", "operator": "Near"}]}},
@@ -220,6 +225,7 @@ mod tests {
             "topologySpreadConstraints[0].topologyKey: must not be empty",
             "topologySpreadConstraints[0].whenUnsatisfiable: \"Sometimes\"",
             "topologySpreadConstraints[0].minDomains",
+            "topologySpreadConstraints[0].labelSelector: unknown operator \"\" on \"app\"",
             "Pod.spec.affinity: ",
         ] {
             assert!(joined.contains(needle), "{needle} not in:\n{joined}");

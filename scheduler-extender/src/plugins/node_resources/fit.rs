@@ -217,7 +217,7 @@ pub fn fits_request(
     }
 
     let mut check = |name: &str, reason: String, request: i64, used: i64, capacity: i64| {
-        if request > 0 && request > capacity - used {
+        if request > 0 && request > capacity.saturating_sub(used) {
             out.push(InsufficientResource {
                 resource_name: name.to_string(),
                 reason,
