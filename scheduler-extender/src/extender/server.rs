@@ -5,7 +5,6 @@
 use std::any::Any;
 use std::future::Future;
 use std::io;
-use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
 use std::path::Path;
 use std::sync::Arc;
@@ -18,15 +17,17 @@ use axum::http::{Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures::FutureExt;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
 use serde::Serialize;
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::rustls;
 use tokio_rustls::rustls::pki_types::pem::PemObject;
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use tokio_rustls::server::TlsStream;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use k8s_openapi::api::core::v1::Pod;
 
@@ -451,6 +452,12 @@ pub fn tls_config(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig>, 
     Ok(Arc::new(config))
 }
 
+/// How long a client may take to send a request's headers (hyper's
+/// `header_read_timeout`, also the longest a kept-alive connection idles):
+/// without it a client sending half a request line would hold its connection
+/// for ever. axum's own `serve` sets no timer, so no such timeout.
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Serves `router` on `listener` (over TLS when `tls` is given) until
 /// `shutdown` is cancelled, then lets in-flight requests finish.
 pub async fn serve(
@@ -459,89 +466,83 @@ pub async fn serve(
     tls: Option<Arc<rustls::ServerConfig>>,
     shutdown: CancellationToken,
 ) -> io::Result<()> {
-    let stop = shutdown.cancelled_owned();
-    match tls {
-        None => {
-            axum::serve(listener, router)
-                .with_graceful_shutdown(stop)
-                .await
-        }
-        Some(config) => {
-            axum::serve(TlsListener::new(listener, config)?, router)
-                .with_graceful_shutdown(stop)
-                .await
-        }
-    }
+    serve_with_header_timeout(listener, router, tls, shutdown, HEADER_READ_TIMEOUT).await
 }
 
-/// Hands axum connections whose TLS handshake already finished. Handshakes run
-/// in their own tasks so one slow client never delays accepting the next.
-struct TlsListener {
-    local: SocketAddr,
-    ready: mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)>,
-    acceptor_task: tokio::task::JoinHandle<()>,
-}
-
-impl TlsListener {
-    fn new(listener: TcpListener, config: Arc<rustls::ServerConfig>) -> io::Result<Self> {
-        let local = listener.local_addr()?;
-        let acceptor = TlsAcceptor::from(config);
-        let (tx, ready) = mpsc::channel(64);
-        let acceptor_task = tokio::spawn(async move {
-            loop {
-                let (tcp, peer) = match listener.accept().await {
-                    Ok(conn) => conn,
-                    Err(e) => {
-                        // Usually out of file descriptors: back off, as axum does.
-                        tracing::warn!(error = %e, "extender: accepting a connection failed");
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                        continue;
-                    }
-                };
-                let acceptor = acceptor.clone();
-                let tx = tx.clone();
-                tokio::spawn(async move {
+/// As [`serve`], with another header timeout (tests use a short one).
+pub async fn serve_with_header_timeout(
+    listener: TcpListener,
+    router: Router,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    shutdown: CancellationToken,
+    header_timeout: Duration,
+) -> io::Result<()> {
+    let acceptor = tls.map(TlsAcceptor::from);
+    let connections = TaskTracker::new();
+    loop {
+        let (tcp, peer) = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(conn) => conn,
+                Err(e) => {
+                    // Usually out of file descriptors: back off, as axum does.
+                    tracing::warn!(error = %e, "extender: accepting a connection failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let (router, acceptor, shutdown) = (router.clone(), acceptor.clone(), shutdown.clone());
+        // Each connection (and its TLS handshake) in its own task, so one
+        // slow client never delays the next.
+        connections.spawn(async move {
+            match acceptor {
+                None => serve_connection(tcp, router, shutdown, header_timeout).await,
+                Some(acceptor) => {
                     match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                         Ok(Ok(stream)) => {
-                            let _ = tx.send((stream, peer)).await;
+                            serve_connection(stream, router, shutdown, header_timeout).await
                         }
                         Ok(Err(e)) => {
                             tracing::debug!(%peer, error = %e, "extender: TLS handshake failed")
                         }
                         Err(_) => tracing::debug!(%peer, "extender: TLS handshake timed out"),
                     }
-                });
+                }
             }
         });
-        Ok(Self {
-            local,
-            ready,
-            acceptor_task,
-        })
     }
+    drop(listener);
+    connections.close();
+    connections.wait().await;
+    Ok(())
 }
 
-impl Drop for TlsListener {
-    fn drop(&mut self) {
-        self.acceptor_task.abort();
-    }
-}
-
-impl axum::serve::Listener for TlsListener {
-    type Io = TlsStream<TcpStream>;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        match self.ready.recv().await {
-            Some(conn) => conn,
-            // The accept loop never ends on its own; if it has, no connection
-            // will come again.
-            None => std::future::pending().await,
+/// HTTP/1.1 on one connection until it closes, or until `shutdown`, when the
+/// request in flight (if any) is finished first.
+async fn serve_connection<I>(
+    io: I,
+    router: Router,
+    shutdown: CancellationToken,
+    header_timeout: Duration,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout);
+    let conn = builder.serve_connection(TokioIo::new(io), TowerToHyperService::new(router));
+    tokio::pin!(conn);
+    let result = tokio::select! {
+        result = conn.as_mut() => result,
+        _ = shutdown.cancelled() => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
         }
-    }
-
-    fn local_addr(&self) -> io::Result<Self::Addr> {
-        Ok(self.local)
+    };
+    if let Err(e) = result {
+        tracing::debug!(error = %e, "extender: connection ended with an error");
     }
 }
 
@@ -552,6 +553,7 @@ mod tests {
     use axum::body::Body;
     use futures::StreamExt;
     use serde_json::{Value, json};
+    use std::net::SocketAddr;
     use tower::ServiceExt;
 
     /// Answers from the request alone: every node fits, scores 5, one victim
@@ -953,6 +955,64 @@ mod tests {
     }
 
     // Random and mutated bodies through the real decisions: fuzz_tests.rs.
+
+    /// Clients that stop mid-headers or mid-body over a real socket: the
+    /// connection is answered 408 or closed within the timeouts, and the
+    /// server keeps serving others meanwhile.
+    #[tokio::test]
+    async fn stalled_clients_are_cut_off() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let stop = CancellationToken::new();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let limits = Limits {
+            body: BodyLimit::Fixed(1 << 20),
+            read_timeout: Duration::from_millis(300),
+        };
+        let server = tokio::spawn(serve_with_header_timeout(
+            listener,
+            router_with_limits(Arc::new(Echo), limits),
+            None,
+            stop.clone(),
+            Duration::from_millis(300),
+        ));
+        async fn reply_to(addr: SocketAddr, sent: &[u8]) -> String {
+            let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
+            conn.write_all(sent).await.unwrap();
+            let mut reply = vec![];
+            // The deadline is far above the server's timeouts: reaching it
+            // means the server kept the connection open.
+            tokio::time::timeout(Duration::from_secs(20), conn.read_to_end(&mut reply))
+                .await
+                .expect("the server closed the stalled connection")
+                .unwrap();
+            String::from_utf8_lossy(&reply).into_owned()
+        }
+        let half_headers = reply_to(addr, b"POST /filter HTTP/1.1\r\nHost: x\r\nContent-Le").await;
+        assert!(
+            half_headers.is_empty() || half_headers.starts_with("HTTP/1.1 408"),
+            "{half_headers}"
+        );
+        let half_body = reply_to(
+            addr,
+            b"POST /filter HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{\"Pod\": {",
+        )
+        .await;
+        assert!(half_body.starts_with("HTTP/1.1 408"), "{half_body}");
+        assert!(half_body.contains("did not arrive within"), "{half_body}");
+        // A whole request still works on the same server.
+        let whole = br#"{"Pod": {}, "NodeNames": ["n1"]}"#;
+        let mut request = format!(
+            "POST /filter HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: {}\r\n\r\n",
+            whole.len()
+        )
+        .into_bytes();
+        request.extend_from_slice(whole);
+        let ok = reply_to(addr, &request).await;
+        assert!(ok.starts_with("HTTP/1.1 200"), "{ok}");
+        stop.cancel();
+        server.await.unwrap().unwrap();
+    }
 
     #[tokio::test]
     async fn serves_over_tcp_and_tls() {
