@@ -32,7 +32,11 @@ fn invalid(msg: impl Into<String>) -> ConfigError {
 }
 
 #[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(
+    rename_all = "camelCase",
+    deny_unknown_fields,
+    expecting = "a KubeSchedulerConfiguration (a mapping of its fields)"
+)]
 struct RawConfig {
     api_version: Option<String>,
     kind: Option<String>,
@@ -50,7 +54,11 @@ struct RawConfig {
 }
 
 #[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(
+    rename_all = "camelCase",
+    deny_unknown_fields,
+    expecting = "a mapping of leaderElection fields"
+)]
 struct RawLeaderElection {
     leader_elect: Option<bool>,
     lease_duration: Option<String>,
@@ -62,7 +70,11 @@ struct RawLeaderElection {
 }
 
 #[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(
+    rename_all = "camelCase",
+    deny_unknown_fields,
+    expecting = "a mapping of clientConnection fields"
+)]
 struct RawClientConnection {
     kubeconfig: Option<String>,
     accept_content_types: Option<String>,
@@ -72,7 +84,11 @@ struct RawClientConnection {
 }
 
 #[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(
+    rename_all = "camelCase",
+    deny_unknown_fields,
+    expecting = "a profile (a mapping of its fields)"
+)]
 struct RawProfile {
     scheduler_name: Option<String>,
     percentage_of_nodes_to_score: Option<i32>,
@@ -81,7 +97,11 @@ struct RawProfile {
 }
 
 #[derive(Debug, Default, Deserialize, Clone)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(
+    rename_all = "camelCase",
+    deny_unknown_fields,
+    expecting = "a mapping of extension points to plugin sets"
+)]
 pub struct RawPlugins {
     pub pre_enqueue: Option<PluginSet>,
     pub queue_sort: Option<PluginSet>,
@@ -99,7 +119,11 @@ pub struct RawPlugins {
 }
 
 #[derive(Debug, Default, Deserialize, Clone)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(
+    rename_all = "camelCase",
+    deny_unknown_fields,
+    expecting = "a plugin set ({enabled, disabled})"
+)]
 pub struct PluginSet {
     #[serde(default)]
     pub enabled: Vec<PluginRef>,
@@ -108,14 +132,22 @@ pub struct PluginSet {
 }
 
 #[derive(Debug, Default, Deserialize, Clone, PartialEq, Eq)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(
+    rename_all = "camelCase",
+    deny_unknown_fields,
+    expecting = "a plugin ({name, weight})"
+)]
 pub struct PluginRef {
     pub name: String,
     pub weight: Option<i32>,
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(
+    rename_all = "camelCase",
+    deny_unknown_fields,
+    expecting = "a pluginConfig entry ({name, args})"
+)]
 struct RawPluginConfig {
     name: String,
     args: Option<Value>,
@@ -471,5 +503,248 @@ profiles:
             c.profiles[1].plugin_config["NodeResourcesFit"]["scoringStrategy"]["type"],
             "MostAllocated"
         );
+    }
+
+    /// Upstream decodes the file strictly: an unknown or wrongly typed field
+    /// is one error naming it by its path. Ours name the path the same way,
+    /// inside plugin args too.
+    #[test]
+    fn unknown_and_wrongly_typed_fields_are_named_by_path() {
+        for (text, want) in [
+            (
+                "profiles: [{schedulerName: a, plugins: {score: {enabled: [{name: X, weigth: 3}]}}}]",
+                "profiles[0].plugins.score.enabled[0]: unknown field `weigth`",
+            ),
+            (
+                "parallelism: abc",
+                "parallelism: invalid type: string \"abc\", expected i32",
+            ),
+            (
+                "leaderElection: {leaderElect: sometimes}",
+                "leaderElection.leaderElect: invalid type: string \"sometimes\", expected a boolean",
+            ),
+            (
+                "clientConnection: {qps: fast}",
+                "clientConnection.qps: invalid type",
+            ),
+            (
+                "profiles: [{schedulerName: a}, {schedulerName: b, percentageOfNodesToScore: [1]}]",
+                "profiles[1].percentageOfNodesToScore: invalid type: sequence",
+            ),
+            (
+                "percentageOfNodesToScore: 1e99",
+                "percentageOfNodesToScore: invalid type: floating point",
+            ),
+            (
+                "- a\n- b",
+                "expected a KubeSchedulerConfiguration (a mapping of its fields)",
+            ),
+            (
+                "leaderElection: 5",
+                "leaderElection: invalid type: integer `5`, expected a mapping of leaderElection fields",
+            ),
+            ("Parallelism: 4", "unknown field `Parallelism`"),
+            ("parallelism: 4\nparallelism: 5", "duplicate"),
+        ] {
+            let err = SchedulerConfig::parse(text).unwrap_err().to_string();
+            assert!(err.contains(want), "{text}:\n{err}\nwants: {want}");
+        }
+    }
+
+    #[test]
+    fn plugin_args_errors_name_the_field_inside_args() {
+        for (text, want) in [
+            (
+                "profiles: [{schedulerName: b, pluginConfig: [{name: NodeResourcesFit, args: {scoringStrategy: {type: MostAllocated, bogus: 1}}}]}]",
+                "profile \"b\": pluginConfig[NodeResourcesFit].args.scoringStrategy.bogus: unknown field `bogus`",
+            ),
+            (
+                "profiles: [{pluginConfig: [{name: PodTopologySpread, args: {defaultConstraints: [{maxSkew: x}]}}]}]",
+                "pluginConfig[PodTopologySpread].args.defaultConstraints[0].maxSkew: invalid type: string \"x\"",
+            ),
+            (
+                "profiles: [{pluginConfig: [{name: InterPodAffinity, args: 5}]}]",
+                "pluginConfig[InterPodAffinity].args: invalid type: integer `5`",
+            ),
+        ] {
+            let config = SchedulerConfig::parse(text).unwrap();
+            let err = crate::profile::Profile::from_config(&config.profiles[0])
+                .err()
+                .unwrap_or_else(|| panic!("{text} was accepted"));
+            assert!(err.contains(want), "{text}:\n{err}\nwants: {want}");
+        }
+    }
+
+    /// Fuzzing: whatever the text — random, a random YAML tree of the
+    /// configuration's own field names, or a damaged valid file — parsing
+    /// and building the profiles end in Ok or an error, never a panic.
+    mod fuzz {
+        use super::*;
+        use proptest::prelude::*;
+        use proptest::test_runner::{Config, TestRunner};
+
+        const VALID: &str = r#"
+apiVersion: kubescheduler.config.k8s.io/v1
+kind: KubeSchedulerConfiguration
+parallelism: 4
+percentageOfNodesToScore: 30
+podInitialBackoffSeconds: 1
+podMaxBackoffSeconds: 10
+clientConnection: {qps: 500, burst: 1000}
+leaderElection: {leaderElect: true, resourceNamespace: understudy, leaseDuration: 4s}
+profiles:
+- schedulerName: understudy-scheduler
+  plugins:
+    multiPoint: {enabled: [{name: NodeResourcesFit, weight: 2}]}
+    score:
+      disabled: [{name: "*"}]
+      enabled: [{name: NodeResourcesFit, weight: 5}, {name: ImageLocality}]
+  pluginConfig:
+  - name: NodeResourcesFit
+    args: {scoringStrategy: {type: RequestedToCapacityRatio, resources: [{name: cpu, weight: 1}],
+      requestedToCapacityRatio: {shape: [{utilization: 0, score: 0}, {utilization: 100, score: 10}]}}}
+  - name: PodTopologySpread
+    args: {defaultingType: List, defaultConstraints: [{maxSkew: 1, topologyKey: zone, whenUnsatisfiable: ScheduleAnyway}]}
+  - name: InterPodAffinity
+    args: {hardPodAffinityWeight: 1}
+  - name: DefaultPreemption
+    args: {minCandidateNodesPercentage: 10, minCandidateNodesAbsolute: 100}
+- schedulerName: packer
+  percentageOfNodesToScore: 0
+"#;
+
+        const KEYS: &[&str] = &[
+            "apiVersion",
+            "kind",
+            "parallelism",
+            "percentageOfNodesToScore",
+            "podInitialBackoffSeconds",
+            "podMaxBackoffSeconds",
+            "leaderElection",
+            "leaderElect",
+            "leaseDuration",
+            "resourceLock",
+            "clientConnection",
+            "qps",
+            "burst",
+            "profiles",
+            "schedulerName",
+            "plugins",
+            "score",
+            "filter",
+            "multiPoint",
+            "enabled",
+            "disabled",
+            "name",
+            "weight",
+            "pluginConfig",
+            "args",
+            "scoringStrategy",
+            "type",
+            "resources",
+            "shape",
+            "utilization",
+            "defaultConstraints",
+            "maxSkew",
+            "topologyKey",
+            "hardPodAffinityWeight",
+            "minCandidateNodesPercentage",
+            "extenders",
+        ];
+
+        fn yaml_tree() -> impl Strategy<Value = serde_json::Value> {
+            use serde_json::{Value, json};
+            let leaf = prop_oneof![
+                Just(Value::Null),
+                any::<bool>().prop_map(Value::Bool),
+                any::<i64>().prop_map(|n| json!(n)),
+                any::<f64>().prop_map(|f| json!(f)),
+                prop::sample::select(
+                    &[
+                        "NodeResourcesFit",
+                        "PodTopologySpread",
+                        "*",
+                        "MostAllocated",
+                        "15s",
+                        "-1",
+                        "",
+                        "kubescheduler.config.k8s.io/v1",
+                        "KubeSchedulerConfiguration"
+                    ][..]
+                )
+                .prop_map(|s| json!(s)),
+                any::<String>().prop_map(Value::String),
+            ];
+            leaf.prop_recursive(5, 48, 5, |inner| {
+                prop_oneof![
+                    prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                    prop::collection::btree_map(
+                        prop::sample::select(KEYS).prop_map(str::to_string),
+                        inner,
+                        0..5
+                    )
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+                ]
+            })
+        }
+
+        fn damaged(text: &'static str) -> impl Strategy<Value = String> {
+            let len = text.len();
+            prop::collection::vec((0..4u8, 0..len, any::<char>()), 1..5).prop_map(move |edits| {
+                let mut t: Vec<char> = text.chars().collect();
+                for (op, i, ch) in edits {
+                    if t.is_empty() {
+                        break;
+                    }
+                    let i = i % t.len();
+                    match op {
+                        0 => t.truncate(i),
+                        1 => t[i] = ch,
+                        2 => t.insert(i, ch),
+                        _ => {
+                            t.remove(i);
+                        }
+                    }
+                }
+                t.into_iter().collect()
+            })
+        }
+
+        #[test]
+        fn any_text_gives_ok_or_an_error_never_a_panic() {
+            let cases = std::env::var("PROPTEST_CASES")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(1000);
+            let mut config = Config::with_cases(cases);
+            config.failure_persistence = None;
+            config.max_shrink_iters = 2000;
+            let texts = prop_oneof![
+                2 => damaged(VALID),
+                2 => yaml_tree().prop_map(|v| serde_yaml::to_string(&v).unwrap()),
+                1 => any::<String>(),
+            ];
+            let (ok, err) = (std::cell::Cell::new(0), std::cell::Cell::new(0));
+            TestRunner::new(config)
+                .run(&texts, |text| {
+                    match SchedulerConfig::parse(&text) {
+                        Ok(c) => {
+                            ok.set(ok.get() + 1);
+                            for p in &c.profiles {
+                                let _ = crate::profile::Profile::from_config(p);
+                            }
+                        }
+                        Err(e) => {
+                            err.set(err.get() + 1);
+                            prop_assert!(!e.to_string().is_empty());
+                        }
+                    }
+                    Ok(())
+                })
+                .unwrap();
+            // The valid file parses, and both outcomes occur.
+            assert!(SchedulerConfig::parse(VALID).is_ok());
+            assert!(ok.get() > 0 && err.get() > 0, "ok {ok:?}, err {err:?}");
+        }
     }
 }

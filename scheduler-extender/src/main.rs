@@ -71,6 +71,12 @@ struct Args {
     #[arg(long, requires = "extender_tls_cert_file")]
     extender_tls_private_key_file: Option<PathBuf>,
 
+    /// Largest extender request body in bytes; a larger one gets 413. 0 (the
+    /// default) means 16 MiB plus 32 KiB per node in the scheduler's cache,
+    /// enough for kube-scheduler's full Node objects of every node.
+    #[arg(long, default_value_t = 0)]
+    extender_max_request_bytes: usize,
+
     #[command(flatten)]
     common: CommonArgs,
 }
@@ -121,6 +127,13 @@ fn main() -> ExitCode {
         _ => None,
     };
     rayon_pool(config.parallelism);
+    let extender_limits = extender::Limits {
+        body: match args.extender_max_request_bytes {
+            0 => extender::DEFAULT_BODY_LIMIT,
+            bytes => extender::BodyLimit::Fixed(bytes),
+        },
+        ..Default::default()
+    };
     // Every replica syncs its caches and serves the extender API before it
     // stands for election (kube-scheduler syncs its informers first too), so
     // a Service in front of the replicas gets answers from each, and a
@@ -166,7 +179,7 @@ fn main() -> ExitCode {
                 let backend = Arc::new(extender::SchedulerBackend::new(scheduler.clone()));
                 tokio::spawn(extender::serve(
                     listener,
-                    extender::router(backend),
+                    extender::router_with_limits(backend, extender_limits),
                     extender_tls,
                     ctx.shutdown.clone(),
                 ))

@@ -540,7 +540,7 @@ fn resolve(raw: RawConfig, errors: &mut Errors) -> KubeProxyConfiguration {
             Some(other) => {
                 errors.push(
                     "conntrack.tcpBeLiberal",
-                    format!("{other:?} is not a boolean"),
+                    format!("{} is not a boolean", unsupported::describe(other)),
                 );
                 false
             }

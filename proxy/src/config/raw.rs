@@ -5,7 +5,11 @@ use serde::Deserialize;
 use serde_yaml::Value;
 
 #[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(
+    rename_all = "camelCase",
+    deny_unknown_fields,
+    expecting = "a KubeProxyConfiguration (a mapping of its fields)"
+)]
 pub struct RawConfig {
     pub api_version: Option<String>,
     pub kind: Option<String>,
@@ -37,7 +41,11 @@ pub struct RawConfig {
 }
 
 #[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(
+    rename_all = "camelCase",
+    deny_unknown_fields,
+    expecting = "a mapping of clientConnection fields"
+)]
 pub struct RawClientConnection {
     pub kubeconfig: Option<String>,
     pub accept_content_types: Option<Value>,
@@ -47,7 +55,11 @@ pub struct RawClientConnection {
 }
 
 #[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(
+    rename_all = "camelCase",
+    deny_unknown_fields,
+    expecting = "a mapping of iptables fields"
+)]
 pub struct RawIptables {
     pub masquerade_bit: Option<i32>,
     pub masquerade_all: Option<bool>,
@@ -59,7 +71,11 @@ pub struct RawIptables {
 }
 
 #[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(
+    rename_all = "camelCase",
+    deny_unknown_fields,
+    expecting = "a mapping of nftables fields"
+)]
 pub struct RawNftables {
     pub masquerade_bit: Option<i32>,
     pub masquerade_all: Option<bool>,
@@ -68,7 +84,11 @@ pub struct RawNftables {
 }
 
 #[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(
+    rename_all = "camelCase",
+    deny_unknown_fields,
+    expecting = "a mapping of ipvs fields"
+)]
 pub struct RawIpvs {
     pub sync_period: Option<String>,
     pub min_sync_period: Option<String>,
@@ -83,7 +103,11 @@ pub struct RawIpvs {
 }
 
 #[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(
+    rename_all = "camelCase",
+    deny_unknown_fields,
+    expecting = "a mapping of conntrack fields"
+)]
 pub struct RawConntrack {
     pub max_per_core: Option<i32>,
     pub min: Option<i32>,
@@ -95,7 +119,11 @@ pub struct RawConntrack {
 }
 
 #[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(
+    rename_all = "camelCase",
+    deny_unknown_fields,
+    expecting = "a mapping of detectLocal fields"
+)]
 pub struct RawDetectLocal {
     pub bridge_interface: Option<String>,
     pub interface_name_prefix: Option<String>,

@@ -438,3 +438,227 @@ fn only_what_upstream_checks_is_checked() {
         }
     }
 }
+
+/// Upstream decodes the file strictly: an unknown or wrongly typed field is
+/// one error naming it by its path. Ours name the path the same way.
+#[test]
+fn wrongly_typed_fields_are_named_by_path() {
+    for (body, want) in [
+        (
+            "iptables: {masqueradeBit: abc}",
+            "iptables.masqueradeBit: invalid type: string \"abc\", expected i32",
+        ),
+        (
+            "conntrack: {maxPerCore: 99999999999}",
+            "conntrack.maxPerCore: invalid value: integer `99999999999`, expected i32",
+        ),
+        (
+            "ipvs: {scheduler: [rr]}",
+            "ipvs.scheduler: invalid type: sequence, expected a string",
+        ),
+        (
+            "nodePortAddresses: 10.0.0.0/8",
+            "nodePortAddresses: invalid type: string \"10.0.0.0/8\", expected a sequence",
+        ),
+        (
+            "clientConnection: {burst: 1.5}",
+            "clientConnection.burst: invalid type: floating point `1.5`, expected i32",
+        ),
+        (
+            "iptables: 5",
+            "iptables: invalid type: integer `5`, expected a mapping of iptables fields",
+        ),
+        (
+            "detectLocal: {bridgeInterface: br0, interfaceNamePrefx: veth}",
+            "detectLocal: unknown field `interfaceNamePrefx`",
+        ),
+        (
+            "conntrack: {tcpBeLiberal: maybe}",
+            "conntrack.tcpBeLiberal: maybe is not a boolean",
+        ),
+        (
+            "iptables: {syncPeriod: 10}",
+            "iptables.syncPeriod: invalid duration \"10\"",
+        ),
+        ("Mode: ipvs", "unknown field `Mode`"),
+        ("mode: ipvs\nmode: nftables", "duplicate"),
+    ] {
+        let err = error_text(body);
+        assert!(err.contains(want), "{body}:\n{err}\nwants: {want}");
+    }
+    let err = KubeProxyConfiguration::parse("- a\n- b")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("expected a KubeProxyConfiguration (a mapping of its fields)"),
+        "{err}"
+    );
+}
+
+/// Fuzzing: whatever the text — random, a random YAML tree of the
+/// configuration's own field names, or a damaged valid file — parsing ends in
+/// Ok or an error, never a panic.
+mod fuzz {
+    use super::*;
+    use proptest::prelude::*;
+    use proptest::test_runner::{Config, TestRunner};
+    use std::cell::Cell;
+
+    const VALID: &str = r#"apiVersion: kubeproxy.config.k8s.io/v1alpha1
+kind: KubeProxyConfiguration
+mode: ipvs
+clusterCIDR: 10.244.0.0/16,fd00::/48
+bindAddress: 0.0.0.0
+healthzBindAddress: 0.0.0.0:10356
+metricsBindAddress: 127.0.0.1:10349
+hostnameOverride: node-1
+clientConnection: {kubeconfig: /var/lib/kube-proxy/kubeconfig.conf, qps: 50, burst: 100}
+iptables: {masqueradeBit: 14, masqueradeAll: false, localhostNodePorts: true, syncPeriod: 30s, minSyncPeriod: 1s}
+nftables: {masqueradeBit: 14, syncPeriod: 30s, minSyncPeriod: 1s}
+ipvs: {scheduler: rr, strictARP: true, syncPeriod: 30s, minSyncPeriod: 0s, excludeCIDRs: [10.0.0.0/8], tcpTimeout: 900s}
+conntrack: {maxPerCore: 32768, min: 131072, tcpEstablishedTimeout: 24h0m0s, tcpCloseWaitTimeout: 1h0m0s, tcpBeLiberal: true}
+detectLocalMode: InterfaceNamePrefix
+detectLocal: {interfaceNamePrefix: veth}
+nodePortAddresses: [primary, 127.0.0.0/8]
+"#;
+
+    const KEYS: &[&str] = &[
+        "apiVersion",
+        "kind",
+        "mode",
+        "clusterCIDR",
+        "bindAddress",
+        "healthzBindAddress",
+        "metricsBindAddress",
+        "hostnameOverride",
+        "clientConnection",
+        "kubeconfig",
+        "qps",
+        "burst",
+        "iptables",
+        "nftables",
+        "ipvs",
+        "conntrack",
+        "masqueradeBit",
+        "masqueradeAll",
+        "syncPeriod",
+        "minSyncPeriod",
+        "scheduler",
+        "strictARP",
+        "excludeCIDRs",
+        "maxPerCore",
+        "min",
+        "tcpBeLiberal",
+        "detectLocalMode",
+        "detectLocal",
+        "bridgeInterface",
+        "nodePortAddresses",
+        "featureGates",
+        "logging",
+        "winkernel",
+        "oomScoreAdj",
+    ];
+
+    fn yaml_tree() -> impl Strategy<Value = serde_yaml::Value> {
+        use serde_yaml::Value;
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(|n| Value::Number(n.into())),
+            any::<f64>().prop_map(|f| Value::Number(f.into())),
+            prop::sample::select(
+                &[
+                    API_VERSION,
+                    KIND,
+                    "ipvs",
+                    "nftables",
+                    "0s",
+                    "1m0s",
+                    "-1s",
+                    "10.0.0.0/8",
+                    "::/0",
+                    "primary",
+                    "0.0.0.0:0",
+                    "BridgeInterface",
+                    ""
+                ][..]
+            )
+            .prop_map(|s| Value::String(s.into())),
+            any::<String>().prop_map(Value::String),
+        ];
+        leaf.prop_recursive(4, 48, 5, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Sequence),
+                prop::collection::btree_map(prop::sample::select(KEYS), inner, 0..6).prop_map(
+                    |m| {
+                        Value::Mapping(
+                            m.into_iter()
+                                .map(|(k, v)| (Value::String(k.into()), v))
+                                .collect(),
+                        )
+                    }
+                ),
+            ]
+        })
+    }
+
+    fn damaged() -> impl Strategy<Value = String> {
+        let len = VALID.len();
+        prop::collection::vec((0..4u8, 0..len, any::<char>()), 1..5).prop_map(|edits| {
+            let mut t: Vec<char> = VALID.chars().collect();
+            for (op, i, ch) in edits {
+                if t.is_empty() {
+                    break;
+                }
+                let i = i % t.len();
+                match op {
+                    0 => t.truncate(i),
+                    1 => t[i] = ch,
+                    2 => t.insert(i, ch),
+                    _ => {
+                        t.remove(i);
+                    }
+                }
+            }
+            t.into_iter().collect()
+        })
+    }
+
+    #[test]
+    fn any_text_gives_ok_or_an_error_never_a_panic() {
+        assert!(KubeProxyConfiguration::parse(VALID).is_ok());
+        let cases = std::env::var("PROPTEST_CASES")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(1000);
+        let mut config = Config::with_cases(cases);
+        config.failure_persistence = None;
+        config.max_shrink_iters = 2000;
+        let texts = prop_oneof![
+            2 => damaged(),
+            2 => yaml_tree().prop_map(|mut v| {
+                // A header, most of the time, so the body is judged too.
+                if let serde_yaml::Value::Mapping(m) = &mut v {
+                    m.insert("apiVersion".into(), API_VERSION.into());
+                    m.insert("kind".into(), KIND.into());
+                }
+                serde_yaml::to_string(&v).unwrap()
+            }),
+            1 => any::<String>(),
+        ];
+        let (ok, err) = (Cell::new(0), Cell::new(0));
+        TestRunner::new(config)
+            .run(&texts, |text| {
+                match KubeProxyConfiguration::parse(&text) {
+                    Ok(_) => ok.set(ok.get() + 1),
+                    Err(e) => {
+                        err.set(err.get() + 1);
+                        prop_assert!(!e.to_string().is_empty());
+                    }
+                }
+                Ok(())
+            })
+            .unwrap();
+        assert!(ok.get() > 0 && err.get() > 0, "ok {ok:?}, err {err:?}");
+    }
+}

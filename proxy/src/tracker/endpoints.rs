@@ -52,28 +52,50 @@ pub fn slice_endpoints(
         return None;
     }
     let mut by_port = SliceEndpoints::new();
+    // A slice written by hand or by another controller may hold what ours
+    // never would; such a port or endpoint is skipped with upstream's log
+    // line, and the rest of the slice still counts.
+    let slice_name = slice.metadata.name.as_deref().unwrap_or_default();
     for port in slice.ports.as_deref().unwrap_or_default() {
-        let (Some(number), Some(protocol)) = (
-            port.port
-                .and_then(|p| u16::try_from(p).ok())
-                .filter(|p| *p != 0),
-            Protocol::from_api(port.protocol.as_deref()),
-        ) else {
-            continue;
-        };
         // Upstream ignores a port without a name; an empty name is the
         // Service's unnamed port.
         let Some(port_name) = port.name.clone() else {
+            tracing::error!(%service, slice = slice_name, "Ignoring port with nil name");
+            continue;
+        };
+        let Some(number) = port
+            .port
+            .and_then(|p| u16::try_from(p).ok())
+            .filter(|p| *p != 0)
+        else {
+            tracing::error!(
+                %service,
+                slice = slice_name,
+                port_name,
+                port = ?port.port,
+                "Ignoring invalid endpoint port"
+            );
+            continue;
+        };
+        let Some(protocol) = Protocol::from_api(port.protocol.as_deref()) else {
+            tracing::error!(
+                %service,
+                slice = slice_name,
+                port_name,
+                protocol = ?port.protocol,
+                "Ignoring endpoint port with an unknown protocol"
+            );
             continue;
         };
         let key = ServicePortName::new(service.clone(), port_name, protocol);
         let endpoints = by_port.entry(key).or_default();
         for endpoint in slice.endpoints.as_deref().unwrap_or_default() {
-            let Some(ip) = endpoint
-                .addresses
-                .first()
-                .and_then(|a| a.parse::<IpAddr>().ok())
-            else {
+            let Some(address) = endpoint.addresses.first() else {
+                tracing::error!(%service, slice = slice_name, "Ignoring invalid endpoint port with empty address");
+                continue;
+            };
+            let Ok(ip) = address.parse::<IpAddr>() else {
+                tracing::error!(%service, slice = slice_name, address, "Ignoring endpoint with an invalid address");
                 continue;
             };
             if IpFamily::of(&ip) != family {
@@ -142,4 +164,46 @@ pub fn merge_slices<'a>(
         .filter(|(_, set)| !set.is_empty())
         .map(|(port, set)| (port, set.into_values().collect()))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    /// Ports out of range, zero, unnamed or of an unknown protocol, and
+    /// endpoints without a usable address, are skipped one by one: the valid
+    /// port and endpoint of the same slice still count.
+    #[test]
+    fn nonsense_ports_and_addresses_are_skipped_alone() {
+        let slice: EndpointSlice = serde_json::from_value(json!({
+            "metadata": {"namespace": "ns", "name": "web-abc", "labels": {SERVICE_NAME_LABEL: "web"}},
+            "addressType": "IPv4",
+            "ports": [
+                {"name": "too-big", "port": 70000, "protocol": "TCP"},
+                {"name": "negative", "port": -1, "protocol": "TCP"},
+                {"name": "zero", "port": 0, "protocol": "TCP"},
+                {"name": "none", "protocol": "TCP"},
+                {"port": 81, "protocol": "TCP"},
+                {"name": "sctp-ish", "port": 82, "protocol": "QUIC"},
+                {"name": "http", "port": 8080, "protocol": "TCP"},
+            ],
+            "endpoints": [
+                {"addresses": []},
+                {"addresses": ["not-an-ip"]},
+                {"addresses": ["10.0.0.7"]},
+            ],
+        }))
+        .unwrap();
+        let (service, by_port) = slice_endpoints(&slice, IpFamily::V4, "node-1").unwrap();
+        assert_eq!(service, ServiceName::new("ns", "web"));
+        let ports: Vec<String> = by_port.keys().map(|k| k.to_string()).collect();
+        assert_eq!(ports, ["ns/web:http"]);
+        let endpoints: Vec<String> = by_port
+            .values()
+            .flatten()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(endpoints, ["10.0.0.7:8080"]);
+    }
 }

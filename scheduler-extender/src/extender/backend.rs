@@ -142,6 +142,14 @@ impl Backend for SchedulerBackend {
         })
     }
 
+    fn node_count(&self) -> usize {
+        self.scheduler
+            .cache
+            .lock()
+            .expect("cache lock")
+            .node_count()
+    }
+
     async fn bind(&self, args: ExtenderBindingArgs) -> ExtenderBindingResult {
         self.scheduler.metrics.extender_request("bind");
         if args.pod_name.is_empty() || args.pod_namespace.is_empty() || args.node.is_empty() {

@@ -348,6 +348,51 @@ mod tests {
         assert!(out.unresolvable["n2"].starts_with("invalid pod affinity"));
     }
 
+    /// A constraint on a key no node has is valid to the apiserver: upstream
+    /// then finds no node for a DoNotSchedule constraint (with its "missing
+    /// required label" reason, so the FailedScheduling Event says why) and
+    /// ignores a ScheduleAnyway one; other pods are unaffected.
+    #[test]
+    fn max_skew_on_a_key_no_node_has() {
+        let spread = |when: &str| {
+            pod(
+                "web",
+                &[("app", "web")],
+                json!({"topologySpreadConstraints": [{"maxSkew": 1, "topologyKey": "no-such-key",
+                    "whenUnsatisfiable": when, "labelSelector": {"matchLabels": {"app": "web"}}}]}),
+            )
+        };
+        let all = names(&["n1", "n2", "n4"]);
+        let out = filter_nodes(
+            &profile(),
+            &cluster(),
+            &Nominated::new(),
+            &spread("DoNotSchedule"),
+            &all,
+        );
+        assert!(out.feasible.is_empty(), "{out:?}");
+        assert_eq!(out.error, None);
+        for n in &all {
+            assert_eq!(
+                out.unresolvable[n],
+                "node(s) didn't match pod topology spread constraints (missing required label)"
+            );
+        }
+        let out = filter_nodes(
+            &profile(),
+            &cluster(),
+            &Nominated::new(),
+            &spread("ScheduleAnyway"),
+            &all,
+        );
+        assert_eq!(out.feasible, all);
+        let scores = prioritize(&profile(), &cluster(), &spread("ScheduleAnyway"), &all).unwrap();
+        assert_eq!(scores.len(), 3);
+        let plain = pod("other", &[], json!({}));
+        let out = filter_nodes(&profile(), &cluster(), &Nominated::new(), &plain, &all);
+        assert_eq!(out.feasible, all);
+    }
+
     #[test]
     fn filter_leaves_room_for_nominated_pods() {
         let p = pod(

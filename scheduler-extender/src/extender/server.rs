@@ -5,7 +5,6 @@
 use std::any::Any;
 use std::future::Future;
 use std::io;
-use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
 use std::path::Path;
 use std::sync::Arc;
@@ -13,29 +12,97 @@ use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, FromRequest, Request, State};
+use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures::FutureExt;
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
 use serde::Serialize;
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::rustls;
 use tokio_rustls::rustls::pki_types::pem::PemObject;
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use tokio_rustls::server::TlsStream;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use k8s_openapi::api::core::v1::Pod;
 
 use super::types::{
     DecodeError, ExtenderArgs, ExtenderBindingArgs, ExtenderBindingResult, ExtenderFilterResult,
     ExtenderPreemptionArgs, ExtenderPreemptionResult, HostPriorityList, decode,
 };
+use super::validate;
 
-/// Largest request body accepted. A non-nodeCacheCapable filter call carries
-/// every candidate Node object (a few KiB each with images and conditions), so
-/// this leaves room for clusters of several thousand nodes.
-pub const MAX_BODY_BYTES: usize = 64 * 1024 * 1024;
+/// How large a request body may be before it is refused with 413.
+///
+/// kube-scheduler sends a non-nodeCacheCapable extender every candidate Node
+/// object in full (managedFields stripped, but with up to 50 images each:
+/// 8–15 KiB per node in practice), and with `percentageOfNodesToScore: 100`
+/// the candidates are every node. A fixed limit that admits 5000 such nodes
+/// (~75 MB) would also admit any 50 MB junk body in a small cluster, so the
+/// default grows with the cluster this scheduler knows: see
+/// [`DEFAULT_BODY_LIMIT`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BodyLimit {
+    /// This many bytes, whatever the cluster (`--extender-max-request-bytes`).
+    Fixed(usize),
+    /// `base` plus `per_node` for each node in the scheduler's cache.
+    PerNode { base: usize, per_node: usize },
+}
+
+impl BodyLimit {
+    /// The limit in bytes for a cluster of `nodes` nodes.
+    pub fn bytes(self, nodes: usize) -> usize {
+        match self {
+            BodyLimit::Fixed(bytes) => bytes,
+            BodyLimit::PerNode { base, per_node } => {
+                base.saturating_add(per_node.saturating_mul(nodes))
+            }
+        }
+    }
+}
+
+/// The default body limit: 16 MiB, plus 32 KiB per known node.
+///
+/// - 32 KiB per node is twice a heavy Node object (50 images with digests and
+///   tags, conditions, addresses, labels), so a full Node list always fits:
+///   5000 nodes give 16 MiB + 156 MiB = 172 MiB.
+/// - The 16 MiB base covers what does not grow with the node count: the Pod,
+///   and preemption's victims (`NodeNameToVictims` carries full Pods, a few
+///   KiB each, for at most the candidate nodes) — 16 MiB is ~4000 victim
+///   Pods of 4 KiB — and it is what a cache that has not synced yet allows.
+/// - A 3-node cluster accepts 16.1 MiB: a 50 MB body there is no real
+///   request and is refused before it is read.
+pub const DEFAULT_BODY_LIMIT: BodyLimit = BodyLimit::PerNode {
+    base: 16 << 20,
+    per_node: 32 << 10,
+};
+
+/// How long a request body may take to arrive. kube-scheduler gives up on an
+/// extender call after its `httpTimeout` (5 s by default, the whole call), so
+/// a body still arriving after 30 s is a stalled or hostile client: it gets
+/// 408 and its connection is closed, rather than holding a task and a buffer.
+pub const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What the server accepts: body size and the time to read it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    pub body: BodyLimit,
+    pub read_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            body: DEFAULT_BODY_LIMIT,
+            read_timeout: DEFAULT_READ_TIMEOUT,
+        }
+    }
+}
 
 /// How long a client may take to finish the TLS handshake before it is dropped,
 /// so a stalled client cannot hold resources.
@@ -69,6 +136,10 @@ pub trait Backend: Send + Sync + 'static {
     /// `Error`, as kube-scheduler expects.
     fn bind(&self, args: ExtenderBindingArgs)
     -> impl Future<Output = ExtenderBindingResult> + Send;
+    /// How many nodes the backend knows, for [`BodyLimit::PerNode`].
+    fn node_count(&self) -> usize {
+        0
+    }
 }
 
 /// The four extender verbs. kube-scheduler POSTs to `urlPrefix + "/" + verb`,
@@ -102,22 +173,77 @@ impl Verb {
     }
 }
 
-/// The extender routes over `backend`, accepting bodies up to [`MAX_BODY_BYTES`].
+/// The extender routes over `backend` with the default [`Limits`].
 pub fn router<B: Backend>(backend: Arc<B>) -> Router {
-    router_with_limit(backend, MAX_BODY_BYTES)
+    router_with_limits(backend, Limits::default())
 }
 
-/// As [`router`] with another body limit (tests use a small one).
-pub fn router_with_limit<B: Backend>(backend: Arc<B>, max_body_bytes: usize) -> Router {
+/// As [`router`] with other limits (a `--extender-max-request-bytes`; tests
+/// use small ones).
+pub fn router_with_limits<B: Backend>(backend: Arc<B>, limits: Limits) -> Router {
     // One fallback instead of a route per verb: any prefix may precede the
-    // verb, and method/verb checks then come before reading the body.
+    // verb, and method/verb checks then come before reading the body. The
+    // body is read by `read_body` under `limits`, not by an extractor, so
+    // axum's own default limit (2 MB) is lifted.
     Router::new()
         .fallback(handle::<B>)
-        .with_state(backend)
-        .layer(DefaultBodyLimit::max(max_body_bytes))
+        .with_state((backend, limits))
+        .layer(DefaultBodyLimit::disable())
 }
 
-async fn handle<B: Backend>(State(backend): State<Arc<B>>, request: Request) -> Response {
+/// The body, or the reply refusing it: 413 past the limit (judged on
+/// Content-Length before anything is read, then on the bytes themselves for
+/// a chunked body), 408 when it does not arrive in time, 400 when the
+/// connection breaks mid-body.
+async fn read_body(request: Request, limit: usize, timeout: Duration) -> Result<Bytes, Response> {
+    let too_large = || {
+        text(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "request body larger than the extender's limit of {limit} bytes \
+                 (--extender-max-request-bytes; by default 16 MiB plus 32 KiB per node)"
+            ),
+        )
+    };
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(too_large());
+    }
+    let body = Limited::new(request.into_body(), limit);
+    match tokio::time::timeout(timeout, body.collect()).await {
+        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+        Ok(Err(e)) if e.downcast_ref::<LengthLimitError>().is_some() => Err(too_large()),
+        Ok(Err(e)) => Err(text(
+            StatusCode::BAD_REQUEST,
+            format!("reading the request body: {e}"),
+        )),
+        Err(_) => {
+            let mut response = text(
+                StatusCode::REQUEST_TIMEOUT,
+                format!(
+                    "the request body did not arrive within {}s",
+                    timeout.as_secs_f64()
+                ),
+            );
+            // The rest of the body may still be on its way: do not read it as
+            // the next request.
+            response.headers_mut().insert(
+                header::CONNECTION,
+                header::HeaderValue::from_static("close"),
+            );
+            Err(response)
+        }
+    }
+}
+
+async fn handle<B: Backend>(
+    State((backend, limits)): State<(Arc<B>, Limits)>,
+    request: Request,
+) -> Response {
     let start = Instant::now();
     let path = request.uri().path().to_owned();
     let Some(verb) = Verb::from_path(&path) else {
@@ -140,12 +266,17 @@ async fn handle<B: Backend>(State(backend): State<Arc<B>>, request: Request) -> 
             .insert(header::ALLOW, header::HeaderValue::from_static("POST"));
         return response;
     }
-    let body = match Bytes::from_request(request, &()).await {
+    let limit = limits.body.bytes(backend.node_count());
+    let body = match read_body(request, limit, limits.read_timeout).await {
         Ok(body) => body,
-        // 413 past the limit, 400 for a broken body.
-        Err(rejection) => {
-            tracing::debug!(verb = verb.as_str(), error = %rejection, "extender request body rejected");
-            return rejection.into_response();
+        Err(response) => {
+            tracing::debug!(
+                verb = verb.as_str(),
+                status = response.status().as_u16(),
+                limit,
+                "extender request body refused"
+            );
+            return response;
         }
     };
     let size = body.len();
@@ -188,19 +319,46 @@ fn answer_cpu_verb<B: Backend>(backend: &B, verb: Verb, body: &[u8]) -> Response
     let reply = match verb {
         Verb::Filter => decode::<ExtenderArgs>(body)
             .map_err(Failure::from)
+            .and_then(checked_args)
             .and_then(|args| backend.filter(args))
             .map(|r| json(&r)),
         Verb::Prioritize => decode::<ExtenderArgs>(body)
             .map_err(Failure::from)
+            .and_then(checked_args)
             .and_then(|args| backend.prioritize(args))
             .map(|r| json(&r)),
         Verb::Preempt => decode::<ExtenderPreemptionArgs>(body)
             .map_err(Failure::from)
+            .and_then(|args| {
+                check_pod(args.pod.as_ref())?;
+                Ok(args)
+            })
             .and_then(|args| backend.preempt(args))
             .map(|r| json(&r)),
         Verb::Bind => Err(Failure::Internal("bind is not a CPU verb".into())),
     };
     reply.unwrap_or_else(failure)
+}
+
+/// Refuses a pod the apiserver would not have stored (see [`validate`]).
+fn check_pod(pod: Option<&Pod>) -> Result<(), Failure> {
+    let problems = pod.map(validate::pod_problems).unwrap_or_default();
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(Failure::BadRequest(format!(
+            "invalid Pod: {}",
+            problems.join("; ")
+        )))
+    }
+}
+
+fn checked_args(args: ExtenderArgs) -> Result<ExtenderArgs, Failure> {
+    check_pod(args.pod.as_ref())?;
+    if let Some(problem) = args.nodes.as_ref().and_then(validate::node_list_problem) {
+        return Err(Failure::BadRequest(problem));
+    }
+    Ok(args)
 }
 
 fn internal_panic(verb: Verb, panic: Box<dyn Any + Send>) -> Response {
@@ -294,6 +452,12 @@ pub fn tls_config(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig>, 
     Ok(Arc::new(config))
 }
 
+/// How long a client may take to send a request's headers (hyper's
+/// `header_read_timeout`, also the longest a kept-alive connection idles):
+/// without it a client sending half a request line would hold its connection
+/// for ever. axum's own `serve` sets no timer, so no such timeout.
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Serves `router` on `listener` (over TLS when `tls` is given) until
 /// `shutdown` is cancelled, then lets in-flight requests finish.
 pub async fn serve(
@@ -302,89 +466,83 @@ pub async fn serve(
     tls: Option<Arc<rustls::ServerConfig>>,
     shutdown: CancellationToken,
 ) -> io::Result<()> {
-    let stop = shutdown.cancelled_owned();
-    match tls {
-        None => {
-            axum::serve(listener, router)
-                .with_graceful_shutdown(stop)
-                .await
-        }
-        Some(config) => {
-            axum::serve(TlsListener::new(listener, config)?, router)
-                .with_graceful_shutdown(stop)
-                .await
-        }
-    }
+    serve_with_header_timeout(listener, router, tls, shutdown, HEADER_READ_TIMEOUT).await
 }
 
-/// Hands axum connections whose TLS handshake already finished. Handshakes run
-/// in their own tasks so one slow client never delays accepting the next.
-struct TlsListener {
-    local: SocketAddr,
-    ready: mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)>,
-    acceptor_task: tokio::task::JoinHandle<()>,
-}
-
-impl TlsListener {
-    fn new(listener: TcpListener, config: Arc<rustls::ServerConfig>) -> io::Result<Self> {
-        let local = listener.local_addr()?;
-        let acceptor = TlsAcceptor::from(config);
-        let (tx, ready) = mpsc::channel(64);
-        let acceptor_task = tokio::spawn(async move {
-            loop {
-                let (tcp, peer) = match listener.accept().await {
-                    Ok(conn) => conn,
-                    Err(e) => {
-                        // Usually out of file descriptors: back off, as axum does.
-                        tracing::warn!(error = %e, "extender: accepting a connection failed");
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                        continue;
-                    }
-                };
-                let acceptor = acceptor.clone();
-                let tx = tx.clone();
-                tokio::spawn(async move {
+/// As [`serve`], with another header timeout (tests use a short one).
+pub async fn serve_with_header_timeout(
+    listener: TcpListener,
+    router: Router,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    shutdown: CancellationToken,
+    header_timeout: Duration,
+) -> io::Result<()> {
+    let acceptor = tls.map(TlsAcceptor::from);
+    let connections = TaskTracker::new();
+    loop {
+        let (tcp, peer) = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(conn) => conn,
+                Err(e) => {
+                    // Usually out of file descriptors: back off, as axum does.
+                    tracing::warn!(error = %e, "extender: accepting a connection failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let (router, acceptor, shutdown) = (router.clone(), acceptor.clone(), shutdown.clone());
+        // Each connection (and its TLS handshake) in its own task, so one
+        // slow client never delays the next.
+        connections.spawn(async move {
+            match acceptor {
+                None => serve_connection(tcp, router, shutdown, header_timeout).await,
+                Some(acceptor) => {
                     match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                         Ok(Ok(stream)) => {
-                            let _ = tx.send((stream, peer)).await;
+                            serve_connection(stream, router, shutdown, header_timeout).await
                         }
                         Ok(Err(e)) => {
                             tracing::debug!(%peer, error = %e, "extender: TLS handshake failed")
                         }
                         Err(_) => tracing::debug!(%peer, "extender: TLS handshake timed out"),
                     }
-                });
+                }
             }
         });
-        Ok(Self {
-            local,
-            ready,
-            acceptor_task,
-        })
     }
+    drop(listener);
+    connections.close();
+    connections.wait().await;
+    Ok(())
 }
 
-impl Drop for TlsListener {
-    fn drop(&mut self) {
-        self.acceptor_task.abort();
-    }
-}
-
-impl axum::serve::Listener for TlsListener {
-    type Io = TlsStream<TcpStream>;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        match self.ready.recv().await {
-            Some(conn) => conn,
-            // The accept loop never ends on its own; if it has, no connection
-            // will come again.
-            None => std::future::pending().await,
+/// HTTP/1.1 on one connection until it closes, or until `shutdown`, when the
+/// request in flight (if any) is finished first.
+async fn serve_connection<I>(
+    io: I,
+    router: Router,
+    shutdown: CancellationToken,
+    header_timeout: Duration,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout);
+    let conn = builder.serve_connection(TokioIo::new(io), TowerToHyperService::new(router));
+    tokio::pin!(conn);
+    let result = tokio::select! {
+        result = conn.as_mut() => result,
+        _ = shutdown.cancelled() => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
         }
-    }
-
-    fn local_addr(&self) -> io::Result<Self::Addr> {
-        Ok(self.local)
+    };
+    if let Err(e) = result {
+        tracing::debug!(error = %e, "extender: connection ended with an error");
     }
 }
 
@@ -393,7 +551,9 @@ mod tests {
     use super::*;
     use crate::extender::types::{HostPriority, MetaPod, MetaVictims};
     use axum::body::Body;
+    use futures::StreamExt;
     use serde_json::{Value, json};
+    use std::net::SocketAddr;
     use tower::ServiceExt;
 
     /// Answers from the request alone: every node fits, scores 5, one victim
@@ -461,6 +621,13 @@ mod tests {
                     String::new()
                 },
             }
+        }
+    }
+
+    fn small_limits(bytes: usize) -> Limits {
+        Limits {
+            body: BodyLimit::Fixed(bytes),
+            read_timeout: Duration::from_secs(5),
         }
     }
 
@@ -551,7 +718,7 @@ mod tests {
 
     #[tokio::test]
     async fn bad_requests_get_4xx_with_a_reason() {
-        let r = router_with_limit(Arc::new(Echo), 1024);
+        let r = router_with_limits(Arc::new(Echo), small_limits(1024));
         let (status, body) = call(&r, Method::POST, "/filter", b"{\"Pod\": ".to_vec()).await;
         assert_eq!(status, StatusCode::BAD_REQUEST);
         assert!(
@@ -582,6 +749,199 @@ mod tests {
         assert_eq!(status, StatusCode::NOT_FOUND);
     }
 
+    /// Echo in a cluster of `nodes` nodes, for the per-node body limit.
+    struct Sized(usize);
+
+    impl Backend for Sized {
+        fn filter(&self, args: ExtenderArgs) -> Result<ExtenderFilterResult, Failure> {
+            Echo.filter(args)
+        }
+        fn prioritize(&self, args: ExtenderArgs) -> Result<HostPriorityList, Failure> {
+            Echo.prioritize(args)
+        }
+        fn preempt(
+            &self,
+            args: ExtenderPreemptionArgs,
+        ) -> Result<ExtenderPreemptionResult, Failure> {
+            Echo.preempt(args)
+        }
+        async fn bind(&self, args: ExtenderBindingArgs) -> ExtenderBindingResult {
+            Echo.bind(args).await
+        }
+        fn node_count(&self) -> usize {
+            self.0
+        }
+    }
+
+    /// A Node as kubelet reports it with its image list full (50 images,
+    /// each with a digest and a tag), as kube-scheduler sends it
+    /// (managedFields stripped).
+    fn heavy_node(i: usize) -> Value {
+        let images: Vec<Value> = (0..50)
+            .map(|j| {
+                json!({"names": [
+                    format!("registry.example.com/team-{j}/service-{j}@sha256:{:064x}", i * 50 + j),
+                    format!("registry.example.com/team-{j}/service-{j}:v1.{j}.0"),
+                ], "sizeBytes": 123_456_789})
+            })
+            .collect();
+        let condition = |t: &str| {
+            json!({"type": t, "status": "False", "lastHeartbeatTime": "2026-12-06T19:00:00Z",
+            "lastTransitionTime": "2026-12-01T00:00:00Z", "reason": format!("Kubelet{t}"), "message": "kubelet has sufficient resources available"})
+        };
+        let conditions: Vec<Value> = ["MemoryPressure", "DiskPressure", "PIDPressure", "Ready"]
+            .map(condition)
+            .into();
+        json!({
+            "metadata": {"name": format!("node-{i:05}"), "uid": "6f1c3a52-6a8f-4d7e-9a1b-2c3d4e5f6a7b",
+                "resourceVersion": "123456789", "creationTimestamp": "2026-12-01T00:00:00Z",
+                "labels": {"kubernetes.io/hostname": format!("node-{i:05}"), "kubernetes.io/os": "linux",
+                    "kubernetes.io/arch": "amd64", "node.kubernetes.io/instance-type": "m5.2xlarge",
+                    "topology.kubernetes.io/zone": "eu-west-1a", "topology.kubernetes.io/region": "eu-west-1",
+                    "beta.kubernetes.io/os": "linux", "beta.kubernetes.io/arch": "amd64"},
+                "annotations": {"node.alpha.kubernetes.io/ttl": "0", "volumes.kubernetes.io/controller-managed-attach-detach": "true",
+                    "csi.volume.kubernetes.io/nodeid": "{\"ebs.csi.aws.com\":\"i-0123456789abcdef0\"}"}},
+            "spec": {"podCIDR": "10.244.1.0/24", "podCIDRs": ["10.244.1.0/24"], "providerID": "aws:///eu-west-1a/i-0123456789abcdef0",
+                "taints": [{"key": "dedicated", "value": "batch", "effect": "NoSchedule"}]},
+            "status": {
+                "capacity": {"cpu": "8", "memory": "32408228Ki", "pods": "110", "ephemeral-storage": "104845292Ki", "hugepages-2Mi": "0"},
+                "allocatable": {"cpu": "7910m", "memory": "31391396Ki", "pods": "110", "ephemeral-storage": "95551679124", "hugepages-2Mi": "0"},
+                "conditions": conditions,
+                "addresses": [{"type": "InternalIP", "address": "10.0.12.34"}, {"type": "Hostname", "address": format!("node-{i:05}")},
+                    {"type": "InternalDNS", "address": "ip-10-0-12-34.eu-west-1.compute.internal"}],
+                "daemonEndpoints": {"kubeletEndpoint": {"Port": 10250}},
+                "nodeInfo": {"machineID": "ec2a0b1c2d3e4f5a6b7c8d9e0f1a2b3c", "systemUUID": "ec2a0b1c-2d3e-4f5a-6b7c-8d9e0f1a2b3c",
+                    "bootID": "0b1c2d3e-4f5a-6b7c-8d9e-0f1a2b3c4d5e", "kernelVersion": "6.1.0-18-cloud-amd64",
+                    "osImage": "Debian GNU/Linux 12 (bookworm)", "containerRuntimeVersion": "containerd://1.7.24",
+                    "kubeletVersion": "v1.37.2", "kubeProxyVersion": "", "operatingSystem": "linux", "architecture": "amd64"},
+                "images": images,
+            },
+        })
+    }
+
+    #[test]
+    fn the_default_limit_admits_every_node_in_full_and_refuses_junk_in_small_clusters() {
+        let node = serde_json::to_vec(&heavy_node(4999)).unwrap().len();
+        assert!(
+            (8 << 10..=16 << 10).contains(&node),
+            "a heavy node is {node} bytes"
+        );
+        // kube-scheduler's filter body for 5000 such nodes, with room for the Pod.
+        let body_5000 = 5000 * (node + 1) + (64 << 10);
+        assert!(body_5000 < DEFAULT_BODY_LIMIT.bytes(5000), "{body_5000}");
+        assert!(body_5000 > 50_000_000, "the fixture is as large as claimed");
+        // A small cluster: 50 MB is no real request.
+        assert!(DEFAULT_BODY_LIMIT.bytes(3) < 20 << 20);
+        assert_eq!(BodyLimit::Fixed(7).bytes(5000), 7);
+        assert_eq!(
+            BodyLimit::PerNode {
+                base: usize::MAX,
+                per_node: 1
+            }
+            .bytes(2),
+            usize::MAX
+        );
+    }
+
+    #[tokio::test]
+    async fn a_50_mb_body_gets_413_with_the_limit_before_it_is_read() {
+        let r = router(Arc::new(Sized(3)));
+        let limit = DEFAULT_BODY_LIMIT.bytes(3);
+        // Declared: refused on Content-Length alone.
+        let (status, reply) = call(&r, Method::POST, "/filter", vec![b' '; 50_000_000]).await;
+        assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+        let reply = String::from_utf8_lossy(&reply);
+        assert!(
+            reply.contains(&format!("limit of {limit} bytes")),
+            "{reply}"
+        );
+        assert!(reply.contains("--extender-max-request-bytes"), "{reply}");
+        // Chunked, no length: refused once the limit is passed.
+        let chunks = futures::stream::iter(
+            (0..64).map(|_| Ok::<_, io::Error>(Bytes::from(vec![b' '; 1 << 20]))),
+        );
+        let request = axum::http::Request::builder()
+            .method(Method::POST)
+            .uri("/prioritize")
+            .body(Body::from_stream(chunks))
+            .unwrap();
+        let response = r.clone().oneshot(request).await.unwrap();
+        assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
+        // The same body is accepted where the cluster is large enough.
+        let r = router(Arc::new(Sized(5000)));
+        let mut body = br#"{"Pod": {}, "NodeNames": ["n1"]}"#.to_vec();
+        body.resize(50_000_000, b' ');
+        let (status, _) = call(&r, Method::POST, "/filter", body).await;
+        assert_eq!(status, StatusCode::OK);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_body_that_stops_arriving_gets_408() {
+        let r = router_with_limits(Arc::new(Echo), small_limits(1 << 20));
+        // One chunk, then nothing, forever: the paused clock jumps to the
+        // deadline as soon as the handler waits.
+        let chunks =
+            futures::stream::iter([Ok::<_, io::Error>(Bytes::from_static(b"{\"Pod\": {"))])
+                .chain(futures::stream::pending());
+        let request = axum::http::Request::builder()
+            .method(Method::POST)
+            .uri("/filter")
+            .body(Body::from_stream(chunks))
+            .unwrap();
+        let response = r.oneshot(request).await.unwrap();
+        assert_eq!(response.status(), StatusCode::REQUEST_TIMEOUT);
+        assert_eq!(response.headers()[header::CONNECTION], "close");
+    }
+
+    #[tokio::test]
+    async fn invalid_pods_and_fields_are_refused_by_name() {
+        let r = router(Arc::new(Echo));
+        let abc = json!({"Pod": {"metadata": {"name": "p"}, "spec": {"containers": [
+            {"name": "c", "resources": {"requests": {"cpu": "abc"}}}]}}, "NodeNames": ["n1"]});
+        for verb in ["/filter", "/prioritize"] {
+            let (status, body) = post(&r, verb, abc.clone()).await;
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{verb}");
+            assert_eq!(
+                body,
+                json!(
+                    "invalid Pod: Pod.spec.containers[0].resources.requests[cpu]: invalid quantity \"abc\""
+                ),
+                "{verb}"
+            );
+        }
+        let (status, body) = post(
+            &r,
+            "/preempt",
+            json!({"Pod": abc["Pod"], "NodeNameToMetaVictims": {"n1": {"Pods": [{"UID": "x"}]}}}),
+        )
+        .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert!(body.as_str().unwrap().contains("requests[cpu]"), "{body}");
+        // A wrong type is named by its path (a number is a valid quantity,
+        // as in Go).
+        let (status, body) = post(
+            &r,
+            "/filter",
+            json!({"Pod": {"spec": {"containers": [{"name": "c", "resources": {"requests": {"cpu": 2}, "limits": []}}]}}}),
+        )
+        .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert!(
+            body.as_str()
+                .unwrap()
+                .contains("Pod.spec.containers[0].resources.limits: invalid type: sequence"),
+            "{body}"
+        );
+        let (status, body) = post(
+            &r,
+            "/filter",
+            json!({"Pod": {}, "Nodes": {"items": [{"metadata": {}}]}}),
+        )
+        .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert_eq!(body, json!("Nodes.items[0].metadata.name: required"));
+    }
+
     #[tokio::test]
     async fn a_panicking_backend_yields_500_and_the_server_goes_on() {
         let r = router(Arc::new(Echo));
@@ -594,142 +954,64 @@ mod tests {
         assert_eq!(status, StatusCode::OK);
     }
 
-    /// xorshift64*: a fixed sequence, so a failure reproduces.
-    struct Rng(u64);
+    // Random and mutated bodies through the real decisions: fuzz_tests.rs.
 
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 >> 12;
-            self.0 ^= self.0 << 25;
-            self.0 ^= self.0 >> 27;
-            self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-        }
-        fn below(&mut self, n: usize) -> usize {
-            (self.next() % n as u64) as usize
-        }
-        fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
-            &items[self.below(items.len())]
-        }
-    }
-
-    const KEYS: &[&str] = &[
-        "Pod",
-        "pod",
-        "POD",
-        "Nodes",
-        "nodes",
-        "NodeNames",
-        "nodeNames",
-        "items",
-        "metadata",
-        "spec",
-        "status",
-        "containers",
-        "name",
-        "NodeNameToVictims",
-        "NodeNameToMetaVictims",
-        "nodenametometavictims",
-        "Pods",
-        "UID",
-        "NumPDBViolations",
-        "PodName",
-        "PodNamespace",
-        "PodUID",
-        "Node",
-        "apiVersion",
-        "kind",
-        "priority",
-        "resources",
-        "requests",
-        "cpu",
-        "",
-        "\u{212A}ind",
-    ];
-
-    /// A random JSON value biased towards the extender's own field names, so
-    /// decoding gets past the first level often.
-    fn random_json(rng: &mut Rng, depth: usize) -> Value {
-        let leaf = depth == 0 || rng.below(3) == 0;
-        match if leaf { rng.below(6) } else { 6 + rng.below(2) } {
-            0 => Value::Null,
-            1 => json!(rng.below(2) == 0),
-            2 => json!(rng.next() as i64),
-            3 => json!((rng.next() % 1000) as f64 / 7.0),
-            4 => json!(*rng.pick(KEYS)),
-            5 => json!(*rng.pick(&["v1", "Pod", "Node", "1", "-1", "n1", "\u{0}", "é"])),
-            6 => Value::Array(
-                (0..rng.below(4))
-                    .map(|_| random_json(rng, depth - 1))
-                    .collect(),
-            ),
-            _ => Value::Object(
-                (0..rng.below(5))
-                    .map(|_| (rng.pick(KEYS).to_string(), random_json(rng, depth - 1)))
-                    .collect(),
-            ),
-        }
-    }
-
-    fn mutate(rng: &mut Rng, mut bytes: Vec<u8>) -> Vec<u8> {
-        for _ in 0..1 + rng.below(4) {
-            if bytes.is_empty() {
-                bytes.push(b'{');
-            }
-            let i = rng.below(bytes.len());
-            match rng.below(5) {
-                0 => bytes.truncate(i),
-                1 => bytes[i] = rng.next() as u8,
-                2 => bytes.insert(i, *rng.pick(b"{}[]\",:0-e\\ \xff")),
-                3 => {
-                    bytes.remove(i);
-                }
-                _ => {
-                    let j = rng.below(bytes.len());
-                    bytes.swap(i, j);
-                }
-            }
-        }
-        bytes
-    }
-
+    /// Clients that stop mid-headers or mid-body over a real socket: the
+    /// connection is answered 408 or closed within the timeouts, and the
+    /// server keeps serving others meanwhile.
     #[tokio::test]
-    async fn random_and_malformed_bodies_never_panic_or_5xx() {
-        let r = router_with_limit(Arc::new(Echo), 64 * 1024);
-        let seeds = [
-            json!({"Pod": {"metadata": {"name": "p", "uid": "u"}, "spec": {"containers": [{"name": "c"}]}}, "NodeNames": ["n1"]}),
-            json!({"Pod": {}, "Nodes": {"metadata": {}, "items": [{"metadata": {"name": "n1"}}]}, "NodeNames": null}),
-            json!({"Pod": {}, "NodeNameToVictims": {"n1": {"Pods": [{"metadata": {"name": "v"}}], "NumPDBViolations": 1}}}),
-            json!({"Pod": {}, "NodeNameToMetaVictims": {"n1": {"Pods": [{"UID": "v"}], "NumPDBViolations": 0}}}),
-            json!({"PodName": "p", "PodNamespace": "ns", "PodUID": "u", "Node": "n1"}),
-        ];
-        let paths = ["/filter", "/prioritize", "/preempt", "/bind", "/x/filter"];
-        let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
-        let mut seen = std::collections::BTreeMap::<u16, usize>::new();
-        for round in 0..3000 {
-            let body = match round % 3 {
-                0 => {
-                    let seed = rng.pick(&seeds).to_string().into_bytes();
-                    mutate(&mut rng, seed)
-                }
-                1 => random_json(&mut rng, 5).to_string().into_bytes(),
-                _ => (0..rng.below(64)).map(|_| rng.next() as u8).collect(),
-            };
-            let path = *rng.pick(&paths);
-            let (status, reply) = call(&r, Method::POST, path, body.clone()).await;
-            *seen.entry(status.as_u16()).or_default() += 1;
-            assert!(
-                status == StatusCode::OK || status == StatusCode::BAD_REQUEST,
-                "{path} {status}: {} → {}",
-                String::from_utf8_lossy(&body),
-                String::from_utf8_lossy(&reply)
-            );
-            if status == StatusCode::OK {
-                let _: Value = serde_json::from_slice(&reply).expect("a 200 carries JSON");
-            }
+    async fn stalled_clients_are_cut_off() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let stop = CancellationToken::new();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let limits = Limits {
+            body: BodyLimit::Fixed(1 << 20),
+            read_timeout: Duration::from_millis(300),
+        };
+        let server = tokio::spawn(serve_with_header_timeout(
+            listener,
+            router_with_limits(Arc::new(Echo), limits),
+            None,
+            stop.clone(),
+            Duration::from_millis(300),
+        ));
+        async fn reply_to(addr: SocketAddr, sent: &[u8]) -> String {
+            let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
+            conn.write_all(sent).await.unwrap();
+            let mut reply = vec![];
+            // The deadline is far above the server's timeouts: reaching it
+            // means the server kept the connection open.
+            tokio::time::timeout(Duration::from_secs(20), conn.read_to_end(&mut reply))
+                .await
+                .expect("the server closed the stalled connection")
+                .unwrap();
+            String::from_utf8_lossy(&reply).into_owned()
         }
-        // Both outcomes occur, so the generator reaches the handlers too.
-        assert!(seen.get(&200).copied().unwrap_or(0) > 100, "{seen:?}");
-        assert!(seen.get(&400).copied().unwrap_or(0) > 100, "{seen:?}");
+        let half_headers = reply_to(addr, b"POST /filter HTTP/1.1\r\nHost: x\r\nContent-Le").await;
+        assert!(
+            half_headers.is_empty() || half_headers.starts_with("HTTP/1.1 408"),
+            "{half_headers}"
+        );
+        let half_body = reply_to(
+            addr,
+            b"POST /filter HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{\"Pod\": {",
+        )
+        .await;
+        assert!(half_body.starts_with("HTTP/1.1 408"), "{half_body}");
+        assert!(half_body.contains("did not arrive within"), "{half_body}");
+        // A whole request still works on the same server.
+        let whole = br#"{"Pod": {}, "NodeNames": ["n1"]}"#;
+        let mut request = format!(
+            "POST /filter HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: {}\r\n\r\n",
+            whole.len()
+        )
+        .into_bytes();
+        request.extend_from_slice(whole);
+        let ok = reply_to(addr, &request).await;
+        assert!(ok.starts_with("HTTP/1.1 200"), "{ok}");
+        stop.cancel();
+        server.await.unwrap().unwrap();
     }
 
     #[tokio::test]

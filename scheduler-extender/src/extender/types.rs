@@ -247,9 +247,12 @@ pub enum DecodeError {
     /// serde would read a struct from a JSON array; Go does not.
     #[error("request body does not match: {at} must be a JSON object")]
     NotAnObject { at: String },
-    #[error("request body does not match {what}: {source}")]
+    /// A field of the wrong type or value, named by its path
+    /// (`Pod.spec.containers[0].resources.requests.cpu`).
+    #[error("request body does not match {what}: {path}: {source}")]
     Shape {
         what: &'static str,
+        path: String,
         source: serde_json::Error,
     },
 }
@@ -261,7 +264,11 @@ pub fn decode<T: Wire>(body: &[u8]) -> Result<T, DecodeError> {
     let what = short_type_name::<T>();
     let mut value: Value = serde_json::from_slice(body).map_err(DecodeError::Syntax)?;
     canonicalize(&mut value, &T::SHAPE, what).map_err(|at| DecodeError::NotAnObject { at })?;
-    serde_json::from_value(value).map_err(|source| DecodeError::Shape { what, source })
+    serde_path_to_error::deserialize(value).map_err(|e| DecodeError::Shape {
+        what,
+        path: e.path().to_string(),
+        source: e.into_inner(),
+    })
 }
 
 fn short_type_name<T>() -> &'static str {

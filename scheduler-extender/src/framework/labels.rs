@@ -10,7 +10,9 @@ pub type Labels = BTreeMap<String, String>;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Requirement {
+    /// Values sorted and without duplicates (matching binary-searches them).
     In(String, Vec<String>),
+    /// Values sorted and without duplicates, as `In`.
     NotIn(String, Vec<String>),
     Exists(String),
     DoesNotExist(String),
@@ -19,11 +21,18 @@ pub enum Requirement {
     Lt(String, i64),
 }
 
+/// Whether `values` holds `v`: sorted values (as [`Requirement::from_parts`]
+/// makes them) by binary search; a single value, as other constructors
+/// make, is trivially sorted.
+fn has(values: &[String], v: &str) -> bool {
+    values.binary_search_by(|x| x.as_str().cmp(v)).is_ok()
+}
+
 impl Requirement {
     pub fn matches(&self, labels: &Labels) -> bool {
         match self {
-            Self::In(k, vs) => labels.get(k).is_some_and(|v| vs.contains(v)),
-            Self::NotIn(k, vs) => labels.get(k).is_none_or(|v| !vs.contains(v)),
+            Self::In(k, vs) => labels.get(k).is_some_and(|v| has(vs, v)),
+            Self::NotIn(k, vs) => labels.get(k).is_none_or(|v| !has(vs, v)),
             Self::Exists(k) => labels.contains_key(k),
             Self::DoesNotExist(k) => !labels.contains_key(k),
             Self::Gt(k, n) => labels
@@ -44,7 +53,12 @@ impl Requirement {
         allow_numeric: bool,
     ) -> Result<Self, String> {
         let key = key.to_string();
-        let values = values.to_vec();
+        // Sorted for binary search: a selector may carry tens of thousands of
+        // values (the apiserver only bounds the object's size), and existing
+        // pods' terms are matched against every incoming pod.
+        let mut values = values.to_vec();
+        values.sort_unstable();
+        values.dedup();
         let single_int = |values: &[String]| -> Result<i64, String> {
             match values {
                 [v] => v
@@ -182,8 +196,8 @@ impl NodeTerm {
 /// A `metadata.name` field requirement (only In and NotIn compile).
 fn name_matches(requirement: &Requirement, name: &str) -> bool {
     match requirement {
-        Requirement::In(_, names) => names.iter().any(|n| n == name),
-        Requirement::NotIn(_, names) => names.iter().all(|n| n != name),
+        Requirement::In(_, names) => has(names, name),
+        Requirement::NotIn(_, names) => !has(names, name),
         _ => false,
     }
 }
@@ -223,6 +237,26 @@ mod tests {
     use super::*;
     use crate::framework::testing::labels;
     use serde_json::json;
+
+    /// The apiserver bounds a selector only by the object's size: tens of
+    /// thousands of values, unsorted and repeated, match as a set.
+    #[test]
+    fn huge_value_lists_match_as_sets() {
+        let values: Vec<String> = (0..50_000)
+            .rev()
+            .map(|i| format!("v{}", i % 40_000))
+            .collect();
+        let sel: LabelSelector = serde_json::from_value(json!({"matchExpressions": [
+            {"key": "a", "operator": "In", "values": values},
+            {"key": "b", "operator": "NotIn", "values": values},
+        ]}))
+        .unwrap();
+        let sel = Selector::from_label_selector(&sel).unwrap();
+        assert!(sel.matches(&labels(&[("a", "v0")])));
+        assert!(sel.matches(&labels(&[("a", "v39999"), ("b", "w")])));
+        assert!(!sel.matches(&labels(&[("a", "v40000")])));
+        assert!(!sel.matches(&labels(&[("a", "v7"), ("b", "v12345")])));
+    }
 
     #[test]
     fn label_selector_operators() {

@@ -73,23 +73,37 @@ impl Resource {
         }
     }
 
+    /// Saturating: a pod may ask for "8Ei" in two containers (the apiserver
+    /// accepts it), and a sum that wrapped to a negative amount would fit
+    /// every node.
     pub fn add(&mut self, other: &Resource) {
-        self.milli_cpu += other.milli_cpu;
-        self.memory += other.memory;
-        self.ephemeral_storage += other.ephemeral_storage;
-        self.allowed_pod_number += other.allowed_pod_number;
+        self.milli_cpu = self.milli_cpu.saturating_add(other.milli_cpu);
+        self.memory = self.memory.saturating_add(other.memory);
+        self.ephemeral_storage = self
+            .ephemeral_storage
+            .saturating_add(other.ephemeral_storage);
+        self.allowed_pod_number = self
+            .allowed_pod_number
+            .saturating_add(other.allowed_pod_number);
         for (k, v) in &other.scalar {
-            *self.scalar.entry(k.clone()).or_default() += v;
+            let e = self.scalar.entry(k.clone()).or_default();
+            *e = e.saturating_add(*v);
         }
     }
 
+    /// Saturating, as [`Resource::add`].
     pub fn sub(&mut self, other: &Resource) {
-        self.milli_cpu -= other.milli_cpu;
-        self.memory -= other.memory;
-        self.ephemeral_storage -= other.ephemeral_storage;
-        self.allowed_pod_number -= other.allowed_pod_number;
+        self.milli_cpu = self.milli_cpu.saturating_sub(other.milli_cpu);
+        self.memory = self.memory.saturating_sub(other.memory);
+        self.ephemeral_storage = self
+            .ephemeral_storage
+            .saturating_sub(other.ephemeral_storage);
+        self.allowed_pod_number = self
+            .allowed_pod_number
+            .saturating_sub(other.allowed_pod_number);
         for (k, v) in &other.scalar {
-            *self.scalar.entry(k.clone()).or_default() -= v;
+            let e = self.scalar.entry(k.clone()).or_default();
+            *e = e.saturating_sub(*v);
         }
     }
 
@@ -484,5 +498,20 @@ mod tests {
         assert_eq!(r.get("hugepages-2Mi"), 100 << 20);
         // Only cpu, memory and hugepages are pod-level resources.
         assert_eq!(r.get("example.com/gpu"), 0);
+    }
+
+    #[test]
+    fn huge_requests_saturate_instead_of_wrapping() {
+        // Valid quantities the apiserver accepts; summed in i64 they would
+        // wrap to a negative request that fits every node.
+        let p = pod(
+            json!({"containers": [c("a", "1", "8Ei"), c("b", "1", "8Ei")],
+            "overhead": {"memory": "8Ei"}}),
+        );
+        assert_eq!(pod_requests(&p, false).memory, i64::MAX);
+        let mut r = Resource::default();
+        r.sub(&pod_requests(&p, false));
+        r.sub(&pod_requests(&p, false));
+        assert_eq!(r.memory, i64::MIN);
     }
 }

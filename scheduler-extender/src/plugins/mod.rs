@@ -65,5 +65,15 @@ pub fn parse_args<T: serde::de::DeserializeOwned + Default>(
         map.remove("kind");
         map.remove("apiVersion");
     }
-    serde_json::from_value(args).map_err(|e| format!("pluginConfig args of {plugin}: {e}"))
+    // The error names the field inside args, as upstream's strict decoding
+    // does: `pluginConfig[NodeResourcesFit].args.scoringStrategy: unknown field …`.
+    serde_path_to_error::deserialize(args).map_err(|e| {
+        let path = e.path().to_string();
+        let at = if path == "." {
+            String::new()
+        } else {
+            format!(".{path}")
+        };
+        format!("pluginConfig[{plugin}].args{at}: {}", e.inner())
+    })
 }

@@ -350,7 +350,7 @@ impl ScorePlugin for NodeAffinity {
 
 pub fn new(args: Option<&Value>) -> Result<Arc<dyn Plugin>, String> {
     let args: NodeAffinityArgs = parse_args(NAME, args)?;
-    let context = |e: String| format!("pluginConfig args of {NAME}: {e}");
+    let context = |e: String| format!("pluginConfig[{NAME}].args: {e}");
     let mut plugin = NodeAffinity {
         added_node_selector: None,
         added_preferred: None,

@@ -54,13 +54,13 @@ impl PreemptionArgs {
         let args: Self = crate::plugins::parse_args(NAME, args)?;
         if args.min_candidate_nodes_percentage > 100 {
             return Err(format!(
-                "pluginConfig args of {NAME}: minCandidateNodesPercentage: Invalid value: {}: not in valid range [0, 100]",
+                "pluginConfig[{NAME}].args: minCandidateNodesPercentage: Invalid value: {}: not in valid range [0, 100]",
                 args.min_candidate_nodes_percentage
             ));
         }
         if args.min_candidate_nodes_percentage == 0 && args.min_candidate_nodes_absolute == 0 {
             return Err(format!(
-                "pluginConfig args of {NAME}: minCandidateNodesPercentage and minCandidateNodesAbsolute cannot both be zero"
+                "pluginConfig[{NAME}].args: minCandidateNodesPercentage and minCandidateNodesAbsolute cannot both be zero"
             ));
         }
         Ok(args)

@@ -56,7 +56,7 @@ impl InterPodAffinityArgs {
         let w = self.hard_pod_affinity_weight;
         if !(0..=MAX_HARD_POD_AFFINITY_WEIGHT).contains(&w) {
             return Err(format!(
-                "pluginConfig args of {NAME}: hardPodAffinityWeight: Invalid value: {w}: not in valid range [0, {MAX_HARD_POD_AFFINITY_WEIGHT}]"
+                "pluginConfig[{NAME}].args: hardPodAffinityWeight: Invalid value: {w}: not in valid range [0, {MAX_HARD_POD_AFFINITY_WEIGHT}]"
             ));
         }
         Ok(())

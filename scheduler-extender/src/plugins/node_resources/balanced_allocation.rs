@@ -73,10 +73,7 @@ impl BalancedAllocation {
         };
         let errors = args.validate();
         if !errors.is_empty() {
-            return Err(format!(
-                "pluginConfig args of {NAME}: {}",
-                errors.join("; ")
-            ));
+            return Err(format!("pluginConfig[{NAME}].args: {}", errors.join("; ")));
         }
         Ok(Self {
             scorer: ResourceAllocation {

@@ -217,7 +217,7 @@ pub fn fits_request(
     }
 
     let mut check = |name: &str, reason: String, request: i64, used: i64, capacity: i64| {
-        if request > 0 && request > capacity - used {
+        if request > 0 && request > capacity.saturating_sub(used) {
             out.push(InsufficientResource {
                 resource_name: name.to_string(),
                 reason,
@@ -299,10 +299,7 @@ impl Fit {
         let args = args.defaulted();
         let errors = args.validate();
         if !errors.is_empty() {
-            return Err(format!(
-                "pluginConfig args of {NAME}: {}",
-                errors.join("; ")
-            ));
+            return Err(format!("pluginConfig[{NAME}].args: {}", errors.join("; ")));
         }
         let strategy_args = args.scoring_strategy.unwrap_or_default();
         let strategy = match strategy_args.type_.as_str() {

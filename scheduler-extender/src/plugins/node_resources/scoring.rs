@@ -147,7 +147,7 @@ impl ResourceAllocation {
             }
             out.allocatable[i] = allocatable;
             out.allocated[i] = requested;
-            out.requested[i] = requested + pod_request;
+            out.requested[i] = requested.saturating_add(*pod_request);
         }
         out
     }
@@ -183,7 +183,9 @@ pub fn least_allocated(resources: &[ResourceSpec], a: &Allocation) -> i64 {
         if requested > capacity {
             0
         } else {
-            (capacity - requested) * MAX_NODE_SCORE / capacity
+            // 128-bit: a capacity near i64::MAX ("8Ei") times 100 overflows.
+            (i128::from(capacity - requested) * i128::from(MAX_NODE_SCORE) / i128::from(capacity))
+                as i64
         }
     })
 }
@@ -193,7 +195,8 @@ pub fn least_allocated(resources: &[ResourceSpec], a: &Allocation) -> i64 {
 /// full.
 pub fn most_allocated(resources: &[ResourceSpec], a: &Allocation) -> i64 {
     weighted_mean(resources, a, |requested, capacity| {
-        requested.min(capacity) * MAX_NODE_SCORE / capacity
+        (i128::from(requested.min(capacity)) * i128::from(MAX_NODE_SCORE) / i128::from(capacity))
+            as i64
     })
 }
 

@@ -355,7 +355,7 @@ impl Plugin for PodTopologySpread {
 pub fn new(args: Option<&Value>) -> Result<Arc<dyn Plugin>, String> {
     let args: PodTopologySpreadArgs = parse_args(NAME, args)?;
     let plugin = PodTopologySpread::from_args(&args)
-        .map_err(|e| format!("pluginConfig args of {NAME}: {e}"))?
+        .map_err(|e| format!("pluginConfig[{NAME}].args: {e}"))?
         .with_default_selector(Arc::new(|pod| {
             crate::workloads::global()
                 .read()

@@ -253,10 +253,7 @@ pub fn new(args: Option<&Value>) -> Result<Arc<dyn Plugin>, String> {
         );
     }
     if !errors.is_empty() {
-        return Err(format!(
-            "pluginConfig args of {NAME}: {}",
-            errors.join(", ")
-        ));
+        return Err(format!("pluginConfig[{NAME}].args: {}", errors.join(", ")));
     }
     Ok(Arc::new(VolumeBinding {
         bind_timeout_seconds,
