@@ -114,6 +114,7 @@ impl Handler<Pod> for Pods {
     }
     fn delete(&self, s: &Scheduler, pod: Pod) {
         let uid = pod.uid().unwrap_or_default();
+        s.pod_deleted(&uid);
         s.observed_eviction(&uid);
         s.queue.delete(&uid);
         let was_nominated = s
@@ -166,6 +167,7 @@ impl Handler<Pod> for Pods {
             .collect();
         for uid in &gone {
             cache.remove_pod(uid);
+            s.pod_deleted(uid);
         }
         drop(cache);
         s.evicting
@@ -174,6 +176,7 @@ impl Handler<Pod> for Pods {
             .retain(|uid| seen.contains(uid));
         for uid in s.queue.uids() {
             if !seen.contains(&uid) {
+                s.pod_deleted(&uid);
                 s.queue.delete(&uid);
             }
         }

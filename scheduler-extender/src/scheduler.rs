@@ -9,11 +9,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use k8s_openapi::api::core::v1::{ObjectReference, Pod};
+use kube::Client;
 use kube::api::{Api, Patch, PatchParams, PostParams};
-use kube::{Client, Resource};
 use serde_json::json;
 use tokio_util::task::TaskTracker;
-use understudy_component_base::events::EventRecorder;
+use understudy_component_base::events::{self, EventRecorder, EventType};
 
 use crate::cache::Cache;
 use crate::config::SchedulerConfig;
@@ -236,9 +236,15 @@ impl Scheduler {
                             "Preempted by pod {} on node {}",
                             preemptor.uid, candidate.node
                         );
-                        events
-                            .normal(&object_ref(victim), "Preempted", "Preempting", note)
-                            .await;
+                        // Upstream names the preemptor as the related object.
+                        events.record_related(
+                            &object_ref(victim),
+                            Some(&object_ref(preemptor)),
+                            EventType::Normal,
+                            "Preempted",
+                            "Preempting",
+                            note,
+                        );
                     }
                 }
                 Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => {
@@ -680,8 +686,12 @@ impl Scheduler {
         }
     }
 
-    /// Sets PodScheduled=False with `reason` and records FailedScheduling, as
-    /// upstream's handleSchedulingFailure.
+    /// Records FailedScheduling and sets PodScheduled=False with `reason`, as
+    /// upstream's handleSchedulingFailure: both about the pod as the watch
+    /// last showed it, so the Event regards its current resourceVersion — a
+    /// pod changed since the last failure (e.g. by that failure's condition
+    /// patch) gets a new Event stating the new reason rather than a count on
+    /// the old one.
     async fn report_unschedulable(
         &self,
         pod: &PodInfo,
@@ -700,12 +710,33 @@ impl Scheduler {
         {
             return;
         }
-        self.patch_condition(pod, reason, message, nominate).await;
+        // Deleted (or bound elsewhere, or no longer ours) meanwhile: there
+        // is no pod left to report on. The queue is keyed by UID, so a pod
+        // re-created with the same name is another pod.
+        let Some(current) = self.queue.pod(&pod.uid) else {
+            tracing::debug!(pod = %pod.key(), "pod left the queue; not reporting its failure");
+            return;
+        };
         if let Some(events) = self.events.get(profile) {
             let note = truncate_note(message);
             events
-                .warning(&object_ref(pod), "FailedScheduling", "Scheduling", note)
+                .warning(
+                    &object_ref(&current),
+                    "FailedScheduling",
+                    "Scheduling",
+                    note,
+                )
                 .await;
+        }
+        self.patch_condition(&current, reason, message, nominate)
+            .await;
+    }
+
+    /// A pod was deleted: its Event series end, and no Event about it is
+    /// written any more (see [`EventRecorder::object_deleted`]).
+    pub fn pod_deleted(&self, uid: &str) {
+        for events in self.events.values() {
+            events.object_deleted(uid);
         }
     }
 
@@ -828,8 +859,9 @@ struct BindingCycle {
     queued: QueuedPodInfo,
 }
 
+/// client-go's reference.GetReference of the pod, resourceVersion included.
 fn object_ref(pod: &PodInfo) -> ObjectReference {
-    let mut r = pod.pod.object_ref(&());
+    let mut r = events::reference(pod.pod.as_ref());
     r.uid = Some(pod.uid.clone());
     r
 }
@@ -1089,6 +1121,110 @@ mod tests {
         let (condition, bound) = run.condition_and_binding().await;
         assert!(bound);
         assert_eq!(condition, None);
+    }
+
+    /// A scheduler over the fake apiserver with no nodes, so every pod is
+    /// unschedulable.
+    fn scheduler_without_nodes() -> (
+        Arc<Scheduler>,
+        tokio::sync::mpsc::UnboundedReceiver<Request>,
+    ) {
+        let (client, requests) = fake_api::apiserver(Arc::new(fake_api::echo_bumping_version));
+        let mut registry = prometheus_client::registry::Registry::default();
+        let scheduler = Scheduler::new(
+            client.clone(),
+            client,
+            SchedulerConfig::default(),
+            Metrics::register(&mut registry),
+        )
+        .unwrap();
+        (Arc::new(scheduler), requests)
+    }
+
+    /// Pod `p` at `resource_version`, as its watch shows it.
+    fn pending_pod(resource_version: &str, condition_message: Option<&str>) -> Arc<PodInfo> {
+        let info = pod(
+            "p",
+            &[],
+            json!({"schedulerName": PROFILE, "containers": [container("100m", "100Mi")]}),
+        );
+        let mut p = (*info.pod).clone();
+        p.metadata.resource_version = Some(resource_version.into());
+        if let Some(message) = condition_message {
+            p.status = Some(
+                serde_json::from_value(json!({"conditions": [{
+                    "type": "PodScheduled", "status": "False",
+                    "reason": "Unschedulable", "message": message}]}))
+                .unwrap(),
+            );
+        }
+        Arc::new(PodInfo::new(Arc::new(p)))
+    }
+
+    /// The next Event written (skipping other requests).
+    async fn next_event(requests: &mut tokio::sync::mpsc::UnboundedReceiver<Request>) -> Request {
+        loop {
+            let r = tokio::time::timeout(std::time::Duration::from_secs(10), requests.recv())
+                .await
+                .expect("an Event within 10 s")
+                .unwrap();
+            if r.path.contains("/events") {
+                return r;
+            }
+        }
+    }
+
+    /// As upstream's: the FailedScheduling Event regards the pod as the
+    /// watch last showed it, resourceVersion included; once the pod changed
+    /// (here by the first failure's condition patch), the next failure is a
+    /// new Event with its own note, not a count on the first.
+    #[tokio::test]
+    async fn failed_scheduling_regards_the_pods_current_version() {
+        let (scheduler, mut requests) = scheduler_without_nodes();
+        scheduler.queue.add(pending_pod("10", None));
+        let popped = scheduler.queue.pop().await.unwrap();
+        assert!(matches!(
+            scheduler.schedule_one(popped),
+            Outcome::Unschedulable(_)
+        ));
+        let first = next_event(&mut requests).await;
+        assert_eq!(first.method, "POST");
+        assert_eq!(first.body["reason"], "FailedScheduling");
+        assert_eq!(first.body["action"], "Scheduling");
+        assert_eq!(first.body["type"], "Warning");
+        assert_eq!(
+            first.body["regarding"],
+            json!({"apiVersion": "v1", "kind": "Pod", "namespace": "default",
+                   "name": "p", "uid": "uid-default-p", "resourceVersion": "10"})
+        );
+        // The watch shows the condition patch; an event moves the pod.
+        let note = first.body["note"].as_str().unwrap().to_string();
+        scheduler.queue.add(pending_pod("11", Some(&note)));
+        scheduler.queue.move_all_to_active();
+        let popped = scheduler.queue.pop().await.unwrap();
+        scheduler.schedule_one(popped);
+        let second = next_event(&mut requests).await;
+        assert_eq!(second.method, "POST", "a new Event, not a series patch");
+        assert_eq!(second.body["regarding"]["resourceVersion"], "11");
+        assert_ne!(
+            second.body["metadata"]["name"],
+            first.body["metadata"]["name"]
+        );
+    }
+
+    /// A pod deleted while its attempt ran gets no Event and no condition.
+    #[tokio::test]
+    async fn no_report_about_a_pod_deleted_during_its_attempt() {
+        let (scheduler, mut requests) = scheduler_without_nodes();
+        scheduler.queue.add(pending_pod("10", None));
+        let popped = scheduler.queue.pop().await.unwrap();
+        // The watch's deletion, as the pod informer applies it.
+        scheduler.pod_deleted("uid-default-p");
+        scheduler.queue.delete("uid-default-p");
+        scheduler.schedule_one(popped);
+        let written =
+            tokio::time::timeout(std::time::Duration::from_secs(2), requests.recv()).await;
+        assert!(written.is_err(), "unexpected write {written:?}");
     }
 
     #[test]

@@ -47,6 +47,16 @@ pub const MAX_TRIES: u32 = 12;
 /// defaultSleepDuration), jittered by up to a quarter more.
 pub const RETRY_AFTER: Duration = Duration::from_secs(10);
 
+/// A reference to `obj` as client-go's `reference.GetReference` makes it
+/// for an Event: kind, apiVersion, name, namespace, UID and
+/// resourceVersion. The resourceVersion matters: Events fold into series
+/// by the whole reference, so an object that changed gets a new Event.
+pub fn reference<K: kube::Resource<DynamicType = ()>>(obj: &K) -> ObjectReference {
+    let mut r = obj.object_ref(&());
+    r.resource_version = obj.meta().resource_version.clone();
+    r
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum EventType {
     Normal,
@@ -393,6 +403,33 @@ mod tests {
         for (name, error, is_series, want) in cases {
             assert_eq!(worth_retrying(&error, is_series), want, "{name}");
         }
+    }
+
+    #[test]
+    fn a_reference_is_client_gos_with_the_resource_version() {
+        let pod = k8s_openapi::api::core::v1::Pod {
+            metadata: kube::api::ObjectMeta {
+                name: Some("p".into()),
+                namespace: Some("ns".into()),
+                uid: Some("u-1".into()),
+                resource_version: Some("42".into()),
+                generation: Some(3),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        assert_eq!(
+            reference(&pod),
+            ObjectReference {
+                api_version: Some("v1".into()),
+                kind: Some("Pod".into()),
+                name: Some("p".into()),
+                namespace: Some("ns".into()),
+                uid: Some("u-1".into()),
+                resource_version: Some("42".into()),
+                field_path: None,
+            }
+        );
     }
 
     #[test]
