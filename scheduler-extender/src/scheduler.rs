@@ -686,12 +686,18 @@ impl Scheduler {
         }
     }
 
-    /// Records FailedScheduling and sets PodScheduled=False with `reason`, as
-    /// upstream's handleSchedulingFailure: both about the pod as the watch
-    /// last showed it, so the Event regards its current resourceVersion — a
-    /// pod changed since the last failure (e.g. by that failure's condition
-    /// patch) gets a new Event stating the new reason rather than a count on
-    /// the old one.
+    /// Sets PodScheduled=False with `reason` and records FailedScheduling, as
+    /// upstream's handleSchedulingFailure, about the pod as the watch last
+    /// showed it. The Event regards the pod by its whole reference, with the
+    /// resourceVersion the condition patch left (the watched one if nothing
+    /// was patched), and Events fold into series by that reference: a failure
+    /// for a new reason patches the condition, moves the version on and so
+    /// starts a new Event stating the new reason; a repeat of the same reason
+    /// patches nothing and counts on the Event that states it. Upstream
+    /// regards the version from before its patch, so after a repeat a new
+    /// reason folds into the repeat's Event and the newest Event keeps the
+    /// old reason until the next attempt; regarding the patched version
+    /// keeps the newest Event and the condition in step.
     async fn report_unschedulable(
         &self,
         pod: &PodInfo,
@@ -717,19 +723,19 @@ impl Scheduler {
             tracing::debug!(pod = %pod.key(), "pod left the queue; not reporting its failure");
             return;
         };
+        let patched = self
+            .patch_condition(&current, reason, message, nominate)
+            .await;
         if let Some(events) = self.events.get(profile) {
+            let mut regarding = object_ref(&current);
+            if let Some(version) = patched {
+                regarding.resource_version = Some(version);
+            }
             let note = truncate_note(message);
             events
-                .warning(
-                    &object_ref(&current),
-                    "FailedScheduling",
-                    "Scheduling",
-                    note,
-                )
+                .warning(&regarding, "FailedScheduling", "Scheduling", note)
                 .await;
         }
-        self.patch_condition(&current, reason, message, nominate)
-            .await;
     }
 
     /// A pod was deleted: its Event series end, and no Event about it is
@@ -741,13 +747,14 @@ impl Scheduler {
     }
 
     /// Sets PodScheduled=False and, after a preemption, `status.nominatedNodeName`.
+    /// Returns the pod's resourceVersion after the patch, if it patched.
     async fn patch_condition(
         &self,
         pod: &PodInfo,
         reason: &str,
         message: &str,
         nominate: Option<&str>,
-    ) {
+    ) -> Option<String> {
         let current = pod
             .pod
             .status
@@ -766,7 +773,7 @@ impl Scheduler {
                     && c.message.as_deref() == Some(message)
             })
         {
-            return;
+            return None;
         }
         let pods: Api<Pod> = Api::namespaced(self.client.clone(), &pod.namespace);
         // The condition stays False: it keeps the time it became False.
@@ -789,11 +796,19 @@ impl Scheduler {
         if let Some(node) = nominate {
             patch["status"]["nominatedNodeName"] = json!(node);
         }
-        if let Err(e) = pods
+        match pods
             .patch_status(&pod.name, &PatchParams::default(), &Patch::Strategic(patch))
             .await
         {
-            tracing::debug!(pod = %pod.key(), error = %e, "could not update the PodScheduled condition");
+            // A pod re-created under the name meanwhile is another pod.
+            Ok(patched) if patched.metadata.uid.as_deref() == Some(pod.uid.as_str()) => {
+                patched.metadata.resource_version
+            }
+            Ok(_) => None,
+            Err(e) => {
+                tracing::debug!(pod = %pod.key(), error = %e, "could not update the PodScheduled condition");
+                None
+            }
         }
     }
 }
@@ -1123,13 +1138,25 @@ mod tests {
         assert_eq!(condition, None);
     }
 
-    /// A scheduler over the fake apiserver with no nodes, so every pod is
-    /// unschedulable.
+    /// A scheduler over a fake apiserver with no nodes, so every pod is
+    /// unschedulable. A status patch answers with the pod at resourceVersion
+    /// 10 + the number of status patches so far.
     fn scheduler_without_nodes() -> (
         Arc<Scheduler>,
         tokio::sync::mpsc::UnboundedReceiver<Request>,
     ) {
-        let (client, requests) = fake_api::apiserver(Arc::new(fake_api::echo_bumping_version));
+        let patches = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let respond = move |r: &Request| {
+            if r.path.ends_with("/status") {
+                let n = 1 + patches.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let pod = json!({"metadata": {"name": "p", "namespace": "default",
+                    "uid": "uid-default-p", "resourceVersion": (10 + n).to_string()},
+                    "status": r.body["status"]});
+                return (200, pod);
+            }
+            fake_api::echo_bumping_version(r)
+        };
+        let (client, requests) = fake_api::apiserver(Arc::new(respond));
         let mut registry = prometheus_client::registry::Registry::default();
         let scheduler = Scheduler::new(
             client.clone(),
@@ -1174,19 +1201,26 @@ mod tests {
         }
     }
 
-    /// As upstream's: the FailedScheduling Event regards the pod as the
-    /// watch last showed it, resourceVersion included; once the pod changed
-    /// (here by the first failure's condition patch), the next failure is a
-    /// new Event with its own note, not a count on the first.
-    #[tokio::test]
-    async fn failed_scheduling_regards_the_pods_current_version() {
-        let (scheduler, mut requests) = scheduler_without_nodes();
-        scheduler.queue.add(pending_pod("10", None));
+    /// Pops the pod (after its backoff) and tries it.
+    async fn attempt(scheduler: &Arc<Scheduler>) {
+        scheduler.queue.move_all_to_active();
         let popped = scheduler.queue.pop().await.unwrap();
         assert!(matches!(
             scheduler.schedule_one(popped),
             Outcome::Unschedulable(_)
         ));
+    }
+
+    /// The FailedScheduling Event regards the pod by its whole reference at
+    /// the version the condition patch left: a repeat of the same reason
+    /// (no patch) counts on the Event stating it, and a new reason (a new
+    /// version) is a new Event with its own note — so the newest Event
+    /// states what the condition states.
+    #[tokio::test]
+    async fn failed_scheduling_events_follow_the_condition() {
+        let (scheduler, mut requests) = scheduler_without_nodes();
+        scheduler.queue.add(pending_pod("10", None));
+        attempt(&scheduler).await;
         let first = next_event(&mut requests).await;
         assert_eq!(first.method, "POST");
         assert_eq!(first.body["reason"], "FailedScheduling");
@@ -1195,20 +1229,43 @@ mod tests {
         assert_eq!(
             first.body["regarding"],
             json!({"apiVersion": "v1", "kind": "Pod", "namespace": "default",
-                   "name": "p", "uid": "uid-default-p", "resourceVersion": "10"})
+                   "name": "p", "uid": "uid-default-p", "resourceVersion": "11"})
         );
-        // The watch shows the condition patch; an event moves the pod.
+        // The watch shows the condition patch; the same reason again.
         let note = first.body["note"].as_str().unwrap().to_string();
         scheduler.queue.add(pending_pod("11", Some(&note)));
-        scheduler.queue.move_all_to_active();
-        let popped = scheduler.queue.pop().await.unwrap();
-        scheduler.schedule_one(popped);
-        let second = next_event(&mut requests).await;
-        assert_eq!(second.method, "POST", "a new Event, not a series patch");
-        assert_eq!(second.body["regarding"]["resourceVersion"], "11");
-        assert_ne!(
-            second.body["metadata"]["name"],
-            first.body["metadata"]["name"]
+        attempt(&scheduler).await;
+        let repeat = next_event(&mut requests).await;
+        assert_eq!(repeat.method, "PATCH", "a series on the first Event");
+        assert!(
+            repeat
+                .path
+                .ends_with(first.body["metadata"]["name"].as_str().unwrap())
+        );
+        assert_eq!(repeat.body["series"]["count"], 2);
+        // A node appears that the pod does not tolerate: a new reason.
+        scheduler.cache.lock().unwrap().add_or_update_node(node(
+            "n1",
+            "4",
+            "8Gi",
+            &[],
+            json!({"taints": [{"key": "k", "value": "v", "effect": "NoSchedule"}]}),
+        ));
+        attempt(&scheduler).await;
+        let changed = next_event(&mut requests).await;
+        assert_eq!(
+            changed.method, "POST",
+            "a new Event, not a count on the old"
+        );
+        assert_eq!(changed.body["regarding"]["resourceVersion"], "12");
+        assert_ne!(changed.body["note"], first.body["note"]);
+        assert!(
+            changed.body["note"]
+                .as_str()
+                .unwrap()
+                .contains("untolerated taint"),
+            "{}",
+            changed.body["note"]
         );
     }
 
