@@ -32,6 +32,11 @@ use tokio::sync::mpsc;
 use series::{FINISH_AFTER, Occurrence, REFRESH_EVERY, ReferenceKey, SeriesCache, SeriesKey};
 pub use spam::SpamFilter;
 
+/// Names a number of seconds after which a quiet series ends, instead of
+/// client-go's 6 minutes: a knob for end-to-end tests that must see series
+/// end, not a setting (upstream has none).
+pub const FINISH_AFTER_ENV: &str = "UNDERSTUDY_EVENT_SERIES_FINISH_SECONDS";
+
 /// Events waiting to be published; beyond this, new ones are dropped (as
 /// upstream's broadcaster drops when its queue of 1000 is full).
 const QUEUE: usize = 1000;
@@ -99,10 +104,16 @@ impl EventRecorder {
     pub fn new(client: Client, component: &str, instance: Option<String>) -> Self {
         let instance =
             instance.unwrap_or_else(|| format!("{component}-{}", crate::leader::hostname()));
-        let cache = SeriesCache::new(component.to_string(), instance);
+        let finish_after = std::env::var(FINISH_AFTER_ENV)
+            .ok()
+            .and_then(|s| s.parse::<i64>().ok())
+            .filter(|s| *s > 0)
+            .map_or(FINISH_AFTER, k8s_openapi::jiff::SignedDuration::from_secs);
+        let cache =
+            SeriesCache::new(component.to_string(), instance).with_finish_after(finish_after);
         let (queue, rx) = mpsc::unbounded_channel();
         let queued = Arc::new(AtomicUsize::new(0));
-        tokio::spawn(publish_all(client, cache, rx, queued.clone()));
+        tokio::spawn(publish_all(client, cache, rx, queued.clone(), finish_after));
         Self {
             queue,
             queued,
@@ -226,12 +237,13 @@ async fn publish_all(
     mut cache: SeriesCache,
     mut rx: mpsc::UnboundedReceiver<Message>,
     queued: Arc<AtomicUsize>,
+    finish_after: k8s_openapi::jiff::SignedDuration,
 ) {
     let period = |d: k8s_openapi::jiff::SignedDuration| {
         let d = std::time::Duration::try_from(d).expect("positive period");
         tokio::time::interval_at(tokio::time::Instant::now() + d, d)
     };
-    let mut finish_tick = period(FINISH_AFTER);
+    let mut finish_tick = period(finish_after);
     let mut refresh_tick = period(REFRESH_EVERY);
     let mut in_flight = FuturesUnordered::new();
     // Failed writes waiting to be tried again. They hold no write slot while

@@ -133,6 +133,8 @@ pub struct SeriesCache {
     /// write waiting to be retried) are dropped; kept for [`FINISH_AFTER`],
     /// longer than any retry waits.
     deleted: HashMap<String, Timestamp>,
+    /// When a quiet series ends: [`FINISH_AFTER`] but in tests.
+    finish_after: SignedDuration,
 }
 
 impl SeriesCache {
@@ -142,7 +144,14 @@ impl SeriesCache {
             reporting_instance,
             recorded: HashMap::new(),
             deleted: HashMap::new(),
+            finish_after: FINISH_AFTER,
         }
+    }
+
+    /// Ends quiet series after `finish_after` instead of [`FINISH_AFTER`].
+    pub fn with_finish_after(mut self, finish_after: SignedDuration) -> Self {
+        self.finish_after = finish_after;
+        self
     }
 
     /// Whether the object with this UID is known to be deleted.
@@ -217,12 +226,14 @@ impl SeriesCache {
 
     /// Ends the series (and single Events) not observed for
     /// [`FINISH_AFTER`]; returns the final counts of the ended series to write.
+    /// Deletions are remembered for [`FINISH_AFTER`] whatever the series'
+    /// own end, to outlast retries.
     pub fn finish(&mut self, now: Timestamp) -> Vec<K8sEvent> {
         self.deleted.retain(|_, at| *at + FINISH_AFTER > now);
         let mut finals = vec![];
         for series in self.recorded.values_mut() {
             series.retain(|key, recorded| {
-                if recorded.last_observed + FINISH_AFTER > now {
+                if recorded.last_observed + self.finish_after > now {
                     return true;
                 }
                 if recorded.count > 1 {
@@ -558,5 +569,16 @@ mod tests {
         assert!(!c.is_deleted(Some("uid-gone")));
         assert!(c.object_deleted("", at(500)).is_empty());
         assert!(!c.is_deleted(Some("")));
+    }
+
+    #[test]
+    fn a_shorter_finish_ends_quiet_series_sooner() {
+        let mut c = cache().with_finish_after(SignedDuration::from_secs(20));
+        c.observe(occurrence("p", "FailedScheduling", "a"), at(0))
+            .unwrap();
+        c.observe(occurrence("p", "FailedScheduling", "a"), at(1))
+            .unwrap();
+        assert!(c.finish(at(20)).is_empty());
+        assert_eq!(c.finish(at(21)).len(), 1);
     }
 }
