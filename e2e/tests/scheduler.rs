@@ -611,3 +611,457 @@ async fn kube_scheduler_uses_our_extender_to_filter_prioritize_and_bind() {
         Some(profile.as_str())
     );
 }
+
+/// The PodScheduled=False message of pod `name`, and the note of its newest
+/// FailedScheduling Event (newest by last observation), if both exist.
+async fn condition_and_newest_event(
+    client: &Client,
+    pods: &Api<Pod>,
+    namespace: &str,
+    name: &str,
+) -> Result<Option<(String, String)>, String> {
+    let Some(pod) = pods.get_opt(name).await.map_err(|e| e.to_string())? else {
+        return Ok(None);
+    };
+    let uid = pod.metadata.uid.clone();
+    let condition = pod
+        .status
+        .and_then(|s| s.conditions)
+        .unwrap_or_default()
+        .into_iter()
+        .find(|c| c.type_ == "PodScheduled" && c.status == "False")
+        .and_then(|c| c.message);
+    let newest = pods::events_for(client, namespace, name)
+        .await
+        .into_iter()
+        .filter(|e| {
+            e.reason.as_deref() == Some("FailedScheduling")
+                && e.regarding.as_ref().and_then(|r| r.uid.clone()) == uid
+        })
+        .max_by_key(|e| {
+            e.series
+                .as_ref()
+                .map(|s| s.last_observed_time.0)
+                .or(e.event_time.as_ref().map(|t| t.0))
+        })
+        .and_then(|e| e.note);
+    Ok(condition.zip(newest))
+}
+
+/// Until the pod's PodScheduled condition says `needle`; then, within the
+/// same deadline, until its newest FailedScheduling Event says the same as
+/// the condition. Returns the message.
+async fn wait_event_follows_condition(
+    client: &Client,
+    pods: &Api<Pod>,
+    namespace: &str,
+    name: &str,
+    needle: &str,
+) -> Result<String, String> {
+    let (_, condition) = pods::wait_unschedulable_with(pods, name, T, needle)
+        .await
+        .map_err(|e| e.to_string())?;
+    let last = std::sync::Mutex::new(None);
+    let agreed = wait::until(
+        &format!("the newest FailedScheduling Event of {name} to say {condition:?}"),
+        T,
+        || {
+            let last = &last;
+            async move {
+                let pair = condition_and_newest_event(client, pods, namespace, name).await?;
+                let agreed = pair
+                    .as_ref()
+                    .filter(|(c, e)| c == e && c.contains(needle))
+                    .map(|(c, _)| c.clone());
+                *last.lock().unwrap() = pair;
+                Ok(agreed)
+            }
+        },
+    )
+    .await;
+    agreed.map_err(|e| {
+        let last = last.lock().unwrap();
+        format!("{e}; last (condition, newest event): {last:?}")
+    })
+}
+
+/// A kwok node for one test, as `create_private_node` makes them but
+/// labelled `events-test=<owner>` and tainted with `extra_taints` too from
+/// its creation (a taint added later would let a pod land first).
+async fn create_private_node_with_taints(
+    client: &Client,
+    name: &str,
+    owner: &str,
+    cpu: &str,
+    extra_taints: Value,
+) {
+    let mut taints =
+        json!([{"key": "understudy.dev/test", "value": owner, "effect": "NoSchedule"}]);
+    taints
+        .as_array_mut()
+        .unwrap()
+        .extend(extra_taints.as_array().unwrap().iter().cloned());
+    let node: Node = pods::from_json(json!({
+        "metadata": {
+            "name": name,
+            "labels": {
+                "type": "kwok",
+                "kubernetes.io/hostname": name,
+                "understudy.dev/test": owner,
+                "events-test": owner,
+                understudy_e2e::nodes::E2E_LABEL: "true",
+            },
+            "annotations": {"kwok.x-k8s.io/node": "fake"},
+        },
+        "spec": {"taints": taints},
+        "status": {
+            "allocatable": {"cpu": cpu, "memory": "64Gi", "pods": "110"},
+            "capacity": {"cpu": cpu, "memory": "64Gi", "pods": "110"},
+        },
+    }));
+    Api::<Node>::all(client.clone())
+        .create(&Default::default(), &node)
+        .await
+        .unwrap_or_else(|e| panic!("creating node {name}: {e}"));
+}
+
+async fn set_taints(client: &Client, name: &str, taints: &[k8s_openapi::api::core::v1::Taint]) {
+    let nodes: Api<Node> = Api::all(client.clone());
+    let patch = json!({"spec": {"taints": taints}});
+    nodes
+        .patch(
+            name,
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(&patch),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("setting the taints of {name}: {e}"));
+}
+
+/// The issue's "stale FailedScheduling message": a pending pod's newest
+/// Event states the reason its PodScheduled condition states after each
+/// change under it — a node added (a new reason: an untolerated taint), the
+/// taint removed (Insufficient cpu), a pod deleted (anti-affinity). Each
+/// change must also retry the pod, or the condition would not move either.
+#[tokio::test]
+async fn the_newest_failed_scheduling_event_states_the_current_reason() {
+    let (client, ns, pods) = setup("evfollow").await;
+    let blocker = format!("blocker-{}", ns.name);
+    create(&pods, pod("waiter", json!({}), json!({
+        "nodeSelector": {"events-test": ns.name},
+        "tolerations": [{"key": "understudy.dev/test", "operator": "Exists", "effect": "NoSchedule"}],
+        "affinity": {"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [{
+            "labelSelector": {"matchLabels": {"app": blocker}},
+            "topologyKey": "kubernetes.io/hostname",
+        }]}},
+        "containers": [{"name": "c", "image": "x", "resources": {"requests": {"cpu": "1"}}}],
+    })))
+    .await;
+    let mut steps = vec![];
+    steps.push(
+        wait_event_follows_condition(
+            &client,
+            &pods,
+            &ns.name,
+            "waiter",
+            "didn't match Pod's node affinity/selector",
+        )
+        .await,
+    );
+
+    // A node is added: the pod's selector matches it, but a taint repels it.
+    let node_name = format!("evfollow-{}", ns.name);
+    create_private_node_with_taints(
+        &client,
+        &node_name,
+        &ns.name,
+        "1",
+        json!([{"key": "understudy.dev/events-blocked", "effect": "NoSchedule"}]),
+    )
+    .await;
+    // Placed directly on the node: one takes its CPU, one the pod must not
+    // share a node with.
+    for (name, labels, cpu) in [
+        ("hog", json!({}), "1"),
+        ("marker", json!({"app": blocker}), "0"),
+    ] {
+        create(
+            &pods,
+            json!({
+                "metadata": {"name": name, "labels": labels},
+                "spec": {"nodeName": node_name, "containers": [{"name": "c", "image": "x",
+                    "resources": {"requests": {"cpu": cpu}}}]},
+            }),
+        )
+        .await;
+    }
+    steps.push(
+        wait_event_follows_condition(
+            &client,
+            &pods,
+            &ns.name,
+            "waiter",
+            "1 node(s) had untolerated taint(s)",
+        )
+        .await,
+    );
+
+    // The taint is removed: now the CPU is what is missing.
+    set_taints(
+        &client,
+        &node_name,
+        &pods::from_json::<Vec<_>>(
+            json!([{"key": "understudy.dev/test", "value": ns.name, "effect": "NoSchedule"}]),
+        ),
+    )
+    .await;
+    steps.push(
+        wait_event_follows_condition(&client, &pods, &ns.name, "waiter", "Insufficient cpu").await,
+    );
+
+    // A pod is deleted: the CPU is free, the anti-affinity remains.
+    pods.delete("hog", &kube::api::DeleteParams::default().grace_period(0))
+        .await
+        .unwrap();
+    steps.push(
+        wait_event_follows_condition(
+            &client,
+            &pods,
+            &ns.name,
+            "waiter",
+            "didn't match pod anti-affinity rules",
+        )
+        .await,
+    );
+    let still_pending = pods
+        .get("waiter")
+        .await
+        .unwrap()
+        .spec
+        .and_then(|s| s.node_name)
+        .is_none();
+    delete_node(&client, &node_name).await;
+    for step in steps {
+        step.unwrap();
+    }
+    assert!(still_pending, "the pod must still be pending");
+}
+
+/// The issue's "Events that outlive their pods": pods of a namespace have
+/// ongoing Event series when the namespace is deleted and created again
+/// with the same name; when the series would have ended (a private
+/// scheduler ends quiet series after 30 s instead of 6 minutes, and a
+/// canary pod elsewhere shows when its recorder ended them), no Event about
+/// the old pods is written into the new namespace.
+#[tokio::test]
+async fn a_recreated_namespace_gets_no_events_about_the_old_ones_objects() {
+    let (client, canary_ns, canary_pods) = setup("evcanary").await;
+    let cluster = cluster();
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    let name = format!("e2e-evrecreate-{:x}", fastrand::u32(..));
+    let new_namespace = || Namespace {
+        metadata: kube::api::ObjectMeta {
+            name: Some(name.clone()),
+            labels: Some(
+                [(
+                    understudy_e2e::nodes::E2E_LABEL.to_string(),
+                    "true".to_string(),
+                )]
+                .into(),
+            ),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    namespaces
+        .create(&Default::default(), &new_namespace())
+        .await
+        .unwrap();
+    wait::accepts_pods(&client, &name, T).await.unwrap();
+    let old_pods: Api<Pod> = Api::namespaced(client.clone(), &name);
+
+    let profile = format!("events-{}", canary_ns.name);
+    let config_path = std::env::temp_dir().join(format!("{profile}.yaml"));
+    std::fs::write(
+        &config_path,
+        format!(
+            "apiVersion: kubescheduler.config.k8s.io/v1\nkind: KubeSchedulerConfiguration\n\
+             leaderElection: {{leaderElect: false}}\nprofiles: [{{schedulerName: {profile}}}]\n"
+        ),
+    )
+    .unwrap();
+    let _scheduler = tokio::process::Command::new(binaries_dir().join("understudy-scheduler"))
+        .arg(format!("--config={}", config_path.display()))
+        .arg(format!("--kubeconfig={}", cluster.kubeconfig.display()))
+        .args([
+            "--bind-address=127.0.0.1",
+            "--port=0",
+            "--extender-port=0",
+            "--log-level=warn",
+        ])
+        .env(understudy_component_base::events::FINISH_AFTER_ENV, "30")
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start understudy-scheduler");
+    let never = |name: &str| {
+        let mut p = pod(
+            name,
+            json!({}),
+            json!({"nodeSelector": {"understudy.dev/never": "true"}}),
+        );
+        p["spec"]["schedulerName"] = json!(profile);
+        p
+    };
+    let mut uids = BTreeSet::new();
+    for i in 0..3 {
+        let created = create(&old_pods, never(&format!("old-{i}"))).await;
+        uids.insert(created.metadata.uid.unwrap());
+    }
+    create(&canary_pods, never("canary")).await;
+
+    // A node appears, then changes twice without changing any pod's
+    // reason: every pod fails again for the same reason, so each has a
+    // series (count 2 written, later repeats only counted).
+    let node_name = format!("evrecreate-{}", canary_ns.name);
+    create_private_node(&client, &node_name, &canary_ns.name, "1", json!({})).await;
+    let nodes: Api<Node> = Api::all(client.clone());
+    let poke = |round: u32| {
+        let nodes = nodes.clone();
+        let node_name = node_name.clone();
+        async move {
+            let patch = json!({"metadata": {"labels": {"understudy.dev/poke": round.to_string()}}});
+            nodes
+                .patch(
+                    &node_name,
+                    &kube::api::PatchParams::default(),
+                    &kube::api::Patch::Merge(&patch),
+                )
+                .await
+                .unwrap();
+        }
+    };
+    let series_count = |namespace: String, pod: String| {
+        let client = client.clone();
+        async move {
+            pods::events_for(&client, &namespace, &pod)
+                .await
+                .into_iter()
+                .filter(|e| e.reason.as_deref() == Some("FailedScheduling"))
+                .filter_map(|e| e.series.map(|s| s.count))
+                .max()
+                .unwrap_or(0)
+        }
+    };
+    let all_in_series = wait::until("every pod to have a series", T, || {
+        let names: Vec<(String, String)> = (0..3)
+            .map(|i| (name.clone(), format!("old-{i}")))
+            .chain([(canary_ns.name.clone(), "canary".to_string())])
+            .collect();
+        let series_count = &series_count;
+        let poke = &poke;
+        async move {
+            poke(fastrand::u32(..)).await;
+            for (namespace, pod) in names {
+                if series_count(namespace, pod).await < 2 {
+                    return Ok(None);
+                }
+            }
+            Ok(Some(()))
+        }
+    })
+    .await;
+
+    // The namespace goes, with its pods, and comes back under its name.
+    namespaces
+        .delete(&name, &kube::api::DeleteParams::background())
+        .await
+        .unwrap();
+    let gone = wait::until(
+        "the namespace to be gone",
+        Duration::from_secs(120),
+        || async {
+            Ok(namespaces
+                .get_opt(&name)
+                .await
+                .map_err(|e| e.to_string())?
+                .is_none()
+                .then_some(()))
+        },
+    )
+    .await;
+    namespaces
+        .create(&Default::default(), &new_namespace())
+        .await
+        .unwrap();
+
+    // The canary fails three more times after the namespace is back (a
+    // failure per poke: pokes are further apart than its longest backoff,
+    // 10 s, and closer than a series' end), then goes quiet, and its
+    // recorder ends its series, writing a count of at least 3 observed
+    // after the re-creation: by then the old pods' series, quiet since
+    // before, would have ended too.
+    let recreated = k8s_openapi::jiff::Timestamp::now();
+    let canary_events: Api<k8s_openapi::api::events::v1::Event> =
+        Api::namespaced(client.clone(), &canary_ns.name);
+    let pokes = std::sync::Mutex::new((0u32, tokio::time::Instant::now()));
+    let canary_ended = wait::until(
+        "the canary's series to end after the re-creation",
+        Duration::from_secs(150),
+        || async {
+            let due = {
+                let mut pokes = pokes.lock().unwrap();
+                let due =
+                    pokes.0 < 3 && (pokes.0 == 0 || pokes.1.elapsed() >= Duration::from_secs(12));
+                if due {
+                    *pokes = (pokes.0 + 1, tokio::time::Instant::now());
+                }
+                due
+            };
+            if due {
+                poke(fastrand::u32(..)).await;
+            }
+            let events = canary_events
+                .list(&ListParams::default())
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok(events
+                .items
+                .into_iter()
+                .any(|e| {
+                    e.reason.as_deref() == Some("FailedScheduling")
+                        && e.series
+                            .is_some_and(|s| s.count >= 3 && s.last_observed_time.0 > recreated)
+                })
+                .then_some(()))
+        },
+    )
+    .await;
+    let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(client.clone(), &name);
+    let about_old: Vec<_> = events
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|e| {
+            e.regarding
+                .as_ref()
+                .and_then(|r| r.uid.as_ref())
+                .is_some_and(|uid| uids.contains(uid))
+        })
+        .map(|e| (e.metadata.name, e.reason, e.series.map(|s| s.count)))
+        .collect();
+
+    delete_node(&client, &node_name).await;
+    let _ = namespaces
+        .delete(&name, &kube::api::DeleteParams::background())
+        .await;
+    let _ = std::fs::remove_file(config_path);
+    all_in_series.unwrap();
+    gone.unwrap();
+    canary_ended.unwrap();
+    assert!(
+        about_old.is_empty(),
+        "Events about the old namespace's pods in the new one: {about_old:?}"
+    );
+}

@@ -114,6 +114,7 @@ impl Handler<Pod> for Pods {
     }
     fn delete(&self, s: &Scheduler, pod: Pod) {
         let uid = pod.uid().unwrap_or_default();
+        s.pod_deleted(&uid);
         s.observed_eviction(&uid);
         s.queue.delete(&uid);
         let was_nominated = s
@@ -166,6 +167,7 @@ impl Handler<Pod> for Pods {
             .collect();
         for uid in &gone {
             cache.remove_pod(uid);
+            s.pod_deleted(uid);
         }
         drop(cache);
         s.evicting
@@ -174,6 +176,7 @@ impl Handler<Pod> for Pods {
             .retain(|uid| seen.contains(uid));
         for uid in s.queue.uids() {
             if !seen.contains(&uid) {
+                s.pod_deleted(&uid);
                 s.queue.delete(&uid);
             }
         }
@@ -673,7 +676,88 @@ pub fn start(s: Arc<Scheduler>) -> watch::Receiver<bool> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::queue::QueueName;
     use serde_json::json;
+
+    fn scheduler() -> Scheduler {
+        let (client, _) = crate::framework::fake_api::apiserver(Arc::new(
+            crate::framework::fake_api::echo_bumping_version,
+        ));
+        let mut registry = prometheus_client::registry::Registry::default();
+        Scheduler::new(
+            client.clone(),
+            client,
+            crate::config::SchedulerConfig::default(),
+            crate::metrics::Metrics::register(&mut registry),
+        )
+        .unwrap()
+    }
+
+    fn node(name: &str, taints: serde_json::Value) -> Node {
+        serde_json::from_value(json!({
+            "metadata": {"name": name, "labels": {"kubernetes.io/hostname": name}},
+            "spec": {"taints": taints},
+            "status": {"allocatable": {"cpu": "1", "memory": "1Gi", "pods": "110"}},
+        }))
+        .unwrap()
+    }
+
+    fn pod(name: &str, node: Option<&str>) -> Pod {
+        serde_json::from_value(json!({
+            "metadata": {"name": name, "namespace": "ns", "uid": format!("uid-{name}")},
+            "spec": {"schedulerName": "understudy-scheduler", "nodeName": node,
+                     "containers": [{"name": "c"}]},
+        }))
+        .unwrap()
+    }
+
+    /// Adds a pending pod and parks it unschedulable, as a failed attempt does.
+    async fn park_unschedulable(s: &Scheduler, name: &str) {
+        Pods.apply(s, pod(name, None));
+        let popped = s.queue.pop().await.unwrap();
+        assert_eq!(popped.info.pod.name, name);
+        s.queue.requeue_failed(popped, true);
+        assert_eq!(s.queue.counts()[&QueueName::Unschedulable], 1);
+    }
+
+    /// The cluster changes the issue names each retry unschedulable pods
+    /// (so their condition and newest Event state the current reason): a
+    /// node added, a taint removed (not only added), an assigned pod
+    /// deleted; a heartbeat that changes nothing scheduling reads does not.
+    #[tokio::test]
+    async fn node_added_taint_removed_and_pod_deleted_retry_unschedulable_pods() {
+        let s = scheduler();
+        let unreachable =
+            json!([{"key": "node.kubernetes.io/unreachable", "effect": "NoSchedule"}]);
+        Nodes.apply(&s, node("n1", unreachable.clone()));
+
+        park_unschedulable(&s, "a").await;
+        Nodes.apply(&s, node("n1", unreachable));
+        assert_eq!(
+            s.queue.counts()[&QueueName::Unschedulable],
+            1,
+            "a heartbeat retries nothing"
+        );
+        Nodes.apply(&s, node("n1", json!([])));
+        assert_eq!(
+            s.queue.counts()[&QueueName::Unschedulable],
+            0,
+            "taint removed"
+        );
+
+        park_unschedulable(&s, "b").await;
+        Nodes.apply(&s, node("n2", json!(null)));
+        assert_eq!(s.queue.counts()[&QueueName::Unschedulable], 0, "node added");
+
+        Pods.apply(&s, pod("running", Some("n2")));
+        park_unschedulable(&s, "c").await;
+        Pods.delete(&s, pod("running", Some("n2")));
+        assert_eq!(
+            s.queue.counts()[&QueueName::Unschedulable],
+            0,
+            "assigned pod deleted"
+        );
+    }
 
     #[test]
     fn slimming_keeps_what_scheduling_reads() {

@@ -586,6 +586,19 @@ impl SchedulingQueue {
             .collect()
     }
 
+    /// The newest version of a pod the queue holds (its watch updates it
+    /// while the pod waits or is being tried), as upstream's informer cache
+    /// lookup in handleSchedulingFailure; `None` once the pod is deleted,
+    /// bound or no longer this scheduler's.
+    pub fn pod(&self, uid: &str) -> Option<Arc<PodInfo>> {
+        self.inner
+            .lock()
+            .expect("queue lock")
+            .entries
+            .get(uid)
+            .map(|e| e.info.pod.clone())
+    }
+
     pub fn contains(&self, uid: &str) -> bool {
         self.inner
             .lock()

@@ -9,11 +9,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use k8s_openapi::api::core::v1::{ObjectReference, Pod};
+use kube::Client;
 use kube::api::{Api, Patch, PatchParams, PostParams};
-use kube::{Client, Resource};
 use serde_json::json;
 use tokio_util::task::TaskTracker;
-use understudy_component_base::events::EventRecorder;
+use understudy_component_base::events::{self, EventRecorder, EventType};
 
 use crate::cache::Cache;
 use crate::config::SchedulerConfig;
@@ -244,9 +244,15 @@ impl Scheduler {
                             "Preempted by pod {} on node {}",
                             preemptor.uid, candidate.node
                         );
-                        events
-                            .normal(&object_ref(victim), "Preempted", "Preempting", note)
-                            .await;
+                        // Upstream names the preemptor as the related object.
+                        events.record_related(
+                            &object_ref(victim),
+                            Some(&object_ref(preemptor)),
+                            EventType::Normal,
+                            "Preempted",
+                            "Preempting",
+                            note,
+                        );
                     }
                 }
                 Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => {
@@ -700,7 +706,17 @@ impl Scheduler {
     }
 
     /// Sets PodScheduled=False with `reason` and records FailedScheduling, as
-    /// upstream's handleSchedulingFailure.
+    /// upstream's handleSchedulingFailure, about the pod as the watch last
+    /// showed it. The Event regards the pod by its whole reference, with the
+    /// resourceVersion the condition patch left (the watched one if nothing
+    /// was patched), and Events fold into series by that reference: a failure
+    /// for a new reason patches the condition, moves the version on and so
+    /// starts a new Event stating the new reason; a repeat of the same reason
+    /// patches nothing and counts on the Event that states it. Upstream
+    /// regards the version from before its patch, so after a repeat a new
+    /// reason folds into the repeat's Event and the newest Event keeps the
+    /// old reason until the next attempt; regarding the patched version
+    /// keeps the newest Event and the condition in step.
     async fn report_unschedulable(
         &self,
         pod: &PodInfo,
@@ -719,23 +735,45 @@ impl Scheduler {
         {
             return;
         }
-        self.patch_condition(pod, reason, message, nominate).await;
+        // Deleted (or bound elsewhere, or no longer ours) meanwhile: there
+        // is no pod left to report on. The queue is keyed by UID, so a pod
+        // re-created with the same name is another pod.
+        let Some(current) = self.queue.pod(&pod.uid) else {
+            tracing::debug!(pod = %pod.key(), "pod left the queue; not reporting its failure");
+            return;
+        };
+        let patched = self
+            .patch_condition(&current, reason, message, nominate)
+            .await;
         if let Some(events) = self.events.get(profile) {
+            let mut regarding = object_ref(&current);
+            if let Some(version) = patched {
+                regarding.resource_version = Some(version);
+            }
             let note = truncate_note(message);
             events
-                .warning(&object_ref(pod), "FailedScheduling", "Scheduling", note)
+                .warning(&regarding, "FailedScheduling", "Scheduling", note)
                 .await;
         }
     }
 
+    /// A pod was deleted: its Event series end, and no Event about it is
+    /// written any more (see [`EventRecorder::object_deleted`]).
+    pub fn pod_deleted(&self, uid: &str) {
+        for events in self.events.values() {
+            events.object_deleted(uid);
+        }
+    }
+
     /// Sets PodScheduled=False and, after a preemption, `status.nominatedNodeName`.
+    /// Returns the pod's resourceVersion after the patch, if it patched.
     async fn patch_condition(
         &self,
         pod: &PodInfo,
         reason: &str,
         message: &str,
         nominate: Option<&str>,
-    ) {
+    ) -> Option<String> {
         let current = pod
             .pod
             .status
@@ -754,7 +792,7 @@ impl Scheduler {
                     && c.message.as_deref() == Some(message)
             })
         {
-            return;
+            return None;
         }
         let pods: Api<Pod> = Api::namespaced(self.client.clone(), &pod.namespace);
         // The condition stays False: it keeps the time it became False.
@@ -777,11 +815,19 @@ impl Scheduler {
         if let Some(node) = nominate {
             patch["status"]["nominatedNodeName"] = json!(node);
         }
-        if let Err(e) = pods
+        match pods
             .patch_status(&pod.name, &PatchParams::default(), &Patch::Strategic(patch))
             .await
         {
-            tracing::debug!(pod = %pod.key(), error = %e, "could not update the PodScheduled condition");
+            // A pod re-created under the name meanwhile is another pod.
+            Ok(patched) if patched.metadata.uid.as_deref() == Some(pod.uid.as_str()) => {
+                patched.metadata.resource_version
+            }
+            Ok(_) => None,
+            Err(e) => {
+                tracing::debug!(pod = %pod.key(), error = %e, "could not update the PodScheduled condition");
+                None
+            }
         }
     }
 }
@@ -856,8 +902,9 @@ struct BindingCycle {
     queued: QueuedPodInfo,
 }
 
+/// client-go's reference.GetReference of the pod, resourceVersion included.
 fn object_ref(pod: &PodInfo) -> ObjectReference {
-    let mut r = pod.pod.object_ref(&());
+    let mut r = events::reference(pod.pod.as_ref());
     r.uid = Some(pod.uid.clone());
     r
 }
@@ -1117,6 +1164,152 @@ mod tests {
         let (condition, bound) = run.condition_and_binding().await;
         assert!(bound);
         assert_eq!(condition, None);
+    }
+
+    /// A scheduler over a fake apiserver with no nodes, so every pod is
+    /// unschedulable. A status patch answers with the pod at resourceVersion
+    /// 10 + the number of status patches so far.
+    fn scheduler_without_nodes() -> (
+        Arc<Scheduler>,
+        tokio::sync::mpsc::UnboundedReceiver<Request>,
+    ) {
+        let patches = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let respond = move |r: &Request| {
+            if r.path.ends_with("/status") {
+                let n = 1 + patches.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let pod = json!({"metadata": {"name": "p", "namespace": "default",
+                    "uid": "uid-default-p", "resourceVersion": (10 + n).to_string()},
+                    "status": r.body["status"]});
+                return (200, pod);
+            }
+            fake_api::echo_bumping_version(r)
+        };
+        let (client, requests) = fake_api::apiserver(Arc::new(respond));
+        let mut registry = prometheus_client::registry::Registry::default();
+        let scheduler = Scheduler::new(
+            client.clone(),
+            client,
+            SchedulerConfig::default(),
+            Metrics::register(&mut registry),
+        )
+        .unwrap();
+        (Arc::new(scheduler), requests)
+    }
+
+    /// Pod `p` at `resource_version`, as its watch shows it.
+    fn pending_pod(resource_version: &str, condition_message: Option<&str>) -> Arc<PodInfo> {
+        let info = pod(
+            "p",
+            &[],
+            json!({"schedulerName": PROFILE, "containers": [container("100m", "100Mi")]}),
+        );
+        let mut p = (*info.pod).clone();
+        p.metadata.resource_version = Some(resource_version.into());
+        if let Some(message) = condition_message {
+            p.status = Some(
+                serde_json::from_value(json!({"conditions": [{
+                    "type": "PodScheduled", "status": "False",
+                    "reason": "Unschedulable", "message": message}]}))
+                .unwrap(),
+            );
+        }
+        Arc::new(PodInfo::new(Arc::new(p)))
+    }
+
+    /// The next Event written (skipping other requests).
+    async fn next_event(requests: &mut tokio::sync::mpsc::UnboundedReceiver<Request>) -> Request {
+        loop {
+            let r = tokio::time::timeout(std::time::Duration::from_secs(10), requests.recv())
+                .await
+                .expect("an Event within 10 s")
+                .unwrap();
+            if r.path.contains("/events") {
+                return r;
+            }
+        }
+    }
+
+    /// Pops the pod (after its backoff) and tries it.
+    async fn attempt(scheduler: &Arc<Scheduler>) {
+        scheduler.queue.move_all_to_active();
+        let popped = scheduler.queue.pop().await.unwrap();
+        assert!(matches!(
+            scheduler.schedule_one(popped),
+            Outcome::Unschedulable(_)
+        ));
+    }
+
+    /// The FailedScheduling Event regards the pod by its whole reference at
+    /// the version the condition patch left: a repeat of the same reason
+    /// (no patch) counts on the Event stating it, and a new reason (a new
+    /// version) is a new Event with its own note — so the newest Event
+    /// states what the condition states.
+    #[tokio::test]
+    async fn failed_scheduling_events_follow_the_condition() {
+        let (scheduler, mut requests) = scheduler_without_nodes();
+        scheduler.queue.add(pending_pod("10", None));
+        attempt(&scheduler).await;
+        let first = next_event(&mut requests).await;
+        assert_eq!(first.method, "POST");
+        assert_eq!(first.body["reason"], "FailedScheduling");
+        assert_eq!(first.body["action"], "Scheduling");
+        assert_eq!(first.body["type"], "Warning");
+        assert_eq!(
+            first.body["regarding"],
+            json!({"apiVersion": "v1", "kind": "Pod", "namespace": "default",
+                   "name": "p", "uid": "uid-default-p", "resourceVersion": "11"})
+        );
+        // The watch shows the condition patch; the same reason again.
+        let note = first.body["note"].as_str().unwrap().to_string();
+        scheduler.queue.add(pending_pod("11", Some(&note)));
+        attempt(&scheduler).await;
+        let repeat = next_event(&mut requests).await;
+        assert_eq!(repeat.method, "PATCH", "a series on the first Event");
+        assert!(
+            repeat
+                .path
+                .ends_with(first.body["metadata"]["name"].as_str().unwrap())
+        );
+        assert_eq!(repeat.body["series"]["count"], 2);
+        // A node appears that the pod does not tolerate: a new reason.
+        scheduler.cache.lock().unwrap().add_or_update_node(node(
+            "n1",
+            "4",
+            "8Gi",
+            &[],
+            json!({"taints": [{"key": "k", "value": "v", "effect": "NoSchedule"}]}),
+        ));
+        attempt(&scheduler).await;
+        let changed = next_event(&mut requests).await;
+        assert_eq!(
+            changed.method, "POST",
+            "a new Event, not a count on the old"
+        );
+        assert_eq!(changed.body["regarding"]["resourceVersion"], "12");
+        assert_ne!(changed.body["note"], first.body["note"]);
+        assert!(
+            changed.body["note"]
+                .as_str()
+                .unwrap()
+                .contains("untolerated taint"),
+            "{}",
+            changed.body["note"]
+        );
+    }
+
+    /// A pod deleted while its attempt ran gets no Event and no condition.
+    #[tokio::test]
+    async fn no_report_about_a_pod_deleted_during_its_attempt() {
+        let (scheduler, mut requests) = scheduler_without_nodes();
+        scheduler.queue.add(pending_pod("10", None));
+        let popped = scheduler.queue.pop().await.unwrap();
+        // The watch's deletion, as the pod informer applies it.
+        scheduler.pod_deleted("uid-default-p");
+        scheduler.queue.delete("uid-default-p");
+        scheduler.schedule_one(popped);
+        let written =
+            tokio::time::timeout(std::time::Duration::from_secs(2), requests.recv()).await;
+        assert!(written.is_err(), "unexpected write {written:?}");
     }
 
     #[test]

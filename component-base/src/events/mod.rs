@@ -6,10 +6,17 @@
 //! for want of the apiserver (a transport error) is tried again, up to
 //! [`MAX_TRIES`] times, [`RETRY_AFTER`] apart (plus up to a quarter, so that
 //! many clients do not retry in step); one the apiserver rejects is dropped.
+//!
+//! Each Event regards an object by its whole reference, resourceVersion
+//! included, as client-go's `reference.GetReference` makes it; folding into
+//! series is keyed by that reference (see [`series`]). The recorder learns of
+//! deletions from its caller ([`EventRecorder::object_deleted`]): the
+//! object's series end and nothing more is written about it.
 
 mod series;
 mod spam;
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -24,6 +31,11 @@ use tokio::sync::mpsc;
 
 use series::{FINISH_AFTER, Occurrence, REFRESH_EVERY, ReferenceKey, SeriesCache, SeriesKey};
 pub use spam::SpamFilter;
+
+/// Names a number of seconds after which a quiet series ends, instead of
+/// client-go's 6 minutes: a knob for end-to-end tests that must see series
+/// end, not a setting (upstream has none).
+pub const FINISH_AFTER_ENV: &str = "UNDERSTUDY_EVENT_SERIES_FINISH_SECONDS";
 
 /// Events waiting to be published; beyond this, new ones are dropped (as
 /// upstream's broadcaster drops when its queue of 1000 is full).
@@ -40,7 +52,17 @@ pub const MAX_TRIES: u32 = 12;
 /// defaultSleepDuration), jittered by up to a quarter more.
 pub const RETRY_AFTER: Duration = Duration::from_secs(10);
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// A reference to `obj` as client-go's `reference.GetReference` makes it
+/// for an Event: kind, apiVersion, name, namespace, UID and
+/// resourceVersion. The resourceVersion matters: Events fold into series
+/// by the whole reference, so an object that changed gets a new Event.
+pub fn reference<K: kube::Resource<DynamicType = ()>>(obj: &K) -> ObjectReference {
+    let mut r = obj.object_ref(&());
+    r.resource_version = obj.meta().resource_version.clone();
+    r
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum EventType {
     Normal,
     Warning,
@@ -55,10 +77,22 @@ impl EventType {
     }
 }
 
+/// What the publishing task is told, in the order it was told: a deletion
+/// applies to the Events recorded after it, not to those before.
+enum Message {
+    Record(Box<Occurrence>),
+    /// The object with this UID was deleted.
+    Deleted(String),
+}
+
 /// Records Events as `reportingController` = the component's name.
 #[derive(Clone)]
 pub struct EventRecorder {
-    queue: mpsc::Sender<Occurrence>,
+    /// Unbounded so that a deletion is never lost; Events are bounded by
+    /// `queued` instead.
+    queue: mpsc::UnboundedSender<Message>,
+    /// Events sent and not yet taken by the publishing task.
+    queued: Arc<AtomicUsize>,
     spam: Option<Arc<Mutex<SpamFilter>>>,
 }
 
@@ -70,10 +104,34 @@ impl EventRecorder {
     pub fn new(client: Client, component: &str, instance: Option<String>) -> Self {
         let instance =
             instance.unwrap_or_else(|| format!("{component}-{}", crate::leader::hostname()));
-        let cache = SeriesCache::new(component.to_string(), instance);
-        let (queue, rx) = mpsc::channel::<Occurrence>(QUEUE);
-        tokio::spawn(publish_all(client, cache, rx));
-        Self { queue, spam: None }
+        let finish_after = std::env::var(FINISH_AFTER_ENV)
+            .ok()
+            .and_then(|s| s.parse::<i64>().ok())
+            .filter(|s| *s > 0)
+            .map_or(FINISH_AFTER, k8s_openapi::jiff::SignedDuration::from_secs);
+        let cache =
+            SeriesCache::new(component.to_string(), instance).with_finish_after(finish_after);
+        let (queue, rx) = mpsc::unbounded_channel();
+        let queued = Arc::new(AtomicUsize::new(0));
+        tokio::spawn(publish_all(client, cache, rx, queued.clone(), finish_after));
+        Self {
+            queue,
+            queued,
+            spam: None,
+        }
+    }
+
+    /// The object with `uid` was deleted: its series end (their final count
+    /// is patched into Events that still exist, never created again), and
+    /// Events about it recorded from now on, or waiting to be written again,
+    /// are dropped. An Event belongs to one object; without this, a series'
+    /// later writes recreate its Event after the object — or its whole
+    /// namespace — is gone, into a namespace re-created with the same name.
+    pub fn object_deleted(&self, uid: &str) {
+        if !uid.is_empty() {
+            // Fails only once the publishing task is gone: nothing to end.
+            let _ = self.queue.send(Message::Deleted(uid.to_string()));
+        }
     }
 
     /// Drops Events beyond client-go's per-object budget (see [`SpamFilter`]),
@@ -112,6 +170,20 @@ impl EventRecorder {
         action: &str,
         note: String,
     ) {
+        self.record_related(regarding, None, type_, reason, action, note);
+    }
+
+    /// Queues an Event that also names a related object (e.g. the preemptor
+    /// of a `Preempted` victim), without waiting.
+    pub fn record_related(
+        &self,
+        regarding: &ObjectReference,
+        related: Option<&ObjectReference>,
+        type_: EventType,
+        reason: &str,
+        action: &str,
+        note: String,
+    ) {
         if let Some(spam) = &self.spam {
             let key = format!(
                 "{}/{}/{}/{}/{:?}",
@@ -130,20 +202,29 @@ impl EventRecorder {
         }
         let occurrence = Occurrence {
             key: SeriesKey {
+                type_,
                 action: action.into(),
                 reason: reason.into(),
                 regarding: ReferenceKey::from(regarding),
-                related: None,
+                related: related.map(ReferenceKey::from),
             },
-            type_,
             note: Some(note),
         };
-        if self.queue.try_send(occurrence).is_err() {
+        if self.queued.fetch_add(1, Ordering::Relaxed) >= QUEUE {
+            self.queued.fetch_sub(1, Ordering::Relaxed);
             tracing::warn!(
                 reason,
                 object = ?regarding.name,
                 "event queue full; dropping event"
             );
+            return;
+        }
+        if self
+            .queue
+            .send(Message::Record(Box::new(occurrence)))
+            .is_err()
+        {
+            self.queued.fetch_sub(1, Ordering::Relaxed);
         }
     }
 }
@@ -151,40 +232,61 @@ impl EventRecorder {
 /// The publishing task: folds each queued Event into the series cache and
 /// writes what it says to write, at most [`CONCURRENCY`] writes at a time;
 /// ends series and refreshes their counts on client-go's schedule.
-async fn publish_all(client: Client, mut cache: SeriesCache, mut rx: mpsc::Receiver<Occurrence>) {
+async fn publish_all(
+    client: Client,
+    mut cache: SeriesCache,
+    mut rx: mpsc::UnboundedReceiver<Message>,
+    queued: Arc<AtomicUsize>,
+    finish_after: k8s_openapi::jiff::SignedDuration,
+) {
     let period = |d: k8s_openapi::jiff::SignedDuration| {
         let d = std::time::Duration::try_from(d).expect("positive period");
         tokio::time::interval_at(tokio::time::Instant::now() + d, d)
     };
-    let mut finish_tick = period(FINISH_AFTER);
+    let mut finish_tick = period(finish_after);
     let mut refresh_tick = period(REFRESH_EVERY);
     let mut in_flight = FuturesUnordered::new();
     // Failed writes waiting to be tried again. They hold no write slot while
     // they wait: client-go retries in the Event's own goroutine, so an
     // apiserver outage does not stop newer Events from being taken in.
     let mut waiting = FuturesUnordered::new();
-    let attempt = |event: K8sEvent, tries: u32| {
+    let attempt = |event: K8sEvent, tries: u32, recreate: bool| {
         let client = client.clone();
         async move {
-            let retry = write(client, &event).await;
+            let retry = write(client, &event, recreate).await;
             (event, tries + 1, retry)
         }
     };
     loop {
         tokio::select! {
-            occurrence = rx.recv(), if in_flight.len() < CONCURRENCY => {
-                let Some(occurrence) = occurrence else { break };
-                if let Some(event) = cache.observe(occurrence, Timestamp::now()) {
-                    in_flight.push(attempt(event, 0));
+            message = rx.recv(), if in_flight.len() < CONCURRENCY => {
+                match message {
+                    None => break,
+                    Some(Message::Record(occurrence)) => {
+                        queued.fetch_sub(1, Ordering::Relaxed);
+                        if let Some(event) = cache.observe(*occurrence, Timestamp::now()) {
+                            in_flight.push(attempt(event, 0, true));
+                        }
+                    }
+                    // Final counts go to Events that still exist only.
+                    Some(Message::Deleted(uid)) => in_flight.extend(
+                        cache
+                            .object_deleted(&uid, Timestamp::now())
+                            .into_iter()
+                            .map(|e| attempt(e, 0, false)),
+                    ),
                 }
             }
             _ = finish_tick.tick() => {
-                in_flight.extend(cache.finish(Timestamp::now()).into_iter().map(|e| attempt(e, 0)));
+                in_flight.extend(cache.finish(Timestamp::now()).into_iter().map(|e| attempt(e, 0, true)));
             }
             _ = refresh_tick.tick() => {
-                in_flight.extend(cache.refresh().into_iter().map(|e| attempt(e, 0)));
+                in_flight.extend(cache.refresh().into_iter().map(|e| attempt(e, 0, true)));
             }
             Some((event, tries, retry)) = in_flight.next(), if !in_flight.is_empty() => {
+                // Not about an object deleted meanwhile.
+                let uid = event.regarding.as_ref().and_then(|r| r.uid.as_deref());
+                let retry = retry && !cache.is_deleted(uid);
                 if let Some(event) = retry_or_give_up(event, tries, retry) {
                     waiting.push(async move {
                         tokio::time::sleep(jittered(RETRY_AFTER)).await;
@@ -193,7 +295,12 @@ async fn publish_all(client: Client, mut cache: SeriesCache, mut rx: mpsc::Recei
                 }
             }
             Some((event, tries)) = waiting.next(), if !waiting.is_empty() => {
-                in_flight.push(attempt(event, tries));
+                let uid = event.regarding.as_ref().and_then(|r| r.uid.as_deref());
+                if cache.is_deleted(uid) {
+                    tracing::debug!(reason = ?event.reason, "object deleted; not retrying its event");
+                } else {
+                    in_flight.push(attempt(event, tries, true));
+                }
             }
         }
     }
@@ -221,9 +328,9 @@ fn jittered(base: Duration) -> Duration {
 }
 
 /// Creates a new Event, or patches a series' count into the Event it
-/// started as (creating it if it is gone), as client-go's recordEvent.
-/// Returns whether a failed write is worth trying again.
-async fn write(client: Client, event: &K8sEvent) -> bool {
+/// started as (creating it if it is gone and `recreate`), as client-go's
+/// recordEvent. Returns whether a failed write is worth trying again.
+async fn write(client: Client, event: &K8sEvent, recreate: bool) -> bool {
     let namespace = event.metadata.namespace.as_deref().unwrap_or("default");
     let events: Api<K8sEvent> = Api::namespaced(client, namespace);
     let name = event.metadata.name.clone().unwrap_or_default();
@@ -234,9 +341,11 @@ async fn write(client: Client, event: &K8sEvent) -> bool {
                 .patch(&name, &PatchParams::default(), &Patch::Strategic(patch))
                 .await
             {
-                Err(kube::Error::Api(status)) if status.is_not_found() => {
+                Err(kube::Error::Api(status)) if status.is_not_found() && recreate => {
                     events.create(&PostParams::default(), event).await
                 }
+                // The object is deleted and its Event with it: done.
+                Err(kube::Error::Api(status)) if status.is_not_found() => return false,
                 other => other,
             }
         }
@@ -306,6 +415,33 @@ mod tests {
         for (name, error, is_series, want) in cases {
             assert_eq!(worth_retrying(&error, is_series), want, "{name}");
         }
+    }
+
+    #[test]
+    fn a_reference_is_client_gos_with_the_resource_version() {
+        let pod = k8s_openapi::api::core::v1::Pod {
+            metadata: kube::api::ObjectMeta {
+                name: Some("p".into()),
+                namespace: Some("ns".into()),
+                uid: Some("u-1".into()),
+                resource_version: Some("42".into()),
+                generation: Some(3),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        assert_eq!(
+            reference(&pod),
+            ObjectReference {
+                api_version: Some("v1".into()),
+                kind: Some("Pod".into()),
+                name: Some("p".into()),
+                namespace: Some("ns".into()),
+                uid: Some("u-1".into()),
+                resource_version: Some("42".into()),
+                field_path: None,
+            }
+        );
     }
 
     #[test]
@@ -408,5 +544,82 @@ mod tests {
         assert!(started.elapsed() >= RETRY_AFTER * (MAX_TRIES - 1));
         let more = tokio::time::timeout(Duration::from_secs(600), requests.recv()).await;
         assert!(more.is_err(), "a try beyond the limit: {more:?}");
+    }
+
+    /// A client whose apiserver echoes what is created and has no Event to
+    /// patch (404); every request is reported on the returned channel.
+    fn apiserver_without_events() -> (Client, mpsc::UnboundedReceiver<String>) {
+        let (seen, requests) = mpsc::unbounded_channel();
+        let service = tower::service_fn(move |request: http::Request<Body>| {
+            let seen = seen.clone();
+            async move {
+                let _ = seen.send(format!("{} {}", request.method(), request.uri().path()));
+                let (status, body) = if request.method() == http::Method::PATCH {
+                    let status = serde_json::json!({"kind": "Status", "apiVersion": "v1",
+                        "status": "Failure", "reason": "NotFound", "code": 404,
+                        "message": "events not found"});
+                    (404, Full::from(status.to_string()))
+                } else {
+                    let echo = request.into_body().collect().await.unwrap().to_bytes();
+                    (201, Full::new(echo))
+                };
+                Ok::<_, std::convert::Infallible>(
+                    http::Response::builder()
+                        .status(status)
+                        .header(http::header::CONTENT_TYPE, "application/json")
+                        .body(body)
+                        .unwrap(),
+                )
+            }
+        });
+        (Client::new(service, "default"), requests)
+    }
+
+    async fn next_request(requests: &mut mpsc::UnboundedReceiver<String>) -> String {
+        tokio::time::timeout(Duration::from_secs(60), requests.recv())
+            .await
+            .expect("a request within a minute")
+            .expect("apiserver alive")
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn after_its_object_is_deleted_a_series_is_only_patched_and_nothing_more_is_written() {
+        let (client, mut requests) = apiserver_without_events();
+        let recorder = EventRecorder::new(client, "test-component", Some("test".into()));
+        let fail = || {
+            recorder.record(
+                &pod("a"),
+                EventType::Warning,
+                "FailedScheduling",
+                "Scheduling",
+                "0/1 nodes".into(),
+            )
+        };
+        let create = "POST /apis/events.k8s.io/v1/namespaces/default/events";
+        fail();
+        assert_eq!(next_request(&mut requests).await, create);
+        // A series of 2 patches the first Event; it is gone, so it is made again.
+        fail();
+        assert!(next_request(&mut requests).await.starts_with("PATCH "));
+        assert_eq!(next_request(&mut requests).await, create);
+        fail(); // only counted
+        recorder.object_deleted("a-uid");
+        // The final count (3) is patched; the Event is gone and stays gone.
+        assert!(next_request(&mut requests).await.starts_with("PATCH "));
+        fail();
+        recorder.record(
+            &pod("b"),
+            EventType::Normal,
+            "Scheduled",
+            "Binding",
+            "assigned".into(),
+        );
+        assert_eq!(
+            next_request(&mut requests).await,
+            create,
+            "only the other pod's Event"
+        );
+        let more = tokio::time::timeout(Duration::from_secs(3600), requests.recv()).await;
+        assert!(more.is_err(), "unexpected request {more:?}");
     }
 }
