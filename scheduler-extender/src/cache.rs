@@ -38,6 +38,7 @@ pub enum VolumeKind {
     CsiDrivers,
     /// Keyed by the VolumeAttachment's name.
     Attachments,
+    ResourceClaims,
 }
 
 /// The parts of a Node that scheduling decisions depend on; a change in any of
@@ -564,6 +565,12 @@ impl Cache {
         self.volumes_arc = None;
     }
 
+    pub fn set_resource_claim(&mut self, c: k8s_openapi::api::resource::v1::ResourceClaim) {
+        let key = format!("{}/{}", c.namespace().unwrap_or_default(), c.name_any());
+        self.volumes.resource_claims.insert(key, Arc::new(c));
+        self.volumes_arc = None;
+    }
+
     pub fn set_csi_driver(&mut self, d: CSIDriver) {
         self.volumes.csi_drivers.insert(d.name_any(), Arc::new(d));
         self.volumes_arc = None;
@@ -714,6 +721,7 @@ impl Cache {
             VolumeKind::StorageClasses => v.storage_classes.retain(|k, _| keep(k)),
             VolumeKind::CsiNodes => v.csi_nodes.retain(|k, _| keep(k)),
             VolumeKind::CsiDrivers => v.csi_drivers.retain(|k, _| keep(k)),
+            VolumeKind::ResourceClaims => v.resource_claims.retain(|k, _| keep(k)),
             VolumeKind::Attachments => {
                 for on_node in v.attachments.values_mut() {
                     on_node.retain(|k, _| keep(k));

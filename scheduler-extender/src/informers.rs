@@ -279,7 +279,6 @@ pub fn slim_pod(pod: &mut Pod) {
                 .filter(|list| !list.is_empty());
         }
         status.ephemeral_container_statuses = None;
-        status.resource_claim_statuses = None;
         status.host_ip = None;
         status.host_ips = None;
         status.pod_ip = None;
@@ -540,6 +539,13 @@ volume_handler!(
 volume_handler!(CsiNodes, CSINode, set_csi_node, VolumeKind::CsiNodes, |n| n
     .name_any());
 volume_handler!(
+    ResourceClaims,
+    k8s_openapi::api::resource::v1::ResourceClaim,
+    set_resource_claim,
+    VolumeKind::ResourceClaims,
+    |c| format!("{}/{}", c.namespace().unwrap_or_default(), c.name_any())
+);
+volume_handler!(
     CsiDrivers,
     CSIDriver,
     set_csi_driver,
@@ -648,6 +654,10 @@ pub fn start(s: Arc<Scheduler>) -> watch::Receiver<bool> {
     spawn_watch!(StorageClass, StorageClasses);
     spawn_watch!(CSINode, CsiNodes);
     spawn_watch!(CSIDriver, CsiDrivers);
+    spawn_watch!(
+        k8s_openapi::api::resource::v1::ResourceClaim,
+        ResourceClaims
+    );
     spawn_watch!(VolumeAttachment, Attachments);
     spawn_watch!(PodDisruptionBudget, Budgets);
     spawn_watch!(Service, Workloads);

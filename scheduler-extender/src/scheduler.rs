@@ -851,12 +851,11 @@ fn truncate_note(message: &str) -> String {
 /// Pods this scheduler must not place because the step that makes them
 /// runnable is not implemented: binding them would leave them stuck in
 /// ContainerCreating, so they are reported unschedulable with the reason.
+/// Pods with resource claims are refused before any node is tried
+/// (DynamicResources' PreFilter), in upstream's words where it has them.
 fn unsupported(pod: &PodInfo, snapshot: &Snapshot) -> Option<FitError> {
-    let spec = pod.pod.spec.as_ref()?;
-    if spec.resource_claims.as_ref().is_none_or(|c| c.is_empty()) {
-        return None;
-    }
-    let reason = "pod uses resource claims (dynamic resource allocation), which understudy-scheduler does not allocate yet";
+    let reason =
+        crate::plugins::dynamic_resources::refusal(pod, &snapshot.volumes.resource_claims)?;
     Some(FitError {
         num_all_nodes: snapshot.nodes.len(),
         diagnosis: Diagnosis {

@@ -381,6 +381,8 @@ pub struct VolumeIndex {
     /// Node → VolumeAttachment name → (attacher, PV name), for attachments
     /// that name both (upstream's VolumeAttachment index by node).
     pub attachments: HashMap<String, HashMap<String, (String, String)>>,
+    /// `namespace/name` → ResourceClaim (DynamicResources' refusals).
+    pub resource_claims: HashMap<String, Arc<k8s_openapi::api::resource::v1::ResourceClaim>>,
 }
 
 /// An immutable picture of the cluster for one scheduling cycle.

@@ -7,6 +7,7 @@ use serde_json::Value;
 
 use crate::framework::Plugin;
 
+pub mod dynamic_resources;
 pub mod image_locality;
 pub mod inter_pod_affinity;
 pub mod node_affinity;
