@@ -246,9 +246,17 @@ pub(super) fn fit_after_node_change(
     let Some((old, Some(new))) = as_nodes(old, new) else {
         return Queue;
     };
-    let empty = NodeInfo::new(new.node.clone());
+    // Upstream checks the node alone; a NodeInfo with pods would count
+    // them, so only such a one is rebuilt (the usual one has none).
+    let alone;
+    let new_alone = if new.pods.is_empty() {
+        new
+    } else {
+        alone = NodeInfo::new(new.node.clone());
+        &alone
+    };
     let none = HashSet::new();
-    if !fits_request(&pod.requests, &empty, &none, &none).is_empty() {
+    if !fits_request(&pod.requests, new_alone, &none, &none).is_empty() {
         return QueueSkip;
     }
     let Some(old) = old else {

@@ -833,6 +833,18 @@ fn fit_node_change() {
     );
 }
 
+/// Fit's node hint looks at the node alone even when given one with pods.
+#[test]
+fn fit_node_change_ignores_placed_pods() {
+    let mut full = node_capacity(json!({"cpu": "1"}));
+    full.add_pod(Arc::new(pod_req("placed", json!({"cpu": "1"}), Some("n"))));
+    let wanting = pod_req("p", json!({"cpu": "1"}), None);
+    assert_eq!(
+        fit_after_node_change(&wanting, None, Some(Object::Node(&full))),
+        Queue
+    );
+}
+
 /// schedulinggates TestIsSchedulableAfterUpdateTargetPodSchedulingGatesEliminated
 /// and defaultpreemption's always-skip deletion hint.
 #[test]
