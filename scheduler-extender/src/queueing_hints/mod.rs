@@ -8,11 +8,15 @@
 //! [`events::pod_scheduling_properties_change`], and for every unschedulable
 //! pod whose rejecting plugins registered a matching event (see
 //! [`ClusterEvent::matches`]) calls their hints; one `Queue` moves the pod.
+//! [`ProfileHints::strategy`] makes that decision for one pod and event.
 
 pub mod events;
 mod node;
 mod pods;
+mod strategy;
 mod volumes;
+
+pub use strategy::{ProfileHints, QueueingStrategy};
 
 use std::fmt;
 use std::ops::BitOr;

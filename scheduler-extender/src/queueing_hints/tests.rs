@@ -939,3 +939,112 @@ fn node_declared_features_hints() {
         ],
     );
 }
+
+/// The decision of upstream's isPodWorthRequeuing
+/// (TestPriorityQueue_isPodWorthRequeuing's situations).
+#[test]
+fn queueing_strategy() {
+    use QueueingStrategy as S;
+    let hints = ProfileHints::new([
+        ("NodeResourcesFit", None),
+        ("TaintToleration", None),
+        ("NodeName", None),
+        ("SchedulingGates", None),
+    ])
+    .unwrap();
+    let set = |names: &[&str]| -> std::collections::HashSet<String> {
+        names.iter().map(|n| n.to_string()).collect()
+    };
+    let p = pod_req("p", json!({"cpu": "1"}), None);
+    let small = node_capacity(json!({"cpu": "2"}));
+    let tiny = node_capacity(json!({"cpu": "500m"}));
+    let node_add = ClusterEvent::new(EventResource::Node, ActionType::ADD);
+    let label_update = ClusterEvent::new(EventResource::Node, ActionType::UPDATE_NODE_LABEL);
+    fn add(n: &NodeInfo) -> Option<Object<'_>> {
+        Some(Object::Node(n))
+    }
+    let other = pod(json!({"metadata": {"name": "other", "uid": "other"}}));
+    let cases = [
+        (
+            "no rejector: retried on any event",
+            set(&[]),
+            set(&[]),
+            label_update,
+            add(&small),
+            S::AfterBackoff,
+        ),
+        (
+            "wildcard moves without hints",
+            set(&["NodeResourcesFit"]),
+            set(&[]),
+            ClusterEvent::WILDCARD,
+            None,
+            S::AfterBackoff,
+        ),
+        (
+            "wildcard naming another pod skips",
+            set(&["NodeResourcesFit"]),
+            set(&[]),
+            ClusterEvent::WILDCARD,
+            Some(Object::Pod(&other)),
+            S::Skip,
+        ),
+        (
+            "the rejector's hint queues",
+            set(&["NodeResourcesFit"]),
+            set(&[]),
+            node_add,
+            add(&small),
+            S::AfterBackoff,
+        ),
+        (
+            "the rejector's hint skips",
+            set(&["NodeResourcesFit"]),
+            set(&[]),
+            node_add,
+            add(&tiny),
+            S::Skip,
+        ),
+        (
+            "one of two rejectors queues (NodeName has no hint)",
+            set(&["NodeResourcesFit", "NodeName"]),
+            set(&[]),
+            node_add,
+            add(&tiny),
+            S::AfterBackoff,
+        ),
+        (
+            "an event no rejector registered",
+            set(&["NodeResourcesFit"]),
+            set(&[]),
+            label_update,
+            add(&small),
+            S::Skip,
+        ),
+        (
+            "a pending plugin's Queue activates at once",
+            set(&[]),
+            set(&["NodeName"]),
+            node_add,
+            add(&small),
+            S::Immediately,
+        ),
+        (
+            "a rejector's Queue with a pending plugin that skips",
+            set(&["NodeResourcesFit"]),
+            set(&["SchedulingGates"]),
+            node_add,
+            add(&small),
+            S::AfterBackoff,
+        ),
+    ];
+    for (name, unschedulable, pending, event, new, want) in cases {
+        let got = hints.strategy(&unschedulable, &pending, &event, &p, None, new);
+        assert_eq!(got, want, "{name}");
+    }
+    assert!(hints.is_event_of_interest(&node_add));
+    assert!(!hints.is_event_of_interest(&ClusterEvent::new(
+        EventResource::PersistentVolume,
+        ActionType::ADD
+    )));
+}
