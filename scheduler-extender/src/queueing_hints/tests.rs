@@ -290,6 +290,92 @@ fn events_to_register() {
             true
         )]
     );
+    assert_eq!(
+        events("NodeUnschedulable"),
+        vec![
+            (R::Node, A::ADD | A::UPDATE_NODE_TAINT, true),
+            (R::TargetPod, A::UPDATE_POD_TOLERATION, true),
+        ]
+    );
+    assert_eq!(
+        events("NodeAffinity"),
+        vec![(R::Node, A::ADD | A::UPDATE_NODE_LABEL, true)]
+    );
+    assert_eq!(
+        events("InterPodAffinity"),
+        vec![
+            (
+                R::AssignedPod,
+                A::ADD | A::UPDATE_POD_LABEL | A::DELETE,
+                true
+            ),
+            (R::TargetPod, A::UPDATE_POD_LABEL, true),
+            (R::Node, A::ADD | A::UPDATE_NODE_LABEL, true),
+        ]
+    );
+    assert_eq!(
+        events("PodTopologySpread"),
+        vec![
+            (
+                R::AssignedPod,
+                A::ADD | A::UPDATE_POD_LABEL | A::DELETE,
+                true
+            ),
+            (
+                R::TargetPod,
+                A::UPDATE_POD_TOLERATION | A::UPDATE_POD_LABEL,
+                true
+            ),
+            (
+                R::Node,
+                A::ADD | A::DELETE | A::UPDATE_NODE_LABEL | A::UPDATE_NODE_TAINT,
+                true
+            ),
+        ]
+    );
+    assert_eq!(
+        events("VolumeRestrictions"),
+        vec![
+            (R::AssignedPod, A::DELETE, true),
+            (R::Node, A::ADD, false),
+            (R::PersistentVolumeClaim, A::ADD, true),
+        ]
+    );
+    assert_eq!(
+        events("NodeVolumeLimits"),
+        vec![
+            (R::CSINode, A::ADD, false),
+            (R::CSINode, A::UPDATE, true),
+            (R::AssignedPod, A::DELETE, true),
+            (R::PersistentVolumeClaim, A::ADD, true),
+            (R::VolumeAttachment, A::DELETE, true),
+        ]
+    );
+    assert_eq!(
+        events("VolumeZone"),
+        vec![
+            (R::StorageClass, A::ADD, true),
+            (R::Node, A::ADD | A::UPDATE_NODE_LABEL, false),
+            (R::PersistentVolumeClaim, A::ADD | A::UPDATE, true),
+            (R::PersistentVolume, A::ADD | A::UPDATE, true),
+        ]
+    );
+    assert_eq!(
+        events("VolumeBinding"),
+        vec![
+            (R::StorageClass, A::ADD | A::UPDATE, true),
+            (R::PersistentVolumeClaim, A::ADD | A::UPDATE, true),
+            (R::PersistentVolume, A::ADD | A::UPDATE, false),
+            (R::Node, A::ADD | A::UPDATE_NODE_LABEL, false),
+            (R::CSINode, A::ADD | A::UPDATE, true),
+            (R::CSIDriver, A::UPDATE, true),
+            (R::CSIStorageCapacity, A::ADD | A::UPDATE, true),
+        ]
+    );
+    assert_eq!(
+        events("DefaultPreemption"),
+        vec![(R::AssignedPod, A::DELETE, true)]
+    );
     assert!(events("NodeResourcesBalancedAllocation").is_empty());
     assert!(events("ImageLocality").is_empty());
     assert_eq!(
@@ -893,18 +979,25 @@ fn node_declared_features_hints() {
         declared_features_after_pod_update,
         vec![
             (
-                "requirements unchanged",
+                "Pod Update adds requirement",
                 plain.clone(),
                 Some(plain.clone()),
-                Some(relabelled),
-                QueueSkip,
+                Some(bind_mounts.clone()),
+                Queue,
             ),
             (
-                "requirements changed",
+                "Pod Update removes requirement",
                 plain.clone(),
                 Some(bind_mounts),
                 Some(plain.clone()),
                 Queue,
+            ),
+            (
+                "Pod Update with no change in requirements",
+                plain.clone(),
+                Some(plain.clone()),
+                Some(relabelled),
+                QueueSkip,
             ),
         ],
     );
