@@ -545,3 +545,77 @@ fn binding_hints() {
         "queue-on-max-volume-size-increase"
     );
 }
+
+/// volumezone TestIsSchedulableAfterPersistentVolumeClaimAdded.
+#[test]
+fn zone_claim_change() {
+    let regs = volume_zone();
+    let hint = registered_hint(
+        &regs,
+        ClusterEvent::new(EventResource::PersistentVolumeClaim, ActionType::ADD),
+    );
+    let wrong = node(json!({}));
+    assert_eq!(
+        hint(&pod(json!({})), None, Some(Object::Node(&wrong))),
+        Queue
+    );
+    let claim = |ns: &str, volume: &str| -> PersistentVolumeClaim {
+        serde_json::from_value(json!({"metadata": {"name": "PVC_1", "namespace": ns},
+            "spec": {"volumeName": volume}}))
+        .unwrap()
+    };
+    let using = |c: &str| with_volumes("pod_1", "default", None, claims(&[c]));
+    let without = with_volumes("pod_1", "default", None, json!([]));
+    let cases = [
+        (
+            "pod has no pvc",
+            &without,
+            None,
+            claim("default", "Vol_1"),
+            QueueSkip,
+        ),
+        (
+            "pvc not used by the pod",
+            &using("PVC_2"),
+            None,
+            claim("default", "Vol_1"),
+            QueueSkip,
+        ),
+        (
+            "pvc in another namespace",
+            &using("PVC_1"),
+            None,
+            claim("ns1", "Vol_1"),
+            QueueSkip,
+        ),
+        (
+            "pvc added",
+            &using("PVC_1"),
+            None,
+            claim("default", "Vol_1"),
+            Queue,
+        ),
+        (
+            "pvc bound",
+            &using("PVC_1"),
+            Some(claim("default", "")),
+            claim("default", "Vol_1"),
+            Queue,
+        ),
+        (
+            "pvc bound, pod without pvc",
+            &without,
+            Some(claim("default", "")),
+            claim("default", "Vol_1"),
+            QueueSkip,
+        ),
+    ];
+    for (name, p, old, new, want) in cases {
+        let got = hint(
+            p,
+            old.as_ref().map(Object::PersistentVolumeClaim),
+            Some(Object::PersistentVolumeClaim(&new)),
+        );
+        assert_eq!(got, want, "{name}");
+    }
+}
