@@ -14,6 +14,7 @@ pub mod plugins;
 pub mod preemption;
 pub mod profile;
 pub mod queue;
+pub mod queueing_hints;
 pub mod scheduler;
 pub mod scheduling;
 pub mod workloads;

@@ -349,6 +349,12 @@ impl ScorePlugin for NodeAffinity {
 }
 
 pub fn new(args: Option<&Value>) -> Result<Arc<dyn Plugin>, String> {
+    Ok(Arc::new(from_args(args)?))
+}
+
+/// The plugin as configured by `args` (its queueing hint needs the
+/// scheduler-enforced affinity too).
+pub fn from_args(args: Option<&Value>) -> Result<NodeAffinity, String> {
     let args: NodeAffinityArgs = parse_args(NAME, args)?;
     let context = |e: String| format!("pluginConfig[{NAME}].args: {e}");
     let mut plugin = NodeAffinity {
@@ -379,7 +385,22 @@ pub fn new(args: Option<&Value>) -> Result<Arc<dyn Plugin>, String> {
             );
         }
     }
-    Ok(Arc::new(plugin))
+    Ok(plugin)
+}
+
+impl NodeAffinity {
+    /// Whether `node` passes the profile's `addedAffinity` (true without one).
+    pub fn added_affinity_matches(&self, node: &NodeInfo) -> bool {
+        self.added_node_selector
+            .as_ref()
+            .is_none_or(|added| added.matches(node))
+    }
+}
+
+/// Whether `node` matches the pod's `nodeSelector` and required node
+/// affinity, as Filter checks them.
+pub fn pod_required_matches(pod: &PodInfo, node: &NodeInfo) -> bool {
+    RequiredNodeAffinity::of(pod).matches(node)
 }
 
 #[cfg(test)]

@@ -110,6 +110,15 @@ fn is_volume_conflict(volume: &Volume, existing: &PodInfo) -> bool {
     })
 }
 
+/// Whether one of the pod's disk volumes clashes with a volume of
+/// `existing` (its queueing hint asks this of a deleted pod).
+pub(crate) fn conflicts_with(pod: &PodInfo, existing: &PodInfo) -> bool {
+    pod_volumes(pod)
+        .iter()
+        .filter(|v| needs_restrictions_check(v))
+        .any(|v| is_volume_conflict(v, existing))
+}
+
 fn satisfies_volume_conflicts(pod: &PodInfo, node: &NodeInfo) -> bool {
     pod_volumes(pod)
         .iter()

@@ -20,7 +20,7 @@ pub(super) const SCHEDULE_ANYWAY: &str = "ScheduleAnyway";
 const POLICY_HONOR: &str = "Honor";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) enum InclusionPolicy {
+pub(crate) enum InclusionPolicy {
     Honor,
     Ignore,
 }
@@ -40,7 +40,7 @@ impl InclusionPolicy {
 /// A `TopologySpreadConstraint` with its selector compiled and the optional
 /// fields resolved to their defaults.
 #[derive(Clone, Debug, PartialEq)]
-pub(super) struct Constraint {
+pub(crate) struct Constraint {
     pub max_skew: i32,
     pub topology_key: String,
     pub selector: Selector,

@@ -8,7 +8,7 @@
 //! StatefulSets that own or select the pod ([`crate::workloads`], which
 //! [`new`] plugs in); a pod nothing selects gets none, as upstream's.
 
-mod common;
+pub(crate) mod common;
 mod filtering;
 mod scoring;
 
@@ -297,6 +297,12 @@ impl PodTopologySpread {
         self
     }
 
+    /// The pod's DoNotSchedule constraints (its own, or else the
+    /// defaults): what Filter enforces and the queueing hints look at.
+    pub(crate) fn hard_constraints(&self, pod: &PodInfo) -> Result<Vec<Constraint>, String> {
+        self.constraints_for(pod, DO_NOT_SCHEDULE)
+    }
+
     /// The pod's own constraints for `action`, or else the defaults.
     fn constraints_for(&self, pod: &PodInfo, action: &str) -> Result<Vec<Constraint>, String> {
         match pod_constraints(pod) {
@@ -353,6 +359,12 @@ impl Plugin for PodTopologySpread {
 }
 
 pub fn new(args: Option<&Value>) -> Result<Arc<dyn Plugin>, String> {
+    Ok(Arc::new(from_config(args)?))
+}
+
+/// The plugin as the profile configures it, default selectors from the
+/// cluster's workloads (its queueing hints need the same constraints).
+pub fn from_config(args: Option<&Value>) -> Result<PodTopologySpread, String> {
     let args: PodTopologySpreadArgs = parse_args(NAME, args)?;
     let plugin = PodTopologySpread::from_args(&args)
         .map_err(|e| format!("pluginConfig[{NAME}].args: {e}"))?
@@ -362,7 +374,7 @@ pub fn new(args: Option<&Value>) -> Result<Arc<dyn Plugin>, String> {
                 .expect("workload index lock")
                 .default_selector(pod)
         }));
-    Ok(Arc::new(plugin))
+    Ok(plugin)
 }
 
 #[cfg(test)]
