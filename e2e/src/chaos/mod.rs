@@ -1,0 +1,5 @@
+//! The chaos run: a seeded churn workload on a lab cluster while faults are
+//! injected on a schedule, with the cluster's invariants checked from the API
+//! throughout and once everything should have converged (docs/CHAOS.md).
+
+pub mod invariants;
