@@ -2,4 +2,11 @@
 //! injected on a schedule, with the cluster's invariants checked from the API
 //! throughout and once everything should have converged (docs/CHAOS.md).
 
+pub mod churn;
+pub mod faults;
 pub mod invariants;
+pub mod replicas;
+pub mod report;
+mod run;
+
+pub use run::{ChaosOptions, run, snapshot};
