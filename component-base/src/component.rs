@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::cli::CommonArgs;
 use crate::events::EventRecorder;
+use crate::fence::WriteFence;
 use crate::health::Health;
 use crate::leader::LeaderElector;
 use crate::server::{self, SharedRegistry};
@@ -112,12 +113,24 @@ where
     ));
     tracing::info!(component = component.name, %server_addr, "serving /metrics, /healthz, /livez, /readyz");
 
-    let client = args
-        .client_options(component.name)
-        .connected_client(CONNECT_TIMEOUT)
-        .await?;
+    // With leader election, the work's clients (Events included) write only
+    // while the lease is known to be held (crate::fence); the elector's own
+    // client is unfenced.
+    let fence = (args.leader_elect && component.elects_leader).then(WriteFence::default);
+    let options = args.client_options(component.name);
+    let client = match &fence {
+        Some(fence) => {
+            options
+                .connected_fenced_client(CONNECT_TIMEOUT, fence.clone())
+                .await?
+        }
+        None => options.connected_client(CONNECT_TIMEOUT).await?,
+    };
     health.set("apiserver-connection", true);
-    let event_client = args.client_options(component.name).client().await?;
+    let event_client = match &fence {
+        Some(fence) => options.fenced_client(fence.clone()).await?,
+        None => options.client().await?,
+    };
 
     let election = args.leader_election(component.name);
     let identity = election.identity.clone();
@@ -142,9 +155,10 @@ where
         server_addr,
     };
 
-    let outcome = if args.leader_elect && component.elects_leader {
+    let outcome = if let Some(fence) = fence {
         let lease = format!("{}/{}", election.namespace, election.name);
-        let mut elector = LeaderElector::start(client, election).await?;
+        let election_client = options.client().await?;
+        let mut elector = LeaderElector::start_fenced(election_client, election, fence).await?;
         tracing::info!(%lease, %identity, "attempting to acquire leader lease");
         let acquired = tokio::select! {
             acquired = elector.acquired() => Some(acquired),
