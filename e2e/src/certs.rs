@@ -323,4 +323,27 @@ mod tests {
                 .contains("PUBLIC KEY")
         );
     }
+
+    #[test]
+    fn issues_more_client_certificates_from_the_saved_ca() {
+        let dir = tempfile::tempdir().unwrap();
+        let pki = Pki::create(dir.path(), Ipv4Addr::new(10, 96, 0, 1), &[ADMIN], &[]).unwrap();
+        let (cert, key) = pki
+            .issue_client("replica-a", "chaos:replica-a", &["understudy:chaos"])
+            .unwrap();
+        assert_eq!(cert, dir.path().join("replica-a.crt"));
+        assert!(
+            std::fs::read_to_string(&cert)
+                .unwrap()
+                .starts_with("-----BEGIN CERTIFICATE-----")
+        );
+        assert!(
+            std::fs::read_to_string(&key)
+                .unwrap()
+                .contains("PRIVATE KEY")
+        );
+        // Without the CA's key there is nothing to sign with.
+        std::fs::remove_file(dir.path().join("ca.key")).unwrap();
+        assert!(pki.issue_client("replica-b", "b", &[]).is_err());
+    }
 }

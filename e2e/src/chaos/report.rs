@@ -47,6 +47,10 @@ pub struct Report {
     pub churn: BTreeMap<&'static str, u32>,
     /// From the end of the churn (after the last fault) to everything converged.
     pub final_convergence: Option<Duration>,
+    /// Successful `pods/binding` creates by the scheduler's replicas (audit log).
+    pub bindings: usize,
+    /// Pods the scheduler's replicas deleted: preemption victims (audit log).
+    pub preemption_victims: usize,
 }
 
 impl Report {
@@ -135,6 +139,11 @@ impl fmt::Display for Report {
                 .unwrap_or_else(|| "unknown (audit log unreadable)".into());
             writeln!(f, "  {:<28} {writes}", pause.replica)?;
         }
+        writeln!(
+            f,
+            "scheduler: {} pods bound, {} preemption victims",
+            self.bindings, self.preemption_victims
+        )?;
         writeln!(f, "replica restarts: {}", self.restarts)?;
         writeln!(
             f,

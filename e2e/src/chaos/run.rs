@@ -524,6 +524,22 @@ pub async fn run(state_dir: &Path, opts: ChaosOptions) -> Result<Report, String>
         let mut c = checker.lock().expect("checker");
         (std::mem::take(&mut c.violations), c.api_errors)
     };
+    let by_scheduler = |w: &&crate::audit::Write| {
+        w.user
+            .starts_with(&format!("chaos:{}", Understudy::Scheduler.binary()))
+            && (200..300).contains(&w.code)
+            && w.resource == "pods"
+    };
+    let bindings = writes
+        .iter()
+        .filter(by_scheduler)
+        .filter(|w| w.verb == "create" && w.subresource.as_deref() == Some("binding"))
+        .count();
+    let preemption_victims = writes
+        .iter()
+        .filter(by_scheduler)
+        .filter(|w| w.verb == "delete" && w.subresource.is_none())
+        .count();
     let report = Report {
         seed: opts.seed,
         ran_for: started.elapsed(),
@@ -534,6 +550,8 @@ pub async fn run(state_dir: &Path, opts: ChaosOptions) -> Result<Report, String>
         api_errors: checker_errors + churn.api_errors,
         churn: churn.actions.clone(),
         final_convergence,
+        bindings,
+        preemption_victims,
     };
     cleanup(&mut run).await;
     Ok(report)
