@@ -17,7 +17,9 @@ use crate::binder;
 use crate::workloads::{self, PAUSE_IMAGE};
 
 pub const SCHEDULER_NAME: &str = "understudy-scheduler";
-/// Priority classes of the run: fillers (victims), Deployments' pods, preemptors.
+/// Priority classes of the run: fillers (the victims), small standalone pods,
+/// and preemptors — the big standalone pods and the Deployments' pods, which
+/// no standalone pod may preempt (or a rollout could never finish).
 pub const PRIORITIES: [(&str, i32); 3] =
     [("chaos-low", 100), ("chaos-mid", 500), ("chaos-high", 1000)];
 
@@ -25,6 +27,10 @@ const MAX_DEPLOYMENTS: usize = 6;
 const MAX_SERVICES: usize = 4;
 const MAX_PODS: usize = 10;
 const MAX_CLAIMS: usize = 8;
+/// Big high-priority standalone pods alive at once: with the Deployments'
+/// pods at their largest they still fit the three 32-CPU nodes, so every
+/// Deployment can roll out once the fillers are preempted.
+const MAX_BIG_PREEMPTORS: usize = 2;
 
 /// Creates the run's priority classes (kept if already there).
 pub async fn create_priority_classes(client: &Client) -> Result<(), kube::Error> {
@@ -159,7 +165,7 @@ impl Churn {
                 "strategy": strategy,
                 "template": {"spec": {
                     "schedulerName": SCHEDULER_NAME,
-                    "priorityClassName": "chaos-mid",
+                    "priorityClassName": "chaos-high",
                     "containers": [{
                         "name": "c", "image": PAUSE_IMAGE,
                         "ports": [{"name": "http", "containerPort": 8080, "protocol": "TCP"}],
@@ -251,7 +257,11 @@ impl Churn {
             ("chaos-mid", "1", "1Gi"),
             ("chaos-high", "16", "16Gi"),
         ];
-        let (priority, cpu, memory) = shapes[self.rng.usize(..shapes.len())];
+        let (mut priority, mut cpu, mut memory) = shapes[self.rng.usize(..shapes.len())];
+        let big_preemptors = self.pods.iter().filter(|p| p.starts_with("high-")).count();
+        if priority == "chaos-high" && big_preemptors >= MAX_BIG_PREEMPTORS {
+            (priority, cpu, memory) = shapes[1];
+        }
         let name = self.name(priority.trim_start_matches("chaos-"));
         let pod: Pod = serde_json::from_value(json!({
             "metadata": {"name": name, "labels": {"chaos/shape": priority}},
