@@ -182,7 +182,6 @@ fn http2_stack(
         .build(connector);
     let service = ServiceBuilder::new()
         .layer(rate_limit)
-        .option_layer(fence)
         .layer(config.base_uri_layer())
         .option_layer(
             config
@@ -191,6 +190,9 @@ fn http2_stack(
         )
         .option_layer(config.auth_layer()?)
         .layer(config.extra_headers_layer()?)
+        // Innermost, next to the wire: checked after the rate limiter's wait
+        // and again on each retry of kube's retry layer.
+        .option_layer(fence)
         .map_err(BoxError::from)
         .service(http);
     Ok(Client::new(service, config.default_namespace.clone()))

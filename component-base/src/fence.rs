@@ -89,7 +89,6 @@ where
             *request.method(),
             http::Method::GET | http::Method::HEAD | http::Method::OPTIONS
         );
-        // Checked as late as the stack allows: after the rate limiter's wait.
         if !reads && !self.fence.is_open() {
             return Box::pin(async { Err(BoxError::from(FenceClosed)) });
         }
