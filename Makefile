@@ -8,6 +8,8 @@
 #   make images  the components' image: archives in target/images, and the
 #                Dockerfile's build where a container engine runs
 #   make kind-e2e  the e2e suite on a kind cluster (needs kind and docker or podman)
+#   make chaos   faults under churn on a lab of its own, invariants checked
+#                (CHAOS_ARGS="--duration 10m --seed 42"; docs/CHAOS.md)
 #
 # Each target installs what it needs (Debian packages, the Go-built upstream
 # binaries, cargo builds); the upstream binaries are cached outside the repo.
@@ -25,10 +27,10 @@ BACKEND ?= chart
 UNDERSTUDIES ?= all
 LAB_ARGS ?=
 
-.PHONY: help deps toolchain build images up down status test lint lint-workflows unit e2e kind-e2e bench clean-cache
+.PHONY: help deps toolchain build images up down status test lint lint-workflows unit e2e kind-e2e bench chaos clean-cache
 
 help:
-	@sed -n '3,13p' Makefile
+	@sed -n '3,15p' Makefile
 
 ## Debian packages for the lab and the proxy's data-path tests.
 deps:
@@ -145,6 +147,14 @@ bench: deps toolchain
 	target/release/understudy-bench binder $(BENCH_BINDER_ARGS)
 	target/release/understudy-bench write-costs $(BENCH_WRITE_COSTS_ARGS)
 	target/release/understudy-bench proxy $(BENCH_PROXY_ARGS)
+
+## A chaos run on a lab of its own (docs/CHAOS.md): a seeded churn while the
+## understudies' replicas are killed and frozen, the apiserver restarted and etcd
+## compacted; exit 1 on any invariant violation. Default 10 minutes; CHAOS_ARGS
+## passes options, e.g. CHAOS_ARGS="--duration 3m --seed 17" to replay a run.
+CHAOS_ARGS ?=
+chaos: deps toolchain build
+	$(LAB) chaos --name chaos $(CHAOS_ARGS)
 
 clean-cache:
 	rm -rf "$${XDG_CACHE_HOME:-$$HOME/.cache}/understudy"

@@ -20,6 +20,8 @@ use kube::{Client, Config};
 use tower::retry::RetryLayer;
 use tower::{BoxError, Layer, Service, ServiceBuilder};
 
+use crate::fence::{FenceLayer, WriteFence};
+
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     #[error("reading kubeconfig {path}: {source}")]
@@ -79,16 +81,53 @@ impl ClientOptions {
         self.client_for(&config)
     }
 
+    /// [`Self::client`] whose writes pass only while `fence` is open.
+    pub async fn fenced_client(&self, fence: WriteFence) -> Result<Client, ClientError> {
+        let config = self.config().await?;
+        self.client_with(&config, Some(fence))
+    }
+
     fn client_for(&self, config: &Config) -> Result<Client, ClientError> {
-        http2_stack(config, RateLimitLayer::new(self.qps, self.burst)).map_err(ClientError::Build)
+        self.client_with(config, None)
+    }
+
+    fn client_with(
+        &self,
+        config: &Config,
+        fence: Option<WriteFence>,
+    ) -> Result<Client, ClientError> {
+        http2_stack(
+            config,
+            RateLimitLayer::new(self.qps, self.burst),
+            fence.map(FenceLayer),
+        )
+        .map_err(ClientError::Build)
     }
 
     /// A client that has answered `/version` within `timeout`, so a wrong address
     /// or credentials fail start-up with one line instead of a hang.
     pub async fn connected_client(&self, timeout: Duration) -> Result<Client, ClientError> {
+        self.connected_with(timeout, None).await
+    }
+
+    /// [`Self::connected_client`] whose writes pass only while `fence` is open:
+    /// the client of a component's work when it elects a leader.
+    pub async fn connected_fenced_client(
+        &self,
+        timeout: Duration,
+        fence: WriteFence,
+    ) -> Result<Client, ClientError> {
+        self.connected_with(timeout, Some(fence)).await
+    }
+
+    async fn connected_with(
+        &self,
+        timeout: Duration,
+        fence: Option<WriteFence>,
+    ) -> Result<Client, ClientError> {
         let config = self.config().await?;
         let server = config.cluster_url.to_string();
-        let client = self.client_for(&config)?;
+        let client = self.client_with(&config, fence)?;
         match tokio::time::timeout(timeout, client.apiserver_version()).await {
             Ok(Ok(_)) => Ok(client),
             Ok(Err(e)) => Err(ClientError::Unreachable {
@@ -110,7 +149,11 @@ impl ClientOptions {
 /// one connection; this is kube's stack (base URI, auth, extra headers, its
 /// retry of 429/503/504) over a connector that offers `h2` by ALPN, falling
 /// back to HTTP/1.1 for servers that do not.
-fn http2_stack(config: &Config, rate_limit: RateLimitLayer) -> Result<Client, kube::Error> {
+fn http2_stack(
+    config: &Config,
+    rate_limit: RateLimitLayer,
+    fence: Option<FenceLayer>,
+) -> Result<Client, kube::Error> {
     let mut tcp = HttpConnector::new();
     tcp.enforce_http(false);
     tcp.set_nodelay(true);
@@ -147,6 +190,9 @@ fn http2_stack(config: &Config, rate_limit: RateLimitLayer) -> Result<Client, ku
         )
         .option_layer(config.auth_layer()?)
         .layer(config.extra_headers_layer()?)
+        // Innermost, next to the wire: checked after the rate limiter's wait
+        // and again on each retry of kube's retry layer.
+        .option_layer(fence)
         .map_err(BoxError::from)
         .service(http);
     Ok(Client::new(service, config.default_namespace.clone()))

@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::cli::CommonArgs;
 use crate::events::EventRecorder;
+use crate::fence::WriteFence;
 use crate::health::Health;
 use crate::leader::LeaderElector;
 use crate::server::{self, SharedRegistry};
@@ -34,7 +35,12 @@ pub struct Component {
 /// Everything the work loop needs, built once per process.
 #[derive(Clone)]
 pub struct ComponentContext {
+    /// With leader election, its writes are fenced: sent only while this
+    /// replica holds its lease (crate::fence).
     pub client: Client,
+    /// Not fenced: for what any replica may do on another's behalf, such as
+    /// the scheduler-extender API's bind, served by standbys too.
+    pub unfenced_client: Client,
     /// A second client with its own QPS/burst budget for Events, so recording
     /// them never delays the component's real work (as upstream's broadcasters).
     pub event_client: Client,
@@ -158,12 +164,24 @@ where
     ));
     tracing::info!(component = component.name, %server_addr, "serving /metrics, /healthz, /livez, /readyz");
 
-    let client = args
-        .client_options(component.name)
-        .connected_client(CONNECT_TIMEOUT)
-        .await?;
+    // With leader election, the work's clients (Events included) write only
+    // while the lease is known to be held (crate::fence); the elector's own
+    // client is unfenced.
+    let fence = (args.leader_elect && component.elects_leader).then(WriteFence::default);
+    let options = args.client_options(component.name);
+    let client = match &fence {
+        Some(fence) => {
+            options
+                .connected_fenced_client(CONNECT_TIMEOUT, fence.clone())
+                .await?
+        }
+        None => options.connected_client(CONNECT_TIMEOUT).await?,
+    };
     health.set("apiserver-connection", true);
-    let event_client = args.client_options(component.name).client().await?;
+    let event_client = match &fence {
+        Some(fence) => options.fenced_client(fence.clone()).await?,
+        None => options.client().await?,
+    };
 
     let election = args.leader_election(component.name);
     let identity = election.identity.clone();
@@ -180,8 +198,13 @@ where
         family: leader_status,
     };
 
+    let unfenced_client = match &fence {
+        Some(_) => options.client().await?,
+        None => client.clone(),
+    };
     let context = ComponentContext {
         client: client.clone(),
+        unfenced_client,
         registry,
         health: health.clone(),
         shutdown: shutdown.clone(),
@@ -199,8 +222,15 @@ where
         None => Ok(()),
         Some(Err(e)) => Err(e),
         Some(Ok(prepared)) => {
-            let elects = args.leader_elect && component.elects_leader;
-            let election = elects.then_some((election, gauge));
+            let election = match fence {
+                Some(fence) => Some(Election {
+                    config: election,
+                    client: options.client().await?,
+                    fence,
+                    gauge,
+                }),
+                None => None,
+            };
             elect_and_work(election, context, prepared, work).await
         }
     };
@@ -228,10 +258,19 @@ impl LeaderGauge {
     }
 }
 
+/// What standing for election takes: the lease, the elector's own
+/// (unfenced) client, the fence it opens for the work's clients, the gauge.
+struct Election {
+    config: crate::leader::LeaderElectionConfig,
+    client: Client,
+    fence: WriteFence,
+    gauge: LeaderGauge,
+}
+
 /// Waits for the lease when this component elects a leader (`election` is
 /// set), then runs `work` until it returns or leadership is lost.
 async fn elect_and_work<T, F, Fut>(
-    election: Option<(crate::leader::LeaderElectionConfig, LeaderGauge)>,
+    election: Option<Election>,
     context: ComponentContext,
     prepared: T,
     work: F,
@@ -242,10 +281,15 @@ where
 {
     let shutdown = context.shutdown.clone();
     let identity = context.identity.clone();
-    let client = context.client.clone();
-    if let Some((election, gauge)) = election {
+    if let Some(Election {
+        config: election,
+        client,
+        fence,
+        gauge,
+    }) = election
+    {
         let lease = format!("{}/{}", election.namespace, election.name);
-        let mut elector = LeaderElector::start(client, election).await?;
+        let mut elector = LeaderElector::start_fenced(client, election, fence).await?;
         tracing::info!(%lease, %identity, "attempting to acquire leader lease");
         let acquired = tokio::select! {
             acquired = elector.acquired() => Some(acquired),

@@ -35,6 +35,8 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::{CancellationToken, DropGuard};
 
+use crate::fence::WriteFence;
+
 /// client-go's `leaderelection.JitterFactor`: a standby's wait between attempts is
 /// uniformly drawn from `[retry, retry × (1 + JITTER_FACTOR)]`, so standbys spread out.
 const JITTER_FACTOR: f64 = 1.2;
@@ -153,6 +155,16 @@ impl LeaderElector {
     /// Starts contending; the lease is created when missing. Errors talking to the
     /// apiserver are logged and retried every period, as upstream, not returned.
     pub async fn start(client: Client, config: LeaderElectionConfig) -> Result<Self, LeaderError> {
+        Self::start_fenced(client, config, WriteFence::default()).await
+    }
+
+    /// [`Self::start`], opening `fence` while the lease is known to be held (see
+    /// [`crate::fence`]): the work's clients check it, the elector's `client` must not.
+    pub async fn start_fenced(
+        client: Client,
+        config: LeaderElectionConfig,
+        fence: WriteFence,
+    ) -> Result<Self, LeaderError> {
         let lease_seconds = config.lease_seconds()?;
         let (sender, state) = watch::channel(false);
         let stop = CancellationToken::new();
@@ -163,6 +175,7 @@ impl LeaderElector {
             lease: None,
             observed: None,
             state: sender,
+            fence,
         };
         let task = tokio::spawn(election.run(stop.clone()));
         Ok(Self {
@@ -386,11 +399,15 @@ struct Election {
     lease: Option<Lease>,
     observed: Option<Observed>,
     state: watch::Sender<bool>,
+    /// Open until the last successful attempt's start plus the renew deadline.
+    fence: WriteFence,
 }
 
 impl Election {
     async fn run(mut self, stop: CancellationToken) -> Result<(), kube::Error> {
-        match self.contend(&stop).await {
+        let end = self.contend(&stop).await;
+        self.fence.close();
+        match end {
             End::Stopped => {
                 let result = self.release().await;
                 self.state.send_replace(false);
@@ -419,8 +436,7 @@ impl Election {
         let retry = self.config.retry_period;
         loop {
             // A request stuck on a dead connection must not stall the standby's polling.
-            let attempt =
-                tokio::time::timeout(self.config.renew_deadline, self.try_acquire_or_renew());
+            let attempt = tokio::time::timeout(self.config.renew_deadline, self.attempt());
             let acquired = tokio::select! {
                 _ = stop.cancelled() => return End::Stopped,
                 attempt = attempt => matches!(attempt, Ok(Attempt::Holding)),
@@ -445,7 +461,7 @@ impl Election {
             }
             let deadline = Instant::now() + self.config.renew_deadline;
             loop {
-                let attempt = tokio::time::timeout_at(deadline, self.try_acquire_or_renew());
+                let attempt = tokio::time::timeout_at(deadline, self.attempt());
                 let attempt = tokio::select! {
                     _ = stop.cancelled() => return End::Stopped,
                     attempt = attempt => attempt,
@@ -459,6 +475,7 @@ impl Election {
                     // another holder cannot become ours before it expires, which is after
                     // the deadline: stop acting as leader now rather than alongside it.
                     Ok(Attempt::HeldBy(holder)) => {
+                        self.fence.close();
                         tracing::info!(%lease, %identity, %holder, "lost lease to another holder");
                         self.state.send_replace(false);
                         return End::Lost;
@@ -477,7 +494,20 @@ impl Election {
         }
     }
 
+    /// One attempt; a success opens the write fence until the attempt's start
+    /// plus the renew deadline: the lease was ours from before the request went
+    /// out, and no one else may take it for a lease duration after that.
+    async fn attempt(&mut self) -> Attempt {
+        let started = Instant::now();
+        let attempt = self.try_acquire_or_renew().await;
+        if matches!(attempt, Attempt::Holding) {
+            self.fence.open_until(started + self.config.renew_deadline);
+        }
+        attempt
+    }
+
     fn lose_at_deadline(&self) -> End {
+        self.fence.close();
         tracing::info!(
             lease = %self.lease_name(),
             identity = %self.config.identity,

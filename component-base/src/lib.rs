@@ -8,6 +8,7 @@ pub mod cli;
 pub mod client;
 pub mod component;
 pub mod events;
+pub mod fence;
 pub mod health;
 pub mod leader;
 pub mod logging;

@@ -10,8 +10,13 @@ use serde::Deserialize;
 /// Namespace whose ServiceAccounts are audited: the chart's release namespace.
 pub const AUDITED_NAMESPACE: &str = crate::chart::NAMESPACE;
 
-/// Audit policy: metadata of every request of the audited ServiceAccounts,
-/// nothing else (the control plane's own traffic would swamp the log).
+/// Group of the client certificates the chaos run gives each replica of an
+/// understudy, so the audit log tells the replicas' writes apart.
+pub const CHAOS_GROUP: &str = "understudy:chaos";
+
+/// Audit policy: metadata of every request of the audited ServiceAccounts
+/// and of every write of the chaos run's replicas, nothing else (the control
+/// plane's own traffic would swamp the log).
 pub fn policy_yaml() -> String {
     format!(
         "apiVersion: audit.k8s.io/v1\n\
@@ -19,6 +24,7 @@ pub fn policy_yaml() -> String {
          omitStages: [\"RequestReceived\"]\n\
          rules:\n\
          - level: Metadata\n  userGroups: [\"system:serviceaccounts:{AUDITED_NAMESPACE}\"]\n\
+         - level: Metadata\n  userGroups: [\"{CHAOS_GROUP}\"]\n  verbs: [\"create\", \"update\", \"patch\", \"delete\", \"deletecollection\"]\n\
          - level: None\n"
     )
 }
@@ -121,6 +127,68 @@ pub fn parse_log(text: &str) -> BTreeMap<String, Usage> {
         };
     }
     by_user
+}
+
+/// One completed write, from the audit log: who, what, and its answer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Write {
+    pub user: String,
+    pub verb: String,
+    pub resource: String,
+    pub subresource: Option<String>,
+    pub namespace: String,
+    pub name: String,
+    /// The HTTP status answered.
+    pub code: u16,
+    /// When the apiserver received the request.
+    pub at: k8s_openapi::jiff::Timestamp,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct WriteEvent {
+    stage: String,
+    verb: String,
+    user: User,
+    object_ref: Option<WriteRef>,
+    response_status: Option<ResponseStatus>,
+    request_received_timestamp: String,
+}
+
+#[derive(Deserialize)]
+struct WriteRef {
+    resource: Option<String>,
+    subresource: Option<String>,
+    namespace: Option<String>,
+    name: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct ResponseStatus {
+    code: Option<u16>,
+}
+
+const WRITE_VERBS: [&str; 5] = ["create", "update", "patch", "delete", "deletecollection"];
+
+/// The completed writes of a JSON-lines audit log, in the log's order.
+pub fn writes(text: &str) -> Vec<Write> {
+    text.lines()
+        .filter_map(|line| serde_json::from_str::<WriteEvent>(line).ok())
+        .filter(|e| e.stage == "ResponseComplete" && WRITE_VERBS.contains(&e.verb.as_str()))
+        .filter_map(|e| {
+            let object = e.object_ref?;
+            Some(Write {
+                user: e.user.username,
+                verb: e.verb,
+                resource: object.resource?,
+                subresource: object.subresource,
+                namespace: object.namespace.unwrap_or_default(),
+                name: object.name.unwrap_or_default(),
+                code: e.response_status.and_then(|s| s.code).unwrap_or(0),
+                at: e.request_received_timestamp.parse().ok()?,
+            })
+        })
+        .collect()
 }
 
 /// The permissions a ClusterRole's or Role's `rules` grant, expanded to one
@@ -310,6 +378,21 @@ mod tests {
             policy["rules"][0]["userGroups"][0],
             format!("system:serviceaccounts:{AUDITED_NAMESPACE}")
         );
-        assert_eq!(policy["rules"][1]["level"], "None");
+        assert_eq!(policy["rules"][1]["userGroups"][0], CHAOS_GROUP);
+        assert_eq!(policy["rules"][2]["level"], "None");
+    }
+
+    #[test]
+    fn reads_completed_writes_with_their_answer_and_time() {
+        let log = r#"{"stage":"ResponseStarted","verb":"create","user":{"username":"a"},"objectRef":{"resource":"pods","namespace":"ns","name":"p","subresource":"binding"},"requestReceivedTimestamp":"2026-12-06T10:00:00.000000Z"}
+{"stage":"ResponseComplete","verb":"create","user":{"username":"a"},"objectRef":{"resource":"pods","namespace":"ns","name":"p","subresource":"binding"},"responseStatus":{"code":201},"requestReceivedTimestamp":"2026-12-06T10:00:00.500000Z"}
+{"stage":"ResponseComplete","verb":"get","user":{"username":"a"},"objectRef":{"resource":"pods","namespace":"ns","name":"p"},"responseStatus":{"code":200},"requestReceivedTimestamp":"2026-12-06T10:00:01Z"}
+not json"#;
+        let found = writes(log);
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].user, "a");
+        assert_eq!(found[0].subresource.as_deref(), Some("binding"));
+        assert_eq!(found[0].code, 201);
+        assert_eq!(found[0].at.to_string(), "2026-12-06T10:00:00.5Z");
     }
 }

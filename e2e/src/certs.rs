@@ -128,16 +128,7 @@ impl Pki {
         };
 
         let ca_key = KeyPair::generate().map_err(gen_err("CA key"))?;
-        let mut ca_params = CertificateParams::new(Vec::<String>::new()).map_err(gen_err("CA"))?;
-        ca_params
-            .distinguished_name
-            .push(DnType::CommonName, "understudy-ca");
-        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        ca_params.key_usages = vec![
-            KeyUsagePurpose::KeyCertSign,
-            KeyUsagePurpose::CrlSign,
-            KeyUsagePurpose::DigitalSignature,
-        ];
+        let ca_params = ca_params().map_err(gen_err("CA"))?;
         let ca_cert = ca_params.self_signed(&ca_key).map_err(gen_err("CA"))?;
         write(&pki.ca_cert(), &ca_cert.pem())?;
         write(&pki.dir.join("ca.key"), &ca_key.serialize_pem())?;
@@ -202,6 +193,53 @@ impl Pki {
         write(&pki.sa_pub(), &sa_key.public_key_pem())?;
         Ok(pki)
     }
+}
+
+impl Pki {
+    /// Issues one more client certificate from the PKI's CA (`<file_stem>.crt`
+    /// and `.key`), for a client the lab did not foresee: the chaos run gives
+    /// each replica of an understudy its own user, which the audit log names.
+    pub fn issue_client(
+        &self,
+        file_stem: &str,
+        user: &str,
+        groups: &[&str],
+    ) -> Result<(PathBuf, PathBuf), CertError> {
+        let read = |path: PathBuf| {
+            std::fs::read_to_string(&path).map_err(|source| CertError::Write { path, source })
+        };
+        let gen_err = |source| CertError::Generate {
+            what: user.to_string(),
+            source,
+        };
+        let ca_key = KeyPair::from_pem(&read(self.dir.join("ca.key"))?).map_err(gen_err)?;
+        // The same subject and key as the CA certificate on disk: what a
+        // certificate's issuer name and authority key identifier need.
+        let issuer = Issuer::new(ca_params().map_err(gen_err)?, ca_key);
+        let (cert, key) = client_cert(&issuer, user, groups)?;
+        let paths = (
+            self.dir.join(format!("{file_stem}.crt")),
+            self.dir.join(format!("{file_stem}.key")),
+        );
+        write(&paths.0, &cert)?;
+        write(&paths.1, &key)?;
+        Ok(paths)
+    }
+}
+
+/// The CA's certificate parameters (its key is separate).
+fn ca_params() -> Result<CertificateParams, rcgen::Error> {
+    let mut params = CertificateParams::new(Vec::<String>::new())?;
+    params
+        .distinguished_name
+        .push(DnType::CommonName, "understudy-ca");
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    Ok(params)
 }
 
 /// A client certificate: the CN is the user, each O a group.
@@ -284,5 +322,28 @@ mod tests {
                 .unwrap()
                 .contains("PUBLIC KEY")
         );
+    }
+
+    #[test]
+    fn issues_more_client_certificates_from_the_saved_ca() {
+        let dir = tempfile::tempdir().unwrap();
+        let pki = Pki::create(dir.path(), Ipv4Addr::new(10, 96, 0, 1), &[ADMIN], &[]).unwrap();
+        let (cert, key) = pki
+            .issue_client("replica-a", "chaos:replica-a", &["understudy:chaos"])
+            .unwrap();
+        assert_eq!(cert, dir.path().join("replica-a.crt"));
+        assert!(
+            std::fs::read_to_string(&cert)
+                .unwrap()
+                .starts_with("-----BEGIN CERTIFICATE-----")
+        );
+        assert!(
+            std::fs::read_to_string(&key)
+                .unwrap()
+                .contains("PRIVATE KEY")
+        );
+        // Without the CA's key there is nothing to sign with.
+        std::fs::remove_file(dir.path().join("ca.key")).unwrap();
+        assert!(pki.issue_client("replica-b", "b", &[]).is_err());
     }
 }

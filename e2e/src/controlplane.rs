@@ -279,7 +279,7 @@ impl Starter<'_> {
     }
 }
 
-async fn wait_healthy(
+pub(crate) async fn wait_healthy(
     record: &ProcessRecord,
     url: &str,
     timeout: Duration,

@@ -6,6 +6,7 @@ pub mod audit;
 pub mod bench;
 pub mod binder;
 pub mod certs;
+pub mod chaos;
 pub mod chart;
 pub mod controlplane;
 pub mod datapath;

@@ -176,7 +176,10 @@ fn main() -> ExitCode {
                     tls = extender_tls.is_some(),
                     "serving the scheduler-extender API"
                 );
-                let backend = Arc::new(extender::SchedulerBackend::new(scheduler.clone()));
+                let backend = Arc::new(
+                    extender::SchedulerBackend::new(scheduler.clone())
+                        .with_bind_client(ctx.unfenced_client.clone()),
+                );
                 tokio::spawn(extender::serve(
                     listener,
                     extender::router_with_limits(backend, extender_limits),

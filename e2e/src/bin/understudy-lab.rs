@@ -37,6 +37,12 @@ enum Command {
     /// controllers to upstream kube-controller-manager or to
     /// understudy-controllers; the two never run at once.
     SwitchControllers(SwitchArgs),
+    /// A chaos run on a lab of its own: a seeded churn of Deployments,
+    /// Services, pods and volumes while understudy replicas are killed,
+    /// frozen past their lease, the apiserver restarted and etcd compacted;
+    /// prints faults, convergence times and invariant violations (exit 1 on
+    /// any). See docs/CHAOS.md.
+    Chaos(ChaosArgs),
     /// Run a scripted scenario with upstream's controllers, then with ours,
     /// and print what differs between the outcomes (exit 1 if anything does).
     Differential(DifferentialArgs),
@@ -83,6 +89,30 @@ impl Target {
             .clone()
             .unwrap_or_else(|| default_state_dir(&self.name))
     }
+}
+
+#[derive(Args)]
+struct ChaosArgs {
+    #[command(flatten)]
+    target: Target,
+    /// How long faults keep coming (a round of faults once begun finishes).
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "10m")]
+    duration: std::time::Duration,
+    /// The seed of the churn and the fault order (default: drawn and printed).
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Fake (kwok) nodes.
+    #[arg(long, default_value_t = 3)]
+    nodes: usize,
+    /// How long everything may take to converge after a fault.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "120s")]
+    converge_timeout: std::time::Duration,
+    /// Where the understudy binaries are (default: next to this binary).
+    #[arg(long)]
+    components_dir: Option<PathBuf>,
+    /// Leave the lab running afterwards (for a look at its logs and objects).
+    #[arg(long)]
+    keep: bool,
 }
 
 #[derive(Args)]
@@ -251,6 +281,7 @@ fn main() -> ExitCode {
         Command::Status(target) => runtime.block_on(status(&target)),
         Command::SwitchControllers(args) => runtime.block_on(switch_controllers(args)),
         Command::Differential(args) => runtime.block_on(differential(args)),
+        Command::Chaos(args) => runtime.block_on(chaos(args)),
         Command::Chart(args) => runtime.block_on(chart_on_cluster(args)),
         Command::FakeNodes(args) => runtime
             .block_on(understudy_e2e::fake_nodes::run(
@@ -394,6 +425,58 @@ async fn differential(args: DifferentialArgs) -> Result<ExitCode, String> {
         }
         Ok(ExitCode::FAILURE)
     }
+}
+
+async fn chaos(args: ChaosArgs) -> Result<ExitCode, String> {
+    use understudy_e2e::chaos;
+    let components_dir = match args.components_dir {
+        Some(dir) => dir,
+        None => own_dir()?,
+    };
+    let state_dir = args.target.dir();
+    let opts = LabOptions {
+        name: args.target.name.clone(),
+        state_dir: state_dir.clone(),
+        nodes: args.nodes,
+        node_template: NodeTemplate::default(),
+        // Upstream's scheduler and controllers stay out of our pods' way;
+        // the run starts two replicas of each understudy itself.
+        replaced: understudies::parse_set("scheduler,controllers")?,
+        start_understudies: false,
+        kube_scheduler: true,
+        apiserver_port: None,
+        components_dir: components_dir.clone(),
+        understudy_args: vec![],
+        node_lease_seconds: 40,
+        real_nodes: 0,
+        kwok: true,
+        kubelet_args: vec![],
+        backend: Backend::Processes,
+        proxy_mode: Default::default(),
+    };
+    eprintln!(
+        "understudy-lab: starting cluster {:?} for the chaos run in {}",
+        opts.name,
+        state_dir.display()
+    );
+    controlplane::up(&opts).await.map_err(|e| e.to_string())?;
+    let seed = args.seed.unwrap_or_else(|| fastrand::u64(..));
+    let mut options = chaos::ChaosOptions::new(args.duration, seed, components_dir);
+    options.converge_timeout = args.converge_timeout;
+    let result = tokio::select! {
+        result = chaos::run(&state_dir, options) => result,
+        _ = tokio::signal::ctrl_c() => Err("interrupted".to_string()),
+    };
+    if !args.keep {
+        controlplane::down(&state_dir).map_err(|e| e.to_string())?;
+    }
+    let report = result?;
+    println!("\n{report}");
+    Ok(if report.passed() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 async fn up(args: UpArgs) -> Result<ExitCode, String> {

@@ -21,11 +21,24 @@ use super::types::{
 /// [`Backend`] over a running [`Scheduler`].
 pub struct SchedulerBackend {
     scheduler: Arc<Scheduler>,
+    /// Binds are made for the calling kube-scheduler, whichever replica it
+    /// reaches: a standby's leader-fenced client would refuse them.
+    bind_client: kube::Client,
 }
 
 impl SchedulerBackend {
     pub fn new(scheduler: Arc<Scheduler>) -> Self {
-        Self { scheduler }
+        let bind_client = scheduler.client.clone();
+        Self {
+            scheduler,
+            bind_client,
+        }
+    }
+
+    /// Binds with `client` instead of the scheduler's own (fenced) one.
+    pub fn with_bind_client(mut self, client: kube::Client) -> Self {
+        self.bind_client = client;
+        self
     }
 
     /// The profile named by the pod's schedulerName; a pod of another
@@ -157,7 +170,7 @@ impl Backend for SchedulerBackend {
                 error: "PodName, PodNamespace and Node are required".into(),
             };
         }
-        let pods: Api<Pod> = Api::namespaced(self.scheduler.client.clone(), &args.pod_namespace);
+        let pods: Api<Pod> = Api::namespaced(self.bind_client.clone(), &args.pod_namespace);
         let body = binding_body(
             &args.pod_namespace,
             &args.pod_name,

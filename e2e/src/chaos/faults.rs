@@ -1,0 +1,173 @@
+//! The faults a chaos run injects, the seeded order they come in, and the
+//! ones that act on the control plane itself (the apiserver, etcd).
+
+use std::fmt;
+use std::time::Duration;
+
+use crate::controlplane::wait_healthy;
+use crate::process;
+use crate::state::ClusterState;
+use crate::understudies::Understudy;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum FaultKind {
+    /// `kill -9` of one replica of an understudy.
+    Kill9,
+    /// `kill -9` of every replica of an understudy at once.
+    KillAll,
+    /// The leader SIGSTOPped until the other replica holds its Lease, then SIGCONT.
+    PauseLeader,
+    /// kube-apiserver stopped and started again.
+    ApiserverRestart,
+    /// etcd compacted to its current revision, then the apiserver restarted,
+    /// so every watch resumes from a compacted resourceVersion: 410 Gone, relist.
+    EtcdCompaction,
+}
+
+impl FaultKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Kill9 => "kill-9",
+            Self::KillAll => "kill-9-all-replicas",
+            Self::PauseLeader => "pause-leader",
+            Self::ApiserverRestart => "apiserver-restart",
+            Self::EtcdCompaction => "etcd-compaction",
+        }
+    }
+}
+
+/// One fault, and the understudy it hits (none for control-plane faults).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Fault {
+    pub kind: FaultKind,
+    pub target: Option<Understudy>,
+}
+
+impl fmt::Display for Fault {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.target {
+            Some(target) => write!(f, "{} {}", self.kind.name(), target.binary()),
+            None => f.write_str(self.kind.name()),
+        }
+    }
+}
+
+/// One round: every kind of fault once per understudy it applies to, and
+/// once for the control plane, in an order drawn from `rng`.
+pub fn round(rng: &mut fastrand::Rng, understudies: &[Understudy]) -> Vec<Fault> {
+    let mut faults = vec![];
+    for &target in understudies {
+        for kind in [FaultKind::Kill9, FaultKind::KillAll, FaultKind::PauseLeader] {
+            faults.push(Fault {
+                kind,
+                target: Some(target),
+            });
+        }
+    }
+    for kind in [FaultKind::ApiserverRestart, FaultKind::EtcdCompaction] {
+        faults.push(Fault { kind, target: None });
+    }
+    rng.shuffle(&mut faults);
+    faults
+}
+
+const APISERVER: &str = "kube-apiserver";
+
+/// Stops kube-apiserver (SIGTERM, SIGKILL after 15s) and starts it again
+/// with the same arguments; returns once it is ready.
+pub async fn restart_apiserver(state: &mut ClusterState) -> Result<(), String> {
+    let old = state
+        .process(APISERVER)
+        .cloned()
+        .ok_or("the lab has no kube-apiserver process")?;
+    let stopping = old.clone();
+    tokio::task::spawn_blocking(move || stopping.stop(Duration::from_secs(15)))
+        .await
+        .map_err(|e| e.to_string())?;
+    let program = state.toolchain_dir.join(APISERVER);
+    let record =
+        process::spawn(APISERVER, &program, &old.args, &old.log).map_err(|e| e.to_string())?;
+    for p in state.processes.iter_mut().filter(|p| p.name == APISERVER) {
+        *p = record.clone();
+    }
+    state.save().map_err(|e| e.to_string())?;
+    let url = state
+        .probes
+        .iter()
+        .find(|p| p.process == APISERVER)
+        .map(|p| p.url.clone())
+        .ok_or("no health probe for kube-apiserver")?;
+    wait_healthy(&record, &url, Duration::from_secs(120))
+        .await
+        .map_err(|e| e.to_string())
+}
+
+/// Compacts etcd to its current revision through its JSON gateway; returns
+/// the revision.
+pub async fn compact_etcd(state: &ClusterState) -> Result<i64, String> {
+    let port = state.ports.get("etcd").ok_or("the lab has no etcd port")?;
+    let base = format!("http://127.0.0.1:{port}/v3/kv");
+    let http = reqwest::Client::new();
+    // A one-key range answers with the store's current revision in its header.
+    let body = http
+        .post(format!("{base}/range"))
+        .body(serde_json::json!({"key": "AA==", "limit": 1}).to_string())
+        .send()
+        .await
+        .map_err(|e| format!("etcd range: {e}"))?
+        .text()
+        .await
+        .map_err(|e| format!("etcd range: {e}"))?;
+    let range: serde_json::Value =
+        serde_json::from_str(&body).map_err(|e| format!("etcd range: {e}: {body}"))?;
+    let revision: i64 = range["header"]["revision"]
+        .as_str()
+        .and_then(|r| r.parse().ok())
+        .ok_or_else(|| format!("etcd range answered no revision: {range}"))?;
+    let answer = http
+        .post(format!("{base}/compaction"))
+        .body(serde_json::json!({"revision": revision.to_string(), "physical": true}).to_string())
+        .send()
+        .await
+        .map_err(|e| format!("etcd compaction: {e}"))?;
+    if !answer.status().is_success() {
+        return Err(format!(
+            "etcd compaction: {} {}",
+            answer.status(),
+            answer.text().await.unwrap_or_default()
+        ));
+    }
+    Ok(revision)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_round_has_each_fault_once_per_target_in_a_seeded_order() {
+        let both = [Understudy::Scheduler, Understudy::Controllers];
+        let one = round(&mut fastrand::Rng::with_seed(1), &both);
+        assert_eq!(one.len(), 8);
+        for kind in [FaultKind::Kill9, FaultKind::KillAll, FaultKind::PauseLeader] {
+            for target in both {
+                assert_eq!(
+                    one.iter()
+                        .filter(|f| f.kind == kind && f.target == Some(target))
+                        .count(),
+                    1
+                );
+            }
+        }
+        assert_eq!(
+            one.iter().filter(|f| f.target.is_none()).count(),
+            2,
+            "the apiserver restart and the compaction"
+        );
+        assert_eq!(one, round(&mut fastrand::Rng::with_seed(1), &both));
+        let orders: std::collections::BTreeSet<String> = (0..10)
+            .map(|seed| format!("{:?}", round(&mut fastrand::Rng::with_seed(seed), &both)))
+            .collect();
+        assert!(orders.len() > 1, "the seed decides the order");
+    }
+}

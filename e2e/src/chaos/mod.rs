@@ -1,0 +1,12 @@
+//! The chaos run: a seeded churn workload on a lab cluster while faults are
+//! injected on a schedule, with the cluster's invariants checked from the API
+//! throughout and once everything should have converged (docs/CHAOS.md).
+
+pub mod churn;
+pub mod faults;
+pub mod invariants;
+pub mod replicas;
+pub mod report;
+mod run;
+
+pub use run::{ChaosOptions, run, snapshot};

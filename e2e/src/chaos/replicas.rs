@@ -1,0 +1,305 @@
+//! The understudies of a chaos run: two replicas of each, local processes
+//! contending for one Lease, each with a client certificate of its own so
+//! the apiserver's audit log tells their writes apart. A supervisor restarts
+//! a replica that died, as a kubelet restarts a crashed container.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::coordination::v1::Lease;
+use kube::Client;
+use kube::api::Api;
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+
+use crate::audit::CHAOS_GROUP;
+use crate::certs::Pki;
+use crate::controlplane::{COMPONENT_NAMESPACE, free_port};
+use crate::process::{self, ProcessRecord};
+use crate::state::ClusterState;
+use crate::understudies::Understudy;
+
+/// Leader election timings short enough that a lost leader is replaced in
+/// seconds, so a run sees many hand-overs (upstream's defaults: 15s/10s/2s).
+#[derive(Clone, Copy, Debug)]
+pub struct LeaseTiming {
+    pub duration: Duration,
+    pub renew_deadline: Duration,
+    pub retry_period: Duration,
+}
+
+impl Default for LeaseTiming {
+    fn default() -> Self {
+        Self {
+            duration: Duration::from_secs(6),
+            renew_deadline: Duration::from_secs(4),
+            retry_period: Duration::from_secs(1),
+        }
+    }
+}
+
+/// One replica: its process (while running) and how to start it again.
+#[derive(Debug)]
+pub struct Replica {
+    pub understudy: Understudy,
+    /// `<binary>-a`, `<binary>-b`: the process name, Lease identity and user.
+    pub name: String,
+    pub user: String,
+    program: PathBuf,
+    args: Vec<String>,
+    log: PathBuf,
+    pub record: ProcessRecord,
+    pub restarts: u32,
+    /// SIGSTOPped: alive but frozen; the supervisor leaves it be.
+    pub paused: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReplicaError {
+    #[error("certificate for {0}: {1}")]
+    Cert(String, crate::certs::CertError),
+    #[error("{0}")]
+    Io(String),
+    #[error(transparent)]
+    Process(#[from] crate::process::ProcessError),
+}
+
+/// Every replica of the run.
+#[derive(Debug)]
+pub struct Replicas {
+    pub list: Vec<Replica>,
+}
+
+impl Replica {
+    /// The Lease identity of the replica's current process: a restarted
+    /// process is a new candidate, as a restarted pod is (upstream's
+    /// identity is the hostname and a random suffix).
+    pub fn identity(&self) -> String {
+        format!("{}-{}", self.name, self.restarts)
+    }
+
+    fn spawn(&self) -> Result<ProcessRecord, crate::process::ProcessError> {
+        let mut args = self.args.clone();
+        args.push(format!("--leader-elect-identity={}", self.identity()));
+        process::spawn(&self.name, &self.program, &args, &self.log)
+    }
+
+    /// Running and not frozen.
+    pub fn live(&self) -> bool {
+        !self.paused && self.record.is_alive()
+    }
+}
+
+impl Replicas {
+    /// Starts `per_component` replicas of each understudy, recorded in the
+    /// lab's state so `understudy-lab down` stops them whatever happens to us.
+    pub fn start(
+        state: &mut ClusterState,
+        components_dir: &Path,
+        understudies: &[Understudy],
+        per_component: usize,
+        lease: LeaseTiming,
+    ) -> Result<Self, ReplicaError> {
+        let pki = Pki {
+            dir: state.state_dir.join("pki"),
+        };
+        let kubeconfigs = state.state_dir.join("kubeconfigs");
+        let logs = state.logs_dir();
+        let mut list = vec![];
+        for &understudy in understudies {
+            for index in 0..per_component {
+                let name = format!("{}-{}", understudy.binary(), (b'a' + index as u8) as char);
+                let user = format!("chaos:{name}");
+                // One group (a certificate carries one O here): the chaos
+                // group, which the audit policy logs and `grant_cluster_admin` binds.
+                let (cert, key) = pki
+                    .issue_client(&name, &user, &[CHAOS_GROUP])
+                    .map_err(|e| ReplicaError::Cert(name.clone(), e))?;
+                let kubeconfig = crate::kubeconfig::write_for(
+                    &kubeconfigs.join(format!("{name}.yaml")),
+                    &state.name,
+                    &state.server,
+                    &pki.ca_cert(),
+                    &user,
+                    (&cert, &key),
+                )
+                .map_err(|e| ReplicaError::Io(format!("kubeconfig of {name}: {e}")))?;
+                let port = free_port().map_err(|e| ReplicaError::Io(e.to_string()))?;
+                let mut args = vec![
+                    format!("--kubeconfig={}", kubeconfig.display()),
+                    "--bind-address=127.0.0.1".into(),
+                    format!("--port={port}"),
+                    format!("--leader-elect-resource-namespace={COMPONENT_NAMESPACE}"),
+                    format!(
+                        "--leader-elect-lease-duration={}ms",
+                        lease.duration.as_millis()
+                    ),
+                    format!(
+                        "--leader-elect-renew-deadline={}ms",
+                        lease.renew_deadline.as_millis()
+                    ),
+                    format!(
+                        "--leader-elect-retry-period={}ms",
+                        lease.retry_period.as_millis()
+                    ),
+                ];
+                if understudy == Understudy::Scheduler {
+                    // The extender API is not under test here: no port to share.
+                    args.push("--extender-port=0".into());
+                }
+                let program = components_dir.join(understudy.binary());
+                let log = logs.join(format!("{name}.log"));
+                let mut replica = Replica {
+                    understudy,
+                    name,
+                    user,
+                    program,
+                    args,
+                    log,
+                    record: ProcessRecord {
+                        name: String::new(),
+                        pid: 0,
+                        start_ticks: 0,
+                        log: PathBuf::new(),
+                        args: vec![],
+                    },
+                    restarts: 0,
+                    paused: false,
+                };
+                replica.record = replica.spawn()?;
+                state.processes.push(replica.record.clone());
+                list.push(replica);
+            }
+        }
+        state
+            .save()
+            .map_err(|e| ReplicaError::Io(format!("saving the state: {e}")))?;
+        Ok(Self { list })
+    }
+
+    pub fn of(&self, understudy: Understudy) -> impl Iterator<Item = &Replica> {
+        self.list.iter().filter(move |r| r.understudy == understudy)
+    }
+
+    pub fn by_name(&self, name: &str) -> Option<&Replica> {
+        self.list.iter().find(|r| r.name == name)
+    }
+
+    /// The replica whose current process holds `identity`.
+    pub fn by_identity(&self, identity: &str) -> Option<&Replica> {
+        self.list.iter().find(|r| r.identity() == identity)
+    }
+
+    fn by_name_mut(&mut self, name: &str) -> Option<&mut Replica> {
+        self.list.iter_mut().find(|r| r.name == name)
+    }
+
+    /// `kill -9` of a replica's process group; returns once it is gone.
+    pub fn kill9(&mut self, name: &str) {
+        if let Some(replica) = self.by_name_mut(name) {
+            let _ = killpg(Pid::from_raw(replica.record.pid), Signal::SIGKILL);
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while replica.record.is_alive() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            replica.paused = false;
+        }
+    }
+
+    /// SIGSTOP (`pause`) or SIGCONT of a replica's process group.
+    pub fn freeze(&mut self, name: &str, pause: bool) {
+        if let Some(replica) = self.by_name_mut(name) {
+            let signal = if pause {
+                Signal::SIGSTOP
+            } else {
+                Signal::SIGCONT
+            };
+            let _ = killpg(Pid::from_raw(replica.record.pid), signal);
+            replica.paused = pause;
+        }
+    }
+
+    /// Restarts every replica that is not running (and not frozen on
+    /// purpose), updating the lab's state; returns the names restarted.
+    pub fn supervise(&mut self, state: &mut ClusterState) -> Vec<String> {
+        let mut restarted = vec![];
+        for replica in &mut self.list {
+            if replica.paused || replica.record.is_alive() {
+                continue;
+            }
+            replica.restarts += 1;
+            match replica.spawn() {
+                Ok(record) => {
+                    for p in state
+                        .processes
+                        .iter_mut()
+                        .filter(|p| p.name == replica.name)
+                    {
+                        *p = record.clone();
+                    }
+                    replica.record = record;
+                    restarted.push(replica.name.clone());
+                }
+                Err(e) => tracing::warn!(replica = %replica.name, "restart failed: {e}"),
+            }
+        }
+        if !restarted.is_empty() {
+            let _ = state.save();
+        }
+        restarted
+    }
+
+    /// Every replica running (frozen ones count as not running).
+    pub fn all_running(&self) -> bool {
+        self.list.iter().all(|r| !r.paused && r.record.is_alive())
+    }
+
+    pub fn restarts(&self) -> u32 {
+        self.list.iter().map(|r| r.restarts).sum()
+    }
+}
+
+/// Name of the ClusterRoleBinding giving the replicas' group cluster-admin,
+/// as the lab's own understudies run with the admin's credentials.
+pub const BINDING: &str = "understudy-chaos";
+
+/// Binds cluster-admin to the replicas' group (kept if already there).
+pub async fn grant_cluster_admin(client: &Client) -> Result<(), kube::Error> {
+    use k8s_openapi::api::rbac::v1::ClusterRoleBinding;
+    let api: Api<ClusterRoleBinding> = Api::all(client.clone());
+    let binding: ClusterRoleBinding = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": BINDING},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "cluster-admin"},
+        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": CHAOS_GROUP}],
+    }))
+    .expect("cluster role binding");
+    match api.create(&Default::default(), &binding).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 409 => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// The holder of an understudy's Lease, if any holds it now.
+pub async fn leader(
+    client: &Client,
+    understudy: Understudy,
+) -> Result<Option<String>, kube::Error> {
+    Ok(lease(client, understudy).await?.map(|(holder, _)| holder))
+}
+
+/// The holder of an understudy's Lease and its last renewal.
+pub async fn lease(
+    client: &Client,
+    understudy: Understudy,
+) -> Result<Option<(String, Option<k8s_openapi::jiff::Timestamp>)>, kube::Error> {
+    let leases: Api<Lease> = Api::namespaced(client.clone(), COMPONENT_NAMESPACE);
+    Ok(leases
+        .get_opt(understudy.binary())
+        .await?
+        .and_then(|l| l.spec)
+        .and_then(|s| {
+            let holder = s.holder_identity.filter(|h| !h.is_empty())?;
+            Some((holder, s.renew_time.map(|t| t.0)))
+        }))
+}

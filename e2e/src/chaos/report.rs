@@ -1,0 +1,161 @@
+//! What a chaos run found, and its printed summary.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::Duration;
+
+use k8s_openapi::jiff::Timestamp;
+
+use super::faults::{Fault, FaultKind};
+use super::invariants::Violation;
+
+/// A leader frozen past its Lease and resumed: the writes it made (other
+/// than to its Lease) from its resumption until the next fault.
+#[derive(Clone, Debug)]
+pub struct PauseWindow {
+    pub replica: String,
+    pub user: String,
+    pub resumed: Timestamp,
+    pub until: Option<Timestamp>,
+    /// Counted from the audit log once the run is over.
+    pub writes: Option<usize>,
+}
+
+/// One injected fault.
+#[derive(Clone, Debug)]
+pub struct FaultRecord {
+    /// Since the run started.
+    pub at: Duration,
+    pub wall: Timestamp,
+    pub fault: Fault,
+    pub note: String,
+    /// From the fault to everything converged; `None`: not within the timeout.
+    pub converged_after: Option<Duration>,
+    pub pause: Option<PauseWindow>,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct Report {
+    pub seed: u64,
+    pub ran_for: Duration,
+    pub converge_timeout: Duration,
+    pub faults: Vec<FaultRecord>,
+    /// Each violation once, with when it was counted.
+    pub violations: Vec<(Duration, Violation)>,
+    pub restarts: u32,
+    pub api_errors: u32,
+    pub churn: BTreeMap<&'static str, u32>,
+    /// From the end of the churn (after the last fault) to everything converged.
+    pub final_convergence: Option<Duration>,
+    /// Successful `pods/binding` creates by the scheduler's replicas (audit log).
+    pub bindings: usize,
+    /// Pods the scheduler's replicas deleted: preemption victims (audit log).
+    pub preemption_victims: usize,
+}
+
+impl Report {
+    pub fn worst_convergence(&self) -> Option<Duration> {
+        self.faults.iter().filter_map(|f| f.converged_after).max()
+    }
+
+    /// No violation, every fault and the end converged, no write of a
+    /// leader that lost its Lease.
+    pub fn passed(&self) -> bool {
+        self.violations.is_empty()
+            && self.final_convergence.is_some()
+            && self.faults.iter().all(|f| f.converged_after.is_some())
+            && self
+                .faults
+                .iter()
+                .filter_map(|f| f.pause.as_ref())
+                .all(|p| p.writes == Some(0))
+    }
+}
+
+fn secs(d: Duration) -> String {
+    format!("{:.1}s", d.as_secs_f64())
+}
+
+impl fmt::Display for Report {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "chaos run: seed {} (reproduce with --seed {}), ran {}",
+            self.seed,
+            self.seed,
+            secs(self.ran_for)
+        )?;
+        let mut by_kind: BTreeMap<FaultKind, usize> = BTreeMap::new();
+        for record in &self.faults {
+            *by_kind.entry(record.fault.kind).or_default() += 1;
+        }
+        writeln!(f, "faults injected: {}", self.faults.len())?;
+        for (kind, n) in &by_kind {
+            writeln!(f, "  {:<22} {n}", kind.name())?;
+        }
+        writeln!(
+            f,
+            "time to converge after each fault (timeout {}):",
+            secs(self.converge_timeout)
+        )?;
+        for record in &self.faults {
+            let converged = record
+                .converged_after
+                .map(secs)
+                .unwrap_or_else(|| "NOT CONVERGED".into());
+            writeln!(
+                f,
+                "  {:>7} {}  {:<42} {:>13}  {}",
+                secs(record.at),
+                record.wall.strftime("%H:%M:%S"),
+                record.fault.to_string(),
+                converged,
+                record.note
+            )?;
+        }
+        if let Some(worst) = self.worst_convergence() {
+            writeln!(f, "worst convergence after a fault: {}", secs(worst))?;
+        }
+        match self.final_convergence {
+            Some(d) => writeln!(
+                f,
+                "converged after the last fault and the churn: {}",
+                secs(d)
+            )?,
+            None => writeln!(
+                f,
+                "NOT converged after the churn within {}",
+                secs(self.converge_timeout)
+            )?,
+        }
+        writeln!(
+            f,
+            "leader writes after resuming from SIGSTOP, before noticing the lost lease:"
+        )?;
+        for pause in self.faults.iter().filter_map(|r| r.pause.as_ref()) {
+            let writes = pause
+                .writes
+                .map(|w| w.to_string())
+                .unwrap_or_else(|| "unknown (audit log unreadable)".into());
+            writeln!(f, "  {:<28} {writes}", pause.replica)?;
+        }
+        writeln!(
+            f,
+            "scheduler: {} pods bound, {} preemption victims",
+            self.bindings, self.preemption_victims
+        )?;
+        writeln!(f, "replica restarts: {}", self.restarts)?;
+        writeln!(
+            f,
+            "API errors (churn writes and invariant reads, mostly while the apiserver was down): {}",
+            self.api_errors
+        )?;
+        let churn: Vec<String> = self.churn.iter().map(|(k, v)| format!("{k} {v}")).collect();
+        writeln!(f, "churn: {}", churn.join(", "))?;
+        writeln!(f, "invariant violations: {}", self.violations.len())?;
+        for (at, violation) in &self.violations {
+            writeln!(f, "  {:>7} {violation}", secs(*at))?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,595 @@
+//! The chaos run itself: replicas up, churn going, faults one after the
+//! other with the time everything takes to converge after each, invariants
+//! checked throughout, then the audit log read for what only it can tell.
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+use k8s_openapi::api::core::v1::{
+    Endpoints, Namespace, Node, PersistentVolume, PersistentVolumeClaim, Pod, Service,
+};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::scheduling::v1::PriorityClass;
+use k8s_openapi::jiff::Timestamp;
+use kube::Client;
+use kube::api::{Api, DeleteParams, ListParams, ObjectMeta, PostParams};
+
+use super::churn::{self, Churn};
+use super::faults::{self, Fault, FaultKind};
+use super::invariants::{self, BindingHistory, Invariant, Snapshot, Violation};
+use super::replicas::{self, LeaseTiming, Replicas};
+use super::report::{FaultRecord, PauseWindow, Report};
+use crate::binder::CLASS_LABEL;
+use crate::state::ClusterState;
+use crate::understudies::Understudy;
+use crate::wait;
+
+/// What to run.
+#[derive(Clone, Debug)]
+pub struct ChaosOptions {
+    /// Faults start while the run is younger than this (a round begun finishes).
+    pub duration: Duration,
+    pub seed: u64,
+    /// Where the understudy binaries are.
+    pub components_dir: PathBuf,
+    /// How long everything may take to converge after a fault.
+    pub converge_timeout: Duration,
+    /// How long a convergence invariant may stay broken before it counts.
+    pub grace: Duration,
+    pub lease: LeaseTiming,
+    /// Churn between two faults: drawn from this range.
+    pub gap: (Duration, Duration),
+}
+
+impl ChaosOptions {
+    pub fn new(duration: Duration, seed: u64, components_dir: PathBuf) -> Self {
+        Self {
+            duration,
+            seed,
+            components_dir,
+            converge_timeout: Duration::from_secs(120),
+            grace: Duration::from_secs(60),
+            lease: LeaseTiming::default(),
+            gap: (Duration::from_secs(3), Duration::from_secs(10)),
+        }
+    }
+}
+
+const UNDERSTUDIES: [Understudy; 2] = [Understudy::Scheduler, Understudy::Controllers];
+
+/// Lists what the invariants read: the run's namespace and volume class,
+/// and every node.
+pub async fn snapshot(client: &Client, ns: &str, class: &str) -> Result<Snapshot, kube::Error> {
+    let lp = ListParams::default();
+    let all = |c: &Client| c.clone();
+    Ok(Snapshot {
+        nodes: Api::<Node>::all(all(client)).list(&lp).await?.items,
+        pods: Api::<Pod>::namespaced(all(client), ns)
+            .list(&lp)
+            .await?
+            .items,
+        replica_sets: Api::<ReplicaSet>::namespaced(all(client), ns)
+            .list(&lp)
+            .await?
+            .items,
+        deployments: Api::<Deployment>::namespaced(all(client), ns)
+            .list(&lp)
+            .await?
+            .items,
+        services: Api::<Service>::namespaced(all(client), ns)
+            .list(&lp)
+            .await?
+            .items,
+        endpoints: Api::<Endpoints>::namespaced(all(client), ns)
+            .list(&lp)
+            .await?
+            .items,
+        slices: Api::<EndpointSlice>::namespaced(all(client), ns)
+            .list(&lp)
+            .await?
+            .items,
+        volumes: Api::<PersistentVolume>::all(all(client))
+            .list(&ListParams::default().labels(&format!("{CLASS_LABEL}={class}")))
+            .await?
+            .items,
+        claims: Api::<PersistentVolumeClaim>::namespaced(all(client), ns)
+            .list(&lp)
+            .await?
+            .items,
+    })
+}
+
+/// The invariant checker's memory across snapshots.
+struct Checker {
+    started: Instant,
+    grace: Duration,
+    history: BindingHistory,
+    first_seen: HashMap<(Invariant, Vec<String>), Instant>,
+    counted: HashSet<(Invariant, Vec<String>)>,
+    violations: Vec<(Duration, Violation)>,
+    api_errors: u32,
+}
+
+impl Checker {
+    /// Safety violations count at once; the others once they outlived the
+    /// grace period (or `now_final`: the run is over and all must hold).
+    fn observe(&mut self, found: Vec<Violation>, now_final: bool) {
+        let now = Instant::now();
+        let present: HashSet<_> = found.iter().map(Violation::key).collect();
+        self.first_seen.retain(|k, _| present.contains(k));
+        for violation in found {
+            let key = violation.key();
+            let since = *self.first_seen.entry(key.clone()).or_insert(now);
+            let due = violation.invariant.is_safety()
+                || now_final
+                || now.duration_since(since) >= self.grace;
+            if due && self.counted.insert(key) {
+                let at = now.duration_since(self.started);
+                println!("[{:>7.1}s] VIOLATION {violation}", at.as_secs_f64());
+                self.violations.push((at, violation));
+            }
+        }
+    }
+}
+
+/// Whether every deployment rolled out and every claim is bound.
+fn settled(snapshot: &Snapshot) -> bool {
+    snapshot
+        .deployments
+        .iter()
+        .all(crate::workloads::rolled_out)
+        && snapshot
+            .claims
+            .iter()
+            .all(|c| c.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Bound"))
+}
+
+struct Run {
+    client: Client,
+    state: ClusterState,
+    replicas: Replicas,
+    opts: ChaosOptions,
+    started: Instant,
+    namespace: String,
+    class: String,
+    checker: Arc<Mutex<Checker>>,
+    churn_paused: Arc<AtomicBool>,
+}
+
+impl Run {
+    fn log(&self, line: impl std::fmt::Display) {
+        println!(
+            "[{:>7.1}s {}] {line}",
+            self.started.elapsed().as_secs_f64(),
+            Timestamp::now().strftime("%H:%M:%S")
+        );
+    }
+
+    fn supervise(&mut self) {
+        for name in self.replicas.supervise(&mut self.state) {
+            self.log(format!("restarted {name}"));
+        }
+    }
+
+    /// Each understudy led by a live replica's current process, which
+    /// renewed its Lease after `since` (a Lease still naming a dead or
+    /// frozen process does not count).
+    async fn leaders_live(&self, since: Timestamp) -> Result<bool, kube::Error> {
+        for understudy in UNDERSTUDIES {
+            let Some((holder, renewed)) = replicas::lease(&self.client, understudy).await? else {
+                return Ok(false);
+            };
+            let live = self.replicas.by_identity(&holder).is_some_and(|r| r.live());
+            if !live || renewed.is_none_or(|t| t < since) {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    /// Restarts what died and polls until everything converged: replicas
+    /// up, leaders live, no violation, Deployments rolled out, claims
+    /// bound. Returns how long it took from `since`.
+    async fn wait_converged(&mut self, since: Instant) -> Option<Duration> {
+        let deadline = Instant::now() + self.opts.converge_timeout;
+        let since_wall = Timestamp::now() - since.elapsed();
+        while Instant::now() < deadline {
+            self.supervise();
+            if self.replicas.all_running() && self.leaders_live(since_wall).await.unwrap_or(false) {
+                match snapshot(&self.client, &self.namespace, &self.class).await {
+                    Ok(s) if s.check().is_empty() && settled(&s) => return Some(since.elapsed()),
+                    Ok(_) => {}
+                    Err(_) => self.checker.lock().expect("checker").api_errors += 1,
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        None
+    }
+
+    async fn inject(
+        &mut self,
+        fault: Fault,
+        rng: &mut fastrand::Rng,
+    ) -> (String, Option<PauseWindow>) {
+        match (fault.kind, fault.target) {
+            (FaultKind::Kill9, Some(target)) => {
+                let names: Vec<String> = self.replicas.of(target).map(|r| r.name.clone()).collect();
+                let victim = names[rng.usize(..names.len())].clone();
+                let leader = replicas::leader(&self.client, target).await.ok().flatten();
+                let was_leader = leader
+                    .as_deref()
+                    .and_then(|h| self.replicas.by_identity(h))
+                    .is_some_and(|r| r.name == victim);
+                self.replicas.kill9(&victim);
+                let role = if was_leader {
+                    "the leader"
+                } else {
+                    "a follower"
+                };
+                (format!("killed {victim} ({role})"), None)
+            }
+            (FaultKind::KillAll, Some(target)) => {
+                let names: Vec<String> = self.replicas.of(target).map(|r| r.name.clone()).collect();
+                for name in &names {
+                    self.replicas.kill9(name);
+                }
+                (format!("killed {}", names.join(" and ")), None)
+            }
+            (FaultKind::PauseLeader, Some(target)) => self.pause_leader(target).await,
+            (FaultKind::ApiserverRestart, _) => {
+                let t = Instant::now();
+                match faults::restart_apiserver(&mut self.state).await {
+                    Ok(()) => (
+                        format!("apiserver back after {:.1}s", t.elapsed().as_secs_f64()),
+                        None,
+                    ),
+                    Err(e) => (format!("apiserver restart failed: {e}"), None),
+                }
+            }
+            (FaultKind::EtcdCompaction, _) => {
+                let compacted = faults::compact_etcd(&self.state).await;
+                let restarted = faults::restart_apiserver(&mut self.state).await;
+                match (compacted, restarted) {
+                    (Ok(rev), Ok(())) => (
+                        format!("compacted at revision {rev}, apiserver restarted"),
+                        None,
+                    ),
+                    (c, r) => (format!("compaction {c:?}, apiserver restart {r:?}"), None),
+                }
+            }
+            (kind, None) => (format!("{} needs a target", kind.name()), None),
+        }
+    }
+
+    /// SIGSTOPs the leader until the other replica holds the Lease, then
+    /// SIGCONTs it; its writes from then on are counted from the audit log.
+    async fn pause_leader(&mut self, target: Understudy) -> (String, Option<PauseWindow>) {
+        let Ok(Some(identity)) = replicas::leader(&self.client, target).await else {
+            return ("no leader to pause".into(), None);
+        };
+        let Some((holder, user)) = self
+            .replicas
+            .by_identity(&identity)
+            .map(|r| (r.name.clone(), r.user.clone()))
+        else {
+            return (format!("leader {identity} is none of ours"), None);
+        };
+        let frozen = Instant::now();
+        self.replicas.freeze(&holder, true);
+        let deadline = frozen + self.opts.lease.duration * 4 + Duration::from_secs(30);
+        let mut taken_over = None;
+        while Instant::now() < deadline {
+            self.supervise();
+            match replicas::leader(&self.client, target).await {
+                Ok(Some(now)) if now != identity => {
+                    taken_over = Some((now, frozen.elapsed()));
+                    break;
+                }
+                _ => tokio::time::sleep(Duration::from_millis(200)).await,
+            }
+        }
+        let resumed = Timestamp::now();
+        self.replicas.freeze(&holder, false);
+        let note = match taken_over {
+            Some((by, after)) => format!(
+                "{holder} frozen; {by} took the lease after {:.1}s; resumed",
+                after.as_secs_f64()
+            ),
+            None => format!("{holder} frozen; nobody took the lease; resumed"),
+        };
+        let window = PauseWindow {
+            replica: holder,
+            user,
+            resumed,
+            until: None,
+            writes: None,
+        };
+        (note, Some(window))
+    }
+}
+
+/// Runs the chaos workload and faults against the running lab in `state_dir`
+/// (its understudies replaced but not started: the run starts its own two
+/// replicas of each), and returns what it found.
+pub async fn run(state_dir: &Path, opts: ChaosOptions) -> Result<Report, String> {
+    let state = ClusterState::load(state_dir)
+        .map_err(|e| e.to_string())?
+        .filter(|s| s.ready)
+        .ok_or_else(|| format!("no running lab in {}", state_dir.display()))?;
+    let client = wait::client_for(&state.kubeconfig)
+        .await
+        .map_err(|e| e.to_string())?;
+    println!(
+        "chaos run: seed {} (reproduce with --seed {})",
+        opts.seed, opts.seed
+    );
+    let namespace = format!("chaos-{}", opts.seed);
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    let ns = Namespace {
+        metadata: ObjectMeta {
+            name: Some(namespace.clone()),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    namespaces
+        .create(&PostParams::default(), &ns)
+        .await
+        .map_err(|e| format!("creating namespace {namespace}: {e}"))?;
+    wait::accepts_pods(&client, &namespace, Duration::from_secs(60))
+        .await
+        .map_err(|e| e.to_string())?;
+    churn::create_priority_classes(&client)
+        .await
+        .map_err(|e| format!("creating priority classes: {e}"))?;
+
+    replicas::grant_cluster_admin(&client)
+        .await
+        .map_err(|e| format!("binding cluster-admin to the replicas: {e}"))?;
+    let mut state = state;
+    let replicas = Replicas::start(
+        &mut state,
+        &opts.components_dir,
+        &UNDERSTUDIES,
+        2,
+        opts.lease,
+    )
+    .map_err(|e| e.to_string())?;
+    let churn = Churn::new(client.clone(), &namespace, opts.seed);
+    let class = churn.class.clone();
+    let started = Instant::now();
+    let checker = Arc::new(Mutex::new(Checker {
+        started,
+        grace: opts.grace,
+        history: BindingHistory::default(),
+        first_seen: HashMap::new(),
+        counted: HashSet::new(),
+        violations: vec![],
+        api_errors: 0,
+    }));
+    let mut run = Run {
+        client: client.clone(),
+        state,
+        replicas,
+        opts: opts.clone(),
+        started,
+        namespace: namespace.clone(),
+        class: class.clone(),
+        checker: checker.clone(),
+        churn_paused: Arc::new(AtomicBool::new(true)),
+    };
+    run.log("replicas started; waiting for leaders");
+    let Some(up) = run.wait_converged(Instant::now()).await else {
+        return Err("the understudies' replicas never took their leases".into());
+    };
+    run.log(format!("leaders elected after {:.1}s", up.as_secs_f64()));
+
+    // The checker: every two seconds, all invariants on a fresh listing.
+    let stop = Arc::new(AtomicBool::new(false));
+    let checking = {
+        let (client, ns, class, checker, stop) = (
+            client.clone(),
+            namespace.clone(),
+            class.clone(),
+            checker.clone(),
+            stop.clone(),
+        );
+        tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                match snapshot(&client, &ns, &class).await {
+                    Ok(s) => {
+                        let mut c = checker.lock().expect("checker");
+                        let mut found = c.history.observe(&s.pods);
+                        found.extend(s.check());
+                        c.observe(found, false);
+                    }
+                    Err(_) => checker.lock().expect("checker").api_errors += 1,
+                }
+                tokio::time::sleep(Duration::from_secs(2)).await;
+            }
+        })
+    };
+    // The churn, paced at a few actions a second, paused while convergence is measured.
+    let churning = {
+        let (paused, stop) = (run.churn_paused.clone(), stop.clone());
+        let mut churn = churn;
+        let started = run.started;
+        tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                if !paused.load(Ordering::Relaxed) {
+                    let what = churn.step().await;
+                    println!("[{:>7.1}s] churn: {what}", started.elapsed().as_secs_f64());
+                }
+                tokio::time::sleep(Duration::from_millis(400)).await;
+            }
+            churn
+        })
+    };
+
+    let mut rng = fastrand::Rng::with_seed(opts.seed ^ 0x5eed_fa17);
+    let mut records: Vec<FaultRecord> = vec![];
+    while started.elapsed() < opts.duration {
+        for fault in faults::round(&mut rng, &UNDERSTUDIES) {
+            run.churn_paused.store(false, Ordering::Relaxed);
+            let gap = Duration::from_millis(
+                rng.u64(opts.gap.0.as_millis() as u64..=opts.gap.1.as_millis() as u64),
+            );
+            let gap_end = Instant::now() + gap;
+            while Instant::now() < gap_end {
+                run.supervise();
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            let at = started.elapsed();
+            let wall = Timestamp::now();
+            if let Some(pause) = records.last_mut().and_then(|r| r.pause.as_mut()) {
+                pause.until = Some(wall);
+            }
+            run.log(format!("FAULT {fault}"));
+            let injected = Instant::now();
+            let (note, pause) = run.inject(fault, &mut rng).await;
+            run.log(format!("  {note}"));
+            run.churn_paused.store(true, Ordering::Relaxed);
+            let converged_after = run.wait_converged(injected).await;
+            match converged_after {
+                Some(d) => run.log(format!(
+                    "  converged {:.1}s after the fault",
+                    d.as_secs_f64()
+                )),
+                None => run.log("  NOT converged within the timeout"),
+            }
+            records.push(FaultRecord {
+                at,
+                wall,
+                fault,
+                note,
+                converged_after,
+                pause,
+            });
+        }
+    }
+
+    // The end: churn stops, everything must converge, every invariant hold.
+    run.churn_paused.store(true, Ordering::Relaxed);
+    stop.store(true, Ordering::Relaxed);
+    let churn = churning.await.map_err(|e| e.to_string())?;
+    let _ = checking.await;
+    let end = Timestamp::now();
+    if let Some(pause) = records.last_mut().and_then(|r| r.pause.as_mut()) {
+        pause.until = Some(end);
+    }
+    let final_convergence = run.wait_converged(Instant::now()).await;
+    match snapshot(&client, &namespace, &class).await {
+        Ok(s) => {
+            let mut c = checker.lock().expect("checker");
+            let mut found = c.history.observe(&s.pods);
+            found.extend(s.check());
+            c.observe(found, true);
+        }
+        Err(_) => checker.lock().expect("checker").api_errors += 1,
+    }
+
+    // The audit log: no pod bound twice; no write by a resumed leader.
+    let audit = std::fs::read_to_string(run.state.logs_dir().join(crate::controlplane::AUDIT_LOG));
+    let writes = audit
+        .as_deref()
+        .map(crate::audit::writes)
+        .unwrap_or_default();
+    checker
+        .lock()
+        .expect("checker")
+        .observe(invariants::bound_at_most_once(&writes), true);
+    if audit.is_ok() {
+        for pause in records.iter_mut().filter_map(|r| r.pause.as_mut()) {
+            let until = pause.until.unwrap_or(end);
+            pause.writes = Some(
+                writes
+                    .iter()
+                    .filter(|w| {
+                        w.user == pause.user
+                            && w.resource != "leases"
+                            && w.at >= pause.resumed
+                            && w.at < until
+                    })
+                    .count(),
+            );
+        }
+    }
+
+    let (violations, checker_errors) = {
+        let mut c = checker.lock().expect("checker");
+        (std::mem::take(&mut c.violations), c.api_errors)
+    };
+    let by_scheduler = |w: &&crate::audit::Write| {
+        w.user
+            .starts_with(&format!("chaos:{}", Understudy::Scheduler.binary()))
+            && (200..300).contains(&w.code)
+            && w.resource == "pods"
+    };
+    let bindings = writes
+        .iter()
+        .filter(by_scheduler)
+        .filter(|w| w.verb == "create" && w.subresource.as_deref() == Some("binding"))
+        .count();
+    let preemption_victims = writes
+        .iter()
+        .filter(by_scheduler)
+        .filter(|w| w.verb == "delete" && w.subresource.is_none())
+        .count();
+    let report = Report {
+        seed: opts.seed,
+        ran_for: started.elapsed(),
+        converge_timeout: opts.converge_timeout,
+        faults: records,
+        violations,
+        restarts: run.replicas.restarts(),
+        api_errors: checker_errors + churn.api_errors,
+        churn: churn.actions.clone(),
+        final_convergence,
+        bindings,
+        preemption_victims,
+    };
+    cleanup(&mut run).await;
+    Ok(report)
+}
+
+/// Stops the replicas and removes what the run made.
+async fn cleanup(run: &mut Run) {
+    for replica in &run.replicas.list {
+        if replica.paused {
+            let _ = nix::sys::signal::killpg(
+                nix::unistd::Pid::from_raw(replica.record.pid),
+                nix::sys::signal::Signal::SIGCONT,
+            );
+        }
+        replica.record.stop(Duration::from_secs(10));
+    }
+    let names: HashSet<&str> = run.replicas.list.iter().map(|r| r.name.as_str()).collect();
+    run.state
+        .processes
+        .retain(|p| !names.contains(p.name.as_str()));
+    let _ = run.state.save();
+    let client = &run.client;
+    let _ = Api::<Namespace>::all(client.clone())
+        .delete(&run.namespace, &DeleteParams::background())
+        .await;
+    let volumes: Api<PersistentVolume> = Api::all(client.clone());
+    let _ = volumes
+        .delete_collection(
+            &DeleteParams::background(),
+            &ListParams::default().labels(&format!("{CLASS_LABEL}={}", run.class)),
+        )
+        .await;
+    let bindings: Api<k8s_openapi::api::rbac::v1::ClusterRoleBinding> = Api::all(client.clone());
+    let _ = bindings
+        .delete(replicas::BINDING, &DeleteParams::default())
+        .await;
+    let classes: Api<PriorityClass> = Api::all(client.clone());
+    for (name, _) in churn::PRIORITIES {
+        let _ = classes.delete(name, &DeleteParams::default()).await;
+    }
+}
