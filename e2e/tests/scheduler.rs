@@ -795,13 +795,15 @@ async fn the_newest_failed_scheduling_event_states_the_current_reason() {
         )
         .await;
     }
+    // No count in the needle: other tests of this binary add tainted nodes
+    // of their own at any time, and those count in the message too.
     steps.push(
         wait_event_follows_condition(
             &client,
             &pods,
             &ns.name,
             "waiter",
-            "1 node(s) had untolerated taint(s)",
+            "node(s) had untolerated taint(s)",
         )
         .await,
     );
