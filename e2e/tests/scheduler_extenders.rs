@@ -139,14 +139,11 @@ async fn serve_test_extender(ext: TestExtender) -> String {
 }
 
 async fn ready(metrics_port: u16) {
-    let http = reqwest::Client::new();
+    let http = understudy_e2e::probe::http_client();
     let url = format!("http://127.0.0.1:{metrics_port}/readyz");
     wait::until("understudy-scheduler ready", T, || async {
-        Ok(http
-            .get(&url)
-            .send()
+        Ok(understudy_e2e::probe::healthy(&http, &url)
             .await
-            .is_ok_and(|r| r.status().is_success())
             .then_some(()))
     })
     .await

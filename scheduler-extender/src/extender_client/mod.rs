@@ -416,16 +416,6 @@ impl Extenders {
         self.list.iter()
     }
 
-    /// Whether any extender filters, so the cycle may not stop at the first
-    /// feasible node even without score plugins.
-    pub fn has_filters(&self) -> bool {
-        self.list.iter().any(HttpExtender::is_filter)
-    }
-
-    pub fn has_prioritizers(&self) -> bool {
-        self.list.iter().any(HttpExtender::is_prioritizer)
-    }
-
     /// Upstream's findNodesThatPassExtenders: each interested extender in
     /// turn narrows the nodes; an unresolvable rejection wins over a plain
     /// one for the same node; an error fails the cycle unless the extender
