@@ -905,11 +905,19 @@ async fn a_recreated_namespace_gets_no_events_about_the_old_ones_objects() {
         .kill_on_drop(true)
         .spawn()
         .expect("start understudy-scheduler");
+    // The pods select the test's private node (1 CPU) and ask for 2 CPUs:
+    // NodeAffinity rejects every other node, NodeResourcesFit this one.
+    let owner = canary_ns.name.clone();
     let never = |name: &str| {
         let mut p = pod(
             name,
             json!({}),
-            json!({"nodeSelector": {"understudy.dev/never": "true"}}),
+            json!({
+                "nodeSelector": {"understudy.dev/test": owner},
+                "tolerations": [{"key": "understudy.dev/test", "operator": "Exists"}],
+                "containers": [{"name": "c", "image": "registry.k8s.io/pause:3.10",
+                                "resources": {"requests": {"cpu": "2"}}}],
+            }),
         );
         p["spec"]["schedulerName"] = json!(profile);
         p
@@ -921,23 +929,28 @@ async fn a_recreated_namespace_gets_no_events_about_the_old_ones_objects() {
     }
     create(&canary_pods, never("canary")).await;
 
-    // A node appears, then changes twice without changing any pod's
-    // reason: every pod fails again for the same reason, so each has a
-    // series (count 2 written, later repeats only counted).
+    // A node appears, then pods bound to it straight away are deleted,
+    // which frees room as far as NodeResourcesFit's queueing hint knows, so
+    // the waiting pods are retried without their reason changing: each has
+    // a series (count 2 written, later repeats only counted). (Upstream's
+    // hints would not retry them on a change they cannot benefit from,
+    // such as a label that none of them selects.)
     let node_name = format!("evrecreate-{}", canary_ns.name);
     create_private_node(&client, &node_name, &canary_ns.name, "1", json!({})).await;
-    let nodes: Api<Node> = Api::all(client.clone());
     let poke = |round: u32| {
-        let nodes = nodes.clone();
+        let canary_pods = canary_pods.clone();
         let node_name = node_name.clone();
         async move {
-            let patch = json!({"metadata": {"labels": {"understudy.dev/poke": round.to_string()}}});
-            nodes
-                .patch(
-                    &node_name,
-                    &kube::api::PatchParams::default(),
-                    &kube::api::Patch::Merge(&patch),
-                )
+            let name = format!("poke-{round:x}");
+            let mut bound = pod(&name, json!({}), json!({}));
+            bound["spec"]["nodeName"] = json!(node_name);
+            let bound: Pod = pods::from_json(bound);
+            canary_pods
+                .create(&Default::default(), &bound)
+                .await
+                .unwrap();
+            canary_pods
+                .delete(&name, &kube::api::DeleteParams::default().grace_period(0))
                 .await
                 .unwrap();
         }

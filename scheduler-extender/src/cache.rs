@@ -70,6 +70,9 @@ impl NodeSummary {
     }
 }
 
+/// A stored object's previous version, if any, and its new one.
+pub type Replaced<T> = (Option<Arc<T>>, Arc<T>);
+
 #[derive(Default)]
 pub struct Cache {
     /// Nodes with a Node object, in the order the snapshot lists them: a
@@ -530,50 +533,80 @@ impl Cache {
         self.namespaces_arc = None;
     }
 
-    pub fn set_claim(&mut self, claim: PersistentVolumeClaim) {
+    // The setters return the version replaced (none for a new object) and
+    // the one stored: the queue's hints compare the two.
+    pub fn set_claim(&mut self, claim: PersistentVolumeClaim) -> Replaced<PersistentVolumeClaim> {
         let key = format!(
             "{}/{}",
             claim.namespace().unwrap_or_default(),
             claim.name_any()
         );
-        self.volumes.claims.insert(key.clone(), Arc::new(claim));
+        let new = Arc::new(claim);
+        let old = self.volumes.claims.insert(key.clone(), new.clone());
         expire_assumed(
             self.volumes.claims.get(&key),
             &key,
             &mut self.assumed_volumes.claims,
         );
         self.volumes_changed();
+        (old, new)
     }
-    pub fn set_volume(&mut self, pv: PersistentVolume) {
+    pub fn set_volume(&mut self, pv: PersistentVolume) -> Replaced<PersistentVolume> {
         let key = pv.name_any();
-        self.volumes.volumes.insert(key.clone(), Arc::new(pv));
+        let new = Arc::new(pv);
+        let old = self.volumes.volumes.insert(key.clone(), new.clone());
         expire_assumed(
             self.volumes.volumes.get(&key),
             &key,
             &mut self.assumed_volumes.volumes,
         );
         self.volumes_changed();
+        (old, new)
     }
-    pub fn set_storage_class(&mut self, sc: StorageClass) {
-        self.volumes
+    pub fn set_storage_class(&mut self, sc: StorageClass) -> Replaced<StorageClass> {
+        let new = Arc::new(sc);
+        let old = self
+            .volumes
             .storage_classes
-            .insert(sc.name_any(), Arc::new(sc));
+            .insert(new.name_any(), new.clone());
         self.volumes_arc = None;
+        (old, new)
     }
-    pub fn set_csi_node(&mut self, n: CSINode) {
-        self.volumes.csi_nodes.insert(n.name_any(), Arc::new(n));
+    pub fn set_csi_node(&mut self, n: CSINode) -> Replaced<CSINode> {
+        let new = Arc::new(n);
+        let old = self.volumes.csi_nodes.insert(new.name_any(), new.clone());
         self.volumes_arc = None;
+        (old, new)
     }
 
-    pub fn set_resource_claim(&mut self, c: k8s_openapi::api::resource::v1::ResourceClaim) {
+    pub fn set_resource_claim(
+        &mut self,
+        c: k8s_openapi::api::resource::v1::ResourceClaim,
+    ) -> Replaced<k8s_openapi::api::resource::v1::ResourceClaim> {
         let key = format!("{}/{}", c.namespace().unwrap_or_default(), c.name_any());
-        self.volumes.resource_claims.insert(key, Arc::new(c));
+        let new = Arc::new(c);
+        let old = self.volumes.resource_claims.insert(key, new.clone());
         self.volumes_arc = None;
+        (old, new)
     }
 
-    pub fn set_csi_driver(&mut self, d: CSIDriver) {
-        self.volumes.csi_drivers.insert(d.name_any(), Arc::new(d));
+    pub fn set_csi_driver(&mut self, d: CSIDriver) -> Replaced<CSIDriver> {
+        let new = Arc::new(d);
+        let old = self.volumes.csi_drivers.insert(new.name_any(), new.clone());
         self.volumes_arc = None;
+        (old, new)
+    }
+
+    /// The pod as the cache holds it (bound, or assumed by us).
+    pub fn pod_info(&self, uid: &str) -> Option<Arc<PodInfo>> {
+        self.pods.get(uid).map(|s| s.info.clone())
+    }
+
+    /// The Node object of a known node, as last seen.
+    pub fn node_object(&self, name: &str) -> Option<Arc<Node>> {
+        self.positions
+            .get(name)
+            .map(|&i| self.nodes[i].node.clone())
     }
 
     /// Records where a VolumeAttachment attaches which PV; one without an

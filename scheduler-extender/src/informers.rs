@@ -18,9 +18,14 @@ use kube::{Api, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use tokio::sync::watch;
 
-use crate::cache::{NodeSummary, VolumeKind, is_assigned_and_active};
-use crate::framework::PodInfo;
+use crate::cache::{VolumeKind, is_assigned_and_active};
+use crate::framework::{NodeInfo, PodInfo};
 use crate::preemption::pdb::PdbInfo;
+use crate::queue::{MoveFilter, QueueEvent, assigned_pod_deleted};
+use crate::queueing_hints::events::{
+    node_scheduling_properties_change, pod_scheduling_properties_change,
+};
+use crate::queueing_hints::{ActionType, ClusterEvent, EventResource, OwnedObject};
 use crate::scheduler::Scheduler;
 use k8s_openapi::api::apps::v1::{ReplicaSet, StatefulSet};
 use k8s_openapi::api::core::v1::{ReplicationController, Service};
@@ -62,16 +67,14 @@ impl Handler<Pod> for Pods {
                 s.observed_eviction(&uid);
             }
             let active = is_assigned_and_active(&pod);
-            let (was_placed, shrank) = {
+            let (old, was_assumed, new) = {
                 let mut cache = s.cache.lock().expect("cache lock");
-                let was_placed = cache.node_of(&uid).is_some();
-                (was_placed, cache.upsert_pod(pod))
+                let old = cache.pod_info(&uid);
+                let was_assumed = cache.is_assumed(&uid);
+                cache.upsert_pod(pod);
+                (old, was_assumed, cache.pod_info(&uid))
             };
-            // A new or changed assigned pod can satisfy waiting pods' affinity
-            // or spread; a finished or scaled-down one frees resources.
-            if !was_placed || !active || shrank {
-                s.queue.move_all_to_active();
-            }
+            assigned_pod_events(s, old, was_assumed, new, active);
             return;
         }
         let terminal = matches!(
@@ -128,11 +131,17 @@ impl Handler<Pod> for Pods {
                 .as_ref()
                 .and_then(|st| st.nominated_node_name.as_deref())
                 .is_some_and(|n| !n.is_empty());
-        let was_assumed = {
+        let (was_assumed, cached) = {
             let mut cache = s.cache.lock().expect("cache lock");
             let assumed = cache.is_assumed(&uid);
+            let cached = cache.pod_info(&uid);
             cache.remove_pod(&uid);
-            assumed
+            (assumed, cached)
+        };
+        let gone = || {
+            cached
+                .clone()
+                .unwrap_or_else(|| Arc::new(PodInfo::new(Arc::new(pod.clone()))))
         };
         match pod.spec.as_ref().and_then(|sp| sp.node_name.as_deref()) {
             Some(node) if !node.is_empty() => {
@@ -141,17 +150,16 @@ impl Handler<Pod> for Pods {
                     let cache = s.cache.lock().expect("cache lock");
                     cache.lowest_leaving_priority(node, &evicting)
                 };
-                s.queue.move_after_pod_deleted(node, still_leaving)
+                s.queue.move_after_pod_deleted(node, still_leaving, gone())
             }
             // Our bind was in flight: the room it held is free.
-            _ if was_assumed => s.queue.move_all_to_active(),
+            _ if was_assumed => s
+                .queue
+                .on_event(assigned_pod_deleted(gone()), MoveFilter::All),
             // Pods of lower or equal priority counted a nominated pod as if it
             // ran on its node (upstream moves only those). A pending pod held
             // nothing: its deletion helps no one.
-            _ if was_nominated => {
-                let priority = pod.spec.as_ref().and_then(|sp| sp.priority).unwrap_or(0);
-                s.queue.move_up_to_priority(priority)
-            }
+            _ if was_nominated => s.queue.move_up_to_priority(gone()),
             _ => {}
         }
     }
@@ -183,6 +191,39 @@ impl Handler<Pod> for Pods {
         if !gone.is_empty() {
             s.queue.move_all_to_active();
         }
+    }
+}
+
+/// The events of an assigned pod's change, as upstream's handlers: Add for
+/// one new to the cache (or confirmed after our assume), Delete for one no
+/// longer running, else what changed.
+fn assigned_pod_events(
+    s: &Scheduler,
+    old: Option<Arc<PodInfo>>,
+    was_assumed: bool,
+    new: Option<Arc<PodInfo>>,
+    active: bool,
+) {
+    let event = |action| ClusterEvent::new(EventResource::AssignedPod, action);
+    match (old, new) {
+        (Some(old), _) if !active => s.queue.on_event(assigned_pod_deleted(old), MoveFilter::All),
+        (old, Some(new)) if old.is_none() || was_assumed => s.queue.on_event(
+            QueueEvent::new(event(ActionType::ADD), None, Some(OwnedObject::Pod(new))),
+            MoveFilter::All,
+        ),
+        (Some(old), Some(new)) => {
+            for e in pod_scheduling_properties_change(&new.pod, &old.pod, false) {
+                s.queue.on_event(
+                    QueueEvent::new(
+                        e,
+                        Some(OwnedObject::Pod(old.clone())),
+                        Some(OwnedObject::Pod(new.clone())),
+                    ),
+                    MoveFilter::All,
+                );
+            }
+        }
+        _ => {}
     }
 }
 
@@ -328,22 +369,45 @@ pub fn slim_node(node: &mut Node) {
     }
 }
 
+/// A node as hints see it: its NodeInfo built from the Node alone.
+fn node_info(node: Arc<Node>) -> OwnedObject {
+    OwnedObject::Node(Arc::new(NodeInfo::new(node)))
+}
+
 struct Nodes;
 impl Handler<Node> for Nodes {
     fn trim(&self, node: &mut Node) {
         slim_node(node);
     }
     fn apply(&self, s: &Scheduler, node: Node) {
-        let changed = {
+        let name = node.name_any();
+        let (old, new) = {
             let mut cache = s.cache.lock().expect("cache lock");
-            // Heartbeats only touch conditions; only scheduling-relevant changes
-            // (new node, labels, taints, allocatable, unschedulable) wake pods.
-            let changed = cache.node_summary(&node.name_any()) != Some(NodeSummary::of(&node));
+            let old = cache.node_object(&name);
             cache.add_or_update_node(node);
-            changed
+            (old, cache.node_object(&name))
         };
-        if changed {
-            s.queue.move_all_to_active();
+        let Some(new) = new else {
+            return;
+        };
+        // Heartbeats only touch conditions, which the cache does not keep:
+        // they make no event.
+        let events: Vec<ClusterEvent> = match &old {
+            None => vec![ClusterEvent::new(EventResource::Node, ActionType::ADD)],
+            Some(old) => node_scheduling_properties_change(&new, old),
+        }
+        .into_iter()
+        .filter(|e| s.queue.interested(e))
+        .collect();
+        if events.is_empty() {
+            return;
+        }
+        let (old, new) = (old.map(node_info), node_info(new));
+        for event in events {
+            s.queue.on_event(
+                QueueEvent::new(event, old.clone(), Some(new.clone())),
+                MoveFilter::All,
+            );
         }
     }
     fn delete(&self, s: &Scheduler, node: Node) {
@@ -351,7 +415,15 @@ impl Handler<Node> for Nodes {
             .lock()
             .expect("cache lock")
             .remove_node(&node.name_any());
-        s.queue.forget_node(&node.name_any());
+        let old = node_info(Arc::new(node));
+        s.queue.on_event(
+            QueueEvent::new(
+                ClusterEvent::new(EventResource::Node, ActionType::DELETE),
+                Some(old),
+                None,
+            ),
+            MoveFilter::All,
+        );
     }
     fn key(&self, node: &Node) -> String {
         node.name_any()
@@ -374,7 +446,7 @@ impl Handler<Namespace> for Namespaces {
             .lock()
             .expect("cache lock")
             .set_namespace(ns.name_any(), labels);
-        s.queue.move_all_to_active();
+        // No queue move: upstream's scheduler registers no Namespace event.
     }
     fn delete(&self, s: &Scheduler, ns: Namespace) {
         s.cache
@@ -488,12 +560,25 @@ impl<K: Workload> Handler<K> for Workloads {
 /// Handlers of the storage objects: each sets, removes and resyncs one map of
 /// the cache's volume index.
 macro_rules! volume_handler {
-    ($handler:ident, $kind:ty, $set:ident, $kind_tag:expr, |$obj:ident| $key:expr) => {
+    ($handler:ident, $kind:ty, $set:ident, $kind_tag:expr, $resource:ident, $owned:expr, |$obj:ident| $key:expr) => {
         struct $handler;
         impl Handler<$kind> for $handler {
             fn apply(&self, s: &Scheduler, obj: $kind) {
-                s.cache.lock().expect("cache lock").$set(obj);
-                s.queue.move_all_to_active();
+                let (old, new) = s.cache.lock().expect("cache lock").$set(obj);
+                let owned: fn(Arc<$kind>) -> Option<OwnedObject> = $owned;
+                let action = if old.is_some() {
+                    ActionType::UPDATE
+                } else {
+                    ActionType::ADD
+                };
+                s.queue.on_event(
+                    QueueEvent::new(
+                        ClusterEvent::new(EventResource::$resource, action),
+                        old.and_then(owned),
+                        owned(new),
+                    ),
+                    MoveFilter::All,
+                );
             }
             fn delete(&self, s: &Scheduler, obj: $kind) {
                 let gone = HashSet::from([self.key(&obj)]);
@@ -501,6 +586,15 @@ macro_rules! volume_handler {
                     .lock()
                     .expect("cache lock")
                     .remove_volume_object($kind_tag, gone);
+                let owned: fn(Arc<$kind>) -> Option<OwnedObject> = $owned;
+                s.queue.on_event(
+                    QueueEvent::new(
+                        ClusterEvent::new(EventResource::$resource, ActionType::DELETE),
+                        owned(Arc::new(obj)),
+                        None,
+                    ),
+                    MoveFilter::All,
+                );
             }
             fn key(&self, $obj: &$kind) -> String {
                 $key
@@ -520,6 +614,8 @@ volume_handler!(
     PersistentVolumeClaim,
     set_claim,
     VolumeKind::Claims,
+    PersistentVolumeClaim,
+    |c| Some(OwnedObject::PersistentVolumeClaim(c)),
     |c| format!("{}/{}", c.namespace().unwrap_or_default(), c.name_any())
 );
 volume_handler!(
@@ -527,6 +623,8 @@ volume_handler!(
     PersistentVolume,
     set_volume,
     VolumeKind::Volumes,
+    PersistentVolume,
+    |v| Some(OwnedObject::PersistentVolume(v)),
     |v| v.name_any()
 );
 volume_handler!(
@@ -534,15 +632,27 @@ volume_handler!(
     StorageClass,
     set_storage_class,
     VolumeKind::StorageClasses,
+    StorageClass,
+    |c| Some(OwnedObject::StorageClass(c)),
     |c| c.name_any()
 );
-volume_handler!(CsiNodes, CSINode, set_csi_node, VolumeKind::CsiNodes, |n| n
-    .name_any());
+volume_handler!(
+    CsiNodes,
+    CSINode,
+    set_csi_node,
+    VolumeKind::CsiNodes,
+    CSINode,
+    |n| Some(OwnedObject::CSINode(n)),
+    |n| n.name_any()
+);
+// No hint reads a ResourceClaim yet (DynamicResources registers the wildcard).
 volume_handler!(
     ResourceClaims,
     k8s_openapi::api::resource::v1::ResourceClaim,
     set_resource_claim,
     VolumeKind::ResourceClaims,
+    ResourceClaim,
+    |_| None,
     |c| format!("{}/{}", c.namespace().unwrap_or_default(), c.name_any())
 );
 volume_handler!(
@@ -550,6 +660,8 @@ volume_handler!(
     CSIDriver,
     set_csi_driver,
     VolumeKind::CsiDrivers,
+    CSIDriver,
+    |d| Some(OwnedObject::CSIDriver(d)),
     |d| d.name_any()
 );
 
@@ -573,7 +685,14 @@ impl Handler<VolumeAttachment> for Attachments {
             .lock()
             .expect("cache lock")
             .remove_volume_object(VolumeKind::Attachments, HashSet::from([va.name_any()]));
-        s.queue.move_all_to_active();
+        s.queue.on_event(
+            QueueEvent::new(
+                ClusterEvent::new(EventResource::VolumeAttachment, ActionType::DELETE),
+                Some(OwnedObject::VolumeAttachment(Arc::new(va))),
+                None,
+            ),
+            MoveFilter::All,
+        );
     }
     fn key(&self, va: &VolumeAttachment) -> String {
         va.name_any()
@@ -686,7 +805,8 @@ pub fn start(s: Arc<Scheduler>) -> watch::Receiver<bool> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::queue::QueueName;
+    use crate::cache::NodeSummary;
+    use crate::queue::{QueueName, Rejection};
     use serde_json::json;
 
     fn scheduler() -> Scheduler {
@@ -721,12 +841,13 @@ mod tests {
         .unwrap()
     }
 
-    /// Adds a pending pod and parks it unschedulable, as a failed attempt does.
-    async fn park_unschedulable(s: &Scheduler, name: &str) {
+    /// Adds a pending pod and parks it unschedulable, rejected by `plugin`,
+    /// as a failed attempt does.
+    async fn park_unschedulable(s: &Scheduler, name: &str, plugin: &str) {
         Pods.apply(s, pod(name, None));
         let popped = s.queue.pop().await.unwrap();
         assert_eq!(popped.info.pod.name, name);
-        s.queue.requeue_failed(popped, true);
+        s.queue.requeue_failed(popped, Rejection::by([plugin]));
         assert_eq!(s.queue.counts()[&QueueName::Unschedulable], 1);
     }
 
@@ -741,7 +862,7 @@ mod tests {
             json!([{"key": "node.kubernetes.io/unreachable", "effect": "NoSchedule"}]);
         Nodes.apply(&s, node("n1", unreachable.clone()));
 
-        park_unschedulable(&s, "a").await;
+        park_unschedulable(&s, "a", "TaintToleration").await;
         Nodes.apply(&s, node("n1", unreachable));
         assert_eq!(
             s.queue.counts()[&QueueName::Unschedulable],
@@ -755,12 +876,12 @@ mod tests {
             "taint removed"
         );
 
-        park_unschedulable(&s, "b").await;
+        park_unschedulable(&s, "b", "NodeResourcesFit").await;
         Nodes.apply(&s, node("n2", json!(null)));
         assert_eq!(s.queue.counts()[&QueueName::Unschedulable], 0, "node added");
 
         Pods.apply(&s, pod("running", Some("n2")));
-        park_unschedulable(&s, "c").await;
+        park_unschedulable(&s, "c", "NodeResourcesFit").await;
         Pods.delete(&s, pod("running", Some("n2")));
         assert_eq!(
             s.queue.counts()[&QueueName::Unschedulable],

@@ -6,15 +6,24 @@
 //! When nothing is active, the pod whose backoff ends first is popped early
 //! (upstream's SchedulerPopFromBackoffQ, on by default), unless it backs off
 //! from an error.
+//!
+//! An event moves an unschedulable pod only if a plugin that rejected it
+//! says, through its queueing hint, that the event may make it schedulable
+//! (upstream's `isPodWorthRequeuing`); events that arrive while a pod is
+//! being tried are kept and asked about when its attempt fails
+//! (upstream's in-flight events). Backoffs end on whole-second windows, and
+//! within one window pods leave by priority, as upstream's backoffQ.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 
 use crate::framework::{PodInfo, QueuedPodInfo};
+use crate::queueing_hints::events::pod_scheduling_properties_change;
+use crate::queueing_hints::{ClusterEvent, OwnedObject, ProfileHints, QueueingStrategy};
 
 /// Pods unschedulable this long are retried even without a matching event
 /// (upstream's podMaxInUnschedulablePodsDuration).
@@ -41,11 +50,98 @@ impl QueueName {
 }
 
 type ActiveKey = (Reverse<i32>, Instant, u64);
+/// The window (whole seconds since the queue began) in which the backoff
+/// ends, then as the active queue orders.
+type BackoffKey = (u64, Reverse<i32>, Instant, u64);
+
+/// Why an attempt failed, as the queue needs it: the plugins that rejected
+/// the pod (`UnschedulablePlugins`) and those that keep it waiting
+/// (`PendingPlugins`). None of either means an error: the pod backs off by
+/// its consecutive errors and is retried without waiting for an event.
+#[derive(Clone, Debug, Default)]
+pub struct Rejection {
+    pub plugins: HashSet<String>,
+    pub pending: HashSet<String>,
+}
+
+impl Rejection {
+    pub fn error() -> Self {
+        Self::default()
+    }
+
+    pub fn by<S: Into<String>>(plugins: impl IntoIterator<Item = S>) -> Self {
+        Self {
+            plugins: plugins.into_iter().map(Into::into).collect(),
+            pending: HashSet::new(),
+        }
+    }
+
+    fn is_error(&self) -> bool {
+        self.plugins.is_empty() && self.pending.is_empty()
+    }
+}
+
+/// A cluster event, with the objects its hints look at.
+#[derive(Clone)]
+pub struct QueueEvent {
+    pub event: ClusterEvent,
+    pub old: Option<OwnedObject>,
+    pub new: Option<OwnedObject>,
+}
+
+impl QueueEvent {
+    pub fn new(event: ClusterEvent, old: Option<OwnedObject>, new: Option<OwnedObject>) -> Self {
+        Self { event, old, new }
+    }
+
+    /// Every pending pod, hints unasked (upstream's forced moves and the
+    /// unschedulable timeout).
+    pub fn wildcard() -> Self {
+        Self::new(ClusterEvent::WILDCARD, None, None)
+    }
+}
+
+/// Which unschedulable pods an event may move at all, before their hints
+/// are asked (upstream's PreEnqueueCheck, and our preemptors' wait).
+#[derive(Clone, Debug)]
+pub enum MoveFilter {
+    All,
+    /// A nominated pod went away: only pods of its priority or lower counted it.
+    UpToPriority(i32),
+    /// An assigned pod on `node` was deleted. A pod nominated to another
+    /// node waits for its own victims (retrying it on other deletions only
+    /// grows its backoff; other events and the flush still retry it), and
+    /// one above `still_leaving` (the lowest priority of the node's pods
+    /// still terminating) would only find its victims still there.
+    DeletedOn {
+        node: String,
+        still_leaving: Option<i32>,
+    },
+    /// The pod itself was updated.
+    Only(String),
+}
+
+impl MoveFilter {
+    fn admits(&self, uid: &str, entry: &Entry) -> bool {
+        match self {
+            Self::All => true,
+            Self::UpToPriority(p) => entry.info.pod.priority <= *p,
+            Self::DeletedOn {
+                node,
+                still_leaving,
+            } => match entry.waits_on() {
+                None => true,
+                Some(n) => n == node && still_leaving.is_none_or(|p| p >= entry.info.pod.priority),
+            },
+            Self::Only(only) => only == uid,
+        }
+    }
+}
 
 #[derive(Default)]
 struct Inner {
     active: BTreeSet<ActiveKey>,
-    backoff: BTreeSet<(Instant, u64)>,
+    backoff: BTreeSet<BackoffKey>,
     /// Unschedulable pods by the time they became so: moves and the periodic
     /// flush touch only these, never the whole queue.
     unschedulable: BTreeSet<(Instant, u64)>,
@@ -56,13 +152,12 @@ struct Inner {
     /// seq → uid, to resolve set keys.
     by_seq: HashMap<u64, String>,
     seq: u64,
-    /// Bumped by every cluster event that may make pods schedulable; a pod
-    /// whose attempt started before the bump goes to backoff, not unschedulable.
-    move_cycle: u64,
-    /// Deletions of assigned pods, in all and per node: a pod nominated to a
-    /// node (a preemptor waiting for its victims) only cares about its node.
-    deletions: u64,
-    deletions_by_node: HashMap<String, u64>,
+    /// Events of interest that arrived while pods were being tried, each
+    /// numbered; a failed attempt asks its pod's hints about those numbered
+    /// above the count when it was popped (`in_flight_since`).
+    in_flight_events: VecDeque<(u64, Arc<(QueueEvent, MoveFilter)>)>,
+    in_flight_since: HashMap<String, u64>,
+    event_seq: u64,
     closed: bool,
 }
 
@@ -76,11 +171,19 @@ fn nominated_node(pod: &PodInfo) -> Option<&str> {
 }
 
 impl Inner {
-    /// The deletion count that matters to a pod: its nominated node's, or all.
-    fn deletions_for(&self, pod: &PodInfo) -> u64 {
-        match nominated_node(pod) {
-            Some(node) => self.deletions_by_node.get(node).copied().unwrap_or(0),
-            None => self.deletions,
+    /// Drops the in-flight events no pod in flight can still be asked about.
+    fn prune_in_flight_events(&mut self) {
+        match self.in_flight_since.values().min().copied() {
+            None => self.in_flight_events.clear(),
+            Some(oldest) => {
+                while self
+                    .in_flight_events
+                    .front()
+                    .is_some_and(|(seq, _)| *seq <= oldest)
+                {
+                    self.in_flight_events.pop_front();
+                }
+            }
         }
     }
 }
@@ -93,6 +196,10 @@ struct Entry {
     last_failure: Option<Instant>,
     /// Where this scheduler nominated the pod, known before its status says so.
     nominated: Option<String>,
+    /// The plugins that rejected the pod's last attempt.
+    unschedulable_plugins: HashSet<String>,
+    /// The plugins that keep it waiting (their hints move it at once).
+    pending_plugins: HashSet<String>,
 }
 
 impl Entry {
@@ -107,7 +214,7 @@ impl Entry {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Place {
     Active(ActiveKey),
-    Backoff(Instant),
+    Backoff(BackoffKey),
     Unschedulable(Instant),
     Gated,
     /// Popped and being scheduled.
@@ -121,6 +228,11 @@ pub struct SchedulingQueue {
     notify: Notify,
     initial_backoff: Duration,
     max_backoff: Duration,
+    /// Each profile's hints, by scheduler name. A pod of a profile without
+    /// hints is moved by every event (as upstream when its map lacks one).
+    hints: HashMap<String, ProfileHints>,
+    /// Backoff windows are whole seconds counted from here.
+    epoch: Instant,
 }
 
 fn is_gated(pod: &PodInfo) -> bool {
@@ -129,6 +241,16 @@ fn is_gated(pod: &PodInfo) -> bool {
         .as_ref()
         .and_then(|s| s.scheduling_gates.as_ref())
         .is_some_and(|g| !g.is_empty())
+}
+
+/// The event of an assigned pod's deletion.
+pub fn assigned_pod_deleted(gone: Arc<PodInfo>) -> QueueEvent {
+    use crate::queueing_hints::{ActionType, EventResource};
+    QueueEvent::new(
+        ClusterEvent::new(EventResource::AssignedPod, ActionType::DELETE),
+        Some(OwnedObject::Pod(gone)),
+        None,
+    )
 }
 
 /// Whether an update can change a scheduling decision: anything but status,
@@ -143,22 +265,63 @@ fn pod_changed(old: &PodInfo, new: &PodInfo) -> bool {
         || o.metadata.owner_references != n.metadata.owner_references
 }
 
-/// A popped pod plus the move cycle (and deletion count that matters to it)
-/// it was popped in.
+/// A popped pod, being tried.
 pub struct Popped {
     pub info: QueuedPodInfo,
-    pub move_cycle: u64,
-    pub deletions: u64,
+}
+
+fn scheduler_name(pod: &PodInfo) -> &str {
+    pod.pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.scheduler_name.as_deref())
+        .unwrap_or("default-scheduler")
 }
 
 impl SchedulingQueue {
     pub fn new(initial_backoff: Duration, max_backoff: Duration) -> Self {
+        Self::with_hints(initial_backoff, max_backoff, HashMap::new())
+    }
+
+    pub fn with_hints(
+        initial_backoff: Duration,
+        max_backoff: Duration,
+        hints: HashMap<String, ProfileHints>,
+    ) -> Self {
         Self {
             inner: Mutex::new(Inner::default()),
             notify: Notify::new(),
             initial_backoff,
             max_backoff,
+            hints,
+            epoch: Instant::now(),
         }
+    }
+
+    /// The backoff window `t` falls in.
+    fn window(&self, t: Instant) -> u64 {
+        t.saturating_duration_since(self.epoch).as_secs()
+    }
+
+    /// Whether any profile's plugin registered an event `event` matches:
+    /// others move no pod and need not be kept for pods in flight.
+    pub fn interested(&self, event: &ClusterEvent) -> bool {
+        self.hints.is_empty() || self.hints.values().any(|h| h.is_event_of_interest(event))
+    }
+
+    /// What `event` means for the pod of `entry`.
+    fn strategy(&self, entry: &Entry, event: &QueueEvent) -> QueueingStrategy {
+        let Some(hints) = self.hints.get(scheduler_name(&entry.info.pod)) else {
+            return QueueingStrategy::AfterBackoff;
+        };
+        hints.strategy(
+            &entry.unschedulable_plugins,
+            &entry.pending_plugins,
+            &event.event,
+            &entry.info.pod,
+            event.old.as_ref().map(OwnedObject::as_object),
+            event.new.as_ref().map(OwnedObject::as_object),
+        )
     }
 
     /// How long a pod backs off after its last failure, as upstream: by its
@@ -195,22 +358,26 @@ impl SchedulingQueue {
             Place::Active(k) => {
                 inner.active.remove(&k);
             }
-            Place::Backoff(t) => {
-                inner.backoff.remove(&(t, seq));
+            Place::Backoff(key) => {
+                inner.backoff.remove(&key);
             }
             Place::Unschedulable(t) => {
                 inner.unschedulable.remove(&(t, seq));
             }
             Place::Gated => inner.gated -= 1,
-            Place::InFlight => inner.in_flight -= 1,
+            Place::InFlight => {
+                inner.in_flight -= 1;
+                inner.in_flight_since.remove(uid);
+                inner.prune_in_flight_events();
+            }
             Place::Nowhere => {}
         }
         match place {
             Place::Active(k) => {
                 inner.active.insert(k);
             }
-            Place::Backoff(t) => {
-                inner.backoff.insert((t, seq));
+            Place::Backoff(key) => {
+                inner.backoff.insert(key);
             }
             Place::Unschedulable(t) => {
                 inner.unschedulable.insert((t, seq));
@@ -230,10 +397,15 @@ impl SchedulingQueue {
             Self::place(inner, uid, Place::Gated);
             return;
         }
-        if let (Some(failed), Some(backoff)) = (entry.last_failure, self.backoff_of(&entry.info)) {
-            let until = failed + backoff;
-            if until > now {
-                Self::place(inner, uid, Place::Backoff(until));
+        if let (Some(failed), Some(backoff)) = (entry.last_failure, self.backoff_of(&entry.info))
+            && !self.max_backoff.is_zero()
+        {
+            // As upstream's backoffQ: the backoff ends with the window its
+            // end falls in, and pods leaving in one window go by priority.
+            let ends = self.window(failed + backoff);
+            if ends >= self.window(now) {
+                let key = (ends, Reverse(entry.info.pod.priority), failed, entry.seq);
+                Self::place(inner, uid, Place::Backoff(key));
                 return;
             }
         }
@@ -285,6 +457,8 @@ impl SchedulingQueue {
                 seq,
                 last_failure,
                 nominated: None,
+                unschedulable_plugins: HashSet::new(),
+                pending_plugins: HashSet::new(),
             },
         );
         uid
@@ -296,21 +470,52 @@ impl SchedulingQueue {
         let mut inner = self.inner.lock().expect("queue lock");
         let uid = pod.uid.clone();
         if let Some(entry) = inner.entries.get_mut(&uid) {
-            let changed = pod_changed(&entry.info.pod, &pod);
-            entry.info.pod = pod;
-            if !changed {
+            let old = std::mem::replace(&mut entry.info.pod, pod.clone());
+            if !pod_changed(&old, &pod) {
                 return;
             }
-            match entry.place {
-                // An update may be what an unschedulable or gated pod waited for.
-                Place::Unschedulable(_) | Place::Gated => {
-                    self.activate_or_backoff(&mut inner, &uid, now)
+            let place = entry.place;
+            // The pod's own update, as upstream's Update: TargetPod events.
+            let events = || {
+                pod_scheduling_properties_change(&pod.pod, &old.pod, true)
+                    .into_iter()
+                    .filter(|e| self.interested(e))
+                    .map(|e| {
+                        QueueEvent::new(
+                            e,
+                            Some(OwnedObject::Pod(old.clone())),
+                            Some(OwnedObject::Pod(pod.clone())),
+                        )
+                    })
+            };
+            match place {
+                // The update may be what the pod waited for.
+                Place::Unschedulable(_) => {
+                    let mut strategy = QueueingStrategy::Skip;
+                    for event in events() {
+                        strategy = strategy.max(self.strategy(&inner.entries[&uid], &event));
+                    }
+                    match strategy {
+                        QueueingStrategy::Skip => return,
+                        QueueingStrategy::AfterBackoff => {
+                            self.activate_or_backoff(&mut inner, &uid, now)
+                        }
+                        QueueingStrategy::Immediately => Self::activate(&mut inner, &uid, now),
+                    }
                 }
+                Place::Gated => self.activate_or_backoff(&mut inner, &uid, now),
                 // Re-key: the priority may have changed.
                 Place::Active(_) => Self::activate(&mut inner, &uid, now),
-                // The attempt in flight used the old spec: retry rather than park.
-                Place::InFlight => inner.move_cycle += 1,
-                Place::Backoff(_) | Place::Nowhere => {}
+                // The attempt in flight used the old spec: its failure asks
+                // the hints about this update.
+                Place::InFlight => {
+                    let events: Vec<QueueEvent> = events().collect();
+                    for event in events {
+                        Self::record_in_flight(&mut inner, event, MoveFilter::Only(uid.clone()));
+                    }
+                    return;
+                }
+                Place::Backoff(_) | Place::Nowhere => return,
             }
         } else {
             Self::insert(&mut inner, pod, 0, now, None);
@@ -329,69 +534,89 @@ impl SchedulingQueue {
         }
     }
 
-    /// Moves every unschedulable pod back (to backoff if still backing off):
-    /// something changed that may let them fit.
+    /// Moves every unschedulable pod back (to backoff if still backing
+    /// off), hints unasked: something changed that no event describes.
     pub fn move_all_to_active(&self) {
-        let mut inner = self.inner.lock().expect("queue lock");
-        inner.move_cycle += 1;
-        self.move_unschedulable(inner, |_| true);
+        self.on_event(QueueEvent::wildcard(), MoveFilter::All);
     }
 
-    /// Moves the unschedulable pods of priority `priority` or lower: a
-    /// nominated pod of that priority went away, and only those counted it.
-    pub fn move_up_to_priority(&self, priority: i32) {
-        let mut inner = self.inner.lock().expect("queue lock");
-        inner.move_cycle += 1;
-        self.move_unschedulable(inner, |e| e.info.pod.priority <= priority);
-    }
-
-    /// Moves the unschedulable pods `wanted` accepts back to active (or
-    /// backoff), then wakes the scheduling loop.
-    fn move_unschedulable(
-        &self,
-        mut inner: std::sync::MutexGuard<'_, Inner>,
-        wanted: impl Fn(&Entry) -> bool,
-    ) {
-        if inner.unschedulable.is_empty() {
+    /// A cluster event: each unschedulable pod `filter` admits moves if its
+    /// rejecting plugins' hints say the event may help it (upstream's
+    /// MoveAllToActiveOrBackoffQueue); pods in flight hear of it when their
+    /// attempt fails.
+    pub fn on_event(&self, event: QueueEvent, filter: MoveFilter) {
+        if !self.interested(&event.event) {
             return;
         }
         let now = Instant::now();
+        let mut inner = self.inner.lock().expect("queue lock");
         let waiting: Vec<String> = inner
             .unschedulable
             .iter()
             .filter_map(|(_, seq)| inner.by_seq.get(seq))
-            .filter(|uid| inner.entries.get(*uid).is_some_and(&wanted))
+            .filter(|uid| {
+                inner
+                    .entries
+                    .get(*uid)
+                    .is_some_and(|e| filter.admits(uid, e))
+            })
             .cloned()
             .collect();
+        let mut moved = false;
         for uid in waiting {
-            self.activate_or_backoff(&mut inner, &uid, now);
+            match self.strategy(&inner.entries[&uid], &event) {
+                QueueingStrategy::Skip => continue,
+                QueueingStrategy::AfterBackoff => self.activate_or_backoff(&mut inner, &uid, now),
+                QueueingStrategy::Immediately => Self::activate(&mut inner, &uid, now),
+            }
+            moved = true;
         }
+        Self::record_in_flight(&mut inner, event, filter);
         drop(inner);
-        self.notify.notify_one();
+        if moved {
+            self.notify.notify_one();
+        }
     }
 
-    /// An assigned pod on `node` was deleted: unschedulable pods may fit now,
-    /// except those nominated to another node — a preemptor waits for its
-    /// own victims, and retrying it on every other deletion only grows its
-    /// backoff (it is still retried by other events and the periodic flush).
-    /// `still_leaving` is the lowest priority of the node's pods that are
-    /// still terminating: preemptors above it would only find themselves not
-    /// eligible yet and double their backoff, so they keep waiting.
-    pub fn move_after_pod_deleted(&self, node: &str, still_leaving: Option<i32>) {
-        let mut inner = self.inner.lock().expect("queue lock");
-        inner.deletions += 1;
-        *inner.deletions_by_node.entry(node.to_string()).or_default() += 1;
-        self.move_unschedulable(inner, |e| match e.waits_on() {
-            None => true,
-            Some(n) => n == node && still_leaving.is_none_or(|p| p >= e.info.pod.priority),
-        });
+    /// Keeps an event for the pods being tried, if any.
+    fn record_in_flight(inner: &mut Inner, event: QueueEvent, filter: MoveFilter) {
+        if inner.in_flight_since.is_empty() {
+            return;
+        }
+        inner.event_seq += 1;
+        let seq = inner.event_seq;
+        inner
+            .in_flight_events
+            .push_back((seq, Arc::new((event, filter))));
+    }
+
+    /// Moves the unschedulable pods of priority `priority` or lower: the
+    /// nominated pod `gone` went away, and only those counted it.
+    pub fn move_up_to_priority(&self, gone: Arc<PodInfo>) {
+        let filter = MoveFilter::UpToPriority(gone.priority);
+        self.on_event(assigned_pod_deleted(gone), filter);
+    }
+
+    /// The assigned pod `gone` on `node` was deleted (see
+    /// [`MoveFilter::DeletedOn`] for `still_leaving`).
+    pub fn move_after_pod_deleted(
+        &self,
+        node: &str,
+        still_leaving: Option<i32>,
+        gone: Arc<PodInfo>,
+    ) {
+        let filter = MoveFilter::DeletedOn {
+            node: node.to_string(),
+            still_leaving,
+        };
+        self.on_event(assigned_pod_deleted(gone), filter);
     }
 
     /// The pod just preempted on `node`: it waits, unschedulable, for its
     /// victims to be deleted, whatever else happened during the attempt —
     /// the victims' deletions (which come after this) move it, and retrying
     /// it sooner only finds them still terminating and doubles its backoff.
-    pub fn requeue_preempting(&self, popped: Popped, node: &str) {
+    pub fn requeue_preempting(&self, popped: Popped, node: &str, rejection: Rejection) {
         let now = Instant::now();
         let mut inner = self.inner.lock().expect("queue lock");
         let uid = popped.info.pod.uid.clone();
@@ -399,6 +624,8 @@ impl SchedulingQueue {
             return; // deleted meanwhile
         };
         entry.info.attempts = popped.info.attempts;
+        entry.unschedulable_plugins = rejection.plugins;
+        entry.pending_plugins = rejection.pending;
         entry.info.unschedulable_count += 1;
         entry.info.consecutive_errors = 0;
         entry.last_failure = Some(now);
@@ -413,41 +640,54 @@ impl SchedulingQueue {
         }
     }
 
-    /// Forgets a node's deletion count (the node is gone).
-    pub fn forget_node(&self, node: &str) {
-        self.inner
-            .lock()
-            .expect("queue lock")
-            .deletions_by_node
-            .remove(node);
-    }
-
-    /// A failed attempt: back to unschedulable, or to backoff when a cluster
-    /// event arrived during the attempt (it might have changed the answer) or
-    /// the failure was an error.
-    pub fn requeue_failed(&self, popped: Popped, unschedulable: bool) {
+    /// A failed attempt: back to unschedulable, unless an event that
+    /// arrived during the attempt may change the answer (its hints are
+    /// asked, as upstream's determineSchedulingHintForInFlightPod) or the
+    /// failure was an error; then to backoff or active.
+    pub fn requeue_failed(&self, popped: Popped, rejection: Rejection) {
         let now = Instant::now();
-        let mut inner = self.inner.lock().expect("queue lock");
+        let mut guard = self.inner.lock().expect("queue lock");
+        let inner = &mut *guard;
         let uid = popped.info.pod.uid.clone();
-        let quiet = inner.move_cycle == popped.move_cycle
-            && inner.deletions_for(&popped.info.pod) == popped.deletions;
+        let since = inner.in_flight_since.get(&uid).copied().unwrap_or(u64::MAX);
         let Some(entry) = inner.entries.get_mut(&uid) else {
             return; // deleted meanwhile
         };
         entry.info.attempts = popped.info.attempts;
-        if unschedulable {
+        let error = rejection.is_error();
+        if error {
+            entry.info.consecutive_errors += 1;
+        } else {
             entry.info.unschedulable_count += 1;
             entry.info.consecutive_errors = 0;
-        } else {
-            entry.info.consecutive_errors += 1;
         }
+        entry.unschedulable_plugins = rejection.plugins;
+        entry.pending_plugins = rejection.pending;
         entry.last_failure = Some(now);
-        if unschedulable && quiet {
-            Self::place(&mut inner, &uid, Place::Unschedulable(now));
+        let mut strategy = if error {
+            QueueingStrategy::AfterBackoff
         } else {
-            self.activate_or_backoff(&mut inner, &uid, now);
+            QueueingStrategy::Skip
+        };
+        for (_, kept) in inner
+            .in_flight_events
+            .iter()
+            .filter(|(seq, _)| *seq > since)
+        {
+            if strategy == QueueingStrategy::Immediately {
+                break;
+            }
+            let (event, filter) = &**kept;
+            if filter.admits(&uid, entry) {
+                strategy = strategy.max(self.strategy(entry, event));
+            }
         }
-        drop(inner);
+        match strategy {
+            QueueingStrategy::Skip => Self::place(inner, &uid, Place::Unschedulable(now)),
+            QueueingStrategy::AfterBackoff => self.activate_or_backoff(inner, &uid, now),
+            QueueingStrategy::Immediately => Self::activate(inner, &uid, now),
+        }
+        drop(guard);
         self.notify.notify_one();
     }
 
@@ -484,8 +724,9 @@ impl SchedulingQueue {
     /// the next time something expires.
     fn flush(&self, inner: &mut Inner) -> Option<Instant> {
         let now = Instant::now();
-        while let Some(&(t, seq)) = inner.backoff.iter().next() {
-            if t > now {
+        let window = self.window(now);
+        while let Some(&(ends, _, _, seq)) = inner.backoff.iter().next() {
+            if ends >= window {
                 break;
             }
             let uid = inner.by_seq.get(&seq).cloned().expect("seq indexed");
@@ -498,7 +739,11 @@ impl SchedulingQueue {
             let uid = inner.by_seq.get(&seq).cloned().expect("seq indexed");
             self.activate_or_backoff(inner, &uid, now);
         }
-        let next_backoff = inner.backoff.iter().next().map(|(t, _)| *t);
+        let next_backoff = inner
+            .backoff
+            .iter()
+            .next()
+            .map(|(ends, ..)| self.epoch + Duration::from_secs(ends + 1));
         let next_stale = inner
             .unschedulable
             .iter()
@@ -527,14 +772,12 @@ impl SchedulingQueue {
                 if let Some(seq) = next {
                     let uid = inner.by_seq.get(&seq).cloned().expect("seq indexed");
                     Self::place(&mut inner, &uid, Place::InFlight);
-                    let move_cycle = inner.move_cycle;
-                    let deletions = inner.deletions_for(&inner.entries[&uid].info.pod);
+                    let since = inner.event_seq;
+                    inner.in_flight_since.insert(uid.clone(), since);
                     let entry = inner.entries.get_mut(&uid).expect("entry");
                     entry.info.attempts += 1;
                     return Some(Popped {
                         info: entry.info.clone(),
-                        move_cycle,
-                        deletions,
                     });
                 }
                 next_wake
@@ -550,7 +793,7 @@ impl SchedulingQueue {
     /// The backing-off pod whose backoff ends first, if it backs off from
     /// being unschedulable (error backoffs are waited out in full).
     fn first_unschedulable_backoff(inner: &Inner) -> Option<u64> {
-        inner.backoff.iter().map(|(_, seq)| *seq).find(|seq| {
+        inner.backoff.iter().map(|key| key.3).find(|seq| {
             inner
                 .by_seq
                 .get(seq)
@@ -614,6 +857,16 @@ mod tests {
     use crate::framework::testing::pod;
     use serde_json::json;
 
+    /// Rejected by a plugin; without profile hints every event moves it.
+    fn rejected() -> Rejection {
+        Rejection::by(["NodeResourcesFit"])
+    }
+
+    /// An assigned pod whose deletion is the event.
+    fn gone() -> Arc<PodInfo> {
+        pod("gone", &[], json!({"nodeName": "n0"}))
+    }
+
     fn q() -> SchedulingQueue {
         SchedulingQueue::new(Duration::from_secs(1), Duration::from_secs(10))
     }
@@ -661,17 +914,17 @@ mod tests {
         q.add(pod("plain", &[], json!({})));
         for _ in 0..2 {
             let popped = pop_now(&q).await.unwrap();
-            q.requeue_failed(popped, true);
+            q.requeue_failed(popped, rejected());
         }
-        q.move_after_pod_deleted("n2", None);
+        q.move_after_pod_deleted("n2", None, gone());
         let moved = pop_now(&q).await.unwrap();
         assert_eq!(
             moved.info.pod.name, "plain",
             "any deletion may help an un-nominated pod"
         );
-        q.requeue_failed(moved, true);
+        q.requeue_failed(moved, rejected());
         assert_eq!(q.counts()[&QueueName::Unschedulable], 2);
-        q.move_after_pod_deleted("n1", None);
+        q.move_after_pod_deleted("n1", None, gone());
         let names: Vec<String> = [pop_now(&q).await.unwrap(), pop_now(&q).await.unwrap()]
             .iter()
             .map(|p| p.info.pod.name.clone())
@@ -686,12 +939,12 @@ mod tests {
         let popped = pop_now(&q).await.unwrap();
         // Events during the attempt would send an ordinary failure to backoff.
         q.move_all_to_active();
-        q.requeue_preempting(popped, "n1");
+        q.requeue_preempting(popped, "n1", rejected());
         assert_eq!(q.counts()[&QueueName::Unschedulable], 1);
         // Its status does not name the node yet; the queue knows anyway.
-        q.move_after_pod_deleted("n2", None);
+        q.move_after_pod_deleted("n2", None, gone());
         assert_eq!(q.counts()[&QueueName::Unschedulable], 1);
-        q.move_after_pod_deleted("n1", None);
+        q.move_after_pod_deleted("n1", None, gone());
         assert_eq!(pop_now(&q).await.unwrap().info.pod.name, "preemptor");
     }
 
@@ -700,11 +953,11 @@ mod tests {
         let q = SchedulingQueue::new(Duration::ZERO, Duration::ZERO);
         q.add(pod("preemptor", &[], json!({"priority": 100})));
         let popped = pop_now(&q).await.unwrap();
-        q.requeue_preempting(popped, "n1");
-        q.move_after_pod_deleted("n1", Some(1));
+        q.requeue_preempting(popped, "n1", rejected());
+        q.move_after_pod_deleted("n1", Some(1), gone());
         assert_eq!(q.counts()[&QueueName::Unschedulable], 1);
         // Pods of its own priority or above leaving do not hold it back.
-        q.move_after_pod_deleted("n1", Some(100));
+        q.move_after_pod_deleted("n1", Some(100), gone());
         assert_eq!(pop_now(&q).await.unwrap().info.pod.name, "preemptor");
     }
 
@@ -713,9 +966,9 @@ mod tests {
         let q = SchedulingQueue::new(Duration::ZERO, Duration::ZERO);
         q.add(pod("preemptor", &[], json!({})));
         let popped = pop_now(&q).await.unwrap();
-        q.requeue_preempting(popped, "n1");
+        q.requeue_preempting(popped, "n1", rejected());
         q.clear_nomination(&pod("preemptor", &[], json!({})).uid);
-        q.move_after_pod_deleted("n2", None);
+        q.move_after_pod_deleted("n2", None, gone());
         assert_eq!(pop_now(&q).await.unwrap().info.pod.name, "preemptor");
     }
 
@@ -724,8 +977,8 @@ mod tests {
         let q = q();
         q.add(nominated("preemptor", "n1"));
         let popped = pop_now(&q).await.unwrap();
-        q.move_after_pod_deleted("n2", None);
-        q.requeue_failed(popped, true);
+        q.move_after_pod_deleted("n2", None, gone());
+        q.requeue_failed(popped, rejected());
         assert_eq!(q.counts()[&QueueName::Unschedulable], 1);
 
         q.move_all_to_active();
@@ -736,8 +989,8 @@ mod tests {
         );
         q.add(pod("other", &[], json!({})));
         let other = pop_now(&q).await.unwrap();
-        q.move_after_pod_deleted("n3", None);
-        q.requeue_failed(other, true);
+        q.move_after_pod_deleted("n3", None, gone());
+        q.requeue_failed(other, rejected());
         assert_eq!(
             q.counts()[&QueueName::Backoff],
             2,
@@ -757,7 +1010,7 @@ mod tests {
         let q = q();
         q.add(pod("p", &[], json!({})));
         let popped = pop_now(&q).await.unwrap();
-        q.requeue_failed(popped, true);
+        q.requeue_failed(popped, rejected());
         assert_eq!(q.counts()[&QueueName::Unschedulable], 1);
         assert!(pop_now(&q).await.is_none(), "no event, no retry");
         q.move_all_to_active();
@@ -776,12 +1029,12 @@ mod tests {
         q.add(pod("p", &[], json!({})));
         let popped = pop_now(&q).await.unwrap();
         q.move_all_to_active();
-        q.requeue_failed(popped, true);
+        q.requeue_failed(popped, rejected());
         assert_eq!(q.counts()[&QueueName::Backoff], 1);
         // Nothing active: no need to wait the minute out.
         let popped = pop_now(&q).await.expect("popped from backoff");
         // An error backoff is waited out in full.
-        q.requeue_failed(popped, false);
+        q.requeue_failed(popped, Rejection::error());
         assert_eq!(q.counts()[&QueueName::Backoff], 1);
         assert!(pop_now(&q).await.is_none());
     }
@@ -813,10 +1066,10 @@ mod tests {
         for (name, priority) in [("low", 10), ("high", 1000)] {
             q.add(pod(name, &[], json!({"priority": priority})));
             let popped = pop_now(&q).await.unwrap();
-            q.requeue_failed(popped, true);
+            q.requeue_failed(popped, rejected());
         }
         assert_eq!(q.counts()[&QueueName::Unschedulable], 2);
-        q.move_up_to_priority(100);
+        q.move_up_to_priority(pod("gone", &[], json!({"priority": 100})));
         assert_eq!(pop_now(&q).await.unwrap().info.pod.name, "low");
         assert_eq!(q.counts()[&QueueName::Unschedulable], 1, "high still waits");
     }
@@ -827,7 +1080,7 @@ mod tests {
         q.add(pod("p", &[], json!({})));
         let popped = pop_now(&q).await.unwrap();
         q.move_all_to_active();
-        q.requeue_failed(popped, true);
+        q.requeue_failed(popped, rejected());
         assert_eq!(q.counts()[&QueueName::Backoff], 1);
     }
 
@@ -853,7 +1106,7 @@ mod tests {
         let p = pod("p", &[], json!({}));
         q.add(p.clone());
         let popped = pop_now(&q).await.unwrap();
-        q.requeue_failed(popped, true);
+        q.requeue_failed(popped, rejected());
         let mut updated = (*p.pod).clone();
         updated.status = Some(
             serde_json::from_value(
@@ -902,5 +1155,147 @@ mod tests {
         q.delete(&p.uid);
         assert!(pop_now(&q).await.is_none());
         assert!(!q.contains(&p.uid));
+    }
+
+    /// A queue whose `understudy-scheduler` profile has upstream's hints for
+    /// TaintToleration and NodeResourcesFit.
+    fn hinted(initial: Duration) -> SchedulingQueue {
+        let hints =
+            ProfileHints::new([("TaintToleration", None), ("NodeResourcesFit", None)]).unwrap();
+        SchedulingQueue::with_hints(
+            initial,
+            Duration::from_secs(10),
+            HashMap::from([("understudy-scheduler".to_string(), hints)]),
+        )
+    }
+
+    fn ours(name: &str) -> Arc<PodInfo> {
+        pod(name, &[], json!({"schedulerName": "understudy-scheduler"}))
+    }
+
+    /// A node event: `old` → `new` taints (`None` old: the node is new).
+    fn node_event(old: Option<Value>, new: Value) -> QueueEvent {
+        use crate::queueing_hints::{ActionType, EventResource};
+        let node = |taints: Value| {
+            let node: k8s_openapi::api::core::v1::Node = serde_json::from_value(json!({
+                "metadata": {"name": "n1"},
+                "spec": {"taints": taints},
+                "status": {"allocatable": {"cpu": "1", "pods": "10"}},
+            }))
+            .unwrap();
+            OwnedObject::Node(Arc::new(crate::framework::NodeInfo::new(Arc::new(node))))
+        };
+        let action = if old.is_some() {
+            ActionType::UPDATE_NODE_TAINT
+        } else {
+            ActionType::ADD
+        };
+        QueueEvent::new(
+            ClusterEvent::new(EventResource::Node, action),
+            old.map(node),
+            Some(node(new)),
+        )
+    }
+
+    use serde_json::Value;
+
+    #[tokio::test]
+    async fn only_events_a_rejecting_plugins_hint_accepts_move_a_pod() {
+        let q = hinted(Duration::ZERO);
+        q.add(ours("p"));
+        let popped = pop_now(&q).await.unwrap();
+        q.requeue_failed(popped, Rejection::by(["TaintToleration"]));
+        let tainted = json!([{"key": "k", "effect": "NoSchedule"}]);
+        // A pod deletion: TaintToleration registers none.
+        q.move_after_pod_deleted("n1", None, gone());
+        // Another taint added: not what the pod waits for.
+        q.on_event(
+            node_event(
+                Some(tainted.clone()),
+                json!([{"key": "k2", "effect": "NoSchedule"}, tainted[0]]),
+            ),
+            MoveFilter::All,
+        );
+        assert_eq!(q.counts()[&QueueName::Unschedulable], 1);
+        // The taint removed: TaintToleration's hint says Queue.
+        q.on_event(node_event(Some(tainted), json!([])), MoveFilter::All);
+        assert_eq!(pop_now(&q).await.unwrap().info.pod.name, "p");
+    }
+
+    #[tokio::test]
+    async fn events_during_an_attempt_are_asked_when_it_fails() {
+        let q = hinted(Duration::from_secs(1));
+        q.add(ours("p"));
+        let popped = pop_now(&q).await.unwrap();
+        let tainted = json!([{"key": "k", "effect": "NoSchedule"}]);
+        q.on_event(node_event(None, tainted.clone()), MoveFilter::All);
+        q.requeue_failed(popped, Rejection::by(["TaintToleration"]));
+        assert_eq!(
+            q.counts()[&QueueName::Unschedulable],
+            1,
+            "a node the pod does not tolerate changes nothing"
+        );
+        q.on_event(node_event(None, tainted), MoveFilter::All);
+        assert_eq!(q.counts()[&QueueName::Unschedulable], 1);
+        q.move_all_to_active();
+        let popped = tokio::time::timeout(Duration::from_secs(5), q.pop())
+            .await
+            .unwrap()
+            .unwrap();
+        q.on_event(node_event(None, json!([])), MoveFilter::All);
+        q.requeue_failed(popped, Rejection::by(["TaintToleration"]));
+        assert_eq!(
+            q.counts()[&QueueName::Backoff],
+            1,
+            "an untainted node added during the attempt may be the one"
+        );
+        assert!(
+            q.inner.lock().unwrap().in_flight_events.is_empty(),
+            "nothing kept once no pod is in flight"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_pod_rejected_by_no_plugin_backs_off_as_an_error() {
+        let q = hinted(Duration::from_secs(60));
+        q.add(ours("p"));
+        let popped = pop_now(&q).await.unwrap();
+        q.requeue_failed(popped, Rejection::error());
+        assert_eq!(q.counts()[&QueueName::Backoff], 1);
+        assert!(
+            pop_now(&q).await.is_none(),
+            "an error backoff is waited out"
+        );
+    }
+
+    #[test]
+    fn backoffs_ending_in_one_window_leave_by_priority() {
+        let q = hinted(Duration::from_secs(1));
+        let failed = Instant::now();
+        let mut inner = q.inner.lock().unwrap();
+        for (name, priority) in [("low", 1), ("high", 100), ("mid", 50)] {
+            let uid = SchedulingQueue::insert(
+                &mut inner,
+                pod(name, &[], json!({"priority": priority})),
+                1,
+                failed,
+                Some(failed),
+            );
+            inner
+                .entries
+                .get_mut(&uid)
+                .unwrap()
+                .info
+                .unschedulable_count = 1;
+            q.activate_or_backoff(&mut inner, &uid, failed);
+        }
+        let order: Vec<String> = inner
+            .backoff
+            .iter()
+            .map(|key| inner.entries[&inner.by_seq[&key.3]].info.pod.name.clone())
+            .collect();
+        assert_eq!(order, ["high", "mid", "low"]);
+        let (ends, ..) = *inner.backoff.first().unwrap();
+        assert_eq!(ends, q.window(failed + Duration::from_secs(1)));
     }
 }

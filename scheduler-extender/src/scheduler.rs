@@ -22,7 +22,10 @@ use crate::framework::{CycleState, Handle, PodInfo, QueuedPodInfo, Snapshot, Sta
 use crate::metrics::{AttemptsLabels, Metrics, QueueLabels};
 use crate::preemption::{self, pdb::PdbInfo};
 use crate::profile::Profile;
-use crate::queue::{Popped, QueueName, SchedulingQueue};
+use crate::queue::{
+    MoveFilter, Popped, QueueName, Rejection, SchedulingQueue, assigned_pod_deleted,
+};
+use crate::queueing_hints::ProfileHints;
 use crate::scheduling::{Algorithm, Diagnosis, FitError, Nominated, ScheduleError, ScheduleResult};
 
 /// See [`Scheduler::bind_slots`].
@@ -83,8 +86,13 @@ impl Scheduler {
         let extenders = Arc::new(Extenders::new(&config.extenders)?);
         let mut profiles = HashMap::new();
         let mut events = HashMap::new();
+        let mut hints = HashMap::new();
         for p in &config.profiles {
             let profile = Profile::from_config(p)?;
+            hints.insert(
+                p.scheduler_name.clone(),
+                profile_hints(&profile, p, !extenders.is_empty())?,
+            );
             events.insert(
                 p.scheduler_name.clone(),
                 EventRecorder::new(event_client.clone(), &p.scheduler_name, None),
@@ -101,7 +109,11 @@ impl Scheduler {
             client,
             profiles,
             cache: Arc::new(Mutex::new(Cache::new())),
-            queue: SchedulingQueue::new(config.pod_initial_backoff, config.pod_max_backoff),
+            queue: SchedulingQueue::with_hints(
+                config.pod_initial_backoff,
+                config.pod_max_backoff,
+                hints,
+            ),
             config,
             events,
             metrics,
@@ -412,7 +424,7 @@ impl Scheduler {
                     Ok(info) => info,
                     Err(e) => {
                         tracing::error!(pod = %pod.key(), error = %e, "assume failed");
-                        self.queue.requeue_failed(popped, false);
+                        self.queue.requeue_failed(popped, Rejection::error());
                         self.metrics.attempt(
                             "error",
                             &profile.scheduler_name,
@@ -464,9 +476,10 @@ impl Scheduler {
                     start.elapsed().as_secs_f64(),
                 );
                 let nominate = preemption.as_ref().map(|c| c.node.clone());
+                let rejection = rejection_of(&fit);
                 match &nominate {
-                    Some(node) => self.queue.requeue_preempting(popped, node),
-                    None => self.queue.requeue_failed(popped, true),
+                    Some(node) => self.queue.requeue_preempting(popped, node, rejection),
+                    None => self.queue.requeue_failed(popped, rejection),
                 }
                 let this = self.clone();
                 let name = profile.scheduler_name.clone();
@@ -523,7 +536,7 @@ impl Scheduler {
                     &profile.scheduler_name,
                     start.elapsed().as_secs_f64(),
                 );
-                self.queue.requeue_failed(popped, false);
+                self.queue.requeue_failed(popped, Rejection::error());
                 let this = self.clone();
                 let name = profile.scheduler_name.clone();
                 tokio::runtime::Handle::current().spawn(async move {
@@ -567,7 +580,12 @@ impl Scheduler {
             &profile.scheduler_name,
             start.elapsed().as_secs_f64(),
         );
-        self.queue.requeue_failed(popped, rejected);
+        let rejection = if rejected {
+            Rejection::by([status.plugin])
+        } else {
+            Rejection::error()
+        };
+        self.queue.requeue_failed(popped, rejection);
         let this = self.clone();
         let name = profile.scheduler_name.clone();
         let msg = message.clone();
@@ -613,7 +631,9 @@ impl Scheduler {
                 tracing::info!(pod = %pod.key(), %node, plugin = status.plugin, message = %status.message(), "prebind failed for a pod that is gone; dropping it");
                 return;
             }
-            self.queue.move_all_to_active();
+            // As upstream's handleBindingCycleError: the room the pod held is free.
+            self.queue
+                .on_event(assigned_pod_deleted(pod.clone()), MoveFilter::All);
             let (reason, message) = if status.is_rejected() {
                 let fit = FitError {
                     num_all_nodes: 1,
@@ -669,7 +689,8 @@ impl Scheduler {
                     .attempt("error", &profile, start.elapsed().as_secs_f64());
                 if forgotten {
                     // The assumed pod may have kept others out of its node.
-                    self.queue.move_all_to_active();
+                    self.queue
+                        .on_event(assigned_pod_deleted(pod.clone()), MoveFilter::All);
                 }
                 let gone = matches!(&e, BindError::Api(kube::Error::Api(s)) if s.code == 404 || s.code == 409);
                 if gone || !forgotten {
@@ -906,6 +927,58 @@ fn object_ref(pod: &PodInfo) -> ObjectReference {
     let mut r = events::reference(pod.pod.as_ref());
     r.uid = Some(pod.uid.clone());
     r
+}
+
+/// A profile's queueing hints: its plugins that can reject or hold a pod,
+/// with their args, and the extenders' stand-in (upstream registers every
+/// event for `Extender`, the name put in a pod's unschedulable plugins when
+/// an extender rejected nodes).
+fn profile_hints(
+    profile: &Profile,
+    config: &crate::config::ProfileConfig,
+    has_extenders: bool,
+) -> Result<ProfileHints, String> {
+    let mut names: Vec<&str> = vec![];
+    for point in ["preFilter", "filter", "reserve", "preBind"] {
+        for name in profile.plugin_names(point) {
+            if !names.contains(&name) {
+                names.push(name);
+            }
+        }
+    }
+    if profile.preemption.is_some() {
+        names.push(crate::queueing_hints::DEFAULT_PREEMPTION);
+    }
+    names.push(crate::queueing_hints::SCHEDULING_GATES);
+    if has_extenders {
+        names.push(crate::scheduling::EXTENDER);
+    }
+    ProfileHints::new(
+        names
+            .into_iter()
+            .map(|n| (n, config.plugin_config.get(n).filter(|v| !v.is_null()))),
+    )
+    .map_err(|e| format!("profile {:?}: {e}", config.scheduler_name))
+}
+
+/// The plugins that rejected the pod in this attempt (upstream's
+/// Diagnosis.UnschedulablePlugins); none when there were no nodes at all.
+fn rejection_of(fit: &FitError) -> Rejection {
+    let mut plugins: std::collections::HashSet<String> = Default::default();
+    let statuses = fit
+        .diagnosis
+        .pre_filter
+        .iter()
+        .chain(fit.diagnosis.node_statuses.values());
+    for status in statuses {
+        if !status.plugin.is_empty() && !plugins.contains(status.plugin) {
+            plugins.insert(status.plugin.to_string());
+        }
+    }
+    Rejection {
+        plugins,
+        pending: Default::default(),
+    }
 }
 
 #[cfg(test)]

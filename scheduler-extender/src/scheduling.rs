@@ -349,6 +349,9 @@ impl Algorithm {
     }
 }
 
+/// The plugin name of nodes an extender rejected (upstream's ExtenderName).
+pub const EXTENDER: &str = "Extender";
+
 /// Runs the extenders' filters over `feasible`, recording their rejections
 /// in the diagnosis; an extender's error fails the cycle (upstream's
 /// schedulePod returns it, and the pod is retried with backoff).
@@ -364,11 +367,12 @@ fn filter_by_extenders(
     let outcome = block_on(extenders.filter(&pod.pod, feasible))
         .map_err(|e| ScheduleError::Internal(Status::error(e.to_string())))?;
     for (node, message, unresolvable) in outcome.rejected {
-        let status = if unresolvable {
+        let mut status = if unresolvable {
             Status::unresolvable(message)
         } else {
             Status::unschedulable(message)
         };
+        status.plugin = EXTENDER;
         diagnosis.node_statuses.insert(node, status);
     }
     Ok(outcome.nodes)

@@ -243,6 +243,38 @@ pub enum Object<'a> {
     CSIStorageCapacity(&'a CSIStorageCapacity),
 }
 
+/// An event's object kept beyond the watch callback: events that arrive
+/// while pods are being scheduled are replayed to those pods' hints when
+/// their attempt fails (upstream's in-flight events).
+#[derive(Clone)]
+pub enum OwnedObject {
+    Pod(Arc<PodInfo>),
+    Node(Arc<NodeInfo>),
+    PersistentVolume(Arc<PersistentVolume>),
+    PersistentVolumeClaim(Arc<PersistentVolumeClaim>),
+    StorageClass(Arc<StorageClass>),
+    CSINode(Arc<CSINode>),
+    CSIDriver(Arc<CSIDriver>),
+    VolumeAttachment(Arc<VolumeAttachment>),
+    CSIStorageCapacity(Arc<CSIStorageCapacity>),
+}
+
+impl OwnedObject {
+    pub fn as_object(&self) -> Object<'_> {
+        match self {
+            Self::Pod(p) => Object::Pod(p),
+            Self::Node(n) => Object::Node(n),
+            Self::PersistentVolume(v) => Object::PersistentVolume(v),
+            Self::PersistentVolumeClaim(c) => Object::PersistentVolumeClaim(c),
+            Self::StorageClass(c) => Object::StorageClass(c),
+            Self::CSINode(n) => Object::CSINode(n),
+            Self::CSIDriver(d) => Object::CSIDriver(d),
+            Self::VolumeAttachment(a) => Object::VolumeAttachment(a),
+            Self::CSIStorageCapacity(c) => Object::CSIStorageCapacity(c),
+        }
+    }
+}
+
 /// `hint(pod, old, new)`: `old` is `None` for adds, `new` is `None` for
 /// deletes. An object of an unexpected kind answers `Queue`, as upstream's
 /// hints do when their type assertion fails.
