@@ -113,7 +113,15 @@ impl Handler<Pod> for Pods {
                 }
             }
         }
-        s.queue.add(info);
+        let old = s.queue.pod(&uid);
+        s.queue.add(info.clone());
+        // Pods of its priority or lower counted the pod on its old
+        // nominated node; as upstream, that is as if it left the node.
+        if let Some(old) = old
+            && nominated_node_changed(&old.pod, &info.pod)
+        {
+            s.queue.move_up_to_priority(old);
+        }
     }
     fn delete(&self, s: &Scheduler, pod: Pod) {
         let uid = pod.uid().unwrap_or_default();
@@ -192,6 +200,19 @@ impl Handler<Pod> for Pods {
             s.queue.move_all_to_active();
         }
     }
+}
+
+/// Whether a pod lost or changed the node it was nominated to (upstream's
+/// hasNominatedNodeNameChanged).
+fn nominated_node_changed(old: &Pod, new: &Pod) -> bool {
+    let nominated = |p: &Pod| {
+        p.status
+            .as_ref()
+            .and_then(|s| s.nominated_node_name.clone())
+            .unwrap_or_default()
+    };
+    let before = nominated(old);
+    !before.is_empty() && before != nominated(new)
 }
 
 /// The events of an assigned pod's change, as upstream's handlers: Add for
