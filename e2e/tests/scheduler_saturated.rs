@@ -46,6 +46,10 @@ const ZONE_KEY: &str = "understudy.dev/saturated-zone";
 const ZONES: usize = 5;
 const OWNER_KEY: &str = "understudy.dev/test";
 const MAINTENANCE_KEY: &str = "understudy.dev/maintenance";
+/// A node label no pod of the scenario selects on.
+const RACK_KEY: &str = "understudy.dev/saturated-rack";
+/// Pods bound without a scheduler: their name prefix and `app` label.
+const AGENT: &str = "agent";
 const NODE_CPU: &str = "8";
 const NODE_MEMORY: &str = "24Gi";
 /// Both schedulers' client rates: binds and Events are not held back by
@@ -80,8 +84,8 @@ enum Kind {
 #[derive(Debug)]
 struct Shape {
     name: &'static str,
-    cpu: &'static str,
-    memory: &'static str,
+    milli_cpu: u64,
+    memory_mi: u64,
     /// Relative share among the pods of a burst.
     weight: u32,
     kind: Kind,
@@ -94,50 +98,50 @@ struct Shape {
 const SHAPES: &[Shape] = &[
     Shape {
         name: "s",
-        cpu: "200m",
-        memory: "256Mi",
+        milli_cpu: 200,
+        memory_mi: 256,
         weight: 36,
         kind: Kind::Plain,
     },
     Shape {
         name: "m",
-        cpu: "500m",
-        memory: "1Gi",
+        milli_cpu: 500,
+        memory_mi: 1024,
         weight: 22,
         kind: Kind::Plain,
     },
     Shape {
         name: "l",
-        cpu: "1",
-        memory: "2Gi",
+        milli_cpu: 1000,
+        memory_mi: 2048,
         weight: 13,
         kind: Kind::Plain,
     },
     Shape {
         name: "xl",
-        cpu: "2",
-        memory: "4Gi",
+        milli_cpu: 2000,
+        memory_mi: 4096,
         weight: 7,
         kind: Kind::Plain,
     },
     Shape {
         name: "mem",
-        cpu: "100m",
-        memory: "6Gi",
+        milli_cpu: 100,
+        memory_mi: 6144,
         weight: 7,
         kind: Kind::Plain,
     },
     Shape {
         name: "spread",
-        cpu: "300m",
-        memory: "512Mi",
+        milli_cpu: 300,
+        memory_mi: 512,
         weight: 5,
         kind: Kind::Spread,
     },
     Shape {
         name: "anti",
-        cpu: "500m",
-        memory: "512Mi",
+        milli_cpu: 500,
+        memory_mi: 512,
         weight: 10,
         kind: Kind::Anti,
     },
@@ -206,7 +210,10 @@ fn pod(planned: &PlannedPod, profile: &str, owner: &str, high_class: &str) -> Po
         "containers": [{
             "name": "c",
             "image": "registry.k8s.io/pause:3.10",
-            "resources": {"requests": {"cpu": shape.cpu, "memory": shape.memory}},
+            "resources": {"requests": {
+                "cpu": format!("{}m", shape.milli_cpu),
+                "memory": format!("{}Mi", shape.memory_mi),
+            }},
         }],
     });
     if planned.high_priority {
@@ -289,6 +296,37 @@ async fn set_maintenance(client: &Client, owner: &str, on: bool) {
             )
             .await
             .unwrap_or_else(|e| panic!("setting the maintenance taint: {e}"));
+    }
+}
+
+/// Gives 10 nodes a label no pod selects on (a rack, say).
+async fn relabel(client: &Client, owner: &str) {
+    let nodes: Api<Node> = Api::all(client.clone());
+    for i in 0..10 {
+        let patch = json!({"metadata": {"labels": {RACK_KEY: format!("rack-{}", i % 3)}}});
+        nodes
+            .patch(
+                &node_name(i, owner),
+                &PatchParams::default(),
+                &Patch::Merge(&patch),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("labelling a node: {e}"));
+    }
+}
+
+async fn unlabel(client: &Client, owner: &str) {
+    let nodes: Api<Node> = Api::all(client.clone());
+    for i in 0..10 {
+        let patch = json!({"metadata": {"labels": {RACK_KEY: null}}});
+        nodes
+            .patch(
+                &node_name(i, owner),
+                &PatchParams::default(),
+                &Patch::Merge(&patch),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("unlabelling a node: {e}"));
     }
 }
 
@@ -592,10 +630,7 @@ struct Outcome {
     metrics: Metrics,
     events: (u64, u64),
     settle: Duration,
-    pending: BTreeSet<String>,
-    bound_by_shape: BTreeMap<String, usize>,
-    /// Pending pods that a node would take in the final state.
-    pending_that_fit: Vec<String>,
+    placement: Placement,
     wall: Duration,
 }
 
@@ -623,6 +658,32 @@ impl Scenario<'_> {
         }
     }
 
+    /// One pod per node, bound at creation (as another scheduler's or a
+    /// static pod's): no resources, a label nothing selects.
+    async fn bind_agents(&self, pods: &Api<Pod>) {
+        let results: Vec<kube::Result<Pod>> = futures::stream::iter(0..NODES)
+            .map(|i| {
+                let pod: Pod = from_json(json!({
+                    "metadata": {
+                        "name": format!("{AGENT}-{i:02}"),
+                        "labels": {"app": AGENT, NO_KUBELET_LABEL: "none"},
+                    },
+                    "spec": {
+                        "nodeName": node_name(i, self.owner),
+                        "tolerations": [{"operator": "Exists"}],
+                        "containers": [{"name": "c", "image": "registry.k8s.io/pause:3.10"}],
+                    },
+                }));
+                async move { pods.create(&PostParams::default(), &pod).await }
+            })
+            .buffer_unordered(16)
+            .collect()
+            .await;
+        for r in results {
+            r.unwrap_or_else(|e| panic!("creating an agent pod: {e}"));
+        }
+    }
+
     async fn run(&self, side: Side) -> Outcome {
         let began = Instant::now();
         let client = &self.client;
@@ -644,6 +705,18 @@ impl Scenario<'_> {
             self.create_burst(&pods, burst, &profile).await;
             step(["burst 1", "burst 2", "burst 3"][i], start).await;
         }
+
+        // Cluster changes that can make no pending pod fit, which upstream's
+        // hints filter out: pods bound by someone else (no requests, no
+        // label any pod's affinity or spread selects), and node labels no
+        // pod selects on.
+        let start = Instant::now();
+        self.bind_agents(&pods).await;
+        step("50 pods bound elsewhere", start).await;
+
+        let start = Instant::now();
+        relabel(client, self.owner).await;
+        step("relabel 10 nodes", start).await;
 
         let start = Instant::now();
         let gone: BTreeSet<String> = deleted(&self.plan).into_iter().collect();
@@ -674,7 +747,7 @@ impl Scenario<'_> {
         let events = settled_events(&Api::namespaced(client.clone(), self.owner), &profile).await;
         scheduler.stop().await;
 
-        let (pending, bound_by_shape, pending_that_fit) = self.final_state(&pods).await;
+        let placement = self.final_state(&pods).await;
         let settle = steps.iter().map(|(_, _, took)| *took).sum();
         let outcome = Outcome {
             side,
@@ -682,9 +755,7 @@ impl Scenario<'_> {
             metrics,
             events,
             settle,
-            pending,
-            bound_by_shape,
-            pending_that_fit,
+            placement,
             wall: began.elapsed(),
         };
 
@@ -702,51 +773,61 @@ impl Scenario<'_> {
             .delete(&node_name(NODES, self.owner), &DeleteParams::default())
             .await;
         set_maintenance(client, self.owner, true).await;
+        unlabel(client, self.owner).await;
         nodes_ready(client, self.owner, NODES).await;
         outcome
     }
 
-    async fn final_state(
-        &self,
-        pods: &Api<Pod>,
-    ) -> (BTreeSet<String>, BTreeMap<String, usize>, Vec<String>) {
-        let all_pods = Api::<Pod>::all(self.client.clone())
-            .list(&ListParams::default())
-            .await
-            .unwrap()
-            .items;
-        let nodes = Api::<Node>::all(self.client.clone())
-            .list(&ListParams::default())
-            .await
-            .unwrap()
-            .items;
-        let namespaces = Api::<Namespace>::all(self.client.clone())
-            .list(&ListParams::default())
-            .await
-            .unwrap()
-            .items;
-        let mine: Vec<Pod> = pods.list(&ListParams::default()).await.unwrap().items;
-        let mut pending = BTreeSet::new();
-        let mut bound_by_shape: BTreeMap<String, usize> =
-            SHAPES.iter().map(|s| (s.name.to_string(), 0)).collect();
-        for p in &mine {
+    async fn final_state(&self, pods: &Api<Pod>) -> Placement {
+        async fn list<K>(api: Api<K>) -> Vec<K>
+        where
+            K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+        {
+            api.list(&ListParams::default()).await.unwrap().items
+        }
+        let all_pods: Vec<Pod> = list(Api::all(self.client.clone())).await;
+        let nodes: Vec<Node> = list(Api::all(self.client.clone())).await;
+        let namespaces: Vec<Namespace> = list(Api::all(self.client.clone())).await;
+        let mut placement = Placement::default();
+        for p in list(pods.clone()).await {
             let name = p.name_any();
+            let Some(shape) = SHAPES.iter().find(|s| s.name == shape_of(&name)) else {
+                continue; // an agent
+            };
             if p.spec.as_ref().and_then(|s| s.node_name.as_ref()).is_some() {
-                *bound_by_shape
-                    .entry(shape_of(&name).to_string())
-                    .or_default() += 1;
+                *placement.bound.entry(shape.name).or_default() += 1;
+                placement.milli_cpu += shape.milli_cpu;
+                placement.memory_mi += shape.memory_mi;
             } else {
-                pending.insert(name);
+                *placement.pending.entry(shape.name).or_default() += 1;
             }
         }
-        let fits =
+        placement.pending_that_fit =
             understudy_scheduler::checker::pending_that_fit(&nodes, &all_pods, &namespaces, |p| {
                 p.metadata.namespace.as_deref() == Some(self.owner)
             })
             .into_iter()
             .map(|v| format!("{} (fits {})", v.pod, v.node))
             .collect();
-        (pending, bound_by_shape, fits)
+        placement
+    }
+}
+
+/// Where the scenario's pods ended up.
+#[derive(Default)]
+struct Placement {
+    bound: BTreeMap<&'static str, u64>,
+    pending: BTreeMap<&'static str, u64>,
+    /// The requests of the bound pods: the room they fill.
+    milli_cpu: u64,
+    memory_mi: u64,
+    /// Pending pods that a node would take in the final state.
+    pending_that_fit: Vec<String>,
+}
+
+impl Placement {
+    fn pending_total(&self) -> u64 {
+        self.pending.values().sum()
     }
 }
 
@@ -790,11 +871,10 @@ fn report(up: &Outcome, us: &Outcome) -> String {
     }
     row("FailedScheduling occurrences", up.events.1, us.events.1);
     row("FailedScheduling Event objects", up.events.0, us.events.0);
-    row(
-        "pending at the end",
-        up.pending.len() as u64,
-        us.pending.len() as u64,
-    );
+    let (a, b) = (&up.placement, &us.placement);
+    row("pending at the end", a.pending_total(), b.pending_total());
+    row("bound CPU (m)", a.milli_cpu, b.milli_cpu);
+    row("bound memory (Mi)", a.memory_mi, b.memory_mi);
     row(
         "time to settle (ms)",
         up.settle.as_millis() as u64,
@@ -807,9 +887,18 @@ fn report(up: &Outcome, us: &Outcome) -> String {
             b.as_millis() as u64,
         );
     }
-    for (shape, a) in &up.bound_by_shape {
-        let b = us.bound_by_shape.get(shape).copied().unwrap_or(0);
-        row(&format!("bound {shape}"), *a as u64, b as u64);
+    for shape in SHAPES.iter().map(|s| s.name) {
+        let count = |p: &Placement, of: &str| match of {
+            "bound" => p.bound.get(shape).copied().unwrap_or(0),
+            _ => p.pending.get(shape).copied().unwrap_or(0),
+        };
+        for of in ["bound", "pending"] {
+            row(
+                &format!("{shape}: {of}"),
+                count(&up.placement, of),
+                count(&us.placement, of),
+            );
+        }
     }
     out.push_str(&format!(
         "wall time per run: {:.1} s / {:.1} s\n",
@@ -871,40 +960,51 @@ async fn saturated_scenario_attempts_events_and_pending_as_kube_schedulers() {
 
     // Sanity of the scenario itself: it saturates (some pods stay pending
     // under upstream) and upstream leaves no pod pending that fits.
+    let (theirs, mine) = (&upstream.placement, &ours.placement);
     assert!(
-        !upstream.pending.is_empty(),
+        theirs.pending_total() > 0,
         "the scenario did not saturate the nodes"
     );
     assert!(
-        upstream.pending_that_fit.is_empty(),
+        theirs.pending_that_fit.is_empty(),
         "kube-scheduler left pods pending that fit (our Filter disagrees with upstream's?): {:?}",
-        upstream.pending_that_fit
+        theirs.pending_that_fit
     );
-    // Ours leaves no pod pending that a node would take.
+    // No pod upstream would bind is left pending. Directly: ours leaves no
+    // pending pod that a node would take.
     assert!(
-        ours.pending_that_fit.is_empty(),
+        mine.pending_that_fit.is_empty(),
         "understudy-scheduler left pods pending that fit: {:?}",
-        ours.pending_that_fit
+        mine.pending_that_fit
     );
-    // Compared by shape, not by name: which pod of a burst gets the last
-    // room depends on the order the pods reach each scheduler's queue (they
-    // are created 32 at a time) and on ties between equally scored nodes,
-    // which both schedulers break at random; so the pending set by name may
-    // differ between two runs of kube-scheduler itself. What must not
-    // differ is how many pods of each shape are placed: fewer under ours
-    // would be pods upstream binds and ours leaves pending. One pod of
-    // slack per shape for packings that end a node's room differently.
-    let short: Vec<String> = upstream
-        .bound_by_shape
+    // Against upstream, by shape rather than by name: which pod gets the
+    // last room depends on the order pods reach the queue (created 32 at a
+    // time) and on ties between equally scored nodes, broken at random by
+    // both schedulers. Two runs of kube-scheduler itself bind different
+    // pods, and different counts of the shapes the room ran out for (up to
+    // 5 of ~170 apart). So: a shape upstream placed in full, ours places in
+    // full; and ours fills as much room as upstream, within 3 % of the CPU
+    // and memory requests bound (measured: kube-scheduler against itself
+    // 0.6 %, ours against it 0–1.9 %): a packing of ours that stranded pods
+    // upstream places shows there. The hard guarantee is the one above:
+    // nothing pending fits.
+    let short: Vec<String> = SHAPES
         .iter()
-        .filter_map(|(shape, &theirs)| {
-            let mine = ours.bound_by_shape.get(shape).copied().unwrap_or(0);
-            (mine + 1 < theirs).then(|| format!("{shape}: {mine} bound vs upstream's {theirs}"))
-        })
+        .filter(|s| !theirs.pending.contains_key(s.name) && mine.pending.contains_key(s.name))
+        .map(|s| format!("{}: {} pending", s.name, mine.pending[s.name]))
         .collect();
     assert!(
         short.is_empty(),
-        "pods upstream binds left pending: {short:?}"
+        "pods of shapes upstream placed in full left pending: {short:?}"
+    );
+    assert!(
+        mine.milli_cpu * 100 >= theirs.milli_cpu * 97
+            && mine.memory_mi * 100 >= theirs.memory_mi * 97,
+        "bound requests: ours {} m CPU, {} Mi vs upstream's {} m, {} Mi",
+        mine.milli_cpu,
+        mine.memory_mi,
+        theirs.milli_cpu,
+        theirs.memory_mi
     );
     assert!(
         within(ours.metrics.attempts(), upstream.metrics.attempts()),
