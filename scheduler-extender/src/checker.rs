@@ -95,6 +95,64 @@ pub fn check(
     violations
 }
 
+/// The pending pods selected by `which` that some node would take now (by
+/// the default profile's PreFilter + Filter, with every bound pod in place),
+/// each with the first such node: after a scheduler settles, a pod listed
+/// here was left pending although it fits.
+pub fn pending_that_fit(
+    nodes: &[Node],
+    pods: &[Pod],
+    namespaces: &[Namespace],
+    which: impl Fn(&Pod) -> bool,
+) -> Vec<Violation> {
+    let config = SchedulerConfig::default();
+    let profile = Profile::from_config(&config.profiles[0]).expect("the default profile builds");
+    let mut cache = Cache::new();
+    for n in nodes {
+        cache.add_or_update_node(n.clone());
+    }
+    for ns in namespaces {
+        cache.set_namespace(
+            ns.metadata.name.clone().unwrap_or_default(),
+            ns.metadata.labels.clone().unwrap_or_default(),
+        );
+    }
+    for p in pods.iter().filter(|p| is_assigned_and_active(p)) {
+        cache.upsert_pod(p.clone());
+    }
+    let snapshot = cache.snapshot();
+    let pending = pods.iter().filter(|p| {
+        let unbound = p
+            .spec
+            .as_ref()
+            .and_then(|s| s.node_name.as_deref())
+            .is_none_or(str::is_empty);
+        unbound && p.metadata.deletion_timestamp.is_none() && which(p)
+    });
+    let mut fits = vec![];
+    for pod in pending {
+        let info = PodInfo::new(Arc::new(pod.clone()));
+        let mut state = CycleState::new();
+        let Ok((pre, _)) = profile.run_pre_filter(&mut state, &info, &snapshot) else {
+            continue;
+        };
+        let node = snapshot.nodes.iter().find(|n| {
+            pre.node_names
+                .as_ref()
+                .is_none_or(|names| names.contains(&n.name))
+                && profile.run_filter(&state, &info, n).is_success()
+        });
+        if let Some(node) = node {
+            fits.push(Violation {
+                pod: info.key(),
+                node: node.name.clone(),
+                reason: "pending, yet fits".into(),
+            });
+        }
+    }
+    fits
+}
+
 /// Groups violations per node, for readable test failures.
 pub fn summarize(violations: &[Violation]) -> HashMap<String, Vec<String>> {
     let mut by_node: HashMap<String, Vec<String>> = HashMap::new();
@@ -143,6 +201,30 @@ mod tests {
             ),
         ];
         assert_eq!(check(&nodes, &pods, &[], |_| true), vec![]);
+    }
+
+    #[test]
+    fn finds_pending_pods_that_fit() {
+        let nodes = vec![node("n1", "4", "8Gi", &[], json!({}))];
+        let cpu =
+            |c: &str| json!({"containers": [{"name": "c", "resources": {"requests": {"cpu": c}}}]});
+        let pending = |name: &str, c: &str| (*pod(name, &[("app", "x")], cpu(c)).pod).clone();
+        let pods = vec![
+            bound("a", "n1", cpu("3")),
+            pending("small", "1"),
+            pending("big", "2"),
+        ];
+        let fits = pending_that_fit(&nodes, &pods, &[], |_| true);
+        assert_eq!(
+            fits.iter().map(|v| v.pod.as_str()).collect::<Vec<_>>(),
+            ["default/small"]
+        );
+        assert_eq!(fits[0].node, "n1");
+        assert!(
+            pending_that_fit(&nodes, &pods, &[], |p| p.metadata.name.as_deref()
+                == Some("big"))
+            .is_empty()
+        );
     }
 
     #[test]
