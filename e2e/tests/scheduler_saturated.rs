@@ -743,11 +743,19 @@ impl Scenario<'_> {
 
         let start = Instant::now();
         let gone: BTreeSet<String> = deleted(&self.plan).into_iter().collect();
-        for name in &gone {
-            pods.delete(name, &DeleteParams::default().grace_period(0))
-                .await
-                .unwrap_or_else(|e| panic!("deleting {name}: {e}"));
-        }
+        // All at once, as a scale-down would: deletions spread over a
+        // second would measure each scheduler's speed between them (a pod
+        // retried and failed before the next deletion is moved again by
+        // it), not which events retry which pods.
+        futures::future::join_all(gone.iter().map(|name| {
+            let pods = pods.clone();
+            async move {
+                pods.delete(name, &DeleteParams::default().grace_period(0))
+                    .await
+                    .unwrap_or_else(|e| panic!("deleting {name}: {e}"));
+            }
+        }))
+        .await;
         wait_pods_gone(&pods, Some(&gone)).await;
         step("delete 60 bound", start).await;
 

@@ -27,6 +27,12 @@ pub struct QueueLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct IncomingLabels {
+    pub queue: String,
+    pub event: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct AttemptsLabels {
     pub attempts: String,
 }
@@ -59,6 +65,7 @@ pub struct Metrics {
     pub preemption_attempts: Counter,
     pub extender_requests: Family<VerbLabels, Counter>,
     pub preemption_victims: Histogram,
+    pub queue_incoming_pods: Family<IncomingLabels, Counter>,
 }
 
 impl Metrics {
@@ -76,7 +83,13 @@ impl Metrics {
             preemption_attempts: Counter::default(),
             extender_requests: Family::default(),
             preemption_victims: Histogram::new(exponential_buckets(1.0, 2.0, 7)),
+            queue_incoming_pods: Family::default(),
         };
+        registry.register(
+            "scheduler_queue_incoming_pods",
+            "Number of pods added to scheduling queues by event and queue type.",
+            m.queue_incoming_pods.clone(),
+        );
         registry.register(
             "scheduler_preemption_attempts",
             "Total preemption attempts in the cluster till now",

@@ -21,7 +21,11 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+
 use crate::framework::{PodInfo, QueuedPodInfo};
+use crate::metrics::IncomingLabels;
 use crate::queueing_hints::events::pod_scheduling_properties_change;
 use crate::queueing_hints::{ClusterEvent, OwnedObject, ProfileHints, QueueingStrategy};
 
@@ -48,6 +52,9 @@ impl QueueName {
         }
     }
 }
+
+/// The event of a failed attempt's requeue, as upstream labels it.
+const SCHEDULE_ATTEMPT_FAILURE: &str = "ScheduleAttemptFailure";
 
 type ActiveKey = (Reverse<i32>, Instant, u64);
 /// The window (whole seconds since the queue began) in which the backoff
@@ -233,6 +240,8 @@ pub struct SchedulingQueue {
     hints: HashMap<String, ProfileHints>,
     /// Backoff windows are whole seconds counted from here.
     epoch: Instant,
+    /// `scheduler_queue_incoming_pods_total{queue,event}`.
+    incoming: Family<IncomingLabels, Counter>,
 }
 
 fn is_gated(pod: &PodInfo) -> bool {
@@ -295,7 +304,31 @@ impl SchedulingQueue {
             max_backoff,
             hints,
             epoch: Instant::now(),
+            incoming: Family::default(),
         }
+    }
+
+    /// Counts pods entering each queue, by what moved them, into `family`
+    /// (upstream's `scheduler_queue_incoming_pods_total`).
+    pub fn with_incoming_metric(mut self, family: Family<IncomingLabels, Counter>) -> Self {
+        self.incoming = family;
+        self
+    }
+
+    /// Counts the pod's arrival where it now is, moved by `event`.
+    fn arrived(&self, inner: &Inner, uid: &str, event: &str) {
+        let queue = match inner.entries.get(uid).map(|e| e.place) {
+            Some(Place::Active(_)) => "active",
+            Some(Place::Backoff(_)) => "backoff",
+            Some(Place::Unschedulable(_) | Place::Gated) => "unschedulable",
+            _ => return,
+        };
+        self.incoming
+            .get_or_create(&IncomingLabels {
+                queue: queue.to_string(),
+                event: event.to_string(),
+            })
+            .inc();
     }
 
     /// The backoff window `t` falls in.
@@ -502,8 +535,14 @@ impl SchedulingQueue {
                         }
                         QueueingStrategy::Immediately => Self::activate(&mut inner, &uid, now),
                     }
+                    self.arrived(&inner, &uid, "UnscheduledPodUpdate");
                 }
-                Place::Gated => self.activate_or_backoff(&mut inner, &uid, now),
+                Place::Gated => {
+                    self.activate_or_backoff(&mut inner, &uid, now);
+                    if !matches!(inner.entries[&uid].place, Place::Gated) {
+                        self.arrived(&inner, &uid, "UnscheduledPodUpdate");
+                    }
+                }
                 // Re-key: the priority may have changed.
                 Place::Active(_) => Self::activate(&mut inner, &uid, now),
                 // The attempt in flight used the old spec: its failure asks
@@ -520,6 +559,7 @@ impl SchedulingQueue {
         } else {
             Self::insert(&mut inner, pod, 0, now, None);
             Self::activate(&mut inner, &uid, now);
+            self.arrived(&inner, &uid, "UnscheduledPodAdd");
         }
         drop(inner);
         self.notify.notify_one();
@@ -563,12 +603,18 @@ impl SchedulingQueue {
             .cloned()
             .collect();
         let mut moved = false;
+        let label = if event.event.is_wildcard() {
+            "ForceActivate".to_string()
+        } else {
+            event.event.label()
+        };
         for uid in waiting {
             match self.strategy(&inner.entries[&uid], &event) {
                 QueueingStrategy::Skip => continue,
                 QueueingStrategy::AfterBackoff => self.activate_or_backoff(&mut inner, &uid, now),
                 QueueingStrategy::Immediately => Self::activate(&mut inner, &uid, now),
             }
+            self.arrived(&inner, &uid, &label);
             moved = true;
         }
         Self::record_in_flight(&mut inner, event, filter);
@@ -631,6 +677,7 @@ impl SchedulingQueue {
         entry.last_failure = Some(now);
         entry.nominated = Some(node.to_string());
         Self::place(&mut inner, &uid, Place::Unschedulable(now));
+        self.arrived(&inner, &uid, SCHEDULE_ATTEMPT_FAILURE);
     }
 
     /// The pod lost its nomination (a higher-priority pod took the node).
@@ -687,6 +734,7 @@ impl SchedulingQueue {
             QueueingStrategy::AfterBackoff => self.activate_or_backoff(inner, &uid, now),
             QueueingStrategy::Immediately => Self::activate(inner, &uid, now),
         }
+        self.arrived(inner, &uid, SCHEDULE_ATTEMPT_FAILURE);
         drop(guard);
         self.notify.notify_one();
     }
@@ -711,6 +759,7 @@ impl SchedulingQueue {
             entry.info.consecutive_errors = popped.consecutive_errors + 1;
         }
         self.activate_or_backoff(&mut inner, &uid, now);
+        self.arrived(&inner, &uid, SCHEDULE_ATTEMPT_FAILURE);
         drop(inner);
         self.notify.notify_one();
     }
@@ -731,6 +780,7 @@ impl SchedulingQueue {
             }
             let uid = inner.by_seq.get(&seq).cloned().expect("seq indexed");
             Self::activate(inner, &uid, now);
+            self.arrived(inner, &uid, "BackoffComplete");
         }
         while let Some(&(t, seq)) = inner.unschedulable.iter().next() {
             if now.duration_since(t) < MAX_IN_UNSCHEDULABLE {
@@ -738,6 +788,7 @@ impl SchedulingQueue {
             }
             let uid = inner.by_seq.get(&seq).cloned().expect("seq indexed");
             self.activate_or_backoff(inner, &uid, now);
+            self.arrived(inner, &uid, "UnschedulableTimeout");
         }
         let next_backoff = inner
             .backoff
@@ -766,11 +817,19 @@ impl SchedulingQueue {
                 }
                 let next_wake = self.flush(&mut inner);
                 let next = match inner.active.iter().next() {
-                    Some(key) => Some(key.2),
-                    None => Self::first_unschedulable_backoff(&inner),
+                    Some(key) => Some((key.2, false)),
+                    None => Self::first_unschedulable_backoff(&inner).map(|seq| (seq, true)),
                 };
-                if let Some(seq) = next {
+                if let Some((seq, from_backoff)) = next {
                     let uid = inner.by_seq.get(&seq).cloned().expect("seq indexed");
+                    if from_backoff {
+                        self.incoming
+                            .get_or_create(&IncomingLabels {
+                                queue: "active".into(),
+                                event: "PopFromBackoffQ".into(),
+                            })
+                            .inc();
+                    }
                     Self::place(&mut inner, &uid, Place::InFlight);
                     let since = inner.event_seq;
                     inner.in_flight_since.insert(uid.clone(), since);
@@ -1297,5 +1356,32 @@ mod tests {
         assert_eq!(order, ["high", "mid", "low"]);
         let (ends, ..) = *inner.backoff.first().unwrap();
         assert_eq!(ends, q.window(failed + Duration::from_secs(1)));
+    }
+
+    #[tokio::test]
+    async fn pods_entering_a_queue_are_counted_by_what_moved_them() {
+        let family: Family<IncomingLabels, Counter> = Family::default();
+        let q = hinted(Duration::ZERO).with_incoming_metric(family.clone());
+        let count = |queue: &str, event: &str| {
+            family
+                .get_or_create(&IncomingLabels {
+                    queue: queue.into(),
+                    event: event.into(),
+                })
+                .get()
+        };
+        q.add(ours("p"));
+        let popped = pop_now(&q).await.unwrap();
+        q.requeue_failed(popped, Rejection::by(["TaintToleration"]));
+        q.on_event(
+            node_event(
+                Some(json!([{"key": "k", "effect": "NoSchedule"}])),
+                json!([]),
+            ),
+            MoveFilter::All,
+        );
+        assert_eq!(count("active", "UnscheduledPodAdd"), 1);
+        assert_eq!(count("unschedulable", "ScheduleAttemptFailure"), 1);
+        assert_eq!(count("backoff", "NodeUpdateNodeTaint"), 1);
     }
 }

@@ -113,7 +113,8 @@ impl Scheduler {
                 config.pod_initial_backoff,
                 config.pod_max_backoff,
                 hints,
-            ),
+            )
+            .with_incoming_metric(metrics.queue_incoming_pods.clone()),
             config,
             events,
             metrics,
