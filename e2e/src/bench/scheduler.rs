@@ -605,6 +605,17 @@ async fn run_variant(
         victims,
     };
 
+    // Printed now: cleaning up 100000 pods can outlast the run's patience.
+    let shown: Vec<String> = result
+        .cpu_ms_per_pod_by_decile
+        .iter()
+        .map(|x| format!("{x:.2}"))
+        .collect();
+    eprintln!(
+        "bench: {}: CPU ms/pod by tenth of the pods: [{}]",
+        variant.label(),
+        shown.join(", ")
+    );
     eprintln!("bench: {}: cleaning up", variant.label());
     super::delete_namespace(client, &ns).await?;
     Ok(result)
