@@ -779,21 +779,35 @@ async fn the_newest_failed_scheduling_event_states_the_current_reason() {
         json!([{"key": "understudy.dev/events-blocked", "effect": "NoSchedule"}]),
     )
     .await;
-    // Placed directly on the node: one takes its CPU, one the pod must not
-    // share a node with.
+    // Two pods on the node: one takes its CPU, one the pod must not share a
+    // node with. Our scheduler places them (they tolerate the taints and
+    // select the node) rather than the test setting nodeName: it counts a
+    // pod it binds from its own decision on, whereas a pod created bound
+    // reaches it on the pod watch, which may lag the node watch — the
+    // taint's removal below could then retry the waiter against a node that
+    // looks empty, and bind it there.
     for (name, labels, cpu) in [
         ("hog", json!({}), "1"),
         ("marker", json!({"app": blocker}), "0"),
     ] {
         create(
             &pods,
-            json!({
-                "metadata": {"name": name, "labels": labels},
-                "spec": {"nodeName": node_name, "containers": [{"name": "c", "image": "x",
-                    "resources": {"requests": {"cpu": cpu}}}]},
-            }),
+            pod(
+                name,
+                labels,
+                json!({
+                    "nodeSelector": {"events-test": ns.name},
+                    "tolerations": [
+                        {"key": "understudy.dev/test", "operator": "Exists", "effect": "NoSchedule"},
+                        {"key": "understudy.dev/events-blocked", "operator": "Exists", "effect": "NoSchedule"},
+                    ],
+                    "containers": [{"name": "c", "image": "x", "resources": {"requests": {"cpu": cpu}}}],
+                }),
+            ),
         )
         .await;
+        let placed = wait_scheduled(&pods, name, T).await.unwrap();
+        assert_eq!(placed, node_name, "{name} is placed on the test's node");
     }
     // No count in the needle: other tests of this binary add tainted nodes
     // of their own at any time, and those count in the message too.
