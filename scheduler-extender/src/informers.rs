@@ -128,17 +128,20 @@ impl Handler<Pod> for Pods {
         s.pod_deleted(&uid);
         s.observed_eviction(&uid);
         s.queue.delete(&uid);
-        let was_nominated = s
+        // The node it was nominated to: in our nominator before (or
+        // without) the status saying so, or in its status.
+        let nominated_to = s
             .nominator
             .lock()
             .expect("nominator lock")
             .remove(&uid)
-            .is_some()
-            || pod
-                .status
-                .as_ref()
-                .and_then(|st| st.nominated_node_name.as_deref())
-                .is_some_and(|n| !n.is_empty());
+            .map(|(node, _)| node)
+            .or_else(|| {
+                pod.status
+                    .as_ref()
+                    .and_then(|st| st.nominated_node_name.clone())
+                    .filter(|n| !n.is_empty())
+            });
         let (was_assumed, cached) = {
             let mut cache = s.cache.lock().expect("cache lock");
             let assumed = cache.is_assumed(&uid);
@@ -167,7 +170,16 @@ impl Handler<Pod> for Pods {
             // Pods of lower or equal priority counted a nominated pod as if it
             // ran on its node (upstream moves only those). A pending pod held
             // nothing: its deletion helps no one.
-            _ if was_nominated => s.queue.move_up_to_priority(gone()),
+            _ if nominated_to.is_some() => {
+                // Hints ask whether the deleted pod held a node.
+                let mut nominated = pod.clone();
+                nominated
+                    .status
+                    .get_or_insert_with(Default::default)
+                    .nominated_node_name = nominated_to;
+                s.queue
+                    .move_up_to_priority(Arc::new(PodInfo::new(Arc::new(nominated))))
+            }
             _ => {}
         }
     }
@@ -1078,5 +1090,23 @@ mod tests {
             node.spec.as_ref().unwrap().taints.as_ref().unwrap().len(),
             1
         );
+    }
+
+    #[tokio::test]
+    async fn deleting_a_pod_nominated_only_in_memory_retries_pods_that_counted_it() {
+        let s = scheduler();
+        Nodes.apply(&s, node("n1", json!(null)));
+        park_unschedulable(&s, "waiting", "NodeResourcesFit").await;
+        let preemptor = pod("preemptor", None);
+        s.nominator.lock().unwrap().insert(
+            preemptor.uid().unwrap(),
+            (
+                "n1".to_string(),
+                Arc::new(PodInfo::new(Arc::new(preemptor.clone()))),
+            ),
+        );
+        // Its status never said so: the deletion's pod names no node.
+        Pods.delete(&s, preemptor);
+        assert_eq!(s.queue.counts()[&QueueName::Unschedulable], 0);
     }
 }

@@ -285,6 +285,7 @@ impl Profile {
     ) -> Result<(PreFilterResult, Vec<&'static str>), Status> {
         let mut result = PreFilterResult::default();
         let mut narrowing = vec![];
+        state.narrowing.clear();
         let mut unschedulable: Option<Status> = None;
         for plugin in &self.pre_filter {
             let pf = plugin.as_pre_filter().expect("registered as PreFilter");
@@ -305,6 +306,7 @@ impl Profile {
             }
             if let Some(names) = r.node_names {
                 narrowing.push(plugin.name());
+                state.narrowing.push(plugin.name());
                 let merged = match result.node_names {
                     None => names,
                     Some(prev) => prev.intersection(&names).cloned().collect::<BTreeSet<_>>(),

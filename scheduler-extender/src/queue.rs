@@ -524,9 +524,12 @@ impl SchedulingQueue {
             match place {
                 // The update may be what the pod waited for.
                 Place::Unschedulable(_) => {
-                    let mut strategy = QueueingStrategy::Skip;
+                    let (mut strategy, mut label) = (QueueingStrategy::Skip, String::new());
                     for event in events() {
-                        strategy = strategy.max(self.strategy(&inner.entries[&uid], &event));
+                        let this = self.strategy(&inner.entries[&uid], &event);
+                        if this > strategy {
+                            (strategy, label) = (this, event.event.label());
+                        }
                     }
                     match strategy {
                         QueueingStrategy::Skip => return,
@@ -535,7 +538,7 @@ impl SchedulingQueue {
                         }
                         QueueingStrategy::Immediately => Self::activate(&mut inner, &uid, now),
                     }
-                    self.arrived(&inner, &uid, "UnscheduledPodUpdate");
+                    self.arrived(&inner, &uid, &label);
                 }
                 Place::Gated => {
                     self.activate_or_backoff(&mut inner, &uid, now);
@@ -737,6 +740,21 @@ impl SchedulingQueue {
         self.arrived(inner, &uid, SCHEDULE_ATTEMPT_FAILURE);
         drop(guard);
         self.notify.notify_one();
+    }
+
+    /// A cycle that panicked: its pod, if still in flight, goes back as an
+    /// error (backing off) instead of staying in flight for good.
+    pub fn requeue_if_in_flight(&self, info: QueuedPodInfo) {
+        let in_flight = self
+            .inner
+            .lock()
+            .expect("queue lock")
+            .entries
+            .get(&info.pod.uid)
+            .is_some_and(|e| e.place == Place::InFlight);
+        if in_flight {
+            self.requeue_failed(Popped { info }, Rejection::error());
+        }
     }
 
     /// A bind failed after the pod left the queue (`popped` is how it left):
@@ -1383,5 +1401,23 @@ mod tests {
         assert_eq!(count("active", "UnscheduledPodAdd"), 1);
         assert_eq!(count("unschedulable", "ScheduleAttemptFailure"), 1);
         assert_eq!(count("backoff", "NodeUpdateNodeTaint"), 1);
+    }
+
+    #[tokio::test]
+    async fn a_pod_whose_cycle_panicked_goes_back_as_an_error() {
+        let q = hinted(Duration::from_secs(1));
+        q.add(ours("p"));
+        let popped = pop_now(&q).await.unwrap();
+        let info = popped.info.clone();
+        drop(popped);
+        q.requeue_if_in_flight(info.clone());
+        assert_eq!(q.counts()[&QueueName::Backoff], 1);
+        let inner = q.inner.lock().unwrap();
+        assert!(inner.in_flight_since.is_empty() && inner.in_flight_events.is_empty());
+        assert_eq!(inner.entries[&info.pod.uid].info.consecutive_errors, 1);
+        drop(inner);
+        // Not in flight any more: nothing happens.
+        q.requeue_if_in_flight(info);
+        assert_eq!(q.counts()[&QueueName::Backoff], 1);
     }
 }

@@ -178,6 +178,7 @@ impl Scheduler {
             };
             let this = self.clone();
             let runtime = runtime.clone();
+            let attempted = popped.info.clone();
             // The decision is CPU work: keep it off the async workers that
             // serve watches and binds, and run it on a worker of the filter
             // pool itself, so its parallel filters and scores start there
@@ -191,7 +192,11 @@ impl Scheduler {
                 let _ = done.send(result.is_ok());
             });
             if outcome.await != Ok(true) {
-                tracing::error!("scheduling cycle panicked");
+                tracing::error!(pod = %attempted.pod.key(), "scheduling cycle panicked");
+                // Back in the queue as an error, or the pod would stay in
+                // flight for good (and the queue would keep every event
+                // for it).
+                self.queue.requeue_if_in_flight(attempted);
             }
             self.update_pending_metrics();
         }
@@ -351,7 +356,7 @@ impl Scheduler {
         let nominated = self.nominated_except(&pod.uid);
         let mut state = CycleState::new();
         let mut result = match unsupported(&pod, &snapshot) {
-            Some(fit) => Err(ScheduleError::Unfit(fit)),
+            Some(fit) => Err(ScheduleError::Unfit(Box::new(fit))),
             None => algorithm.schedule(
                 &profile,
                 self.config.percentage_of_nodes_to_score,
@@ -881,7 +886,10 @@ fn unsupported(pod: &PodInfo, snapshot: &Snapshot) -> Option<FitError> {
     Some(FitError {
         num_all_nodes: snapshot.nodes.len(),
         diagnosis: Diagnosis {
-            pre_filter: Some(crate::framework::Status::unresolvable(reason)),
+            pre_filter: Some(
+                crate::framework::Status::unresolvable(reason)
+                    .with_plugin(crate::plugins::dynamic_resources::NAME),
+            ),
             ..Default::default()
         },
     })
@@ -951,6 +959,9 @@ fn profile_hints(
         names.push(crate::queueing_hints::DEFAULT_PREEMPTION);
     }
     names.push(crate::queueing_hints::SCHEDULING_GATES);
+    // Its refusals stand in for the plugin until DRA allocation exists; as a
+    // plugin without hints here it gets the wildcard.
+    names.push(crate::plugins::dynamic_resources::NAME);
     if has_extenders {
         names.push(crate::scheduling::EXTENDER);
     }
@@ -971,9 +982,10 @@ fn rejection_of(fit: &FitError) -> Rejection {
         .pre_filter
         .iter()
         .chain(fit.diagnosis.node_statuses.values());
-    for status in statuses {
-        if !status.plugin.is_empty() && !plugins.contains(status.plugin) {
-            plugins.insert(status.plugin.to_string());
+    let narrowing = fit.diagnosis.narrowing_plugins.iter().copied();
+    for plugin in statuses.map(|s| s.plugin).chain(narrowing) {
+        if !plugin.is_empty() && !plugins.contains(plugin) {
+            plugins.insert(plugin.to_string());
         }
     }
     Rejection {
@@ -1402,5 +1414,51 @@ mod tests {
         let cut = truncate_note(&accented);
         assert!(cut.len() <= 1024 && cut.ends_with(" ..."));
         assert_eq!(cut.len(), 1020 + " ...".len());
+    }
+
+    #[test]
+    fn a_pods_rejecting_plugins_include_those_that_narrowed_the_nodes() {
+        let fit = FitError {
+            num_all_nodes: 2,
+            diagnosis: Diagnosis {
+                node_statuses: [
+                    (
+                        "a".to_string(),
+                        Status::unresolvable("node(s) didn't satisfy plugin(s) [NodeAffinity]"),
+                    ),
+                    (
+                        "b".to_string(),
+                        Status::unschedulable("Insufficient cpu").with_plugin("NodeResourcesFit"),
+                    ),
+                ]
+                .into(),
+                narrowing_plugins: vec!["NodeAffinity"],
+                ..Default::default()
+            },
+        };
+        let rejection = rejection_of(&fit);
+        assert_eq!(
+            rejection.plugins,
+            ["NodeAffinity", "NodeResourcesFit"]
+                .map(String::from)
+                .into_iter()
+                .collect()
+        );
+    }
+
+    #[test]
+    fn a_refused_resource_claim_is_a_rejection_by_dynamic_resources() {
+        let claim_pod = pod(
+            "p",
+            &[],
+            serde_json::json!({"resourceClaims": [{"name": "gpu", "resourceClaimName": "gpu"}]}),
+        );
+        let snapshot = Snapshot::default();
+        let fit = unsupported(&claim_pod, &snapshot).expect("refused");
+        assert!(
+            rejection_of(&fit)
+                .plugins
+                .contains(crate::plugins::dynamic_resources::NAME)
+        );
     }
 }

@@ -93,6 +93,10 @@ pub struct Diagnosis {
     pub pre_filter: Option<Status>,
     /// Message of the PostFilter (preemption) attempt, appended to the event.
     pub post_filter_msg: Option<String>,
+    /// The PreFilter plugins that narrowed the candidate nodes: they
+    /// rejected the nodes they left out (upstream puts them in the
+    /// diagnosis' UnschedulablePlugins).
+    pub narrowing_plugins: Vec<&'static str>,
 }
 
 #[derive(Clone, Debug)]
@@ -133,7 +137,8 @@ impl FitError {
 #[derive(Debug)]
 pub enum ScheduleError {
     /// No node fits; the pod waits for a cluster change.
-    Unfit(FitError),
+    /// Boxed: a diagnosis is large, and errors are passed by value.
+    Unfit(Box<FitError>),
     /// A plugin failed; the pod retries with backoff.
     Internal(Status),
 }
@@ -173,18 +178,18 @@ impl Algorithm {
         let extenders = &*self.extenders;
         let num_all = snapshot.nodes.len();
         if num_all == 0 {
-            return Err(ScheduleError::Unfit(FitError {
+            return Err(ScheduleError::Unfit(Box::new(FitError {
                 num_all_nodes: 0,
                 diagnosis: Diagnosis::default(),
-            }));
+            })));
         }
         let (feasible, diagnosis) =
             self.find_feasible(profile, global_percentage, state, pod, snapshot, nominated)?;
         if feasible.is_empty() {
-            return Err(ScheduleError::Unfit(FitError {
+            return Err(ScheduleError::Unfit(Box::new(FitError {
                 num_all_nodes: num_all,
                 diagnosis,
-            }));
+            })));
         }
         let evaluated = feasible.len() + diagnosis.node_statuses.len();
         // (Counts nodes PreFilter excluded too: upstream's evaluatedNodes does.)
@@ -235,7 +240,9 @@ impl Algorithm {
                 Some(Status::unresolvable(format!("invalid pod affinity: {err}")));
             return Ok((vec![], diagnosis));
         }
-        let (pre, narrowing) = match profile.run_pre_filter(state, pod, snapshot) {
+        let pre_filtered = profile.run_pre_filter(state, pod, snapshot);
+        diagnosis.narrowing_plugins = state.narrowing.clone();
+        let (pre, narrowing) = match pre_filtered {
             Ok(r) => r,
             Err(status) if status.is_rejected() => {
                 diagnosis.pre_filter = Some(status);

@@ -34,6 +34,8 @@ pub struct CycleState {
     pub skip_filter: FxHashSet<&'static str>,
     /// Plugins whose PreScore returned Skip: their Score is not run.
     pub skip_score: FxHashSet<&'static str>,
+    /// Plugins whose PreFilter narrowed the candidate nodes.
+    pub narrowing: Vec<&'static str>,
 }
 
 impl Clone for CycleState {
@@ -46,6 +48,7 @@ impl Clone for CycleState {
                 .collect(),
             skip_filter: self.skip_filter.clone(),
             skip_score: self.skip_score.clone(),
+            narrowing: self.narrowing.clone(),
         }
     }
 }

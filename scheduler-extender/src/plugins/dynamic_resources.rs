@@ -24,6 +24,9 @@ const RESERVED_FOR_MAX_SIZE: usize = 256;
 
 /// Why `pod` cannot be scheduled by us, or `None` when it has no claims.
 /// `claims` holds the cluster's ResourceClaims by `namespace/name`.
+/// The plugin whose refusals these are.
+pub const NAME: &str = "DynamicResources";
+
 pub fn refusal(pod: &PodInfo, claims: &HashMap<String, Arc<ResourceClaim>>) -> Option<String> {
     let spec = pod.pod.spec.as_ref()?;
     let pod_claims = spec.resource_claims.as_deref().unwrap_or_default();
