@@ -284,50 +284,42 @@ async fn create_node(client: &Client, i: usize, owner: &str, maintenance: bool) 
         .unwrap_or_else(|e| panic!("creating node {name}: {e}"));
 }
 
-async fn set_maintenance(client: &Client, owner: &str, on: bool) {
+/// Merge-patches the test's nodes `range` with `patch(i)`.
+async fn patch_nodes(
+    client: &Client,
+    owner: &str,
+    range: std::ops::Range<usize>,
+    patch: impl Fn(usize) -> Value,
+    what: &str,
+) {
     let nodes: Api<Node> = Api::all(client.clone());
-    for i in NODES - TAINTED..NODES {
-        let patch = json!({"spec": {"taints": taints(owner, on)}});
+    for i in range {
         nodes
             .patch(
                 &node_name(i, owner),
                 &PatchParams::default(),
-                &Patch::Merge(&patch),
+                &Patch::Merge(&patch(i)),
             )
             .await
-            .unwrap_or_else(|e| panic!("setting the maintenance taint: {e}"));
+            .unwrap_or_else(|e| panic!("{what}: {e}"));
     }
+}
+
+async fn set_maintenance(client: &Client, owner: &str, on: bool) {
+    let patch = |_| json!({"spec": {"taints": taints(owner, on)}});
+    let what = "setting the maintenance taint";
+    patch_nodes(client, owner, NODES - TAINTED..NODES, patch, what).await;
 }
 
 /// Gives 10 nodes a label no pod selects on (a rack, say).
 async fn relabel(client: &Client, owner: &str) {
-    let nodes: Api<Node> = Api::all(client.clone());
-    for i in 0..10 {
-        let patch = json!({"metadata": {"labels": {RACK_KEY: format!("rack-{}", i % 3)}}});
-        nodes
-            .patch(
-                &node_name(i, owner),
-                &PatchParams::default(),
-                &Patch::Merge(&patch),
-            )
-            .await
-            .unwrap_or_else(|e| panic!("labelling a node: {e}"));
-    }
+    let patch = |i| json!({"metadata": {"labels": {RACK_KEY: format!("rack-{}", i % 3)}}});
+    patch_nodes(client, owner, 0..10, patch, "labelling a node").await;
 }
 
 async fn unlabel(client: &Client, owner: &str) {
-    let nodes: Api<Node> = Api::all(client.clone());
-    for i in 0..10 {
-        let patch = json!({"metadata": {"labels": {RACK_KEY: null}}});
-        nodes
-            .patch(
-                &node_name(i, owner),
-                &PatchParams::default(),
-                &Patch::Merge(&patch),
-            )
-            .await
-            .unwrap_or_else(|e| panic!("unlabelling a node: {e}"));
-    }
+    let patch = |_| json!({"metadata": {"labels": {RACK_KEY: null}}});
+    patch_nodes(client, owner, 0..10, patch, "unlabelling a node").await;
 }
 
 /// Until the test's first `count` nodes are Ready (without the lifecycle

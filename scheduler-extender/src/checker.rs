@@ -22,14 +22,8 @@ pub struct Violation {
     pub reason: String,
 }
 
-/// Checks the pods selected by `which` (e.g. one namespace) against the
-/// default profile's required rules.
-pub fn check(
-    nodes: &[Node],
-    pods: &[Pod],
-    namespaces: &[Namespace],
-    which: impl Fn(&Pod) -> bool,
-) -> Vec<Violation> {
+/// The default profile, and a cache holding `nodes` and `namespaces`.
+fn default_profile_and_cache(nodes: &[Node], namespaces: &[Namespace]) -> (Profile, Cache) {
     let config = SchedulerConfig::default();
     let profile = Profile::from_config(&config.profiles[0]).expect("the default profile builds");
     let mut cache = Cache::new();
@@ -42,6 +36,18 @@ pub fn check(
             ns.metadata.labels.clone().unwrap_or_default(),
         );
     }
+    (profile, cache)
+}
+
+/// Checks the pods selected by `which` (e.g. one namespace) against the
+/// default profile's required rules.
+pub fn check(
+    nodes: &[Node],
+    pods: &[Pod],
+    namespaces: &[Namespace],
+    which: impl Fn(&Pod) -> bool,
+) -> Vec<Violation> {
+    let (profile, mut cache) = default_profile_and_cache(nodes, namespaces);
     let active: Vec<&Pod> = pods.iter().filter(|p| is_assigned_and_active(p)).collect();
     for p in &active {
         cache.upsert_pod((*p).clone());
@@ -105,18 +111,7 @@ pub fn pending_that_fit(
     namespaces: &[Namespace],
     which: impl Fn(&Pod) -> bool,
 ) -> Vec<Violation> {
-    let config = SchedulerConfig::default();
-    let profile = Profile::from_config(&config.profiles[0]).expect("the default profile builds");
-    let mut cache = Cache::new();
-    for n in nodes {
-        cache.add_or_update_node(n.clone());
-    }
-    for ns in namespaces {
-        cache.set_namespace(
-            ns.metadata.name.clone().unwrap_or_default(),
-            ns.metadata.labels.clone().unwrap_or_default(),
-        );
-    }
+    let (profile, mut cache) = default_profile_and_cache(nodes, namespaces);
     for p in pods.iter().filter(|p| is_assigned_and_active(p)) {
         cache.upsert_pod(p.clone());
     }
