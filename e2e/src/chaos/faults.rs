@@ -22,6 +22,13 @@ pub enum FaultKind {
     /// etcd compacted to its current revision, then the apiserver restarted,
     /// so every watch resumes from a compacted resourceVersion: 410 Gone, relist.
     EtcdCompaction,
+    /// understudy-controllers' replicas stopped and kube-controller-manager
+    /// restarted with the controllers they replace enabled: upstream's
+    /// controllers take over the objects ours made.
+    KcmTakeOver,
+    /// kube-controller-manager restarted with those controllers disabled
+    /// again and our replicas started: ours take back what upstream's made.
+    KcmHandBack,
 }
 
 impl FaultKind {
@@ -32,6 +39,8 @@ impl FaultKind {
             Self::PauseLeader => "pause-leader",
             Self::ApiserverRestart => "apiserver-restart",
             Self::EtcdCompaction => "etcd-compaction",
+            Self::KcmTakeOver => "kcm-takes-over",
+            Self::KcmHandBack => "kcm-hands-back",
         }
     }
 }
@@ -53,8 +62,13 @@ impl fmt::Display for Fault {
 }
 
 /// One round: every kind of fault once per understudy it applies to, and
-/// once for the control plane, in an order drawn from `rng`.
-pub fn round(rng: &mut fastrand::Rng, understudies: &[Understudy]) -> Vec<Fault> {
+/// once for the control plane, in an order drawn from `rng`. With
+/// `switch_kcm` (and understudy-controllers among `understudies`),
+/// kube-controller-manager takes the controllers over at a drawn place and
+/// hands them back right after (the churn between the two runs on
+/// upstream's controllers), so no fault aimed at our controllers' replicas
+/// falls while they are stopped.
+pub fn round(rng: &mut fastrand::Rng, understudies: &[Understudy], switch_kcm: bool) -> Vec<Fault> {
     let mut faults = vec![];
     for &target in understudies {
         for kind in [FaultKind::Kill9, FaultKind::KillAll, FaultKind::PauseLeader] {
@@ -68,6 +82,15 @@ pub fn round(rng: &mut fastrand::Rng, understudies: &[Understudy]) -> Vec<Fault>
         faults.push(Fault { kind, target: None });
     }
     rng.shuffle(&mut faults);
+    if switch_kcm && understudies.contains(&Understudy::Controllers) {
+        let at = rng.usize(..=faults.len());
+        for (offset, kind) in [FaultKind::KcmTakeOver, FaultKind::KcmHandBack]
+            .into_iter()
+            .enumerate()
+        {
+            faults.insert(at + offset, Fault { kind, target: None });
+        }
+    }
     faults
 }
 
@@ -147,7 +170,7 @@ mod tests {
     #[test]
     fn a_round_has_each_fault_once_per_target_in_a_seeded_order() {
         let both = [Understudy::Scheduler, Understudy::Controllers];
-        let one = round(&mut fastrand::Rng::with_seed(1), &both);
+        let one = round(&mut fastrand::Rng::with_seed(1), &both, false);
         assert_eq!(one.len(), 8);
         for kind in [FaultKind::Kill9, FaultKind::KillAll, FaultKind::PauseLeader] {
             for target in both {
@@ -164,10 +187,48 @@ mod tests {
             2,
             "the apiserver restart and the compaction"
         );
-        assert_eq!(one, round(&mut fastrand::Rng::with_seed(1), &both));
+        assert_eq!(one, round(&mut fastrand::Rng::with_seed(1), &both, false));
         let orders: std::collections::BTreeSet<String> = (0..10)
-            .map(|seed| format!("{:?}", round(&mut fastrand::Rng::with_seed(seed), &both)))
+            .map(|seed| {
+                format!(
+                    "{:?}",
+                    round(&mut fastrand::Rng::with_seed(seed), &both, false)
+                )
+            })
             .collect();
         assert!(orders.len() > 1, "the seed decides the order");
+    }
+
+    #[test]
+    fn kcm_takes_over_and_hands_back_next_to_each_other_anywhere_in_a_round() {
+        let both = [Understudy::Scheduler, Understudy::Controllers];
+        let mut places = std::collections::BTreeSet::new();
+        for seed in 0..50 {
+            let faults = round(&mut fastrand::Rng::with_seed(seed), &both, true);
+            assert_eq!(faults.len(), 10);
+            let at = |kind| faults.iter().position(|f: &Fault| f.kind == kind);
+            let over = at(FaultKind::KcmTakeOver).expect("take-over");
+            assert_eq!(at(FaultKind::KcmHandBack), Some(over + 1), "{faults:?}");
+            assert_eq!(
+                faults
+                    .iter()
+                    .filter(|f| matches!(f.kind, FaultKind::KcmTakeOver | FaultKind::KcmHandBack))
+                    .count(),
+                2
+            );
+            places.insert(over);
+        }
+        assert!(places.contains(&0) && places.contains(&8), "{places:?}");
+    }
+
+    #[test]
+    fn no_kcm_switch_without_our_controllers() {
+        let faults = round(
+            &mut fastrand::Rng::with_seed(3),
+            &[Understudy::Scheduler],
+            true,
+        );
+        assert_eq!(faults.len(), 5);
+        assert!(faults.iter().all(|f| f.kind != FaultKind::KcmTakeOver));
     }
 }

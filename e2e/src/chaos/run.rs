@@ -21,7 +21,7 @@ use kube::api::{Api, DeleteParams, ListParams, ObjectMeta, PostParams};
 use super::churn::{self, Churn};
 use super::faults::{self, Fault, FaultKind};
 use super::invariants::{self, BindingHistory, Invariant, Snapshot, Violation};
-use super::replicas::{self, LeaseTiming, Replicas};
+use super::replicas::{self, Flavour, LeaseTiming, Replicas};
 use super::report::{FaultRecord, PauseWindow, Report};
 use crate::binder::CLASS_LABEL;
 use crate::state::ClusterState;
@@ -43,6 +43,10 @@ pub struct ChaosOptions {
     pub lease: LeaseTiming,
     /// Churn between two faults: drawn from this range.
     pub gap: (Duration, Duration),
+    /// Whether a round hands our controllers to kube-controller-manager and back.
+    pub switch_kcm: bool,
+    /// Whose components are under test.
+    pub flavour: Flavour,
 }
 
 impl ChaosOptions {
@@ -55,6 +59,8 @@ impl ChaosOptions {
             grace: Duration::from_secs(60),
             lease: LeaseTiming::default(),
             gap: (Duration::from_secs(3), Duration::from_secs(10)),
+            switch_kcm: true,
+            flavour: Flavour::Ours,
         }
     }
 }
@@ -180,6 +186,9 @@ impl Run {
     /// frozen process does not count).
     async fn leaders_live(&self, since: Timestamp) -> Result<bool, kube::Error> {
         for understudy in UNDERSTUDIES {
+            if self.replicas.held(understudy) {
+                continue;
+            }
             let Some((holder, renewed)) = replicas::lease(&self.client, understudy).await? else {
                 return Ok(false);
             };
@@ -262,7 +271,43 @@ impl Run {
                     (c, r) => (format!("compaction {c:?}, apiserver restart {r:?}"), None),
                 }
             }
+            (FaultKind::KcmTakeOver, _) => (self.switch_kcm(true).await, None),
+            (FaultKind::KcmHandBack, _) => (self.switch_kcm(false).await, None),
             (kind, None) => (format!("{} needs a target", kind.name()), None),
+        }
+    }
+
+    /// Hands the controllers understudy-controllers replaces to
+    /// kube-controller-manager (`to_upstream`) or back: the side giving up
+    /// stops first, as `understudy-lab switch-controllers` does, so the two
+    /// never act at once.
+    async fn switch_kcm(&mut self, to_upstream: bool) -> String {
+        let ours = Understudy::Controllers;
+        let t = Instant::now();
+        if to_upstream {
+            tokio::task::block_in_place(|| self.replicas.hold(ours));
+            self.state.replaced.retain(|u| *u != ours);
+        } else if !self.state.replaced.contains(&ours) {
+            self.state.replaced.push(ours);
+        }
+        let logs = self.state.logs_dir();
+        let restarted =
+            crate::controlplane::restart_controller_manager(&mut self.state, &logs).await;
+        if !to_upstream {
+            self.replicas.release(ours);
+            self.supervise();
+        }
+        let side = if to_upstream {
+            "our replicas stopped, kube-controller-manager runs the controllers"
+        } else {
+            "kube-controller-manager without the controllers, our replicas started"
+        };
+        match restarted {
+            Ok(()) => format!(
+                "{side} (kube-controller-manager ready after {:.1}s)",
+                t.elapsed().as_secs_f64()
+            ),
+            Err(e) => format!("{side}; kube-controller-manager restart failed: {e}"),
         }
     }
 
@@ -358,6 +403,7 @@ pub async fn run(state_dir: &Path, opts: ChaosOptions) -> Result<Report, String>
         &UNDERSTUDIES,
         2,
         opts.lease,
+        opts.flavour,
     )
     .map_err(|e| e.to_string())?;
     let churn = Churn::new(client.clone(), &namespace, opts.seed);
@@ -434,7 +480,11 @@ pub async fn run(state_dir: &Path, opts: ChaosOptions) -> Result<Report, String>
     let mut rng = fastrand::Rng::with_seed(opts.seed ^ 0x5eed_fa17);
     let mut records: Vec<FaultRecord> = vec![];
     while started.elapsed() < opts.duration {
-        for fault in faults::round(&mut rng, &UNDERSTUDIES) {
+        for fault in faults::round(
+            &mut rng,
+            &UNDERSTUDIES,
+            opts.switch_kcm && opts.flavour == Flavour::Ours,
+        ) {
             run.churn_paused.store(false, Ordering::Relaxed);
             let gap = Duration::from_millis(
                 rng.u64(opts.gap.0.as_millis() as u64..=opts.gap.1.as_millis() as u64),
@@ -524,9 +574,13 @@ pub async fn run(state_dir: &Path, opts: ChaosOptions) -> Result<Report, String>
         let mut c = checker.lock().expect("checker");
         (std::mem::take(&mut c.violations), c.api_errors)
     };
+    let scheduler_users: HashSet<&str> = run
+        .replicas
+        .of(Understudy::Scheduler)
+        .map(|r| r.user.as_str())
+        .collect();
     let by_scheduler = |w: &&crate::audit::Write| {
-        w.user
-            .starts_with(&format!("chaos:{}", Understudy::Scheduler.binary()))
+        scheduler_users.contains(w.user.as_str())
             && (200..300).contains(&w.code)
             && w.resource == "pods"
     };
@@ -542,6 +596,7 @@ pub async fn run(state_dir: &Path, opts: ChaosOptions) -> Result<Report, String>
         .count();
     let report = Report {
         seed: opts.seed,
+        flavour: opts.flavour,
         ran_for: started.elapsed(),
         converge_timeout: opts.converge_timeout,
         faults: records,
