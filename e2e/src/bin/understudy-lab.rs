@@ -122,6 +122,10 @@ struct ChaosArgs {
     /// Do not hand our controllers to kube-controller-manager and back in each round.
     #[arg(long)]
     no_kcm_switch: bool,
+    /// Real nodes (kubelet and containerd in network namespaces; root and
+    /// `make deps`), each round cutting one's network off and restoring it.
+    #[arg(long, default_value_t = 0)]
+    real_nodes: usize,
 }
 
 #[derive(Args)]
@@ -457,7 +461,7 @@ async fn chaos(args: ChaosArgs) -> Result<ExitCode, String> {
         components_dir: components_dir.clone(),
         understudy_args: vec![],
         node_lease_seconds: 40,
-        real_nodes: 0,
+        real_nodes: args.real_nodes,
         kwok: true,
         kubelet_args: vec![],
         backend: Backend::Processes,

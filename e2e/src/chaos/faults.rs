@@ -29,6 +29,9 @@ pub enum FaultKind {
     /// kube-controller-manager restarted with those controllers disabled
     /// again and our replicas started: ours take back what upstream's made.
     KcmHandBack,
+    /// A real node's link into the lab's switch down and its apiserver
+    /// relay frozen for some seconds of churn, then both restored.
+    NodeNetworkCut,
 }
 
 impl FaultKind {
@@ -41,6 +44,7 @@ impl FaultKind {
             Self::EtcdCompaction => "etcd-compaction",
             Self::KcmTakeOver => "kcm-takes-over",
             Self::KcmHandBack => "kcm-hands-back",
+            Self::NodeNetworkCut => "node-network-cut",
         }
     }
 }
@@ -67,8 +71,14 @@ impl fmt::Display for Fault {
 /// kube-controller-manager takes the controllers over at a drawn place and
 /// hands them back right after (the churn between the two runs on
 /// upstream's controllers), so no fault aimed at our controllers' replicas
-/// falls while they are stopped.
-pub fn round(rng: &mut fastrand::Rng, understudies: &[Understudy], switch_kcm: bool) -> Vec<Fault> {
+/// falls while they are stopped. With `cut_node`, a real node's network is
+/// cut once too.
+pub fn round(
+    rng: &mut fastrand::Rng,
+    understudies: &[Understudy],
+    switch_kcm: bool,
+    cut_node: bool,
+) -> Vec<Fault> {
     let mut faults = vec![];
     for &target in understudies {
         for kind in [FaultKind::Kill9, FaultKind::KillAll, FaultKind::PauseLeader] {
@@ -80,6 +90,12 @@ pub fn round(rng: &mut fastrand::Rng, understudies: &[Understudy], switch_kcm: b
     }
     for kind in [FaultKind::ApiserverRestart, FaultKind::EtcdCompaction] {
         faults.push(Fault { kind, target: None });
+    }
+    if cut_node {
+        faults.push(Fault {
+            kind: FaultKind::NodeNetworkCut,
+            target: None,
+        });
     }
     rng.shuffle(&mut faults);
     if switch_kcm && understudies.contains(&Understudy::Controllers) {
@@ -170,7 +186,7 @@ mod tests {
     #[test]
     fn a_round_has_each_fault_once_per_target_in_a_seeded_order() {
         let both = [Understudy::Scheduler, Understudy::Controllers];
-        let one = round(&mut fastrand::Rng::with_seed(1), &both, false);
+        let one = round(&mut fastrand::Rng::with_seed(1), &both, false, false);
         assert_eq!(one.len(), 8);
         for kind in [FaultKind::Kill9, FaultKind::KillAll, FaultKind::PauseLeader] {
             for target in both {
@@ -187,12 +203,15 @@ mod tests {
             2,
             "the apiserver restart and the compaction"
         );
-        assert_eq!(one, round(&mut fastrand::Rng::with_seed(1), &both, false));
+        assert_eq!(
+            one,
+            round(&mut fastrand::Rng::with_seed(1), &both, false, false)
+        );
         let orders: std::collections::BTreeSet<String> = (0..10)
             .map(|seed| {
                 format!(
                     "{:?}",
-                    round(&mut fastrand::Rng::with_seed(seed), &both, false)
+                    round(&mut fastrand::Rng::with_seed(seed), &both, false, false)
                 )
             })
             .collect();
@@ -204,7 +223,7 @@ mod tests {
         let both = [Understudy::Scheduler, Understudy::Controllers];
         let mut places = std::collections::BTreeSet::new();
         for seed in 0..50 {
-            let faults = round(&mut fastrand::Rng::with_seed(seed), &both, true);
+            let faults = round(&mut fastrand::Rng::with_seed(seed), &both, true, false);
             assert_eq!(faults.len(), 10);
             let at = |kind| faults.iter().position(|f: &Fault| f.kind == kind);
             let over = at(FaultKind::KcmTakeOver).expect("take-over");
@@ -222,11 +241,26 @@ mod tests {
     }
 
     #[test]
+    fn a_node_network_cut_once_a_round_with_real_nodes() {
+        let both = [Understudy::Scheduler, Understudy::Controllers];
+        let faults = round(&mut fastrand::Rng::with_seed(5), &both, true, true);
+        assert_eq!(faults.len(), 11);
+        assert_eq!(
+            faults
+                .iter()
+                .filter(|f| f.kind == FaultKind::NodeNetworkCut)
+                .count(),
+            1
+        );
+    }
+
+    #[test]
     fn no_kcm_switch_without_our_controllers() {
         let faults = round(
             &mut fastrand::Rng::with_seed(3),
             &[Understudy::Scheduler],
             true,
+            false,
         );
         assert_eq!(faults.len(), 5);
         assert!(faults.iter().all(|f| f.kind != FaultKind::KcmTakeOver));

@@ -21,6 +21,7 @@ use kube::api::{Api, DeleteParams, ListParams, ObjectMeta, PostParams};
 use super::churn::{self, Churn};
 use super::faults::{self, Fault, FaultKind};
 use super::invariants::{self, BindingHistory, Invariant, Snapshot, Violation};
+use super::netcut;
 use super::replicas::{self, Flavour, LeaseTiming, Replicas};
 use super::report::{FaultRecord, PauseWindow, Report};
 use crate::binder::CLASS_LABEL;
@@ -273,6 +274,7 @@ impl Run {
             }
             (FaultKind::KcmTakeOver, _) => (self.switch_kcm(true).await, None),
             (FaultKind::KcmHandBack, _) => (self.switch_kcm(false).await, None),
+            (FaultKind::NodeNetworkCut, _) => (self.cut_node(rng).await, None),
             (kind, None) => (format!("{} needs a target", kind.name()), None),
         }
     }
@@ -308,6 +310,61 @@ impl Run {
                 t.elapsed().as_secs_f64()
             ),
             Err(e) => format!("{side}; kube-controller-manager restart failed: {e}"),
+        }
+    }
+
+    /// Cuts a real node off for a drawn 15–25s while the churn goes on,
+    /// then reconnects it; its pods must still be bound to it afterwards.
+    async fn cut_node(&mut self, rng: &mut fastrand::Rng) -> String {
+        let Some(nodes) = self.state.real_nodes.clone() else {
+            return "no real node to cut".into();
+        };
+        let node = nodes.network.node(rng.usize(..nodes.count));
+        let name = node.name();
+        let on_node = |snapshot: &Snapshot| -> HashSet<String> {
+            snapshot
+                .pods
+                .iter()
+                .filter(|p| p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(&name))
+                .filter_map(|p| p.metadata.uid.clone())
+                .collect()
+        };
+        let before = snapshot(&self.client, &self.namespace, &self.class)
+            .await
+            .map(|s| on_node(&s))
+            .unwrap_or_default();
+        let cut_for = Duration::from_millis(rng.u64(15_000..=25_000));
+        if let Err(e) = netcut::set_connected(&self.state, &nodes, &node, false) {
+            return format!("cutting {name} failed: {e}");
+        }
+        let until = Instant::now() + cut_for;
+        while Instant::now() < until {
+            self.supervise();
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        let restored = netcut::set_connected(&self.state, &nodes, &node, true);
+        let kept = match snapshot(&self.client, &self.namespace, &self.class).await {
+            Ok(after) => {
+                let moved = after
+                    .pods
+                    .iter()
+                    .filter(|p| {
+                        let uid = p.metadata.uid.as_deref().unwrap_or_default();
+                        let node_now = p.spec.as_ref().and_then(|s| s.node_name.as_deref());
+                        before.contains(uid) && node_now != Some(name.as_str())
+                    })
+                    .count();
+                format!("{moved} of them bound elsewhere since")
+            }
+            Err(e) => format!("pods unread after the cut: {e}"),
+        };
+        match restored {
+            Ok(()) => format!(
+                "{name} cut off for {:.1}s with {} of the run's pods on it, then reconnected; {kept}",
+                cut_for.as_secs_f64(),
+                before.len()
+            ),
+            Err(e) => format!("{name} cut off; reconnecting failed: {e}"),
         }
     }
 
@@ -406,6 +463,9 @@ pub async fn run(state_dir: &Path, opts: ChaosOptions) -> Result<Report, String>
         opts.flavour,
     )
     .map_err(|e| e.to_string())?;
+    if let Some(nodes) = &state.real_nodes {
+        netcut::create_workload(&client, &namespace, nodes.count).await?;
+    }
     let churn = Churn::new(client.clone(), &namespace, opts.seed);
     let class = churn.class.clone();
     let started = Instant::now();
@@ -484,6 +544,7 @@ pub async fn run(state_dir: &Path, opts: ChaosOptions) -> Result<Report, String>
             &mut rng,
             &UNDERSTUDIES,
             opts.switch_kcm && opts.flavour == Flavour::Ours,
+            run.state.real_nodes.is_some(),
         ) {
             run.churn_paused.store(false, Ordering::Relaxed);
             let gap = Duration::from_millis(
