@@ -4,6 +4,10 @@
 use std::fmt;
 use std::time::Duration;
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::jiff::Timestamp;
+
+use super::invariants::Snapshot;
 use crate::controlplane::wait_healthy;
 use crate::process;
 use crate::state::ClusterState;
@@ -108,6 +112,33 @@ pub fn round(
         }
     }
     faults
+}
+
+/// The field manager of kube-controller-manager's writes (client-go's
+/// default: the program's name).
+pub const KCM_MANAGER: &str = "kube-controller-manager";
+
+/// How many of the listed objects `manager` wrote at or after `since`, by
+/// their managed fields: what shows upstream's controllers did the work
+/// while they had it (the audit log records only the chaos replicas).
+pub fn written_by_since(snapshot: &Snapshot, manager: &str, since: Timestamp) -> usize {
+    let wrote = |meta: &ObjectMeta| {
+        meta.managed_fields.iter().flatten().any(|entry| {
+            entry.manager.as_deref() == Some(manager)
+                && entry.time.as_ref().is_some_and(|t| t.0 >= since)
+        })
+    };
+    let metas = snapshot
+        .pods
+        .iter()
+        .map(|o| &o.metadata)
+        .chain(snapshot.replica_sets.iter().map(|o| &o.metadata))
+        .chain(snapshot.deployments.iter().map(|o| &o.metadata))
+        .chain(snapshot.endpoints.iter().map(|o| &o.metadata))
+        .chain(snapshot.slices.iter().map(|o| &o.metadata))
+        .chain(snapshot.volumes.iter().map(|o| &o.metadata))
+        .chain(snapshot.claims.iter().map(|o| &o.metadata));
+    metas.filter(|m| wrote(m)).count()
 }
 
 const APISERVER: &str = "kube-apiserver";
@@ -252,6 +283,43 @@ mod tests {
                 .count(),
             1
         );
+    }
+
+    #[test]
+    fn objects_written_by_a_manager_since_a_time_are_counted_once() {
+        use k8s_openapi::api::apps::v1::ReplicaSet;
+        use k8s_openapi::api::core::v1::Pod;
+        let at = |secs: i64| Timestamp::from_second(1_700_000_000 + secs).unwrap();
+        let meta = |entries: &[(&str, i64)]| -> ObjectMeta {
+            serde_json::from_value(serde_json::json!({
+                "name": "x",
+                "managedFields": entries.iter().map(|(m, t)| serde_json::json!({
+                    "manager": m, "operation": "Update",
+                    "time": at(*t).to_string(),
+                })).collect::<Vec<_>>(),
+            }))
+            .unwrap()
+        };
+        let pod = |entries: &[(&str, i64)]| Pod {
+            metadata: meta(entries),
+            ..Default::default()
+        };
+        let snapshot = Snapshot {
+            pods: vec![
+                pod(&[(KCM_MANAGER, 10), (KCM_MANAGER, 12)]),
+                pod(&[(KCM_MANAGER, 5)]),
+                pod(&[("understudy-controllers", 20)]),
+                pod(&[]),
+            ],
+            replica_sets: vec![ReplicaSet {
+                metadata: meta(&[("understudy-controllers", 1), (KCM_MANAGER, 11)]),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        assert_eq!(written_by_since(&snapshot, KCM_MANAGER, at(10)), 2);
+        assert_eq!(written_by_since(&snapshot, KCM_MANAGER, at(0)), 3);
+        assert_eq!(written_by_since(&snapshot, KCM_MANAGER, at(13)), 0);
     }
 
     #[test]

@@ -165,6 +165,8 @@ struct Run {
     class: String,
     checker: Arc<Mutex<Checker>>,
     churn_paused: Arc<AtomicBool>,
+    /// When kube-controller-manager took our controllers over, while it has them.
+    kcm_since: Option<Timestamp>,
 }
 
 impl Run {
@@ -272,8 +274,8 @@ impl Run {
                     (c, r) => (format!("compaction {c:?}, apiserver restart {r:?}"), None),
                 }
             }
-            (FaultKind::KcmTakeOver, _) => (self.switch_kcm(true).await, None),
-            (FaultKind::KcmHandBack, _) => (self.switch_kcm(false).await, None),
+            (FaultKind::KcmTakeOver, _) => (self.switch_kcm(true, rng).await, None),
+            (FaultKind::KcmHandBack, _) => (self.switch_kcm(false, rng).await, None),
             (FaultKind::NodeNetworkCut, _) => (self.cut_node(rng).await, None),
             (kind, None) => (format!("{} needs a target", kind.name()), None),
         }
@@ -283,31 +285,57 @@ impl Run {
     /// kube-controller-manager (`to_upstream`) or back: the side giving up
     /// stops first, as `understudy-lab switch-controllers` does, so the two
     /// never act at once.
-    async fn switch_kcm(&mut self, to_upstream: bool) -> String {
+    async fn switch_kcm(&mut self, to_upstream: bool, rng: &mut fastrand::Rng) -> String {
         let ours = Understudy::Controllers;
         let t = Instant::now();
+        let mut wrote = None;
         if to_upstream {
             tokio::task::block_in_place(|| self.replicas.hold(ours));
             self.state.replaced.retain(|u| *u != ours);
-        } else if !self.state.replaced.contains(&ours) {
-            self.state.replaced.push(ours);
+            self.kcm_since = Some(Timestamp::now());
+        } else {
+            if let Some(since) = self.kcm_since.take() {
+                wrote = snapshot(&self.client, &self.namespace, &self.class)
+                    .await
+                    .ok()
+                    .map(|s| faults::written_by_since(&s, faults::KCM_MANAGER, since));
+            }
+            if !self.state.replaced.contains(&ours) {
+                self.state.replaced.push(ours);
+            }
         }
         let logs = self.state.logs_dir();
         let restarted =
             crate::controlplane::restart_controller_manager(&mut self.state, &logs).await;
-        if !to_upstream {
+        let ready = t.elapsed();
+        if to_upstream {
+            // The churn goes on for a while with upstream's controllers at
+            // work, so what is measured next is their convergence, not an
+            // idle cluster's.
+            let until = Instant::now() + Duration::from_millis(rng.u64(10_000..=20_000));
+            while Instant::now() < until {
+                self.supervise();
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+        } else {
             self.replicas.release(ours);
             self.supervise();
         }
         let side = if to_upstream {
-            "our replicas stopped, kube-controller-manager runs the controllers"
+            format!(
+                "our replicas stopped, kube-controller-manager runs the controllers; {:.1}s of churn",
+                (t.elapsed() - ready).as_secs_f64()
+            )
         } else {
-            "kube-controller-manager without the controllers, our replicas started"
+            let wrote = wrote.map_or("unknown".into(), |n| n.to_string());
+            format!(
+                "kube-controller-manager without the controllers, our replicas started; objects it wrote meanwhile: {wrote}"
+            )
         };
         match restarted {
             Ok(()) => format!(
                 "{side} (kube-controller-manager ready after {:.1}s)",
-                t.elapsed().as_secs_f64()
+                ready.as_secs_f64()
             ),
             Err(e) => format!("{side}; kube-controller-manager restart failed: {e}"),
         }
@@ -488,6 +516,7 @@ pub async fn run(state_dir: &Path, opts: ChaosOptions) -> Result<Report, String>
         class: class.clone(),
         checker: checker.clone(),
         churn_paused: Arc::new(AtomicBool::new(true)),
+        kcm_since: None,
     };
     run.log("replicas started; waiting for leaders");
     let Some(up) = run.wait_converged(Instant::now()).await else {
