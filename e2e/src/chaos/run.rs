@@ -568,7 +568,11 @@ pub async fn run(state_dir: &Path, opts: ChaosOptions) -> Result<Report, String>
 
     let mut rng = fastrand::Rng::with_seed(opts.seed ^ 0x5eed_fa17);
     let mut records: Vec<FaultRecord> = vec![];
-    while started.elapsed() < opts.duration {
+    // At least one round, however short the duration: a run without faults
+    // proves nothing.
+    let mut rounds = 0;
+    while rounds == 0 || started.elapsed() < opts.duration {
+        rounds += 1;
         for fault in faults::round(
             &mut rng,
             &UNDERSTUDIES,
