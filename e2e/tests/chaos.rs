@@ -12,6 +12,7 @@
 
 use std::time::Duration;
 
+use understudy_e2e::chaos::faults::FaultKind;
 use understudy_e2e::chaos::{self, ChaosOptions};
 use understudy_e2e::fixture::{Cluster, ClusterSpec, binaries_dir};
 
@@ -63,6 +64,15 @@ async fn a_round_of_faults_under_churn_breaks_no_invariant() {
     assert!(
         report.final_convergence.is_some(),
         "no convergence after the churn:\n{report}"
+    );
+    let hand_back = report
+        .faults
+        .iter()
+        .find(|f| f.fault.kind == FaultKind::KcmHandBack)
+        .expect("kube-controller-manager handed the controllers back");
+    assert!(
+        hand_back.kcm_wrote.is_some_and(|n| n > 0),
+        "kube-controller-manager wrote none of the run's objects while it had the controllers:\n{report}"
     );
     let pauses: Vec<_> = report
         .faults

@@ -33,6 +33,9 @@ pub struct FaultRecord {
     /// From the fault to everything converged; `None`: not within the timeout.
     pub converged_after: Option<Duration>,
     pub pause: Option<PauseWindow>,
+    /// At a `kcm-hands-back`: how many of the run's objects
+    /// kube-controller-manager wrote while it had our controllers' work.
+    pub kcm_wrote: Option<usize>,
 }
 
 #[derive(Clone, Debug, Default)]

@@ -167,6 +167,8 @@ struct Run {
     churn_paused: Arc<AtomicBool>,
     /// When kube-controller-manager took our controllers over, while it has them.
     kcm_since: Option<Timestamp>,
+    /// What it wrote meanwhile, counted at the hand-back for its record.
+    kcm_wrote: Option<usize>,
 }
 
 impl Run {
@@ -299,6 +301,7 @@ impl Run {
                     .await
                     .ok()
                     .map(|s| faults::written_by_since(&s, faults::KCM_MANAGER, since));
+                self.kcm_wrote = wrote;
             }
             if !self.state.replaced.contains(&ours) {
                 self.state.replaced.push(ours);
@@ -517,6 +520,7 @@ pub async fn run(state_dir: &Path, opts: ChaosOptions) -> Result<Report, String>
         checker: checker.clone(),
         churn_paused: Arc::new(AtomicBool::new(true)),
         kcm_since: None,
+        kcm_wrote: None,
     };
     run.log("replicas started; waiting for leaders");
     let Some(up) = run.wait_converged(Instant::now()).await else {
@@ -613,6 +617,7 @@ pub async fn run(state_dir: &Path, opts: ChaosOptions) -> Result<Report, String>
                 note,
                 converged_after,
                 pause,
+                kcm_wrote: run.kcm_wrote.take(),
             });
         }
     }
