@@ -149,9 +149,12 @@ bench: deps toolchain
 	target/release/understudy-bench proxy $(BENCH_PROXY_ARGS)
 
 ## A chaos run on a lab of its own (docs/CHAOS.md): a seeded churn while the
-## understudies' replicas are killed and frozen, the apiserver restarted and etcd
-## compacted; exit 1 on any invariant violation. Default 10 minutes; CHAOS_ARGS
-## passes options, e.g. CHAOS_ARGS="--duration 3m --seed 17" to replay a run.
+## understudies' replicas are killed and frozen, the apiserver restarted, etcd
+## compacted and kube-controller-manager switched in and out for our controllers;
+## exit 1 on any invariant violation. Default 10 minutes; CHAOS_ARGS passes
+## options, e.g. CHAOS_ARGS="--duration 3m --seed 17" to replay a run,
+## "--real-nodes 1" to cut a real node's network too, "--upstream" for
+## upstream's components in ours' places.
 CHAOS_ARGS ?=
 chaos: deps toolchain build
 	$(LAB) chaos --name chaos $(CHAOS_ARGS)

@@ -757,7 +757,10 @@ async fn switch_chart_controllers(
 
 /// Restarts kube-controller-manager with `--controllers` following the
 /// state's replaced understudies.
-async fn restart_controller_manager(state: &mut ClusterState, logs: &Path) -> Result<(), LabError> {
+pub async fn restart_controller_manager(
+    state: &mut ClusterState,
+    logs: &Path,
+) -> Result<(), LabError> {
     const KCM: &str = "kube-controller-manager";
     let old = state
         .process(KCM)

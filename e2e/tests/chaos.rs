@@ -1,7 +1,8 @@
 //! A short chaos run inside the suite: one round of every fault (each
 //! understudy killed with SIGKILL one replica at a time and both at once,
 //! its leader frozen past its lease and resumed, the apiserver restarted,
-//! etcd compacted) under a seeded churn, on kwok nodes. Asserts no
+//! etcd compacted, kube-controller-manager handed our controllers' work
+//! and handing it back) under a seeded churn, on kwok nodes. Asserts no
 //! invariant violated, convergence within the stated time after every
 //! fault and at the end, and no write by a frozen leader after it resumed.
 //!
@@ -11,6 +12,7 @@
 
 use std::time::Duration;
 
+use understudy_e2e::chaos::faults::FaultKind;
 use understudy_e2e::chaos::{self, ChaosOptions};
 use understudy_e2e::fixture::{Cluster, ClusterSpec, binaries_dir};
 
@@ -36,14 +38,18 @@ async fn a_round_of_faults_under_churn_breaks_no_invariant() {
         return;
     };
     // One round: faults start only in the first second; the round then
-    // runs to its end (eight faults).
+    // runs to its end (ten faults).
     let mut options = ChaosOptions::new(Duration::from_secs(1), SEED, binaries_dir());
     options.converge_timeout = CONVERGE;
     let report = chaos::run(&local.state_dir, options)
         .await
         .unwrap_or_else(|e| panic!("chaos run: {e}"));
     println!("{report}");
-    assert_eq!(report.faults.len(), 8, "one round of every fault");
+    assert_eq!(
+        report.faults.len(),
+        10,
+        "one round of every fault, kube-controller-manager switched in and out"
+    );
     assert!(
         report.violations.is_empty(),
         "invariant violations:\n{report}"
@@ -58,6 +64,15 @@ async fn a_round_of_faults_under_churn_breaks_no_invariant() {
     assert!(
         report.final_convergence.is_some(),
         "no convergence after the churn:\n{report}"
+    );
+    let hand_back = report
+        .faults
+        .iter()
+        .find(|f| f.fault.kind == FaultKind::KcmHandBack)
+        .expect("kube-controller-manager handed the controllers back");
+    assert!(
+        hand_back.kcm_wrote.is_some_and(|n| n > 0),
+        "kube-controller-manager wrote none of the run's objects while it had the controllers:\n{report}"
     );
     let pauses: Vec<_> = report
         .faults

@@ -113,6 +113,19 @@ struct ChaosArgs {
     /// Leave the lab running afterwards (for a look at its logs and objects).
     #[arg(long)]
     keep: bool,
+    /// The same run with upstream's components in our components' places
+    /// (two kube-scheduler replicas with a profile named understudy-scheduler,
+    /// two kube-controller-manager replicas running the controllers ours
+    /// replace), for comparison; no kube-controller-manager switch then.
+    #[arg(long)]
+    upstream: bool,
+    /// Do not hand our controllers to kube-controller-manager and back in each round.
+    #[arg(long)]
+    no_kcm_switch: bool,
+    /// Real nodes (kubelet and containerd in network namespaces; root and
+    /// `make deps`), each round cutting one's network off and restoring it.
+    #[arg(long, default_value_t = 0)]
+    real_nodes: usize,
 }
 
 #[derive(Args)]
@@ -448,7 +461,7 @@ async fn chaos(args: ChaosArgs) -> Result<ExitCode, String> {
         components_dir: components_dir.clone(),
         understudy_args: vec![],
         node_lease_seconds: 40,
-        real_nodes: 0,
+        real_nodes: args.real_nodes,
         kwok: true,
         kubelet_args: vec![],
         backend: Backend::Processes,
@@ -463,6 +476,10 @@ async fn chaos(args: ChaosArgs) -> Result<ExitCode, String> {
     let seed = args.seed.unwrap_or_else(|| fastrand::u64(..));
     let mut options = chaos::ChaosOptions::new(args.duration, seed, components_dir);
     options.converge_timeout = args.converge_timeout;
+    options.switch_kcm = !args.no_kcm_switch;
+    if args.upstream {
+        options.flavour = chaos::replicas::Flavour::Upstream;
+    }
     let result = tokio::select! {
         result = chaos::run(&state_dir, options) => result,
         _ = tokio::signal::ctrl_c() => Err("interrupted".to_string()),

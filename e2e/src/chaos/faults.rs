@@ -4,6 +4,10 @@
 use std::fmt;
 use std::time::Duration;
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::jiff::Timestamp;
+
+use super::invariants::Snapshot;
 use crate::controlplane::wait_healthy;
 use crate::process;
 use crate::state::ClusterState;
@@ -22,6 +26,16 @@ pub enum FaultKind {
     /// etcd compacted to its current revision, then the apiserver restarted,
     /// so every watch resumes from a compacted resourceVersion: 410 Gone, relist.
     EtcdCompaction,
+    /// understudy-controllers' replicas stopped and kube-controller-manager
+    /// restarted with the controllers they replace enabled: upstream's
+    /// controllers take over the objects ours made.
+    KcmTakeOver,
+    /// kube-controller-manager restarted with those controllers disabled
+    /// again and our replicas started: ours take back what upstream's made.
+    KcmHandBack,
+    /// A real node's link into the lab's switch down and its apiserver
+    /// relay frozen for some seconds of churn, then both restored.
+    NodeNetworkCut,
 }
 
 impl FaultKind {
@@ -32,6 +46,9 @@ impl FaultKind {
             Self::PauseLeader => "pause-leader",
             Self::ApiserverRestart => "apiserver-restart",
             Self::EtcdCompaction => "etcd-compaction",
+            Self::KcmTakeOver => "kcm-takes-over",
+            Self::KcmHandBack => "kcm-hands-back",
+            Self::NodeNetworkCut => "node-network-cut",
         }
     }
 }
@@ -53,8 +70,19 @@ impl fmt::Display for Fault {
 }
 
 /// One round: every kind of fault once per understudy it applies to, and
-/// once for the control plane, in an order drawn from `rng`.
-pub fn round(rng: &mut fastrand::Rng, understudies: &[Understudy]) -> Vec<Fault> {
+/// once for the control plane, in an order drawn from `rng`. With
+/// `switch_kcm` (and understudy-controllers among `understudies`),
+/// kube-controller-manager takes the controllers over at a drawn place and
+/// hands them back right after (the churn between the two runs on
+/// upstream's controllers), so no fault aimed at our controllers' replicas
+/// falls while they are stopped. With `cut_node`, a real node's network is
+/// cut once too.
+pub fn round(
+    rng: &mut fastrand::Rng,
+    understudies: &[Understudy],
+    switch_kcm: bool,
+    cut_node: bool,
+) -> Vec<Fault> {
     let mut faults = vec![];
     for &target in understudies {
         for kind in [FaultKind::Kill9, FaultKind::KillAll, FaultKind::PauseLeader] {
@@ -67,8 +95,50 @@ pub fn round(rng: &mut fastrand::Rng, understudies: &[Understudy]) -> Vec<Fault>
     for kind in [FaultKind::ApiserverRestart, FaultKind::EtcdCompaction] {
         faults.push(Fault { kind, target: None });
     }
+    if cut_node {
+        faults.push(Fault {
+            kind: FaultKind::NodeNetworkCut,
+            target: None,
+        });
+    }
     rng.shuffle(&mut faults);
+    if switch_kcm && understudies.contains(&Understudy::Controllers) {
+        let at = rng.usize(..=faults.len());
+        for (offset, kind) in [FaultKind::KcmTakeOver, FaultKind::KcmHandBack]
+            .into_iter()
+            .enumerate()
+        {
+            faults.insert(at + offset, Fault { kind, target: None });
+        }
+    }
     faults
+}
+
+/// The field manager of kube-controller-manager's writes (client-go's
+/// default: the program's name).
+pub const KCM_MANAGER: &str = "kube-controller-manager";
+
+/// How many of the listed objects `manager` wrote at or after `since`, by
+/// their managed fields: what shows upstream's controllers did the work
+/// while they had it (the audit log records only the chaos replicas).
+pub fn written_by_since(snapshot: &Snapshot, manager: &str, since: Timestamp) -> usize {
+    let wrote = |meta: &ObjectMeta| {
+        meta.managed_fields.iter().flatten().any(|entry| {
+            entry.manager.as_deref() == Some(manager)
+                && entry.time.as_ref().is_some_and(|t| t.0 >= since)
+        })
+    };
+    let metas = snapshot
+        .pods
+        .iter()
+        .map(|o| &o.metadata)
+        .chain(snapshot.replica_sets.iter().map(|o| &o.metadata))
+        .chain(snapshot.deployments.iter().map(|o| &o.metadata))
+        .chain(snapshot.endpoints.iter().map(|o| &o.metadata))
+        .chain(snapshot.slices.iter().map(|o| &o.metadata))
+        .chain(snapshot.volumes.iter().map(|o| &o.metadata))
+        .chain(snapshot.claims.iter().map(|o| &o.metadata));
+    metas.filter(|m| wrote(m)).count()
 }
 
 const APISERVER: &str = "kube-apiserver";
@@ -147,7 +217,7 @@ mod tests {
     #[test]
     fn a_round_has_each_fault_once_per_target_in_a_seeded_order() {
         let both = [Understudy::Scheduler, Understudy::Controllers];
-        let one = round(&mut fastrand::Rng::with_seed(1), &both);
+        let one = round(&mut fastrand::Rng::with_seed(1), &both, false, false);
         assert_eq!(one.len(), 8);
         for kind in [FaultKind::Kill9, FaultKind::KillAll, FaultKind::PauseLeader] {
             for target in both {
@@ -164,10 +234,103 @@ mod tests {
             2,
             "the apiserver restart and the compaction"
         );
-        assert_eq!(one, round(&mut fastrand::Rng::with_seed(1), &both));
+        assert_eq!(
+            one,
+            round(&mut fastrand::Rng::with_seed(1), &both, false, false)
+        );
         let orders: std::collections::BTreeSet<String> = (0..10)
-            .map(|seed| format!("{:?}", round(&mut fastrand::Rng::with_seed(seed), &both)))
+            .map(|seed| {
+                format!(
+                    "{:?}",
+                    round(&mut fastrand::Rng::with_seed(seed), &both, false, false)
+                )
+            })
             .collect();
         assert!(orders.len() > 1, "the seed decides the order");
+    }
+
+    #[test]
+    fn kcm_takes_over_and_hands_back_next_to_each_other_anywhere_in_a_round() {
+        let both = [Understudy::Scheduler, Understudy::Controllers];
+        let mut places = std::collections::BTreeSet::new();
+        for seed in 0..50 {
+            let faults = round(&mut fastrand::Rng::with_seed(seed), &both, true, false);
+            assert_eq!(faults.len(), 10);
+            let at = |kind| faults.iter().position(|f: &Fault| f.kind == kind);
+            let over = at(FaultKind::KcmTakeOver).expect("take-over");
+            assert_eq!(at(FaultKind::KcmHandBack), Some(over + 1), "{faults:?}");
+            assert_eq!(
+                faults
+                    .iter()
+                    .filter(|f| matches!(f.kind, FaultKind::KcmTakeOver | FaultKind::KcmHandBack))
+                    .count(),
+                2
+            );
+            places.insert(over);
+        }
+        assert!(places.contains(&0) && places.contains(&8), "{places:?}");
+    }
+
+    #[test]
+    fn a_node_network_cut_once_a_round_with_real_nodes() {
+        let both = [Understudy::Scheduler, Understudy::Controllers];
+        let faults = round(&mut fastrand::Rng::with_seed(5), &both, true, true);
+        assert_eq!(faults.len(), 11);
+        assert_eq!(
+            faults
+                .iter()
+                .filter(|f| f.kind == FaultKind::NodeNetworkCut)
+                .count(),
+            1
+        );
+    }
+
+    #[test]
+    fn objects_written_by_a_manager_since_a_time_are_counted_once() {
+        use k8s_openapi::api::apps::v1::ReplicaSet;
+        use k8s_openapi::api::core::v1::Pod;
+        let at = |secs: i64| Timestamp::from_second(1_700_000_000 + secs).unwrap();
+        let meta = |entries: &[(&str, i64)]| -> ObjectMeta {
+            serde_json::from_value(serde_json::json!({
+                "name": "x",
+                "managedFields": entries.iter().map(|(m, t)| serde_json::json!({
+                    "manager": m, "operation": "Update",
+                    "time": at(*t).to_string(),
+                })).collect::<Vec<_>>(),
+            }))
+            .unwrap()
+        };
+        let pod = |entries: &[(&str, i64)]| Pod {
+            metadata: meta(entries),
+            ..Default::default()
+        };
+        let snapshot = Snapshot {
+            pods: vec![
+                pod(&[(KCM_MANAGER, 10), (KCM_MANAGER, 12)]),
+                pod(&[(KCM_MANAGER, 5)]),
+                pod(&[("understudy-controllers", 20)]),
+                pod(&[]),
+            ],
+            replica_sets: vec![ReplicaSet {
+                metadata: meta(&[("understudy-controllers", 1), (KCM_MANAGER, 11)]),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        assert_eq!(written_by_since(&snapshot, KCM_MANAGER, at(10)), 2);
+        assert_eq!(written_by_since(&snapshot, KCM_MANAGER, at(0)), 3);
+        assert_eq!(written_by_since(&snapshot, KCM_MANAGER, at(13)), 0);
+    }
+
+    #[test]
+    fn no_kcm_switch_without_our_controllers() {
+        let faults = round(
+            &mut fastrand::Rng::with_seed(3),
+            &[Understudy::Scheduler],
+            true,
+            false,
+        );
+        assert_eq!(faults.len(), 5);
+        assert!(faults.iter().all(|f| f.kind != FaultKind::KcmTakeOver));
     }
 }

@@ -5,6 +5,7 @@
 pub mod churn;
 pub mod faults;
 pub mod invariants;
+pub mod netcut;
 pub mod replicas;
 pub mod report;
 mod run;

@@ -38,10 +38,34 @@ impl Default for LeaseTiming {
     }
 }
 
+/// Whose components play the understudies' parts in a run.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Flavour {
+    /// understudy-scheduler and understudy-controllers.
+    #[default]
+    Ours,
+    /// kube-scheduler (a profile named `understudy-scheduler`) and
+    /// kube-controller-manager running only the controllers ours replace,
+    /// for comparison.
+    Upstream,
+}
+
+impl Flavour {
+    /// The binary playing `understudy`'s part.
+    pub fn binary(self, understudy: Understudy) -> &'static str {
+        match (self, understudy) {
+            (Self::Upstream, Understudy::Scheduler) => "kube-scheduler",
+            (Self::Upstream, Understudy::Controllers) => "kube-controller-manager",
+            (_, understudy) => understudy.binary(),
+        }
+    }
+}
+
 /// One replica: its process (while running) and how to start it again.
 #[derive(Debug)]
 pub struct Replica {
     pub understudy: Understudy,
+    pub flavour: Flavour,
     /// `<binary>-a`, `<binary>-b`: the process name, Lease identity and user.
     pub name: String,
     pub user: String,
@@ -52,6 +76,9 @@ pub struct Replica {
     pub restarts: u32,
     /// SIGSTOPped: alive but frozen; the supervisor leaves it be.
     pub paused: bool,
+    /// Stopped on purpose while another component does its work (the
+    /// kube-controller-manager switch); the supervisor leaves it stopped.
+    pub held: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -78,10 +105,37 @@ impl Replica {
         format!("{}-{}", self.name, self.restarts)
     }
 
+    /// Whether a Lease's holder is this replica's current process.
+    /// Upstream's components take no identity flag: theirs is the hostname
+    /// and `_<uuid>`, so each runs in a UTS namespace named for it.
+    pub fn holds(&self, holder: &str) -> bool {
+        let identity = self.identity();
+        match self.flavour {
+            Flavour::Ours => holder == identity,
+            Flavour::Upstream => holder
+                .strip_prefix(&identity)
+                .is_some_and(|rest| rest.starts_with('_')),
+        }
+    }
+
     fn spawn(&self) -> Result<ProcessRecord, crate::process::ProcessError> {
-        let mut args = self.args.clone();
-        args.push(format!("--leader-elect-identity={}", self.identity()));
-        process::spawn(&self.name, &self.program, &args, &self.log)
+        match self.flavour {
+            Flavour::Ours => {
+                let mut args = self.args.clone();
+                args.push(format!("--leader-elect-identity={}", self.identity()));
+                process::spawn(&self.name, &self.program, &args, &self.log)
+            }
+            Flavour::Upstream => {
+                // unshare and sh exec: the pid (and process group) stays the component's.
+                let mut args: Vec<String> = ["--uts", "sh", "-c", "hostname \"$0\" && exec \"$@\""]
+                    .map(String::from)
+                    .to_vec();
+                args.push(self.identity());
+                args.push(self.program.display().to_string());
+                args.extend(self.args.iter().cloned());
+                process::spawn(&self.name, Path::new(UNSHARE), &args, &self.log)
+            }
+        }
     }
 
     /// Running and not frozen.
@@ -99,6 +153,7 @@ impl Replicas {
         understudies: &[Understudy],
         per_component: usize,
         lease: LeaseTiming,
+        flavour: Flavour,
     ) -> Result<Self, ReplicaError> {
         let pki = Pki {
             dir: state.state_dir.join("pki"),
@@ -108,7 +163,8 @@ impl Replicas {
         let mut list = vec![];
         for &understudy in understudies {
             for index in 0..per_component {
-                let name = format!("{}-{}", understudy.binary(), (b'a' + index as u8) as char);
+                let binary = flavour.binary(understudy);
+                let name = format!("{binary}-{}", (b'a' + index as u8) as char);
                 let user = format!("chaos:{name}");
                 // One group (a certificate carries one O here): the chaos
                 // group, which the audit policy logs and `grant_cluster_admin` binds.
@@ -125,32 +181,27 @@ impl Replicas {
                 )
                 .map_err(|e| ReplicaError::Io(format!("kubeconfig of {name}: {e}")))?;
                 let port = free_port().map_err(|e| ReplicaError::Io(e.to_string()))?;
-                let mut args = vec![
-                    format!("--kubeconfig={}", kubeconfig.display()),
-                    "--bind-address=127.0.0.1".into(),
-                    format!("--port={port}"),
-                    format!("--leader-elect-resource-namespace={COMPONENT_NAMESPACE}"),
-                    format!(
-                        "--leader-elect-lease-duration={}ms",
-                        lease.duration.as_millis()
+                let (program, args) = match flavour {
+                    Flavour::Ours => (
+                        components_dir.join(binary),
+                        our_args(understudy, &kubeconfig, port, lease),
                     ),
-                    format!(
-                        "--leader-elect-renew-deadline={}ms",
-                        lease.renew_deadline.as_millis()
+                    Flavour::Upstream => (
+                        state.toolchain_dir.join(binary),
+                        upstream_args(
+                            understudy,
+                            &name,
+                            &kubeconfig,
+                            port,
+                            lease,
+                            &state.state_dir,
+                        )?,
                     ),
-                    format!(
-                        "--leader-elect-retry-period={}ms",
-                        lease.retry_period.as_millis()
-                    ),
-                ];
-                if understudy == Understudy::Scheduler {
-                    // The extender API is not under test here: no port to share.
-                    args.push("--extender-port=0".into());
-                }
-                let program = components_dir.join(understudy.binary());
+                };
                 let log = logs.join(format!("{name}.log"));
                 let mut replica = Replica {
                     understudy,
+                    flavour,
                     name,
                     user,
                     program,
@@ -165,6 +216,7 @@ impl Replicas {
                     },
                     restarts: 0,
                     paused: false,
+                    held: false,
                 };
                 replica.record = replica.spawn()?;
                 state.processes.push(replica.record.clone());
@@ -185,9 +237,9 @@ impl Replicas {
         self.list.iter().find(|r| r.name == name)
     }
 
-    /// The replica whose current process holds `identity`.
-    pub fn by_identity(&self, identity: &str) -> Option<&Replica> {
-        self.list.iter().find(|r| r.identity() == identity)
+    /// The replica whose current process holds the Lease as `holder`.
+    pub fn by_identity(&self, holder: &str) -> Option<&Replica> {
+        self.list.iter().find(|r| r.holds(holder))
     }
 
     fn by_name_mut(&mut self, name: &str) -> Option<&mut Replica> {
@@ -224,7 +276,7 @@ impl Replicas {
     pub fn supervise(&mut self, state: &mut ClusterState) -> Vec<String> {
         let mut restarted = vec![];
         for replica in &mut self.list {
-            if replica.paused || replica.record.is_alive() {
+            if replica.paused || replica.held || replica.record.is_alive() {
                 continue;
             }
             replica.restarts += 1;
@@ -249,14 +301,143 @@ impl Replicas {
         restarted
     }
 
-    /// Every replica running (frozen ones count as not running).
+    /// Every replica running (frozen ones count as not running; held ones
+    /// are not expected to run).
     pub fn all_running(&self) -> bool {
-        self.list.iter().all(|r| !r.paused && r.record.is_alive())
+        self.list
+            .iter()
+            .all(|r| r.held || (!r.paused && r.record.is_alive()))
+    }
+
+    /// Stops every replica of `understudy` (SIGTERM, as a Deployment scaled
+    /// to zero would) and keeps them stopped until `release`.
+    pub fn hold(&mut self, understudy: Understudy) {
+        for replica in self.list.iter_mut().filter(|r| r.understudy == understudy) {
+            replica.held = true;
+            if replica.paused {
+                let _ = killpg(Pid::from_raw(replica.record.pid), Signal::SIGCONT);
+                replica.paused = false;
+            }
+            replica.record.stop(Duration::from_secs(10));
+        }
+    }
+
+    /// Lets the supervisor start the replicas of `understudy` again.
+    pub fn release(&mut self, understudy: Understudy) {
+        for replica in self.list.iter_mut().filter(|r| r.understudy == understudy) {
+            replica.held = false;
+        }
+    }
+
+    /// Whether the replicas of `understudy` are held stopped.
+    pub fn held(&self, understudy: Understudy) -> bool {
+        self.of(understudy).all(|r| r.held)
     }
 
     pub fn restarts(&self) -> u32 {
         self.list.iter().map(|r| r.restarts).sum()
     }
+}
+
+const UNSHARE: &str = "/usr/bin/unshare";
+
+fn lease_flags(lease: LeaseTiming) -> Vec<String> {
+    vec![
+        format!("--leader-elect-resource-namespace={COMPONENT_NAMESPACE}"),
+        format!(
+            "--leader-elect-lease-duration={}ms",
+            lease.duration.as_millis()
+        ),
+        format!(
+            "--leader-elect-renew-deadline={}ms",
+            lease.renew_deadline.as_millis()
+        ),
+        format!(
+            "--leader-elect-retry-period={}ms",
+            lease.retry_period.as_millis()
+        ),
+    ]
+}
+
+fn our_args(
+    understudy: Understudy,
+    kubeconfig: &Path,
+    port: u16,
+    lease: LeaseTiming,
+) -> Vec<String> {
+    let mut args = vec![
+        format!("--kubeconfig={}", kubeconfig.display()),
+        "--bind-address=127.0.0.1".into(),
+        format!("--port={port}"),
+    ];
+    args.extend(lease_flags(lease));
+    if understudy == Understudy::Scheduler {
+        // The extender API is not under test here: no port to share.
+        args.push("--extender-port=0".into());
+    }
+    args
+}
+
+/// kube-scheduler's configuration for a run: one profile answering to our
+/// scheduler's name, so the churn's pods go to it unchanged.
+pub fn scheduler_config(kubeconfig: &Path) -> String {
+    format!(
+        "apiVersion: kubescheduler.config.k8s.io/v1\n\
+         kind: KubeSchedulerConfiguration\n\
+         clientConnection:\n  kubeconfig: {}\n\
+         profiles:\n- schedulerName: {}\n",
+        kubeconfig.display(),
+        Understudy::Scheduler.binary()
+    )
+}
+
+/// Upstream's components in our components' places: the same Lease (name,
+/// namespace, timings) and the replica's own credentials. kube-controller-manager
+/// runs only the controllers understudy-controllers replaces, with its own
+/// client for all of them (not one service account each), so the audit log
+/// names the replica.
+fn upstream_args(
+    understudy: Understudy,
+    name: &str,
+    kubeconfig: &Path,
+    port: u16,
+    lease: LeaseTiming,
+    state_dir: &Path,
+) -> Result<Vec<String>, ReplicaError> {
+    let dir = state_dir.join("chaos").join(name);
+    std::fs::create_dir_all(&dir)
+        .map_err(|e| ReplicaError::Io(format!("{}: {e}", dir.display())))?;
+    let config_path = kubeconfig;
+    let kubeconfig = kubeconfig.display();
+    let mut args = vec![
+        format!("--authentication-kubeconfig={kubeconfig}"),
+        format!("--authorization-kubeconfig={kubeconfig}"),
+        "--bind-address=127.0.0.1".into(),
+        format!("--secure-port={port}"),
+        format!("--cert-dir={}", dir.display()),
+        "--leader-elect=true".into(),
+        format!("--leader-elect-resource-name={}", understudy.binary()),
+        "--v=0".into(),
+    ];
+    args.extend(lease_flags(lease));
+    match understudy {
+        Understudy::Scheduler => {
+            let config = dir.join("config.yaml");
+            std::fs::write(&config, scheduler_config(config_path))
+                .map_err(|e| ReplicaError::Io(format!("{}: {e}", config.display())))?;
+            args.push(format!("--config={}", config.display()));
+        }
+        Understudy::Controllers | Understudy::Proxy => {
+            args.push(format!("--kubeconfig={kubeconfig}"));
+            args.push(format!(
+                "--controllers={}",
+                Understudy::Controllers.replaced_controllers().join(",")
+            ));
+            args.push("--kube-api-qps=100".into());
+            args.push("--kube-api-burst=200".into());
+        }
+    }
+    Ok(args)
 }
 
 /// Name of the ClusterRoleBinding giving the replicas' group cluster-admin,
@@ -302,4 +483,78 @@ pub async fn lease(
             let holder = s.holder_identity.filter(|h| !h.is_empty())?;
             Some((holder, s.renew_time.map(|t| t.0)))
         }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn replica(flavour: Flavour, restarts: u32) -> Replica {
+        Replica {
+            understudy: Understudy::Scheduler,
+            flavour,
+            name: "kube-scheduler-a".into(),
+            user: "chaos:kube-scheduler-a".into(),
+            program: PathBuf::new(),
+            args: vec![],
+            log: PathBuf::new(),
+            record: ProcessRecord {
+                name: String::new(),
+                pid: 0,
+                start_ticks: 0,
+                log: PathBuf::new(),
+                args: vec![],
+            },
+            restarts,
+            paused: false,
+            held: false,
+        }
+    }
+
+    #[test]
+    fn an_upstream_holder_is_the_hostname_and_a_uuid() {
+        let r = replica(Flavour::Upstream, 2);
+        assert!(r.holds("kube-scheduler-a-2_6f1c0e1e-3d0b-4c5e-9a34-1b2b3c4d5e6f"));
+        assert!(
+            !r.holds("kube-scheduler-a-1_6f1c0e1e"),
+            "an earlier process"
+        );
+        assert!(
+            !r.holds("kube-scheduler-a-21_6f1c0e1e"),
+            "another restart count"
+        );
+        assert!(
+            !r.holds("kube-scheduler-a-2"),
+            "no uuid: not upstream's form"
+        );
+    }
+
+    #[test]
+    fn ours_hold_by_exact_identity() {
+        let r = replica(Flavour::Ours, 0);
+        assert!(r.holds("kube-scheduler-a-0"));
+        assert!(!r.holds("kube-scheduler-a-0_6f1c0e1e"));
+    }
+
+    #[test]
+    fn upstream_plays_the_understudies_parts() {
+        assert_eq!(
+            Flavour::Upstream.binary(Understudy::Scheduler),
+            "kube-scheduler"
+        );
+        assert_eq!(
+            Flavour::Upstream.binary(Understudy::Controllers),
+            "kube-controller-manager"
+        );
+        assert_eq!(
+            Flavour::Ours.binary(Understudy::Controllers),
+            "understudy-controllers"
+        );
+        let config = scheduler_config(Path::new("/k/s.yaml"));
+        assert!(config.contains("kubeconfig: /k/s.yaml\n"), "{config}");
+        assert!(
+            config.contains("- schedulerName: understudy-scheduler\n"),
+            "{config}"
+        );
+    }
 }

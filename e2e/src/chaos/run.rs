@@ -21,7 +21,8 @@ use kube::api::{Api, DeleteParams, ListParams, ObjectMeta, PostParams};
 use super::churn::{self, Churn};
 use super::faults::{self, Fault, FaultKind};
 use super::invariants::{self, BindingHistory, Invariant, Snapshot, Violation};
-use super::replicas::{self, LeaseTiming, Replicas};
+use super::netcut;
+use super::replicas::{self, Flavour, LeaseTiming, Replicas};
 use super::report::{FaultRecord, PauseWindow, Report};
 use crate::binder::CLASS_LABEL;
 use crate::state::ClusterState;
@@ -43,6 +44,10 @@ pub struct ChaosOptions {
     pub lease: LeaseTiming,
     /// Churn between two faults: drawn from this range.
     pub gap: (Duration, Duration),
+    /// Whether a round hands our controllers to kube-controller-manager and back.
+    pub switch_kcm: bool,
+    /// Whose components are under test.
+    pub flavour: Flavour,
 }
 
 impl ChaosOptions {
@@ -55,6 +60,8 @@ impl ChaosOptions {
             grace: Duration::from_secs(60),
             lease: LeaseTiming::default(),
             gap: (Duration::from_secs(3), Duration::from_secs(10)),
+            switch_kcm: true,
+            flavour: Flavour::Ours,
         }
     }
 }
@@ -158,6 +165,10 @@ struct Run {
     class: String,
     checker: Arc<Mutex<Checker>>,
     churn_paused: Arc<AtomicBool>,
+    /// When kube-controller-manager took our controllers over, while it has them.
+    kcm_since: Option<Timestamp>,
+    /// What it wrote meanwhile, counted at the hand-back for its record.
+    kcm_wrote: Option<usize>,
 }
 
 impl Run {
@@ -180,6 +191,9 @@ impl Run {
     /// frozen process does not count).
     async fn leaders_live(&self, since: Timestamp) -> Result<bool, kube::Error> {
         for understudy in UNDERSTUDIES {
+            if self.replicas.held(understudy) {
+                continue;
+            }
             let Some((holder, renewed)) = replicas::lease(&self.client, understudy).await? else {
                 return Ok(false);
             };
@@ -262,7 +276,126 @@ impl Run {
                     (c, r) => (format!("compaction {c:?}, apiserver restart {r:?}"), None),
                 }
             }
+            (FaultKind::KcmTakeOver, _) => (self.switch_kcm(true, rng).await, None),
+            (FaultKind::KcmHandBack, _) => (self.switch_kcm(false, rng).await, None),
+            (FaultKind::NodeNetworkCut, _) => (self.cut_node(rng).await, None),
             (kind, None) => (format!("{} needs a target", kind.name()), None),
+        }
+    }
+
+    /// Hands the controllers understudy-controllers replaces to
+    /// kube-controller-manager (`to_upstream`) or back: the side giving up
+    /// stops first, as `understudy-lab switch-controllers` does, so the two
+    /// never act at once.
+    async fn switch_kcm(&mut self, to_upstream: bool, rng: &mut fastrand::Rng) -> String {
+        let ours = Understudy::Controllers;
+        let t = Instant::now();
+        let mut wrote = None;
+        if to_upstream {
+            tokio::task::block_in_place(|| self.replicas.hold(ours));
+            self.state.replaced.retain(|u| *u != ours);
+            self.kcm_since = Some(Timestamp::now());
+        } else {
+            if let Some(since) = self.kcm_since.take() {
+                wrote = snapshot(&self.client, &self.namespace, &self.class)
+                    .await
+                    .ok()
+                    .map(|s| faults::written_by_since(&s, faults::KCM_MANAGER, since));
+                self.kcm_wrote = wrote;
+            }
+            if !self.state.replaced.contains(&ours) {
+                self.state.replaced.push(ours);
+            }
+        }
+        let logs = self.state.logs_dir();
+        let restarted =
+            crate::controlplane::restart_controller_manager(&mut self.state, &logs).await;
+        let ready = t.elapsed();
+        if to_upstream {
+            // The churn goes on for a while with upstream's controllers at
+            // work, so what is measured next is their convergence, not an
+            // idle cluster's.
+            let until = Instant::now() + Duration::from_millis(rng.u64(10_000..=20_000));
+            while Instant::now() < until {
+                self.supervise();
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+        } else {
+            self.replicas.release(ours);
+            self.supervise();
+        }
+        let side = if to_upstream {
+            format!(
+                "our replicas stopped, kube-controller-manager runs the controllers; {:.1}s of churn",
+                (t.elapsed() - ready).as_secs_f64()
+            )
+        } else {
+            let wrote = wrote.map_or("unknown".into(), |n| n.to_string());
+            format!(
+                "kube-controller-manager without the controllers, our replicas started; objects it wrote meanwhile: {wrote}"
+            )
+        };
+        match restarted {
+            Ok(()) => format!(
+                "{side} (kube-controller-manager ready after {:.1}s)",
+                ready.as_secs_f64()
+            ),
+            Err(e) => format!("{side}; kube-controller-manager restart failed: {e}"),
+        }
+    }
+
+    /// Cuts a real node off for a drawn 15–25s while the churn goes on,
+    /// then reconnects it; its pods must still be bound to it afterwards.
+    async fn cut_node(&mut self, rng: &mut fastrand::Rng) -> String {
+        let Some(nodes) = self.state.real_nodes.clone() else {
+            return "no real node to cut".into();
+        };
+        let node = nodes.network.node(rng.usize(..nodes.count));
+        let name = node.name();
+        let on_node = |snapshot: &Snapshot| -> HashSet<String> {
+            snapshot
+                .pods
+                .iter()
+                .filter(|p| p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(&name))
+                .filter_map(|p| p.metadata.uid.clone())
+                .collect()
+        };
+        let before = snapshot(&self.client, &self.namespace, &self.class)
+            .await
+            .map(|s| on_node(&s))
+            .unwrap_or_default();
+        let cut_for = Duration::from_millis(rng.u64(15_000..=25_000));
+        if let Err(e) = netcut::set_connected(&self.state, &nodes, &node, false) {
+            return format!("cutting {name} failed: {e}");
+        }
+        let until = Instant::now() + cut_for;
+        while Instant::now() < until {
+            self.supervise();
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        let restored = netcut::set_connected(&self.state, &nodes, &node, true);
+        let kept = match snapshot(&self.client, &self.namespace, &self.class).await {
+            Ok(after) => {
+                let moved = after
+                    .pods
+                    .iter()
+                    .filter(|p| {
+                        let uid = p.metadata.uid.as_deref().unwrap_or_default();
+                        let node_now = p.spec.as_ref().and_then(|s| s.node_name.as_deref());
+                        before.contains(uid) && node_now != Some(name.as_str())
+                    })
+                    .count();
+                format!("{moved} of them bound elsewhere since")
+            }
+            Err(e) => format!("pods unread after the cut: {e}"),
+        };
+        match restored {
+            Ok(()) => format!(
+                "{name} cut off for {:.1}s with {} of the run's pods on it, then reconnected; {kept}",
+                cut_for.as_secs_f64(),
+                before.len()
+            ),
+            Err(e) => format!("{name} cut off; reconnecting failed: {e}"),
         }
     }
 
@@ -358,8 +491,12 @@ pub async fn run(state_dir: &Path, opts: ChaosOptions) -> Result<Report, String>
         &UNDERSTUDIES,
         2,
         opts.lease,
+        opts.flavour,
     )
     .map_err(|e| e.to_string())?;
+    if let Some(nodes) = &state.real_nodes {
+        netcut::create_workload(&client, &namespace, nodes.count).await?;
+    }
     let churn = Churn::new(client.clone(), &namespace, opts.seed);
     let class = churn.class.clone();
     let started = Instant::now();
@@ -382,6 +519,8 @@ pub async fn run(state_dir: &Path, opts: ChaosOptions) -> Result<Report, String>
         class: class.clone(),
         checker: checker.clone(),
         churn_paused: Arc::new(AtomicBool::new(true)),
+        kcm_since: None,
+        kcm_wrote: None,
     };
     run.log("replicas started; waiting for leaders");
     let Some(up) = run.wait_converged(Instant::now()).await else {
@@ -433,8 +572,17 @@ pub async fn run(state_dir: &Path, opts: ChaosOptions) -> Result<Report, String>
 
     let mut rng = fastrand::Rng::with_seed(opts.seed ^ 0x5eed_fa17);
     let mut records: Vec<FaultRecord> = vec![];
-    while started.elapsed() < opts.duration {
-        for fault in faults::round(&mut rng, &UNDERSTUDIES) {
+    // At least one round, however short the duration: a run without faults
+    // proves nothing.
+    let mut rounds = 0;
+    while rounds == 0 || started.elapsed() < opts.duration {
+        rounds += 1;
+        for fault in faults::round(
+            &mut rng,
+            &UNDERSTUDIES,
+            opts.switch_kcm && opts.flavour == Flavour::Ours,
+            run.state.real_nodes.is_some(),
+        ) {
             run.churn_paused.store(false, Ordering::Relaxed);
             let gap = Duration::from_millis(
                 rng.u64(opts.gap.0.as_millis() as u64..=opts.gap.1.as_millis() as u64),
@@ -469,6 +617,7 @@ pub async fn run(state_dir: &Path, opts: ChaosOptions) -> Result<Report, String>
                 note,
                 converged_after,
                 pause,
+                kcm_wrote: run.kcm_wrote.take(),
             });
         }
     }
@@ -524,9 +673,13 @@ pub async fn run(state_dir: &Path, opts: ChaosOptions) -> Result<Report, String>
         let mut c = checker.lock().expect("checker");
         (std::mem::take(&mut c.violations), c.api_errors)
     };
+    let scheduler_users: HashSet<&str> = run
+        .replicas
+        .of(Understudy::Scheduler)
+        .map(|r| r.user.as_str())
+        .collect();
     let by_scheduler = |w: &&crate::audit::Write| {
-        w.user
-            .starts_with(&format!("chaos:{}", Understudy::Scheduler.binary()))
+        scheduler_users.contains(w.user.as_str())
             && (200..300).contains(&w.code)
             && w.resource == "pods"
     };
@@ -542,6 +695,7 @@ pub async fn run(state_dir: &Path, opts: ChaosOptions) -> Result<Report, String>
         .count();
     let report = Report {
         seed: opts.seed,
+        flavour: opts.flavour,
         ran_for: started.elapsed(),
         converge_timeout: opts.converge_timeout,
         faults: records,
