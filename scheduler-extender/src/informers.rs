@@ -402,6 +402,18 @@ pub fn slim_node(node: &mut Node) {
     }
 }
 
+/// The Node/Delete event.
+fn node_deleted(s: &Scheduler, node: Arc<Node>) {
+    s.queue.on_event(
+        QueueEvent::new(
+            ClusterEvent::new(EventResource::Node, ActionType::DELETE),
+            Some(node_info(node)),
+            None,
+        ),
+        MoveFilter::All,
+    );
+}
+
 /// A node as hints see it: its NodeInfo built from the Node alone.
 fn node_info(node: Arc<Node>) -> OwnedObject {
     OwnedObject::Node(Arc::new(NodeInfo::new(node)))
@@ -448,25 +460,32 @@ impl Handler<Node> for Nodes {
             .lock()
             .expect("cache lock")
             .remove_node(&node.name_any());
-        let old = node_info(Arc::new(node));
-        s.queue.on_event(
-            QueueEvent::new(
-                ClusterEvent::new(EventResource::Node, ActionType::DELETE),
-                Some(old),
-                None,
-            ),
-            MoveFilter::All,
-        );
+        node_deleted(s, Arc::new(node));
     }
     fn key(&self, node: &Node) -> String {
         node.name_any()
     }
     fn resync(&self, s: &Scheduler, seen: &HashSet<String>) {
-        let mut cache = s.cache.lock().expect("cache lock");
-        for name in cache.node_names() {
-            if !seen.contains(&name) {
-                cache.remove_node(&name);
-            }
+        let gone: Vec<Arc<Node>> = {
+            let mut cache = s.cache.lock().expect("cache lock");
+            let names: Vec<String> = cache
+                .node_names()
+                .into_iter()
+                .filter(|name| !seen.contains(name))
+                .collect();
+            names
+                .iter()
+                .filter_map(|name| {
+                    let node = cache.node_object(name);
+                    cache.remove_node(name);
+                    node
+                })
+                .collect()
+        };
+        // Deleted while the watch was down: the same event as a watched
+        // deletion (upstream's relist delivers one).
+        for node in gone {
+            node_deleted(s, node);
         }
     }
 }
