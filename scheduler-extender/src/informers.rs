@@ -155,6 +155,9 @@ impl Handler<Pod> for Pods {
                 .unwrap_or_else(|| Arc::new(PodInfo::new(Arc::new(pod.clone()))))
         };
         match pod.spec.as_ref().and_then(|sp| sp.node_name.as_deref()) {
+            // Finished before: its room was freed (and the event sent) then.
+            Some(node) if !node.is_empty() && cached.is_none() && !is_assigned_and_active(&pod) => {
+            }
             Some(node) if !node.is_empty() => {
                 let still_leaving = {
                     let evicting = s.evicting.lock().expect("evicting lock");
@@ -1127,5 +1130,30 @@ mod tests {
         // Its status never said so: the deletion's pod names no node.
         Pods.delete(&s, preemptor);
         assert_eq!(s.queue.counts()[&QueueName::Unschedulable], 0);
+    }
+
+    #[tokio::test]
+    async fn a_finished_pod_frees_its_room_once() {
+        let s = scheduler();
+        Nodes.apply(&s, node("n1", json!(null)));
+        Pods.apply(&s, pod("job", Some("n1")));
+        park_unschedulable(&s, "waiting", "NodeResourcesFit").await;
+        let mut finished = pod("job", Some("n1"));
+        finished.status = Some(serde_json::from_value(json!({"phase": "Succeeded"})).unwrap());
+        Pods.apply(&s, finished.clone());
+        assert_eq!(
+            s.queue.counts()[&QueueName::Unschedulable],
+            0,
+            "finishing frees the room"
+        );
+        let popped = s.queue.pop().await.unwrap();
+        s.queue
+            .requeue_failed(popped, Rejection::by(["NodeResourcesFit"]));
+        Pods.delete(&s, finished);
+        assert_eq!(
+            s.queue.counts()[&QueueName::Unschedulable],
+            1,
+            "its deletion frees nothing more"
+        );
     }
 }

@@ -546,8 +546,17 @@ impl SchedulingQueue {
                         self.arrived(&inner, &uid, "UnscheduledPodUpdate");
                     }
                 }
-                // Re-key: the priority may have changed.
-                Place::Active(_) => Self::activate(&mut inner, &uid, now),
+                // Re-keyed for a changed priority, keeping its place in time
+                // (upstream's activeQ update keeps the timestamp).
+                Place::Active(_) => {
+                    let entry = &inner.entries[&uid];
+                    let key = (
+                        Reverse(entry.info.pod.priority),
+                        entry.info.timestamp,
+                        entry.seq,
+                    );
+                    Self::place(&mut inner, &uid, Place::Active(key));
+                }
                 // The attempt in flight used the old spec: its failure asks
                 // the hints about this update.
                 Place::InFlight => {
