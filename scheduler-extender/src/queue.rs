@@ -149,6 +149,10 @@ impl MoveFilter {
 struct Inner {
     active: BTreeSet<ActiveKey>,
     backoff: BTreeSet<BackoffKey>,
+    /// Pods backing off from an error, apart (upstream's errorBackoffQ):
+    /// they are never popped early, so an idle queue looks at `backoff`
+    /// alone.
+    error_backoff: BTreeSet<BackoffKey>,
     /// Unschedulable pods by the time they became so: moves and the periodic
     /// flush touch only these, never the whole queue.
     unschedulable: BTreeSet<(Instant, u64)>,
@@ -386,13 +390,16 @@ impl SchedulingQueue {
             return;
         };
         let seq = entry.seq;
+        let after_error = entry.info.consecutive_errors > 0;
         let old = std::mem::replace(&mut entry.place, place);
         match old {
             Place::Active(k) => {
                 inner.active.remove(&k);
             }
             Place::Backoff(key) => {
-                inner.backoff.remove(&key);
+                if !inner.backoff.remove(&key) {
+                    inner.error_backoff.remove(&key);
+                }
             }
             Place::Unschedulable(t) => {
                 inner.unschedulable.remove(&(t, seq));
@@ -408,6 +415,9 @@ impl SchedulingQueue {
         match place {
             Place::Active(k) => {
                 inner.active.insert(k);
+            }
+            Place::Backoff(key) if after_error => {
+                inner.error_backoff.insert(key);
             }
             Place::Backoff(key) => {
                 inner.backoff.insert(key);
@@ -801,10 +811,13 @@ impl SchedulingQueue {
     fn flush(&self, inner: &mut Inner) -> Option<Instant> {
         let now = Instant::now();
         let window = self.window(now);
-        while let Some(&(ends, _, _, seq)) = inner.backoff.iter().next() {
-            if ends >= window {
+        loop {
+            let ended = |set: &BTreeSet<BackoffKey>| set.first().copied().filter(|k| k.0 < window);
+            let Some((_, _, _, seq)) =
+                ended(&inner.backoff).or_else(|| ended(&inner.error_backoff))
+            else {
                 break;
-            }
+            };
             let uid = inner.by_seq.get(&seq).cloned().expect("seq indexed");
             Self::activate(inner, &uid, now);
             self.arrived(inner, &uid, "BackoffComplete");
@@ -817,11 +830,11 @@ impl SchedulingQueue {
             self.activate_or_backoff(inner, &uid, now);
             self.arrived(inner, &uid, "UnschedulableTimeout");
         }
-        let next_backoff = inner
-            .backoff
-            .iter()
-            .next()
-            .map(|(ends, ..)| self.epoch + Duration::from_secs(ends + 1));
+        let next_backoff = [inner.backoff.first(), inner.error_backoff.first()]
+            .into_iter()
+            .flatten()
+            .map(|(ends, ..)| self.epoch + Duration::from_secs(ends + 1))
+            .min();
         let next_stale = inner
             .unschedulable
             .iter()
@@ -879,13 +892,7 @@ impl SchedulingQueue {
     /// The backing-off pod whose backoff ends first, if it backs off from
     /// being unschedulable (error backoffs are waited out in full).
     fn first_unschedulable_backoff(inner: &Inner) -> Option<u64> {
-        inner.backoff.iter().map(|key| key.3).find(|seq| {
-            inner
-                .by_seq
-                .get(seq)
-                .and_then(|uid| inner.entries.get(uid))
-                .is_some_and(|e| e.info.consecutive_errors == 0)
-        })
+        inner.backoff.first().map(|key| key.3)
     }
 
     pub fn close(&self) {
@@ -898,7 +905,10 @@ impl SchedulingQueue {
         let inner = self.inner.lock().expect("queue lock");
         HashMap::from([
             (QueueName::Active, inner.active.len() + inner.in_flight),
-            (QueueName::Backoff, inner.backoff.len()),
+            (
+                QueueName::Backoff,
+                inner.backoff.len() + inner.error_backoff.len(),
+            ),
             (QueueName::Unschedulable, inner.unschedulable.len()),
             (QueueName::Gated, inner.gated),
         ])
