@@ -122,13 +122,26 @@ async fn scheduler_workload(client: &Client, ns: &str) -> Vec<String> {
 
     pods::create(&pods, scheduled_pod("huge", ns, None, "64", json!({}))).await;
     pods::wait_unschedulable(&pods, "huge", T).await.unwrap();
-    // A node change retries the pod; the same failure again extends the
-    // Event's series (a patch) instead of writing a new Event.
-    let nodes: Api<k8s_openapi::api::core::v1::Node> = Api::all(client.clone());
+    // A pod bound to the node and deleted frees room as far as
+    // NodeResourcesFit's queueing hint knows, so the pod is retried; the
+    // same failure again extends the Event's series (a patch) instead of
+    // writing a new Event. (A node label no pod selects would retry
+    // nothing: the hints skip it, as upstream's.)
+    let pokes = std::sync::atomic::AtomicU32::new(0);
     wait::until("FailedScheduling to recur as a series", T, || async {
-        let label = json!({"metadata": {"labels": {"understudy.dev/poke": jiff::Timestamp::now().as_second().to_string()}}});
-        nodes
-            .patch(&node, &PatchParams::default(), &Patch::Merge(label))
+        let name = format!(
+            "poke-{}",
+            pokes.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        );
+        let bound: Pod = from_json(json!({
+            "metadata": {"name": name},
+            "spec": {"nodeName": node,
+                     "containers": [{"name": "c", "image": "registry.k8s.io/pause:3.10"}]},
+        }));
+        pods.create(&PostParams::default(), &bound)
+            .await
+            .map_err(|e| e.to_string())?;
+        pods.delete(&name, &kube::api::DeleteParams::default().grace_period(0))
             .await
             .map_err(|e| e.to_string())?;
         let events = pods::events_for(client, ns, "huge").await;
