@@ -16,7 +16,7 @@ use crate::understudies::Understudy;
 
 pub enum Cast {
     Processes(Replicas),
-    Pods(PodReplicas),
+    Pods(Box<PodReplicas>),
 }
 
 impl Cast {

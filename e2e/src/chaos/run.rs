@@ -557,11 +557,11 @@ pub async fn run(state_dir: &Path, opts: ChaosOptions) -> Result<Report, String>
             if opts.switch_kcm {
                 println!("kube-controller-manager switch skipped: {NO_KCM_SWITCH_WITH_THE_CHART}");
             }
-            Cast::Pods(
+            Cast::Pods(Box::new(
                 PodReplicas::new(client.clone(), &UNDERSTUDIES, PER_COMPONENT)
                     .await
                     .map_err(|e| format!("listing the chart's pods: {e}"))?,
-            )
+            ))
         }
     };
     if let Some(nodes) = &state.real_nodes {
