@@ -66,7 +66,14 @@ struct Event {
 #[derive(Deserialize)]
 struct User {
     username: String,
+    /// A bound ServiceAccount token's claims, among them the pod it was
+    /// issued to (`authentication.kubernetes.io/pod-name`).
+    #[serde(default)]
+    extra: BTreeMap<String, Vec<String>>,
 }
+
+/// The user-info extra naming the pod a ServiceAccount token was bound to.
+const POD_NAME_EXTRA: &str = "authentication.kubernetes.io/pod-name";
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -142,6 +149,9 @@ pub struct Write {
     pub code: u16,
     /// When the apiserver received the request.
     pub at: k8s_openapi::jiff::Timestamp,
+    /// The pod whose ServiceAccount token made the request: what tells
+    /// apart two replicas sharing one ServiceAccount.
+    pub pod: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -177,8 +187,14 @@ pub fn writes(text: &str) -> Vec<Write> {
         .filter(|e| e.stage == "ResponseComplete" && WRITE_VERBS.contains(&e.verb.as_str()))
         .filter_map(|e| {
             let object = e.object_ref?;
+            let pod = e
+                .user
+                .extra
+                .get(POD_NAME_EXTRA)
+                .and_then(|p| p.first().cloned());
             Some(Write {
                 user: e.user.username,
+                pod,
                 verb: e.verb,
                 resource: object.resource?,
                 subresource: object.subresource,
@@ -394,5 +410,17 @@ not json"#;
         assert_eq!(found[0].subresource.as_deref(), Some("binding"));
         assert_eq!(found[0].code, 201);
         assert_eq!(found[0].at.to_string(), "2026-12-06T10:00:00.5Z");
+        assert_eq!(found[0].pod, None, "a certificate names no pod");
+    }
+
+    #[test]
+    fn a_bound_token_names_the_pod_that_wrote() {
+        let log = r#"{"stage":"ResponseComplete","verb":"update","user":{"username":"system:serviceaccount:understudy-system:understudy-scheduler","extra":{"authentication.kubernetes.io/pod-name":["understudy-scheduler-7d9-abcde"],"authentication.kubernetes.io/pod-uid":["u1"]}},"objectRef":{"resource":"leases","namespace":"understudy-system","name":"understudy-scheduler"},"responseStatus":{"code":200},"requestReceivedTimestamp":"2026-12-06T10:00:00Z"}"#;
+        let found = writes(log);
+        assert_eq!(found.len(), 1);
+        assert_eq!(
+            found[0].pod.as_deref(),
+            Some("understudy-scheduler-7d9-abcde")
+        );
     }
 }

@@ -147,7 +147,8 @@ pub fn lab_values(
         "key": REAL_NODE_LABEL, "operator": "Exists", "effect": "NoSchedule",
     }]);
     let replaced: Vec<&str> = Understudy::Controllers.replaced_controllers().to_vec();
-    json!({
+    let (scheduler_args, scheduler_lease) = scheduler_args(extra_args);
+    let mut values = json!({
         "image": {
             "repository": images::UNDERSTUDY_REPOSITORY,
             "tag": images::TAG,
@@ -157,7 +158,7 @@ pub fn lab_values(
             "enabled": enabled.contains(&Understudy::Scheduler),
             "nodeSelector": on_real_nodes,
             "tolerations": tolerate_real_node,
-            "extraArgs": extra_args,
+            "extraArgs": scheduler_args,
         },
         "controllers": {
             "enabled": enabled.contains(&Understudy::Controllers),
@@ -183,7 +184,37 @@ pub fn lab_values(
             "k8sServicePort": apiserver_port.to_string(),
             "extraArgs": extra_args,
         },
-    })
+    });
+    if !scheduler_lease.is_empty() {
+        values["scheduler"]["leaderElection"] = Value::Object(scheduler_lease);
+    }
+    values
+}
+
+/// The scheduler's extra arguments without the lease timing flags, and
+/// those timings as its configuration's `leaderElection` fields: the
+/// scheduler takes them from its configuration file, which the chart
+/// always gives it, as kube-scheduler does.
+fn scheduler_args(extra_args: &[String]) -> (Vec<String>, serde_json::Map<String, Value>) {
+    const TIMINGS: [(&str, &str); 3] = [
+        ("--leader-elect-lease-duration=", "leaseDuration"),
+        ("--leader-elect-renew-deadline=", "renewDeadline"),
+        ("--leader-elect-retry-period=", "retryPeriod"),
+    ];
+    let mut args = vec![];
+    let mut lease = serde_json::Map::new();
+    for arg in extra_args {
+        match TIMINGS
+            .iter()
+            .find_map(|(flag, field)| Some((*field, arg.strip_prefix(flag)?)))
+        {
+            Some((field, value)) => {
+                lease.insert(field.into(), value.into());
+            }
+            None => args.push(arg.clone()),
+        }
+    }
+    (args, lease)
 }
 
 /// `helm` against one cluster.
@@ -564,12 +595,39 @@ mod tests {
             REAL_NODE_LABEL
         );
         assert_eq!(values["scheduler"]["extraArgs"][0], "--v=4");
+        assert!(
+            values["scheduler"].get("leaderElection").is_none(),
+            "the chart's default timings"
+        );
         assert_eq!(
             values["controllers"]["controllers"]
                 .as_array()
                 .unwrap()
                 .len(),
             Understudy::Controllers.replaced_controllers().len()
+        );
+    }
+
+    #[test]
+    fn the_schedulers_lease_timings_go_to_its_configuration() {
+        let state = crate::state::ClusterState::default();
+        let args: Vec<String> = [
+            "--leader-elect-lease-duration=6000ms",
+            "--v=4",
+            "--leader-elect-retry-period=1000ms",
+        ]
+        .map(String::from)
+        .to_vec();
+        let values = lab_values(&state, &parse_set("scheduler,controllers").unwrap(), &args);
+        assert_eq!(values["scheduler"]["extraArgs"], json!(["--v=4"]));
+        assert_eq!(
+            values["scheduler"]["leaderElection"],
+            json!({"leaseDuration": "6000ms", "retryPeriod": "1000ms"})
+        );
+        assert_eq!(
+            values["controllers"]["extraArgs"],
+            json!(args),
+            "the controllers take the flags"
         );
     }
 

@@ -126,6 +126,12 @@ struct ChaosArgs {
     /// `make deps`), each round cutting one's network off and restoring it.
     #[arg(long, default_value_t = 0)]
     real_nodes: usize,
+    /// How the understudies run: `processes` the run starts on this host,
+    /// or `chart`: the chart's pods on the real nodes (implies
+    /// --real-nodes=1 at least), their containers killed and frozen on the
+    /// node and their pods deleted.
+    #[arg(long, value_enum, default_value_t = Backend::Processes)]
+    backend: Backend,
 }
 
 #[derive(Args)]
@@ -447,24 +453,48 @@ async fn chaos(args: ChaosArgs) -> Result<ExitCode, String> {
         None => own_dir()?,
     };
     let state_dir = args.target.dir();
+    let chart = args.backend == Backend::Chart;
+    if chart && args.upstream {
+        return Err(
+            "--upstream runs upstream's components as processes: not with --backend chart".into(),
+        );
+    }
+    let seed = args.seed.unwrap_or_else(|| fastrand::u64(..));
+    let mut options = chaos::ChaosOptions::new(args.duration, seed, components_dir.clone());
+    options.converge_timeout = args.converge_timeout;
+    options.switch_kcm = !args.no_kcm_switch;
+    options.backend = args.backend;
+    if args.upstream {
+        options.flavour = chaos::replicas::Flavour::Upstream;
+    }
     let opts = LabOptions {
         name: args.target.name.clone(),
         state_dir: state_dir.clone(),
         nodes: args.nodes,
         node_template: NodeTemplate::default(),
-        // Upstream's scheduler and controllers stay out of our pods' way;
-        // the run starts two replicas of each understudy itself.
+        // Upstream's scheduler and controllers stay out of our pods' way.
+        // With processes the run starts two replicas of each understudy
+        // itself; with the chart the lab installs them, with the run's
+        // lease timings.
         replaced: understudies::parse_set("scheduler,controllers")?,
-        start_understudies: false,
+        start_understudies: chart,
         kube_scheduler: true,
         apiserver_port: None,
         components_dir: components_dir.clone(),
-        understudy_args: vec![],
+        understudy_args: if chart {
+            chaos::replicas::timing_flags(options.lease)
+        } else {
+            vec![]
+        },
         node_lease_seconds: 40,
-        real_nodes: args.real_nodes,
+        real_nodes: if chart {
+            args.real_nodes.max(1)
+        } else {
+            args.real_nodes
+        },
         kwok: true,
         kubelet_args: vec![],
-        backend: Backend::Processes,
+        backend: args.backend,
         proxy_mode: Default::default(),
     };
     eprintln!(
@@ -473,13 +503,6 @@ async fn chaos(args: ChaosArgs) -> Result<ExitCode, String> {
         state_dir.display()
     );
     controlplane::up(&opts).await.map_err(|e| e.to_string())?;
-    let seed = args.seed.unwrap_or_else(|| fastrand::u64(..));
-    let mut options = chaos::ChaosOptions::new(args.duration, seed, components_dir);
-    options.converge_timeout = args.converge_timeout;
-    options.switch_kcm = !args.no_kcm_switch;
-    if args.upstream {
-        options.flavour = chaos::replicas::Flavour::Upstream;
-    }
     let result = tokio::select! {
         result = chaos::run(&state_dir, options) => result,
         _ = tokio::signal::ctrl_c() => Err("interrupted".to_string()),

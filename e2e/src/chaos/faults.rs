@@ -19,6 +19,9 @@ pub enum FaultKind {
     Kill9,
     /// `kill -9` of every replica of an understudy at once.
     KillAll,
+    /// One pod of an understudy deleted with grace period 0 (chart
+    /// backend): its ReplicaSet makes another.
+    DeletePod,
     /// The leader SIGSTOPped until the other replica holds its Lease, then SIGCONT.
     PauseLeader,
     /// kube-apiserver stopped and started again.
@@ -43,6 +46,7 @@ impl FaultKind {
         match self {
             Self::Kill9 => "kill-9",
             Self::KillAll => "kill-9-all-replicas",
+            Self::DeletePod => "delete-pod",
             Self::PauseLeader => "pause-leader",
             Self::ApiserverRestart => "apiserver-restart",
             Self::EtcdCompaction => "etcd-compaction",
@@ -76,16 +80,22 @@ impl fmt::Display for Fault {
 /// hands them back right after (the churn between the two runs on
 /// upstream's controllers), so no fault aimed at our controllers' replicas
 /// falls while they are stopped. With `cut_node`, a real node's network is
-/// cut once too.
+/// cut once too. With `delete_pods` (the understudies run as pods), one
+/// pod of each is deleted at once too.
 pub fn round(
     rng: &mut fastrand::Rng,
     understudies: &[Understudy],
     switch_kcm: bool,
     cut_node: bool,
+    delete_pods: bool,
 ) -> Vec<Fault> {
     let mut faults = vec![];
     for &target in understudies {
-        for kind in [FaultKind::Kill9, FaultKind::KillAll, FaultKind::PauseLeader] {
+        let mut kinds = vec![FaultKind::Kill9, FaultKind::KillAll, FaultKind::PauseLeader];
+        if delete_pods {
+            kinds.push(FaultKind::DeletePod);
+        }
+        for kind in kinds {
             faults.push(Fault {
                 kind,
                 target: Some(target),
@@ -217,7 +227,7 @@ mod tests {
     #[test]
     fn a_round_has_each_fault_once_per_target_in_a_seeded_order() {
         let both = [Understudy::Scheduler, Understudy::Controllers];
-        let one = round(&mut fastrand::Rng::with_seed(1), &both, false, false);
+        let one = round(&mut fastrand::Rng::with_seed(1), &both, false, false, false);
         assert_eq!(one.len(), 8);
         for kind in [FaultKind::Kill9, FaultKind::KillAll, FaultKind::PauseLeader] {
             for target in both {
@@ -236,13 +246,19 @@ mod tests {
         );
         assert_eq!(
             one,
-            round(&mut fastrand::Rng::with_seed(1), &both, false, false)
+            round(&mut fastrand::Rng::with_seed(1), &both, false, false, false)
         );
         let orders: std::collections::BTreeSet<String> = (0..10)
             .map(|seed| {
                 format!(
                     "{:?}",
-                    round(&mut fastrand::Rng::with_seed(seed), &both, false, false)
+                    round(
+                        &mut fastrand::Rng::with_seed(seed),
+                        &both,
+                        false,
+                        false,
+                        false
+                    )
                 )
             })
             .collect();
@@ -254,7 +270,13 @@ mod tests {
         let both = [Understudy::Scheduler, Understudy::Controllers];
         let mut places = std::collections::BTreeSet::new();
         for seed in 0..50 {
-            let faults = round(&mut fastrand::Rng::with_seed(seed), &both, true, false);
+            let faults = round(
+                &mut fastrand::Rng::with_seed(seed),
+                &both,
+                true,
+                false,
+                false,
+            );
             assert_eq!(faults.len(), 10);
             let at = |kind| faults.iter().position(|f: &Fault| f.kind == kind);
             let over = at(FaultKind::KcmTakeOver).expect("take-over");
@@ -274,7 +296,7 @@ mod tests {
     #[test]
     fn a_node_network_cut_once_a_round_with_real_nodes() {
         let both = [Understudy::Scheduler, Understudy::Controllers];
-        let faults = round(&mut fastrand::Rng::with_seed(5), &both, true, true);
+        let faults = round(&mut fastrand::Rng::with_seed(5), &both, true, true, false);
         assert_eq!(faults.len(), 11);
         assert_eq!(
             faults
@@ -323,11 +345,28 @@ mod tests {
     }
 
     #[test]
+    fn a_pod_of_each_understudy_deleted_once_a_round_with_the_chart() {
+        let both = [Understudy::Scheduler, Understudy::Controllers];
+        let faults = round(&mut fastrand::Rng::with_seed(7), &both, false, true, true);
+        assert_eq!(faults.len(), 11);
+        for target in both {
+            assert_eq!(
+                faults
+                    .iter()
+                    .filter(|f| f.kind == FaultKind::DeletePod && f.target == Some(target))
+                    .count(),
+                1
+            );
+        }
+    }
+
+    #[test]
     fn no_kcm_switch_without_our_controllers() {
         let faults = round(
             &mut fastrand::Rng::with_seed(3),
             &[Understudy::Scheduler],
             true,
+            false,
             false,
         );
         assert_eq!(faults.len(), 5);

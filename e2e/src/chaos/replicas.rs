@@ -342,8 +342,17 @@ impl Replicas {
 const UNSHARE: &str = "/usr/bin/unshare";
 
 fn lease_flags(lease: LeaseTiming) -> Vec<String> {
+    let mut flags = vec![format!(
+        "--leader-elect-resource-namespace={COMPONENT_NAMESPACE}"
+    )];
+    flags.extend(timing_flags(lease));
+    flags
+}
+
+/// The flags of a lease's timings (the chart's pods take these as extra
+/// arguments; their namespace is the release's).
+pub fn timing_flags(lease: LeaseTiming) -> Vec<String> {
     vec![
-        format!("--leader-elect-resource-namespace={COMPONENT_NAMESPACE}"),
         format!(
             "--leader-elect-lease-duration={}ms",
             lease.duration.as_millis()
@@ -474,7 +483,16 @@ pub async fn lease(
     client: &Client,
     understudy: Understudy,
 ) -> Result<Option<(String, Option<k8s_openapi::jiff::Timestamp>)>, kube::Error> {
-    let leases: Api<Lease> = Api::namespaced(client.clone(), COMPONENT_NAMESPACE);
+    lease_in(client, COMPONENT_NAMESPACE, understudy).await
+}
+
+/// The same, for a Lease in `namespace` (the chart's release namespace).
+pub async fn lease_in(
+    client: &Client,
+    namespace: &str,
+    understudy: Understudy,
+) -> Result<Option<(String, Option<k8s_openapi::jiff::Timestamp>)>, kube::Error> {
+    let leases: Api<Lease> = Api::namespaced(client.clone(), namespace);
     Ok(leases
         .get_opt(understudy.binary())
         .await?

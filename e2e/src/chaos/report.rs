@@ -16,6 +16,9 @@ use super::replicas::Flavour;
 pub struct PauseWindow {
     pub replica: String,
     pub user: String,
+    /// The pod, when the replica is one: its writes are told from its
+    /// twin's (the same ServiceAccount user) by the pod their token names.
+    pub pod: Option<String>,
     pub resumed: Timestamp,
     pub until: Option<Timestamp>,
     /// Counted from the audit log once the run is over.
@@ -42,6 +45,7 @@ pub struct FaultRecord {
 pub struct Report {
     pub seed: u64,
     pub flavour: Flavour,
+    pub backend: crate::chart::Backend,
     pub ran_for: Duration,
     pub converge_timeout: Duration,
     pub faults: Vec<FaultRecord>,
@@ -97,6 +101,12 @@ impl fmt::Display for Report {
                 Flavour::Upstream => ", upstream's kube-scheduler and kube-controller-manager",
             }
         )?;
+        if self.backend == crate::chart::Backend::Chart {
+            writeln!(
+                f,
+                "understudies: the chart's pods on the real nodes (kills and freezes act on their containers' processes)"
+            )?;
+        }
         let mut by_kind: BTreeMap<FaultKind, usize> = BTreeMap::new();
         for record in &self.faults {
             *by_kind.entry(record.fault.kind).or_default() += 1;

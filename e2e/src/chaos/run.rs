@@ -18,13 +18,16 @@ use k8s_openapi::jiff::Timestamp;
 use kube::Client;
 use kube::api::{Api, DeleteParams, ListParams, ObjectMeta, PostParams};
 
+use super::cast::Cast;
 use super::churn::{self, Churn};
 use super::faults::{self, Fault, FaultKind};
 use super::invariants::{self, BindingHistory, Invariant, Snapshot, Violation};
 use super::netcut;
+use super::pods::PodReplicas;
 use super::replicas::{self, Flavour, LeaseTiming, Replicas};
 use super::report::{FaultRecord, PauseWindow, Report};
 use crate::binder::CLASS_LABEL;
+use crate::chart::Backend;
 use crate::state::ClusterState;
 use crate::understudies::Understudy;
 use crate::wait;
@@ -48,6 +51,8 @@ pub struct ChaosOptions {
     pub switch_kcm: bool,
     /// Whose components are under test.
     pub flavour: Flavour,
+    /// Processes the run starts, or the pods the lab's chart installed.
+    pub backend: Backend,
 }
 
 impl ChaosOptions {
@@ -62,11 +67,20 @@ impl ChaosOptions {
             gap: (Duration::from_secs(3), Duration::from_secs(10)),
             switch_kcm: true,
             flavour: Flavour::Ours,
+            backend: Backend::Processes,
         }
     }
 }
 
 const UNDERSTUDIES: [Understudy; 2] = [Understudy::Scheduler, Understudy::Controllers];
+
+/// Replicas of each understudy: the chart's default, and the run's own.
+const PER_COMPONENT: usize = 2;
+
+/// Why the chart backend skips the kube-controller-manager switch.
+pub const NO_KCM_SWITCH_WITH_THE_CHART: &str = "with --backend chart our controllers run their own Deployment: \
+handing it to kube-controller-manager and back means both run for a moment (the chart's bootstrap, \
+tested by the chart e2e tests), not the never-both switch this fault measures";
 
 /// Lists what the invariants read: the run's namespace and volume class,
 /// and every node.
@@ -158,7 +172,7 @@ fn settled(snapshot: &Snapshot) -> bool {
 struct Run {
     client: Client,
     state: ClusterState,
-    replicas: Replicas,
+    cast: Cast,
     opts: ChaosOptions,
     started: Instant,
     namespace: String,
@@ -180,9 +194,9 @@ impl Run {
         );
     }
 
-    fn supervise(&mut self) {
-        for name in self.replicas.supervise(&mut self.state) {
-            self.log(format!("restarted {name}"));
+    async fn supervise(&mut self) {
+        for line in self.cast.supervise(&mut self.state).await {
+            self.log(line);
         }
     }
 
@@ -191,14 +205,13 @@ impl Run {
     /// frozen process does not count).
     async fn leaders_live(&self, since: Timestamp) -> Result<bool, kube::Error> {
         for understudy in UNDERSTUDIES {
-            if self.replicas.held(understudy) {
+            if self.cast.held(understudy) {
                 continue;
             }
-            let Some((holder, renewed)) = replicas::lease(&self.client, understudy).await? else {
+            let Some((holder, renewed)) = self.cast.lease(&self.client, understudy).await? else {
                 return Ok(false);
             };
-            let live = self.replicas.by_identity(&holder).is_some_and(|r| r.live());
-            if !live || renewed.is_none_or(|t| t < since) {
+            if !self.cast.holder_live(&holder, renewed, since) {
                 return Ok(false);
             }
         }
@@ -212,8 +225,8 @@ impl Run {
         let deadline = Instant::now() + self.opts.converge_timeout;
         let since_wall = Timestamp::now() - since.elapsed();
         while Instant::now() < deadline {
-            self.supervise();
-            if self.replicas.all_running() && self.leaders_live(since_wall).await.unwrap_or(false) {
+            self.supervise().await;
+            if self.cast.all_running() && self.leaders_live(since_wall).await.unwrap_or(false) {
                 match snapshot(&self.client, &self.namespace, &self.class).await {
                     Ok(s) if s.check().is_empty() && settled(&s) => return Some(since.elapsed()),
                     Ok(_) => {}
@@ -232,27 +245,37 @@ impl Run {
     ) -> (String, Option<PauseWindow>) {
         match (fault.kind, fault.target) {
             (FaultKind::Kill9, Some(target)) => {
-                let names: Vec<String> = self.replicas.of(target).map(|r| r.name.clone()).collect();
-                let victim = names[rng.usize(..names.len())].clone();
-                let leader = replicas::leader(&self.client, target).await.ok().flatten();
-                let was_leader = leader
-                    .as_deref()
-                    .and_then(|h| self.replicas.by_identity(h))
-                    .is_some_and(|r| r.name == victim);
-                self.replicas.kill9(&victim);
-                let role = if was_leader {
-                    "the leader"
-                } else {
-                    "a follower"
+                let Some((victim, role)) = self.pick(target, rng).await else {
+                    return (format!("no replica of {target} to kill"), None);
                 };
-                (format!("killed {victim} ({role})"), None)
+                match self.cast.kill9(&victim) {
+                    Ok(what) => (format!("killed {what} ({role})"), None),
+                    Err(e) => (format!("killing {victim} failed: {e}"), None),
+                }
             }
             (FaultKind::KillAll, Some(target)) => {
-                let names: Vec<String> = self.replicas.of(target).map(|r| r.name.clone()).collect();
-                for name in &names {
-                    self.replicas.kill9(name);
+                let killed: Vec<String> = self
+                    .cast
+                    .names(target)
+                    .iter()
+                    .map(|name| self.cast.kill9(name).unwrap_or_else(|e| format!("({e})")))
+                    .collect();
+                (format!("killed {}", killed.join(" and ")), None)
+            }
+            (FaultKind::DeletePod, Some(target)) => {
+                let Some((victim, role)) = self.pick(target, rng).await else {
+                    return (format!("no pod of {target} to delete"), None);
+                };
+                let Cast::Pods(pods) = &self.cast else {
+                    return ("pods are deleted only with --backend chart".into(), None);
+                };
+                match pods.delete_now(&victim).await {
+                    Ok(()) => (
+                        format!("deleted pod {victim} ({role}) with grace period 0"),
+                        None,
+                    ),
+                    Err(e) => (format!("deleting pod {victim} failed: {e}"), None),
                 }
-                (format!("killed {}", names.join(" and ")), None)
             }
             (FaultKind::PauseLeader, Some(target)) => self.pause_leader(target).await,
             (FaultKind::ApiserverRestart, _) => {
@@ -283,6 +306,30 @@ impl Run {
         }
     }
 
+    /// A replica of `target` drawn from `rng`, and whether it leads.
+    async fn pick(
+        &self,
+        target: Understudy,
+        rng: &mut fastrand::Rng,
+    ) -> Option<(String, &'static str)> {
+        let names = self.cast.names(target);
+        if names.is_empty() {
+            return None;
+        }
+        let victim = names[rng.usize(..names.len())].clone();
+        let leader = self.cast.leader(&self.client, target).await.ok().flatten();
+        let was_leader = leader
+            .as_deref()
+            .and_then(|h| self.cast.holder(h))
+            .is_some_and(|(name, _, _)| name == victim);
+        let role = if was_leader {
+            "the leader"
+        } else {
+            "a follower"
+        };
+        Some((victim, role))
+    }
+
     /// Hands the controllers understudy-controllers replaces to
     /// kube-controller-manager (`to_upstream`) or back: the side giving up
     /// stops first, as `understudy-lab switch-controllers` does, so the two
@@ -292,7 +339,7 @@ impl Run {
         let t = Instant::now();
         let mut wrote = None;
         if to_upstream {
-            tokio::task::block_in_place(|| self.replicas.hold(ours));
+            tokio::task::block_in_place(|| self.cast.hold(ours));
             self.state.replaced.retain(|u| *u != ours);
             self.kcm_since = Some(Timestamp::now());
         } else {
@@ -317,12 +364,12 @@ impl Run {
             // idle cluster's.
             let until = Instant::now() + Duration::from_millis(rng.u64(10_000..=20_000));
             while Instant::now() < until {
-                self.supervise();
+                self.supervise().await;
                 tokio::time::sleep(Duration::from_millis(250)).await;
             }
         } else {
-            self.replicas.release(ours);
-            self.supervise();
+            self.cast.release(ours);
+            self.supervise().await;
         }
         let side = if to_upstream {
             format!(
@@ -370,7 +417,7 @@ impl Run {
         }
         let until = Instant::now() + cut_for;
         while Instant::now() < until {
-            self.supervise();
+            self.supervise().await;
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
         let restored = netcut::set_connected(&self.state, &nodes, &node, true);
@@ -402,23 +449,21 @@ impl Run {
     /// SIGSTOPs the leader until the other replica holds the Lease, then
     /// SIGCONTs it; its writes from then on are counted from the audit log.
     async fn pause_leader(&mut self, target: Understudy) -> (String, Option<PauseWindow>) {
-        let Ok(Some(identity)) = replicas::leader(&self.client, target).await else {
+        let Ok(Some(identity)) = self.cast.leader(&self.client, target).await else {
             return ("no leader to pause".into(), None);
         };
-        let Some((holder, user)) = self
-            .replicas
-            .by_identity(&identity)
-            .map(|r| (r.name.clone(), r.user.clone()))
-        else {
+        let Some((holder, user, pod)) = self.cast.holder(&identity) else {
             return (format!("leader {identity} is none of ours"), None);
         };
         let frozen = Instant::now();
-        self.replicas.freeze(&holder, true);
+        if let Err(e) = self.cast.freeze(&holder, true) {
+            return (format!("freezing {holder} failed: {e}"), None);
+        }
         let deadline = frozen + self.opts.lease.duration * 4 + Duration::from_secs(30);
         let mut taken_over = None;
         while Instant::now() < deadline {
-            self.supervise();
-            match replicas::leader(&self.client, target).await {
+            self.supervise().await;
+            match self.cast.leader(&self.client, target).await {
                 Ok(Some(now)) if now != identity => {
                     taken_over = Some((now, frozen.elapsed()));
                     break;
@@ -427,7 +472,7 @@ impl Run {
             }
         }
         let resumed = Timestamp::now();
-        self.replicas.freeze(&holder, false);
+        let thawed = self.cast.freeze(&holder, false);
         let note = match taken_over {
             Some((by, after)) => format!(
                 "{holder} frozen; {by} took the lease after {:.1}s; resumed",
@@ -435,9 +480,14 @@ impl Run {
             ),
             None => format!("{holder} frozen; nobody took the lease; resumed"),
         };
+        let note = match thawed {
+            Ok(()) => note,
+            Err(e) => format!("{note}, but SIGCONT failed: {e}"),
+        };
         let window = PauseWindow {
             replica: holder,
             user,
+            pod,
             resumed,
             until: None,
             writes: None,
@@ -481,19 +531,39 @@ pub async fn run(state_dir: &Path, opts: ChaosOptions) -> Result<Report, String>
         .await
         .map_err(|e| format!("creating priority classes: {e}"))?;
 
-    replicas::grant_cluster_admin(&client)
-        .await
-        .map_err(|e| format!("binding cluster-admin to the replicas: {e}"))?;
     let mut state = state;
-    let replicas = Replicas::start(
-        &mut state,
-        &opts.components_dir,
-        &UNDERSTUDIES,
-        2,
-        opts.lease,
-        opts.flavour,
-    )
-    .map_err(|e| e.to_string())?;
+    let cast = match opts.backend {
+        Backend::Processes => {
+            replicas::grant_cluster_admin(&client)
+                .await
+                .map_err(|e| format!("binding cluster-admin to the replicas: {e}"))?;
+            Cast::Processes(
+                Replicas::start(
+                    &mut state,
+                    &opts.components_dir,
+                    &UNDERSTUDIES,
+                    PER_COMPONENT,
+                    opts.lease,
+                    opts.flavour,
+                )
+                .map_err(|e| e.to_string())?,
+            )
+        }
+        Backend::Chart => {
+            println!(
+                "understudies: the chart's pods in {} on the real nodes",
+                crate::chart::NAMESPACE
+            );
+            if opts.switch_kcm {
+                println!("kube-controller-manager switch skipped: {NO_KCM_SWITCH_WITH_THE_CHART}");
+            }
+            Cast::Pods(Box::new(
+                PodReplicas::new(client.clone(), &UNDERSTUDIES, PER_COMPONENT)
+                    .await
+                    .map_err(|e| format!("listing the chart's pods: {e}"))?,
+            ))
+        }
+    };
     if let Some(nodes) = &state.real_nodes {
         netcut::create_workload(&client, &namespace, nodes.count).await?;
     }
@@ -512,7 +582,7 @@ pub async fn run(state_dir: &Path, opts: ChaosOptions) -> Result<Report, String>
     let mut run = Run {
         client: client.clone(),
         state,
-        replicas,
+        cast,
         opts: opts.clone(),
         started,
         namespace: namespace.clone(),
@@ -522,7 +592,10 @@ pub async fn run(state_dir: &Path, opts: ChaosOptions) -> Result<Report, String>
         kcm_since: None,
         kcm_wrote: None,
     };
-    run.log("replicas started; waiting for leaders");
+    run.log(match opts.backend {
+        Backend::Processes => "replicas started; waiting for leaders",
+        Backend::Chart => "the chart's pods listed; waiting for leaders",
+    });
     let Some(up) = run.wait_converged(Instant::now()).await else {
         return Err("the understudies' replicas never took their leases".into());
     };
@@ -580,8 +653,9 @@ pub async fn run(state_dir: &Path, opts: ChaosOptions) -> Result<Report, String>
         for fault in faults::round(
             &mut rng,
             &UNDERSTUDIES,
-            opts.switch_kcm && opts.flavour == Flavour::Ours,
+            opts.switch_kcm && opts.flavour == Flavour::Ours && opts.backend == Backend::Processes,
             run.state.real_nodes.is_some(),
+            opts.backend == Backend::Chart,
         ) {
             run.churn_paused.store(false, Ordering::Relaxed);
             let gap = Duration::from_millis(
@@ -589,7 +663,7 @@ pub async fn run(state_dir: &Path, opts: ChaosOptions) -> Result<Report, String>
             );
             let gap_end = Instant::now() + gap;
             while Instant::now() < gap_end {
-                run.supervise();
+                run.supervise().await;
                 tokio::time::sleep(Duration::from_millis(250)).await;
             }
             let at = started.elapsed();
@@ -660,6 +734,7 @@ pub async fn run(state_dir: &Path, opts: ChaosOptions) -> Result<Report, String>
                     .iter()
                     .filter(|w| {
                         w.user == pause.user
+                            && (pause.pod.is_none() || w.pod == pause.pod)
                             && w.resource != "leases"
                             && w.at >= pause.resumed
                             && w.at < until
@@ -673,11 +748,7 @@ pub async fn run(state_dir: &Path, opts: ChaosOptions) -> Result<Report, String>
         let mut c = checker.lock().expect("checker");
         (std::mem::take(&mut c.violations), c.api_errors)
     };
-    let scheduler_users: HashSet<&str> = run
-        .replicas
-        .of(Understudy::Scheduler)
-        .map(|r| r.user.as_str())
-        .collect();
+    let scheduler_users = run.cast.users(Understudy::Scheduler);
     let by_scheduler = |w: &&crate::audit::Write| {
         scheduler_users.contains(w.user.as_str())
             && (200..300).contains(&w.code)
@@ -696,11 +767,12 @@ pub async fn run(state_dir: &Path, opts: ChaosOptions) -> Result<Report, String>
     let report = Report {
         seed: opts.seed,
         flavour: opts.flavour,
+        backend: opts.backend,
         ran_for: started.elapsed(),
         converge_timeout: opts.converge_timeout,
         faults: records,
         violations,
-        restarts: run.replicas.restarts(),
+        restarts: run.cast.restarts(),
         api_errors: checker_errors + churn.api_errors,
         churn: churn.actions.clone(),
         final_convergence,
@@ -713,20 +785,7 @@ pub async fn run(state_dir: &Path, opts: ChaosOptions) -> Result<Report, String>
 
 /// Stops the replicas and removes what the run made.
 async fn cleanup(run: &mut Run) {
-    for replica in &run.replicas.list {
-        if replica.paused {
-            let _ = nix::sys::signal::killpg(
-                nix::unistd::Pid::from_raw(replica.record.pid),
-                nix::sys::signal::Signal::SIGCONT,
-            );
-        }
-        replica.record.stop(Duration::from_secs(10));
-    }
-    let names: HashSet<&str> = run.replicas.list.iter().map(|r| r.name.as_str()).collect();
-    run.state
-        .processes
-        .retain(|p| !names.contains(p.name.as_str()));
-    let _ = run.state.save();
+    run.cast.stop(&mut run.state);
     let client = &run.client;
     let _ = Api::<Namespace>::all(client.clone())
         .delete(&run.namespace, &DeleteParams::background())

@@ -241,6 +241,7 @@ mod tests {
             name: name.into(),
             code,
             at: Default::default(),
+            pod: None,
         }
     }
 
