@@ -28,7 +28,7 @@ pub enum ProcessError {
 
 /// What is remembered of a started process: enough to find it again and to be
 /// sure a PID was not reused by something else before signalling it.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct ProcessRecord {
     pub name: String,
     pub pid: i32,

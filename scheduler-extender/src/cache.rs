@@ -41,35 +41,6 @@ pub enum VolumeKind {
     ResourceClaims,
 }
 
-/// The parts of a Node that scheduling decisions depend on; a change in any of
-/// them may make waiting pods schedulable.
-#[derive(Clone, Debug, PartialEq)]
-pub struct NodeSummary {
-    labels: std::collections::BTreeMap<String, String>,
-    taints: Option<Vec<k8s_openapi::api::core::v1::Taint>>,
-    unschedulable: Option<bool>,
-    allocatable: Option<
-        std::collections::BTreeMap<String, k8s_openapi::apimachinery::pkg::api::resource::Quantity>,
-    >,
-    /// NodeDeclaredFeatures reads them.
-    declared_features: Option<Vec<String>>,
-}
-
-impl NodeSummary {
-    pub fn of(node: &Node) -> Self {
-        Self {
-            labels: node.labels().clone(),
-            taints: node.spec.as_ref().and_then(|s| s.taints.clone()),
-            unschedulable: node.spec.as_ref().and_then(|s| s.unschedulable),
-            allocatable: node.status.as_ref().and_then(|s| s.allocatable.clone()),
-            declared_features: node
-                .status
-                .as_ref()
-                .and_then(|s| s.declared_features.clone()),
-        }
-    }
-}
-
 /// A stored object's previous version, if any, and its new one.
 pub type Replaced<T> = (Option<Arc<T>>, Arc<T>);
 
@@ -639,13 +610,6 @@ impl Cache {
         }
         self.volumes_arc = None;
         true
-    }
-
-    /// The scheduling-relevant parts of a known node.
-    pub fn node_summary(&self, name: &str) -> Option<NodeSummary> {
-        self.positions
-            .get(name)
-            .map(|&i| NodeSummary::of(&self.nodes[i].node))
     }
 
     pub fn node_count(&self) -> usize {

@@ -860,9 +860,39 @@ pub fn start(s: Arc<Scheduler>) -> watch::Receiver<bool> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cache::NodeSummary;
     use crate::queue::{QueueName, Rejection};
     use serde_json::json;
+
+    /// The parts of a Node the scheduling plugins read: slimming must keep them.
+    #[derive(Clone, Debug, PartialEq)]
+    struct NodeSummary {
+        labels: std::collections::BTreeMap<String, String>,
+        taints: Option<Vec<k8s_openapi::api::core::v1::Taint>>,
+        unschedulable: Option<bool>,
+        allocatable: Option<
+            std::collections::BTreeMap<
+                String,
+                k8s_openapi::apimachinery::pkg::api::resource::Quantity,
+            >,
+        >,
+        /// NodeDeclaredFeatures reads them.
+        declared_features: Option<Vec<String>>,
+    }
+
+    impl NodeSummary {
+        fn of(node: &Node) -> Self {
+            Self {
+                labels: node.labels().clone(),
+                taints: node.spec.as_ref().and_then(|s| s.taints.clone()),
+                unschedulable: node.spec.as_ref().and_then(|s| s.unschedulable),
+                allocatable: node.status.as_ref().and_then(|s| s.allocatable.clone()),
+                declared_features: node
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.declared_features.clone()),
+            }
+        }
+    }
 
     fn scheduler() -> Scheduler {
         let (client, _) = crate::framework::fake_api::apiserver(Arc::new(
