@@ -674,6 +674,11 @@ pub async fn failed_delete_and_lost_claim(cluster: &Cluster, stack: Stack) {
         .await
         .expect("reclaim policy Delete");
     let lost = s.volume("lost", "2Gi", &class, json!({})).await;
+    // Only Available volumes match (as upstream's binder): a claim created
+    // before the binder marked the 1Gi volume Available would take the 2Gi.
+    for v in [&doomed, &lost] {
+        s.wait_volume_phase(v, "Available").await;
+    }
     s.claim_of_class("doomed", "1Gi", &class).await;
     s.claim_of_class("lost", "2Gi", &class).await;
     assert_eq!(volume_name(&s.wait_claim_bound("doomed").await), doomed);
