@@ -481,7 +481,9 @@ impl Scheduler {
                 .split_once("event=\"")
                 .and_then(|(_, after)| after.split_once('"'))
                 .map(|(event, _)| event.to_string());
-            let value = rest.rsplit_once(' ').and_then(|(_, v)| v.parse::<f64>().ok());
+            let value = rest
+                .rsplit_once(' ')
+                .and_then(|(_, v)| v.parse::<f64>().ok());
             if let (Some(event), Some(value)) = (event, value) {
                 *moves.entry(event).or_default() += value as u64;
             }
