@@ -237,18 +237,31 @@ fn newest<K: kube::Resource>(informer: Option<Arc<K>>, ours: Option<Arc<K>>) -> 
 }
 
 impl Binder {
-    /// Every volume, newest copy of each, by name.
-    fn volume_view(&self) -> BTreeMap<String, Arc<PersistentVolume>> {
-        let ours = self.volumes.snapshot();
-        self.volume_store
-            .list()
-            .into_iter()
-            .filter_map(|v| {
-                let name = name_of_volume(&v).to_string();
-                let best = newest(Some(v), ours.get(&name).cloned())?;
-                Some((name, best))
-            })
-            .collect()
+    /// The volumes a claim naming none could be given, newest copy of each,
+    /// by name (so the match is deterministic): those free or pre-bound to
+    /// it, and not being written by another claim's sync. Volumes bound to
+    /// other claims can never match; leaving them out here keeps a claim's
+    /// sync from copying the whole view (most volumes, once a backlog is
+    /// worked through).
+    fn match_view(
+        &self,
+        claim: &PersistentVolumeClaim,
+        writing: &HashSet<String>,
+    ) -> BTreeMap<String, Arc<PersistentVolume>> {
+        let informer = self.volume_store.list();
+        self.volumes.read(|ours| {
+            informer
+                .into_iter()
+                .filter_map(|v| {
+                    let name = name_of_volume(&v);
+                    let best = newest(Some(v.clone()), ours.get(name).cloned())?;
+                    let prebound = helpers::is_volume_bound_to_claim(&best, claim);
+                    let free = best.spec.as_ref().is_some_and(|s| s.claim_ref.is_none());
+                    let candidate = prebound || (free && !writing.contains(name));
+                    candidate.then(|| (name.to_string(), best))
+                })
+                .collect()
+        })
     }
 
     /// Just the named volume (newest copy), as the one-entry view a claim
@@ -359,11 +372,7 @@ impl Binder {
             let mut writing = self.writing.lock().expect("writing lock");
             let named = helpers::claim_volume_name(&claim);
             let volumes = if named.is_empty() {
-                let mut volumes = self.volume_view();
-                volumes.retain(|name, volume| {
-                    !writing.contains(name) || helpers::is_volume_bound_to_claim(volume, &claim)
-                });
-                volumes
+                self.match_view(&claim, &writing)
             } else {
                 // A claim that names its volume looks at no other: most
                 // syncs (every change of a bound pair) skip the full view.
