@@ -136,7 +136,10 @@ async fn a_bind_is_four_puts_in_upstreams_order_each_on_the_last_version() {
     );
     // The next claim sees pv1 taken though the watch has not said so yet.
     assert_eq!(
-        b.volume_view_of("pv1")["pv1"].metadata.resource_version.as_deref(),
+        b.volume_view_of("pv1")["pv1"]
+            .metadata
+            .resource_version
+            .as_deref(),
         Some("102")
     );
     add_claim(&b, claim("d", "uid-d", "1Gi", "", "Pending", None, &[]));

@@ -76,10 +76,7 @@ impl BalancedAllocation {
             return Err(format!("pluginConfig[{NAME}].args: {}", errors.join("; ")));
         }
         Ok(Self {
-            scorer: ResourceAllocation {
-                use_requested: true,
-                resources: args.resources,
-            },
+            scorer: ResourceAllocation::new(true, args.resources),
         })
     }
 }

@@ -327,10 +327,7 @@ impl Fit {
             ignored_resources: args.ignored_resources.into_iter().collect(),
             ignored_resource_groups: args.ignored_resource_groups.into_iter().collect(),
             strategy,
-            scorer: ResourceAllocation {
-                use_requested: false,
-                resources: strategy_args.resources,
-            },
+            scorer: ResourceAllocation::new(false, strategy_args.resources),
         })
     }
 }

@@ -80,9 +80,46 @@ pub struct ResourceAllocation {
     /// so pods without requests still count on a node.
     pub use_requested: bool,
     pub resources: Vec<ResourceSpec>,
+    /// How each of `resources` is counted, decided once: telling the names
+    /// apart for every scored node showed in profiles.
+    counted: Vec<Counted>,
+}
+
+/// Where a node's amounts of one configured resource come from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Counted {
+    Cpu,
+    Memory,
+    EphemeralStorage,
+    /// Extended resources, hugepages and the like: scored only for pods
+    /// that request them (so nodes without them are not favoured).
+    Scalar,
+    /// A resource the scheduler does not account (such as `pods`).
+    Not,
+}
+
+impl Counted {
+    fn of(name: &str) -> Self {
+        match name {
+            CPU => Self::Cpu,
+            MEMORY => Self::Memory,
+            EPHEMERAL_STORAGE => Self::EphemeralStorage,
+            other if is_scalar_resource_name(other) => Self::Scalar,
+            _ => Self::Not,
+        }
+    }
 }
 
 impl ResourceAllocation {
+    pub fn new(use_requested: bool, resources: Vec<ResourceSpec>) -> Self {
+        let counted = resources.iter().map(|r| Counted::of(&r.name)).collect();
+        Self {
+            use_requested,
+            resources,
+            counted,
+        }
+    }
+
     /// The pod's request of each configured resource.
     pub fn pod_requests(&self, pod: &PodInfo) -> Vec<i64> {
         let requests = if self.use_requested {
@@ -100,33 +137,28 @@ impl ResourceAllocation {
     /// (0, 0) when it is not to be scored: a scalar resource the pod does not
     /// request (so nodes without it are not favoured), or one the scheduler
     /// does not account.
-    fn allocatable_and_requested(
-        &self,
-        node: &NodeInfo,
-        name: &str,
-        pod_request: i64,
-    ) -> (i64, i64) {
-        if pod_request == 0 && is_scalar_resource_name(name) {
-            return (0, 0);
-        }
+    fn allocatable_and_requested(&self, node: &NodeInfo, i: usize, pod_request: i64) -> (i64, i64) {
         let requested = if self.use_requested {
             &node.requested
         } else {
             &node.non_zero_requested
         };
-        match name {
-            CPU => (node.allocatable.milli_cpu, requested.milli_cpu),
-            MEMORY => (node.allocatable.memory, requested.memory),
+        match self.counted[i] {
+            Counted::Cpu => (node.allocatable.milli_cpu, requested.milli_cpu),
+            Counted::Memory => (node.allocatable.memory, requested.memory),
             // The scoring defaults only exist for cpu and memory.
-            EPHEMERAL_STORAGE => (
+            Counted::EphemeralStorage => (
                 node.allocatable.ephemeral_storage,
                 node.requested.ephemeral_storage,
             ),
-            other if is_scalar_resource_name(other) => match node.allocatable.scalar.get(other) {
-                Some(allocatable) => (*allocatable, node.requested.get(other)),
-                None => (0, 0),
-            },
-            _ => (0, 0),
+            Counted::Scalar if pod_request != 0 => {
+                let name = &self.resources[i].name;
+                match node.allocatable.scalar.get(name) {
+                    Some(allocatable) => (*allocatable, node.requested.get(name)),
+                    None => (0, 0),
+                }
+            }
+            Counted::Scalar | Counted::Not => (0, 0),
         }
     }
 
@@ -139,9 +171,8 @@ impl ResourceAllocation {
             allocated: smallvec::smallvec![0; n],
             allocatable: smallvec::smallvec![0; n],
         };
-        for (i, (spec, pod_request)) in self.resources.iter().zip(pod_requests).enumerate() {
-            let (allocatable, requested) =
-                self.allocatable_and_requested(node, &spec.name, *pod_request);
+        for (i, pod_request) in pod_requests.iter().enumerate().take(n) {
+            let (allocatable, requested) = self.allocatable_and_requested(node, i, *pod_request);
             if allocatable == 0 {
                 continue;
             }
