@@ -478,7 +478,16 @@ async fn chaos(args: ChaosArgs) -> Result<ExitCode, String> {
         // With processes the run starts two replicas of each understudy
         // itself; with the chart the lab installs them, with the run's
         // lease timings.
-        replaced: understudies::parse_set("scheduler,controllers")?,
+        // With real nodes (and processes), ours also has understudy-proxy
+        // on them in kube-proxy's place; upstream's keeps kube-proxy, and
+        // the chart's run installs the scheduler and controllers only.
+        replaced: understudies::parse_set(
+            if args.real_nodes > 0 && !args.upstream && !chart {
+                "scheduler,controllers,proxy"
+            } else {
+                "scheduler,controllers"
+            },
+        )?,
         start_understudies: chart,
         kube_scheduler: true,
         apiserver_port: None,
