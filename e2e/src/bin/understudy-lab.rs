@@ -481,13 +481,11 @@ async fn chaos(args: ChaosArgs) -> Result<ExitCode, String> {
         // With real nodes (and processes), ours also has understudy-proxy
         // on them in kube-proxy's place; upstream's keeps kube-proxy, and
         // the chart's run installs the scheduler and controllers only.
-        replaced: understudies::parse_set(
-            if args.real_nodes > 0 && !args.upstream && !chart {
-                "scheduler,controllers,proxy"
-            } else {
-                "scheduler,controllers"
-            },
-        )?,
+        replaced: understudies::parse_set(if args.real_nodes > 0 && !args.upstream && !chart {
+            "scheduler,controllers,proxy"
+        } else {
+            "scheduler,controllers"
+        })?,
         start_understudies: chart,
         kube_scheduler: true,
         apiserver_port: None,

@@ -135,12 +135,13 @@ impl fmt::Display for TrafficFigures {
         for o in longest {
             writeln!(
                 f,
-                "  outage at {:>7} ({}): {:>5}, {} failed: {}",
+                "  outage at {:>7} ({}): {:>5}, {} failed: {} — {}",
                 secs(o.start),
                 wall(o.start),
                 secs(o.length()),
                 o.failures,
-                o.error
+                o.error,
+                o.excuse.as_deref().unwrap_or("NOT EXCUSED")
             )?;
         }
         Ok(())

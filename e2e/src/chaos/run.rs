@@ -873,7 +873,7 @@ pub async fn run(state_dir: &Path, opts: ChaosOptions) -> Result<Report, String>
                 started_wall: Timestamp::now() - started.elapsed(),
                 requests: probes.len(),
                 failures: probes.iter().filter(|p| p.error.is_some()).count(),
-                outages: routes::outages(&probes),
+                outages: routes::judged_outages(&probes, &seen, &run.blind, traffic::SETTLE),
                 listings: seen.len(),
             })
         }

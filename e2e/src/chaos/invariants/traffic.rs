@@ -98,6 +98,9 @@ pub struct Outage {
     pub failures: usize,
     /// The first failure's reason.
     pub error: String,
+    /// Why the first failure was allowed, once judged (`None`: it was not,
+    /// or not judged).
+    pub excuse: Option<String>,
 }
 
 impl Outage {
@@ -122,6 +125,7 @@ pub fn outages(probes: &[ProbeResult]) -> Vec<Outage> {
                     end: probe.at,
                     failures: 1,
                     error: error.clone(),
+                    excuse: None,
                 })
             }
             (None, Some(_)) => {
@@ -138,22 +142,33 @@ pub fn outages(probes: &[ProbeResult]) -> Vec<Outage> {
 
 /// Whether a request failing at `t` is allowed: the Service was not stable
 /// around it. `seen` is in time order.
-fn excused(t: Duration, seen: &[ServiceSeen], blind: &[Blind], settle: Duration) -> bool {
+/// Why a request failing at `t` is allowed, if it is: the Service was not
+/// stable around it. `seen` is in time order.
+pub fn excuse(
+    t: Duration,
+    seen: &[ServiceSeen],
+    blind: &[Blind],
+    settle: Duration,
+) -> Option<String> {
     // The last listing at or before `t`; before the first, nothing is known.
     let Some(i) = seen.iter().rposition(|s| s.at <= t) else {
-        return true;
+        return Some("before the first listing".into());
     };
     let same =
         |a: &ServiceSeen, b: &ServiceSeen| a.settled() && b.settled() && a.published == b.published;
     // The listing after `t` must agree too: what changed between the two
     // changed at an unknown moment, possibly before `t`.
-    if let Some(next) = seen.get(i + 1)
-        && !same(&seen[i], next)
-    {
-        return true;
-    }
-    if !seen[i].settled() {
-        return true;
+    let next = seen.get(i + 1);
+    if next.is_some_and(|next| !same(&seen[i], next)) || !seen[i].settled() {
+        let empty = seen[i].published.is_empty() || next.is_some_and(|n| n.published.is_empty());
+        return Some(
+            if empty {
+                "no ready endpoints"
+            } else {
+                "endpoints changing"
+            }
+            .into(),
+        );
     }
     // Stable since the first listing of this unbroken stretch: the change
     // before it happened at the latest then, and the proxy had `settle`
@@ -171,7 +186,14 @@ fn excused(t: Duration, seen: &[ServiceSeen], blind: &[Blind], settle: Duration)
         .filter(|b| b.from <= seen[since].at && b.to > changed_after)
         .map(|b| b.to)
         .fold(seen[since].at, Duration::max);
-    t < learnt + settle
+    (t < learnt + settle).then(|| {
+        let after = t.saturating_sub(seen[since].at).as_secs_f64();
+        if learnt > seen[since].at {
+            format!("{after:.1}s after an endpoint change made while the proxy was blind")
+        } else {
+            format!("{after:.1}s after an endpoint change")
+        }
+    })
 }
 
 /// A stretch of the run in which the proxy on the prober's node could not
@@ -180,6 +202,20 @@ fn excused(t: Duration, seen: &[ServiceSeen], blind: &[Blind], settle: Duration)
 pub struct Blind {
     pub from: Duration,
     pub to: Duration,
+}
+
+/// `outages` with why each one's first failure was allowed.
+pub fn judged_outages(
+    probes: &[ProbeResult],
+    seen: &[ServiceSeen],
+    blind: &[Blind],
+    settle: Duration,
+) -> Vec<Outage> {
+    let mut found = outages(probes);
+    for outage in &mut found {
+        outage.excuse = excuse(outage.start, seen, blind, settle);
+    }
+    found
 }
 
 /// The invariant: every failed request excused, else one violation naming
@@ -194,7 +230,7 @@ pub fn service_keeps_routing(
     let bad: Vec<(Duration, &str)> = probes
         .iter()
         .filter_map(|p| Some((p.at, p.error.as_deref()?)))
-        .filter(|(at, _)| !excused(*at, seen, blind, settle))
+        .filter(|(at, _)| excuse(*at, seen, blind, settle).is_none())
         .collect();
     let Some((first_at, first_error)) = bad.first() else {
         return vec![];
@@ -299,6 +335,14 @@ mod tests {
             service_keeps_routing("Service/ns/web", &probes, &seen, &[], SETTLE),
             vec![]
         );
+        let judged = judged_outages(&probes, &seen, &[], SETTLE);
+        assert_eq!(judged[0].excuse.as_deref(), Some("endpoints changing"));
+        assert_eq!(judged[0].failures, 3);
+        assert_eq!(
+            excuse(s(16.9), &seen, &[], SETTLE).as_deref(),
+            Some("4.9s after an endpoint change")
+        );
+        assert_eq!(excuse(s(17.1), &seen, &[], SETTLE), None);
         // Past the settle window, it counts.
         let late = vec![failed(17.1)];
         assert_eq!(
