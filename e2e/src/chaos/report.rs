@@ -82,6 +82,9 @@ pub struct TrafficFigures {
     pub requests: usize,
     pub failures: usize,
     pub outages: Vec<Outage>,
+    /// Requests sent while the Service was stable: a failure of any of
+    /// them would have been a violation.
+    pub strict: usize,
     /// Listings of the Service the invariant judged the failures by.
     pub listings: usize,
 }
@@ -116,6 +119,14 @@ impl fmt::Display for TrafficFigures {
             self.outages.len()
         )?;
         let wall = |at: Duration| (self.started_wall + at).strftime("%H:%M:%S").to_string();
+        writeln!(
+            f,
+            "  {} of the requests were sent while the Service was stable (ready endpoints = serving pods, \
+             settled {}s; any failure among them a violation), over {} listings",
+            self.strict,
+            super::traffic::SETTLE.as_secs(),
+            self.listings
+        )?;
         match self.longest_outage() {
             Some(o) => writeln!(
                 f,

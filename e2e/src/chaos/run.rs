@@ -874,6 +874,10 @@ pub async fn run(state_dir: &Path, opts: ChaosOptions) -> Result<Report, String>
                 requests: probes.len(),
                 failures: probes.iter().filter(|p| p.error.is_some()).count(),
                 outages: routes::judged_outages(&probes, &seen, &run.blind, traffic::SETTLE),
+                strict: probes
+                    .iter()
+                    .filter(|p| routes::excuse(p.at, &seen, &run.blind, traffic::SETTLE).is_none())
+                    .count(),
                 listings: seen.len(),
             })
         }
