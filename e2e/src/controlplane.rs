@@ -580,17 +580,12 @@ async fn start_all(
             // kube-proxy and ours must not both serve a node: the chart's
             // DaemonSet takes its place, or (processes) understudy-proxy runs
             // as a process in each node's namespaces where kube-proxy would.
-            node_proxy: if !opts.replaced.contains(&Understudy::Proxy) {
-                realnode::NodeProxy::KubeProxy
-            } else if opts.backend == Backend::Chart {
-                if opts.start_understudies {
-                    realnode::NodeProxy::None
-                } else {
-                    realnode::NodeProxy::KubeProxy
-                }
-            } else {
-                realnode::NodeProxy::Understudy(opts.components_dir.join("understudy-proxy"))
-            },
+            node_proxy: realnode::NodeProxy::for_lab(
+                opts.replaced.contains(&Understudy::Proxy),
+                opts.backend,
+                opts.start_understudies,
+                &opts.components_dir,
+            ),
         };
         realnode::start(&mut s, &nodes, &ctx).await?;
     }

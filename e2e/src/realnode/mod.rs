@@ -191,6 +191,26 @@ pub enum NodeProxy {
 }
 
 impl NodeProxy {
+    /// What a lab runs on its real nodes: kube-proxy unless understudy-proxy
+    /// replaces it — the chart's DaemonSet when the chart's understudies are
+    /// started, else (processes) understudy-proxy from `components_dir` as a
+    /// process; a chart lab that starts no understudies keeps kube-proxy.
+    pub fn for_lab(
+        proxy_replaced: bool,
+        backend: crate::chart::Backend,
+        start_understudies: bool,
+        components_dir: &Path,
+    ) -> Self {
+        match (proxy_replaced, backend) {
+            (false, _) => Self::KubeProxy,
+            (true, crate::chart::Backend::Chart) if start_understudies => Self::None,
+            (true, crate::chart::Backend::Chart) => Self::KubeProxy,
+            (true, crate::chart::Backend::Processes) => {
+                Self::Understudy(components_dir.join("understudy-proxy"))
+            }
+        }
+    }
+
     /// The lab's process name of the proxy on `node`, if it runs one.
     pub fn process_name(&self, node: &NodePlan) -> Option<String> {
         let program = match self {
@@ -577,4 +597,40 @@ pub fn import(socket: &Path, image: &BuiltImage) -> Result<(), RealNodeError> {
         ],
     )
     .map(drop)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::chart::Backend;
+
+    #[test]
+    fn a_node_runs_kube_proxy_unless_ours_replaces_it_as_a_process_or_the_charts_pods() {
+        let dir = Path::new("/bin/dir");
+        let ours = NodeProxy::Understudy(dir.join("understudy-proxy"));
+        for (replaced, backend, start, want) in [
+            (false, Backend::Processes, true, NodeProxy::KubeProxy),
+            (false, Backend::Chart, true, NodeProxy::KubeProxy),
+            (true, Backend::Processes, true, ours.clone()),
+            (true, Backend::Processes, false, ours.clone()),
+            (true, Backend::Chart, true, NodeProxy::None),
+            (true, Backend::Chart, false, NodeProxy::KubeProxy),
+        ] {
+            assert_eq!(
+                NodeProxy::for_lab(replaced, backend, start, dir),
+                want,
+                "{replaced} {backend:?} {start}"
+            );
+        }
+        let node = LabNetwork { slot: 2 }.node(1);
+        assert_eq!(
+            ours.process_name(&node).as_deref(),
+            Some("understudy-proxy/real-1")
+        );
+        assert_eq!(
+            NodeProxy::KubeProxy.process_name(&node).as_deref(),
+            Some("kube-proxy/real-1")
+        );
+        assert_eq!(NodeProxy::None.process_name(&node), None);
+    }
 }
