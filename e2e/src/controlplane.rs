@@ -578,10 +578,14 @@ async fn start_all(
             proxy_mode: opts.proxy_mode,
             kubelet_args: &opts.kubelet_args,
             // kube-proxy and ours must not both serve a node: the chart's
-            // DaemonSet takes its place.
-            kube_proxy: !(opts.backend == Backend::Chart
-                && opts.start_understudies
-                && opts.replaced.contains(&Understudy::Proxy)),
+            // DaemonSet takes its place, or (processes) understudy-proxy runs
+            // as a process in each node's namespaces where kube-proxy would.
+            node_proxy: realnode::NodeProxy::for_lab(
+                opts.replaced.contains(&Understudy::Proxy),
+                opts.backend,
+                opts.start_understudies,
+                &opts.components_dir,
+            ),
         };
         realnode::start(&mut s, &nodes, &ctx).await?;
     }
@@ -595,10 +599,13 @@ async fn start_all(
         for understudy in opts.replaced.clone() {
             if understudy == Understudy::Proxy {
                 // A process here would program this host's netfilter: the
-                // proxy runs only as the chart's pods, in a real node's.
-                tracing::warn!(
-                    "understudy-proxy is not started with --backend=processes; use --backend=chart"
-                );
+                // proxy runs only in a real node's namespaces (started with
+                // the node above, or as the chart's pods).
+                if s.state.real_nodes.is_none() {
+                    tracing::warn!(
+                        "understudy-proxy runs only on real nodes (--real-nodes) or as the chart's pods"
+                    );
+                }
                 continue;
             }
             start_understudy(

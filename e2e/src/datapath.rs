@@ -168,7 +168,7 @@ fn real_nodes(cluster: &Cluster) -> crate::realnode::RealNodes {
         .expect("a lab with real nodes")
 }
 
-fn testserver_container(args: serde_json::Value) -> serde_json::Value {
+pub(crate) fn testserver_container(args: serde_json::Value) -> serde_json::Value {
     json!({
         "name": "c",
         "image": images::reference(images::TESTSERVER_REPOSITORY),

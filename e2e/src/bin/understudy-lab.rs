@@ -241,12 +241,14 @@ struct UpArgs {
     #[arg(long)]
     no_start_understudies: bool,
     /// How the understudies run: `processes` on this host with the admin
-    /// credentials, or `chart`: `helm upgrade --install` of charts/understudy,
-    /// the pods on the real nodes (needs --real-nodes=1 or more).
+    /// credentials (understudy-proxy, when replaced, as a process in each
+    /// real node's namespaces where kube-proxy would run), or `chart`:
+    /// `helm upgrade --install` of charts/understudy, the pods on the real
+    /// nodes (needs --real-nodes=1 or more).
     #[arg(long, value_enum, default_value_t = Backend::Processes)]
     backend: Backend,
     /// The mode of the proxy on the real nodes: upstream kube-proxy's, or
-    /// understudy-proxy's from the chart.
+    /// understudy-proxy's.
     #[arg(long, value_enum, default_value_t = ProxyMode::Iptables)]
     proxy_mode: ProxyMode,
     /// Do not run upstream kube-scheduler (pods of default-scheduler stay Pending).
@@ -476,7 +478,14 @@ async fn chaos(args: ChaosArgs) -> Result<ExitCode, String> {
         // With processes the run starts two replicas of each understudy
         // itself; with the chart the lab installs them, with the run's
         // lease timings.
-        replaced: understudies::parse_set("scheduler,controllers")?,
+        // With real nodes (and processes), ours also has understudy-proxy
+        // on them in kube-proxy's place; upstream's keeps kube-proxy, and
+        // the chart's run installs the scheduler and controllers only.
+        replaced: understudies::parse_set(if args.real_nodes > 0 && !args.upstream && !chart {
+            "scheduler,controllers,proxy"
+        } else {
+            "scheduler,controllers"
+        })?,
         start_understudies: chart,
         kube_scheduler: true,
         apiserver_port: None,

@@ -1,7 +1,8 @@
 //! The churn workload: a seeded stream of changes — Deployments created,
 //! scaled, rolled and deleted; Services whose selectors move between them;
 //! standalone pods of mixed shapes and priorities (big low-priority fillers
-//! that high-priority pods must preempt); volumes and claims for the binder.
+//! that high-priority pods must preempt); volumes and claims for the binder;
+//! with real nodes, the traffic Deployment scaled and rolled now and then.
 //! The same seed gives the same sequence of actions.
 
 use std::collections::BTreeMap;
@@ -31,6 +32,8 @@ const MAX_CLAIMS: usize = 8;
 /// pods at their largest they still fit the three 32-CPU nodes, so every
 /// Deployment can roll out once the fillers are preempted.
 const MAX_BIG_PREEMPTORS: usize = 2;
+/// One churn step in this many scales or rolls the traffic Deployment.
+const TRAFFIC_ONE_IN: u32 = 15;
 
 /// Creates the run's priority classes (kept if already there).
 pub async fn create_priority_classes(client: &Client) -> Result<(), kube::Error> {
@@ -65,6 +68,9 @@ pub struct Churn {
     pub actions: BTreeMap<&'static str, u32>,
     /// Writes the apiserver refused or that failed (a fault's doing, mostly).
     pub api_errors: u32,
+    /// With real nodes: the traffic Deployment's own draws (so the rest of
+    /// the churn is the seed's as without) and its most replicas.
+    traffic: Option<(fastrand::Rng, i32)>,
 }
 
 impl Churn {
@@ -81,7 +87,14 @@ impl Churn {
             claims: vec![],
             actions: BTreeMap::new(),
             api_errors: 0,
+            traffic: None,
         }
+    }
+
+    /// Scales (1 to `max_replicas`) and rolls the traffic Deployment now and then.
+    pub fn with_traffic(mut self, seed: u64, max_replicas: i32) -> Self {
+        self.traffic = Some((fastrand::Rng::with_seed(seed ^ 0x7a4f_f1c0), max_replicas));
+        self
     }
 
     fn name(&mut self, prefix: &str) -> String {
@@ -92,8 +105,59 @@ impl Churn {
     /// One seeded action; returns what it did. A failed write counts as an
     /// API error and the workload goes on.
     pub async fn step(&mut self) -> String {
+        let traffic = self.traffic.as_mut().and_then(|(rng, max)| {
+            (rng.u32(0..TRAFFIC_ONE_IN) == 0).then(|| rng.bool().then(|| rng.i32(1..=*max)))
+        });
+        let (kind, result) = match traffic {
+            Some(Some(replicas)) => ("traffic-scale", self.scale_traffic(replicas).await),
+            Some(None) => ("traffic-roll", self.roll_traffic().await),
+            None => self.action().await,
+        };
+        *self.actions.entry(kind).or_default() += 1;
+        match result {
+            Ok(what) => what,
+            Err(e) => {
+                self.api_errors += 1;
+                format!("{kind} failed: {e}")
+            }
+        }
+    }
+
+    async fn scale_traffic(&mut self, replicas: i32) -> Result<String, kube::Error> {
+        let api: Api<Deployment> = Api::namespaced(self.client.clone(), &self.namespace);
+        api.patch(
+            super::traffic::WORKLOAD,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"replicas": replicas}})),
+        )
+        .await?;
+        Ok(format!(
+            "scaled the traffic Deployment {} to {replicas}",
+            super::traffic::WORKLOAD
+        ))
+    }
+
+    async fn roll_traffic(&mut self) -> Result<String, kube::Error> {
+        let revision = self.traffic.as_mut().map_or(0, |(rng, _)| rng.u32(..));
+        let api: Api<Deployment> = Api::namespaced(self.client.clone(), &self.namespace);
+        api.patch(
+            super::traffic::WORKLOAD,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"template": {"metadata": {"annotations": {
+                "chaos/revision": revision.to_string(),
+            }}}}})),
+        )
+        .await?;
+        Ok(format!(
+            "rolled the traffic Deployment {}",
+            super::traffic::WORKLOAD
+        ))
+    }
+
+    /// One seeded action of the workload proper.
+    async fn action(&mut self) -> (&'static str, Result<String, kube::Error>) {
         let choice = self.rng.u32(0..100);
-        let (kind, result) = match choice {
+        match choice {
             0..=14 if self.deployments.len() < MAX_DEPLOYMENTS => {
                 ("deployment-create", self.create_deployment().await)
             }
@@ -115,14 +179,6 @@ impl Churn {
             }
             83..=99 if !self.claims.is_empty() => ("claim-delete", self.delete_claim().await),
             _ => ("deployment-scale", self.scale_or_create().await),
-        };
-        *self.actions.entry(kind).or_default() += 1;
-        match result {
-            Ok(what) => what,
-            Err(e) => {
-                self.api_errors += 1;
-                format!("{kind} failed: {e}")
-            }
         }
     }
 

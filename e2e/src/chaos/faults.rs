@@ -39,6 +39,10 @@ pub enum FaultKind {
     /// A real node's link into the lab's switch down and its apiserver
     /// relay frozen for some seconds of churn, then both restored.
     NodeNetworkCut,
+    /// `kill -9` of a real node's proxy (understudy-proxy, or kube-proxy
+    /// with `--upstream`), left dead for some seconds — its rules must keep
+    /// routing meanwhile — then started again to resync.
+    KillProxy,
 }
 
 impl FaultKind {
@@ -53,6 +57,7 @@ impl FaultKind {
             Self::KcmTakeOver => "kcm-takes-over",
             Self::KcmHandBack => "kcm-hands-back",
             Self::NodeNetworkCut => "node-network-cut",
+            Self::KillProxy => "kill-9-proxy",
         }
     }
 }
@@ -81,13 +86,15 @@ impl fmt::Display for Fault {
 /// upstream's controllers), so no fault aimed at our controllers' replicas
 /// falls while they are stopped. With `cut_node`, a real node's network is
 /// cut once too. With `delete_pods` (the understudies run as pods), one
-/// pod of each is deleted at once too.
+/// pod of each is deleted at once too. With `kill_proxy`, a real node's
+/// proxy is killed once.
 pub fn round(
     rng: &mut fastrand::Rng,
     understudies: &[Understudy],
     switch_kcm: bool,
     cut_node: bool,
     delete_pods: bool,
+    kill_proxy: bool,
 ) -> Vec<Fault> {
     let mut faults = vec![];
     for &target in understudies {
@@ -108,6 +115,12 @@ pub fn round(
     if cut_node {
         faults.push(Fault {
             kind: FaultKind::NodeNetworkCut,
+            target: None,
+        });
+    }
+    if kill_proxy {
+        faults.push(Fault {
+            kind: FaultKind::KillProxy,
             target: None,
         });
     }
@@ -165,21 +178,63 @@ pub async fn restart_apiserver(state: &mut ClusterState) -> Result<(), String> {
         .await
         .map_err(|e| e.to_string())?;
     let program = state.toolchain_dir.join(APISERVER);
+    respawn(state, &old, &program).await
+}
+
+/// Starts `old` (stopped) again: `program` with its arguments and log, in
+/// its place in the lab's state; returns once its health probe answers.
+async fn respawn(
+    state: &mut ClusterState,
+    old: &process::ProcessRecord,
+    program: &std::path::Path,
+) -> Result<(), String> {
     let record =
-        process::spawn(APISERVER, &program, &old.args, &old.log).map_err(|e| e.to_string())?;
-    for p in state.processes.iter_mut().filter(|p| p.name == APISERVER) {
+        process::spawn(&old.name, program, &old.args, &old.log).map_err(|e| e.to_string())?;
+    for p in state.processes.iter_mut().filter(|p| p.name == old.name) {
         *p = record.clone();
     }
     state.save().map_err(|e| e.to_string())?;
     let url = state
         .probes
         .iter()
-        .find(|p| p.process == APISERVER)
+        .find(|p| p.process == old.name)
         .map(|p| p.url.clone())
-        .ok_or("no health probe for kube-apiserver")?;
+        .ok_or_else(|| format!("no health probe for {}", old.name))?;
     wait_healthy(&record, &url, Duration::from_secs(120))
         .await
         .map_err(|e| e.to_string())
+}
+
+/// SIGKILL of the lab's process `name` (its process group: nsenter execs
+/// the node's proxy, so that is the proxy itself); returns its record once
+/// it is gone.
+pub async fn kill9(state: &ClusterState, name: &str) -> Result<process::ProcessRecord, String> {
+    let old = state
+        .process(name)
+        .cloned()
+        .ok_or_else(|| format!("the lab has no process {name}"))?;
+    nix::sys::signal::killpg(
+        nix::unistd::Pid::from_raw(old.pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .map_err(|e| format!("SIGKILL to {name}: {e}"))?;
+    let dead = old.clone();
+    crate::wait::until(&format!("{name} to die"), Duration::from_secs(10), || {
+        let dead = dead.clone();
+        async move { Ok((!dead.is_alive()).then_some(())) }
+    })
+    .await
+    .map_err(|e| e.to_string())?;
+    Ok(old)
+}
+
+/// Starts a node's proxy killed by [`kill9`] again, as the lab started it
+/// (nsenter into the node's namespaces, the same arguments).
+pub async fn restart_node_proxy(
+    state: &mut ClusterState,
+    old: &process::ProcessRecord,
+) -> Result<(), String> {
+    respawn(state, old, std::path::Path::new(crate::realnode::NSENTER)).await
 }
 
 /// Compacts etcd to its current revision through its JSON gateway; returns
@@ -227,7 +282,14 @@ mod tests {
     #[test]
     fn a_round_has_each_fault_once_per_target_in_a_seeded_order() {
         let both = [Understudy::Scheduler, Understudy::Controllers];
-        let one = round(&mut fastrand::Rng::with_seed(1), &both, false, false, false);
+        let one = round(
+            &mut fastrand::Rng::with_seed(1),
+            &both,
+            false,
+            false,
+            false,
+            false,
+        );
         assert_eq!(one.len(), 8);
         for kind in [FaultKind::Kill9, FaultKind::KillAll, FaultKind::PauseLeader] {
             for target in both {
@@ -246,7 +308,14 @@ mod tests {
         );
         assert_eq!(
             one,
-            round(&mut fastrand::Rng::with_seed(1), &both, false, false, false)
+            round(
+                &mut fastrand::Rng::with_seed(1),
+                &both,
+                false,
+                false,
+                false,
+                false
+            )
         );
         let orders: std::collections::BTreeSet<String> = (0..10)
             .map(|seed| {
@@ -255,6 +324,7 @@ mod tests {
                     round(
                         &mut fastrand::Rng::with_seed(seed),
                         &both,
+                        false,
                         false,
                         false,
                         false
@@ -274,6 +344,7 @@ mod tests {
                 &mut fastrand::Rng::with_seed(seed),
                 &both,
                 true,
+                false,
                 false,
                 false,
             );
@@ -296,7 +367,14 @@ mod tests {
     #[test]
     fn a_node_network_cut_once_a_round_with_real_nodes() {
         let both = [Understudy::Scheduler, Understudy::Controllers];
-        let faults = round(&mut fastrand::Rng::with_seed(5), &both, true, true, false);
+        let faults = round(
+            &mut fastrand::Rng::with_seed(5),
+            &both,
+            true,
+            true,
+            false,
+            false,
+        );
         assert_eq!(faults.len(), 11);
         assert_eq!(
             faults
@@ -305,6 +383,36 @@ mod tests {
                 .count(),
             1
         );
+    }
+
+    #[test]
+    fn a_node_proxy_killed_once_a_round_when_asked() {
+        let both = [Understudy::Scheduler, Understudy::Controllers];
+        let faults = round(
+            &mut fastrand::Rng::with_seed(5),
+            &both,
+            false,
+            true,
+            false,
+            true,
+        );
+        assert_eq!(faults.len(), 10);
+        assert_eq!(
+            faults
+                .iter()
+                .filter(|f| f.kind == FaultKind::KillProxy && f.target.is_none())
+                .count(),
+            1
+        );
+        let without = round(
+            &mut fastrand::Rng::with_seed(5),
+            &both,
+            false,
+            true,
+            false,
+            false,
+        );
+        assert!(without.iter().all(|f| f.kind != FaultKind::KillProxy));
     }
 
     #[test]
@@ -347,7 +455,14 @@ mod tests {
     #[test]
     fn a_pod_of_each_understudy_deleted_once_a_round_with_the_chart() {
         let both = [Understudy::Scheduler, Understudy::Controllers];
-        let faults = round(&mut fastrand::Rng::with_seed(7), &both, false, true, true);
+        let faults = round(
+            &mut fastrand::Rng::with_seed(7),
+            &both,
+            false,
+            true,
+            true,
+            false,
+        );
         assert_eq!(faults.len(), 11);
         for target in both {
             assert_eq!(
@@ -366,6 +481,7 @@ mod tests {
             &mut fastrand::Rng::with_seed(3),
             &[Understudy::Scheduler],
             true,
+            false,
             false,
             false,
         );

@@ -11,5 +11,6 @@ pub mod pods;
 pub mod replicas;
 pub mod report;
 mod run;
+pub mod traffic;
 
 pub use run::{ChaosOptions, run, snapshot};

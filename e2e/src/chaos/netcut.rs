@@ -8,23 +8,11 @@
 //! which stalls its connections the way a partition drops packets (nothing
 //! is refused or reset; bytes just stop moving).
 
-use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::Service;
-use kube::Client;
-use kube::api::{Api, PostParams};
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
-use serde_json::json;
 
-use super::churn::SCHEDULER_NAME;
-use crate::images;
-use crate::realnode::{NodePlan, REAL_NODE_LABEL, RealNodes};
+use crate::realnode::{NodePlan, RealNodes};
 use crate::state::ClusterState;
-use crate::workloads;
-
-/// The Deployment (and Service) whose pods run on the real nodes: the
-/// churn's own pods use an image only kwok nodes pretend to run.
-pub const WORKLOAD: &str = "on-real-nodes";
 
 /// `ip` arguments setting a node's port on the lab's bridge down or up.
 pub fn link_args(nodes: &RealNodes, node: &NodePlan, up: bool) -> Vec<String> {
@@ -89,38 +77,6 @@ pub fn set_connected(
         link()?;
         relay_signal()
     }
-}
-
-/// Two pods per real node, pinned there, behind a Service: what a cut
-/// node's pods and endpoints look like is what the invariants then read.
-pub async fn create_workload(client: &Client, namespace: &str, count: usize) -> Result<(), String> {
-    let image = format!("{}:{}", images::PAUSE_REPOSITORY, images::TAG);
-    let deployment: Deployment = workloads::deployment(
-        WORKLOAD,
-        2 * count as i32,
-        &image,
-        json!({"template": {"spec": {
-            "schedulerName": SCHEDULER_NAME,
-            "priorityClassName": "chaos-high",
-            "nodeSelector": {REAL_NODE_LABEL: "true"},
-            "tolerations": [{"key": REAL_NODE_LABEL, "operator": "Exists", "effect": "NoSchedule"}],
-            "containers": [{
-                "name": "c", "image": image, "imagePullPolicy": "IfNotPresent",
-                "ports": [{"name": "http", "containerPort": 8080, "protocol": "TCP"}],
-                "resources": {"requests": {"cpu": "10m", "memory": "16Mi"}},
-            }],
-        }}}),
-    );
-    Api::<Deployment>::namespaced(client.clone(), namespace)
-        .create(&PostParams::default(), &deployment)
-        .await
-        .map_err(|e| format!("creating Deployment {WORKLOAD}: {e}"))?;
-    let service: Service = workloads::service(WORKLOAD, WORKLOAD, json!("http"));
-    Api::<Service>::namespaced(client.clone(), namespace)
-        .create(&PostParams::default(), &service)
-        .await
-        .map_err(|e| format!("creating Service {WORKLOAD}: {e}"))?;
-    Ok(())
 }
 
 #[cfg(test)]

@@ -8,6 +8,7 @@ use k8s_openapi::jiff::Timestamp;
 
 use super::faults::{Fault, FaultKind};
 use super::invariants::Violation;
+use super::invariants::traffic::Outage;
 use super::replicas::Flavour;
 
 /// A leader frozen past its Lease and resumed: the writes it made (other
@@ -60,6 +61,102 @@ pub struct Report {
     pub bindings: usize,
     /// Pods the scheduler's replicas deleted: preemption victims (audit log).
     pub preemption_victims: usize,
+    /// With real nodes: what the prober saw of the traffic Service.
+    pub traffic: Option<TrafficFigures>,
+}
+
+/// The prober's figures: requests to the traffic Service's ClusterIP from a
+/// real node's network namespace through its proxy.
+#[derive(Clone, Debug)]
+pub struct TrafficFigures {
+    /// `namespace/name`.
+    pub service: String,
+    /// ClusterIP:port.
+    pub address: String,
+    /// The node whose namespace the requests left from.
+    pub from: String,
+    /// The lab's proxy processes on the real nodes.
+    pub proxy: String,
+    /// When the run started, by the wall clock (outages are since then).
+    pub started_wall: Timestamp,
+    pub requests: usize,
+    pub failures: usize,
+    pub outages: Vec<Outage>,
+    /// Requests sent while the Service was stable: a failure of any of
+    /// them would have been a violation.
+    pub strict: usize,
+    /// Listings of the Service the invariant judged the failures by.
+    pub listings: usize,
+}
+
+impl TrafficFigures {
+    pub fn longest_outage(&self) -> Option<&Outage> {
+        self.outages.iter().max_by_key(|o| o.length())
+    }
+}
+
+/// Outages listed one a line, at most this many (the longest first).
+const OUTAGES_LISTED: usize = 20;
+
+impl fmt::Display for TrafficFigures {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let share = if self.requests == 0 {
+            0.0
+        } else {
+            100.0 * self.failures as f64 / self.requests as f64
+        };
+        writeln!(
+            f,
+            "traffic: Service {} ({}) from {}'s network namespace through {}, a request every {}ms: \
+             {} requests, {} failed ({share:.2}%), {} outages",
+            self.service,
+            self.address,
+            self.from,
+            self.proxy,
+            super::traffic::INTERVAL.as_millis(),
+            self.requests,
+            self.failures,
+            self.outages.len()
+        )?;
+        let wall = |at: Duration| (self.started_wall + at).strftime("%H:%M:%S").to_string();
+        writeln!(
+            f,
+            "  {} of the requests were sent while the Service was stable (ready endpoints = serving pods, \
+             settled {}s; any failure among them a violation), over {} listings",
+            self.strict,
+            super::traffic::SETTLE.as_secs(),
+            self.listings
+        )?;
+        match self.longest_outage() {
+            Some(o) => writeln!(
+                f,
+                "  longest outage: {} from {} ({}), {} failed: {}",
+                secs(o.length()),
+                secs(o.start),
+                wall(o.start),
+                o.failures,
+                o.error
+            )?,
+            None => writeln!(f, "  longest outage: none")?,
+        }
+        let mut longest: Vec<&Outage> = self.outages.iter().collect();
+        longest.sort_by_key(|o| std::cmp::Reverse(o.length()));
+        longest.truncate(OUTAGES_LISTED);
+        longest.sort_by_key(|o| o.start);
+        for o in longest {
+            writeln!(
+                f,
+                "  outage at {:>7} ({}): {:>5}, {} failed: {} — {}",
+                secs(o.start),
+                wall(o.start),
+                secs(o.length()),
+                o.failures,
+                o.error,
+                o.excuse.as_deref().unwrap_or("NOT EXCUSED")
+            )?;
+        }
+        Ok(())
+    }
 }
 
 impl Report {
@@ -174,6 +271,9 @@ impl fmt::Display for Report {
         )?;
         let churn: Vec<String> = self.churn.iter().map(|(k, v)| format!("{k} {v}")).collect();
         writeln!(f, "churn: {}", churn.join(", "))?;
+        if let Some(traffic) = &self.traffic {
+            write!(f, "{traffic}")?;
+        }
         writeln!(f, "invariant violations: {}", self.violations.len())?;
         for (at, violation) in &self.violations {
             writeln!(f, "  {:>7} {violation}", secs(*at))?;

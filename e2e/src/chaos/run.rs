@@ -21,11 +21,13 @@ use kube::api::{Api, DeleteParams, ListParams, ObjectMeta, PostParams};
 use super::cast::Cast;
 use super::churn::{self, Churn};
 use super::faults::{self, Fault, FaultKind};
+use super::invariants::traffic::{self as routes, ServiceSeen};
 use super::invariants::{self, BindingHistory, Invariant, Snapshot, Violation};
 use super::netcut;
 use super::pods::PodReplicas;
 use super::replicas::{self, Flavour, LeaseTiming, Replicas};
-use super::report::{FaultRecord, PauseWindow, Report};
+use super::report::{FaultRecord, PauseWindow, Report, TrafficFigures};
+use super::traffic::{self, Prober};
 use crate::binder::CLASS_LABEL;
 use crate::chart::Backend;
 use crate::state::ClusterState;
@@ -133,9 +135,28 @@ struct Checker {
     counted: HashSet<(Invariant, Vec<String>)>,
     violations: Vec<(Duration, Violation)>,
     api_errors: u32,
+    /// With traffic: the traffic Service as each listing saw it.
+    traffic_seen: Option<Vec<ServiceSeen>>,
 }
 
 impl Checker {
+    /// Everything a listing (started at `at`) shows: the safety and
+    /// convergence invariants, and the traffic Service's state.
+    fn listed(&mut self, at: Duration, s: &Snapshot, now_final: bool) {
+        let mut found = self.history.observe(&s.pods);
+        found.extend(s.check());
+        self.observe(found, now_final);
+        if let Some(seen) = self.traffic_seen.as_mut() {
+            seen.push(ServiceSeen::from_listing(
+                at,
+                traffic::WORKLOAD,
+                traffic::WORKLOAD,
+                &s.slices,
+                &s.pods,
+            ));
+        }
+    }
+
     /// Safety violations count at once; the others once they outlived the
     /// grace period (or `now_final`: the run is over and all must hold).
     fn observe(&mut self, found: Vec<Violation>, now_final: bool) {
@@ -183,6 +204,10 @@ struct Run {
     kcm_since: Option<Timestamp>,
     /// What it wrote meanwhile, counted at the hand-back for its record.
     kcm_wrote: Option<usize>,
+    /// With traffic: the node the prober sends from, and when its proxy
+    /// could not learn of changes (killed, or the node cut off).
+    prober_node: Option<String>,
+    blind: Vec<routes::Blind>,
 }
 
 impl Run {
@@ -302,6 +327,7 @@ impl Run {
             (FaultKind::KcmTakeOver, _) => (self.switch_kcm(true, rng).await, None),
             (FaultKind::KcmHandBack, _) => (self.switch_kcm(false, rng).await, None),
             (FaultKind::NodeNetworkCut, _) => (self.cut_node(rng).await, None),
+            (FaultKind::KillProxy, _) => (self.kill_proxy(rng).await, None),
             (kind, None) => (format!("{} needs a target", kind.name()), None),
         }
     }
@@ -391,6 +417,54 @@ impl Run {
         }
     }
 
+    /// The lab's proxies on the real nodes (processes in their namespaces).
+    fn node_proxies(&self) -> Vec<String> {
+        node_proxies(&self.state)
+    }
+
+    /// SIGKILL of a real node's proxy, dead for a drawn 3–8s while the
+    /// churn goes on and the prober keeps sending (the rules it left must
+    /// keep routing), then started again as the lab started it.
+    async fn kill_proxy(&mut self, rng: &mut fastrand::Rng) -> String {
+        let names = self.node_proxies();
+        if names.is_empty() {
+            return "no proxy on a real node to kill".into();
+        }
+        let name = names[rng.usize(..names.len())].clone();
+        let dead_for = Duration::from_millis(rng.u64(3_000..=8_000));
+        let from = self.started.elapsed();
+        let old = match faults::kill9(&self.state, &name).await {
+            Ok(old) => old,
+            Err(e) => return format!("killing {name} failed: {e}"),
+        };
+        let until = Instant::now() + dead_for;
+        while Instant::now() < until {
+            self.supervise().await;
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        let t = Instant::now();
+        let restarted = faults::restart_node_proxy(&mut self.state, &old).await;
+        if self
+            .prober_node
+            .as_ref()
+            .is_some_and(|node| name.ends_with(&format!("/{node}")))
+        {
+            self.blind.push(routes::Blind {
+                from,
+                to: self.started.elapsed(),
+            });
+        }
+        match restarted {
+            Ok(()) => format!(
+                "killed {name} (pid {}), dead for {:.1}s, restarted: healthy after {:.1}s",
+                old.pid,
+                dead_for.as_secs_f64(),
+                t.elapsed().as_secs_f64()
+            ),
+            Err(e) => format!("killed {name}; starting it again failed: {e}"),
+        }
+    }
+
     /// Cuts a real node off for a drawn 15–25s while the churn goes on,
     /// then reconnects it; its pods must still be bound to it afterwards.
     async fn cut_node(&mut self, rng: &mut fastrand::Rng) -> String {
@@ -412,6 +486,7 @@ impl Run {
             .map(|s| on_node(&s))
             .unwrap_or_default();
         let cut_for = Duration::from_millis(rng.u64(15_000..=25_000));
+        let from = self.started.elapsed();
         if let Err(e) = netcut::set_connected(&self.state, &nodes, &node, false) {
             return format!("cutting {name} failed: {e}");
         }
@@ -421,6 +496,12 @@ impl Run {
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
         let restored = netcut::set_connected(&self.state, &nodes, &node, true);
+        if self.prober_node.as_ref() == Some(&name) {
+            self.blind.push(routes::Blind {
+                from,
+                to: self.started.elapsed(),
+            });
+        }
         let kept = match snapshot(&self.client, &self.namespace, &self.class).await {
             Ok(after) => {
                 let moved = after
@@ -496,6 +577,29 @@ impl Run {
     }
 }
 
+/// The lab's proxies on the real nodes, by process name.
+fn node_proxies(state: &ClusterState) -> Vec<String> {
+    let Some(nodes) = &state.real_nodes else {
+        return vec![];
+    };
+    let names: Vec<String> = (0..nodes.count)
+        .flat_map(|i| {
+            let node = nodes.network.node(i);
+            [
+                crate::realnode::NodeProxy::KubeProxy.process_name(&node),
+                crate::realnode::NodeProxy::Understudy(PathBuf::new()).process_name(&node),
+            ]
+        })
+        .flatten()
+        .collect();
+    state
+        .processes
+        .iter()
+        .filter(|p| names.contains(&p.name))
+        .map(|p| p.name.clone())
+        .collect()
+}
+
 /// Runs the chaos workload and faults against the running lab in `state_dir`
 /// (its understudies replaced but not started: the run starts its own two
 /// replicas of each), and returns what it found.
@@ -564,10 +668,19 @@ pub async fn run(state_dir: &Path, opts: ChaosOptions) -> Result<Report, String>
             ))
         }
     };
+    // With real nodes, traffic: a Service of testservers on them, probed
+    // from the first one's network namespace through its proxy.
+    let traffic_service = match &state.real_nodes {
+        Some(nodes) => Some((
+            traffic::create_workload(&client, &namespace, nodes.count).await?,
+            nodes.network.node(0),
+        )),
+        None => None,
+    };
+    let mut churn = Churn::new(client.clone(), &namespace, opts.seed);
     if let Some(nodes) = &state.real_nodes {
-        netcut::create_workload(&client, &namespace, nodes.count).await?;
+        churn = churn.with_traffic(opts.seed, 3 * nodes.count as i32);
     }
-    let churn = Churn::new(client.clone(), &namespace, opts.seed);
     let class = churn.class.clone();
     let started = Instant::now();
     let checker = Arc::new(Mutex::new(Checker {
@@ -578,6 +691,7 @@ pub async fn run(state_dir: &Path, opts: ChaosOptions) -> Result<Report, String>
         counted: HashSet::new(),
         violations: vec![],
         api_errors: 0,
+        traffic_seen: traffic_service.as_ref().map(|_| vec![]),
     }));
     let mut run = Run {
         client: client.clone(),
@@ -591,6 +705,8 @@ pub async fn run(state_dir: &Path, opts: ChaosOptions) -> Result<Report, String>
         churn_paused: Arc::new(AtomicBool::new(true)),
         kcm_since: None,
         kcm_wrote: None,
+        prober_node: traffic_service.as_ref().map(|(_, node)| node.name()),
+        blind: vec![],
     };
     run.log(match opts.backend {
         Backend::Processes => "replicas started; waiting for leaders",
@@ -600,6 +716,21 @@ pub async fn run(state_dir: &Path, opts: ChaosOptions) -> Result<Report, String>
         return Err("the understudies' replicas never took their leases".into());
     };
     run.log(format!("leaders elected after {:.1}s", up.as_secs_f64()));
+    let prober = match &traffic_service {
+        Some((service, node)) => {
+            let to = traffic::address(service)?;
+            let netns = PathBuf::from("/run/netns").join(node.netns());
+            traffic::wait_answers(netns.clone(), to, Duration::from_secs(120)).await?;
+            let proxy = node_proxies(&run.state).join(", ");
+            run.log(format!(
+                "traffic: {to} answers from {}'s network namespace (proxy: {proxy}); probing every {:.1}s",
+                node.name(),
+                traffic::INTERVAL.as_secs_f64()
+            ));
+            Some(Prober::start(netns, to, started))
+        }
+        None => None,
+    };
 
     // The checker: every two seconds, all invariants on a fresh listing.
     let stop = Arc::new(AtomicBool::new(false));
@@ -613,13 +744,9 @@ pub async fn run(state_dir: &Path, opts: ChaosOptions) -> Result<Report, String>
         );
         tokio::spawn(async move {
             while !stop.load(Ordering::Relaxed) {
+                let at = started.elapsed();
                 match snapshot(&client, &ns, &class).await {
-                    Ok(s) => {
-                        let mut c = checker.lock().expect("checker");
-                        let mut found = c.history.observe(&s.pods);
-                        found.extend(s.check());
-                        c.observe(found, false);
-                    }
+                    Ok(s) => checker.lock().expect("checker").listed(at, &s, false),
                     Err(_) => checker.lock().expect("checker").api_errors += 1,
                 }
                 tokio::time::sleep(Duration::from_secs(2)).await;
@@ -656,6 +783,7 @@ pub async fn run(state_dir: &Path, opts: ChaosOptions) -> Result<Report, String>
             opts.switch_kcm && opts.flavour == Flavour::Ours && opts.backend == Backend::Processes,
             run.state.real_nodes.is_some(),
             opts.backend == Backend::Chart,
+            !run.node_proxies().is_empty(),
         ) {
             run.churn_paused.store(false, Ordering::Relaxed);
             let gap = Duration::from_millis(
@@ -706,15 +834,55 @@ pub async fn run(state_dir: &Path, opts: ChaosOptions) -> Result<Report, String>
         pause.until = Some(end);
     }
     let final_convergence = run.wait_converged(Instant::now()).await;
+    let at = started.elapsed();
     match snapshot(&client, &namespace, &class).await {
-        Ok(s) => {
-            let mut c = checker.lock().expect("checker");
-            let mut found = c.history.observe(&s.pods);
-            found.extend(s.check());
-            c.observe(found, true);
-        }
+        Ok(s) => checker.lock().expect("checker").listed(at, &s, true),
         Err(_) => checker.lock().expect("checker").api_errors += 1,
     }
+
+    // The traffic: every failed request excused by the Service's own
+    // changes, or it stopped routing.
+    let traffic_figures = match (prober, &traffic_service) {
+        (Some(prober), Some((_, node))) => {
+            let to = prober.to;
+            let service = format!("Service/{namespace}/{}", traffic::WORKLOAD);
+            let (probes, mut broken) = match prober.finish() {
+                Ok(probes) if !probes.is_empty() => (probes, vec![]),
+                // A prober that sent nothing proves nothing: that fails too.
+                Ok(_) => (
+                    vec![],
+                    vec![routes::nothing_probed(&service, "no request sent")],
+                ),
+                Err(e) => (vec![], vec![routes::nothing_probed(&service, &e)]),
+            };
+            let mut c = checker.lock().expect("checker");
+            let seen = c.traffic_seen.take().unwrap_or_default();
+            broken.extend(routes::service_keeps_routing(
+                &service,
+                &probes,
+                &seen,
+                &run.blind,
+                traffic::SETTLE,
+            ));
+            c.observe(broken, true);
+            Some(TrafficFigures {
+                service: format!("{namespace}/{}", traffic::WORKLOAD),
+                address: to.to_string(),
+                from: node.name(),
+                proxy: node_proxies(&run.state).join(", "),
+                started_wall: Timestamp::now() - started.elapsed(),
+                requests: probes.len(),
+                failures: probes.iter().filter(|p| p.error.is_some()).count(),
+                outages: routes::judged_outages(&probes, &seen, &run.blind, traffic::SETTLE),
+                strict: probes
+                    .iter()
+                    .filter(|p| routes::excuse(p.at, &seen, &run.blind, traffic::SETTLE).is_none())
+                    .count(),
+                listings: seen.len(),
+            })
+        }
+        _ => None,
+    };
 
     // The audit log: no pod bound twice; no write by a resumed leader.
     let audit = std::fs::read_to_string(run.state.logs_dir().join(crate::controlplane::AUDIT_LOG));
@@ -778,6 +946,7 @@ pub async fn run(state_dir: &Path, opts: ChaosOptions) -> Result<Report, String>
         final_convergence,
         bindings,
         preemption_victims,
+        traffic: traffic_figures,
     };
     cleanup(&mut run).await;
     Ok(report)

@@ -175,8 +175,51 @@ pub struct StartContext<'a> {
     pub cluster_cidr: String,
     pub proxy_mode: crate::chart::ProxyMode,
     pub kubelet_args: &'a [String],
-    /// Run upstream kube-proxy on each node (off when the chart's proxy serves them).
-    pub kube_proxy: bool,
+    /// Which proxy runs on each node as a process of the lab.
+    pub node_proxy: NodeProxy,
+}
+
+/// The proxy a real node runs as a process in its namespaces (the node's
+/// netfilter, never the host's), or none when the chart's DaemonSet serves it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum NodeProxy {
+    None,
+    /// Upstream kube-proxy from the toolchain.
+    KubeProxy,
+    /// understudy-proxy, this binary, with kube-proxy's configuration file.
+    Understudy(PathBuf),
+}
+
+impl NodeProxy {
+    /// What a lab runs on its real nodes: kube-proxy unless understudy-proxy
+    /// replaces it — the chart's DaemonSet when the chart's understudies are
+    /// started, else (processes) understudy-proxy from `components_dir` as a
+    /// process; a chart lab that starts no understudies keeps kube-proxy.
+    pub fn for_lab(
+        proxy_replaced: bool,
+        backend: crate::chart::Backend,
+        start_understudies: bool,
+        components_dir: &Path,
+    ) -> Self {
+        match (proxy_replaced, backend) {
+            (false, _) => Self::KubeProxy,
+            (true, crate::chart::Backend::Chart) if start_understudies => Self::None,
+            (true, crate::chart::Backend::Chart) => Self::KubeProxy,
+            (true, crate::chart::Backend::Processes) => {
+                Self::Understudy(components_dir.join("understudy-proxy"))
+            }
+        }
+    }
+
+    /// The lab's process name of the proxy on `node`, if it runs one.
+    pub fn process_name(&self, node: &NodePlan) -> Option<String> {
+        let program = match self {
+            Self::None => return None,
+            Self::KubeProxy => "kube-proxy",
+            Self::Understudy(_) => "understudy-proxy",
+        };
+        Some(format!("{program}/{}", node.name()))
+    }
 }
 
 /// Brings the real nodes up and waits until each is Ready. Every process goes
@@ -424,9 +467,7 @@ async fn start_node(
         ),
     )?;
     s.probe(&kubelet.name, format!("http://{}:10248/healthz", node.ip()));
-    if ctx.kube_proxy {
-        start_kube_proxy(s, node, ctx).await?;
-    }
+    start_node_proxy(s, node, ctx).await?;
     Ok(kubelet)
 }
 
@@ -478,14 +519,23 @@ fn kube_proxy_args(
     ))
 }
 
-const NSENTER: &str = "/usr/bin/nsenter";
+pub(crate) const NSENTER: &str = "/usr/bin/nsenter";
 
-/// Upstream kube-proxy as a process in the node's namespaces.
-async fn start_kube_proxy(
+/// The node's proxy as a process in its namespaces: upstream kube-proxy, or
+/// understudy-proxy reading the same configuration file (it takes
+/// kube-proxy's), with its health answered on the same address.
+async fn start_node_proxy(
     s: &mut Starter<'_>,
     node: &NodePlan,
     ctx: &StartContext<'_>,
 ) -> Result<(), LabError> {
+    let Some(name) = ctx.node_proxy.process_name(node) else {
+        return Ok(());
+    };
+    let program = match &ctx.node_proxy {
+        NodeProxy::Understudy(binary) => binary.clone(),
+        _ => s.toolchain_bin("kube-proxy"),
+    };
     let setup = KubeProxySetup {
         cluster_name: ctx.cluster_name,
         apiserver_port: ctx.apiserver_port,
@@ -493,12 +543,8 @@ async fn start_kube_proxy(
         cluster_cidr: &ctx.cluster_cidr,
         mode: ctx.proxy_mode,
     };
-    let args = kube_proxy_args(&setup, node, &s.toolchain_bin("kube-proxy"), &[])?;
-    let proxy = s.spawn(
-        &format!("kube-proxy/{}", node.name()),
-        Path::new(NSENTER),
-        args,
-    )?;
+    let args = kube_proxy_args(&setup, node, &program, &[])?;
+    let proxy = s.spawn(&name, Path::new(NSENTER), args)?;
     s.probe(&proxy.name, format!("http://{}:10256/healthz", node.ip()));
     Ok(())
 }
@@ -551,4 +597,40 @@ pub fn import(socket: &Path, image: &BuiltImage) -> Result<(), RealNodeError> {
         ],
     )
     .map(drop)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::chart::Backend;
+
+    #[test]
+    fn a_node_runs_kube_proxy_unless_ours_replaces_it_as_a_process_or_the_charts_pods() {
+        let dir = Path::new("/bin/dir");
+        let ours = NodeProxy::Understudy(dir.join("understudy-proxy"));
+        for (replaced, backend, start, want) in [
+            (false, Backend::Processes, true, NodeProxy::KubeProxy),
+            (false, Backend::Chart, true, NodeProxy::KubeProxy),
+            (true, Backend::Processes, true, ours.clone()),
+            (true, Backend::Processes, false, ours.clone()),
+            (true, Backend::Chart, true, NodeProxy::None),
+            (true, Backend::Chart, false, NodeProxy::KubeProxy),
+        ] {
+            assert_eq!(
+                NodeProxy::for_lab(replaced, backend, start, dir),
+                want,
+                "{replaced} {backend:?} {start}"
+            );
+        }
+        let node = LabNetwork { slot: 2 }.node(1);
+        assert_eq!(
+            ours.process_name(&node).as_deref(),
+            Some("understudy-proxy/real-1")
+        );
+        assert_eq!(
+            NodeProxy::KubeProxy.process_name(&node).as_deref(),
+            Some("kube-proxy/real-1")
+        );
+        assert_eq!(NodeProxy::None.process_name(&node), None);
+    }
 }

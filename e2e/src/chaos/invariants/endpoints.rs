@@ -10,7 +10,7 @@ use kube::ResourceExt;
 
 use super::{Invariant, Violation, object_name};
 
-const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+pub(super) const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 
 /// A slice's ports as one comparable text: an address may be in one slice
 /// per distinct port set (pods of one Service exposing different ports).

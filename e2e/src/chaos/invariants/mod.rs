@@ -10,12 +10,15 @@
 //! ReplicaSet after its Deployment, an EndpointSlice following a pod that just
 //! became ready — so the runner counts one only when it persists past a grace
 //! period, or is still there once everything should have converged.
+//! `service-routes` is neither: it reads the run's probe log, not a listing,
+//! and carries its own bounded window (see `traffic`).
 
 mod endpoints;
 mod ownership;
 pub mod quantity;
 mod rollout;
 mod scheduling;
+pub mod traffic;
 mod volumes;
 
 use std::fmt;
@@ -48,6 +51,9 @@ pub enum Invariant {
     EndpointsAgree,
     /// Two claims on one volume, or a claim and its volume disagreeing.
     VolumeBinding,
+    /// Requests to a stable Service's ClusterIP failed (checked over the
+    /// whole run's probe log at its end; see `traffic`).
+    ServiceRoutes,
 }
 
 impl Invariant {
@@ -65,6 +71,7 @@ impl Invariant {
             Self::DeploymentBounds => "deployment-bounds",
             Self::EndpointsAgree => "endpoints-agree",
             Self::VolumeBinding => "volume-binding",
+            Self::ServiceRoutes => "service-routes",
         }
     }
 }
