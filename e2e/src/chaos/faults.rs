@@ -213,6 +213,10 @@ pub async fn kill9(state: &ClusterState, name: &str) -> Result<process::ProcessR
         .process(name)
         .cloned()
         .ok_or_else(|| format!("the lab has no process {name}"))?;
+    // Its pid may be another process's by now.
+    if !old.is_alive() {
+        return Err(format!("{name} (pid {}) had already exited", old.pid));
+    }
     nix::sys::signal::killpg(
         nix::unistd::Pid::from_raw(old.pid),
         nix::sys::signal::Signal::SIGKILL,

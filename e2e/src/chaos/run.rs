@@ -140,9 +140,9 @@ struct Checker {
 }
 
 impl Checker {
-    /// Everything a listing (started at `at`) shows: the safety and
+    /// Everything a listing (from `at.0` to `at.1`) shows: the safety and
     /// convergence invariants, and the traffic Service's state.
-    fn listed(&mut self, at: Duration, s: &Snapshot, now_final: bool) {
+    fn listed(&mut self, at: (Duration, Duration), s: &Snapshot, now_final: bool) {
         let mut found = self.history.observe(&s.pods);
         found.extend(s.check());
         self.observe(found, now_final);
@@ -452,6 +452,7 @@ impl Run {
             self.blind.push(routes::Blind {
                 from,
                 to: self.started.elapsed(),
+                partition: false,
             });
         }
         match restarted {
@@ -496,10 +497,14 @@ impl Run {
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
         let restored = netcut::set_connected(&self.state, &nodes, &node, true);
-        if self.prober_node.as_ref() == Some(&name) {
+        // Any node: cut off, the prober's proxy learns nothing; another
+        // node's endpoints stay published (node grace period) but
+        // unreachable, whatever any proxy does.
+        if self.prober_node.is_some() {
             self.blind.push(routes::Blind {
                 from,
                 to: self.started.elapsed(),
+                partition: nodes.count > 1,
             });
         }
         let kept = match snapshot(&self.client, &self.namespace, &self.class).await {
@@ -746,7 +751,13 @@ pub async fn run(state_dir: &Path, opts: ChaosOptions) -> Result<Report, String>
             while !stop.load(Ordering::Relaxed) {
                 let at = started.elapsed();
                 match snapshot(&client, &ns, &class).await {
-                    Ok(s) => checker.lock().expect("checker").listed(at, &s, false),
+                    Ok(s) => {
+                        let until = started.elapsed();
+                        checker
+                            .lock()
+                            .expect("checker")
+                            .listed((at, until), &s, false)
+                    }
                     Err(_) => checker.lock().expect("checker").api_errors += 1,
                 }
                 tokio::time::sleep(Duration::from_secs(2)).await;
@@ -836,7 +847,13 @@ pub async fn run(state_dir: &Path, opts: ChaosOptions) -> Result<Report, String>
     let final_convergence = run.wait_converged(Instant::now()).await;
     let at = started.elapsed();
     match snapshot(&client, &namespace, &class).await {
-        Ok(s) => checker.lock().expect("checker").listed(at, &s, true),
+        Ok(s) => {
+            let until = started.elapsed();
+            checker
+                .lock()
+                .expect("checker")
+                .listed((at, until), &s, true)
+        }
         Err(_) => checker.lock().expect("checker").api_errors += 1,
     }
 

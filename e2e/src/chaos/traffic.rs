@@ -144,7 +144,8 @@ pub async fn wait_answers(netns: PathBuf, to: SocketAddr, timeout: Duration) -> 
 pub struct Prober {
     log: Arc<Mutex<Vec<ProbeResult>>>,
     stop: Arc<AtomicBool>,
-    thread: std::thread::JoinHandle<std::io::Result<()>>,
+    /// Taken by [`Prober::finish`].
+    thread: Option<std::thread::JoinHandle<std::io::Result<()>>>,
     pub netns: PathBuf,
     pub to: SocketAddr,
 }
@@ -182,20 +183,29 @@ impl Prober {
         Self {
             log,
             stop,
-            thread,
+            thread: Some(thread),
             netns,
             to,
         }
     }
 
     /// Stops the prober; its log.
-    pub fn finish(self) -> Result<Vec<ProbeResult>, String> {
+    pub fn finish(mut self) -> Result<Vec<ProbeResult>, String> {
         self.stop.store(true, Ordering::Relaxed);
-        match self.thread.join() {
+        let thread = self.thread.take().expect("finished once");
+        match thread.join() {
             Ok(Ok(())) => {}
             Ok(Err(e)) => return Err(format!("the prober could not enter the node: {e}")),
             Err(_) => return Err("the prober panicked".into()),
         }
         Ok(std::mem::take(&mut *self.log.lock().expect("probe log")))
+    }
+}
+
+/// A run that ends early (an error, Ctrl-C) stops the prober too, so no
+/// thread keeps sending from the node while the lab is taken down.
+impl Drop for Prober {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
     }
 }

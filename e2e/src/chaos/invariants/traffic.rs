@@ -36,8 +36,10 @@ pub struct ProbeResult {
 /// The traffic Service as one listing saw it.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ServiceSeen {
-    /// Since the run started.
+    /// Since the run started: when the listing began.
     pub at: Duration,
+    /// When it ended: a change it saw may have happened as late as this.
+    pub until: Duration,
     /// Ready endpoint addresses in its EndpointSlices.
     pub published: BTreeSet<String>,
     /// Addresses of its pods that are Ready and not terminating.
@@ -48,7 +50,7 @@ impl ServiceSeen {
     /// Reads the Service `name`'s slices and the pods labelled `app=<app>`
     /// from a listing.
     pub fn from_listing(
-        at: Duration,
+        (at, until): (Duration, Duration),
         name: &str,
         app: &str,
         slices: &[EndpointSlice],
@@ -78,6 +80,7 @@ impl ServiceSeen {
             .collect();
         Self {
             at,
+            until,
             published,
             serving,
         }
@@ -140,8 +143,6 @@ pub fn outages(probes: &[ProbeResult]) -> Vec<Outage> {
     found
 }
 
-/// Whether a request failing at `t` is allowed: the Service was not stable
-/// around it. `seen` is in time order.
 /// Why a request failing at `t` is allowed, if it is: the Service was not
 /// stable around it. `seen` is in time order.
 pub fn excuse(
@@ -150,6 +151,12 @@ pub fn excuse(
     blind: &[Blind],
     settle: Duration,
 ) -> Option<String> {
+    if blind
+        .iter()
+        .any(|b| b.partition && b.from <= t && t < b.to + settle)
+    {
+        return Some("while a node was cut off from the others".into());
+    }
     // The last listing at or before `t`; before the first, nothing is known.
     let Some(i) = seen.iter().rposition(|s| s.at <= t) else {
         return Some("before the first listing".into());
@@ -171,24 +178,26 @@ pub fn excuse(
         );
     }
     // Stable since the first listing of this unbroken stretch: the change
-    // before it happened at the latest then, and the proxy had `settle`
-    // from there to program it.
+    // before it happened at the latest by that listing's end, and the
+    // proxy had `settle` from there to program it.
     let mut since = i;
     while since > 0 && same(&seen[since - 1], &seen[i]) {
         since -= 1;
     }
-    // The change happened after the listing before `since`; a proxy blind
-    // at any moment from then to `since`'s listing learnt it when it could
-    // see again.
+    // The change happened after the listing before `since` began; a proxy
+    // blind at any moment from then until the settle window after it ran
+    // out may not have programmed it, and learnt it when it could see
+    // again.
     let changed_after = since.checked_sub(1).map_or(Duration::ZERO, |j| seen[j].at);
+    let changed_by = seen[since].until;
     let learnt = blind
         .iter()
-        .filter(|b| b.from <= seen[since].at && b.to > changed_after)
+        .filter(|b| b.from < changed_by + settle && b.to > changed_after)
         .map(|b| b.to)
-        .fold(seen[since].at, Duration::max);
+        .fold(changed_by, Duration::max);
     (t < learnt + settle).then(|| {
-        let after = t.saturating_sub(seen[since].at).as_secs_f64();
-        if learnt > seen[since].at {
+        let after = t.saturating_sub(changed_by).as_secs_f64();
+        if learnt > changed_by {
             format!("{after:.1}s after an endpoint change made while the proxy was blind")
         } else {
             format!("{after:.1}s after an endpoint change")
@@ -197,11 +206,17 @@ pub fn excuse(
 }
 
 /// A stretch of the run in which the proxy on the prober's node could not
-/// learn of changes: dead (killed, not yet healthy again) or cut off.
+/// learn of changes (dead: killed, not yet healthy again; or cut off), or
+/// some node was cut off (its endpoints stay published, for the node
+/// grace period, but no proxy can reach them).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Blind {
     pub from: Duration,
     pub to: Duration,
+    /// A node was cut off from the others: requests crossing the cut fail
+    /// whatever the proxy does, so any failure in it (and the settle window
+    /// after) is allowed. A lab of one node has nothing to cross.
+    pub partition: bool,
 }
 
 /// `outages` with why each one's first failure was allowed.
@@ -232,6 +247,12 @@ pub fn service_keeps_routing(
         .filter_map(|p| Some((p.at, p.error.as_deref()?)))
         .filter(|(at, _)| excuse(*at, seen, blind, settle).is_none())
         .collect();
+    if seen.is_empty() {
+        return vec![nothing_probed(
+            service,
+            "no listing of the Service to judge requests by",
+        )];
+    }
     let Some((first_at, first_error)) = bad.first() else {
         return vec![];
     };
@@ -294,6 +315,7 @@ mod tests {
         (0..=until / 2)
             .map(|i| ServiceSeen {
                 at: Duration::from_secs(2 * i as u64),
+                until: Duration::from_secs(2 * i as u64),
                 published: set(&["10.0.0.1", "10.0.0.2"]),
                 serving: set(&["10.0.0.1", "10.0.0.2"]),
             })
@@ -363,6 +385,7 @@ mod tests {
         let blind = [Blind {
             from: s(9.0),
             to: s(20.0),
+            partition: false,
         }];
         let probes = vec![failed(18.0), failed(24.9)];
         assert_eq!(
@@ -392,11 +415,99 @@ mod tests {
         let early = [Blind {
             from: s(2.0),
             to: s(9.0),
+            partition: false,
         }];
         assert_eq!(
             service_keeps_routing("Service/ns/web", &[failed(18.0)], &seen, &early, SETTLE).len(),
             1
         );
+    }
+
+    #[test]
+    fn a_proxy_killed_just_after_a_change_it_had_not_programmed_learns_it_on_restart() {
+        let mut seen = stable(60);
+        // 10.0.0.2 leaves between the listings at 10 s and 12 s; the proxy
+        // dies at 13 s, before programming it, and is back at 20 s.
+        for later in &mut seen[6..] {
+            later.published = set(&["10.0.0.1"]);
+            later.serving = set(&["10.0.0.1"]);
+        }
+        let blind = [Blind {
+            from: s(13.0),
+            to: s(20.0),
+            partition: false,
+        }];
+        let probes = vec![failed(21.0), failed(24.9)];
+        assert_eq!(
+            service_keeps_routing("Service/ns/web", &probes, &seen, &blind, SETTLE),
+            vec![]
+        );
+        assert_eq!(
+            service_keeps_routing("Service/ns/web", &probes, &seen, &[], SETTLE).len(),
+            1
+        );
+        // Dead only once the change's settle window was over: the proxy
+        // had programmed it, so its rules must route.
+        let later = [Blind {
+            from: s(18.0),
+            to: s(25.0),
+            partition: false,
+        }];
+        assert_eq!(
+            service_keeps_routing("Service/ns/web", &[failed(21.0)], &seen, &later, SETTLE).len(),
+            1
+        );
+    }
+
+    #[test]
+    fn a_change_seen_late_in_a_listing_settles_from_the_listings_end() {
+        let mut seen = stable(60);
+        for later in &mut seen[6..] {
+            later.published = set(&["10.0.0.1"]);
+            later.serving = set(&["10.0.0.1"]);
+        }
+        // The listing that first shows the change began at 12 s and read
+        // the slices at 14 s.
+        seen[6].until = s(14.0);
+        let probes = vec![failed(18.5)];
+        assert_eq!(
+            service_keeps_routing("Service/ns/web", &probes, &seen, &[], SETTLE),
+            vec![]
+        );
+        assert_eq!(
+            service_keeps_routing("Service/ns/web", &[failed(19.1)], &seen, &[], SETTLE).len(),
+            1
+        );
+    }
+
+    #[test]
+    fn failures_across_a_cut_between_nodes_are_allowed_until_it_settles() {
+        let seen = stable(60);
+        let cut = [Blind {
+            from: s(10.0),
+            to: s(30.0),
+            partition: true,
+        }];
+        let during = vec![failed(12.0), failed(29.0), failed(34.9)];
+        assert_eq!(
+            service_keeps_routing("Service/ns/web", &during, &seen, &cut, SETTLE),
+            vec![]
+        );
+        assert_eq!(
+            service_keeps_routing("Service/ns/web", &[failed(35.1)], &seen, &cut, SETTLE).len(),
+            1
+        );
+        assert_eq!(
+            service_keeps_routing("Service/ns/web", &[failed(9.9)], &seen, &cut, SETTLE).len(),
+            1
+        );
+    }
+
+    #[test]
+    fn no_listing_at_all_is_a_violation() {
+        let found = service_keeps_routing("Service/ns/web", &[ok(1.0)], &[], &[], SETTLE);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(found[0].detail.contains("no listing"), "{found:?}");
     }
 
     #[test]
@@ -494,7 +605,8 @@ mod tests {
             pod("10.0.0.2", "False", false),
             pod("10.0.0.3", "True", true),
         ];
-        let seen = ServiceSeen::from_listing(s(4.0), "web", "web", &[slice, other], &pods);
+        let seen =
+            ServiceSeen::from_listing((s(4.0), s(4.5)), "web", "web", &[slice, other], &pods);
         assert_eq!(seen.published, set(&["10.0.0.1", "10.0.0.3"]));
         assert_eq!(seen.serving, set(&["10.0.0.1"]));
         assert!(!seen.settled());
