@@ -840,6 +840,11 @@ pub async fn run(state_dir: &Path, opts: ChaosOptions) -> Result<Report, String>
     stop.store(true, Ordering::Relaxed);
     let churn = churning.await.map_err(|e| e.to_string())?;
     let _ = checking.await;
+    // The prober stops with the checker's listings: a request sent during
+    // the final convergence would be judged by the last listing before it
+    // and the final one, however long apart, so a change between them would
+    // excuse every failure in that gap.
+    let probed = prober.map(|p| (p.to, p.finish()));
     let end = Timestamp::now();
     if let Some(pause) = records.last_mut().and_then(|r| r.pause.as_mut()) {
         pause.until = Some(end);
@@ -859,11 +864,10 @@ pub async fn run(state_dir: &Path, opts: ChaosOptions) -> Result<Report, String>
 
     // The traffic: every failed request excused by the Service's own
     // changes, or it stopped routing.
-    let traffic_figures = match (prober, &traffic_service) {
-        (Some(prober), Some((_, node))) => {
-            let to = prober.to;
+    let traffic_figures = match (probed, &traffic_service) {
+        (Some((to, finished)), Some((_, node))) => {
             let service = format!("Service/{namespace}/{}", traffic::WORKLOAD);
-            let (probes, mut broken) = match prober.finish() {
+            let (probes, mut broken) = match finished {
                 Ok(probes) if !probes.is_empty() => (probes, vec![]),
                 // A prober that sent nothing proves nothing: that fails too.
                 Ok(_) => (
