@@ -15,6 +15,10 @@
 //! 2. latency (not for the null binder): with the binder running, N more
 //!    volumes, then N more claims created 16 at a time; for each, from its
 //!    create to the claim seen Bound.
+//!
+//! The null binder's pace moves by ±30 % between runs on a small machine,
+//! so `--rounds` repeats the whole sequence and the summary compares each
+//! binder with the null binder of its own round, then takes the median.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -27,6 +31,7 @@ use kube::{Client, ResourceExt};
 use serde_json::json;
 
 use super::procstat::{self, ProcUsage};
+use super::write_costs::median;
 use crate::binder::{self, Binder, BinderOptions, BoundWatch, RunningBinder};
 use crate::state::ClusterState;
 use crate::wait;
@@ -72,6 +77,8 @@ pub struct Options {
     pub qps: u32,
     /// Pairs the null binder binds at once.
     pub in_flight: usize,
+    /// Times the whole sequence of variants runs, one after the other.
+    pub rounds: usize,
     pub components_dir: PathBuf,
 }
 
@@ -382,13 +389,81 @@ pub async fn run(
     state: &ClusterState,
     opts: &Options,
     variants: &[Variant],
-) -> anyhow::Result<Vec<(Variant, VariantResult)>> {
+) -> anyhow::Result<Vec<Vec<(Variant, VariantResult)>>> {
     let client = wait::client_for(&state.kubeconfig).await?;
-    let mut results = vec![];
-    for v in variants {
-        results.push((*v, run_variant(*v, state, opts, &client).await?));
+    let mut rounds = vec![];
+    for round in 1..=opts.rounds.max(1) {
+        let mut results = vec![];
+        for v in variants {
+            results.push((*v, run_variant(*v, state, opts, &client).await?));
+        }
+        if opts.rounds > 1 {
+            // Printed as it comes: a long series is still worth its
+            // finished rounds if it is stopped.
+            println!("round {round}:\n{}", report(&results, opts));
+        }
+        rounds.push(results);
     }
-    Ok(results)
+    Ok(rounds)
+}
+
+/// Each round's pace of `of` over the pace of `over` in the same round.
+fn ratios(rounds: &[Vec<(Variant, VariantResult)>], of: Variant, over: Variant) -> Vec<f64> {
+    rounds
+        .iter()
+        .filter_map(|round| {
+            let pace = |want: Variant| {
+                round
+                    .iter()
+                    .find(|(v, _)| *v == want)
+                    .map(|(_, r)| r.pairs_per_second)
+            };
+            Some(pace(of)? / pace(over)?)
+        })
+        .collect()
+}
+
+/// Over several rounds: each binder's pace against the null binder's and
+/// ours against upstream's, as the median of the per-round ratios.
+pub fn summary(rounds: &[Vec<(Variant, VariantResult)>]) -> String {
+    let mut out = format!(
+        "summary of {} rounds (median of per-round ratios):\n",
+        rounds.len()
+    );
+    let line = |what: &str, values: Vec<f64>, percent: bool| {
+        if values.is_empty() {
+            return String::new();
+        }
+        let shown = |v: f64| {
+            if percent {
+                format!("{:.0} %", 100.0 * v)
+            } else {
+                format!("{v:.2}×")
+            }
+        };
+        let each: Vec<String> = values.iter().map(|v| shown(*v)).collect();
+        format!(
+            "- {what}: median {} (rounds: {})\n",
+            shown(median(values.clone())),
+            each.join(", ")
+        )
+    };
+    out.push_str(&line(
+        "understudy / null binder (target ≥ 80 %)",
+        ratios(rounds, Variant::Understudy, Variant::Null),
+        true,
+    ));
+    out.push_str(&line(
+        "upstream / null binder",
+        ratios(rounds, Variant::Upstream, Variant::Null),
+        true,
+    ));
+    out.push_str(&line(
+        "understudy / upstream (target ≥ 5×)",
+        ratios(rounds, Variant::Understudy, Variant::Upstream),
+        false,
+    ));
+    out
 }
 
 fn ms(v: Option<f64>) -> String {
@@ -507,11 +582,33 @@ mod tests {
     }
 
     #[test]
+    fn summary_compares_each_round_with_its_own_null_binder() {
+        let r = |pace: f64| VariantResult {
+            pairs_per_second: pace,
+            ..Default::default()
+        };
+        let rounds = vec![
+            vec![(Variant::Null, r(100.0)), (Variant::Understudy, r(90.0))],
+            vec![(Variant::Null, r(200.0)), (Variant::Understudy, r(120.0))],
+            vec![(Variant::Null, r(50.0)), (Variant::Understudy, r(40.0))],
+        ];
+        let text = summary(&rounds);
+        assert!(
+            text.contains(
+                "understudy / null binder (target ≥ 80 %): median 80 % (rounds: 90 %, 60 %, 80 %)"
+            ),
+            "{text}"
+        );
+        assert!(!text.contains("upstream"), "no upstream ran: {text}");
+    }
+
+    #[test]
     fn report_gives_both_targets() {
         let opts = Options {
             pairs: 100,
             qps: 1000,
             in_flight: 64,
+            rounds: 1,
             components_dir: PathBuf::new(),
         };
         let r = |pace: f64| VariantResult {

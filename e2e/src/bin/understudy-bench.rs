@@ -157,6 +157,10 @@ enum Command {
         /// Pairs the null binder binds at once.
         #[arg(long, default_value_t = 64)]
         in_flight: usize,
+        /// Run the whole sequence this many times and summarise the
+        /// per-round ratios by their median.
+        #[arg(long, default_value_t = 1)]
+        rounds: usize,
         /// Which to run: null, kube, understudy (comma-separated).
         #[arg(long, value_delimiter = ',', default_value = "null,kube,understudy")]
         only: Vec<String>,
@@ -330,13 +334,17 @@ async fn run_binder(command: Command) -> anyhow::Result<()> {
         pairs,
         qps,
         in_flight,
+        rounds,
         only,
         components_dir,
     } = command
     else {
         unreachable!("called for the binder command only")
     };
-    anyhow::ensure!(pairs > 0, "--pairs must be positive");
+    anyhow::ensure!(
+        pairs > 0 && rounds > 0,
+        "--pairs and --rounds must be positive"
+    );
     let mut variants = vec![];
     for v in only {
         variants.push(match v.as_str() {
@@ -350,6 +358,7 @@ async fn run_binder(command: Command) -> anyhow::Result<()> {
         pairs,
         qps,
         in_flight,
+        rounds,
         components_dir: resolve_components_dir(components_dir)?,
     };
     let lab = LabOptions {
@@ -378,7 +387,10 @@ async fn run_binder(command: Command) -> anyhow::Result<()> {
         async move { binder::run(&state, &opts, &variants).await }
     })
     .await?;
-    println!("{}", binder::report(&results, &opts));
+    match results.as_slice() {
+        [one] => println!("{}", binder::report(one, &opts)),
+        rounds => println!("{}", binder::summary(rounds)),
+    }
     Ok(())
 }
 
