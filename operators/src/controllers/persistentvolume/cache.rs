@@ -31,6 +31,13 @@ impl<K: Resource> VersionedCache<K> {
     /// it was stored (upstream's storeObjectUpdate). Versions that are not
     /// numbers are always taken.
     pub fn store(&self, key: String, obj: Arc<K>) -> bool {
+        self.store_then(key, obj, |_, _| {})
+    }
+
+    /// As [`Self::store`], calling `stored` with the key and the object,
+    /// under the cache's lock, when it was stored: an index kept beside the
+    /// cache then follows the order of its stores.
+    pub fn store_then(&self, key: String, obj: Arc<K>, stored: impl FnOnce(&str, &K)) -> bool {
         let mut objects = self.objects.lock().expect("cache lock");
         if let Some(old) = objects.get(&key)
             && let (Some(old), Some(new)) = (version(old.as_ref()), version(obj.as_ref()))
@@ -38,6 +45,7 @@ impl<K: Resource> VersionedCache<K> {
         {
             return false;
         }
+        stored(&key, &obj);
         objects.insert(key, obj);
         true
     }
@@ -47,7 +55,14 @@ impl<K: Resource> VersionedCache<K> {
     }
 
     pub fn remove(&self, key: &str) -> Option<Arc<K>> {
-        self.objects.lock().expect("cache lock").remove(key)
+        self.remove_then(key, |_| {})
+    }
+
+    /// As [`Self::remove`], calling `removed` under the cache's lock.
+    pub fn remove_then(&self, key: &str, removed: impl FnOnce(&str)) -> Option<Arc<K>> {
+        let mut objects = self.objects.lock().expect("cache lock");
+        removed(key);
+        objects.remove(key)
     }
 
     /// Runs `read` over the cached objects under one lock: a claim's match

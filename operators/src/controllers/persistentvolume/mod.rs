@@ -21,6 +21,7 @@
 
 pub mod apply;
 pub mod cache;
+pub mod candidates;
 pub mod claim_sync;
 pub mod collector;
 pub mod helpers;
@@ -35,7 +36,7 @@ mod tests;
 #[cfg(test)]
 mod wiring_tests;
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -56,6 +57,7 @@ use crate::workqueue::WorkQueue;
 
 use self::apply::{Applied, BinderApi};
 use self::cache::VersionedCache;
+use self::candidates::CandidateIndex;
 use self::claim_sync::ClaimView;
 use self::helpers::{claim_key, name_of_volume};
 use self::volume_sync::ClaimSeen;
@@ -76,6 +78,10 @@ struct Binder {
     class_store: Arc<Store<StorageClass>>,
     pod_store: Arc<Store<Pod>>,
     volumes: VersionedCache<PersistentVolume>,
+    /// The volumes a claim could match, by the informer's copies.
+    informer_candidates: Arc<CandidateIndex>,
+    /// The same by the copies in `volumes`, kept under its lock.
+    own_candidates: CandidateIndex,
     claims: VersionedCache<PersistentVolumeClaim>,
     volume_queue: Arc<WorkQueue<ObjectKey>>,
     claim_queue: Arc<WorkQueue<ObjectKey>>,
@@ -120,13 +126,19 @@ pub fn register(ctx: &ControllerContext, claim_workers: usize) -> Vec<Controller
     // changes trigger nothing, as upstream.
     let pods = ctx.informers.get::<Pod>();
 
+    let informer_candidates = Arc::new(CandidateIndex::default());
     volumes.on_change({
         let volume_queue = volume_queue.clone();
         let claim_queue = claim_queue.clone();
+        let candidates = informer_candidates.clone();
         move |old, new| {
             match (old, new) {
-                (_, Some(volume)) => volume_queue.add(volume_key(volume)),
+                (_, Some(volume)) => {
+                    candidates.update(name_of_volume(volume), volume);
+                    volume_queue.add(volume_key(volume));
+                }
                 (Some(volume), None) => {
+                    candidates.remove(name_of_volume(volume));
                     volume_queue.add(volume_key(volume));
                     // Its claim is Lost now.
                     if let Some(key) = claim_ref_key(volume) {
@@ -161,6 +173,8 @@ pub fn register(ctx: &ControllerContext, claim_workers: usize) -> Vec<Controller
         class_store: classes.store.clone(),
         pod_store: pods.store.clone(),
         volumes: VersionedCache::default(),
+        informer_candidates,
+        own_candidates: CandidateIndex::default(),
         claims: VersionedCache::default(),
         volume_queue: volume_queue.clone(),
         claim_queue: claim_queue.clone(),
@@ -251,20 +265,37 @@ impl Binder {
         claim: &PersistentVolumeClaim,
         writing: &HashSet<String>,
     ) -> BTreeMap<String, Arc<PersistentVolume>> {
-        let informer = self.volume_store.list();
+        let mut names = BTreeSet::new();
+        let key = ObjectKey::of(claim);
+        self.informer_candidates.collect(&key, &mut names);
+        self.own_candidates.collect(&key, &mut names);
         self.volumes.read(|ours| {
-            informer
+            names
                 .into_iter()
-                .filter_map(|v| {
-                    let name = name_of_volume(&v);
-                    let best = newest(Some(v.clone()), ours.get(name).cloned())?;
+                .filter_map(|name| {
+                    // A volume the informer no longer has is deleted,
+                    // whatever our older copy says.
+                    let informer = self.volume_store.get(&ObjectKey::new("", &name))?;
+                    let best = newest(Some(informer), ours.get(&name).cloned())?;
                     let prebound = helpers::is_volume_bound_to_claim(&best, claim);
                     let free = best.spec.as_ref().is_some_and(|s| s.claim_ref.is_none());
-                    let candidate = prebound || (free && !writing.contains(name));
-                    candidate.then(|| (name.to_string(), best))
+                    let candidate = prebound || (free && !writing.contains(&name));
+                    candidate.then_some((name, best))
                 })
                 .collect()
         })
+    }
+
+    /// Keeps `volume` as our newest copy unless a newer one is kept.
+    fn keep_volume(&self, name: String, volume: Arc<PersistentVolume>) -> bool {
+        self.volumes.store_then(name, volume, |name, volume| {
+            self.own_candidates.update(name, volume)
+        })
+    }
+
+    fn forget_volume(&self, name: &str) -> Option<Arc<PersistentVolume>> {
+        self.volumes
+            .remove_then(name, |name| self.own_candidates.remove(name))
     }
 
     /// Just the named volume (newest copy), as the one-entry view a claim
@@ -292,14 +323,14 @@ impl Binder {
     async fn sync_volume_by_key(&self, key: &ObjectKey) -> anyhow::Result<Requeue> {
         let Some(volume) = self.volume_store.get(key) else {
             // Deleted: its claim (if any) must notice.
-            if let Some(gone) = self.volumes.remove(&key.name)
+            if let Some(gone) = self.forget_volume(&key.name)
                 && let Some(claim) = claim_ref_key(&gone)
             {
                 self.claim_queue.add(claim);
             }
             return Ok(None);
         };
-        if !self.volumes.store(key.name.clone(), volume.clone()) {
+        if !self.keep_volume(key.name.clone(), volume.clone()) {
             // Our own newer write is on its way through the watch.
             return Ok(None);
         }
@@ -486,7 +517,7 @@ impl BinderApi for Binder {
                 .replace(&name, &PostParams::default(), &volume)
                 .await
                 .map_err(api_error)?;
-            self.volumes.store(name, Arc::new(written.clone()));
+            self.keep_volume(name, Arc::new(written.clone()));
             Ok(written)
         }
         .boxed()
@@ -509,7 +540,7 @@ impl BinderApi for Binder {
                 phase = phase.unwrap_or_default(),
                 "volume entered phase"
             );
-            self.volumes.store(name, Arc::new(written.clone()));
+            self.keep_volume(name, Arc::new(written.clone()));
             Ok(written)
         }
         .boxed()

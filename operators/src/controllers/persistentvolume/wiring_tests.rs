@@ -3,6 +3,7 @@
 //! a conflict stops the sync; our own writes are seen by the next sync
 //! before the watch delivers them.
 
+use std::collections::HashSet;
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
 
@@ -85,6 +86,8 @@ fn binder(client: Client) -> Binder {
         class_store: Arc::new(Store::default()),
         pod_store: Arc::new(Store::default()),
         volumes: VersionedCache::default(),
+        informer_candidates: Default::default(),
+        own_candidates: Default::default(),
         claims: VersionedCache::default(),
         volume_queue: WorkQueue::new(QueueMetrics::detached()),
         claim_queue: WorkQueue::new(QueueMetrics::detached()),
@@ -95,7 +98,10 @@ fn binder(client: Client) -> Binder {
     }
 }
 
+/// As the volume informer would: into its store, then its handler's index.
 fn add_volume(b: &Binder, v: PersistentVolume) {
+    b.informer_candidates
+        .update(v.metadata.name.as_deref().unwrap_or_default(), &v);
     b.volume_store.insert(Arc::new(v));
 }
 
@@ -239,7 +245,7 @@ async fn a_deleted_volume_wakes_its_claim() {
     let (client, _calls) = fake_apiserver(&[]);
     let b = binder(client);
     let v = volume("pv1", "5Gi", "uid-c", "c", "Bound", "Retain", "", &[]);
-    b.volumes.store("pv1".into(), Arc::new(v));
+    b.keep_volume("pv1".into(), Arc::new(v));
     b.sync_volume_by_key(&ObjectKey::new("", "pv1"))
         .await
         .unwrap();
@@ -290,5 +296,75 @@ async fn claims_synced_at_once_pick_different_volumes() {
     assert!(
         b.writing.lock().unwrap().is_empty(),
         "every volume handed back"
+    );
+}
+
+#[tokio::test]
+async fn a_claims_match_follows_the_newest_copy_of_each_volume() {
+    let (client, _calls) = fake_apiserver(&[]);
+    let b = binder(client);
+    let with_version = |mut v: PersistentVolume, rv: &str| {
+        v.metadata.resource_version = Some(rv.into());
+        v
+    };
+    // Freed by our write; the informer still shows the old claim.
+    add_volume(
+        &b,
+        with_version(
+            volume("freed", "5Gi", "uid-x", "x", "Released", "Retain", "", &[]),
+            "1",
+        ),
+    );
+    b.keep_volume(
+        "freed".into(),
+        Arc::new(with_version(
+            volume("freed", "5Gi", "", "", "Available", "Retain", "", &[]),
+            "2",
+        )),
+    );
+    // Taken, as the informer shows; our copy from before is free.
+    b.keep_volume(
+        "taken".into(),
+        Arc::new(with_version(
+            volume("taken", "5Gi", "", "", "Available", "Retain", "", &[]),
+            "1",
+        )),
+    );
+    add_volume(
+        &b,
+        with_version(
+            volume("taken", "5Gi", "uid-y", "y", "Bound", "Retain", "", &[]),
+            "3",
+        ),
+    );
+    // Deleted: gone from the informer, still in our cache.
+    b.keep_volume(
+        "deleted".into(),
+        Arc::new(volume(
+            "deleted",
+            "5Gi",
+            "",
+            "",
+            "Available",
+            "Retain",
+            "",
+            &[],
+        )),
+    );
+    add_volume(
+        &b,
+        volume("mine", "5Gi", "uid-a", "a", "Bound", "Retain", "", &[]),
+    );
+    let a = claim("a", "uid-a", "1Gi", "", "Pending", None, &[]);
+    let view = b.match_view(&a, &HashSet::new());
+    assert_eq!(view.keys().collect::<Vec<_>>(), ["freed", "mine"]);
+    assert_eq!(
+        view["freed"].metadata.resource_version.as_deref(),
+        Some("2")
+    );
+    let writing = HashSet::from(["freed".to_string()]);
+    assert_eq!(
+        b.match_view(&a, &writing).keys().collect::<Vec<_>>(),
+        ["mine"]
     );
 }
