@@ -705,6 +705,11 @@ impl Cache {
         self.retain_volumes_where(kind, |k| !gone.contains(k));
     }
 
+    /// The storage objects as the cache holds them.
+    pub fn volume_index(&self) -> &VolumeIndex {
+        &self.volumes
+    }
+
     /// Drops storage objects of `kind` whose key is not in `keep`.
     pub fn retain_volume_objects(&mut self, kind: VolumeKind, keep: &HashSet<String>) {
         self.retain_volumes_where(kind, |k| keep.contains(k));

@@ -615,8 +615,23 @@ impl<K: Workload> Handler<K> for Workloads {
 /// Handlers of the storage objects: each sets, removes and resyncs one map of
 /// the cache's volume index.
 macro_rules! volume_handler {
-    ($handler:ident, $kind:ty, $set:ident, $kind_tag:expr, $resource:ident, $owned:expr, |$obj:ident| $key:expr) => {
+    ($handler:ident, $kind:ty, $set:ident, $kind_tag:expr, $field:ident, $resource:ident, $owned:expr, |$obj:ident| $key:expr) => {
         struct $handler;
+        impl $handler {
+            /// The kind's Delete event, for a watched deletion and for an
+            /// object a relist no longer holds alike.
+            fn deleted(s: &Scheduler, obj: Arc<$kind>) {
+                let owned: fn(Arc<$kind>) -> Option<OwnedObject> = $owned;
+                s.queue.on_event(
+                    QueueEvent::new(
+                        ClusterEvent::new(EventResource::$resource, ActionType::DELETE),
+                        owned(obj),
+                        None,
+                    ),
+                    MoveFilter::All,
+                );
+            }
+        }
         impl Handler<$kind> for $handler {
             fn apply(&self, s: &Scheduler, obj: $kind) {
                 let (old, new) = s.cache.lock().expect("cache lock").$set(obj);
@@ -641,24 +656,29 @@ macro_rules! volume_handler {
                     .lock()
                     .expect("cache lock")
                     .remove_volume_object($kind_tag, gone);
-                let owned: fn(Arc<$kind>) -> Option<OwnedObject> = $owned;
-                s.queue.on_event(
-                    QueueEvent::new(
-                        ClusterEvent::new(EventResource::$resource, ActionType::DELETE),
-                        owned(Arc::new(obj)),
-                        None,
-                    ),
-                    MoveFilter::All,
-                );
+                Self::deleted(s, Arc::new(obj));
             }
             fn key(&self, $obj: &$kind) -> String {
                 $key
             }
             fn resync(&self, s: &Scheduler, seen: &HashSet<String>) {
-                s.cache
-                    .lock()
-                    .expect("cache lock")
-                    .retain_volume_objects($kind_tag, seen);
+                let gone: Vec<Arc<$kind>> = {
+                    let mut cache = s.cache.lock().expect("cache lock");
+                    let gone = cache
+                        .volume_index()
+                        .$field
+                        .iter()
+                        .filter(|(key, _)| !seen.contains(*key))
+                        .map(|(_, obj)| obj.clone())
+                        .collect();
+                    cache.retain_volume_objects($kind_tag, seen);
+                    gone
+                };
+                // Deleted while the watch was down: the same event as a
+                // watched deletion (upstream's relist delivers one).
+                for obj in gone {
+                    Self::deleted(s, obj);
+                }
             }
         }
     };
@@ -669,6 +689,7 @@ volume_handler!(
     PersistentVolumeClaim,
     set_claim,
     VolumeKind::Claims,
+    claims,
     PersistentVolumeClaim,
     |c| Some(OwnedObject::PersistentVolumeClaim(c)),
     |c| format!("{}/{}", c.namespace().unwrap_or_default(), c.name_any())
@@ -678,6 +699,7 @@ volume_handler!(
     PersistentVolume,
     set_volume,
     VolumeKind::Volumes,
+    volumes,
     PersistentVolume,
     |v| Some(OwnedObject::PersistentVolume(v)),
     |v| v.name_any()
@@ -687,6 +709,7 @@ volume_handler!(
     StorageClass,
     set_storage_class,
     VolumeKind::StorageClasses,
+    storage_classes,
     StorageClass,
     |c| Some(OwnedObject::StorageClass(c)),
     |c| c.name_any()
@@ -696,6 +719,7 @@ volume_handler!(
     CSINode,
     set_csi_node,
     VolumeKind::CsiNodes,
+    csi_nodes,
     CSINode,
     |n| Some(OwnedObject::CSINode(n)),
     |n| n.name_any()
@@ -706,6 +730,7 @@ volume_handler!(
     k8s_openapi::api::resource::v1::ResourceClaim,
     set_resource_claim,
     VolumeKind::ResourceClaims,
+    resource_claims,
     ResourceClaim,
     |_| None,
     |c| format!("{}/{}", c.namespace().unwrap_or_default(), c.name_any())
@@ -715,6 +740,7 @@ volume_handler!(
     CSIDriver,
     set_csi_driver,
     VolumeKind::CsiDrivers,
+    csi_drivers,
     CSIDriver,
     |d| Some(OwnedObject::CSIDriver(d)),
     |d| d.name_any()
@@ -1160,6 +1186,28 @@ mod tests {
         // Its status never said so: the deletion's pod names no node.
         Pods.delete(&s, preemptor);
         assert_eq!(s.queue.counts()[&QueueName::Unschedulable], 0);
+    }
+
+    /// A storage object a relist no longer holds is gone from the cache and
+    /// sends its Delete event, as a watched deletion does.
+    #[tokio::test]
+    async fn a_claim_gone_on_a_relist_sends_its_delete_event() {
+        let s = scheduler();
+        Nodes.apply(&s, node("n1", json!(null)));
+        let claim: PersistentVolumeClaim =
+            serde_json::from_value(json!({"metadata": {"name": "c", "namespace": "ns"}})).unwrap();
+        Claims.apply(&s, claim);
+        // DynamicResources registers every event.
+        park_unschedulable(&s, "a", "DynamicResources").await;
+        Claims.resync(&s, &HashSet::from(["ns/c".to_string()]));
+        assert_eq!(
+            s.queue.counts()[&QueueName::Unschedulable],
+            1,
+            "still listed: nothing happened"
+        );
+        Claims.resync(&s, &HashSet::new());
+        assert_eq!(s.queue.counts()[&QueueName::Unschedulable], 0);
+        assert!(s.cache.lock().unwrap().volume_index().claims.is_empty());
     }
 
     #[tokio::test]
