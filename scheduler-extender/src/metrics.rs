@@ -32,6 +32,21 @@ pub struct IncomingLabels {
     pub event: String,
 }
 
+/// `scheduler_queueing_hint_execution_duration_seconds`' labels.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HintLabels {
+    pub plugin: String,
+    pub event: String,
+    /// `Queue` or `QueueSkip` (upstream's third, `Error`, needs a hint that
+    /// can fail; ours cannot).
+    pub hint: String,
+}
+
+/// Upstream's buckets for a queueing hint: from 0.01 ms by 1.5×, 20 of them.
+pub fn hint_buckets() -> Histogram {
+    Histogram::new(exponential_buckets(0.00001, 1.5, 20))
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct AttemptsLabels {
     pub attempts: String,
@@ -43,7 +58,7 @@ pub struct PluginLabels {
     pub extension_point: String,
 }
 
-type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
+pub type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 
 fn attempt_buckets() -> Histogram {
     Histogram::new(exponential_buckets(0.001, 2.0, 15))
@@ -66,6 +81,7 @@ pub struct Metrics {
     pub extender_requests: Family<VerbLabels, Counter>,
     pub preemption_victims: Histogram,
     pub queue_incoming_pods: Family<IncomingLabels, Counter>,
+    pub queueing_hint_duration: HistogramFamily<HintLabels>,
 }
 
 impl Metrics {
@@ -84,7 +100,13 @@ impl Metrics {
             extender_requests: Family::default(),
             preemption_victims: Histogram::new(exponential_buckets(1.0, 2.0, 7)),
             queue_incoming_pods: Family::default(),
+            queueing_hint_duration: Family::new_with_constructor(hint_buckets as fn() -> Histogram),
         };
+        registry.register(
+            "scheduler_queueing_hint_execution_duration_seconds",
+            "Duration for running a queueing hint function of a plugin",
+            m.queueing_hint_duration.clone(),
+        );
         registry.register(
             "scheduler_queue_incoming_pods",
             "Number of pods added to scheduling queues by event and queue type.",
@@ -175,8 +197,19 @@ mod tests {
                 queue: "active".into(),
             })
             .set(3);
+        m.queueing_hint_duration
+            .get_or_create(&HintLabels {
+                plugin: "TaintToleration".into(),
+                event: "NodeUpdateNodeTaint".into(),
+                hint: "Queue".into(),
+            })
+            .observe(0.00002);
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        assert!(
+            text.contains("scheduler_queueing_hint_execution_duration_seconds_bucket{le=\"0.0000225\",plugin=\"TaintToleration\",event=\"NodeUpdateNodeTaint\",hint=\"Queue\"} 1"),
+            "{text}"
+        );
         assert!(text.contains("scheduler_schedule_attempts_total{result=\"scheduled\",profile=\"understudy-scheduler\"} 1"), "{text}");
         assert!(
             text.contains("scheduler_pending_pods{queue=\"active\"} 3"),

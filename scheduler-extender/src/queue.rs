@@ -23,11 +23,14 @@ use tokio::sync::Notify;
 
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::Histogram;
 
 use crate::framework::{PodInfo, QueuedPodInfo};
-use crate::metrics::IncomingLabels;
+use crate::metrics::{HintLabels, HistogramFamily, IncomingLabels, hint_buckets};
 use crate::queueing_hints::events::pod_scheduling_properties_change;
-use crate::queueing_hints::{ClusterEvent, OwnedObject, ProfileHints, QueueingStrategy};
+use crate::queueing_hints::{
+    ClusterEvent, OwnedObject, ProfileHints, QueueingHint, QueueingStrategy,
+};
 
 /// Pods unschedulable this long are retried even without a matching event
 /// (upstream's podMaxInUnschedulablePodsDuration).
@@ -246,6 +249,8 @@ pub struct SchedulingQueue {
     epoch: Instant,
     /// `scheduler_queue_incoming_pods_total{queue,event}`.
     incoming: Family<IncomingLabels, Counter>,
+    /// `scheduler_queueing_hint_execution_duration_seconds{plugin,event,hint}`.
+    hint_duration: HistogramFamily<HintLabels>,
 }
 
 fn is_gated(pod: &PodInfo) -> bool {
@@ -309,7 +314,15 @@ impl SchedulingQueue {
             hints,
             epoch: Instant::now(),
             incoming: Family::default(),
+            hint_duration: Family::new_with_constructor(hint_buckets as fn() -> Histogram),
         }
+    }
+
+    /// Times each queueing hint asked into `family` (upstream's
+    /// `scheduler_queueing_hint_execution_duration_seconds`).
+    pub fn with_hint_duration_metric(mut self, family: HistogramFamily<HintLabels>) -> Self {
+        self.hint_duration = family;
+        self
     }
 
     /// Counts pods entering each queue, by what moved them, into `family`
@@ -351,13 +364,29 @@ impl SchedulingQueue {
         let Some(hints) = self.hints.get(scheduler_name(&entry.info.pod)) else {
             return QueueingStrategy::AfterBackoff;
         };
-        hints.strategy(
+        let label = event.event.label();
+        hints.strategy_timed(
             &entry.unschedulable_plugins,
             &entry.pending_plugins,
             &event.event,
             &entry.info.pod,
-            event.old.as_ref().map(OwnedObject::as_object),
-            event.new.as_ref().map(OwnedObject::as_object),
+            (
+                event.old.as_ref().map(OwnedObject::as_object),
+                event.new.as_ref().map(OwnedObject::as_object),
+            ),
+            &mut |plugin, hint, took| {
+                let hint = match hint {
+                    QueueingHint::Queue => "Queue",
+                    QueueingHint::QueueSkip => "QueueSkip",
+                };
+                self.hint_duration
+                    .get_or_create(&HintLabels {
+                        plugin: plugin.to_string(),
+                        event: label.clone(),
+                        hint: hint.to_string(),
+                    })
+                    .observe(took.as_secs_f64());
+            },
         )
     }
 
@@ -1420,6 +1449,41 @@ mod tests {
         assert_eq!(count("active", "UnscheduledPodAdd"), 1);
         assert_eq!(count("unschedulable", "ScheduleAttemptFailure"), 1);
         assert_eq!(count("backoff", "NodeUpdateNodeTaint"), 1);
+    }
+
+    #[tokio::test]
+    async fn each_hint_asked_is_timed_by_plugin_event_and_answer() {
+        let family: HistogramFamily<HintLabels> =
+            Family::new_with_constructor(hint_buckets as fn() -> Histogram);
+        let q = hinted(Duration::ZERO).with_hint_duration_metric(family.clone());
+        let count = |event: &str, hint: &str| {
+            let labels = HintLabels {
+                plugin: "TaintToleration".into(),
+                event: event.into(),
+                hint: hint.into(),
+            };
+            let mut text = String::new();
+            let mut registry = prometheus_client::registry::Registry::default();
+            registry.register("h", "", family.clone());
+            prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+            let series = format!(
+                "h_count{{plugin=\"{}\",event=\"{}\",hint=\"{}\"}} ",
+                labels.plugin, labels.event, labels.hint
+            );
+            text.lines()
+                .find_map(|l| l.strip_prefix(&series))
+                .map_or(0, |n| n.parse::<u64>().unwrap())
+        };
+        q.add(ours("p"));
+        let popped = pop_now(&q).await.unwrap();
+        q.requeue_failed(popped, Rejection::by(["TaintToleration"]));
+        let tainted = || Some(json!([{"key": "k", "effect": "NoSchedule"}]));
+        // A taint kept: the hint says skip.
+        q.on_event(node_event(tainted(), tainted().unwrap()), MoveFilter::All);
+        assert_eq!(count("NodeUpdateNodeTaint", "QueueSkip"), 1);
+        assert_eq!(count("NodeUpdateNodeTaint", "Queue"), 0);
+        q.on_event(node_event(tainted(), json!([])), MoveFilter::All);
+        assert_eq!(count("NodeUpdateNodeTaint", "Queue"), 1);
     }
 
     #[tokio::test]

@@ -114,7 +114,8 @@ impl Scheduler {
                 config.pod_max_backoff,
                 hints,
             )
-            .with_incoming_metric(metrics.queue_incoming_pods.clone()),
+            .with_incoming_metric(metrics.queue_incoming_pods.clone())
+            .with_hint_duration_metric(metrics.queueing_hint_duration.clone()),
             config,
             events,
             metrics,

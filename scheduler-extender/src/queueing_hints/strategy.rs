@@ -3,6 +3,7 @@
 //! one event: the piece of the queue that needs no queue.
 
 use std::collections::HashSet;
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
@@ -66,6 +67,28 @@ impl ProfileHints {
         old: Option<Object<'_>>,
         new: Option<Object<'_>>,
     ) -> QueueingStrategy {
+        self.strategy_timed(
+            unschedulable,
+            pending,
+            event,
+            pod,
+            (old, new),
+            &mut |_, _, _| {},
+        )
+    }
+
+    /// As [`Self::strategy`], telling `timed` each hint asked: the plugin,
+    /// its answer and how long it took (upstream's
+    /// `scheduler_queueing_hint_execution_duration_seconds`).
+    pub fn strategy_timed(
+        &self,
+        unschedulable: &HashSet<String>,
+        pending: &HashSet<String>,
+        event: &ClusterEvent,
+        pod: &PodInfo,
+        (old, new): (Option<Object<'_>>, Option<Object<'_>>),
+        timed: &mut dyn FnMut(&str, QueueingHint, Duration),
+    ) -> QueueingStrategy {
         if unschedulable.is_empty() && pending.is_empty() {
             return QueueingStrategy::AfterBackoff;
         }
@@ -83,7 +106,12 @@ impl ProfileHints {
                 continue;
             }
             for reg in regs {
-                if reg.hint_for(event, pod, old, new) != Some(QueueingHint::Queue) {
+                let start = Instant::now();
+                let Some(hint) = reg.hint_for(event, pod, old, new) else {
+                    continue;
+                };
+                timed(plugin, hint, start.elapsed());
+                if hint != QueueingHint::Queue {
                     continue;
                 }
                 if is_pending {
