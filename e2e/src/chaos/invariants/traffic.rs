@@ -322,6 +322,17 @@ mod tests {
             .collect()
     }
 
+    /// [`stable`] listings in which 10.0.0.2 leaves between the listings
+    /// at 10 s and 12 s.
+    fn one_endpoint_leaves_at_12s(until: u32) -> Vec<ServiceSeen> {
+        let mut seen = stable(until);
+        for later in &mut seen[6..] {
+            later.published = set(&["10.0.0.1"]);
+            later.serving = set(&["10.0.0.1"]);
+        }
+        seen
+    }
+
     #[test]
     fn a_failure_while_the_service_is_stable_is_a_violation() {
         let seen = stable(40);
@@ -342,14 +353,10 @@ mod tests {
 
     #[test]
     fn failures_while_a_backend_leaves_and_for_the_settle_window_after_are_allowed() {
-        let mut seen = stable(40);
         // At 10 s the pod 10.0.0.2 is terminating but still in the slices;
         // at 12 s it is out of them; stable again from then.
+        let mut seen = one_endpoint_leaves_at_12s(40);
         seen[5].serving = set(&["10.0.0.1"]);
-        for later in &mut seen[6..] {
-            later.published = set(&["10.0.0.1"]);
-            later.serving = set(&["10.0.0.1"]);
-        }
         // Failed between the last stable listing (8 s) and the change, and
         // up to 5 s after the first listing of the new stable stretch (12 s).
         let probes = vec![failed(8.5), failed(11.0), failed(16.9), ok(17.0)];
@@ -375,13 +382,8 @@ mod tests {
 
     #[test]
     fn a_change_the_proxy_could_not_see_settles_from_when_it_sees_again() {
-        let mut seen = stable(60);
-        // 10.0.0.2 leaves between the listings at 10 s and 12 s while the
-        // proxy is dead from 9 s to 20 s.
-        for later in &mut seen[6..] {
-            later.published = set(&["10.0.0.1"]);
-            later.serving = set(&["10.0.0.1"]);
-        }
+        // The proxy is dead from 9 s to 20 s.
+        let seen = one_endpoint_leaves_at_12s(60);
         let blind = [Blind {
             from: s(9.0),
             to: s(20.0),
@@ -425,13 +427,9 @@ mod tests {
 
     #[test]
     fn a_proxy_killed_just_after_a_change_it_had_not_programmed_learns_it_on_restart() {
-        let mut seen = stable(60);
-        // 10.0.0.2 leaves between the listings at 10 s and 12 s; the proxy
-        // dies at 13 s, before programming it, and is back at 20 s.
-        for later in &mut seen[6..] {
-            later.published = set(&["10.0.0.1"]);
-            later.serving = set(&["10.0.0.1"]);
-        }
+        // The proxy dies at 13 s, before programming the change, and is
+        // back at 20 s.
+        let seen = one_endpoint_leaves_at_12s(60);
         let blind = [Blind {
             from: s(13.0),
             to: s(20.0),
@@ -461,11 +459,7 @@ mod tests {
 
     #[test]
     fn a_change_seen_late_in_a_listing_settles_from_the_listings_end() {
-        let mut seen = stable(60);
-        for later in &mut seen[6..] {
-            later.published = set(&["10.0.0.1"]);
-            later.serving = set(&["10.0.0.1"]);
-        }
+        let mut seen = one_endpoint_leaves_at_12s(60);
         // The listing that first shows the change began at 12 s and read
         // the slices at 14 s.
         seen[6].until = s(14.0);
