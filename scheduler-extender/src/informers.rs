@@ -766,24 +766,59 @@ impl Handler<VolumeAttachment> for Attachments {
             .lock()
             .expect("cache lock")
             .remove_volume_object(VolumeKind::Attachments, HashSet::from([va.name_any()]));
-        s.queue.on_event(
-            QueueEvent::new(
-                ClusterEvent::new(EventResource::VolumeAttachment, ActionType::DELETE),
-                Some(OwnedObject::VolumeAttachment(Arc::new(va))),
-                None,
-            ),
-            MoveFilter::All,
-        );
+        attachment_deleted(s, va);
     }
     fn key(&self, va: &VolumeAttachment) -> String {
         va.name_any()
     }
     fn resync(&self, s: &Scheduler, seen: &HashSet<String>) {
-        s.cache
-            .lock()
-            .expect("cache lock")
-            .retain_volume_objects(VolumeKind::Attachments, seen);
+        let gone: Vec<VolumeAttachment> = {
+            let mut cache = s.cache.lock().expect("cache lock");
+            let gone = cache
+                .volume_index()
+                .attachments
+                .iter()
+                .flat_map(|(node, on_node)| {
+                    on_node
+                        .iter()
+                        .filter(|(name, _)| !seen.contains(*name))
+                        .map(move |(name, (attacher, pv))| {
+                            remembered_attachment(name, node, attacher, pv)
+                        })
+                })
+                .collect();
+            cache.retain_volume_objects(VolumeKind::Attachments, seen);
+            gone
+        };
+        // Deleted while the watch was down: the same event as a watched
+        // deletion (upstream's relist delivers one).
+        for va in gone {
+            attachment_deleted(s, va);
+        }
     }
+}
+
+/// The VolumeAttachment/Delete event.
+fn attachment_deleted(s: &Scheduler, va: VolumeAttachment) {
+    s.queue.on_event(
+        QueueEvent::new(
+            ClusterEvent::new(EventResource::VolumeAttachment, ActionType::DELETE),
+            Some(OwnedObject::VolumeAttachment(Arc::new(va))),
+            None,
+        ),
+        MoveFilter::All,
+    );
+}
+
+/// An attachment rebuilt from what the cache keeps of it (its name, node,
+/// attacher and volume: all the hints read).
+fn remembered_attachment(name: &str, node: &str, attacher: &str, pv: &str) -> VolumeAttachment {
+    let mut va = VolumeAttachment::default();
+    va.metadata.name = Some(name.to_string());
+    va.spec.attacher = attacher.to_string();
+    va.spec.node_name = node.to_string();
+    va.spec.source.persistent_volume_name = Some(pv.to_string());
+    va
 }
 
 /// Runs one watch forever (it retries with backoff inside kube's watcher),
@@ -1208,6 +1243,44 @@ mod tests {
         Claims.resync(&s, &HashSet::new());
         assert_eq!(s.queue.counts()[&QueueName::Unschedulable], 0);
         assert!(s.cache.lock().unwrap().volume_index().claims.is_empty());
+    }
+
+    /// NodeVolumeLimits waits for an attachment's deletion; one missed while
+    /// the watch was down is delivered by the relist.
+    #[tokio::test]
+    async fn an_attachment_gone_on_a_relist_sends_its_delete_event() {
+        let s = scheduler();
+        Nodes.apply(&s, node("n1", json!(null)));
+        let va: VolumeAttachment = serde_json::from_value(json!({
+            "metadata": {"name": "va"},
+            "spec": {"attacher": "csi.example.com", "nodeName": "n1",
+                     "source": {"persistentVolumeName": "pv"}},
+        }))
+        .unwrap();
+        Attachments.apply(&s, va);
+        let mut with_claim = pod("a", None);
+        with_claim.spec.as_mut().unwrap().volumes = Some(vec![
+            serde_json::from_value(
+                json!({"name": "v", "persistentVolumeClaim": {"claimName": "c"}}),
+            )
+            .unwrap(),
+        ]);
+        Pods.apply(&s, with_claim);
+        let popped = s.queue.pop().await.unwrap();
+        s.queue
+            .requeue_failed(popped, Rejection::by(["NodeVolumeLimits"]));
+        Attachments.resync(&s, &HashSet::from(["va".to_string()]));
+        assert_eq!(s.queue.counts()[&QueueName::Unschedulable], 1);
+        Attachments.resync(&s, &HashSet::new());
+        assert_eq!(s.queue.counts()[&QueueName::Unschedulable], 0);
+        assert!(
+            s.cache
+                .lock()
+                .unwrap()
+                .volume_index()
+                .attachments
+                .is_empty()
+        );
     }
 
     #[tokio::test]
