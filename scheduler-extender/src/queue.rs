@@ -364,7 +364,8 @@ impl SchedulingQueue {
         let Some(hints) = self.hints.get(scheduler_name(&entry.info.pod)) else {
             return QueueingStrategy::AfterBackoff;
         };
-        let label = event.event.label();
+        // Only built once a hint is asked: most events ask none for most pods.
+        let mut label: Option<String> = None;
         hints.strategy_timed(
             &entry.unschedulable_plugins,
             &entry.pending_plugins,
@@ -382,7 +383,7 @@ impl SchedulingQueue {
                 self.hint_duration
                     .get_or_create(&HintLabels {
                         plugin: plugin.to_string(),
-                        event: label.clone(),
+                        event: label.get_or_insert_with(|| event.event.label()).clone(),
                         hint: hint.to_string(),
                     })
                     .observe(took.as_secs_f64());
@@ -563,11 +564,14 @@ impl SchedulingQueue {
             match place {
                 // The update may be what the pod waited for.
                 Place::Unschedulable(_) => {
+                    // The first event that moves the pod decides, as
+                    // upstream's Update (it stops there).
                     let (mut strategy, mut label) = (QueueingStrategy::Skip, String::new());
                     for event in events() {
                         let this = self.strategy(&inner.entries[&uid], &event);
-                        if this > strategy {
+                        if this != QueueingStrategy::Skip {
                             (strategy, label) = (this, event.event.label());
+                            break;
                         }
                     }
                     match strategy {
@@ -772,7 +776,11 @@ impl SchedulingQueue {
             .iter()
             .filter(|(seq, _)| *seq > since)
         {
-            if strategy == QueueingStrategy::Immediately {
+            // Nothing beats Immediately, and only a pending plugin can
+            // make it: upstream stops asking there too.
+            if strategy == QueueingStrategy::Immediately
+                || (strategy == QueueingStrategy::AfterBackoff && entry.pending_plugins.is_empty())
+            {
                 break;
             }
             let (event, filter) = &**kept;
