@@ -1263,6 +1263,35 @@ mod tests {
         );
     }
 
+    /// Upstream's Update asks the pod's events in turn and stops at the
+    /// first that moves it: here its new labels (backoff), before its new
+    /// toleration could have sent it straight to active.
+    #[tokio::test]
+    async fn an_update_goes_where_its_first_moving_event_sends_it() {
+        let hints =
+            ProfileHints::new([("InterPodAffinity", None), ("TaintToleration", None)]).unwrap();
+        let q = SchedulingQueue::with_hints(
+            Duration::from_secs(1),
+            Duration::from_secs(10),
+            HashMap::from([("understudy-scheduler".to_string(), hints)]),
+        );
+        let p = ours("p");
+        q.add(p.clone());
+        let popped = pop_now(&q).await.unwrap();
+        let mut rejection = Rejection::by(["InterPodAffinity"]);
+        rejection.pending.insert("TaintToleration".into());
+        q.requeue_failed(popped, rejection);
+        assert_eq!(q.counts()[&QueueName::Unschedulable], 1);
+        let mut updated = (*p.pod).clone();
+        updated.metadata.labels = Some([("new".to_string(), "label".to_string())].into());
+        updated.spec.as_mut().unwrap().tolerations = Some(vec![
+            serde_json::from_value(json!({"key": "k", "operator": "Exists"})).unwrap(),
+        ]);
+        q.add(Arc::new(PodInfo::new(Arc::new(updated))));
+        assert_eq!(q.counts()[&QueueName::Backoff], 1);
+        assert_eq!(q.counts()[&QueueName::Active], 0);
+    }
+
     #[tokio::test]
     async fn a_failed_bind_requeues_with_backoff_and_attempts() {
         let q = q();
