@@ -303,58 +303,25 @@ async fn claims_synced_at_once_pick_different_volumes() {
 async fn a_claims_match_follows_the_newest_copy_of_each_volume() {
     let (client, _calls) = fake_apiserver(&[]);
     let b = binder(client);
-    let with_version = |mut v: PersistentVolume, rv: &str| {
+    // A 5 Gi volume at a resourceVersion, bound to `claim` ("" for none).
+    let at = |name: &str, rv: &str, claim: &str| {
+        let (uid, phase) = match claim {
+            "" => (String::new(), "Available"),
+            c => (format!("uid-{c}"), "Bound"),
+        };
+        let mut v = volume(name, "5Gi", &uid, claim, phase, "Retain", "", &[]);
         v.metadata.resource_version = Some(rv.into());
         v
     };
     // Freed by our write; the informer still shows the old claim.
-    add_volume(
-        &b,
-        with_version(
-            volume("freed", "5Gi", "uid-x", "x", "Released", "Retain", "", &[]),
-            "1",
-        ),
-    );
-    b.keep_volume(
-        "freed".into(),
-        Arc::new(with_version(
-            volume("freed", "5Gi", "", "", "Available", "Retain", "", &[]),
-            "2",
-        )),
-    );
+    add_volume(&b, at("freed", "1", "x"));
+    b.keep_volume("freed".into(), Arc::new(at("freed", "2", "")));
     // Taken, as the informer shows; our copy from before is free.
-    b.keep_volume(
-        "taken".into(),
-        Arc::new(with_version(
-            volume("taken", "5Gi", "", "", "Available", "Retain", "", &[]),
-            "1",
-        )),
-    );
-    add_volume(
-        &b,
-        with_version(
-            volume("taken", "5Gi", "uid-y", "y", "Bound", "Retain", "", &[]),
-            "3",
-        ),
-    );
+    b.keep_volume("taken".into(), Arc::new(at("taken", "1", "")));
+    add_volume(&b, at("taken", "3", "y"));
     // Deleted: gone from the informer, still in our cache.
-    b.keep_volume(
-        "deleted".into(),
-        Arc::new(volume(
-            "deleted",
-            "5Gi",
-            "",
-            "",
-            "Available",
-            "Retain",
-            "",
-            &[],
-        )),
-    );
-    add_volume(
-        &b,
-        volume("mine", "5Gi", "uid-a", "a", "Bound", "Retain", "", &[]),
-    );
+    b.keep_volume("deleted".into(), Arc::new(at("deleted", "1", "")));
+    add_volume(&b, at("mine", "1", "a"));
     let a = claim("a", "uid-a", "1Gi", "", "Pending", None, &[]);
     let view = b.match_view(&a, &HashSet::new());
     assert_eq!(view.keys().collect::<Vec<_>>(), ["freed", "mine"]);
