@@ -1,12 +1,16 @@
 //! List+watch of one kind with kube-runtime's watcher, as a stream of
 //! applies and deletes. After every (re)list, objects that were known but
 //! not listed again are reported deleted: their deletion happened while the
-//! watch was down.
+//! watch was down. What is remembered of an object is its identity and
+//! labels only (a tombstone): a proxy watching 10000 Services and their
+//! slices would otherwise hold a second, full copy of every object beside
+//! the tracker's distilled view.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Debug;
 
 use futures::TryStreamExt;
+use kube::api::ObjectMeta;
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event};
 use kube::{Api, Resource, ResourceExt};
@@ -14,7 +18,8 @@ use serde::de::DeserializeOwned;
 
 pub enum Change<K> {
     Apply(K),
-    /// The object as last seen.
+    /// The object as last seen; for one that went missing during a relist,
+    /// its tombstone (name, namespace, UID and labels, nothing else).
     Delete(K),
     /// A (re)list is complete: the state is whole.
     Listed,
@@ -24,14 +29,29 @@ fn key<K: Resource>(obj: &K) -> String {
     format!("{}/{}", obj.namespace().unwrap_or_default(), obj.name_any())
 }
 
-/// Turns the watcher's events into changes, remembering what it last saw
-/// of each object so a relist can report what went missing.
+/// What a relist's delete needs of an object that went missing: enough to
+/// find what the object fed into (by name, or by its Service's label).
+fn tombstone<K: Resource + Default>(obj: &K) -> K {
+    let meta = obj.meta();
+    let mut stone = K::default();
+    *stone.meta_mut() = ObjectMeta {
+        name: meta.name.clone(),
+        namespace: meta.namespace.clone(),
+        uid: meta.uid.clone(),
+        labels: meta.labels.clone(),
+        ..ObjectMeta::default()
+    };
+    stone
+}
+
+/// Turns the watcher's events into changes, remembering each object's
+/// tombstone so a relist can report what went missing.
 pub struct Relist<K> {
     known: BTreeMap<String, K>,
     listing: Option<BTreeSet<String>>,
 }
 
-impl<K: Resource + Clone> Default for Relist<K> {
+impl<K: Resource + Default> Default for Relist<K> {
     fn default() -> Self {
         Relist {
             known: BTreeMap::new(),
@@ -40,7 +60,7 @@ impl<K: Resource + Clone> Default for Relist<K> {
     }
 }
 
-impl<K: Resource + Clone> Relist<K> {
+impl<K: Resource + Default> Relist<K> {
     pub fn changes(&mut self, event: Event<K>) -> Vec<Change<K>> {
         match event {
             Event::Init => {
@@ -52,7 +72,7 @@ impl<K: Resource + Clone> Relist<K> {
                 if let Some(seen) = self.listing.as_mut() {
                     seen.insert(k.clone());
                 }
-                self.known.insert(k, obj.clone());
+                self.known.insert(k, tombstone(&obj));
                 vec![Change::Apply(obj)]
             }
             Event::Delete(obj) => {
@@ -80,7 +100,7 @@ impl<K: Resource + Clone> Relist<K> {
 /// Runs until the stream ends (it retries with backoff inside).
 pub async fn watch_objects<K, F>(api: Api<K>, config: watcher::Config, mut handle: F)
 where
-    K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+    K: Resource + Clone + Default + DeserializeOwned + Debug + Send + Sync + 'static,
     K::DynamicType: Default,
     F: FnMut(Change<K>),
 {
@@ -144,6 +164,67 @@ mod tests {
                 "apply a", "apply b", "listed", "apply c", "apply a", "apply c", "delete b",
                 "listed"
             ]
+        );
+    }
+
+    #[test]
+    fn what_went_missing_is_reported_by_its_tombstone() {
+        use k8s_openapi::api::discovery::v1::{
+            Endpoint, EndpointConditions, EndpointPort, EndpointSlice,
+        };
+        let mut slice = EndpointSlice {
+            address_type: "IPv4".into(),
+            endpoints: Some(vec![Endpoint {
+                addresses: vec!["10.0.0.1".into()],
+                conditions: Some(EndpointConditions {
+                    ready: Some(true),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }]),
+            ports: Some(vec![EndpointPort {
+                name: Some("http".into()),
+                port: Some(8080),
+                protocol: Some("TCP".into()),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        };
+        slice.metadata.namespace = Some("ns".into());
+        slice.metadata.name = Some("web-abcde".into());
+        slice.metadata.uid = Some("u1".into());
+        slice.metadata.resource_version = Some("7".into());
+        slice.metadata.labels = Some([("kubernetes.io/service-name".into(), "web".into())].into());
+        slice.metadata.annotations = Some([("a".into(), "b".into())].into());
+
+        let mut r = Relist::default();
+        let mut all = Vec::new();
+        for event in [
+            Event::Init,
+            Event::InitApply(slice.clone()),
+            Event::InitDone,
+            Event::Init,
+            Event::InitDone,
+        ] {
+            all.extend(r.changes(event));
+        }
+        let Some(Change::Delete(stone)) = all.iter().find(|c| matches!(c, Change::Delete(_)))
+        else {
+            panic!("the slice that went missing is deleted");
+        };
+        assert_eq!(stone.metadata.name, slice.metadata.name);
+        assert_eq!(stone.metadata.namespace, slice.metadata.namespace);
+        assert_eq!(stone.metadata.uid, slice.metadata.uid);
+        assert_eq!(stone.metadata.labels, slice.metadata.labels);
+        assert_eq!(stone.metadata.annotations, None);
+        assert_eq!(stone.endpoints, None, "only the identity is remembered");
+        // Enough for the tracker to drop what the slice fed it.
+        let mut tracker = crate::tracker::Tracker::new(crate::tracker::IpFamily::V4, "node");
+        assert!(tracker.apply_endpoint_slice(&slice));
+        assert!(tracker.delete_endpoint_slice(stone));
+        assert!(
+            !tracker.delete_endpoint_slice(stone),
+            "gone after the first"
         );
     }
 }
