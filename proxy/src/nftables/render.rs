@@ -105,6 +105,8 @@ pub struct Transaction {
     pub elements: Elements,
     /// Every per-service chain in use, written or not.
     pub active_chains: BTreeSet<String>,
+    /// Every affinity set in use, written or not.
+    pub active_sets: BTreeSet<String>,
     /// Unused per-service chains this transaction flushes; delete them later.
     pub stale_chains: Vec<String>,
     /// Unused affinity sets this transaction deletes.
@@ -200,6 +202,7 @@ pub fn render(
         text: out.text,
         elements: state.elements,
         active_chains: state.active_chains,
+        active_sets: state.active_sets,
         stale_chains,
         deleted_sets,
         rewritten: state.rewritten,

@@ -1,9 +1,10 @@
 //! The nftables mode's writes (upstream's pkg/proxy/nftables
 //! syncProxyRules): ONE `nft -f -` transaction per sync, built from the
-//! tracker, our table's listing and the elements the last successful
-//! transaction left. Chains a transaction flushed as unused are deleted by
-//! a short transaction of their own at a later sync, once the kernel has
-//! let go of them (upstream's staleChains).
+//! tracker, our table's listing (full syncs) or our record of it (partial
+//! ones) and the elements the last successful transaction left. Chains a
+//! transaction flushed as unused are deleted at the start of a later sync's
+//! transaction, once the kernel has let go of them (upstream's staleChains,
+//! which upstream deletes in a transaction of its own).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
@@ -28,6 +29,9 @@ pub struct NftablesBackend<E> {
     elements: Elements,
     /// Unused chains already flushed, since when.
     stale_chains: BTreeMap<String, Instant>,
+    /// Our table's per-service chains and affinity sets as the last
+    /// successful transaction left them; none after a failure.
+    record: Option<Existing>,
     pub stale_chain_grace: Duration,
     /// The base chains were made again once in this process.
     base_chains_recreated: bool,
@@ -57,6 +61,7 @@ impl<E: Exec> NftablesBackend<E> {
             nft: Nft { exec },
             elements: Elements::default(),
             stale_chains: BTreeMap::new(),
+            record: None,
             stale_chain_grace: STALE_CHAIN_GRACE,
             base_chains_recreated: false,
             service_cidrs: Vec::new(),
@@ -68,42 +73,78 @@ impl<E: Exec> NftablesBackend<E> {
         config: &KubeProxyConfiguration,
         tracker: &Tracker,
         node: &NodeInfo,
-        mut full: bool,
+        full: bool,
         changed: &BTreeSet<ServicePortName>,
     ) -> Result<NftWrite, ToolError> {
-        let family = tracker.family();
         let start = Instant::now();
-        let mut cleanup_failed = false;
-
         let due: Vec<String> = (self.stale_chains.iter())
             .filter(|(_, at)| start.duration_since(**at) >= self.stale_chain_grace)
             .map(|(chain, _)| chain.clone())
             .collect();
-        if !due.is_empty() {
+        let attempt = self.transaction(config, tracker, node, full, changed, &due, start);
+        if due.is_empty() {
+            return attempt;
+        }
+        let Err(error) = attempt else {
+            tracing::info!(chains = due.len(), "deleted stale nftables chains");
             for chain in &due {
                 self.stale_chains.remove(chain);
             }
-            tracing::info!(chains = due.len(), "deleting stale nftables chains");
-            if let Err(error) = self.nft.apply(&delete_chains(family, &due)) {
-                // Still there, they are listed, flushed and noted again.
-                tracing::error!(%error, "deleting stale nftables chains; will retry later");
-                cleanup_failed = true;
-                full = true;
+            return attempt;
+        };
+        // As upstream when the stale chains' deletion fails: a full sync,
+        // without the deletion; still there, they are listed, flushed and
+        // noted again.
+        tracing::error!(%error, chains = due.len(), "deleting stale nftables chains; will retry later");
+        let mut retried = self.transaction(config, tracker, node, true, changed, &[], start)?;
+        if let Written::Nftables { cleanup_failed, .. } = &mut retried.written {
+            *cleanup_failed = true;
+        }
+        Ok(retried)
+    }
+
+    /// One `nft -f -` run: the chains in `delete` (flushed by an earlier
+    /// transaction, no longer referenced) deleted first, but those in use
+    /// again, then the sync.
+    /// A partial sync takes our table's chains and sets from the record the
+    /// last successful transaction left instead of listing them (two `nft`
+    /// runs, each as long as the transaction itself at 10000 Services):
+    /// only we write our table, and if something else changed it, the
+    /// transaction fails, the record is dropped and the next sync is full
+    /// and lists; a deleted or flushed table is caught by the table check.
+    #[allow(clippy::too_many_arguments)]
+    fn transaction(
+        &mut self,
+        config: &KubeProxyConfiguration,
+        tracker: &Tracker,
+        node: &NodeInfo,
+        mut full: bool,
+        changed: &BTreeSet<ServicePortName>,
+        delete: &[String],
+        start: Instant,
+    ) -> Result<NftWrite, ToolError> {
+        let family = tracker.family();
+        let recorded = if full { None } else { self.record.take() };
+        let mut existing = match recorded {
+            Some(record) => Some(record),
+            None => match self.nft.list(family_word(family)) {
+                Ok(Some(existing)) => Some(existing),
+                Ok(None) => {
+                    // Someone deleted our table: only a full sync makes it again.
+                    full = true;
+                    Some(Existing::default())
+                }
+                Err(error) => {
+                    tracing::error!(%error, "listing our nftables table; stale chains stay this time");
+                    None
+                }
+            },
+        };
+        if let Some(existing) = existing.as_mut() {
+            for chain in delete {
+                existing.chains.remove(chain);
             }
         }
-
-        let existing = match self.nft.list(family_word(family)) {
-            Ok(Some(existing)) => Some(existing),
-            Ok(None) => {
-                // Someone deleted our table: only a full sync makes it again.
-                full = true;
-                Some(Existing::default())
-            }
-            Err(error) => {
-                tracing::error!(%error, "listing our nftables table; stale chains stay this time");
-                None
-            }
-        };
 
         let mut options = RenderOptions::from_config(
             config,
@@ -124,8 +165,18 @@ impl<E: Exec> NftablesBackend<E> {
             }
         };
         let tx = render(tracker, &options, scope, existing.as_ref());
-        if !tx.text.is_empty()
-            && let Err(error) = self.nft.apply(&tx.text)
+        // A chain in use again is kept (its service's rewrite made it anew).
+        let delete: Vec<String> = (delete.iter())
+            .filter(|c| !tx.active_chains.contains(*c))
+            .cloned()
+            .collect();
+        let text = if delete.is_empty() {
+            tx.text
+        } else {
+            delete_chains(family, &delete) + &tx.text
+        };
+        if !text.is_empty()
+            && let Err(error) = self.nft.apply(&text)
         {
             // Nothing was flushed: the next (full) sync finds them again.
             self.stale_chains.clear();
@@ -138,11 +189,19 @@ impl<E: Exec> NftablesBackend<E> {
         for chain in &tx.stale_chains {
             self.stale_chains.entry(chain.clone()).or_insert(start);
         }
+        // Without a listing, what this transaction left is not known.
+        self.record = existing.map(|_| Existing {
+            chains: (tx.active_chains.iter())
+                .chain(self.stale_chains.keys().filter(|c| !delete.contains(c)))
+                .cloned()
+                .collect(),
+            sets: tx.active_sets,
+        });
         let written = Written::Nftables {
             rewritten_services: tx.rewritten,
             elements: tx.elements.len(),
             stale_chains: tx.stale_chains.len(),
-            cleanup_failed,
+            cleanup_failed: false,
         };
         self.elements = tx.elements;
         Ok(NftWrite { written, full })

@@ -115,10 +115,11 @@ fn later_syncs_are_partial_and_a_failed_transaction_forces_a_full_one() {
     synced(p.sync());
     p.exec().take_calls();
 
-    // Nothing changed: listed, nothing to write.
+    // Nothing changed: nothing listed (the record of the last transaction
+    // stands in), nothing written.
     let report = synced(p.sync());
     assert!(!report.full);
-    assert_eq!(p.exec().take_lines(), [LIST, LIST_SETS]);
+    assert!(p.exec().take_lines().is_empty());
 
     p.tracker
         .apply_endpoint_slice(&slice("web", &["10.244.0.5", "10.244.0.6"]));
@@ -126,6 +127,8 @@ fn later_syncs_are_partial_and_a_failed_transaction_forces_a_full_one() {
     assert!(!report.full);
     assert_eq!(report.changed.len(), 1);
     let calls = p.exec().take_calls();
+    let lines: Vec<&str> = calls.iter().map(|c| c.line.as_str()).collect();
+    assert_eq!(lines, ["nft -f -"], "a partial sync is one nft run");
     let text = applied(&calls)[0];
     assert!(!text.contains("add table"), "{text}");
     assert!(
@@ -146,19 +149,46 @@ fn later_syncs_are_partial_and_a_failed_transaction_forces_a_full_one() {
     let report = synced(p.sync());
     assert!(report.full, "the changes a failed sync took are lost");
     let calls = p.exec().take_calls();
+    let lines: Vec<&str> = calls.iter().map(|c| c.line.as_str()).collect();
+    assert_eq!(
+        lines,
+        [LIST, LIST_SETS, "nft -f -"],
+        "after a failure: listed"
+    );
     assert!(applied(&calls)[0].contains("flush map ip understudy-proxy service-ips"));
 }
 
 #[test]
-fn a_vanished_table_makes_the_next_sync_full() {
+fn a_vanished_table_fails_the_partial_sync_and_the_next_one_is_full() {
     let mut p = proxier();
     p.exec().answer(LIST, 0, &listing(&["nat-prerouting"]));
     synced(p.sync());
     p.exec().answer(LIST, 0, &listing(&[]));
+    p.exec().fail_once(
+        "nft -f -",
+        1,
+        "Error: No such file or directory; did you mean table 'kube-proxy' in family ip?",
+    );
     p.tracker
         .apply_endpoint_slice(&slice("web", &["10.244.0.7"]));
+    assert!(matches!(p.sync(), SyncOutcome::Failed { full: false, .. }));
     let report = synced(p.sync());
     assert!(report.full);
+}
+
+#[test]
+fn a_listing_that_finds_no_table_makes_the_sync_full() {
+    let mut p = proxier();
+    p.exec().answer(LIST, 0, &listing(&["nat-prerouting"]));
+    synced(p.sync());
+    // The table check saw it gone: the forced full sync lists and rebuilds.
+    p.exec().answer(LIST, 0, &listing(&[]));
+    p.force_full_sync();
+    p.exec().take_calls();
+    let report = synced(p.sync());
+    assert!(report.full);
+    let calls = p.exec().take_calls();
+    assert!(applied(&calls)[0].starts_with("add table"));
 }
 
 #[test]
@@ -177,31 +207,60 @@ fn unused_chains_are_flushed_then_deleted_at_a_later_sync() {
     let calls = p.exec().take_calls();
     assert!(applied(&calls)[0].contains(&format!("flush chain ip understudy-proxy {stale}\n")));
 
-    // Within the grace period: flushed again, not deleted.
+    // Within the grace period: flushed again (it is still in the table, as
+    // upstream's listing would find it), not deleted.
     let report = synced(p.sync());
     let calls = p.exec().take_calls();
     assert!(!report.full);
-    assert!(
-        applied(&calls).iter().all(|t| !t.contains("delete chain")),
-        "{calls:?}"
-    );
+    let texts = applied(&calls);
+    assert_eq!(texts.len(), 1, "{calls:?}");
+    assert!(texts[0].contains(&format!("flush chain ip understudy-proxy {stale}\n")));
+    assert!(!texts[0].contains("delete chain"), "{calls:?}");
 
     backend(&mut p).stale_chain_grace = Duration::ZERO;
-    p.exec().answer(LIST, 0, &listing(&["services"]));
     synced(p.sync());
     let calls = p.exec().take_calls();
     let lines: Vec<&str> = calls.iter().map(|c| c.line.as_str()).collect();
     assert_eq!(
         lines,
-        ["nft -f -", LIST, LIST_SETS],
-        "the deletion goes first, alone"
+        ["nft -f -"],
+        "the deletion opens the sync's transaction"
     );
     assert_eq!(
         calls[0].stdin.as_deref(),
-        Some(format!("delete chain ip understudy-proxy {stale}\n").as_str())
+        Some(format!("delete chain ip understudy-proxy {stale}\n").as_str()),
+        "deleted, not flushed again"
     );
     synced(p.sync());
-    assert_eq!(p.exec().take_lines(), [LIST, LIST_SETS], "deleted once");
+    assert!(p.exec().take_lines().is_empty(), "deleted once");
+}
+
+#[test]
+fn a_chain_used_again_before_its_deletion_is_kept() {
+    let mut p = proxier();
+    p.exec().answer(LIST, 0, &listing(&["services"]));
+    synced(p.sync());
+    p.tracker.delete_service("ns", "web");
+    let report = synced(p.sync());
+    assert!(matches!(
+        report.written,
+        Written::Nftables {
+            stale_chains: 1,
+            ..
+        }
+    ));
+    p.exec().take_calls();
+
+    // The Service comes back before its flushed chain was deleted.
+    backend(&mut p).stale_chain_grace = Duration::ZERO;
+    p.tracker.apply_service(&service("web", "10.96.0.10"));
+    synced(p.sync());
+    let calls = p.exec().take_calls();
+    let text = applied(&calls)[0];
+    assert!(!text.contains("delete chain"), "{text}");
+    assert!(text.contains("dnat to 10.244.0.5:8080"), "{text}");
+    synced(p.sync());
+    assert!(p.exec().take_lines().is_empty(), "nothing stale");
 }
 
 #[test]
@@ -227,6 +286,8 @@ fn a_failed_stale_chain_deletion_makes_the_sync_full() {
         }
     ));
     let calls = p.exec().take_calls();
+    let lines: Vec<&str> = calls.iter().map(|c| c.line.as_str()).collect();
+    assert_eq!(lines, ["nft -f -", LIST, LIST_SETS, "nft -f -"]);
     let texts = applied(&calls);
     assert!(texts[0].starts_with("delete chain"), "{texts:?}");
     assert!(texts[1].starts_with("add table"), "{texts:?}");
