@@ -7,6 +7,7 @@ pub mod local;
 pub mod nodeports;
 pub mod render;
 pub mod save;
+pub mod unchanged;
 
 #[cfg(test)]
 mod render_tests;

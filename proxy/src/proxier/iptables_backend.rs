@@ -1,6 +1,7 @@
 //! The iptables mode's writes (upstream's pkg/proxy/iptables
 //! syncProxyRules): the jumps from the built-in chains on a full sync, then
-//! ONE `iptables-restore --noflush --counters` of the rendered ruleset.
+//! ONE `iptables-restore --noflush --counters` of the rendered ruleset (a
+//! partial sync without the fixed chains it would leave as they are).
 
 use std::collections::BTreeSet;
 use std::time::Instant;
@@ -9,6 +10,7 @@ use super::iptables_tool::{Iptables, ToolError};
 use super::{NodeInfo, Written};
 use crate::config::KubeProxyConfiguration;
 use crate::exec::Exec;
+use crate::iptables::unchanged::{FixedChains, fixed_chains, omit_unchanged};
 use crate::iptables::{
     CANARY_CHAIN, NodePortAddresses, RenderOptions, SyncScope, is_large_cluster, jump_rules,
     render, save,
@@ -23,6 +25,9 @@ pub struct IptablesBackend<E> {
     pub conntrack_tcp_liberal: bool,
     /// When the nat table was last read back for stale chains.
     pub last_cleanup: Option<Instant>,
+    /// The fixed chains' rules as the last successful restore left them;
+    /// none after a failure (the next sync is full and writes them all).
+    pub fixed_chains: Option<FixedChains>,
 }
 
 impl<E: Exec> IptablesBackend<E> {
@@ -83,7 +88,16 @@ impl<E: Exec> IptablesBackend<E> {
             SyncScope::Partial(changed)
         };
         let ruleset = render(tracker, &options, scope, existing.as_ref());
-        self.iptables.restore(&ruleset.text)?;
+        let fixed = fixed_chains(&ruleset.text);
+        let previous = self.fixed_chains.take().filter(|_| !full);
+        let text = match &previous {
+            Some(previous) => omit_unchanged(&ruleset.text, &fixed, previous),
+            None => ruleset.text,
+        };
+        if !text.is_empty() {
+            self.iptables.restore(&text)?;
+        }
+        self.fixed_chains = Some(fixed);
         Ok(Written::Iptables {
             filter_rules: ruleset.filter_rules,
             nat_rules: ruleset.nat_rules,

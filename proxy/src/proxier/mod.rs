@@ -136,6 +136,7 @@ impl<E: Exec> Proxier<E> {
                 iptables: Iptables { exec },
                 conntrack_tcp_liberal: false,
                 last_cleanup: None,
+                fixed_chains: None,
             }),
             ProxyMode::Ipvs => panic!("the IPVS proxier is made with Proxier::with_backend"),
         };

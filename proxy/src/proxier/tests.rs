@@ -233,9 +233,35 @@ fn a_partial_sync_writes_only_changed_services_chains() {
     let text = calls.last().unwrap().stdin.clone().unwrap();
     assert!(text.contains("10.244.0.7:8080"), "{text}");
     assert!(
-        text.contains("\"ns/other:http has no endpoints\""),
-        "top-level chains are rewritten whole: {text}"
+        !text.contains("US-SERVICES") && !text.starts_with("*filter"),
+        "the top-level chains' rules are unchanged, so left as they are: {text}"
     );
+
+    // web loses its endpoints: its REJECT joins other's in the filter
+    // table's US-SERVICES, which is rewritten whole.
+    p.tracker.apply_endpoint_slice(&web_slice(&[]));
+    p.sync();
+    let calls = exec(&p).take_calls();
+    let text = calls.last().unwrap().stdin.clone().unwrap();
+    assert!(
+        text.starts_with("*filter\n:US-SERVICES - [0:0]\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("\"ns/other:http has no endpoints\"")
+            && text.contains("\"ns/web:http has no endpoints\""),
+        "{text}"
+    );
+
+    // A failed restore forgets what was written: the next (full) sync
+    // writes every chain.
+    exec(&p).fail_once("iptables-restore", 1, "iptables-restore: line 3 failed");
+    p.tracker.apply_endpoint_slice(&web_slice(&["10.244.0.8"]));
+    assert!(matches!(p.sync(), SyncOutcome::Failed { .. }));
+    p.sync();
+    let calls = exec(&p).take_calls();
+    let text = calls.last().unwrap().stdin.clone().unwrap();
+    assert!(text.contains(":US-FORWARD - [0:0]"), "{text}");
 }
 
 #[test]
