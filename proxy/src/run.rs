@@ -557,10 +557,8 @@ pub async fn run(
                 _ = stop.cancelled() => return,
                 _ = tick.tick() => {}
             }
-            let s2 = s.clone();
-            let intact =
-                tokio::task::spawn_blocking(move || s2.proxier.lock().unwrap().check_intact())
-                    .await;
+            let check = s.proxier.lock().unwrap().intact_check();
+            let intact = tokio::task::spawn_blocking(move || check.run()).await;
             match intact {
                 Ok(Ok(true)) => {}
                 Ok(Ok(false)) => {

@@ -104,20 +104,20 @@ impl<E: Exec> IptablesBackend<E> {
             deleted_chains: ruleset.deleted_chains.len(),
         })
     }
+}
 
-    /// Creates the canary chain where missing. Returns whether every table
-    /// still had it: a table that lost it was flushed by someone, and our
-    /// rules with it.
-    pub fn check_canaries(&self) -> Result<bool, ToolError> {
-        let mut all_there = true;
-        for table in CANARY_TABLES {
-            if !self.iptables.chain_exists(table, CANARY_CHAIN)? {
-                all_there = false;
-                self.iptables.ensure_chain(table, CANARY_CHAIN)?;
-            }
+/// Creates the canary chain where missing. Returns whether every table
+/// still had it: a table that lost it was flushed by someone, and our rules
+/// with it.
+pub fn check_canaries<E: Exec>(iptables: &Iptables<E>) -> Result<bool, ToolError> {
+    let mut all_there = true;
+    for table in CANARY_TABLES {
+        if !iptables.chain_exists(table, CANARY_CHAIN)? {
+            all_there = false;
+            iptables.ensure_chain(table, CANARY_CHAIN)?;
         }
-        Ok(all_there)
     }
+    Ok(all_there)
 }
 
 /// Removes every jump into our chains, then our chains (the canary too),

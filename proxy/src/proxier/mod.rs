@@ -27,13 +27,13 @@ use ipnet::IpNet;
 
 use crate::config::{KubeProxyConfiguration, ProxyMode};
 use crate::exec::Exec;
-use crate::tracker::{ServicePortName, Tracker};
-pub use iptables_backend::{CANARY_TABLES, IptablesBackend};
+use crate::tracker::{IpFamily, ServicePortName, Tracker};
+pub use iptables_backend::{CANARY_TABLES, IptablesBackend, check_canaries};
 pub use iptables_tool::{Iptables, ToolError};
 pub use ipvs_backend::IpvsBackend;
 pub use nft_tool::Nft;
 pub use nftables_backend::{
-    NftablesBackend, SKIP_KERNEL_CHECK_ENV, STALE_CHAIN_GRACE, check_kernel,
+    NftablesBackend, SKIP_KERNEL_CHECK_ENV, STALE_CHAIN_GRACE, check_kernel, family_word,
 };
 
 /// Upstream's FullSyncPeriod: partial syncs in between, a full one at least this often.
@@ -281,9 +281,46 @@ impl<E: Exec> Proxier<E> {
     /// (upstream's IPVS proxier has no monitor either).
     pub fn check_intact(&self) -> Result<bool, ToolError> {
         match &self.backend {
-            Backend::Iptables(b) => b.check_canaries(),
-            Backend::Nftables(b) => b.check_table(self.tracker.family()),
+            Backend::Iptables(b) => check_canaries(&b.iptables),
+            Backend::Nftables(b) => b.nft.intact(family_word(self.tracker.family())),
             Backend::Ipvs(_) => Ok(true),
+        }
+    }
+}
+
+/// [`Proxier::check_intact`] taken out of the proxier, to run without its
+/// lock: the check lists our rules (seconds for the nftables table of 10000
+/// Services), and a sync held up behind it would program its changes that
+/// much later. Upstream's iptables monitor runs beside its syncs too.
+pub enum IntactCheck<E> {
+    Iptables(Iptables<E>),
+    Nftables(Nft<E>, IpFamily),
+    Nothing,
+}
+
+impl<E: Exec> IntactCheck<E> {
+    pub fn run(&self) -> Result<bool, ToolError> {
+        match self {
+            IntactCheck::Iptables(iptables) => check_canaries(iptables),
+            IntactCheck::Nftables(nft, family) => nft.intact(family_word(*family)),
+            IntactCheck::Nothing => Ok(true),
+        }
+    }
+}
+
+impl<E: Exec + Clone> Proxier<E> {
+    pub fn intact_check(&self) -> IntactCheck<E> {
+        match &self.backend {
+            Backend::Iptables(b) => IntactCheck::Iptables(Iptables {
+                exec: b.iptables.exec.clone(),
+            }),
+            Backend::Nftables(b) => IntactCheck::Nftables(
+                Nft {
+                    exec: b.nft.exec.clone(),
+                },
+                self.tracker.family(),
+            ),
+            Backend::Ipvs(_) => IntactCheck::Nothing,
         }
     }
 }

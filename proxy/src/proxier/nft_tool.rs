@@ -68,8 +68,16 @@ impl<E: Exec> Nft<E> {
 
     /// Whether our table is still in place: its NAT prerouting chain exists
     /// and jumps to the services (the table deleted, or flushed, loses it).
+    /// Terse: the maps' elements (two per Service) are not read.
     pub fn intact(&self, family: &str) -> Result<bool, ToolError> {
-        let args = ["list", "chain", family, TABLE, names::NAT_PREROUTING];
+        let args = [
+            "--terse",
+            "list",
+            "chain",
+            family,
+            TABLE,
+            names::NAT_PREROUTING,
+        ];
         let out = self.run(&args, None)?;
         if out.success() {
             return Ok(out.stdout.contains(&format!("jump {}", names::SERVICES)));

@@ -206,11 +206,6 @@ impl<E: Exec> NftablesBackend<E> {
         self.elements = tx.elements;
         Ok(NftWrite { written, full })
     }
-
-    /// Whether our table of the tracker's family is still in place.
-    pub fn check_table(&self, family: IpFamily) -> Result<bool, ToolError> {
-        self.nft.intact(family_word(family))
-    }
 }
 
 /// Upstream's oldest kernel for the nftables mode (NFTablesKubeProxyKernelVersion):

@@ -300,7 +300,7 @@ fn a_failed_stale_chain_deletion_makes_the_sync_full() {
 #[test]
 fn the_table_check_wants_the_services_jump() {
     let p = proxier();
-    let check = "nft list chain ip understudy-proxy nat-prerouting";
+    let check = "nft --terse list chain ip understudy-proxy nat-prerouting";
     p.exec().answer(
         check,
         0,
