@@ -30,25 +30,45 @@ fn key<K: Resource>(obj: &K) -> String {
 }
 
 /// What a relist's delete needs of an object that went missing: enough to
-/// find what the object fed into (by name, or by its Service's label).
-fn tombstone<K: Resource + Default>(obj: &K) -> K {
-    let meta = obj.meta();
-    let mut stone = K::default();
-    *stone.meta_mut() = ObjectMeta {
-        name: meta.name.clone(),
-        namespace: meta.namespace.clone(),
-        uid: meta.uid.clone(),
-        labels: meta.labels.clone(),
-        ..ObjectMeta::default()
-    };
-    stone
+/// find what the object fed into (by name, or by its Service's label). Its
+/// own small type: an empty Service or EndpointSlice is over a kilobyte.
+struct Tombstone {
+    name: Option<String>,
+    namespace: Option<String>,
+    uid: Option<String>,
+    labels: Option<BTreeMap<String, String>>,
+}
+
+impl Tombstone {
+    fn of<K: Resource>(obj: &K) -> Self {
+        let meta = obj.meta();
+        Tombstone {
+            name: meta.name.clone(),
+            namespace: meta.namespace.clone(),
+            uid: meta.uid.clone(),
+            labels: meta.labels.clone(),
+        }
+    }
+
+    fn object<K: Resource + Default>(self) -> K {
+        let mut obj = K::default();
+        *obj.meta_mut() = ObjectMeta {
+            name: self.name,
+            namespace: self.namespace,
+            uid: self.uid,
+            labels: self.labels,
+            ..ObjectMeta::default()
+        };
+        obj
+    }
 }
 
 /// Turns the watcher's events into changes, remembering each object's
 /// tombstone so a relist can report what went missing.
 pub struct Relist<K> {
-    known: BTreeMap<String, K>,
+    known: BTreeMap<String, Tombstone>,
     listing: Option<BTreeSet<String>>,
+    kind: std::marker::PhantomData<K>,
 }
 
 impl<K: Resource + Default> Default for Relist<K> {
@@ -56,6 +76,7 @@ impl<K: Resource + Default> Default for Relist<K> {
         Relist {
             known: BTreeMap::new(),
             listing: None,
+            kind: std::marker::PhantomData,
         }
     }
 }
@@ -72,7 +93,7 @@ impl<K: Resource + Default> Relist<K> {
                 if let Some(seen) = self.listing.as_mut() {
                     seen.insert(k.clone());
                 }
-                self.known.insert(k, tombstone(&obj));
+                self.known.insert(k, Tombstone::of(&obj));
                 vec![Change::Apply(obj)]
             }
             Event::Delete(obj) => {
@@ -88,7 +109,7 @@ impl<K: Resource + Default> Relist<K> {
                 let mut changes: Vec<Change<K>> = gone
                     .iter()
                     .filter_map(|k| self.known.remove(k))
-                    .map(Change::Delete)
+                    .map(|stone| Change::Delete(stone.object()))
                     .collect();
                 changes.push(Change::Listed);
                 changes

@@ -38,7 +38,7 @@ impl fmt::Display for EndpointInfo {
 }
 
 /// One slice's contribution: its endpoints per service port.
-pub type SliceEndpoints = BTreeMap<ServicePortName, Vec<EndpointInfo>>;
+pub type SliceEndpoints = super::PortMap<Vec<EndpointInfo>>;
 
 /// The Service a slice belongs to and its endpoints, or `None` for a slice
 /// the proxy ignores (no service-name label, another address type).
@@ -51,7 +51,8 @@ pub fn slice_endpoints(
     if slice.address_type != family.address_type() {
         return None;
     }
-    let mut by_port = SliceEndpoints::new();
+    // Built in a BTreeMap, kept in a PortMap of exactly its size.
+    let mut by_port: BTreeMap<ServicePortName, Vec<EndpointInfo>> = BTreeMap::new();
     // A slice written by hand or by another controller may hold what ours
     // never would; such a port or endpoint is skipped with upstream's log
     // line, and the rest of the slice still counts.
@@ -127,7 +128,7 @@ pub fn slice_endpoints(
             });
         }
     }
-    Some((service, by_port))
+    Some((service, by_port.into_iter().collect()))
 }
 
 /// The Service named by a slice's `kubernetes.io/service-name` label.
@@ -144,9 +145,7 @@ pub fn slice_service(slice: &EndpointSlice) -> Option<ServiceName> {
 /// sorted by their text. When slices disagree, a non-terminating copy wins
 /// over a terminating one (a pod IP reused before the old Pod is gone), as
 /// upstream; among equals the last slice by name wins.
-pub fn merge_slices<'a>(
-    slices: impl Iterator<Item = &'a SliceEndpoints>,
-) -> BTreeMap<ServicePortName, Vec<EndpointInfo>> {
+pub fn merge_slices<'a>(slices: impl Iterator<Item = &'a SliceEndpoints>) -> SliceEndpoints {
     let mut merged: BTreeMap<ServicePortName, BTreeMap<String, EndpointInfo>> = BTreeMap::new();
     for slice in slices {
         for (port, endpoints) in slice {

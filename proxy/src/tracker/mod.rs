@@ -22,6 +22,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
+use litemap::LiteMap;
 
 pub use endpoints::{EndpointInfo, SERVICE_NAME_LABEL};
 pub use names::{IpFamily, Protocol, ServiceName, ServicePortName};
@@ -33,7 +34,10 @@ use endpoints::SliceEndpoints;
 /// The node label upstream reads the node's zone from.
 pub const ZONE_LABEL: &str = "topology.kubernetes.io/zone";
 
-type PortMap<T> = BTreeMap<ServicePortName, T>;
+/// A Service's ports: most have one or two, so a sorted Vec (a BTreeMap
+/// allocates a node of eleven slots for one entry: kilobytes per Service
+/// at 10000 Services).
+pub type PortMap<T> = LiteMap<ServicePortName, T>;
 
 /// What changed since the last [`Tracker::take_changes`].
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -52,7 +56,7 @@ pub struct Tracker {
     node_name: String,
     node_labels: BTreeMap<String, String>,
     services: BTreeMap<ServiceName, PortMap<ServicePortInfo>>,
-    slices: BTreeMap<ServiceName, BTreeMap<String, SliceEndpoints>>,
+    slices: BTreeMap<ServiceName, LiteMap<String, SliceEndpoints>>,
     endpoints: BTreeMap<ServiceName, PortMap<Vec<EndpointInfo>>>,
     /// Per changed Service, its ports as at the last take_changes.
     service_baseline: BTreeMap<ServiceName, PortMap<ServicePortInfo>>,

@@ -61,7 +61,12 @@ impl ServicePortInfo {
 /// The Service's ports for `family`, or none when the proxy has nothing to
 /// do for it here: headless (`clusterIP: None`), ExternalName, no ClusterIP,
 /// or no ClusterIP of this family.
-pub fn service_ports(
+pub fn service_ports(service: &Service, family: IpFamily) -> super::PortMap<ServicePortInfo> {
+    // Built in a BTreeMap, kept in a PortMap of exactly its size.
+    sorted_service_ports(service, family).into_iter().collect()
+}
+
+fn sorted_service_ports(
     service: &Service,
     family: IpFamily,
 ) -> BTreeMap<ServicePortName, ServicePortInfo> {
