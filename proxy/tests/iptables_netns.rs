@@ -189,6 +189,29 @@ fn the_real_iptables_restore_accepts_full_and_partial_syncs_and_cleanup_removes_
     let after = ns.save();
     let seps = |text: &str| text.lines().filter(|l| l.starts_with(":US-SEP-")).count();
     assert_eq!(seps(&after), seps(&rules) - 1, "{after}");
+    // That partial restore left the unchanged top-level chains out; what it
+    // left is what a full sync writes.
+    p.force_full_sync();
+    assert!(expect_synced(p.sync()).full);
+    assert_eq!(ns.save(), after, "a full sync changes nothing");
+
+    // Its last endpoint goes: its REJECT joins the filter table's
+    // US-SERVICES, which this partial sync rewrites.
+    let mut gone = slice("sticky", 8080, json!([]));
+    gone.metadata.name = Some("sticky-x".into());
+    p.tracker.apply_endpoint_slice(&gone);
+    assert!(!expect_synced(p.sync()).full);
+    let emptied = ns.save();
+    assert!(
+        emptied.contains("--comment \"ns/sticky:p has no endpoints\""),
+        "{emptied}"
+    );
+    assert!(
+        emptied.contains("--comment \"ns/empty:p has no endpoints\""),
+        "the chain's other rules stay: {emptied}"
+    );
+    p.tracker.apply_endpoint_slice(&sticky);
+    expect_synced(p.sync());
 
     // A sync runs again after someone flushed nat: the jumps come back.
     let flush = Command::new("ip")

@@ -399,11 +399,18 @@ fn a_deleted_table_is_noticed_and_written_again_and_cleanup_removes_it() {
     assert!(synced(p.sync()).full);
     assert_eq!(ns.fetch("10.96.0.10:80").unwrap(), "a");
 
-    // Once more, the proxier's own way: the listing finds no table.
+    // Once more, before the check notices: the partial sync, which trusts
+    // its record of the table, fails on the missing table, and the next
+    // sync is full (it lists, finds no table, and makes it again).
     ns.nft(&["delete", "table", "ip", "understudy-proxy"]);
     p.tracker
         .apply_endpoint_slice(&slice("web", 8080, &[NODE_IP, "10.244.9.9"]));
-    assert!(synced(p.sync()).full, "no table: the sync is full");
+    assert!(
+        matches!(p.sync(), SyncOutcome::Failed { full: false, .. }),
+        "a partial sync into a missing table fails"
+    );
+    assert!(synced(p.sync()).full, "after a failed sync: full");
+    assert!(p.check_intact().unwrap(), "the table is back");
 
     let removed = proxier::cleanup(SystemExec::in_netns(&ns.0), None).unwrap();
     assert_eq!(removed, ["nftables ip understudy-proxy"]);
