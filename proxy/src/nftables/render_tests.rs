@@ -860,3 +860,71 @@ fn udp_ports_key_and_dnat_by_their_protocol() {
         assert!(text.contains(&line), "missing {line:?} in:\n{text}");
     }
 }
+
+/// A partial render that takes the unchanged service ports' shares from
+/// the last render gives the very transaction a render working every share
+/// out again gives, through a series of changes (endpoints moved, a
+/// Service made sticky, one deleted, one added, one left with no endpoint).
+#[test]
+fn kept_shares_render_the_same_partial_transactions() {
+    let mut t = two_services();
+    t.apply_service(&with_lb(
+        p80(
+            "ns3",
+            "lb",
+            "172.30.0.43",
+            json!({"type": "LoadBalancer", "loadBalancerSourceRanges": ["203.0.113.0/24"],
+                   "ports": [{"name": "p80", "port": 80, "protocol": "TCP", "nodePort": 30043}]}),
+        ),
+        json!([{"ip": "198.51.100.3"}]),
+    ));
+    t.apply_endpoint_slice(&eps("ns3", "lb", json!([remote("10.180.3.1")])));
+    let mut kept = Contributions::default();
+    let full = SyncScope::Full {
+        recreate_base_chains: false,
+    };
+    let first = render_kept(&t, &options(), full, None, &mut kept);
+    assert_eq!(first, render(&t, &options(), full, None));
+    assert_eq!(kept.len(), 3);
+    t.take_changes();
+
+    type Step = Box<dyn Fn(&mut Tracker)>;
+    let steps: Vec<Step> = vec![
+        Box::new(|t| {
+            t.apply_endpoint_slice(&eps("ns2", "svc2", json!([remote("10.180.0.9")])));
+        }),
+        Box::new(|t| {
+            t.apply_service(&p80(
+                "ns1",
+                "svc1",
+                "172.30.0.41",
+                json!({"sessionAffinity": "ClientIP"}),
+            ));
+        }),
+        Box::new(|t| {
+            t.delete_service("ns2", "svc2");
+            t.apply_service(&p80("ns4", "new", "172.30.0.44", json!({})));
+        }),
+        Box::new(|t| {
+            t.apply_endpoint_slice(&eps("ns3", "lb", json!([])));
+        }),
+    ];
+    let mut previous = first;
+    for (i, step) in steps.iter().enumerate() {
+        step(&mut t);
+        let changes = t.take_changes();
+        let existing = Existing {
+            chains: previous.active_chains.clone(),
+            sets: previous.active_sets.clone(),
+        };
+        let scope = SyncScope::Partial {
+            changed: &changes.service_ports,
+            previous: &previous.elements,
+        };
+        let with_kept = render_kept(&t, &options(), scope, Some(&existing), &mut kept);
+        let worked_out = render(&t, &options(), scope, Some(&existing));
+        assert_eq!(with_kept, worked_out, "step {i}");
+        assert_eq!(kept.len(), t.service_ports().count(), "step {i}");
+        previous = with_kept;
+    }
+}
