@@ -3,7 +3,6 @@
 //! `understudy-proxy`, in the `ip` and `ip6` families, so it can run beside
 //! kube-proxy's `kube-proxy` table and either can delete only its own.
 
-pub mod contributions;
 pub mod elements;
 pub mod names;
 pub mod render;
@@ -14,9 +13,6 @@ mod text;
 #[cfg(test)]
 mod render_tests;
 
-pub use contributions::Contributions;
 pub use elements::Elements;
 pub use names::TABLE;
-pub use render::{
-    Existing, RenderOptions, SyncScope, Transaction, delete_chains, render, render_kept,
-};
+pub use render::{Existing, RenderOptions, SyncScope, Transaction, delete_chains, render};

@@ -15,7 +15,6 @@ use std::net::IpAddr;
 
 use ipnet::IpNet;
 
-use super::contributions::{Contribution, Contributions};
 use super::elements::Elements;
 use super::names::*;
 use super::service::{ServiceWriter, State};
@@ -124,25 +123,6 @@ pub fn render(
     scope: SyncScope<'_>,
     existing: Option<&Existing>,
 ) -> Transaction {
-    render_kept(
-        tracker,
-        options,
-        scope,
-        existing,
-        &mut Contributions::default(),
-    )
-}
-
-/// As [`render`], taking the unchanged service ports' shares of a partial
-/// sync from `kept` (what the last render with it recorded) instead of
-/// working them out again, and recording every share for the next.
-pub fn render_kept(
-    tracker: &Tracker,
-    options: &RenderOptions,
-    scope: SyncScope<'_>,
-    existing: Option<&Existing>,
-    kept: &mut Contributions,
-) -> Transaction {
     let fam = Family::of(options.family);
     let mut out = Out {
         family: fam.ip,
@@ -171,25 +151,15 @@ pub fn render_kept(
         fam,
         masquerade: &masquerade,
     };
-    let mut last = std::mem::take(&mut kept.0);
     for (name, svc) in tracker.service_ports() {
         let rewrite = match scope {
             SyncScope::Full { .. } => true,
             SyncScope::Partial { changed, .. } => changed.contains(name),
         };
-        let share = match last.remove(name).filter(|_| !rewrite) {
-            Some(share) => share,
-            None => {
-                let mut own = State::default();
-                writer.write(name, svc, rewrite, &mut out, &mut own);
-                Contribution::of(own)
-            }
-        };
         if rewrite {
             state.rewritten += 1;
         }
-        share.add_to(&mut state);
-        kept.0.insert(name.clone(), share);
+        writer.write(name, svc, rewrite, &mut out, &mut state);
     }
 
     let mut stale_chains = Vec::new();

@@ -15,9 +15,7 @@ use super::nft_tool::Nft;
 use super::{NodeInfo, ToolError, Written};
 use crate::config::KubeProxyConfiguration;
 use crate::exec::Exec;
-use crate::nftables::{
-    Contributions, Elements, Existing, RenderOptions, SyncScope, delete_chains, render_kept,
-};
+use crate::nftables::{Elements, Existing, RenderOptions, SyncScope, delete_chains, render};
 use crate::tracker::{IpFamily, ServicePortName, Tracker};
 
 /// How long a flushed chain waits before it is deleted: before kernel 6.2
@@ -34,8 +32,6 @@ pub struct NftablesBackend<E> {
     /// Our table's per-service chains and affinity sets as the last
     /// successful transaction left them; none after a failure.
     record: Option<Existing>,
-    /// Each service port's share of the last rendered transaction.
-    kept: Contributions,
     pub stale_chain_grace: Duration,
     /// The base chains were made again once in this process.
     base_chains_recreated: bool,
@@ -66,7 +62,6 @@ impl<E: Exec> NftablesBackend<E> {
             elements: Elements::default(),
             stale_chains: BTreeMap::new(),
             record: None,
-            kept: Contributions::default(),
             stale_chain_grace: STALE_CHAIN_GRACE,
             base_chains_recreated: false,
             service_cidrs: Vec::new(),
@@ -169,7 +164,7 @@ impl<E: Exec> NftablesBackend<E> {
                 previous: &self.elements,
             }
         };
-        let tx = render_kept(tracker, &options, scope, existing.as_ref(), &mut self.kept);
+        let tx = render(tracker, &options, scope, existing.as_ref());
         // A chain in use again is kept (its service's rewrite made it anew).
         let delete: Vec<String> = (delete.iter())
             .filter(|c| !tx.active_chains.contains(*c))
