@@ -280,10 +280,22 @@ impl<E: Exec> Proxier<E> {
     /// each of its syncs rewrites everything, at least every syncPeriod
     /// (upstream's IPVS proxier has no monitor either).
     pub fn check_intact(&self) -> Result<bool, ToolError> {
+        self.intact_check_with(|exec| exec).run()
+    }
+
+    /// The check, with tool handles whose runner `exec` makes from ours.
+    fn intact_check_with<'a, X: Exec>(&'a self, exec: impl Fn(&'a E) -> X) -> IntactCheck<X> {
         match &self.backend {
-            Backend::Iptables(b) => check_canaries(&b.iptables),
-            Backend::Nftables(b) => b.nft.intact(family_word(self.tracker.family())),
-            Backend::Ipvs(_) => Ok(true),
+            Backend::Iptables(b) => IntactCheck::Iptables(Iptables {
+                exec: exec(&b.iptables.exec),
+            }),
+            Backend::Nftables(b) => IntactCheck::Nftables(
+                Nft {
+                    exec: exec(&b.nft.exec),
+                },
+                self.tracker.family(),
+            ),
+            Backend::Ipvs(_) => IntactCheck::Nothing,
         }
     }
 }
@@ -310,18 +322,7 @@ impl<E: Exec> IntactCheck<E> {
 
 impl<E: Exec + Clone> Proxier<E> {
     pub fn intact_check(&self) -> IntactCheck<E> {
-        match &self.backend {
-            Backend::Iptables(b) => IntactCheck::Iptables(Iptables {
-                exec: b.iptables.exec.clone(),
-            }),
-            Backend::Nftables(b) => IntactCheck::Nftables(
-                Nft {
-                    exec: b.nft.exec.clone(),
-                },
-                self.tracker.family(),
-            ),
-            Backend::Ipvs(_) => IntactCheck::Nothing,
-        }
+        self.intact_check_with(E::clone)
     }
 }
 

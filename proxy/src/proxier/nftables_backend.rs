@@ -87,9 +87,6 @@ impl<E: Exec> NftablesBackend<E> {
         }
         let Err(error) = attempt else {
             tracing::info!(chains = due.len(), "deleted stale nftables chains");
-            for chain in &due {
-                self.stale_chains.remove(chain);
-            }
             return attempt;
         };
         // As upstream when the stale chains' deletion fails: a full sync,
@@ -183,7 +180,7 @@ impl<E: Exec> NftablesBackend<E> {
             return Err(error);
         }
         self.base_chains_recreated |= full;
-        for chain in &tx.active_chains {
+        for chain in tx.active_chains.iter().chain(&delete) {
             self.stale_chains.remove(chain);
         }
         for chain in &tx.stale_chains {
@@ -192,7 +189,7 @@ impl<E: Exec> NftablesBackend<E> {
         // Without a listing, what this transaction left is not known.
         self.record = existing.map(|_| Existing {
             chains: (tx.active_chains.iter())
-                .chain(self.stale_chains.keys().filter(|c| !delete.contains(c)))
+                .chain(self.stale_chains.keys())
                 .cloned()
                 .collect(),
             sets: tx.active_sets,
