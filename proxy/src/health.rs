@@ -14,15 +14,20 @@ use understudy_component_base::health::EndpointResponse;
 pub const TO_BE_DELETED_TAINT: &str = "ToBeDeletedByClusterAutoscaler";
 
 #[derive(Default)]
-struct State {
+struct FamilyState {
     last_updated: Option<SystemTime>,
     oldest_queued: Option<SystemTime>,
+}
+
+#[derive(Default)]
+struct State {
+    /// By family ("IPv4", "IPv6"): a dual-stack proxy has a proxier of each.
+    families: std::collections::BTreeMap<&'static str, FamilyState>,
     node_eligible: bool,
 }
 
 #[derive(Clone)]
 pub struct ProxyHealth {
-    family: &'static str,
     timeout: Duration,
     state: Arc<Mutex<State>>,
 }
@@ -55,26 +60,39 @@ fn go_time(at: Option<SystemTime>) -> String {
     }
 }
 
+impl FamilyState {
+    /// A change waited longer than `timeout` for a sync. A proxier that
+    /// never synced is starting up, and healthy, as upstream's.
+    fn stale(&self, now: SystemTime, timeout: Duration) -> bool {
+        self.last_updated.is_some()
+            && self
+                .oldest_queued
+                .is_some_and(|q| now.duration_since(q).unwrap_or_default() >= timeout)
+    }
+}
+
 impl ProxyHealth {
     /// `timeout`: upstream passes twice the sync period.
-    pub fn new(family: &'static str, timeout: Duration) -> Self {
+    pub fn new(timeout: Duration) -> Self {
         ProxyHealth {
-            family,
             timeout,
             state: Arc::default(),
         }
     }
 
-    /// A change is waiting for a sync.
-    pub fn queued(&self, at: SystemTime) {
-        self.state.lock().unwrap().oldest_queued.get_or_insert(at);
+    /// A change is waiting for the sync of `family` ("IPv4", "IPv6").
+    pub fn queued(&self, family: &'static str, at: SystemTime) {
+        let mut state = self.state.lock().unwrap();
+        let family = state.families.entry(family).or_default();
+        family.oldest_queued.get_or_insert(at);
     }
 
-    /// The rules were written.
-    pub fn updated(&self, at: SystemTime) {
+    /// The rules of `family` were written.
+    pub fn updated(&self, family: &'static str, at: SystemTime) {
         let mut state = self.state.lock().unwrap();
-        state.oldest_queued = None;
-        state.last_updated = Some(at);
+        let family = state.families.entry(family).or_default();
+        family.oldest_queued = None;
+        family.last_updated = Some(at);
     }
 
     pub fn set_node_eligible(&self, eligible: bool) {
@@ -86,31 +104,41 @@ impl ProxyHealth {
         self.answer(false, now).status == 200
     }
 
-    /// The answer on `/healthz` (`with_node` true) or `/livez`, at `now`.
+    /// The answer on `/healthz` (`with_node` true) or `/livez`, at `now`:
+    /// unhealthy when any family's proxier falls behind, as upstream's.
     pub fn answer(&self, with_node: bool, now: SystemTime) -> EndpointResponse {
         let state = self.state.lock().unwrap();
-        let stale = state.last_updated.is_some()
-            && state
-                .oldest_queued
-                .is_some_and(|q| now.duration_since(q).unwrap_or_default() >= self.timeout);
-        let node_eligible = with_node.then_some(state.node_eligible);
-        let healthy = !stale && node_eligible.unwrap_or(true);
         let mut status = std::collections::BTreeMap::new();
-        if state.last_updated.is_some() {
+        // The newest update of all families; the stale family's own when
+        // one is stale (upstream reports the one that failed).
+        let mut last_updated = None;
+        let mut stale_since = None;
+        for (&family, s) in &state.families {
+            let Some(updated) = s.last_updated else {
+                continue;
+            };
+            last_updated = last_updated.max(Some(updated));
+            let stale = s.stale(now, self.timeout);
+            if stale && stale_since.is_none() {
+                stale_since = Some(updated);
+            }
             status.insert(
-                self.family,
+                family,
                 FamilyHealth {
-                    last_updated: go_time(state.last_updated),
+                    last_updated: go_time(Some(updated)),
                     healthy: !stale,
                 },
             );
         }
+        let stale = stale_since.is_some();
+        let node_eligible = with_node.then_some(state.node_eligible);
+        let healthy = !stale && node_eligible.unwrap_or(true);
         let document = Document {
             // As upstream: a healthy answer reports now as the last update.
             last_updated: go_time(if healthy {
                 Some(now)
             } else {
-                state.last_updated
+                stale_since.or(last_updated)
             }),
             current_time: go_time(Some(now)),
             node_eligible,
@@ -149,11 +177,11 @@ mod tests {
 
     #[test]
     fn stale_when_a_queued_change_waits_past_the_timeout() {
-        let health = ProxyHealth::new("IPv4", Duration::from_secs(60));
+        let health = ProxyHealth::new(Duration::from_secs(60));
         health.set_node_eligible(true);
-        health.updated(at(100));
-        health.queued(at(110));
-        health.queued(at(150));
+        health.updated("IPv4", at(100));
+        health.queued("IPv4", at(110));
+        health.queued("IPv4", at(150));
         let fresh = health.answer(true, at(169));
         assert_eq!(fresh.status, 200);
         let doc = body(&fresh);
@@ -174,13 +202,51 @@ mod tests {
                 .is_none()
         );
 
-        health.updated(at(171));
+        health.updated("IPv4", at(171));
         assert_eq!(health.answer(true, at(300)).status, 200);
     }
 
     #[test]
+    fn dual_stack_is_unhealthy_when_either_family_falls_behind() {
+        let health = ProxyHealth::new(Duration::from_secs(60));
+        health.set_node_eligible(true);
+        health.updated("IPv4", at(100));
+        health.updated("IPv6", at(120));
+        let doc = body(&health.answer(true, at(130)));
+        assert_eq!(doc["status"]["IPv4"]["lastUpdated"], "1970-01-01T00:01:40Z");
+        assert_eq!(doc["status"]["IPv6"]["lastUpdated"], "1970-01-01T00:02:00Z");
+
+        // IPv6's proxier keeps up; IPv4's has had a change waiting since 130.
+        health.queued("IPv4", at(130));
+        health.queued("IPv6", at(131));
+        health.updated("IPv6", at(140));
+        assert_eq!(health.answer(true, at(189)).status, 200);
+        let stale = health.answer(true, at(190));
+        assert_eq!(stale.status, 503);
+        let doc = body(&stale);
+        assert_eq!(doc["status"]["IPv4"]["healthy"], false);
+        assert_eq!(doc["status"]["IPv6"]["healthy"], true);
+        assert_eq!(
+            doc["lastUpdated"], "1970-01-01T00:01:40Z",
+            "the stale family's last update, not the newest"
+        );
+
+        // A family that never synced yet (starting up) does not count.
+        let starting = ProxyHealth::new(Duration::from_secs(60));
+        starting.set_node_eligible(true);
+        starting.updated("IPv4", at(100));
+        starting.queued("IPv6", at(100));
+        assert_eq!(starting.answer(true, at(500)).status, 200);
+        assert!(
+            body(&starting.answer(true, at(500)))["status"]
+                .get("IPv6")
+                .is_none()
+        );
+    }
+
+    #[test]
     fn healthz_fails_for_a_node_going_away_livez_does_not() {
-        let health = ProxyHealth::new("IPv4", Duration::from_secs(60));
+        let health = ProxyHealth::new(Duration::from_secs(60));
         assert_eq!(health.answer(true, at(1)).status, 503, "no Node seen yet");
         let node: k8s_openapi::api::core::v1::Node = serde_json::from_value(serde_json::json!({
             "metadata": {"name": "n"},

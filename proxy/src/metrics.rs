@@ -225,6 +225,17 @@ impl Metrics {
         m
     }
 
+    /// The same metrics, labelled for `family`'s proxier (a dual-stack
+    /// proxy has one of each, as upstream's metaproxier).
+    pub fn for_family(&self, family: IpFamily) -> Metrics {
+        Metrics {
+            family: FamilyLabel {
+                ip_family: family.address_type().to_string(),
+            },
+            ..self.clone()
+        }
+    }
+
     pub fn pending(&self, services: usize, endpoints: usize) {
         self.service_changes_pending.set(services as i64);
         self.endpoint_changes_pending.set(endpoints as i64);

@@ -1,7 +1,9 @@
 //! The running proxy: watches feed the tracker, the bounded-frequency runner
 //! syncs, and every outcome lands in kube-proxy's metrics and health.
 
+use std::collections::BTreeMap;
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime};
 
@@ -21,7 +23,7 @@ use crate::metrics::Metrics;
 use crate::proxier::{Backend, Iptables, IpvsBackend, NodeInfo, Proxier, SyncOutcome};
 use crate::runner::{Intervals, Trigger, run_loop};
 use crate::service_health::{self, ServiceHealthServers};
-use crate::tracker::{IpFamily, Tracker};
+use crate::tracker::{IpFamily, ServiceName, Tracker};
 use crate::watch::{Change, watch_objects};
 
 /// The EndpointSlice annotation the endpoint controllers stamp with the time
@@ -31,85 +33,108 @@ pub const TRIGGER_TIME_ANNOTATION: &str = "endpoints.kubernetes.io/last-change-t
 /// The readiness check that passes once the rules were first written.
 const RULES_SYNCED: &str = "rules-synced";
 
-struct Shared {
+/// One IP family's proxier and its sync runner: a dual-stack node runs one
+/// of each family, each syncing on its own (upstream's metaproxier).
+struct FamilyProxy {
+    family: IpFamily,
     proxier: Mutex<Proxier<SystemExec>>,
-    /// Every ServiceCIDR's CIDRs, by name.
-    service_cidrs: Mutex<std::collections::BTreeMap<String, Vec<IpNet>>>,
     /// Trigger times of slice changes not yet programmed.
     trigger_times: Mutex<Vec<SystemTime>>,
+    trigger: Trigger,
+    /// Labelled with this family.
+    metrics: Metrics,
+    /// Its rules were written once.
+    synced: AtomicBool,
+}
+
+struct Shared {
+    /// The primary family's first.
+    families: Vec<FamilyProxy>,
+    /// Every ServiceCIDR's CIDRs, by name.
+    service_cidrs: Mutex<std::collections::BTreeMap<String, Vec<IpNet>>>,
     /// Changes made before the proxy started are not its latency (upstream's
     /// trackerStartTime): their trigger times are not recorded.
     started: SystemTime,
-    trigger: Trigger,
     health: ProxyHealth,
+    /// The primary family's labels, for what is not per family.
     metrics: Metrics,
     component_health: understudy_component_base::Health,
     service_health: ServiceHealthServers,
+    /// Each family's health-checked Services as its last sync saw them.
+    health_checks: Mutex<Vec<BTreeMap<ServiceName, (u16, usize)>>>,
     events: understudy_component_base::events::EventRecorder,
     node_name: String,
 }
 
 impl Shared {
-    /// Something changed: ask for a sync, and count it as waiting.
-    fn changed(&self, proxier: &Proxier<SystemExec>) {
+    /// Something changed for `family`: ask for its sync, and count it as waiting.
+    fn changed(&self, family: &FamilyProxy, proxier: &Proxier<SystemExec>) {
         let (services, endpoints) = proxier.tracker.pending_counts();
-        self.metrics.pending(services, endpoints);
+        family.metrics.pending(services, endpoints);
         let now = SystemTime::now();
-        self.health.queued(now);
-        self.metrics.queued(now);
-        self.trigger.run();
+        self.health.queued(family.family.address_type(), now);
+        family.metrics.queued(now);
+        family.trigger.run();
     }
 
     fn on_service(&self, change: Change<Service>) {
-        let mut p = self.proxier.lock().unwrap();
-        let changed = match &change {
-            Change::Apply(s) => p.tracker.apply_service(s),
-            Change::Delete(s) => p.tracker.delete_service(
-                s.metadata.namespace.as_deref().unwrap_or_default(),
-                s.metadata.name.as_deref().unwrap_or_default(),
-            ),
-            Change::Listed => {
-                p.set_services_synced();
-                true
+        let mut any = false;
+        for family in &self.families {
+            let mut p = family.proxier.lock().unwrap();
+            let changed = match &change {
+                Change::Apply(s) => p.tracker.apply_service(s),
+                Change::Delete(s) => p.tracker.delete_service(
+                    s.metadata.namespace.as_deref().unwrap_or_default(),
+                    s.metadata.name.as_deref().unwrap_or_default(),
+                ),
+                Change::Listed => {
+                    p.set_services_synced();
+                    true
+                }
+            };
+            if changed {
+                any = true;
+                self.changed(family, &p);
             }
-        };
-        if changed {
-            if !matches!(change, Change::Listed) {
-                self.metrics.service_changes_total.inc();
-            }
-            self.changed(&p);
+        }
+        if any && !matches!(change, Change::Listed) {
+            self.metrics.service_changes_total.inc();
         }
     }
 
     fn on_slice(&self, change: Change<EndpointSlice>) {
-        let mut p = self.proxier.lock().unwrap();
-        let changed = match &change {
-            Change::Apply(s) => {
-                let changed = p.tracker.apply_endpoint_slice(s);
-                if changed
-                    && let Some(at) = trigger_time(s)
-                    && at > self.started
-                {
-                    self.trigger_times.lock().unwrap().push(at);
+        let mut any = false;
+        for family in &self.families {
+            let mut p = family.proxier.lock().unwrap();
+            let changed = match &change {
+                Change::Apply(s) => {
+                    let changed = p.tracker.apply_endpoint_slice(s);
+                    if changed
+                        && let Some(at) = trigger_time(s)
+                        && at > self.started
+                    {
+                        family.trigger_times.lock().unwrap().push(at);
+                    }
+                    changed
                 }
-                changed
+                Change::Delete(s) => p.tracker.delete_endpoint_slice(s),
+                Change::Listed => {
+                    p.set_slices_synced();
+                    true
+                }
+            };
+            if changed {
+                any = true;
+                self.changed(family, &p);
             }
-            Change::Delete(s) => p.tracker.delete_endpoint_slice(s),
-            Change::Listed => {
-                p.set_slices_synced();
-                true
-            }
-        };
-        if changed {
-            if !matches!(change, Change::Listed) {
-                self.metrics.endpoint_changes_total.inc();
-            }
-            self.changed(&p);
+        }
+        if any && !matches!(change, Change::Listed) {
+            self.metrics.endpoint_changes_total.inc();
         }
     }
 
     /// As upstream's ServiceCIDRConfig: the union of every ServiceCIDR's
-    /// CIDRs goes to the proxier, which uses it from its next full sync.
+    /// CIDRs goes to the proxiers, which use it from their next full sync.
     fn on_service_cidr(&self, change: Change<ServiceCIDR>) {
         let mut all = self.service_cidrs.lock().unwrap();
         match change {
@@ -131,7 +156,9 @@ impl Shared {
         union.sort();
         union.dedup();
         drop(all);
-        self.proxier.lock().unwrap().set_service_cidrs(&union);
+        for family in &self.families {
+            family.proxier.lock().unwrap().set_service_cidrs(&union);
+        }
     }
 
     fn on_node(&self, change: Change<Node>) {
@@ -142,20 +169,28 @@ impl Shared {
         };
         self.health.set_node_eligible(node_eligible(node.as_ref()));
         let Some(node) = node else { return };
-        let mut p = self.proxier.lock().unwrap();
-        let labels = node.metadata.labels.clone().unwrap_or_default();
-        let mut changed = p.tracker.set_node_labels(labels.into_iter().collect());
-        let mut info = node_info(&node);
-        // Read at each sync, not from the Node.
-        info.interface_ips = p.node.interface_ips.clone();
-        if info != p.node {
-            // Node IPs and pod CIDRs appear in rules of every service.
-            p.node = info;
-            p.force_full_sync();
-            changed = true;
-        }
-        if changed {
-            self.changed(&p);
+        let labels: BTreeMap<String, String> = node
+            .metadata
+            .labels
+            .clone()
+            .unwrap_or_default()
+            .into_iter()
+            .collect();
+        for family in &self.families {
+            let mut p = family.proxier.lock().unwrap();
+            let mut changed = p.tracker.set_node_labels(labels.clone());
+            let mut info = node_info(&node);
+            // Read at each sync, not from the Node.
+            info.interface_ips = p.node.interface_ips.clone();
+            if info != p.node {
+                // Node IPs and pod CIDRs appear in rules of every service.
+                p.node = info;
+                p.force_full_sync();
+                changed = true;
+            }
+            if changed {
+                self.changed(family, &p);
+            }
         }
     }
 
@@ -184,21 +219,42 @@ impl Shared {
         );
     }
 
-    /// One sync and its bookkeeping; false asks the runner for a retry.
-    fn sync(&self) -> bool {
+    /// The health-check servers every family's Services need, with `index`'s
+    /// as its sync just saw them. A dual-stack Service has one
+    /// healthCheckNodePort: one server, answering with the larger of its
+    /// families' local endpoint counts (a dual-stack pod is one endpoint).
+    fn health_checks(
+        &self,
+        index: usize,
+        mine: BTreeMap<ServiceName, (u16, usize)>,
+    ) -> BTreeMap<ServiceName, (u16, usize)> {
+        let mut all = self.health_checks.lock().unwrap();
+        all[index] = mine;
+        let mut merged: BTreeMap<ServiceName, (u16, usize)> = BTreeMap::new();
+        for (name, &(port, local)) in all.iter().flatten() {
+            let entry = merged.entry(name.clone()).or_insert((port, local));
+            entry.1 = entry.1.max(local);
+        }
+        merged
+    }
+
+    /// One sync of the `index`th family and its bookkeeping; false asks its
+    /// runner for a retry.
+    fn sync(&self, index: usize) -> bool {
+        let family = &self.families[index];
         let start = Instant::now();
-        let mut p = self.proxier.lock().unwrap();
+        let mut p = family.proxier.lock().unwrap();
         p.node.interface_ips = interface_addresses();
         let outcome = p.sync();
         if matches!(outcome, SyncOutcome::Synced(_)) {
             // Under the same lock, as upstream at the end of syncProxyRules.
             use crate::conntrack::{NetlinkConntrack, after_sync};
-            after_sync(&NetlinkConntrack, &mut p.tracker, &self.metrics);
+            after_sync(&NetlinkConntrack, &mut p.tracker, &family.metrics);
         }
         let (services, endpoints) = p.tracker.pending_counts();
         let health_checks = service_health::desired(&p.tracker);
         drop(p);
-        self.metrics.pending(services, endpoints);
+        family.metrics.pending(services, endpoints);
         match outcome {
             SyncOutcome::NotInitialized => {
                 tracing::debug!("not syncing until Services and EndpointSlices are listed");
@@ -206,17 +262,27 @@ impl Shared {
             }
             SyncOutcome::Synced(report) => {
                 let now = SystemTime::now();
-                self.metrics.synced(&report, now);
-                self.health.updated(now);
-                for at in std::mem::take(&mut *self.trigger_times.lock().unwrap()) {
-                    self.metrics.programmed(at, now);
+                family.metrics.synced(&report, now);
+                self.health.updated(family.family.address_type(), now);
+                for at in std::mem::take(&mut *family.trigger_times.lock().unwrap()) {
+                    family.metrics.programmed(at, now);
                 }
-                self.component_health.set(RULES_SYNCED, true);
-                let failed = self.service_health.sync(&health_checks);
+                family.synced.store(true, Ordering::Relaxed);
+                if self
+                    .families
+                    .iter()
+                    .all(|f| f.synced.load(Ordering::Relaxed))
+                {
+                    self.component_health.set(RULES_SYNCED, true);
+                }
+                let failed = self
+                    .service_health
+                    .sync(&self.health_checks(index, health_checks));
                 for failed in &failed {
                     self.report_health_check(failed);
                 }
                 tracing::info!(
+                    ip_family = family.family.address_type(),
                     full = report.full,
                     elapsed = ?report.duration,
                     written = ?report.written,
@@ -231,8 +297,13 @@ impl Shared {
                 error,
                 restore,
             } => {
-                self.metrics.failed(full, restore, start.elapsed());
-                tracing::error!(full, %error, "sync failed; the next sync is full");
+                family.metrics.failed(full, restore, start.elapsed());
+                tracing::error!(
+                    ip_family = family.family.address_type(),
+                    full,
+                    %error,
+                    "sync failed; the next sync is full"
+                );
                 false
             }
         }
@@ -309,7 +380,7 @@ pub fn node_info(node: &Node) -> NodeInfo {
 /// localhost (no route_localnet) and drops no INVALID packets; it checks
 /// the kernel instead, as upstream. The IPVS mode sets its own
 /// ([`ipvs_backend`]).
-fn prepare_node(config: &KubeProxyConfiguration, family: IpFamily) -> anyhow::Result<bool> {
+fn prepare_node(config: &KubeProxyConfiguration) -> anyhow::Result<bool> {
     // Upstream's platformSetup (every mode), before any proxier exists.
     crate::conntrack::sysctls::apply(
         &config.conntrack,
@@ -326,7 +397,8 @@ fn prepare_node(config: &KubeProxyConfiguration, family: IpFamily) -> anyhow::Re
         }
         return Ok(false);
     }
-    if crate::iptables::localhost_node_ports(config, family) {
+    // Only IPv4 serves NodePorts on loopback.
+    if crate::iptables::localhost_node_ports(config, IpFamily::V4) {
         tracing::info!(
             "setting route_localnet=1 to allow NodePorts on localhost; to change this either disable \
              iptables.localhostNodePorts or set nodePortAddresses to leave out loopback addresses"
@@ -369,7 +441,7 @@ fn ipvs_backend(config: &KubeProxyConfiguration) -> anyhow::Result<Backend<Syste
     }
     let exec = SystemExec::default();
     Ok(Backend::Ipvs(IpvsBackend {
-        iptables: Iptables { exec: exec.clone() },
+        iptables: Iptables::v4(exec.clone()),
         ipvs: Box::new(ipvs),
         host: Box::new(ToolHost::new(exec)),
     }))
@@ -394,19 +466,50 @@ fn mode_name(mode: ProxyMode) -> &'static str {
     }
 }
 
+/// The node's primary IP family, as upstream's detectNodeIPs: a specific
+/// `bindAddress`'s, else the Node's first address's (InternalIP first),
+/// else IPv4. The Node is asked for as upstream does, for up to 30 s.
+async fn primary_family(client: &kube::Client, node_name: &str, bind: IpAddr) -> IpFamily {
+    if !bind.is_unspecified() {
+        return IpFamily::of(&bind);
+    }
+    let nodes = Api::<Node>::all(client.clone());
+    let deadline = Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        match nodes.get_opt(node_name).await {
+            Ok(Some(node)) => {
+                if let Some(ip) = node_info(&node).ips.first() {
+                    return IpFamily::of(ip);
+                }
+                break;
+            }
+            Ok(None) => tracing::info!(node = node_name, "Failed to retrieve node info: not found"),
+            Err(error) => tracing::info!(node = node_name, %error, "Failed to retrieve node info"),
+        }
+        if Instant::now() >= deadline {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    }
+    tracing::info!(
+        "Can't determine this node's IP, assuming loopback; if this is incorrect, please set the --bind-address flag"
+    );
+    IpFamily::V4
+}
+
 pub async fn run(
     ctx: ComponentContext,
     config: KubeProxyConfiguration,
     node_name: String,
 ) -> anyhow::Result<()> {
-    let family = IpFamily::V4;
+    let primary = primary_family(&ctx.client, &node_name, config.bind_address).await;
     let metrics = Metrics::register(
         &mut ctx.registry.write().expect("registry lock"),
-        family,
+        primary,
         config.mode,
     );
     let sync_period = config.sync_period();
-    let health = ProxyHealth::new(family.address_type(), 2 * sync_period);
+    let health = ProxyHealth::new(2 * sync_period);
     for (path, with_node) in [("/healthz", true), ("/livez", false)] {
         let (health, metrics) = (health.clone(), metrics.clone());
         ctx.health.override_endpoint(
@@ -441,7 +544,7 @@ pub async fn run(
         Err(error) => tracing::warn!(%error, "removing the other proxy mode's rules"),
     }
     let mode = config.mode;
-    let liberal = prepare_node(&config, family)?;
+    let liberal = prepare_node(&config)?;
     let intervals = Intervals {
         min: config.min_sync_period(),
         retry: sync_period,
@@ -453,22 +556,60 @@ pub async fn run(
             crate::proxier::FULL_SYNC_PERIOD
         },
     };
-    let tracker = Tracker::new(family, node_name.clone());
-    let mut proxier = if mode == ProxyMode::Ipvs {
-        Proxier::with_backend(config.clone(), tracker, ipvs_backend(&config)?)
+    // Dual-stack wherever the node's tools and kernel take both families,
+    // as upstream's platformCheckSupported; the primary family must work.
+    // The IPVS mode runs the primary family only (see docs/proxy.md).
+    let candidates = if mode == ProxyMode::Ipvs {
+        vec![primary]
     } else {
-        Proxier::new(config, tracker, SystemExec::default())
+        vec![primary, primary.other()]
     };
-    proxier.set_conntrack_tcp_liberal(liberal);
-    if let Err(e) = proxier.check_intact() {
-        anyhow::bail!("{} does not work here: {e}", mode_name(mode));
+    let mut families = Vec::new();
+    for family in candidates {
+        let tracker = Tracker::new(family, node_name.clone());
+        let mut proxier = if mode == ProxyMode::Ipvs {
+            Proxier::with_backend(config.clone(), tracker, ipvs_backend(&config)?)
+        } else {
+            Proxier::new(config.clone(), tracker, SystemExec::default())
+        };
+        proxier.set_conntrack_tcp_liberal(liberal);
+        match proxier.check_intact() {
+            Ok(_) => families.push(FamilyProxy {
+                family,
+                proxier: Mutex::new(proxier),
+                trigger_times: Mutex::default(),
+                trigger: Trigger::default(),
+                metrics: metrics.for_family(family),
+                synced: AtomicBool::new(false),
+            }),
+            Err(e) if family == primary => {
+                anyhow::bail!("{} does not work here: {e}", mode_name(mode))
+            }
+            Err(error) => tracing::info!(
+                ip_family = family.address_type(),
+                %error,
+                "DualStack is not supported: the {} mode does not work for {}",
+                mode_name(mode),
+                family.address_type()
+            ),
+        }
     }
+    if families.len() == 2 {
+        tracing::info!(
+            primary_ip_family = primary.address_type(),
+            "kube-proxy running in dual-stack mode"
+        );
+    } else {
+        tracing::info!(
+            ip_family = primary.address_type(),
+            "kube-proxy running in single-stack mode"
+        );
+    }
+    let family_count = families.len();
     let shared = Arc::new(Shared {
-        proxier: Mutex::new(proxier),
+        families,
         service_cidrs: Mutex::default(),
-        trigger_times: Mutex::default(),
         started: SystemTime::now(),
-        trigger: Trigger::default(),
         service_health: ServiceHealthServers::new(
             tokio::runtime::Handle::current(),
             Arc::new({
@@ -476,6 +617,7 @@ pub async fn run(
                 move || health.healthy(SystemTime::now())
             }),
         ),
+        health_checks: Mutex::new(vec![BTreeMap::new(); family_count]),
         health,
         metrics,
         component_health: ctx.health.clone(),
@@ -547,49 +689,57 @@ pub async fn run(
     // Upstream's iptables Monitor: a flushed table loses our canary (and
     // our rules with it); then everything is written again. The nftables
     // mode watches its own table the same way (a deleted or flushed table).
-    let s = shared.clone();
-    let stop = ctx.shutdown.clone();
-    tasks.spawn(async move {
-        let mut tick = tokio::time::interval(sync_period);
-        tick.tick().await;
-        loop {
-            tokio::select! {
-                _ = stop.cancelled() => return,
-                _ = tick.tick() => {}
-            }
-            let check = s.proxier.lock().unwrap().intact_check();
-            let intact = tokio::task::spawn_blocking(move || check.run()).await;
-            match intact {
-                Ok(Ok(true)) => {}
-                Ok(Ok(false)) => {
-                    tracing::info!(
-                        "{} rules missing: they were flushed; full sync",
-                        mode_name(mode)
-                    );
-                    s.proxier.lock().unwrap().force_full_sync();
-                    s.trigger.run();
+    // Each family's rules are checked and synced on their own.
+    let mut runners = tokio::task::JoinSet::new();
+    for index in 0..shared.families.len() {
+        let s = shared.clone();
+        let stop = ctx.shutdown.clone();
+        tasks.spawn(async move {
+            let family = &s.families[index];
+            let mut tick = tokio::time::interval(sync_period);
+            tick.tick().await;
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tick.tick() => {}
                 }
-                Ok(Err(e)) => tracing::warn!(error = %e, "checking that our rules are in place"),
-                Err(e) => tracing::warn!(error = %e, "canary check panicked"),
+                let check = family.proxier.lock().unwrap().intact_check();
+                let intact = tokio::task::spawn_blocking(move || check.run()).await;
+                match intact {
+                    Ok(Ok(true)) => {}
+                    Ok(Ok(false)) => {
+                        tracing::info!(
+                            ip_family = family.family.address_type(),
+                            "{} rules missing: they were flushed; full sync",
+                            mode_name(mode)
+                        );
+                        family.proxier.lock().unwrap().force_full_sync();
+                        family.trigger.run();
+                    }
+                    Ok(Err(e)) => {
+                        tracing::warn!(error = %e, "checking that our rules are in place")
+                    }
+                    Err(e) => tracing::warn!(error = %e, "canary check panicked"),
+                }
             }
-        }
-    });
+        });
 
-    let s = shared.clone();
-    run_loop(
-        intervals,
-        shared.trigger.clone(),
-        ctx.shutdown.clone(),
-        move || {
-            let s = s.clone();
-            async move {
-                tokio::task::spawn_blocking(move || s.sync())
-                    .await
-                    .unwrap_or(false)
-            }
-        },
-    )
-    .await;
+        let s = shared.clone();
+        runners.spawn(run_loop(
+            intervals,
+            shared.families[index].trigger.clone(),
+            ctx.shutdown.clone(),
+            move || {
+                let s = s.clone();
+                async move {
+                    tokio::task::spawn_blocking(move || s.sync(index))
+                        .await
+                        .unwrap_or(false)
+                }
+            },
+        ));
+    }
+    while runners.join_next().await.is_some() {}
     tasks.abort_all();
     Ok(())
 }

@@ -264,3 +264,67 @@ fn the_real_iptables_restore_accepts_node_port_addresses_and_masquerade_all() {
     assert!(!rules.contains("US-FIREWALL"), "{rules}");
     assert_eq!(host_rules(), before, "the host's netfilter changed");
 }
+
+/// IPv6's proxier writes through `ip6tables-restore` (a dual-stack node runs
+/// one per family): a ClusterIP and a NodePort reach their IPv6 endpoint,
+/// a Service without endpoints is refused at once, and cleanup removes
+/// IPv6's chains with IPv6's tools.
+#[test]
+fn ipv6_services_go_through_ip6tables() {
+    use common::packets::{NODE_IP, NODE_IP6};
+    let before = host_rules();
+    let ns = Netns::node_in("us-proxy", "six");
+    let _a = ns.serve_on(NODE_IP6, 8080, "a6");
+    let mut tracker = Tracker::new(IpFamily::V6, "node-a");
+    let web = json!({"type": "NodePort", "clusterIP": "fd00:96::10", "clusterIPs": ["fd00:96::10"],
+                     "ports": [{"name": "p", "port": 80, "protocol": "TCP", "nodePort": 30080}]});
+    tracker.apply_service(&service("web", web, json!({})));
+    let empty = json!({"clusterIP": "fd00:96::13", "clusterIPs": ["fd00:96::13"],
+                       "ports": [{"name": "p", "port": 80, "protocol": "TCP"}]});
+    tracker.apply_service(&service("empty", empty, json!({})));
+    let mut web = slice("web", 8080, json!([endpoint(NODE_IP6, "node-a")]));
+    web.address_type = "IPv6".into();
+    tracker.apply_endpoint_slice(&web);
+    let mut p = Proxier::new(config(""), tracker, SystemExec::in_netns(&ns.0));
+    p.node.ips = vec![NODE_IP.parse().unwrap(), NODE_IP6.parse().unwrap()];
+    p.set_services_synced();
+    p.set_slices_synced();
+
+    assert!(!p.check_intact().unwrap(), "a new namespace has no canary");
+    assert!(expect_synced(p.sync()).full);
+    assert!(p.check_intact().unwrap(), "the canary is in ip6tables");
+    let rules = ns.run(&["ip6tables-save"]);
+    assert!(
+        rules.contains("-j DNAT --to-destination [fd00:250::10]:8080"),
+        "{rules}"
+    );
+    assert!(
+        !ns.run(&["iptables-save"]).contains("US-SERVICES"),
+        "IPv4's tables are not IPv6's proxier's"
+    );
+    assert_eq!(ns.fetch("[fd00:96::10]:80").unwrap(), "a6", "ClusterIP");
+    assert_eq!(
+        ns.fetch(&format!("[{NODE_IP6}]:30080")).unwrap(),
+        "a6",
+        "NodePort on the node's IPv6 address"
+    );
+    ns.assert_refused("[fd00:96::13]:80");
+
+    // A partial sync after a change, through ip6tables-restore too.
+    let mut moved = slice("web", 8080, json!([endpoint(NODE_IP6, "node-a")]));
+    moved.address_type = "IPv6".into();
+    moved.ports.as_mut().unwrap()[0].port = Some(8081);
+    let _b = ns.serve_on(NODE_IP6, 8081, "b6");
+    p.tracker.apply_endpoint_slice(&moved);
+    assert!(!expect_synced(p.sync()).full);
+    assert_eq!(ns.fetch("[fd00:96::10]:80").unwrap(), "b6");
+
+    let deleted = proxier::cleanup(SystemExec::in_netns(&ns.0), None).unwrap();
+    assert!(
+        deleted.contains(&"ip6tables nat/US-SERVICES".to_string()),
+        "{deleted:?}"
+    );
+    assert!(!ns.run(&["ip6tables-save"]).contains("US-"));
+    drop((_a, _b));
+    assert_eq!(host_rules(), before, "the host's netfilter changed");
+}

@@ -218,7 +218,7 @@ fn cleanup_unlinks_the_ipvs_chains_before_deleting_every_chain_of_ours() {
     host.restore_sets(&restore_text(IpFamily::V4, &changes))
         .unwrap();
     // The IPVS backend's sync: chains and jumps, then the rules.
-    let iptables = Iptables { exec: exec.clone() };
+    let iptables = Iptables::v4(exec.clone());
     for rule in understudy_proxy::ipvs::rules::jump_rules() {
         iptables.ensure_chain(rule.table, rule.to).unwrap();
         iptables.ensure_jump(&rule).unwrap();

@@ -8,11 +8,9 @@
 //! keeps the namespace it was made in), so the test process itself stays
 //! in the host's.
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::os::fd::AsFd;
+use std::net::{SocketAddr, TcpStream};
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{Value, json};
 use understudy_proxy::config::KubeProxyConfiguration;
@@ -20,141 +18,23 @@ use understudy_proxy::exec::SystemExec;
 use understudy_proxy::proxier::{self, Backend, Proxier, SyncOutcome, SyncReport};
 use understudy_proxy::tracker::{IpFamily, Tracker};
 
-/// The node's address inside the namespace (on an interface that is
-/// also the default route, so service IPs have a route before DNAT).
-const NODE_IP: &str = "10.250.0.10";
-const NODE_IP6: &str = "fd00:250::10";
-
 mod common;
+use common::packets::{NODE_IP, NODE_IP6};
 use common::{Netns, host_rules};
 
 impl Netns {
     /// A namespace with only loopback up.
     fn bare(tag: &str) -> Self {
-        let ns = Netns::add("us-nft", tag);
-        ns.ip("link set lo up");
-        ns
+        Netns::bare_in("us-nft", tag)
     }
 
-    /// A node alone: its address on an interface that is the default route.
+    /// A node alone: its addresses on an interface that is the default route.
     fn new(tag: &str) -> Self {
-        let ns = Netns::bare(tag);
-        for args in [
-            // No dummy interfaces in every kernel: a veth pair, both ends here.
-            "link add node0 type veth peer name node1",
-            &format!("addr add {NODE_IP}/24 dev node0"),
-            // nodad: usable at once, no duplicate address detection to wait for.
-            &format!("-6 addr add {NODE_IP6}/64 dev node0 nodad"),
-            "link set node0 up",
-            "link set node1 up",
-            "route add default dev node0",
-            "-6 route add default dev node0",
-        ] {
-            ns.ip(args);
-        }
-        ns
-    }
-
-    fn ip(&self, args: &str) {
-        let status = Command::new("ip")
-            .args(["-n", &self.0])
-            .args(args.split_whitespace())
-            .status()
-            .unwrap();
-        assert!(status.success(), "ip -n {} {args}", self.0);
+        Netns::node_in("us-nft", tag)
     }
 
     fn nft(&self, args: &[&str]) -> String {
         self.run(&[&["nft"], args].concat())
-    }
-
-    /// Runs `f` on a thread inside the namespace.
-    fn within<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
-        let file = std::fs::File::open(self.path()).unwrap();
-        std::thread::spawn(move || {
-            nix::sched::setns(file.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
-            f()
-        })
-        .join()
-        .unwrap()
-    }
-
-    /// Connects to `addr` and reads what the server says, or the error.
-    fn fetch(&self, addr: &str) -> std::io::Result<String> {
-        let addr: SocketAddr = addr.parse().unwrap();
-        self.within(move || {
-            let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
-            stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-            let mut text = String::new();
-            stream.read_to_string(&mut text)?;
-            Ok(text)
-        })
-    }
-
-    /// A connection refused at once (an ICMP reject), not one timing out.
-    fn assert_refused(&self, addr: &str) {
-        let start = Instant::now();
-        let result = self.fetch(addr);
-        assert!(
-            matches!(&result, Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused),
-            "{addr}: {result:?}"
-        );
-        assert!(
-            start.elapsed() < Duration::from_secs(2),
-            "{addr}: slow refusal"
-        );
-    }
-
-    /// A server in the namespace that answers every connection with `name`.
-    fn serve(&self, port: u16, name: &'static str) -> Server {
-        self.serve_on(NODE_IP, port, name)
-    }
-
-    fn serve_on(&self, ip: &'static str, port: u16, name: &'static str) -> Server {
-        self.serve_with(ip, port, move |_| name.to_string())
-    }
-
-    /// A server that answers with the address the connection came from.
-    fn serve_peer(&self, ip: &'static str, port: u16) -> Server {
-        self.serve_with(ip, port, |conn| conn.peer_addr().unwrap().ip().to_string())
-    }
-
-    fn serve_with(
-        &self,
-        ip: &'static str,
-        port: u16,
-        answer: impl Fn(&TcpStream) -> String + Send + 'static,
-    ) -> Server {
-        let listener = self.within(move || TcpListener::bind((ip, port)).unwrap());
-        let handle = listener.try_clone().unwrap();
-        let thread = std::thread::spawn(move || {
-            // Ends when the listener is shut down (accept fails).
-            for mut conn in listener.incoming().map_while(Result::ok) {
-                let _ = conn.write_all(answer(&conn).as_bytes());
-            }
-        });
-        Server {
-            listener: handle,
-            thread: Some(thread),
-        }
-    }
-}
-
-struct Server {
-    listener: TcpListener,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        // Wakes the blocked accept with an error.
-        let _ = nix::sys::socket::shutdown(
-            std::os::fd::AsRawFd::as_raw_fd(&self.listener),
-            nix::sys::socket::Shutdown::Both,
-        );
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
     }
 }
 

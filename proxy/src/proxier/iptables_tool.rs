@@ -4,6 +4,7 @@
 
 use crate::exec::{Exec, Output};
 use crate::iptables::JumpRule;
+use crate::tracker::IpFamily;
 
 const WAIT: [&str; 2] = ["-w", "5"];
 
@@ -25,12 +26,34 @@ pub enum ToolError {
     },
 }
 
+/// The iptables tools of one IP family: `iptables*` for IPv4, `ip6tables*`
+/// for IPv6 (upstream's utiliptables.New(protocol)).
 pub struct Iptables<E> {
     pub exec: E,
+    pub family: IpFamily,
 }
 
 fn args(list: &[&str]) -> Vec<String> {
     list.iter().map(|a| a.to_string()).collect()
+}
+
+impl<E> Iptables<E> {
+    /// IPv4's tools.
+    pub fn v4(exec: E) -> Self {
+        Iptables {
+            exec,
+            family: IpFamily::V4,
+        }
+    }
+
+    /// `iptables`, `iptables-save` or `iptables-restore` (`tool` is "",
+    /// "-save" or "-restore") of this family.
+    fn program(&self, tool: &str) -> String {
+        match self.family {
+            IpFamily::V4 => format!("iptables{tool}"),
+            IpFamily::V6 => format!("ip6tables{tool}"),
+        }
+    }
 }
 
 impl<E: Exec> Iptables<E> {
@@ -72,12 +95,12 @@ impl<E: Exec> Iptables<E> {
     pub fn chain_exists(&self, table: &str, chain: &str) -> Result<bool, ToolError> {
         let mut a = args(&WAIT);
         a.extend(args(&["-t", table, "-S", chain]));
-        let out = self.run("iptables", a.clone(), None)?;
+        let out = self.run(&self.program(""), a.clone(), None)?;
         match out.code {
             Some(0) => Ok(true),
             Some(NOT_FOUND) => Ok(false),
             code => Err(ToolError::Failed {
-                command: format!("iptables {}", a.join(" ")),
+                command: format!("{} {}", self.program(""), a.join(" ")),
                 code,
                 stderr: out.stderr.trim().to_string(),
             }),
@@ -91,7 +114,7 @@ impl<E: Exec> Iptables<E> {
         }
         let mut a = args(&WAIT);
         a.extend(args(&["-t", table, "-N", chain]));
-        self.checked("iptables", a, None).map(drop)
+        self.checked(&self.program(""), a, None).map(drop)
     }
 
     /// Inserts the jump at the top of its built-in chain unless `-C` finds it.
@@ -99,13 +122,13 @@ impl<E: Exec> Iptables<E> {
         let mut check = args(&WAIT);
         check.extend(args(&["-t", rule.table, "-C", rule.from]));
         check.extend(rule.args());
-        let out = self.run("iptables", check.clone(), None)?;
+        let out = self.run(&self.program(""), check.clone(), None)?;
         match out.code {
             Some(0) => return Ok(()),
             Some(NOT_FOUND) => {}
             code => {
                 return Err(ToolError::Failed {
-                    command: format!("iptables {}", check.join(" ")),
+                    command: format!("{} {}", self.program(""), check.join(" ")),
                     code,
                     stderr: out.stderr.trim().to_string(),
                 });
@@ -114,7 +137,7 @@ impl<E: Exec> Iptables<E> {
         let mut insert = args(&WAIT);
         insert.extend(args(&["-t", rule.table, "-I", rule.from]));
         insert.extend(rule.args());
-        self.checked("iptables", insert, None).map(drop)
+        self.checked(&self.program(""), insert, None).map(drop)
     }
 
     /// Deletes the jump while `-C` still finds it (it may be there twice).
@@ -123,19 +146,19 @@ impl<E: Exec> Iptables<E> {
             let mut check = args(&WAIT);
             check.extend(args(&["-t", rule.table, "-C", rule.from]));
             check.extend(rule.args());
-            if !self.run("iptables", check, None)?.success() {
+            if !self.run(&self.program(""), check, None)?.success() {
                 return Ok(());
             }
             let mut delete = args(&WAIT);
             delete.extend(args(&["-t", rule.table, "-D", rule.from]));
             delete.extend(rule.args());
-            self.checked("iptables", delete, None)?;
+            self.checked(&self.program(""), delete, None)?;
         }
     }
 
     /// `iptables-save -t table`.
     pub fn save(&self, table: &str) -> Result<String, ToolError> {
-        self.checked("iptables-save", args(&["-t", table]), None)
+        self.checked(&self.program("-save"), args(&["-t", table]), None)
             .map(|o| o.stdout)
     }
 
@@ -144,6 +167,7 @@ impl<E: Exec> Iptables<E> {
     pub fn restore(&self, text: &str) -> Result<(), ToolError> {
         let mut a = args(&WAIT);
         a.extend(args(&["--noflush", "--counters"]));
-        self.checked("iptables-restore", a, Some(text)).map(drop)
+        self.checked(&self.program("-restore"), a, Some(text))
+            .map(drop)
     }
 }

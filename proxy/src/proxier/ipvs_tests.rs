@@ -119,9 +119,7 @@ fn rig() -> Rig {
     .unwrap();
     let (ipvs, host) = (Shared::<FakeIpvs>::default(), Shared::<FakeHost>::default());
     let backend = Backend::Ipvs(IpvsBackend {
-        iptables: Iptables {
-            exec: FakeExec::default(),
-        },
+        iptables: Iptables::v4(FakeExec::default()),
         ipvs: Box::new(ipvs.clone()),
         host: Box::new(host.clone()),
     });
@@ -360,7 +358,7 @@ fn cleanup_unlinks_our_chains_then_removes_servers_sets_and_interface() {
     exec.answer("iptables -w 5 -t filter -S US-IPVS-OUT-FILTER", 0, "");
     exec.fail_once("iptables -w 5 -t filter -C OUTPUT", 0, "");
     exec.answer("iptables -w 5 -t filter -D OUTPUT", 0, "");
-    delete_jumps(&Iptables { exec: &exec }).unwrap();
+    delete_jumps(&Iptables::v4(&exec)).unwrap();
     let lines = exec.take_lines();
     let deletes: Vec<&String> = lines.iter().filter(|l| l.contains(" -D ")).collect();
     assert_eq!(deletes.len(), 1, "{lines:?}");
@@ -433,6 +431,9 @@ fn cleanup_of_every_mode_unlinks_then_deletes_chains_then_ipvs_leftovers() {
         "create US-CLUSTER-IP hash:ip,port family inet\nadd US-CLUSTER-IP 10.96.0.10,tcp:80\n",
     );
     fake.answer("nft list tables", 0, "");
+    // No IPv6 chains of ours.
+    fake.answer("ip6tables -w 5 -t", 1, "");
+    fake.answer("ip6tables-save", 0, "");
     let mut ipvs = FakeIpvs::default();
     for k in [
         key(WEB.0, WEB.1, WEB.2),

@@ -130,10 +130,11 @@ impl<E: Exec> Proxier<E> {
     /// IPVS backend holds the kernel's IPVS as well: it is made by the
     /// caller and given to [`Proxier::with_backend`].
     pub fn new(config: KubeProxyConfiguration, tracker: Tracker, exec: E) -> Self {
+        let family = tracker.family();
         let backend = match config.mode {
             ProxyMode::Nftables => Backend::Nftables(NftablesBackend::new(exec)),
             ProxyMode::Iptables => Backend::Iptables(IptablesBackend {
-                iptables: Iptables { exec },
+                iptables: Iptables { exec, family },
                 conntrack_tcp_liberal: false,
                 last_cleanup: None,
                 fixed_chains: None,
@@ -288,6 +289,7 @@ impl<E: Exec> Proxier<E> {
         match &self.backend {
             Backend::Iptables(b) => IntactCheck::Iptables(Iptables {
                 exec: exec(&b.iptables.exec),
+                family: b.iptables.family,
             }),
             Backend::Nftables(b) => IntactCheck::Nftables(
                 Nft {
@@ -336,9 +338,23 @@ fn tolerate_missing(result: Result<Vec<String>, ToolError>) -> Result<Vec<String
     }
 }
 
-/// Our iptables chains and the jumps into them (`table/chain` per chain).
+/// Our iptables chains and the jumps into them, of both families
+/// (`table/chain` per chain, `ip6tables table/chain` for IPv6's), as
+/// upstream cleans up with both families' tools. A family the kernel or the
+/// node's tools lack has nothing of ours.
 pub fn cleanup_iptables<E: Exec>(exec: E) -> Result<Vec<String>, ToolError> {
-    tolerate_missing(iptables_backend::cleanup(&Iptables { exec }))
+    let mut removed = tolerate_missing(iptables_backend::cleanup(&Iptables::v4(&exec)))?;
+    let v6 = Iptables {
+        exec: &exec,
+        family: IpFamily::V6,
+    };
+    match tolerate_missing(iptables_backend::cleanup(&v6)) {
+        Ok(chains) => removed.extend(chains.into_iter().map(|c| format!("ip6tables {c}"))),
+        // As upstream, which cleans only with the families whose tools
+        // work: a node without IPv6's netfilter must still clean IPv4's.
+        Err(error) => tracing::warn!(%error, "cleaning up IPv6's iptables rules"),
+    }
+    Ok(removed)
 }
 
 /// Our nftables tables (`nftables FAMILY TABLE` per table).
@@ -357,7 +373,7 @@ pub fn cleanup_iptables_based<E: Exec>(
     exec: E,
     ipvs: Option<&mut dyn crate::ipvs::Ipvs>,
 ) -> Result<Vec<String>, String> {
-    let iptables = Iptables { exec: &exec };
+    let iptables = Iptables::v4(&exec);
     tolerate_missing(ipvs_backend::delete_jumps(&iptables).map(|()| Vec::new()))
         .map_err(|e| e.to_string())?;
     let mut removed = cleanup_iptables(&exec).map_err(|e| e.to_string())?;

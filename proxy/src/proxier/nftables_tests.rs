@@ -323,6 +323,7 @@ fn the_table_check_wants_the_services_jump() {
 fn cleanup_deletes_our_tables_in_both_families_and_our_iptables_chains() {
     let fake = FakeExec::default();
     fake.answer("iptables -w 5 -t", 1, "");
+    fake.answer("ip6tables -w 5 -t", 1, "");
     fake.answer(
         "nft list tables",
         0,
@@ -343,6 +344,10 @@ fn cleanup_deletes_our_tables_in_both_families_and_our_iptables_chains() {
         Some("delete table ip understudy-proxy\ndelete table ip6 understudy-proxy\n")
     );
     assert!(calls.iter().any(|c| c.line.starts_with("iptables-save")));
+    assert!(
+        calls.iter().any(|c| c.line.starts_with("ip6tables-save")),
+        "IPv6's chains are looked for too"
+    );
 
     // Starting in one mode removes the other's only.
     let fake = FakeExec::default();
@@ -351,8 +356,11 @@ fn cleanup_deletes_our_tables_in_both_families_and_our_iptables_chains() {
     assert!(fake.take_lines().iter().all(|l| l.starts_with("nft")));
     let fake = FakeExec::default();
     fake.answer("iptables -w 5 -t", 1, "");
+    fake.answer("ip6tables -w 5 -t", 1, "");
     cleanup_other_mode(crate::config::ProxyMode::Nftables, &fake, None).unwrap();
-    assert!(fake.take_lines().iter().all(|l| l.starts_with("iptables")));
+    assert!(
+        (fake.take_lines().iter()).all(|l| l.starts_with("iptables") || l.starts_with("ip6tables"))
+    );
 }
 
 #[test]

@@ -300,19 +300,29 @@ fn cleanup_removes_jumps_and_our_chains_only() {
         "*nat\n:PREROUTING ACCEPT [0:0]\n:US-SERVICES - [0:0]\n:KUBE-SERVICES - [0:0]\nCOMMIT\n",
     );
     fake.answer("iptables-restore", 0, "");
+    // IPv6's tools: the same chain of ours, which goes the same way.
+    fake.answer("ip6tables -w 5 -t", 1, "");
+    fake.answer("ip6tables -w 5 -t nat -S US-SERVICES", 0, "");
+    fake.answer("ip6tables-save", 0, "");
+    fake.answer(
+        "ip6tables-save -t nat",
+        0,
+        "*nat\n:PREROUTING ACCEPT [0:0]\n:US-SERVICES - [0:0]\nCOMMIT\n",
+    );
+    fake.answer("ip6tables-restore", 0, "");
     let deleted = cleanup(&fake, None).unwrap();
-    assert_eq!(deleted, ["nat/US-SERVICES"]);
+    assert_eq!(deleted, ["nat/US-SERVICES", "ip6tables nat/US-SERVICES"]);
     let calls = fake.take_calls();
     assert!(
         calls.iter().any(|c| c.line == "iptables -w 5 -t nat -C PREROUTING -m comment --comment kubernetes service portals -j US-SERVICES"),
         "jumps into a chain that exists are looked for"
     );
-    let restore = calls
-        .iter()
-        .find(|c| c.line.starts_with("iptables-restore"))
-        .unwrap();
-    assert_eq!(
-        restore.stdin.as_deref(),
-        Some("*nat\n:US-SERVICES - [0:0]\n-X US-SERVICES\nCOMMIT\n")
-    );
+    for tool in ["iptables-restore", "ip6tables-restore"] {
+        let restore = calls.iter().find(|c| c.line.starts_with(tool)).unwrap();
+        assert_eq!(
+            restore.stdin.as_deref(),
+            Some("*nat\n:US-SERVICES - [0:0]\n-X US-SERVICES\nCOMMIT\n"),
+            "{tool}"
+        );
+    }
 }

@@ -99,6 +99,14 @@ impl IpFamily {
         }
     }
 
+    /// The family a dual-stack node runs beside this one.
+    pub fn other(self) -> IpFamily {
+        match self {
+            IpFamily::V4 => IpFamily::V6,
+            IpFamily::V6 => IpFamily::V4,
+        }
+    }
+
     /// EndpointSlice's `addressType` for this family.
     pub fn address_type(self) -> &'static str {
         match self {

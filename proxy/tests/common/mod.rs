@@ -5,6 +5,8 @@
 // Each test binary uses its own part of this.
 #![allow(dead_code)]
 
+pub mod packets;
+
 use std::process::{Command, Output};
 
 /// A network namespace, deleted when dropped.
@@ -67,8 +69,9 @@ pub fn host_output(program: &str, args: &[&str]) -> String {
 /// or the test wrote where it must not.
 pub fn host_rules() -> String {
     format!(
-        "{}\n{}",
+        "{}\n{}\n{}",
         host_output("iptables-save", &[]),
+        host_output("ip6tables-save", &[]),
         host_output("nft", &["list", "ruleset"])
     )
 }
