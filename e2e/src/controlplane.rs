@@ -27,6 +27,9 @@ use crate::{kubeconfig, wait};
 
 pub const KUBERNETES_VERSION: &str = "v1.37.2";
 pub const SERVICE_CIDR: &str = "10.96.0.0/16";
+/// The Services' IPv6 range: the lab's cluster is dual-stack (Services are
+/// IPv4 unless they ask for IPv6), so proxies serve both families.
+pub const SERVICE_CIDR_V6: &str = "fd00:10:96::/112";
 const SERVICE_IP: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 1);
 /// Namespace of the understudies' leases, as kube-system holds upstream's.
 pub const COMPONENT_NAMESPACE: &str = "kube-system";
@@ -412,7 +415,7 @@ async fn start_all(
             format!("--service-account-key-file={}", path(&pki.sa_pub())),
             format!("--service-account-signing-key-file={}", path(&pki.sa_key())),
             "--service-account-issuer=https://kubernetes.default.svc.cluster.local".into(),
-            format!("--service-cluster-ip-range={SERVICE_CIDR}"),
+            format!("--service-cluster-ip-range={SERVICE_CIDR},{SERVICE_CIDR_V6}"),
             "--authorization-mode=Node,RBAC".into(),
             "--enable-admission-plugins=NodeRestriction".into(),
             // Logs, exec and port-forward: the apiserver dials a real node's

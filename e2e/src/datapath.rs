@@ -14,7 +14,9 @@
 //!   `externalTrafficPolicy: Cluster`, only from local backends and with the
 //!   client's own address with `Local`; scaling down changes the answer set;
 //! - a UDP client keeps its flow (one source port) across its backend being
-//!   replaced: the proxy clears the stale conntrack entry.
+//!   replaced: the proxy clears the stale conntrack entry;
+//! - the lab is dual-stack: an IPv6 Service answers from the other node
+//!   through its IPv6 ClusterIP, and one without endpoints is refused.
 
 use std::collections::BTreeSet;
 use std::process::Command;
@@ -92,6 +94,12 @@ macro_rules! datapath_tests {
         async fn a_taken_health_check_port_is_reported() {
             let Some(cluster) = cluster() else { return };
             $crate::datapath::taken_health_check_port_is_reported(cluster).await;
+        }
+
+        #[tokio::test(flavor = "multi_thread")]
+        async fn ipv6_services_answer_across_nodes() {
+            let Some(cluster) = cluster() else { return };
+            $crate::datapath::ipv6_services_answer_across_nodes(cluster).await;
         }
 
         #[tokio::test(flavor = "multi_thread")]
@@ -878,6 +886,110 @@ pub async fn udp_follows_a_replaced_backend(cluster: &Cluster) {
         "{address} answered from the new backend {:?} after it was ready",
         started.elapsed()
     );
+}
+
+/// The lab's cluster is dual-stack, and so is each proxy: an IPv6 Service
+/// (SingleStack IPv6, no selector) whose EndpointSlice names a listener on
+/// the server node's IPv6 address answers a client on the other node through
+/// its IPv6 ClusterIP, which only that node's IPv6 rules can translate; an
+/// IPv6 Service without endpoints is refused at once. (The lab's pods are
+/// IPv4 only: the endpoint is the node's own address.)
+pub async fn ipv6_services_answer_across_nodes(cluster: &Cluster) {
+    use k8s_openapi::api::discovery::v1::EndpointSlice;
+    use std::io::{ErrorKind, Read, Write};
+    let Scene {
+        client,
+        ns,
+        services,
+        ..
+    } = Scene::new(cluster, "six").await;
+    let nodes = real_nodes(cluster);
+    let (server, caller) = (
+        nodes.network.node(SERVER_NODE),
+        nodes.network.node(CLIENT_NODE),
+    );
+    let netns = |node: &crate::realnode::plan::NodePlan| {
+        std::path::PathBuf::from(format!("/run/netns/{}", node.netns()))
+    };
+    let listener = crate::realnode::forward::bind_in_netns(
+        &netns(&server),
+        &[std::net::SocketAddr::new(server.ip6().into(), 0)],
+    )
+    .unwrap()
+    .remove(0);
+    listener.set_nonblocking(false).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    // Answers every connection with "six" until the test ends.
+    std::thread::spawn(move || {
+        for mut conn in listener.incoming().map_while(Result::ok) {
+            let _ = conn.write_all(b"six");
+        }
+    });
+
+    let six = json!({"selector": null, "ipFamilyPolicy": "SingleStack", "ipFamilies": ["IPv6"],
+                     "ports": [{"name": "tcp", "port": 80, "protocol": "TCP", "targetPort": port}]});
+    let cluster_ip = |service: Service| service.spec.unwrap().cluster_ip.unwrap();
+    let web = cluster_ip(
+        services
+            .create(&PostParams::default(), &service_json("web6", six.clone()))
+            .await
+            .unwrap(),
+    );
+    let empty = cluster_ip(
+        services
+            .create(&PostParams::default(), &service_json("empty6", six))
+            .await
+            .unwrap(),
+    );
+    assert!(web.contains(':'), "an IPv6 ClusterIP: {web}");
+    let slice: EndpointSlice = serde_json::from_value(json!({
+        "metadata": {"name": "web6-manual", "labels": {"kubernetes.io/service-name": "web6"}},
+        "addressType": "IPv6",
+        "ports": [{"name": "tcp", "port": port, "protocol": "TCP"}],
+        "endpoints": [{"addresses": [server.ip6().to_string()], "conditions": {"ready": true},
+                       "nodeName": server.name()}],
+    }))
+    .unwrap();
+    Api::<EndpointSlice>::namespaced(client, &ns.name)
+        .create(&PostParams::default(), &slice)
+        .await
+        .unwrap();
+
+    let from_caller = |address: String| {
+        let netns = netns(&caller);
+        async move {
+            let address: std::net::SocketAddr = address.parse().unwrap();
+            tokio::task::spawn_blocking(move || {
+                let mut stream = crate::realnode::forward::connect_in_netns(&netns, address)?;
+                stream.set_nonblocking(false)?;
+                stream.set_read_timeout(Some(Duration::from_secs(3)))?;
+                let mut text = String::new();
+                stream.read_to_string(&mut text)?;
+                Ok::<_, std::io::Error>(text)
+            })
+            .await
+            .unwrap()
+        }
+    };
+    let web_address = format!("[{web}]:80");
+    crate::wait::until(&format!("{web_address} to answer"), T, || {
+        let fetch = from_caller(web_address.clone());
+        async move { Ok(fetch.await.ok().filter(|text| text == "six")) }
+    })
+    .await
+    .unwrap();
+
+    let empty_address = format!("[{empty}]:80");
+    crate::wait::until(&format!("{empty_address} to be refused"), T, || {
+        let fetch = from_caller(empty_address.clone());
+        async move {
+            let started = Instant::now();
+            let refused = matches!(fetch.await, Err(e) if e.kind() == ErrorKind::ConnectionRefused);
+            Ok((refused && started.elapsed() < Duration::from_secs(2)).then_some(()))
+        }
+    })
+    .await
+    .unwrap();
 }
 
 /// `understudy-testserver hold` running in the client pod: stdin kept open

@@ -334,7 +334,15 @@ pub const XTABLES_DIR: &str = "/usr/lib/x86_64-linux-gnu/xtables";
 /// The nf_tables iptables of Debian's `iptables` package: one binary, the
 /// tools are its names.
 pub const XTABLES_NFT: &str = "/usr/sbin/xtables-nft-multi";
-pub const IPTABLES_TOOLS: &[&str] = &["iptables", "iptables-restore", "iptables-save"];
+/// Both families': a dual-stack proxy writes IPv6's rules with ip6tables.
+pub const IPTABLES_TOOLS: &[&str] = &[
+    "iptables",
+    "iptables-restore",
+    "iptables-save",
+    "ip6tables",
+    "ip6tables-restore",
+    "ip6tables-save",
+];
 
 /// The host's iptables (nf_tables backend, as kube-proxy's image ships it),
 /// assembled by hand as everything else here: the multi-call binary, its
@@ -514,6 +522,7 @@ mod tests {
         add_iptables(&mut fs).unwrap();
         for path in [
             "/usr/sbin/iptables-restore",
+            "/usr/sbin/ip6tables-restore",
             "/usr/lib/x86_64-linux-gnu/xtables/libxt_comment.so",
             "/usr/lib/x86_64-linux-gnu/xtables/libxt_statistic.so",
             "/usr/lib/x86_64-linux-gnu/xtables/libipt_REJECT.so",

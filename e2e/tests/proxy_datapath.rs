@@ -33,7 +33,9 @@ async fn healthz_and_metrics_answer_as_kube_proxys_on_10356() {
         assert!(health.get(field).is_some(), "{field} missing: {health}");
     }
     assert_eq!(health["nodeEligible"], true, "{health}");
+    // Dual-stack: a proxier of each family, each reported.
     assert_eq!(health["status"]["IPv4"]["healthy"], true, "{health}");
+    assert_eq!(health["status"]["IPv6"]["healthy"], true, "{health}");
     let metrics = http
         .get(format!("http://{node_ip}:10356/metrics"))
         .send()
@@ -46,6 +48,7 @@ async fn healthz_and_metrics_answer_as_kube_proxys_on_10356() {
         "kubeproxy_sync_proxy_rules_duration_seconds_count{ip_family=\"IPv4\"}",
         "kubeproxy_sync_full_proxy_rules_duration_seconds_count",
         "kubeproxy_sync_proxy_rules_last_timestamp_seconds{ip_family=\"IPv4\"}",
+        "kubeproxy_sync_proxy_rules_last_timestamp_seconds{ip_family=\"IPv6\"}",
         "kubeproxy_sync_proxy_rules_iptables_total{table=\"nat\",ip_family=\"IPv4\"}",
         "kubeproxy_sync_proxy_rules_service_changes_total",
     ] {

@@ -103,6 +103,18 @@ pub fn create_node_network(net: &LabNetwork, node: &NodePlan) -> Result<(), Real
         "dev",
         "eth0",
     ])?;
+    // nodad: usable at once, no duplicate address detection to wait for.
+    ip(&[
+        "-n",
+        &ns,
+        "-6",
+        "addr",
+        "add",
+        &format!("{}/64", node.ip6()),
+        "dev",
+        "eth0",
+        "nodad",
+    ])?;
     ip(&["-n", &ns, "link", "set", "eth0", "up"])?;
     ip(&[
         "-n",
@@ -113,6 +125,9 @@ pub fn create_node_network(net: &LabNetwork, node: &NodePlan) -> Result<(), Real
         "via",
         &net.host_ip().to_string(),
     ])?;
+    // IPv6 Service addresses need a route before the proxy's DNAT: every
+    // IPv6 destination is on the switch (the IPv4 default's twin).
+    ip(&["-n", &ns, "-6", "route", "add", "default", "dev", "eth0"])?;
     sysctl_in(
         &ns,
         &[

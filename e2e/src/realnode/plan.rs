@@ -78,6 +78,20 @@ impl NodePlan {
     pub fn ip(&self) -> Ipv4Addr {
         Ipv4Addr::new(10, 250, self.slot, 10 + self.index as u8)
     }
+    /// The node's IPv6 address on the lab's switch (on-link for every node:
+    /// a /64 of the slot). The Node object reports its IPv4 address only.
+    pub fn ip6(&self) -> std::net::Ipv6Addr {
+        std::net::Ipv6Addr::new(
+            0xfd00,
+            0x10,
+            0x250,
+            u16::from(self.slot),
+            0,
+            0,
+            0,
+            10 + self.index as u16,
+        )
+    }
     pub fn pod_cidr(&self) -> String {
         format!("10.{}.{}.0/24", 200 + u16::from(self.slot), self.index)
     }
