@@ -18,7 +18,8 @@
 # To refresh: `docker buildx imagetools inspect <tag>` and replace the digest.
 #
 # iptables: understudy-proxy runs iptables-restore/-save in the node's network
-# namespace, so the image carries Debian bookworm's iptables 1.8.9 (nf_tables
+# namespace (ip6tables-* for IPv6: it is dual-stack), so the image carries
+# Debian bookworm's iptables 1.8.9 (nf_tables
 # backend, as kube-proxy's image), installed with apt in the build stage (the
 # same Debian release as the runtime's glibc) and copied into the distroless
 # runtime: the multi-call binary, its tool names, its dlopen'ed extensions and
@@ -47,7 +48,7 @@ RUN apt-get update \
     && cp -aL /bin/ip /netfilter/usr/sbin/ip \
     && cp -aL /bin/kmod /netfilter/usr/bin/kmod \
     && ln -s ../bin/kmod /netfilter/usr/sbin/modprobe \
-    && for tool in iptables iptables-restore iptables-save; do ln -s xtables-nft-multi /netfilter/usr/sbin/$tool; done \
+    && for tool in iptables iptables-restore iptables-save ip6tables ip6tables-restore ip6tables-save; do ln -s xtables-nft-multi /netfilter/usr/sbin/$tool; done \
     && cp -a /usr/lib/x86_64-linux-gnu/xtables /netfilter/usr/lib/x86_64-linux-gnu/ \
     && for lib in libxtables.so.12 libmnl.so.0 libnftnl.so.11 libnetfilter_conntrack.so.3 libnfnetlink.so.0 \
                   libnftables.so.1 libedit.so.2 libjansson.so.4 libgmp.so.10 libtinfo.so.6 libbsd.so.0 libmd.so.0 \
