@@ -421,7 +421,10 @@ fn prepare_node(config: &KubeProxyConfiguration) -> anyhow::Result<bool> {
 /// `main` (upstream's CanUseIPVSProxier scheduler probe and NewProxier):
 /// the scheduler probe, the sysctls (fatal when one cannot be set), the
 /// timeouts; then the backend, on the kernel's IPVS and the node's tools.
-fn ipvs_backend(config: &KubeProxyConfiguration) -> anyhow::Result<Backend<SystemExec>> {
+fn ipvs_backend(
+    config: &KubeProxyConfiguration,
+    family: IpFamily,
+) -> anyhow::Result<Backend<SystemExec>> {
     use crate::ipvs::netlink::NetlinkIpvs;
     let mut ipvs =
         NetlinkIpvs::open().map_err(|e| anyhow::anyhow!("can't use the IPVS proxier: {e}"))?;
@@ -441,7 +444,10 @@ fn ipvs_backend(config: &KubeProxyConfiguration) -> anyhow::Result<Backend<Syste
     }
     let exec = SystemExec::default();
     Ok(Backend::Ipvs(IpvsBackend {
-        iptables: Iptables::v4(exec.clone()),
+        iptables: Iptables {
+            exec: exec.clone(),
+            family,
+        },
         ipvs: Box::new(ipvs),
         host: Box::new(ToolHost::new(exec)),
     }))
@@ -558,22 +564,27 @@ pub async fn run(
     };
     // Dual-stack wherever the node's tools and kernel take both families,
     // as upstream's platformCheckSupported; the primary family must work.
-    // The IPVS mode runs the primary family only (see docs/proxy.md).
-    let candidates = if mode == ProxyMode::Ipvs {
-        vec![primary]
-    } else {
-        vec![primary, primary.other()]
-    };
     let mut families = Vec::new();
-    for family in candidates {
+    for family in [primary, primary.other()] {
         let tracker = Tracker::new(family, node_name.clone());
         let mut proxier = if mode == ProxyMode::Ipvs {
-            Proxier::with_backend(config.clone(), tracker, ipvs_backend(&config)?)
+            Proxier::with_backend(config.clone(), tracker, ipvs_backend(&config, family)?)
         } else {
             Proxier::new(config.clone(), tracker, SystemExec::default())
         };
         proxier.set_conntrack_tcp_liberal(liberal);
-        match proxier.check_intact() {
+        // The IPVS mode has no rules check; its family works where that
+        // family's iptables does (upstream asks the same of it).
+        let works = if mode == ProxyMode::Ipvs {
+            let iptables = Iptables {
+                exec: SystemExec::default(),
+                family,
+            };
+            iptables.chain_exists("nat", "POSTROUTING")
+        } else {
+            proxier.check_intact()
+        };
+        match works {
             Ok(_) => families.push(FamilyProxy {
                 family,
                 proxier: Mutex::new(proxier),

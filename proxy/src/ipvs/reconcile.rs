@@ -271,9 +271,22 @@ pub mod fake {
     #[derive(Debug, Default)]
     pub struct FakeHost {
         pub addresses: BTreeSet<IpAddr>,
+        /// IPv4's sets (`US-…`) and IPv6's (`US-6-…`).
         pub sets: SetEntries,
+        pub sets6: SetEntries,
         pub set_restores: Vec<String>,
+        /// Through iptables-restore, and ip6tables-restore.
         pub rule_restores: Vec<String>,
+        pub rule_restores6: Vec<String>,
+    }
+
+    impl FakeHost {
+        fn sets_of(&mut self, family: IpFamily) -> &mut SetEntries {
+            match family {
+                IpFamily::V4 => &mut self.sets,
+                IpFamily::V6 => &mut self.sets6,
+            }
+        }
     }
 
     impl Host for FakeHost {
@@ -298,40 +311,45 @@ pub mod fake {
             self.addresses.clear();
             Ok(())
         }
-        fn destroy_set(&mut self, set: Set, _family: IpFamily) -> Result<(), BoxError> {
-            self.sets.remove(&set);
+        fn destroy_set(&mut self, set: Set, family: IpFamily) -> Result<(), BoxError> {
+            self.sets_of(family).remove(&set);
             Ok(())
         }
-        fn set_entries(&mut self, _family: IpFamily) -> Result<SetEntries, BoxError> {
-            Ok(self.sets.clone())
+        fn set_entries(&mut self, family: IpFamily) -> Result<SetEntries, BoxError> {
+            Ok(self.sets_of(family).clone())
         }
         fn restore_sets(&mut self, text: &str) -> Result<(), BoxError> {
             self.set_restores.push(text.to_string());
-            let mut current = Current {
-                sets: std::mem::take(&mut self.sets),
-                ..Current::default()
-            };
-            for line in text.lines() {
-                let mut words = line.split(' ');
-                let (verb, name, entry) = (words.next(), words.next(), words.next());
-                let set = super::super::ipsets::ALL_SETS
-                    .into_iter()
-                    .find(|s| Some(s.name(IpFamily::V4).as_str()) == name);
-                match (verb, set, entry) {
-                    (Some("add"), Some(set), Some(e)) => {
-                        current.apply(&Operation::SetAdd(set, e.to_string()))
+            for family in [IpFamily::V4, IpFamily::V6] {
+                let mut current = Current {
+                    sets: std::mem::take(self.sets_of(family)),
+                    ..Current::default()
+                };
+                for line in text.lines() {
+                    let mut words = line.split(' ');
+                    let (verb, name, entry) = (words.next(), words.next(), words.next());
+                    let set = super::super::ipsets::ALL_SETS
+                        .into_iter()
+                        .find(|s| Some(s.name(family).as_str()) == name);
+                    match (verb, set, entry) {
+                        (Some("add"), Some(set), Some(e)) => {
+                            current.apply(&Operation::SetAdd(set, e.to_string()))
+                        }
+                        (Some("del"), Some(set), Some(e)) => {
+                            current.apply(&Operation::SetDel(set, e.to_string()))
+                        }
+                        _ => {}
                     }
-                    (Some("del"), Some(set), Some(e)) => {
-                        current.apply(&Operation::SetDel(set, e.to_string()))
-                    }
-                    _ => {}
                 }
+                *self.sets_of(family) = current.sets;
             }
-            self.sets = current.sets;
             Ok(())
         }
-        fn restore_rules(&mut self, _family: IpFamily, text: &str) -> Result<(), BoxError> {
-            self.rule_restores.push(text.to_string());
+        fn restore_rules(&mut self, family: IpFamily, text: &str) -> Result<(), BoxError> {
+            match family {
+                IpFamily::V4 => self.rule_restores.push(text.to_string()),
+                IpFamily::V6 => self.rule_restores6.push(text.to_string()),
+            }
             Ok(())
         }
     }

@@ -472,3 +472,81 @@ fn cleanup_of_every_mode_unlinks_then_deletes_chains_then_ipvs_leftovers() {
     assert!(chains_deleted < interface_deleted, "{lines:?}");
     assert!(interface_deleted < sets_destroyed, "{lines:?}");
 }
+
+/// A dual-stack node: IPv4's and IPv6's proxiers on one kernel IPVS table,
+/// one dummy interface and the host's tools, as `run` makes them. Each
+/// writes its family's virtual servers, addresses, sets and rules, and
+/// leaves the other's alone, however their syncs interleave.
+#[test]
+fn dual_stack_proxiers_share_the_kernel_and_keep_to_their_family() {
+    let config = KubeProxyConfiguration::parse(
+        "apiVersion: kubeproxy.config.k8s.io/v1alpha1\nkind: KubeProxyConfiguration\nmode: ipvs\n",
+    )
+    .unwrap();
+    let (ipvs, host) = (Shared::<FakeIpvs>::default(), Shared::<FakeHost>::default());
+    let proxier_of = |family| {
+        let backend = Backend::Ipvs(IpvsBackend {
+            iptables: Iptables {
+                exec: FakeExec::default(),
+                family,
+            },
+            ipvs: Box::new(ipvs.clone()),
+            host: Box::new(host.clone()),
+        });
+        let mut p = Proxier::with_backend(config.clone(), Tracker::new(family, "node-a"), backend);
+        p.set_services_synced();
+        p.set_slices_synced();
+        p
+    };
+    let (mut v4, mut v6) = (proxier_of(IpFamily::V4), proxier_of(IpFamily::V6));
+    let mut web6 = slice("web6", 8080, "TCP", &["fd00:244::5"]);
+    web6.address_type = "IPv6".into();
+    for p in [&mut v4, &mut v6] {
+        // Every proxier sees every object; its tracker keeps its family's.
+        p.tracker.apply_service(&service("web", WEB.0, 80, "TCP"));
+        p.tracker
+            .apply_endpoint_slice(&slice("web", 8080, "TCP", &["10.244.0.5"]));
+        p.tracker
+            .apply_service(&service("web6", "fd00:96::10", 80, "TCP"));
+        p.tracker.apply_endpoint_slice(&web6);
+    }
+    for _ in 0..2 {
+        for p in [&mut v4, &mut v6] {
+            assert!(matches!(p.sync(), SyncOutcome::Synced(_)));
+        }
+    }
+    let servers: Vec<ServiceKey> = ipvs.get().state.services.keys().copied().collect();
+    assert_eq!(
+        servers,
+        [
+            key(WEB.0, 80, Protocol::Tcp),
+            key("fd00:96::10", 80, Protocol::Tcp)
+        ]
+    );
+    let real = |k: ServiceKey| -> Vec<String> {
+        (ipvs.get().state.services[&k].real_servers.iter())
+            .map(|rs| rs.address.to_string())
+            .collect()
+    };
+    assert_eq!(real(servers[0]), ["10.244.0.5:8080"]);
+    assert_eq!(real(servers[1]), ["[fd00:244::5]:8080"]);
+    let addresses: Vec<String> = host.get().addresses.iter().map(|a| a.to_string()).collect();
+    assert_eq!(addresses, ["10.96.0.10", "fd00:96::10"]);
+    let host = host.get();
+    assert!(host.sets[&Set::ClusterIp].contains("10.96.0.10,tcp:80"));
+    assert!(host.sets6[&Set::ClusterIp].contains("fd00:96::10,tcp:80"));
+    assert!(!host.rule_restores.is_empty() && !host.rule_restores6.is_empty());
+    // IPv6's jumps into our chains go through ip6tables.
+    let lines = v6.exec().take_lines();
+    assert!(!lines.is_empty());
+    assert!(
+        lines.iter().all(|l| l.starts_with("ip6tables ")),
+        "{lines:?}"
+    );
+    assert!(
+        v4.exec()
+            .take_lines()
+            .iter()
+            .all(|l| l.starts_with("iptables "))
+    );
+}

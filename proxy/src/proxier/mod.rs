@@ -376,13 +376,27 @@ pub fn cleanup_iptables_based<E: Exec>(
     let iptables = Iptables::v4(&exec);
     tolerate_missing(ipvs_backend::delete_jumps(&iptables).map(|()| Vec::new()))
         .map_err(|e| e.to_string())?;
+    // IPv6's, best-effort as in cleanup_iptables: a node may lack its tools.
+    let ip6tables = Iptables {
+        exec: &exec,
+        family: IpFamily::V6,
+    };
+    if let Err(error) = tolerate_missing(ipvs_backend::delete_jumps(&ip6tables).map(|()| vec![])) {
+        tracing::warn!(%error, "removing the IPVS mode's IPv6 jumps");
+    }
     let mut removed = cleanup_iptables(&exec).map_err(|e| e.to_string())?;
     if let Some(ipvs) = ipvs {
         let mut host = crate::ipvs::host::ToolHost::new(&exec);
+        // IPv6's virtual servers and sets first: IPv4's cleanup deletes the
+        // dummy interface both families' addresses are on.
+        match ipvs_backend::cleanup_leftovers(&mut *ipvs, &mut host, IpFamily::V6) {
+            Ok(gone) => removed.extend(gone),
+            Err(error) => tracing::warn!(%error, "removing the IPVS mode's IPv6 leftovers"),
+        }
         removed.extend(ipvs_backend::cleanup_leftovers(
             ipvs,
             &mut host,
-            crate::tracker::IpFamily::V4,
+            IpFamily::V4,
         )?);
     }
     Ok(removed)
