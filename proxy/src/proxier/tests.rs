@@ -291,25 +291,19 @@ fn cleanup_removes_jumps_and_our_chains_only() {
         0,
         "table ip filter\ntable inet kube-proxy\n",
     );
-    fake.answer("iptables -w 5 -t", 1, "");
-    fake.answer("iptables -w 5 -t nat -S US-SERVICES", 0, "");
-    fake.answer("iptables-save", 0, "");
-    fake.answer(
-        "iptables-save -t nat",
-        0,
-        "*nat\n:PREROUTING ACCEPT [0:0]\n:US-SERVICES - [0:0]\n:KUBE-SERVICES - [0:0]\nCOMMIT\n",
-    );
-    fake.answer("iptables-restore", 0, "");
-    // IPv6's tools: the same chain of ours, which goes the same way.
-    fake.answer("ip6tables -w 5 -t", 1, "");
-    fake.answer("ip6tables -w 5 -t nat -S US-SERVICES", 0, "");
-    fake.answer("ip6tables-save", 0, "");
-    fake.answer(
-        "ip6tables-save -t nat",
-        0,
-        "*nat\n:PREROUTING ACCEPT [0:0]\n:US-SERVICES - [0:0]\nCOMMIT\n",
-    );
-    fake.answer("ip6tables-restore", 0, "");
+    // Both families' tools: the same chain of ours in each, which goes
+    // the same way (kube-proxy's stays).
+    for tool in ["iptables", "ip6tables"] {
+        fake.answer(&format!("{tool} -w 5 -t"), 1, "");
+        fake.answer(&format!("{tool} -w 5 -t nat -S US-SERVICES"), 0, "");
+        fake.answer(&format!("{tool}-save"), 0, "");
+        fake.answer(
+            &format!("{tool}-save -t nat"),
+            0,
+            "*nat\n:PREROUTING ACCEPT [0:0]\n:US-SERVICES - [0:0]\n:KUBE-SERVICES - [0:0]\nCOMMIT\n",
+        );
+        fake.answer(&format!("{tool}-restore"), 0, "");
+    }
     let deleted = cleanup(&fake, None).unwrap();
     assert_eq!(deleted, ["nat/US-SERVICES", "ip6tables nat/US-SERVICES"]);
     let calls = fake.take_calls();
