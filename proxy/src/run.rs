@@ -77,57 +77,59 @@ impl Shared {
         family.trigger.run();
     }
 
-    fn on_service(&self, change: Change<Service>) {
+    /// Applies a change to every family's proxier (`apply` says whether it
+    /// changed that family's state); each changed family is asked to sync.
+    /// Whether any changed.
+    fn apply_each(
+        &self,
+        mut apply: impl FnMut(&FamilyProxy, &mut Proxier<SystemExec>) -> bool,
+    ) -> bool {
         let mut any = false;
         for family in &self.families {
             let mut p = family.proxier.lock().unwrap();
-            let changed = match &change {
-                Change::Apply(s) => p.tracker.apply_service(s),
-                Change::Delete(s) => p.tracker.delete_service(
-                    s.metadata.namespace.as_deref().unwrap_or_default(),
-                    s.metadata.name.as_deref().unwrap_or_default(),
-                ),
-                Change::Listed => {
-                    p.set_services_synced();
-                    true
-                }
-            };
-            if changed {
+            if apply(family, &mut p) {
                 any = true;
                 self.changed(family, &p);
             }
         }
+        any
+    }
+
+    fn on_service(&self, change: Change<Service>) {
+        let any = self.apply_each(|_, p| match &change {
+            Change::Apply(s) => p.tracker.apply_service(s),
+            Change::Delete(s) => p.tracker.delete_service(
+                s.metadata.namespace.as_deref().unwrap_or_default(),
+                s.metadata.name.as_deref().unwrap_or_default(),
+            ),
+            Change::Listed => {
+                p.set_services_synced();
+                true
+            }
+        });
         if any && !matches!(change, Change::Listed) {
             self.metrics.service_changes_total.inc();
         }
     }
 
     fn on_slice(&self, change: Change<EndpointSlice>) {
-        let mut any = false;
-        for family in &self.families {
-            let mut p = family.proxier.lock().unwrap();
-            let changed = match &change {
-                Change::Apply(s) => {
-                    let changed = p.tracker.apply_endpoint_slice(s);
-                    if changed
-                        && let Some(at) = trigger_time(s)
-                        && at > self.started
-                    {
-                        family.trigger_times.lock().unwrap().push(at);
-                    }
-                    changed
+        let any = self.apply_each(|family, p| match &change {
+            Change::Apply(s) => {
+                let changed = p.tracker.apply_endpoint_slice(s);
+                if changed
+                    && let Some(at) = trigger_time(s)
+                    && at > self.started
+                {
+                    family.trigger_times.lock().unwrap().push(at);
                 }
-                Change::Delete(s) => p.tracker.delete_endpoint_slice(s),
-                Change::Listed => {
-                    p.set_slices_synced();
-                    true
-                }
-            };
-            if changed {
-                any = true;
-                self.changed(family, &p);
+                changed
             }
-        }
+            Change::Delete(s) => p.tracker.delete_endpoint_slice(s),
+            Change::Listed => {
+                p.set_slices_synced();
+                true
+            }
+        });
         if any && !matches!(change, Change::Listed) {
             self.metrics.endpoint_changes_total.inc();
         }
@@ -176,22 +178,22 @@ impl Shared {
             .unwrap_or_default()
             .into_iter()
             .collect();
-        for family in &self.families {
-            let mut p = family.proxier.lock().unwrap();
+        let info = node_info(&node);
+        self.apply_each(|_, p| {
             let mut changed = p.tracker.set_node_labels(labels.clone());
-            let mut info = node_info(&node);
-            // Read at each sync, not from the Node.
-            info.interface_ips = p.node.interface_ips.clone();
+            let info = NodeInfo {
+                // Read at each sync, not from the Node.
+                interface_ips: p.node.interface_ips.clone(),
+                ..info.clone()
+            };
             if info != p.node {
                 // Node IPs and pod CIDRs appear in rules of every service.
                 p.node = info;
                 p.force_full_sync();
                 changed = true;
             }
-            if changed {
-                self.changed(family, &p);
-            }
-        }
+            changed
+        });
     }
 
     /// As upstream: an error log and a Warning Event on the Service.
