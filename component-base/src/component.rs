@@ -281,6 +281,10 @@ where
 {
     let shutdown = context.shutdown.clone();
     let identity = context.identity.clone();
+    // The work's last Events (e.g. about objects it just wrote) are written
+    // before the process ends, and while the write fence is still open.
+    let events = context.events.clone();
+    let flush = || events.flush_within(crate::events::FLUSH_AT_SHUTDOWN);
     if let Some(Election {
         config: election,
         client,
@@ -315,6 +319,7 @@ where
                     }
                 };
                 if result.is_ok() {
+                    flush().await;
                     if let Err(e) = elector.release().await {
                         tracing::warn!(error = %e, "could not release the lease");
                     }
@@ -324,6 +329,8 @@ where
             }
         }
     } else {
-        work(context, prepared).await
+        let result = work(context, prepared).await;
+        flush().await;
+        result
     }
 }

@@ -196,6 +196,12 @@ fn main() -> ExitCode {
             // Graceful: stop popping, let in-flight binds finish.
             scheduler.queue.close();
             let _ = runner.await;
+            // A pod bound just now keeps its Scheduled Event: a standby
+            // taking over sees the pod bound and would never write it.
+            futures::future::join_all(scheduler.events.values().map(|recorder| {
+                recorder.flush_within(understudy_component_base::events::FLUSH_AT_SHUTDOWN)
+            }))
+            .await;
             if let Some(server) = extender_server {
                 match server.await {
                     Ok(Ok(())) => {}

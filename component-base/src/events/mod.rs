@@ -27,7 +27,7 @@ use k8s_openapi::api::events::v1::Event as K8sEvent;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Patch, PatchParams, PostParams};
 use kube::{Api, Client};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 use series::{FINISH_AFTER, Occurrence, REFRESH_EVERY, ReferenceKey, SeriesCache, SeriesKey};
 pub use spam::SpamFilter;
@@ -46,6 +46,9 @@ const QUEUE: usize = 1000;
 /// its `Scheduled` Events. The client multiplexes them over one HTTP/2
 /// connection, so many in flight cost streams, not connections.
 const CONCURRENCY: usize = 64;
+/// How long a component's shutdown waits for its queued Events to be
+/// written, well inside the default 30 s grace period.
+pub const FLUSH_AT_SHUTDOWN: Duration = Duration::from_secs(5);
 /// Writes per Event before it is given up (client-go's maxTriesPerEvent).
 pub const MAX_TRIES: u32 = 12;
 /// The pause before trying a failed write again (client-go's
@@ -83,6 +86,8 @@ enum Message {
     Record(Box<Occurrence>),
     /// The object with this UID was deleted.
     Deleted(String),
+    /// Answer once every Event recorded before has had its first write.
+    Flush(oneshot::Sender<()>),
 }
 
 /// Records Events as `reportingController` = the component's name.
@@ -131,6 +136,29 @@ impl EventRecorder {
         if !uid.is_empty() {
             // Fails only once the publishing task is gone: nothing to end.
             let _ = self.queue.send(Message::Deleted(uid.to_string()));
+        }
+    }
+
+    /// Returns once every Event recorded before the call has been written
+    /// (or failed its first write: retries are not waited for). For a
+    /// graceful shutdown: a scheduler that binds a pod and exits with the
+    /// pod's `Scheduled` Event still queued would lose it. Callers bound the
+    /// wait; it returns at once if the publishing task is gone.
+    pub async fn flush(&self) {
+        let (done, flushed) = oneshot::channel();
+        if self.queue.send(Message::Flush(done)).is_ok() {
+            let _ = flushed.await;
+        }
+    }
+
+    /// [`flush`](Self::flush), waiting at most `limit` (a shutdown must end
+    /// within the pod's grace period); logs what it gave up.
+    pub async fn flush_within(&self, limit: Duration) {
+        if tokio::time::timeout(limit, self.flush()).await.is_err() {
+            tracing::warn!(
+                ?limit,
+                "events still being written at shutdown; giving them up"
+            );
         }
     }
 
@@ -250,6 +278,8 @@ async fn publish_all(
     // they wait: client-go retries in the Event's own goroutine, so an
     // apiserver outage does not stop newer Events from being taken in.
     let mut waiting = FuturesUnordered::new();
+    // Flushes answered when nothing is in flight any more.
+    let mut flushes: Vec<oneshot::Sender<()>> = Vec::new();
     let attempt = |event: K8sEvent, tries: u32, recreate: bool| {
         let client = client.clone();
         async move {
@@ -258,6 +288,13 @@ async fn publish_all(
         }
     };
     loop {
+        // Every Event queued before a flush was taken in before it, so
+        // nothing in flight means they have all been written once.
+        if in_flight.is_empty() {
+            for done in flushes.drain(..) {
+                let _ = done.send(());
+            }
+        }
         tokio::select! {
             message = rx.recv(), if in_flight.len() < CONCURRENCY => {
                 match message {
@@ -275,6 +312,7 @@ async fn publish_all(
                             .into_iter()
                             .map(|e| attempt(e, 0, false)),
                     ),
+                    Some(Message::Flush(done)) => flushes.push(done),
                 }
             }
             _ = finish_tick.tick() => {
@@ -621,5 +659,59 @@ mod tests {
         );
         let more = tokio::time::timeout(Duration::from_secs(3600), requests.recv()).await;
         assert!(more.is_err(), "unexpected request {more:?}");
+    }
+
+    #[tokio::test]
+    async fn a_flush_returns_once_the_events_recorded_before_it_are_written() {
+        // An apiserver that holds each write until the test lets it answer.
+        let (seen, mut requests) = mpsc::unbounded_channel();
+        let gate = Arc::new(tokio::sync::Semaphore::new(0));
+        let service = {
+            let gate = gate.clone();
+            tower::service_fn(move |request: http::Request<Body>| {
+                let seen = seen.clone();
+                let gate = gate.clone();
+                async move {
+                    let _ = seen.send(request.uri().path().to_string());
+                    gate.acquire().await.unwrap().forget();
+                    let echo = request.into_body().collect().await.unwrap().to_bytes();
+                    Ok::<_, std::convert::Infallible>(
+                        http::Response::builder()
+                            .status(201)
+                            .header(http::header::CONTENT_TYPE, "application/json")
+                            .body(Full::new(echo))
+                            .unwrap(),
+                    )
+                }
+            })
+        };
+        let recorder = EventRecorder::new(
+            Client::new(service, "default"),
+            "test-component",
+            Some("test".into()),
+        );
+        for name in ["a", "b"] {
+            recorder.record(
+                &pod(name),
+                EventType::Normal,
+                "Scheduled",
+                "Binding",
+                "assigned".into(),
+            );
+        }
+        let mut flush = std::pin::pin!(recorder.flush());
+        for _ in 0..2 {
+            tokio::select! {
+                _ = &mut flush => panic!("flushed before the writes were answered"),
+                request = requests.recv() => assert!(request.is_some()),
+            }
+        }
+        gate.add_permits(1);
+        let early = tokio::time::timeout(Duration::from_millis(200), &mut flush).await;
+        assert!(early.is_err(), "flushed with a write still in flight");
+        gate.add_permits(1);
+        tokio::time::timeout(Duration::from_secs(10), flush)
+            .await
+            .expect("flushed once both writes were answered");
     }
 }
