@@ -4,6 +4,7 @@
 //! kube-proxy's `kube-proxy` table and either can delete only its own.
 
 pub mod elements;
+pub mod ledger;
 pub mod names;
 pub mod render;
 mod service;
@@ -14,5 +15,9 @@ mod text;
 mod render_tests;
 
 pub use elements::Elements;
+pub use ledger::Ledger;
 pub use names::TABLE;
-pub use render::{Existing, RenderOptions, SyncScope, Transaction, delete_chains, render};
+pub use render::{
+    Changes, Existing, RenderOptions, SyncScope, Transaction, delete_chains, render,
+    render_changes, render_recording,
+};

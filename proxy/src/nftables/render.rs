@@ -16,6 +16,7 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 
 use super::elements::Elements;
+use super::ledger::{Ledger, Settled};
 use super::names::*;
 use super::service::{ServiceWriter, State};
 use super::setup::write_setup;
@@ -123,6 +124,19 @@ pub fn render(
     scope: SyncScope<'_>,
     existing: Option<&Existing>,
 ) -> Transaction {
+    render_recording(tracker, options, scope, existing, &mut Ledger::default())
+}
+
+/// [`render`], recording each service port's part in a new `ledger`, from
+/// which [`render_changes`] can make the next partial syncs.
+pub fn render_recording(
+    tracker: &Tracker,
+    options: &RenderOptions,
+    scope: SyncScope<'_>,
+    existing: Option<&Existing>,
+    ledger: &mut Ledger,
+) -> Transaction {
+    *ledger = Ledger::default();
     let fam = Family::of(options.family);
     let mut out = Out {
         family: fam.ip,
@@ -159,7 +173,10 @@ pub fn render(
         if rewrite {
             state.rewritten += 1;
         }
-        writer.write(name, svc, rewrite, &mut out, &mut state);
+        let mut part = State::default();
+        writer.write(name, svc, rewrite, &mut out, &mut part);
+        ledger.record(name, &part);
+        state.absorb(part);
     }
 
     let mut stale_chains = Vec::new();
@@ -206,6 +223,85 @@ pub fn render(
         stale_chains,
         deleted_sets,
         rewritten: state.rewritten,
+    }
+}
+
+/// A partial sync's transaction.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Changes {
+    /// The `nft -f -` input.
+    pub text: String,
+    /// Unused per-service chains this transaction flushes; delete them later.
+    pub stale_chains: Vec<String>,
+    /// Unused affinity sets this transaction deletes.
+    pub deleted_sets: Vec<String>,
+    /// Service ports whose chains were rewritten.
+    pub rewritten: usize,
+}
+
+/// A partial sync from `ledger` (what the last successful transaction
+/// left): the `changed` service ports rewritten and settled in the ledger,
+/// the chains and sets no longer in use flushed or deleted, and the
+/// elements that differ replaced — the text a [`SyncScope::Partial`]
+/// render would give, at the cost of the changed ports only. `flushed`:
+/// chains an earlier transaction flushed and that are not deleted yet;
+/// unused still, they are flushed again, as a render from a listing would.
+/// The ledger is left as if the transaction succeeded: drop it if not.
+pub fn render_changes(
+    tracker: &Tracker,
+    options: &RenderOptions,
+    changed: &BTreeSet<ServicePortName>,
+    flushed: &BTreeSet<String>,
+    ledger: &mut Ledger,
+) -> Changes {
+    let fam = Family::of(options.family);
+    let mut out = Out {
+        family: fam.ip,
+        text: String::new(),
+    };
+    let masquerade = format!("mark set mark or {:#x}", options.masquerade_mark);
+    let writer = ServiceWriter {
+        tracker,
+        options,
+        fam,
+        masquerade: &masquerade,
+    };
+    let mut settled = Settled::default();
+    let mut rewritten = 0;
+    for name in changed {
+        let mut part = State::default();
+        if let Some(svc) = tracker.service_port(name) {
+            writer.write(name, svc, true, &mut out, &mut part);
+            rewritten += 1;
+        }
+        ledger.settle(name, &part, &mut settled);
+    }
+
+    let unused: BTreeSet<&String> = (settled.unused_chains(ledger))
+        .chain(flushed.iter().filter(|c| !ledger.chain_in_use(c)))
+        .collect();
+    let mut stale_chains = Vec::new();
+    for chain in unused {
+        out.cmd("flush", "chain", chain);
+        stale_chains.push(chain.clone());
+    }
+    let mut deleted_sets = Vec::new();
+    for set in settled.unused_sets(ledger) {
+        out.cmd("delete", "set", set);
+        deleted_sets.push(set.clone());
+    }
+    let (delete, add) = ledger.element_changes(&settled);
+    for (container, key) in delete {
+        out.cmd("delete", "element", &format!("{container} {{ {key} }}"));
+    }
+    for ((container, key), element) in add {
+        write_element(&mut out, container, key, element);
+    }
+    Changes {
+        text: out.text,
+        stale_chains,
+        deleted_sets,
+        rewritten,
     }
 }
 

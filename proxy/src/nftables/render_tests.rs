@@ -860,3 +860,164 @@ fn udp_ports_key_and_dnat_by_their_protocol() {
         assert!(text.contains(&line), "missing {line:?} in:\n{text}");
     }
 }
+
+/// One change to the cluster of [`ledger_partial_syncs_match_renders_of_everything`].
+#[derive(Clone, Debug)]
+enum Change {
+    /// Service `i` (re)created: session affinity, an external IP from a
+    /// pool of two (so two Services may want the same element), a NodePort,
+    /// a load-balancer IP with source ranges, `externalTrafficPolicy: Local`.
+    Service {
+        i: usize,
+        affinity: bool,
+        external_ip: Option<usize>,
+        node_port: bool,
+        load_balancer: bool,
+        local_policy: bool,
+    },
+    /// Service `i`'s endpoints: a subset of eight addresses, some on this
+    /// node (hairpin elements, which Services can share).
+    Endpoints {
+        i: usize,
+        addresses: u8,
+    },
+    Delete {
+        i: usize,
+    },
+}
+
+fn change() -> impl proptest::strategy::Strategy<Value = Change> {
+    use proptest::prelude::*;
+    prop_oneof![
+        (
+            0..5usize,
+            any::<bool>(),
+            proptest::option::of(0..2usize),
+            any::<bool>(),
+            any::<bool>(),
+            any::<bool>()
+        )
+            .prop_map(
+                |(i, affinity, external_ip, node_port, load_balancer, local_policy)| {
+                    Change::Service {
+                        i,
+                        affinity,
+                        external_ip,
+                        node_port,
+                        load_balancer,
+                        local_policy,
+                    }
+                }
+            ),
+        (0..5usize, any::<u8>()).prop_map(|(i, addresses)| Change::Endpoints { i, addresses }),
+        (0..5usize).prop_map(|i| Change::Delete { i }),
+    ]
+}
+
+fn apply(t: &mut Tracker, change: &Change) {
+    match *change {
+        Change::Service {
+            i,
+            affinity,
+            external_ip,
+            node_port,
+            load_balancer,
+            local_policy,
+        } => {
+            let mut spec = json!({});
+            if affinity {
+                spec["sessionAffinity"] = json!("ClientIP");
+            }
+            if let Some(e) = external_ip {
+                spec["externalIPs"] = json!([format!("192.168.99.{e}")]);
+            }
+            if node_port || load_balancer {
+                spec["type"] = json!(if load_balancer {
+                    "LoadBalancer"
+                } else {
+                    "NodePort"
+                });
+                spec["ports"] = json!([{"name": "p80", "port": 80, "nodePort": 30080 + i}]);
+                if local_policy {
+                    spec["externalTrafficPolicy"] = json!("Local");
+                    spec["healthCheckNodePort"] = json!(32000 + i);
+                }
+            }
+            if load_balancer {
+                spec["loadBalancerSourceRanges"] = json!(["203.0.113.0/24"]);
+            }
+            let service = p80("ns", &format!("svc{i}"), &format!("172.30.1.{i}"), spec);
+            let service = if load_balancer {
+                with_lb(service, json!([{"ip": format!("5.6.7.{i}")}]))
+            } else {
+                service
+            };
+            t.apply_service(&service);
+        }
+        Change::Endpoints { i, addresses } => {
+            let endpoints: Vec<Value> = (0..8)
+                .filter(|b| addresses & (1 << b) != 0)
+                .map(|b| {
+                    let ip = format!("10.180.0.{b}");
+                    if b % 2 == 0 { local(&ip) } else { remote(&ip) }
+                })
+                .collect();
+            t.apply_endpoint_slice(&eps("ns", &format!("svc{i}"), json!(endpoints)));
+        }
+        Change::Delete { i } => {
+            t.delete_service("ns", &format!("svc{i}"));
+        }
+    }
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig { cases: 200, ..Default::default() })]
+
+    /// A partial sync from the ledger writes, word for word, what a render
+    /// working out every service port writes, and leaves the same chains,
+    /// sets and elements in use, over any run of changes.
+    #[test]
+    fn ledger_partial_syncs_match_renders_of_everything(
+        start in proptest::collection::vec(change(), 0..8),
+        syncs in proptest::collection::vec(proptest::collection::vec(change(), 1..4), 1..8),
+    ) {
+        let mut t = Tracker::new(IpFamily::V4, NODE);
+        for c in &start {
+            apply(&mut t, c);
+        }
+        let full = SyncScope::Full { recreate_base_chains: false };
+        let mut ledger = Ledger::default();
+        let mut reference = render_recording(&t, &options(), full, None, &mut ledger);
+        t.take_changes();
+        // Chains flushed and not deleted yet (the proxier deletes them a
+        // second later; here never, so they are flushed again while unused).
+        let mut flushed: BTreeSet<String> = BTreeSet::new();
+        for sync in &syncs {
+            for c in sync {
+                apply(&mut t, c);
+            }
+            let changes = t.take_changes();
+            let existing = Existing {
+                chains: reference.active_chains.iter().chain(&flushed).cloned().collect(),
+                sets: reference.active_sets.clone(),
+            };
+            let previous = reference.elements.clone();
+            let scope = SyncScope::Partial { changed: &changes.service_ports, previous: &previous };
+            reference = render(&t, &options(), scope, Some(&existing));
+            let ours = render_changes(&t, &options(), &changes.service_ports, &flushed, &mut ledger);
+            proptest::prop_assert_eq!(&ours.text, &reference.text);
+            proptest::prop_assert_eq!(&ours.stale_chains, &reference.stale_chains);
+            proptest::prop_assert_eq!(&ours.deleted_sets, &reference.deleted_sets);
+            proptest::prop_assert_eq!(ours.rewritten, reference.rewritten);
+            proptest::prop_assert_eq!(ledger.element_count(), reference.elements.len());
+            for chain in existing.chains.iter().chain(&reference.active_chains) {
+                proptest::prop_assert_eq!(ledger.chain_in_use(chain), reference.active_chains.contains(chain), "{}", chain);
+            }
+            for set in existing.sets.iter().chain(&reference.active_sets) {
+                proptest::prop_assert_eq!(ledger.set_in_use(set), reference.active_sets.contains(set), "{}", set);
+            }
+            flushed.retain(|c| !reference.active_chains.contains(c));
+            flushed.extend(reference.stale_chains.iter().cloned());
+        }
+    }
+}

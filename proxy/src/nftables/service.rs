@@ -19,6 +19,22 @@ pub(super) struct State {
     pub rewritten: usize,
 }
 
+impl State {
+    /// Adds one service port's part, written after those already here.
+    pub fn absorb(&mut self, part: State) {
+        for (container, key, element) in part.elements.iter() {
+            self.elements.insert(
+                container,
+                key.clone(),
+                element.value.clone(),
+                element.comment.clone(),
+            );
+        }
+        self.active_chains.extend(part.active_chains);
+        self.active_sets.extend(part.active_sets);
+    }
+}
+
 pub(super) struct ServiceWriter<'a> {
     pub tracker: &'a Tracker,
     pub options: &'a RenderOptions,

@@ -15,7 +15,9 @@ use super::nft_tool::Nft;
 use super::{NodeInfo, ToolError, Written};
 use crate::config::KubeProxyConfiguration;
 use crate::exec::Exec;
-use crate::nftables::{Elements, Existing, RenderOptions, SyncScope, delete_chains, render};
+use crate::nftables::{
+    Existing, Ledger, RenderOptions, SyncScope, delete_chains, render_changes, render_recording,
+};
 use crate::tracker::{IpFamily, ServicePortName, Tracker};
 
 /// How long a flushed chain waits before it is deleted: before kernel 6.2
@@ -25,13 +27,11 @@ pub const STALE_CHAIN_GRACE: Duration = Duration::from_secs(1);
 
 pub struct NftablesBackend<E> {
     pub nft: Nft<E>,
-    /// What the last successful transaction left in our sets and maps.
-    elements: Elements,
     /// Unused chains already flushed, since when.
     stale_chains: BTreeMap<String, Instant>,
-    /// Our table's per-service chains and affinity sets as the last
-    /// successful transaction left them; none after a failure.
-    record: Option<Existing>,
+    /// What each service port put into our table, as the last successful
+    /// transaction left it; none after a failure (the next sync is full).
+    ledger: Option<Box<Ledger>>,
     pub stale_chain_grace: Duration,
     /// The base chains were made again once in this process.
     base_chains_recreated: bool,
@@ -59,9 +59,8 @@ impl<E: Exec> NftablesBackend<E> {
     pub fn new(exec: E) -> Self {
         NftablesBackend {
             nft: Nft { exec },
-            elements: Elements::default(),
             stale_chains: BTreeMap::new(),
-            record: None,
+            ledger: None,
             stale_chain_grace: STALE_CHAIN_GRACE,
             base_chains_recreated: false,
             service_cidrs: Vec::new(),
@@ -103,46 +102,25 @@ impl<E: Exec> NftablesBackend<E> {
     /// One `nft -f -` run: the chains in `delete` (flushed by an earlier
     /// transaction, no longer referenced) deleted first, but those in use
     /// again, then the sync.
-    /// A partial sync takes our table's chains and sets from the record the
-    /// last successful transaction left instead of listing them (two `nft`
-    /// runs, each as long as the transaction itself at 10000 Services):
-    /// only we write our table, and if something else changed it, the
-    /// transaction fails, the record is dropped and the next sync is full
-    /// and lists; a deleted or flushed table is caught by the table check.
+    /// A partial sync works from the ledger the last successful transaction
+    /// left instead of listing our table (two `nft` runs, each as long as
+    /// the transaction itself at 10000 Services) and of working out every
+    /// service port again: only we write our table, and if something else
+    /// changed it, the transaction fails, the ledger is dropped and the next
+    /// sync is full and lists; a deleted or flushed table is caught by the
+    /// table check. Without a ledger a sync is full.
     #[allow(clippy::too_many_arguments)]
     fn transaction(
         &mut self,
         config: &KubeProxyConfiguration,
         tracker: &Tracker,
         node: &NodeInfo,
-        mut full: bool,
+        full: bool,
         changed: &BTreeSet<ServicePortName>,
         delete: &[String],
         start: Instant,
     ) -> Result<NftWrite, ToolError> {
         let family = tracker.family();
-        let recorded = if full { None } else { self.record.take() };
-        let mut existing = match recorded {
-            Some(record) => Some(record),
-            None => match self.nft.list(family_word(family)) {
-                Ok(Some(existing)) => Some(existing),
-                Ok(None) => {
-                    // Someone deleted our table: only a full sync makes it again.
-                    full = true;
-                    Some(Existing::default())
-                }
-                Err(error) => {
-                    tracing::error!(%error, "listing our nftables table; stale chains stay this time");
-                    None
-                }
-            },
-        };
-        if let Some(existing) = existing.as_mut() {
-            for chain in delete {
-                existing.chains.remove(chain);
-            }
-        }
-
         let mut options = RenderOptions::from_config(
             config,
             family,
@@ -151,26 +129,51 @@ impl<E: Exec> NftablesBackend<E> {
             &node.interface_ips,
         );
         options.service_cidrs = self.service_cidrs.clone();
-        let scope = if full {
-            SyncScope::Full {
-                recreate_base_chains: !self.base_chains_recreated,
+        let ledger = if full { None } else { self.ledger.take() };
+        let (text, outcome, ledger, keep, full) = match ledger {
+            Some(ledger) => {
+                let mut ledger = *ledger;
+                let flushed: BTreeSet<String> = (self.stale_chains.keys())
+                    .filter(|c| !delete.contains(c))
+                    .cloned()
+                    .collect();
+                let tx = render_changes(tracker, &options, changed, &flushed, &mut ledger);
+                let text = with_deletions(family, delete, &ledger, tx.text);
+                let outcome = Outcome {
+                    rewritten: tx.rewritten,
+                    stale_chains: tx.stale_chains,
+                };
+                (text, outcome, ledger, true, false)
             }
-        } else {
-            SyncScope::Partial {
-                changed,
-                previous: &self.elements,
+            None => {
+                let existing = match self.nft.list(family_word(family)) {
+                    Ok(Some(mut existing)) => {
+                        for chain in delete {
+                            existing.chains.remove(chain);
+                        }
+                        Some(existing)
+                    }
+                    // Someone deleted our table: a full sync makes it again.
+                    Ok(None) => Some(Existing::default()),
+                    Err(error) => {
+                        tracing::error!(%error, "listing our nftables table; stale chains stay this time");
+                        None
+                    }
+                };
+                let scope = SyncScope::Full {
+                    recreate_base_chains: !self.base_chains_recreated,
+                };
+                let mut ledger = Ledger::default();
+                let tx = render_recording(tracker, &options, scope, existing.as_ref(), &mut ledger);
+                let text = with_deletions(family, delete, &ledger, tx.text);
+                let outcome = Outcome {
+                    rewritten: tx.rewritten,
+                    stale_chains: tx.stale_chains,
+                };
+                // Without a listing, the stale chains are not known: the
+                // next sync lists again.
+                (text, outcome, ledger, existing.is_some(), true)
             }
-        };
-        let tx = render(tracker, &options, scope, existing.as_ref());
-        // A chain in use again is kept (its service's rewrite made it anew).
-        let delete: Vec<String> = (delete.iter())
-            .filter(|c| !tx.active_chains.contains(*c))
-            .cloned()
-            .collect();
-        let text = if delete.is_empty() {
-            tx.text
-        } else {
-            delete_chains(family, &delete) + &tx.text
         };
         if !text.is_empty()
             && let Err(error) = self.nft.apply(&text)
@@ -180,28 +183,39 @@ impl<E: Exec> NftablesBackend<E> {
             return Err(error);
         }
         self.base_chains_recreated |= full;
-        for chain in tx.active_chains.iter().chain(&delete) {
-            self.stale_chains.remove(chain);
-        }
-        for chain in &tx.stale_chains {
+        self.stale_chains
+            .retain(|chain, _| !delete.contains(chain) && !ledger.chain_in_use(chain));
+        for chain in &outcome.stale_chains {
             self.stale_chains.entry(chain.clone()).or_insert(start);
         }
-        // Without a listing, what this transaction left is not known.
-        self.record = existing.map(|_| Existing {
-            chains: (tx.active_chains.iter())
-                .chain(self.stale_chains.keys())
-                .cloned()
-                .collect(),
-            sets: tx.active_sets,
-        });
         let written = Written::Nftables {
-            rewritten_services: tx.rewritten,
-            elements: tx.elements.len(),
-            stale_chains: tx.stale_chains.len(),
+            rewritten_services: outcome.rewritten,
+            elements: ledger.element_count(),
+            stale_chains: outcome.stale_chains.len(),
             cleanup_failed: false,
         };
-        self.elements = tx.elements;
+        self.ledger = keep.then(|| Box::new(ledger));
         Ok(NftWrite { written, full })
+    }
+}
+
+/// What a transaction did, for the proxier's report.
+struct Outcome {
+    rewritten: usize,
+    stale_chains: Vec<String>,
+}
+
+/// `text` after deleting the chains in `delete`, but those in use again
+/// (their service's rewrite made them anew).
+fn with_deletions(family: IpFamily, delete: &[String], ledger: &Ledger, text: String) -> String {
+    let delete: Vec<String> = (delete.iter())
+        .filter(|c| !ledger.chain_in_use(c))
+        .cloned()
+        .collect();
+    if delete.is_empty() {
+        text
+    } else {
+        delete_chains(family, &delete) + &text
     }
 }
 
