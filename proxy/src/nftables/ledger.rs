@@ -103,7 +103,10 @@ impl Ledger {
         }
         let mut share = Share::default();
         for (container, key, element) in part.elements.iter() {
-            let owners = self.owners.entry((container, key.clone())).or_default();
+            // Nearly every element has one owner: a default Vec would
+            // reserve four (a few MiB at 10000 Services).
+            let owners = (self.owners.entry((container, key.clone())))
+                .or_insert_with(|| Vec::with_capacity(1));
             let at = owners.partition_point(|(owner, _)| **owner < *name);
             owners.insert(at, (name.clone(), element.clone()));
             share.elements.push((container, key.clone()));
