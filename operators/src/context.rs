@@ -1,7 +1,8 @@
 //! What every controller is built from: API clients, the shared informers,
 //! metrics, an Events recorder per controller, and the shutdown signal.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use kube::Client;
 use tokio_util::sync::CancellationToken;
@@ -22,6 +23,8 @@ pub struct ControllerContext {
     pub identity: String,
     pub shutdown: CancellationToken,
     pub settings: Settings,
+    /// Every recorder handed out, so shutdown can write their last Events.
+    pub recorders: Arc<Mutex<Vec<EventRecorder>>>,
 }
 
 /// Tunables from the command line, with kube-controller-manager's defaults.
@@ -59,12 +62,21 @@ impl ControllerContext {
     /// the controller, e.g. `deployment-controller`), with client-go's spam
     /// filter as kube-controller-manager's recorders have.
     pub fn recorder(&self, source: &str) -> EventRecorder {
-        EventRecorder::new(
+        let recorder = EventRecorder::new(
             self.event_client.clone(),
             source,
             Some(self.identity.clone()),
         )
-        .with_spam_filter()
+        .with_spam_filter();
+        (self.recorders.lock().expect("recorders lock")).push(recorder.clone());
+        recorder
+    }
+
+    /// Writes what every recorder still holds (the Events of the last
+    /// reconciles), waiting at most `limit` in all.
+    pub async fn flush_events(&self, limit: Duration) {
+        let recorders = self.recorders.lock().expect("recorders lock").clone();
+        futures::future::join_all(recorders.iter().map(|r| r.flush_within(limit))).await;
     }
 
     /// A work queue whose metrics carry upstream's queue name.

@@ -41,6 +41,7 @@ pub async fn run(
         identity: component.identity.clone(),
         shutdown: component.shutdown.clone(),
         settings,
+        recorders: Default::default(),
     };
     component.health.register("informers-synced");
     // Created first, so the trimming and the source apply whichever
@@ -101,6 +102,9 @@ pub async fn run(
         queue.shut_down();
     }
     while workers.join_next().await.is_some() {}
+    // Before the lease is released: a reconcile's last Events are written.
+    ctx.flush_events(understudy_component_base::events::FLUSH_AT_SHUTDOWN)
+        .await;
     Ok(())
 }
 
