@@ -16,5 +16,6 @@ pub use chains::{CANARY_CHAIN, JumpRule, jump_rules};
 pub use local::LocalDetector;
 pub use nodeports::{NodePortAddresses, localhost_node_ports};
 pub use render::{
-    NodePortDestinations, RenderOptions, Ruleset, SyncScope, is_large_cluster, render,
+    NodePortDestinations, Parts, RenderOptions, Ruleset, SyncScope, is_large_cluster, render,
+    render_cached,
 };

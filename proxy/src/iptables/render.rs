@@ -7,7 +7,7 @@
 //! Services are visited in name order, so the same state always renders the
 //! same text.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::net::IpAddr;
 
 use ipnet::IpNet;
@@ -129,6 +129,46 @@ pub fn render(
     scope: SyncScope<'_>,
     existing_nat_chains: Option<&BTreeSet<String>>,
 ) -> Ruleset {
+    render_cached(
+        tracker,
+        options,
+        scope,
+        existing_nat_chains,
+        &mut Parts::default(),
+    )
+}
+
+/// Each service port's rules in the top-level chains and the chains it
+/// uses, as the last render with this cache worked them out. They depend
+/// only on the port, its endpoints and the options, so a partial sync takes
+/// an unchanged port's from here instead of working them out again: its
+/// endpoints categorized, a SHA-256 per chain name, every rule formatted
+/// (25 ms of a 1000-Service partial sync, against well under one).
+#[derive(Debug, Default)]
+pub struct Parts {
+    parts: HashMap<ServicePortName, Part>,
+    /// What every part was worked out under: other options, or crossing
+    /// the large-cluster threshold (comments), change every part.
+    under: Option<(RenderOptions, bool)>,
+}
+
+/// One service port's share of the top-level chains.
+#[derive(Clone, Debug, Default)]
+struct Part {
+    filter_rules: Vec<String>,
+    nat_rules: Vec<String>,
+    chains: Vec<String>,
+}
+
+/// [`render`], taking unchanged service ports' parts of a partial sync
+/// from `parts` and recording every port's part there for the next.
+pub fn render_cached(
+    tracker: &Tracker,
+    options: &RenderOptions,
+    scope: SyncScope<'_>,
+    existing_nat_chains: Option<&BTreeSet<String>>,
+    parts: &mut Parts,
+) -> Ruleset {
     let mark = format!("{:#x}", options.masquerade_mark);
     let mut t = Tables::default();
 
@@ -173,18 +213,41 @@ pub fn render(
         ));
     }
 
+    let large_cluster = is_large_cluster(tracker);
     let writer = ServiceWriter {
         options,
         tracker,
-        large_cluster: is_large_cluster(tracker),
+        large_cluster,
     };
+    let under = Some((options.clone(), large_cluster));
+    let mut last = std::mem::take(&mut parts.parts);
+    if parts.under != under {
+        last.clear();
+        parts.under = under;
+    }
     let mut active_nat_chains = BTreeSet::new();
     for (name, service) in tracker.service_ports() {
         let rewrite = match scope {
             SyncScope::Full => true,
             SyncScope::Partial(changed) => changed.contains(name),
         };
-        writer.write(name, service, rewrite, &mut t, &mut active_nat_chains);
+        let (key, part, own) = match last.remove_entry(name).filter(|_| !rewrite) {
+            Some((key, part)) => (key, part, None),
+            None => {
+                let mut part = Part::default();
+                let own = writer.write(name, service, rewrite, &mut part);
+                (name.clone(), part, own)
+            }
+        };
+        t.nat_rules.extend(part.nat_rules.iter().cloned());
+        t.filter_rules.extend(part.filter_rules.iter().cloned());
+        active_nat_chains.extend(part.chains.iter().cloned());
+        // The port's own chains, after its top-level rules as ever.
+        if let Some((chains, rules)) = own {
+            t.nat_chains.extend(chains);
+            t.nat_rules.extend(rules);
+        }
+        parts.parts.insert(key, part);
     }
 
     let mut deleted_chains = Vec::new();
@@ -286,14 +349,15 @@ impl ServiceWriter<'_> {
         }
     }
 
+    /// Writes the port's top-level rules and the chains it uses into
+    /// `t`; returns its own chains' declarations and rules when `rewrite`.
     fn write(
         &self,
         name: &ServicePortName,
         svc: &ServicePortInfo,
         rewrite: bool,
-        t: &mut Tables,
-        active_nat_chains: &mut BTreeSet<String>,
-    ) {
+        t: &mut Part,
+    ) -> Option<(Vec<String>, Vec<String>)> {
         let name_text = name.to_string();
         let p = svc.protocol.lower();
         let chains = ServiceChains::new(&name_text, p);
@@ -413,8 +477,9 @@ impl ServiceWriter<'_> {
         // when this service port is being rewritten.
         let mut chains_out: Vec<String> = Vec::new();
         let mut rules_out: Vec<String> = Vec::new();
+        let active_nat_chains = &mut t.chains;
         let mut declare = |chain: &str, chains_out: &mut Vec<String>| {
-            active_nat_chains.insert(chain.to_string());
+            active_nat_chains.push(chain.to_string());
             chains_out.push(chain_line(chain));
         };
 
@@ -529,10 +594,7 @@ impl ServiceWriter<'_> {
             ));
         }
 
-        if rewrite {
-            t.nat_chains.extend(chains_out);
-            t.nat_rules.extend(rules_out);
-        }
+        rewrite.then_some((chains_out, rules_out))
     }
 
     /// A policy chain: first the session-affinity matches, then a random pick

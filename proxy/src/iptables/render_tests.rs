@@ -658,3 +658,104 @@ const TERMINATING: &str = r#"
 -A US-SEP-KV4FMR6WJFBQE3OH -m comment --comment ns4/svc4:p80 -s 10.180.0.7 -j US-MARK-MASQ
 -A US-SEP-KV4FMR6WJFBQE3OH -m comment --comment ns4/svc4:p80 -m tcp -p tcp -j DNAT --to-destination 10.180.0.7:80
 "#;
+
+/// A change of [`cached_parts_render_what_a_render_of_everything_does`]:
+/// Service `i` (re)made with session affinity, an external IP from a pool
+/// of two, a NodePort or load balancer with source ranges and an
+/// `externalTrafficPolicy: Local`; its endpoints a subset of eight
+/// addresses, some on this node; or its deletion.
+#[derive(Clone, Debug)]
+enum Change {
+    Service(usize, bool, Option<usize>, u8),
+    Endpoints(usize, u8),
+    Delete(usize),
+}
+
+fn change() -> impl proptest::strategy::Strategy<Value = Change> {
+    use proptest::prelude::*;
+    prop_oneof![
+        (0..5usize, any::<bool>(), proptest::option::of(0..2usize), 0..4u8)
+            .prop_map(|(i, sticky, ip, kind)| Change::Service(i, sticky, ip, kind)),
+        (0..5usize, any::<u8>()).prop_map(|(i, bits)| Change::Endpoints(i, bits)),
+        (0..5usize).prop_map(Change::Delete),
+    ]
+}
+
+fn apply(t: &mut Tracker, change: &Change) {
+    match *change {
+        Change::Service(i, sticky, external_ip, kind) => {
+            let mut spec = json!({"clusterIP": format!("172.30.1.{i}"),
+                "ports": [{"name": "p80", "port": 80}]});
+            if sticky {
+                spec["sessionAffinity"] = json!("ClientIP");
+            }
+            if let Some(e) = external_ip {
+                spec["externalIPs"] = json!([format!("192.168.99.{e}")]);
+            }
+            // 0: ClusterIP; 1: NodePort; 2: LoadBalancer; 3: LB, Local.
+            if kind > 0 {
+                spec["type"] = json!(if kind == 1 { "NodePort" } else { "LoadBalancer" });
+                spec["ports"] = json!([{"name": "p80", "port": 80, "nodePort": 30080 + i}]);
+            }
+            if kind > 1 {
+                spec["loadBalancerSourceRanges"] = json!(["203.0.113.0/24"]);
+            }
+            if kind == 3 {
+                spec["externalTrafficPolicy"] = json!("Local");
+                spec["healthCheckNodePort"] = json!(32000 + i);
+            }
+            let service = svc("ns", &format!("svc{i}"), spec);
+            let service = if kind > 1 {
+                with_lb(service, json!([{"ip": format!("5.6.7.{i}")}]))
+            } else {
+                service
+            };
+            t.apply_service(&service);
+        }
+        Change::Endpoints(i, bits) => {
+            let endpoints: Vec<Value> = (0..8)
+                .filter(|b| bits & (1 << b) != 0)
+                .map(|b| {
+                    let node = if b % 2 == 0 { NODE } else { "other-node" };
+                    json!({"addresses": [format!("10.180.0.{b}")], "nodeName": node})
+                })
+                .collect();
+            t.apply_endpoint_slice(&eps("ns", &format!("svc{i}"), 80, json!(endpoints)));
+        }
+        Change::Delete(i) => {
+            t.delete_service("ns", &format!("svc{i}"));
+        }
+    }
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig { cases: 200, ..Default::default() })]
+
+    /// Partial syncs that take unchanged ports' parts from the cache render
+    /// exactly what working out every port renders, over any run of changes.
+    #[test]
+    fn cached_parts_render_what_a_render_of_everything_does(
+        start in proptest::collection::vec(change(), 0..8),
+        syncs in proptest::collection::vec(proptest::collection::vec(change(), 1..4), 1..8),
+    ) {
+        let mut t = Tracker::new(IpFamily::V4, NODE);
+        for c in &start {
+            apply(&mut t, c);
+        }
+        let mut parts = Parts::default();
+        let mut last = render_cached(&t, &options(), SyncScope::Full, None, &mut parts);
+        t.take_changes();
+        for sync in &syncs {
+            for c in sync {
+                apply(&mut t, c);
+            }
+            let changes = t.take_changes();
+            let scope = SyncScope::Partial(&changes.service_ports);
+            let existing = last.active_nat_chains.clone();
+            let reference = render(&t, &options(), scope, Some(&existing));
+            let ours = render_cached(&t, &options(), scope, Some(&existing), &mut parts);
+            proptest::prop_assert_eq!(&ours, &reference);
+            last = reference;
+        }
+    }
+}

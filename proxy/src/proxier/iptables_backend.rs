@@ -12,8 +12,8 @@ use crate::config::KubeProxyConfiguration;
 use crate::exec::Exec;
 use crate::iptables::unchanged::{FixedChains, fixed_chains, omit_unchanged};
 use crate::iptables::{
-    CANARY_CHAIN, NodePortAddresses, RenderOptions, SyncScope, is_large_cluster, jump_rules,
-    render, save,
+    CANARY_CHAIN, NodePortAddresses, Parts, RenderOptions, SyncScope, is_large_cluster, jump_rules,
+    render_cached, save,
 };
 use crate::tracker::{ServicePortName, Tracker};
 
@@ -28,6 +28,9 @@ pub struct IptablesBackend<E> {
     /// The fixed chains' rules as the last successful restore left them;
     /// none after a failure (the next sync is full and writes them all).
     pub fixed_chains: Option<FixedChains>,
+    /// Each service port's part of the top-level chains, from the last
+    /// render (a partial sync works out only the changed ports').
+    pub parts: Parts,
 }
 
 impl<E: Exec> IptablesBackend<E> {
@@ -87,7 +90,7 @@ impl<E: Exec> IptablesBackend<E> {
         } else {
             SyncScope::Partial(changed)
         };
-        let ruleset = render(tracker, &options, scope, existing.as_ref());
+        let ruleset = render_cached(tracker, &options, scope, existing.as_ref(), &mut self.parts);
         let fixed = fixed_chains(&ruleset.text);
         let previous = self.fixed_chains.take().filter(|_| !full);
         let text = match &previous {

@@ -138,6 +138,7 @@ impl<E: Exec> Proxier<E> {
                 conntrack_tcp_liberal: false,
                 last_cleanup: None,
                 fixed_chains: None,
+                parts: Default::default(),
             }),
             ProxyMode::Ipvs => panic!("the IPVS proxier is made with Proxier::with_backend"),
         };
