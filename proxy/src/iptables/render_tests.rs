@@ -674,7 +674,12 @@ enum Change {
 fn change() -> impl proptest::strategy::Strategy<Value = Change> {
     use proptest::prelude::*;
     prop_oneof![
-        (0..5usize, any::<bool>(), proptest::option::of(0..2usize), 0..4u8)
+        (
+            0..5usize,
+            any::<bool>(),
+            proptest::option::of(0..2usize),
+            0..4u8
+        )
             .prop_map(|(i, sticky, ip, kind)| Change::Service(i, sticky, ip, kind)),
         (0..5usize, any::<u8>()).prop_map(|(i, bits)| Change::Endpoints(i, bits)),
         (0..5usize).prop_map(Change::Delete),
@@ -694,7 +699,11 @@ fn apply(t: &mut Tracker, change: &Change) {
             }
             // 0: ClusterIP; 1: NodePort; 2: LoadBalancer; 3: LB, Local.
             if kind > 0 {
-                spec["type"] = json!(if kind == 1 { "NodePort" } else { "LoadBalancer" });
+                spec["type"] = json!(if kind == 1 {
+                    "NodePort"
+                } else {
+                    "LoadBalancer"
+                });
                 spec["ports"] = json!([{"name": "p80", "port": 80, "nodePort": 30080 + i}]);
             }
             if kind > 1 {

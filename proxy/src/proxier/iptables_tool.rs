@@ -108,13 +108,22 @@ impl<E: Exec> Iptables<E> {
     }
 
     /// Creates `chain` unless it exists.
+    /// As upstream's EnsureChain: `-N`, whose "already exists" (exit 1)
+    /// means there is nothing to do. Asking first with `-S` would print
+    /// the chain's rules — all of `US-SERVICES`, a rule per Service port,
+    /// for each of the full sync's jumps.
     pub fn ensure_chain(&self, table: &str, chain: &str) -> Result<(), ToolError> {
-        if self.chain_exists(table, chain)? {
-            return Ok(());
-        }
         let mut a = args(&WAIT);
         a.extend(args(&["-t", table, "-N", chain]));
-        self.checked(&self.program(""), a, None).map(drop)
+        let out = self.run(&self.program(""), a.clone(), None)?;
+        match out.code {
+            Some(0) | Some(NOT_FOUND) => Ok(()),
+            code => Err(ToolError::Failed {
+                command: format!("{} {}", self.program(""), a.join(" ")),
+                code,
+                stderr: out.stderr.trim().to_string(),
+            }),
+        }
     }
 
     /// Inserts the jump at the top of its built-in chain unless `-C` finds it.

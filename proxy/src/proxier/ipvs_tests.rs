@@ -274,7 +274,7 @@ fn a_failed_jump_fails_the_sync_but_counts_no_restore_failure() {
     let mut r = rig();
     r.proxier
         .exec()
-        .fail("iptables -w 5 -t nat -S", 4, "Permission denied");
+        .fail("iptables -w 5 -t nat -N", 4, "Permission denied");
     match r.proxier.sync() {
         SyncOutcome::Failed {
             full: true,

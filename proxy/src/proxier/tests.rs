@@ -76,17 +76,14 @@ fn a_full_sync_ensures_the_jumps_then_restores_once() {
     // jump is there; every other check fails.
     exec(&p).answer("iptables -w 5 -t", 1, "");
     exec(&p).answer(
-        "iptables -w 5 -t filter -S US-SERVICES",
-        0,
-        "-N US-SERVICES\n",
-    );
-    exec(&p).answer(
         "iptables -w 5 -t filter -C OUTPUT -m conntrack --ctstate NEW -m comment --comment kubernetes service portals -j US-SERVICES",
         0,
         "",
     );
     exec(&p).answer("iptables -w 5 -t filter -N", 0, "");
     exec(&p).answer("iptables -w 5 -t nat -N", 0, "");
+    // "Chain already exists": as upstream's EnsureChain, nothing to do.
+    exec(&p).answer("iptables -w 5 -t filter -N US-SERVICES", 1, "");
     exec(&p).answer("iptables -w 5 -t filter -I", 0, "");
     exec(&p).answer("iptables -w 5 -t nat -I", 0, "");
     exec(&p).answer(
@@ -111,11 +108,10 @@ fn a_full_sync_ensures_the_jumps_then_restores_once() {
     );
     let calls = exec(&p).take_calls();
     let lines: Vec<&str> = calls.iter().map(|c| c.line.as_str()).collect();
-    // The first jump: chain checked, created, rule checked, inserted.
+    // The first jump: chain created, rule checked, inserted.
     assert_eq!(
-        lines[..4],
+        lines[..3],
         [
-            "iptables -w 5 -t filter -S US-EXTERNAL-SERVICES",
             "iptables -w 5 -t filter -N US-EXTERNAL-SERVICES",
             "iptables -w 5 -t filter -C INPUT -m conntrack --ctstate NEW -m comment --comment kubernetes externally-visible service portals -j US-EXTERNAL-SERVICES",
             "iptables -w 5 -t filter -I INPUT -m conntrack --ctstate NEW -m comment --comment kubernetes externally-visible service portals -j US-EXTERNAL-SERVICES",
@@ -126,6 +122,10 @@ fn a_full_sync_ensures_the_jumps_then_restores_once() {
             && l.contains("-j US-SERVICES")
             && l.contains("filter")),
         "a jump that -C found is not inserted again: {lines:#?}"
+    );
+    assert!(
+        !lines.iter().any(|l| l.contains(" -S ")),
+        "no chain is listed to find whether it exists: {lines:#?}"
     );
     let restores: Vec<_> = calls
         .iter()
@@ -273,7 +273,6 @@ fn canaries_are_created_where_missing_and_report_a_flush() {
         exec(&p).take_lines(),
         [
             "iptables -w 5 -t mangle -S US-PROXY-CANARY",
-            "iptables -w 5 -t nat -S US-PROXY-CANARY",
             "iptables -w 5 -t nat -S US-PROXY-CANARY",
             "iptables -w 5 -t nat -N US-PROXY-CANARY",
             "iptables -w 5 -t filter -S US-PROXY-CANARY",
