@@ -142,8 +142,8 @@ pub fn render_recording(
         family: fam.ip,
         text: String::new(),
     };
-    let mark = format!("{:#x}", options.masquerade_mark);
-    let masquerade = format!("mark set mark or {mark}");
+    let mark = mark_of(options);
+    let masquerade = masquerade_rule(&mark);
     if let SyncScope::Full {
         recreate_base_chains,
     } = scope
@@ -226,6 +226,16 @@ pub fn render_recording(
     }
 }
 
+/// The masquerade mark, as nft prints it.
+fn mark_of(options: &RenderOptions) -> String {
+    format!("{:#x}", options.masquerade_mark)
+}
+
+/// The statement that marks a packet for masquerading.
+fn masquerade_rule(mark: &str) -> String {
+    format!("mark set mark or {mark}")
+}
+
 /// A partial sync's transaction.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Changes {
@@ -259,7 +269,7 @@ pub fn render_changes(
         family: fam.ip,
         text: String::new(),
     };
-    let masquerade = format!("mark set mark or {:#x}", options.masquerade_mark);
+    let masquerade = masquerade_rule(&mark_of(options));
     let writer = ServiceWriter {
         tracker,
         options,

@@ -16,7 +16,8 @@ use super::{NodeInfo, ToolError, Written};
 use crate::config::KubeProxyConfiguration;
 use crate::exec::Exec;
 use crate::nftables::{
-    Existing, Ledger, RenderOptions, SyncScope, delete_chains, render_changes, render_recording,
+    Changes, Existing, Ledger, RenderOptions, SyncScope, delete_chains, render_changes,
+    render_recording,
 };
 use crate::tracker::{IpFamily, ServicePortName, Tracker};
 
@@ -130,7 +131,7 @@ impl<E: Exec> NftablesBackend<E> {
         );
         options.service_cidrs = self.service_cidrs.clone();
         let ledger = if full { None } else { self.ledger.take() };
-        let (text, outcome, ledger, keep, full) = match ledger {
+        let (tx, ledger, keep, full) = match ledger {
             Some(ledger) => {
                 let mut ledger = *ledger;
                 let flushed: BTreeSet<String> = (self.stale_chains.keys())
@@ -138,12 +139,7 @@ impl<E: Exec> NftablesBackend<E> {
                     .cloned()
                     .collect();
                 let tx = render_changes(tracker, &options, changed, &flushed, &mut ledger);
-                let text = with_deletions(family, delete, &ledger, tx.text);
-                let outcome = Outcome {
-                    rewritten: tx.rewritten,
-                    stale_chains: tx.stale_chains,
-                };
-                (text, outcome, ledger, true, false)
+                (tx, ledger, true, false)
             }
             None => {
                 let existing = match self.nft.list(family_word(family)) {
@@ -165,16 +161,18 @@ impl<E: Exec> NftablesBackend<E> {
                 };
                 let mut ledger = Ledger::default();
                 let tx = render_recording(tracker, &options, scope, existing.as_ref(), &mut ledger);
-                let text = with_deletions(family, delete, &ledger, tx.text);
-                let outcome = Outcome {
-                    rewritten: tx.rewritten,
+                let tx = Changes {
+                    text: tx.text,
                     stale_chains: tx.stale_chains,
+                    deleted_sets: tx.deleted_sets,
+                    rewritten: tx.rewritten,
                 };
                 // Without a listing, the stale chains are not known: the
                 // next sync lists again.
-                (text, outcome, ledger, existing.is_some(), true)
+                (tx, ledger, existing.is_some(), true)
             }
         };
+        let text = with_deletions(family, delete, &ledger, tx.text);
         if !text.is_empty()
             && let Err(error) = self.nft.apply(&text)
         {
@@ -185,24 +183,18 @@ impl<E: Exec> NftablesBackend<E> {
         self.base_chains_recreated |= full;
         self.stale_chains
             .retain(|chain, _| !delete.contains(chain) && !ledger.chain_in_use(chain));
-        for chain in &outcome.stale_chains {
+        for chain in &tx.stale_chains {
             self.stale_chains.entry(chain.clone()).or_insert(start);
         }
         let written = Written::Nftables {
-            rewritten_services: outcome.rewritten,
+            rewritten_services: tx.rewritten,
             elements: ledger.element_count(),
-            stale_chains: outcome.stale_chains.len(),
+            stale_chains: tx.stale_chains.len(),
             cleanup_failed: false,
         };
         self.ledger = keep.then(|| Box::new(ledger));
         Ok(NftWrite { written, full })
     }
-}
-
-/// What a transaction did, for the proxier's report.
-struct Outcome {
-    rewritten: usize,
-    stale_chains: Vec<String>,
 }
 
 /// `text` after deleting the chains in `delete`, but those in use again
