@@ -86,6 +86,8 @@ pub enum ProxyMode {
     #[default]
     Iptables,
     Nftables,
+    /// Needs a kernel with IPVS; without it both proxies refuse to start.
+    Ipvs,
 }
 
 impl ProxyMode {
@@ -93,7 +95,28 @@ impl ProxyMode {
         match self {
             Self::Iptables => "iptables",
             Self::Nftables => "nftables",
+            Self::Ipvs => "ipvs",
         }
+    }
+
+    /// Whether this machine's kernel can run the mode. Only IPVS can be
+    /// missing: `/proc/net/ip_vs` exists once IPVS is built in or loaded,
+    /// the check understudy-proxy starts with (proxy/src/ipvs/system.rs).
+    /// A module not loaded yet is loaded here first, as the proxy's
+    /// preflight does: the chart's pods get no /lib/modules in the lab.
+    pub fn runs_on_this_kernel(self) -> bool {
+        if self != Self::Ipvs {
+            return true;
+        }
+        let ip_vs = Path::new("/proc/net/ip_vs");
+        if !ip_vs.exists() {
+            let _ = Command::new("modprobe")
+                .args(["-q", "ip_vs"])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .status();
+        }
+        ip_vs.exists()
     }
 }
 

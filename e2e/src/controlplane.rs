@@ -667,8 +667,20 @@ async fn install_chart(
     let enabled: BTreeSet<Understudy> = state.replaced.iter().copied().collect();
     let helm = chart::Helm::for_lab(state);
     let values = chart::lab_values(state, &enabled, extra_args);
+    // understudy-proxy in a mode this kernel cannot run (IPVS where there is
+    // none) exits at start-up saying what is missing, as kube-proxy fails
+    // there: the lab comes up without waiting for its pods. Checked before
+    // the install, which loads ip_vs when it is a module.
+    let mut awaited = enabled.clone();
+    if enabled.contains(&Understudy::Proxy) && !state.proxy_mode.runs_on_this_kernel() {
+        tracing::warn!(
+            "this kernel cannot run the {} proxy mode: understudy-proxy's pods will not become Ready",
+            state.proxy_mode
+        );
+        awaited.remove(&Understudy::Proxy);
+    }
     helm.upgrade_install(&values, &state.state_dir.join("chart-values.json"))?;
-    chart::wait_ready(client, &enabled, Duration::from_secs(180)).await?;
+    chart::wait_ready(client, &awaited, Duration::from_secs(180)).await?;
     state.running_understudies = enabled.into_iter().collect();
     state.save().map_err(io("writing cluster state"))?;
     Ok(())

@@ -47,6 +47,8 @@ impl Proxy {
         let (understudy, kube_proxy) = match mode {
             ProxyMode::Iptables => ("US-", "KUBE-SVC-"),
             ProxyMode::Nftables => ("table ip understudy-proxy", "table ip kube-proxy"),
+            // The dummy interfaces, listed by node_rules in this mode.
+            ProxyMode::Ipvs => ("understudy-ipvs0", "kube-ipvs0"),
         };
         match self {
             Proxy::Understudy => (understudy, kube_proxy),
@@ -65,6 +67,13 @@ macro_rules! datapath_tests {
         fn cluster() -> Option<&'static $crate::fixture::Cluster> {
             if std::env::var_os($crate::fixture::EXTERNAL_KUBECONFIG).is_some() {
                 eprintln!("skipped: the data path is checked on the lab's own real nodes");
+                return None;
+            }
+            if !$mode.runs_on_this_kernel() {
+                eprintln!(
+                    "skipped: this kernel cannot run the {} mode (its refusal is checked instead)",
+                    $mode
+                );
                 return None;
             }
             Some($crate::fixture::Cluster::shared(
@@ -125,6 +134,141 @@ pub fn cluster_spec(proxy: Proxy, proxy_mode: ProxyMode) -> ClusterSpec {
         backend: Some(Backend::Chart),
         proxy_mode,
     }
+}
+
+/// The lab of a kernel without IPVS: one real node whose proxy is asked
+/// for the IPVS mode, ours as the chart's DaemonSet or the lab's kube-proxy.
+/// Nothing else is replaced: the chart's other pods would reach the
+/// apiserver through the `kubernetes` Service, which no proxy serves here.
+pub fn refusal_spec(proxy: Proxy) -> ClusterSpec {
+    ClusterSpec {
+        nodes: 0,
+        understudies: match proxy {
+            Proxy::Understudy => "proxy",
+            Proxy::KubeProxy => "none",
+        },
+        start_understudies: true,
+        real_nodes: 1,
+        kwok: false,
+        backend: Some(match proxy {
+            Proxy::Understudy => Backend::Chart,
+            Proxy::KubeProxy => Backend::Processes,
+        }),
+        proxy_mode: ProxyMode::Ipvs,
+    }
+}
+
+/// The lab of [`refusal_spec`], or `None` (the test says it is skipped)
+/// where the data-path tests run instead: on a kernel with IPVS, or on an
+/// external cluster.
+pub fn refusal_cluster(proxy: Proxy) -> Option<&'static Cluster> {
+    if std::env::var_os(crate::fixture::EXTERNAL_KUBECONFIG).is_some() {
+        eprintln!("skipped: checked on the lab's own real nodes");
+        return None;
+    }
+    if ProxyMode::Ipvs.runs_on_this_kernel() {
+        eprintln!("skipped: this kernel has IPVS (the data-path tests run instead)");
+        return None;
+    }
+    Some(Cluster::shared(refusal_spec(proxy)))
+}
+
+/// On a kernel without IPVS the proxy asked for the IPVS mode fails at
+/// start-up with upstream's "can't use the IPVS proxier" — ours naming what
+/// is missing, in its pod's log, the pod never Ready — and writes nothing
+/// of the mode into the node; the lab around it is up.
+pub async fn ipvs_refused(cluster: &Cluster, proxy: Proxy) {
+    let local = cluster.local.as_ref().expect("the lab's own cluster");
+    let node = real_nodes(cluster).network.node(0).name();
+    let said = match proxy {
+        Proxy::Understudy => understudy_proxy_refusal(cluster).await,
+        Proxy::KubeProxy => {
+            let name = format!("kube-proxy/{node}");
+            let record = local
+                .process(&name)
+                .expect("the lab runs kube-proxy")
+                .clone();
+            crate::wait::until(&format!("{name} to exit"), T, || {
+                let alive = record.is_alive();
+                async move { Ok((!alive).then_some(())) }
+            })
+            .await
+            .unwrap();
+            let log = local
+                .logs_dir()
+                .join(format!("{}.log", name.replace('/', "-")));
+            std::fs::read_to_string(&log).unwrap()
+        }
+    };
+    assert!(said.contains("can't use the IPVS proxier"), "{said}");
+    if proxy == Proxy::Understudy {
+        assert!(said.contains("/proc/net/ip_vs is absent"), "{said}");
+    }
+    let rules = node_rules(cluster, 0);
+    for marker in ["US-SERVICES", "KUBE-SERVICES"] {
+        assert!(!rules.contains(marker), "{marker} in {node}:\n{rules}");
+    }
+}
+
+/// The chart's proxy pod once its container has exited and its log says
+/// why: exit code 1, the reason in its termination message, never Ready
+/// (nor any of the DaemonSet's). The log.
+async fn understudy_proxy_refusal(cluster: &Cluster) -> String {
+    use k8s_openapi::api::apps::v1::DaemonSet;
+    use kube::api::{ListParams, LogParams};
+    let client = cluster.client().await;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), crate::chart::NAMESPACE);
+    let what = "understudy-proxy to exit at start-up, saying why";
+    let (name, exit_code, message, ready, log) = crate::wait::until(what, T, || {
+        let pods = pods.clone();
+        async move {
+            let list = pods
+                .list(&ListParams::default().labels("app.kubernetes.io/component=proxy"))
+                .await
+                .map_err(|e| e.to_string())?;
+            let Some((name, exit_code, message, ready)) = list.items.iter().find_map(|p| {
+                let status = (p.status.as_ref()?.container_statuses.as_ref()?)
+                    .iter()
+                    .find(|c| c.name == "proxy")?;
+                let exited = status.last_state.as_ref()?.terminated.as_ref()?;
+                Some((
+                    p.metadata.name.clone()?,
+                    exited.exit_code,
+                    exited.message.clone().unwrap_or_default(),
+                    pod_is_ready(p),
+                ))
+            }) else {
+                return Ok(None);
+            };
+            // The run that exited: the latest until the kubelet restarts it.
+            for previous in [false, true] {
+                let params = LogParams {
+                    container: Some("proxy".into()),
+                    previous,
+                    ..Default::default()
+                };
+                if let Ok(log) = pods.logs(&name, &params).await
+                    && log.contains("can't use the IPVS proxier")
+                {
+                    return Ok(Some((name, exit_code, message, ready, log)));
+                }
+            }
+            Ok(None)
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(exit_code, 1, "{name}: {log}");
+    // The chart's FallbackToLogsOnError: `kubectl describe pod` shows why.
+    assert!(
+        message.contains("can't use the IPVS proxier"),
+        "{name}'s termination message: {message:?}"
+    );
+    assert!(!ready, "{name} is Ready");
+    let sets: Api<DaemonSet> = Api::namespaced(client, crate::chart::NAMESPACE);
+    let status = sets.get("understudy-proxy").await.unwrap().status.unwrap();
+    assert_eq!(status.number_ready, 0, "{status:?}");
+    log
 }
 
 /// A test's namespace and the APIs the checks use in it.
@@ -193,8 +337,16 @@ pub(crate) fn testserver_container(args: serde_json::Value) -> serde_json::Value
 pub fn node_rules(cluster: &Cluster, index: usize) -> String {
     let real = real_nodes(cluster);
     let netns = real.network.node(index).netns();
+    let mut tools: Vec<&[&str]> = vec![&["iptables-save"], &["nft", "list", "ruleset"]];
+    if cluster_mode(cluster) == ProxyMode::Ipvs {
+        // The dummy interface holding the service addresses, and the virtual servers.
+        tools.extend([
+            &["ip", "-o", "link", "show", "type", "dummy"][..],
+            &["ipvsadm", "-Ln"][..],
+        ]);
+    }
     let mut text = String::new();
-    for tool in [&["iptables-save"][..], &["nft", "list", "ruleset"][..]] {
+    for tool in tools {
         let out = Command::new("ip")
             .args(["netns", "exec", &netns])
             .args(tool)
@@ -415,7 +567,9 @@ pub async fn services_answer_through_the_node(cluster: &Cluster, proxy: Proxy) {
         .create(&PostParams::default(), &local_lb)
         .await
         .unwrap();
-    let health_port = local_lb.spec.unwrap().health_check_node_port.unwrap();
+    let local_spec = local_lb.spec.unwrap();
+    let health_port = local_spec.health_check_node_port.unwrap();
+    let local_cluster_ip = local_spec.cluster_ip.unwrap();
     let node_ip = real_nodes(cluster).network.node(SERVER_NODE).ip();
     let health_url = format!("http://{node_ip}:{health_port}/");
 
@@ -505,7 +659,14 @@ pub async fn services_answer_through_the_node(cluster: &Cluster, proxy: Proxy) {
     for name in ["web", "web-local"] {
         services.delete(name, &Default::default()).await.unwrap();
     }
-    rules_gone(cluster, &format!("{}/web", ns.name)).await;
+    if cluster_mode(cluster) == ProxyMode::Ipvs {
+        // No rule names a Service in this mode: their virtual servers go.
+        for ip in [&cluster_ip, &local_cluster_ip] {
+            rules_gone(cluster, &format!("{ip}:80 ")).await;
+        }
+    } else {
+        rules_gone(cluster, &format!("{}/web", ns.name)).await;
+    }
     assert_eq!(
         host_proxy_rules(),
         Vec::<String>::new(),

@@ -307,5 +307,13 @@ mod tests {
         assert_eq!(doc["clusterCIDR"], "10.202.0.0/16");
         assert_eq!(doc["hostnameOverride"], "real-1");
         assert_eq!(doc["healthzBindAddress"], "10.250.2.11:10256");
+        let ipvs: serde_yaml::Value = serde_yaml::from_str(&kube_proxy_yaml(
+            &paths(),
+            &net.node(1),
+            &net.cluster_cidr(),
+            crate::chart::ProxyMode::Ipvs,
+        ))
+        .unwrap();
+        assert_eq!(ipvs["mode"], "ipvs");
     }
 }
