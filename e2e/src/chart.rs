@@ -104,19 +104,21 @@ impl ProxyMode {
     /// the check understudy-proxy starts with (proxy/src/ipvs/system.rs).
     /// A module not loaded yet is loaded here first, as the proxy's
     /// preflight does: the chart's pods get no /lib/modules in the lab.
+    /// Asked once per process (every data-path test asks).
     pub fn runs_on_this_kernel(self) -> bool {
-        if self != Self::Ipvs {
-            return true;
-        }
-        let ip_vs = Path::new("/proc/net/ip_vs");
-        if !ip_vs.exists() {
-            let _ = Command::new("modprobe")
-                .args(["-q", "ip_vs"])
-                .stdout(std::process::Stdio::null())
-                .stderr(std::process::Stdio::null())
-                .status();
-        }
-        ip_vs.exists()
+        static HAS_IPVS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        self != Self::Ipvs
+            || *HAS_IPVS.get_or_init(|| {
+                let ip_vs = Path::new("/proc/net/ip_vs");
+                if !ip_vs.exists() {
+                    let _ = Command::new("modprobe")
+                        .args(["-q", "ip_vs"])
+                        .stdout(std::process::Stdio::null())
+                        .stderr(std::process::Stdio::null())
+                        .status();
+                }
+                ip_vs.exists()
+            })
     }
 }
 

@@ -179,11 +179,13 @@ pub fn refusal_cluster(proxy: Proxy) -> Option<&'static Cluster> {
 /// of the mode into the node; the lab around it is up.
 pub async fn ipvs_refused(cluster: &Cluster, proxy: Proxy) {
     let local = cluster.local.as_ref().expect("the lab's own cluster");
-    let node = real_nodes(cluster).network.node(0).name();
+    let plan = real_nodes(cluster).network.node(0);
+    let node = plan.name();
     let said = match proxy {
         Proxy::Understudy => understudy_proxy_refusal(cluster).await,
         Proxy::KubeProxy => {
-            let name = format!("kube-proxy/{node}");
+            let name = (crate::realnode::NodeProxy::KubeProxy.process_name(&plan))
+                .expect("kube-proxy runs as a process");
             let record = local
                 .process(&name)
                 .expect("the lab runs kube-proxy")
@@ -194,10 +196,7 @@ pub async fn ipvs_refused(cluster: &Cluster, proxy: Proxy) {
             })
             .await
             .unwrap();
-            let log = local
-                .logs_dir()
-                .join(format!("{}.log", name.replace('/', "-")));
-            std::fs::read_to_string(&log).unwrap()
+            std::fs::read_to_string(&record.log).unwrap()
         }
     };
     assert!(said.contains("can't use the IPVS proxier"), "{said}");

@@ -295,25 +295,21 @@ mod tests {
     #[test]
     fn kube_proxy_leaves_the_machines_conntrack_table_alone() {
         let net = LabNetwork { slot: 2 };
-        let doc: serde_yaml::Value = serde_yaml::from_str(&kube_proxy_yaml(
-            &paths(),
-            &net.node(1),
-            &net.cluster_cidr(),
-            crate::chart::ProxyMode::Nftables,
-        ))
-        .unwrap();
+        let render = |mode| -> serde_yaml::Value {
+            serde_yaml::from_str(&kube_proxy_yaml(
+                &paths(),
+                &net.node(1),
+                &net.cluster_cidr(),
+                mode,
+            ))
+            .unwrap()
+        };
+        let doc = render(crate::chart::ProxyMode::Nftables);
         assert_eq!(doc["mode"], "nftables");
         assert_eq!(doc["conntrack"]["maxPerCore"], 0);
         assert_eq!(doc["clusterCIDR"], "10.202.0.0/16");
         assert_eq!(doc["hostnameOverride"], "real-1");
         assert_eq!(doc["healthzBindAddress"], "10.250.2.11:10256");
-        let ipvs: serde_yaml::Value = serde_yaml::from_str(&kube_proxy_yaml(
-            &paths(),
-            &net.node(1),
-            &net.cluster_cidr(),
-            crate::chart::ProxyMode::Ipvs,
-        ))
-        .unwrap();
-        assert_eq!(ipvs["mode"], "ipvs");
+        assert_eq!(render(crate::chart::ProxyMode::Ipvs)["mode"], "ipvs");
     }
 }
