@@ -381,15 +381,15 @@ fn volume_read_by_scheduling(v: &k8s_openapi::api::core::v1::Volume) -> bool {
         && v.host_path.is_none()
 }
 
-/// Keeps what scheduling reads of a node (spec, labels, annotations,
-/// allocatable, capacity and images): the conditions, addresses and system
-/// info that heartbeats rewrite are never read.
 /// The volume mounts with bind-mount options, the only ones scheduling reads.
 fn bind_mounts(mut mounts: Vec<VolumeMount>) -> Vec<VolumeMount> {
     mounts.retain(|m| m.bind_mount_options.as_ref().is_some_and(|o| !o.is_empty()));
     mounts
 }
 
+/// Keeps what scheduling reads of a node (spec, labels, annotations,
+/// allocatable, capacity and images): the conditions, addresses and system
+/// info that heartbeats rewrite are never read.
 pub fn slim_node(node: &mut Node) {
     node.metadata.managed_fields = None;
     if let Some(status) = node.status.as_mut() {

@@ -24,9 +24,12 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
+use std::sync::{Arc, Mutex};
+
+use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
 use kube::api::{Api, ListParams, PostParams};
+use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
 use serde_json::json;
 
@@ -41,6 +44,9 @@ const LONG: Duration = Duration::from_secs(3600);
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Variant {
     Null,
+    /// The null binder fed by watches of volumes and claims, as any binder
+    /// must learn of them: the ceiling of a binder that decides nothing.
+    NullWatching,
     Upstream,
     Understudy,
 }
@@ -49,6 +55,7 @@ impl Variant {
     pub fn label(self) -> &'static str {
         match self {
             Self::Null => "null binder (4 writes per pair, no decisions)",
+            Self::NullWatching => "watching null binder (the same, from watches)",
             Self::Upstream => Binder::Upstream.label(),
             Self::Understudy => Binder::Ours.label(),
         }
@@ -56,13 +63,14 @@ impl Variant {
     fn slug(self) -> &'static str {
         match self {
             Self::Null => "null",
+            Self::NullWatching => "null-watch",
             Self::Upstream => Binder::Upstream.slug(),
             Self::Understudy => Binder::Ours.slug(),
         }
     }
     fn binder(self) -> Option<Binder> {
         match self {
-            Self::Null => None,
+            Self::Null | Self::NullWatching => None,
             Self::Upstream => Some(Binder::Upstream),
             Self::Understudy => Some(Binder::Ours),
         }
@@ -146,20 +154,127 @@ fn percentile(sorted: &[f64], q: f64) -> Option<f64> {
 /// Binds claim i to volume i with the four writes a bind needs, `in_flight`
 /// pairs at a time, each pair's writes in upstream's order.
 async fn null_bind(client: &Client, ns: &str, class: &str, opts: &Options) -> anyhow::Result<()> {
-    let volumes: Api<PersistentVolume> = Api::all(client.clone());
     let claims: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), ns);
-    let mut by_volume: BTreeMap<String, PersistentVolume> = binder::volumes_of(client, class)
+    let by_volume: BTreeMap<String, PersistentVolume> = binder::volumes_of(client, class)
         .await?
         .into_iter()
         .map(|v| (v.name_any(), v))
         .collect();
-    let mut by_claim: BTreeMap<String, PersistentVolumeClaim> = claims
+    let by_claim: BTreeMap<String, PersistentVolumeClaim> = claims
         .list(&ListParams::default())
         .await?
         .items
         .into_iter()
         .map(|c| (c.name_any(), c))
         .collect();
+    bind_pairs(client, ns, class, opts, by_volume, by_claim).await
+}
+
+/// A watch of every `K` into a shared map by name, until aborted; `synced`
+/// turns true once the initial list is in.
+fn watch_into<K>(
+    api: Api<K>,
+    into: Arc<Mutex<BTreeMap<String, K>>>,
+    synced: tokio::sync::watch::Sender<bool>,
+) -> tokio::task::JoinHandle<()>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + 'static,
+    K::DynamicType: Default,
+{
+    tokio::spawn(async move {
+        let mut stream = watcher::watcher(api, watcher::Config::default()).boxed();
+        loop {
+            match stream.try_next().await {
+                Ok(Some(watcher::Event::InitApply(mut o) | watcher::Event::Apply(mut o))) => {
+                    o.meta_mut().managed_fields = None;
+                    into.lock().expect("watch map").insert(o.name_any(), o);
+                }
+                Ok(Some(watcher::Event::Delete(o))) => {
+                    into.lock().expect("watch map").remove(&o.name_any());
+                }
+                Ok(Some(watcher::Event::InitDone)) => {
+                    let _ = synced.send(true);
+                }
+                Ok(Some(watcher::Event::Init)) => {}
+                Ok(None) => return,
+                Err(e) => eprintln!("bench: watching null binder: {e}"),
+            }
+        }
+    })
+}
+
+/// The null binder with what it binds learned from watches of every volume
+/// and claim (as a binder's informers), kept running while it binds so that
+/// each of its writes comes back to it, as to any binder.
+async fn null_bind_watching(
+    client: &Client,
+    ns: &str,
+    class: &str,
+    opts: &Options,
+) -> anyhow::Result<()> {
+    let volumes = Arc::new(Mutex::new(BTreeMap::new()));
+    let claims = Arc::new(Mutex::new(BTreeMap::new()));
+    let (volumes_synced, mut volumes_rx) = tokio::sync::watch::channel(false);
+    let (claims_synced, mut claims_rx) = tokio::sync::watch::channel(false);
+    let watches = [
+        watch_into(
+            Api::<PersistentVolume>::all(client.clone()),
+            volumes.clone(),
+            volumes_synced,
+        ),
+        watch_into(
+            Api::<PersistentVolumeClaim>::all(client.clone()),
+            claims.clone(),
+            claims_synced,
+        ),
+    ];
+    let synced = async {
+        volumes_rx.wait_for(|s| *s).await?;
+        claims_rx.wait_for(|s| *s).await?;
+        anyhow::Ok(())
+    };
+    let bound = match synced.await {
+        Ok(()) => {
+            let of_class = |v: &PersistentVolume| {
+                v.spec
+                    .as_ref()
+                    .and_then(|s| s.storage_class_name.as_deref())
+                    == Some(class)
+            };
+            let by_volume = volumes
+                .lock()
+                .expect("watch map")
+                .values()
+                .filter(|v| of_class(v))
+                .map(|v| (v.name_any(), v.clone()))
+                .collect();
+            let by_claim = claims
+                .lock()
+                .expect("watch map")
+                .values()
+                .filter(|c| c.namespace().as_deref() == Some(ns))
+                .map(|c| (c.name_any(), c.clone()))
+                .collect();
+            bind_pairs(client, ns, class, opts, by_volume, by_claim).await
+        }
+        Err(e) => Err(e),
+    };
+    for w in watches {
+        w.abort();
+    }
+    bound
+}
+
+async fn bind_pairs(
+    client: &Client,
+    ns: &str,
+    class: &str,
+    opts: &Options,
+    mut by_volume: BTreeMap<String, PersistentVolume>,
+    mut by_claim: BTreeMap<String, PersistentVolumeClaim>,
+) -> anyhow::Result<()> {
+    let volumes: Api<PersistentVolume> = Api::all(client.clone());
+    let claims: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), ns);
     let pairs: Vec<(PersistentVolume, PersistentVolumeClaim)> = (0..opts.pairs)
         .filter_map(|i| {
             Some((
@@ -318,6 +433,10 @@ async fn run_variant(
             &binder_opts,
             &format!("bench-binder-{}", b.slug()),
         )?),
+        None if variant == Variant::NullWatching => {
+            null_bind_watching(client, &ns, &class, opts).await?;
+            None
+        }
         None => {
             null_bind(client, &ns, &class, opts).await?;
             None
@@ -454,6 +573,16 @@ pub fn summary(rounds: &[Vec<(Variant, VariantResult)>]) -> String {
         true,
     ));
     out.push_str(&line(
+        "understudy / watching null binder",
+        ratios(rounds, Variant::Understudy, Variant::NullWatching),
+        true,
+    ));
+    out.push_str(&line(
+        "watching null binder / null binder",
+        ratios(rounds, Variant::NullWatching, Variant::Null),
+        true,
+    ));
+    out.push_str(&line(
         "upstream / null binder",
         ratios(rounds, Variant::Upstream, Variant::Null),
         true,
@@ -531,6 +660,12 @@ pub fn report(results: &[(Variant, VariantResult)], opts: &Options) -> String {
         if !figures.is_empty() {
             out.push_str(&format!("\nunderstudy: {}\n", figures.join("; ")));
         }
+    }
+    if let (Some(w), Some(c)) = (find(Variant::NullWatching), find(Variant::Null)) {
+        out.push_str(&format!(
+            "watching null binder: {:.0} % of the null binder's pace\n",
+            100.0 * w.pairs_per_second / c.pairs_per_second
+        ));
     }
     if let (Some(u), Some(c)) = (find(Variant::Upstream), find(Variant::Null)) {
         out.push_str(&format!(

@@ -4,6 +4,7 @@
 
 pub mod binder;
 pub mod controllers;
+pub mod null_scheduler;
 pub mod procstat;
 pub mod promtext;
 pub mod proxy;

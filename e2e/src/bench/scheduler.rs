@@ -14,14 +14,14 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::{StreamExt, TryStreamExt};
-use k8s_openapi::api::core::v1::{ObjectReference, Pod};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
+use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, ListParams, PostParams};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
 use serde_json::json;
 use understudy_component_base::client::ClientOptions;
 
+use super::null_scheduler;
 use super::procstat::{self, ProcUsage};
 use super::promtext;
 use crate::controlplane::free_port;
@@ -37,6 +37,10 @@ pub enum Variant {
     /// The null scheduler that also records each pod's `Scheduled` Event, as
     /// every scheduler does: the ceiling for a scheduler with no decision cost.
     NullWithEvents,
+    /// The null scheduler with Events, fed by watches of pods and nodes
+    /// instead of lists: the ceiling of a scheduler that must watch to learn
+    /// of pods but decides nothing.
+    NullWatching,
     KubeScheduler,
     Understudy,
 }
@@ -46,6 +50,7 @@ impl Variant {
         match self {
             Self::Null => "null scheduler (bind ceiling)",
             Self::NullWithEvents => "null scheduler + Events (bind+event ceiling)",
+            Self::NullWatching => "watching null scheduler + Events",
             Self::KubeScheduler => "kube-scheduler",
             Self::Understudy => "understudy-scheduler",
         }
@@ -54,13 +59,14 @@ impl Variant {
         match self {
             Self::Null => "null",
             Self::NullWithEvents => "null-events",
+            Self::NullWatching => "null-watch",
             Self::KubeScheduler => "kube",
             Self::Understudy => "understudy",
         }
     }
     fn scheduler_name(self) -> &'static str {
         match self {
-            Self::Null | Self::NullWithEvents => "null-scheduler",
+            Self::Null | Self::NullWithEvents | Self::NullWatching => "null-scheduler",
             Self::KubeScheduler => "default-scheduler",
             Self::Understudy => "understudy-scheduler",
         }
@@ -176,17 +182,9 @@ async fn create_pods(
     Ok(())
 }
 
-async fn unbound(client: &Client, ns: &str) -> anyhow::Result<Vec<Pod>> {
-    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
-    Ok(pods
-        .list(&ListParams::default().fields("spec.nodeName="))
-        .await?
-        .items)
-}
-
 /// A running scheduler under test.
 enum Running {
-    Null(tokio::task::JoinHandle<()>),
+    Null(Vec<tokio::task::JoinHandle<()>>),
     Process {
         record: ProcessRecord,
         metrics_url: String,
@@ -213,7 +211,11 @@ impl Running {
 
     fn stop(self) {
         match self {
-            Self::Null(task) => task.abort(),
+            Self::Null(tasks) => {
+                for task in tasks {
+                    task.abort();
+                }
+            }
             Self::Process { record, .. } => {
                 record.stop(Duration::from_secs(10));
             }
@@ -221,100 +223,17 @@ impl Running {
     }
 }
 
-/// Binds every pending pod of `ns` round-robin over `nodes`, as fast as the
-/// apiserver accepts binds; `with_events` also creates each pod's `Scheduled`
-/// Event before the pod counts as done, so the Events land inside the
-/// measured window (a queue drained in the background would trail it).
-async fn null_scheduler(client: Client, ns: String, nodes: Vec<String>, with_events: bool) {
-    let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(client.clone(), &ns);
-    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
-    let mut next = 0usize;
-    loop {
-        let pending = match unbound(&client, &ns).await {
-            Ok(p) => p,
-            Err(_) => continue,
-        };
-        if pending.is_empty() {
-            tokio::time::sleep(Duration::from_millis(200)).await;
-            continue;
-        }
-        let jobs: Vec<(String, String, String)> = pending
-            .iter()
-            .map(|p| {
-                next += 1;
-                let uid = p.metadata.uid.clone().unwrap_or_default();
-                (p.name_any(), uid, nodes[next % nodes.len()].clone())
-            })
-            .collect();
-        futures::stream::iter(jobs)
-            .map(|(name, uid, node)| {
-                let pods = pods.clone();
-                let ns = ns.clone();
-                let events = events.clone();
-                async move {
-                    let bound = bind(&pods, &ns, &name, &node).await;
-                    if bound.is_ok() && with_events {
-                        let event = scheduled_event(&ns, &name, &uid, &node);
-                        if let Err(e) = events.create(&PostParams::default(), &event).await {
-                            eprintln!("bench: null scheduler: recording an Event: {e}");
-                        }
-                    }
-                }
-            })
-            .buffer_unordered(128)
-            .collect::<Vec<()>>()
-            .await;
+/// The same client as the understudies' (HTTP/2, QPS/burst), so the
+/// ceiling is not lowered by a slower client.
+async fn null_client(kubeconfig: &std::path::Path, qps: u32) -> anyhow::Result<Client> {
+    Ok(ClientOptions {
+        kubeconfig: Some(kubeconfig.to_path_buf()),
+        qps: qps as f32,
+        burst: qps,
+        user_agent: "null-scheduler".into(),
     }
-}
-
-/// Binds `ns/name` to `node` through `pods/binding`, as a scheduler does.
-pub(crate) async fn bind(
-    pods: &Api<Pod>,
-    ns: &str,
-    name: &str,
-    node: &str,
-) -> kube::Result<serde_json::Value> {
-    let binding = json!({
-        "apiVersion": "v1", "kind": "Binding",
-        "metadata": {"name": name, "namespace": ns},
-        "target": {"apiVersion": "v1", "kind": "Node", "name": node},
-    });
-    pods.create_subresource("binding", name, &PostParams::default(), &binding)
-        .await
-}
-
-/// The `Scheduled` Event a scheduler records for a pod it bound.
-pub(crate) fn scheduled_event(
-    ns: &str,
-    name: &str,
-    uid: &str,
-    node: &str,
-) -> k8s_openapi::api::events::v1::Event {
-    let now = k8s_openapi::jiff::Timestamp::now();
-    k8s_openapi::api::events::v1::Event {
-        metadata: kube::api::ObjectMeta {
-            // client-go's name: the object's, then a unique suffix.
-            name: Some(format!("{name}.{:x}", now.as_nanosecond())),
-            namespace: Some(ns.to_string()),
-            ..Default::default()
-        },
-        event_time: Some(MicroTime(now)),
-        reporting_controller: Some("null-scheduler".into()),
-        reporting_instance: Some("null-scheduler-bench".into()),
-        action: Some("Binding".into()),
-        reason: Some("Scheduled".into()),
-        type_: Some("Normal".into()),
-        note: Some(format!("Successfully assigned {ns}/{name} to {node}")),
-        regarding: Some(ObjectReference {
-            api_version: Some("v1".into()),
-            kind: Some("Pod".into()),
-            namespace: Some(ns.to_string()),
-            name: Some(name.to_string()),
-            uid: Some(uid.to_string()),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
+    .client()
+    .await?)
 }
 
 async fn start(
@@ -331,23 +250,23 @@ async fn start(
     // priority and fairness treats them alike (the admin is exempt from it).
     let kubeconfig = state.state_dir.join("kubeconfigs/scheduler.yaml");
     match variant {
+        Variant::NullWatching => {
+            let client = null_client(&kubeconfig, opts.qps).await?;
+            Ok(Running::Null(null_scheduler::watching(
+                client,
+                ns.to_string(),
+                variant.scheduler_name(),
+                true,
+            )))
+        }
         Variant::Null | Variant::NullWithEvents => {
-            // The same client as the understudies' (HTTP/2, QPS/burst), so
-            // the ceiling is not lowered by a slower client.
-            let client = ClientOptions {
-                kubeconfig: Some(kubeconfig),
-                qps: opts.qps as f32,
-                burst: opts.qps,
-                user_agent: "null-scheduler".into(),
-            }
-            .client()
-            .await?;
-            Ok(Running::Null(tokio::spawn(null_scheduler(
+            let client = null_client(&kubeconfig, opts.qps).await?;
+            Ok(Running::Null(vec![tokio::spawn(null_scheduler::polling(
                 client,
                 ns.to_string(),
                 nodes.to_vec(),
                 variant == Variant::NullWithEvents,
-            ))))
+            ))]))
         }
         Variant::KubeScheduler => {
             let port = free_port()?;
@@ -433,7 +352,10 @@ async fn wait_all_bound(
     timeout: Duration,
 ) -> anyhow::Result<()> {
     wait::until(what, timeout, || async {
-        let left = unbound(client, ns).await.map_err(|e| e.to_string())?.len();
+        let left = null_scheduler::unbound(client, ns)
+            .await
+            .map_err(|e| e.to_string())?
+            .len();
         Ok((left == 0).then_some(()))
     })
     .await?;
@@ -738,6 +660,7 @@ pub fn report(results: &[(Variant, VariantResult)], nodes: usize, opts: &Options
     for (variant, what) in [
         (Variant::Null, "bind ceiling"),
         (Variant::NullWithEvents, "bind+event ceiling"),
+        (Variant::NullWatching, "watching null scheduler + Events"),
     ] {
         if let (Some(c), Some(o)) = (result_of(variant), &ours) {
             out.push_str(&format!(

@@ -21,8 +21,8 @@ use kube::{Client, ResourceExt};
 use serde_json::json;
 use understudy_component_base::client::ClientOptions;
 
+use super::null_scheduler::{bind, scheduled_event};
 use super::procstat;
-use super::scheduler::{bind, scheduled_event};
 use crate::kwok_stages::NO_KUBELET_LABEL;
 use crate::state::ClusterState;
 use crate::wait;

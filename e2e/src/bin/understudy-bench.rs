@@ -36,7 +36,7 @@ enum Command {
         /// Client QPS and burst of both schedulers (high, so the client limiter is not the bottleneck).
         #[arg(long, default_value_t = 5000)]
         qps: u32,
-        /// Which to run: null, null-events, kube, understudy (comma-separated).
+        /// Which to run: null, null-events, null-watch, kube, understudy (comma-separated).
         #[arg(
             long,
             value_delimiter = ',',
@@ -161,7 +161,7 @@ enum Command {
         /// per-round ratios by their median.
         #[arg(long, default_value_t = 1)]
         rounds: usize,
-        /// Which to run: null, kube, understudy (comma-separated).
+        /// Which to run: null, null-watch, kube, understudy (comma-separated).
         #[arg(long, value_delimiter = ',', default_value = "null,kube,understudy")]
         only: Vec<String>,
         #[arg(long)]
@@ -349,9 +349,12 @@ async fn run_binder(command: Command) -> anyhow::Result<()> {
     for v in only {
         variants.push(match v.as_str() {
             "null" => binder::Variant::Null,
+            "null-watch" => binder::Variant::NullWatching,
             "kube" => binder::Variant::Upstream,
             "understudy" => binder::Variant::Understudy,
-            other => anyhow::bail!("--only: unknown binder {other:?} (null, kube, understudy)"),
+            other => anyhow::bail!(
+                "--only: unknown binder {other:?} (null, null-watch, kube, understudy)"
+            ),
         });
     }
     let opts = binder::Options {
@@ -550,10 +553,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         variants.push(match v.as_str() {
             "null" => Variant::Null,
             "null-events" => Variant::NullWithEvents,
+            "null-watch" => Variant::NullWatching,
             "kube" => Variant::KubeScheduler,
             "understudy" => Variant::Understudy,
             other => anyhow::bail!(
-                "--only: unknown scheduler {other:?} (null, null-events, kube, understudy)"
+                "--only: unknown scheduler {other:?} (null, null-events, null-watch, kube, understudy)"
             ),
         });
     }
