@@ -182,9 +182,19 @@ async fn create_pods(
     Ok(())
 }
 
+fn bench_usage() -> Option<ProcUsage> {
+    procstat::usage(std::process::id() as i32)
+}
+
+fn bench_cpu_seconds() -> f64 {
+    bench_usage().map_or(0.0, |u| u.cpu_seconds)
+}
+
 /// A running scheduler under test.
 enum Running {
-    Null(Vec<tokio::task::JoinHandle<()>>),
+    /// A null scheduler's tasks in the bench's own process, and that
+    /// process's CPU seconds when they started.
+    Null(Vec<tokio::task::JoinHandle<()>>, f64),
     Process {
         record: ProcessRecord,
         metrics_url: String,
@@ -194,14 +204,21 @@ enum Running {
 impl Running {
     fn usage(&self) -> Option<ProcUsage> {
         match self {
-            Self::Null(_) => None,
+            // The bench's own CPU since the null scheduler started (the
+            // bind tracker's watch included): an upper bound of its cost.
+            // Its peak RSS is the bench's, not the null scheduler's: none.
+            Self::Null(_, cpu_at_start) => bench_usage().map(|u| ProcUsage {
+                cpu_seconds: u.cpu_seconds - cpu_at_start,
+                peak_rss_bytes: 0,
+                children_cpu_seconds: 0.0,
+            }),
             Self::Process { record, .. } => procstat::usage(record.pid),
         }
     }
 
     async fn metrics(&self) -> Option<String> {
         match self {
-            Self::Null(_) => None,
+            Self::Null(..) => None,
             Self::Process { metrics_url, .. } => {
                 let r = probe::http_client().get(metrics_url).send().await.ok()?;
                 r.text().await.ok()
@@ -211,7 +228,7 @@ impl Running {
 
     fn stop(self) {
         match self {
-            Self::Null(tasks) => {
+            Self::Null(tasks, _) => {
                 for task in tasks {
                     task.abort();
                 }
@@ -252,21 +269,22 @@ async fn start(
     match variant {
         Variant::NullWatching => {
             let client = null_client(&kubeconfig, opts.qps).await?;
-            Ok(Running::Null(null_scheduler::watching(
-                client,
-                ns.to_string(),
-                variant.scheduler_name(),
-                true,
-            )))
+            Ok(Running::Null(
+                null_scheduler::watching(client, ns.to_string(), variant.scheduler_name(), true),
+                bench_cpu_seconds(),
+            ))
         }
         Variant::Null | Variant::NullWithEvents => {
             let client = null_client(&kubeconfig, opts.qps).await?;
-            Ok(Running::Null(vec![tokio::spawn(null_scheduler::polling(
-                client,
-                ns.to_string(),
-                nodes.to_vec(),
-                variant == Variant::NullWithEvents,
-            ))]))
+            Ok(Running::Null(
+                vec![tokio::spawn(null_scheduler::polling(
+                    client,
+                    ns.to_string(),
+                    nodes.to_vec(),
+                    variant == Variant::NullWithEvents,
+                ))],
+                bench_cpu_seconds(),
+            ))
         }
         Variant::KubeScheduler => {
             let port = free_port()?;
@@ -609,7 +627,11 @@ pub fn report(results: &[(Variant, VariantResult)], nodes: usize, opts: &Options
             Some(u) => (
                 format!("{:.1}", u.cpu_seconds),
                 format!("{:.2}", u.cpu_seconds * 1000.0 / opts.measured as f64),
-                format!("{:.0} MiB", u.peak_rss_bytes as f64 / (1024.0 * 1024.0)),
+                if u.peak_rss_bytes == 0 {
+                    "–".into()
+                } else {
+                    format!("{:.0} MiB", u.peak_rss_bytes as f64 / (1024.0 * 1024.0))
+                },
             ),
             None => ("–".into(), "–".into(), "–".into()),
         };
@@ -625,6 +647,16 @@ pub fn report(results: &[(Variant, VariantResult)], nodes: usize, opts: &Options
                 .map(|v| v.to_string())
                 .unwrap_or_else(|| "–".into()),
         ));
+    }
+    if results.iter().any(|(v, r)| {
+        matches!(
+            v,
+            Variant::Null | Variant::NullWithEvents | Variant::NullWatching
+        ) && r.usage.is_some()
+    }) {
+        out.push_str(
+            "\nA null scheduler's CPU is the bench process's while it ran (its watch of binds included).\n",
+        );
     }
     if let (Some(u), Some(o)) = (&upstream, &ours) {
         out.push_str(&format!(

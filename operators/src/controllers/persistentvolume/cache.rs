@@ -37,7 +37,7 @@ impl<K: Resource> VersionedCache<K> {
     /// As [`Self::store`], calling `stored` with the key and the object,
     /// under the cache's lock, when it was stored: an index kept beside the
     /// cache then follows the order of its stores.
-    pub fn store_then(&self, key: String, obj: Arc<K>, stored: impl FnOnce(&str, &K)) -> bool {
+    pub fn store_then(&self, key: String, obj: Arc<K>, stored: impl FnOnce(&str, &Arc<K>)) -> bool {
         let mut objects = self.objects.lock().expect("cache lock");
         if let Some(old) = objects.get(&key)
             && let (Some(old), Some(new)) = (version(old.as_ref()), version(obj.as_ref()))

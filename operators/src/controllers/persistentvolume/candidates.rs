@@ -7,9 +7,17 @@
 //! superset kept from each source of volumes (the informer, our own
 //! writes): the match still takes the newest copy of each name and checks
 //! it, so a stale entry costs a lookup, never a wrong match.
+//!
+//! Each source's index keeps its copy of every volume with its parsed
+//! resourceVersion, and each group's names in order: the match merges the
+//! two sources' sorted candidates with reference counts, where it used to
+//! copy every candidate's name into a sorted set and look each up in both
+//! sources by a newly built key — with a thousand free volumes, that copying
+//! was half of the binder's CPU.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
-use std::sync::Mutex;
+use std::cmp::Ordering;
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
 
 use k8s_openapi::api::core::v1::PersistentVolume;
 
@@ -37,62 +45,149 @@ fn group_of(volume: &PersistentVolume) -> Group {
     }
 }
 
+/// One source's copy of a volume.
+#[derive(Clone, Debug)]
+pub struct Copy {
+    pub name: Arc<str>,
+    /// Its resourceVersion, parsed once; `None` (unparsable) is older than any.
+    pub version: Option<u64>,
+    pub volume: Arc<PersistentVolume>,
+}
+
+impl Copy {
+    /// The newer of two copies of one volume; `self` on a tie.
+    pub fn newer(self, other: Copy) -> Copy {
+        if other.version > self.version {
+            other
+        } else {
+            self
+        }
+    }
+}
+
 #[derive(Default)]
 struct Groups {
-    group_of: HashMap<String, Group>,
-    members: HashMap<Group, HashSet<String>>,
+    copies: HashMap<Arc<str>, (Group, Copy)>,
+    members: HashMap<Group, BTreeSet<Arc<str>>>,
 }
 
 impl Groups {
-    fn leave(&mut self, name: &str) {
-        if let Some(old) = self.group_of.remove(name)
-            && let Some(members) = self.members.get_mut(&old)
-        {
+    fn leave(&mut self, name: &str) -> Option<Arc<str>> {
+        let (old, copy) = self.copies.remove(name)?;
+        if let Some(members) = self.members.get_mut(&old) {
             members.remove(name);
             if members.is_empty() {
                 self.members.remove(&old);
             }
         }
+        Some(copy.name)
     }
 }
 
-/// Volume names by what they can be matched to, for one source of volumes.
+/// Volume names by what they can be matched to, for one source of volumes,
+/// with that source's copy of each.
 #[derive(Default)]
 pub struct CandidateIndex {
     groups: Mutex<Groups>,
 }
 
 impl CandidateIndex {
-    /// Files the volume under what its current copy allows.
-    pub fn update(&self, name: &str, volume: &PersistentVolume) {
+    /// Keeps `volume` as this source's copy, filed under what it allows.
+    pub fn update(&self, name: &str, volume: &Arc<PersistentVolume>) {
         let group = group_of(volume);
+        let version = volume
+            .metadata
+            .resource_version
+            .as_deref()
+            .and_then(|v| v.parse().ok());
         let mut groups = self.groups.lock().expect("candidate lock");
-        if groups.group_of.get(name) == Some(&group) {
+        if let Some((current, copy)) = groups.copies.get_mut(name)
+            && *current == group
+        {
+            copy.version = version;
+            copy.volume = volume.clone();
             return;
         }
-        groups.leave(name);
+        let name = groups.leave(name).unwrap_or_else(|| Arc::from(name));
         groups
             .members
             .entry(group.clone())
             .or_default()
-            .insert(name.to_string());
-        groups.group_of.insert(name.to_string(), group);
+            .insert(name.clone());
+        let copy = Copy {
+            name: name.clone(),
+            version,
+            volume: volume.clone(),
+        };
+        groups.copies.insert(name, (group, copy));
     }
 
     pub fn remove(&self, name: &str) {
         self.groups.lock().expect("candidate lock").leave(name);
     }
 
-    /// Adds to `into` the names of the volumes free or pre-bound to `claim`.
-    pub fn collect(&self, claim: &ObjectKey, into: &mut BTreeSet<String>) {
+    /// This source's copies of the volumes free or pre-bound to `claim`, by
+    /// name.
+    pub fn candidates(&self, claim: &ObjectKey) -> Vec<Copy> {
         let groups = self.groups.lock().expect("candidate lock");
         let prebound = Group::PreBound(claim.to_string());
+        let mut out: Vec<Copy> = vec![];
         for group in [&Group::Free, &prebound] {
             if let Some(members) = groups.members.get(group) {
-                into.extend(members.iter().cloned());
+                out.extend(members.iter().map(|name| groups.copies[name].1.clone()));
             }
         }
+        if groups.members.contains_key(&prebound) {
+            out.sort_by(|a, b| a.name.cmp(&b.name));
+        }
+        out
     }
+
+    /// This source's copy of one volume, whatever its group.
+    pub fn copy_of(&self, name: &str) -> Option<Copy> {
+        let groups = self.groups.lock().expect("candidate lock");
+        groups.copies.get(name).map(|(_, copy)| copy.clone())
+    }
+}
+
+/// The newest copy of each volume either source offers `claim`, by name,
+/// and only those the informer still has (a volume it no longer has is
+/// deleted, whatever our older copy says). A copy that is not a candidate
+/// in one source may be the newer one: the caller checks each copy.
+pub fn newest_candidates(
+    informer: &CandidateIndex,
+    ours: &CandidateIndex,
+    claim: &ObjectKey,
+) -> Vec<Copy> {
+    let theirs = informer.candidates(claim);
+    let mine = ours.candidates(claim);
+    let mut out = Vec::with_capacity(theirs.len().max(mine.len()));
+    let (mut a, mut b) = (theirs.into_iter().peekable(), mine.into_iter().peekable());
+    loop {
+        let order = match (a.peek(), b.peek()) {
+            (None, None) => break,
+            (Some(_), None) => Ordering::Less,
+            (None, Some(_)) => Ordering::Greater,
+            (Some(x), Some(y)) => x.name.cmp(&y.name),
+        };
+        let newest = match order {
+            Ordering::Equal => {
+                let (x, y) = (a.next(), b.next());
+                x.zip(y).map(|(x, y)| x.newer(y))
+            }
+            // Only the informer offers it: our copy, if newer, is not free.
+            Ordering::Less => a.next().map(|x| match ours.copy_of(&x.name) {
+                Some(y) => x.newer(y),
+                None => x,
+            }),
+            // Only we offer it: the informer must still have it.
+            Ordering::Greater => b
+                .next()
+                .and_then(|y| informer.copy_of(&y.name).map(|x| x.newer(y))),
+        };
+        out.extend(newest);
+    }
+    out
 }
 
 #[cfg(test)]
@@ -100,16 +195,27 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn volume(claim_ref: Option<(&str, &str)>) -> PersistentVolume {
+    fn versioned(claim_ref: Option<(&str, &str)>, version: &str) -> Arc<PersistentVolume> {
         let claim_ref = claim_ref.map(|(ns, name)| json!({"namespace": ns, "name": name}));
-        serde_json::from_value(json!({"metadata": {"name": "v"}, "spec": {"claimRef": claim_ref}}))
-            .unwrap()
+        Arc::new(
+            serde_json::from_value(json!({
+                "metadata": {"name": "v", "resourceVersion": version},
+                "spec": {"claimRef": claim_ref},
+            }))
+            .unwrap(),
+        )
+    }
+
+    fn volume(claim_ref: Option<(&str, &str)>) -> Arc<PersistentVolume> {
+        versioned(claim_ref, "1")
+    }
+
+    fn names(copies: Vec<Copy>) -> Vec<String> {
+        copies.iter().map(|c| c.name.to_string()).collect()
     }
 
     fn candidates(index: &CandidateIndex, ns: &str, name: &str) -> Vec<String> {
-        let mut out = BTreeSet::new();
-        index.collect(&ObjectKey::new(ns, name), &mut out);
-        out.into_iter().collect()
+        names(index.candidates(&ObjectKey::new(ns, name)))
     }
 
     #[test]
@@ -119,9 +225,10 @@ mod tests {
         index.update("mine", &volume(Some(("ns", "a"))));
         index.update("theirs", &volume(Some(("ns", "b"))));
         index.update("other-ns", &volume(Some(("other", "a"))));
-        assert_eq!(candidates(&index, "ns", "a"), ["free", "mine"]);
-        assert_eq!(candidates(&index, "ns", "b"), ["free", "theirs"]);
-        assert_eq!(candidates(&index, "ns", "c"), ["free"]);
+        index.update("a-free", &volume(None));
+        assert_eq!(candidates(&index, "ns", "a"), ["a-free", "free", "mine"]);
+        assert_eq!(candidates(&index, "ns", "b"), ["a-free", "free", "theirs"]);
+        assert_eq!(candidates(&index, "ns", "c"), ["a-free", "free"]);
     }
 
     #[test]
@@ -136,5 +243,50 @@ mod tests {
         index.remove("v");
         assert_eq!(candidates(&index, "ns", "c"), Vec::<String>::new());
         assert!(index.groups.lock().unwrap().members.is_empty());
+        assert!(index.groups.lock().unwrap().copies.is_empty());
+    }
+
+    #[test]
+    fn the_newest_copy_of_either_source_wins_and_the_informer_must_have_it() {
+        let (informer, ours) = (CandidateIndex::default(), CandidateIndex::default());
+        let claim = ObjectKey::new("ns", "c");
+        let newest = |informer: &CandidateIndex, ours: &CandidateIndex| {
+            newest_candidates(informer, ours, &claim)
+                .into_iter()
+                .map(|c| {
+                    let v = c.volume.metadata.resource_version.clone().unwrap();
+                    (c.name.to_string(), v)
+                })
+                .collect::<Vec<_>>()
+        };
+        // Free in both: the newer copy, the informer's on a tie.
+        informer.update("both", &versioned(None, "5"));
+        ours.update("both", &versioned(None, "7"));
+        informer.update("tie", &versioned(None, "3"));
+        ours.update("tie", &versioned(None, "3"));
+        // We bound it (newer, not free): our copy comes out, for the caller to refuse.
+        informer.update("taken", &versioned(None, "4"));
+        ours.update("taken", &versioned(Some(("ns", "other")), "6"));
+        // Our older copy is bound, the informer's newer one free.
+        informer.update("freed", &versioned(None, "9"));
+        ours.update("freed", &versioned(Some(("ns", "other")), "2"));
+        // Gone from the informer: deleted, whatever our copy says.
+        ours.update("deleted", &versioned(None, "8"));
+        // Only the informer has it.
+        informer.update("new", &versioned(None, "1"));
+        // Free in our older copy; the informer's newer one is bound.
+        informer.update("rebound", &versioned(Some(("ns", "other")), "5"));
+        ours.update("rebound", &versioned(None, "2"));
+        assert_eq!(
+            newest(&informer, &ours),
+            [
+                ("both".to_string(), "7".to_string()),
+                ("freed".into(), "9".into()),
+                ("new".into(), "1".into()),
+                ("rebound".into(), "5".into()),
+                ("taken".into(), "6".into()),
+                ("tie".into(), "3".into()),
+            ]
+        );
     }
 }

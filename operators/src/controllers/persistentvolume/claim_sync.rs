@@ -22,7 +22,7 @@ use super::plan::{Plan, Stop};
 /// What a claim sync reads besides the claim.
 pub struct ClaimView<'a> {
     /// The controller's volumes by name (informer + own writes, newest).
-    pub volumes: &'a BTreeMap<String, Arc<PersistentVolume>>,
+    pub volumes: &'a BTreeMap<Arc<str>, Arc<PersistentVolume>>,
     pub classes: &'a BTreeMap<String, StorageClass>,
     /// The pods that use the claim.
     pub pods: &'a [Arc<Pod>],
@@ -84,7 +84,7 @@ fn sync_unbound_claim(
         return find_and_bind(plan, claim, view);
     }
     // The user asked for a specific volume.
-    let Some(volume) = view.volumes.get(&requested) else {
+    let Some(volume) = view.volumes.get(requested.as_str()) else {
         // Not there (yet): stay Pending and look again later.
         return plan.update_claim_status(claim, "Pending", None);
     };
@@ -293,7 +293,7 @@ fn sync_bound_claim(
             "Bound claim has lost reference to PersistentVolume. Data on the volume is lost!",
         );
     }
-    let Some(volume) = view.volumes.get(&name) else {
+    let Some(volume) = view.volumes.get(name.as_str()) else {
         return plan.update_claim_status_with_event(
             claim,
             "Lost",

@@ -36,7 +36,7 @@ mod tests;
 #[cfg(test)]
 mod wiring_tests;
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -264,26 +264,18 @@ impl Binder {
         &self,
         claim: &PersistentVolumeClaim,
         writing: &HashSet<String>,
-    ) -> BTreeMap<String, Arc<PersistentVolume>> {
-        let mut names = BTreeSet::new();
+    ) -> BTreeMap<Arc<str>, Arc<PersistentVolume>> {
         let key = ObjectKey::of(claim);
-        self.informer_candidates.collect(&key, &mut names);
-        self.own_candidates.collect(&key, &mut names);
-        self.volumes.read(|ours| {
-            names
-                .into_iter()
-                .filter_map(|name| {
-                    // A volume the informer no longer has is deleted,
-                    // whatever our older copy says.
-                    let informer = self.volume_store.get(&ObjectKey::new("", &name))?;
-                    let best = newest(Some(informer), ours.get(&name).cloned())?;
-                    let prebound = helpers::is_volume_bound_to_claim(&best, claim);
-                    let free = best.spec.as_ref().is_some_and(|s| s.claim_ref.is_none());
-                    let candidate = prebound || (free && !writing.contains(&name));
-                    candidate.then_some((name, best))
-                })
-                .collect()
-        })
+        candidates::newest_candidates(&self.informer_candidates, &self.own_candidates, &key)
+            .into_iter()
+            .filter(|copy| {
+                let volume = &copy.volume;
+                let prebound = helpers::is_volume_bound_to_claim(volume, claim);
+                let free = volume.spec.as_ref().is_some_and(|s| s.claim_ref.is_none());
+                prebound || (free && !writing.contains(&*copy.name))
+            })
+            .map(|copy| (copy.name, copy.volume))
+            .collect()
     }
 
     /// Keeps `volume` as our newest copy unless a newer one is kept.
@@ -300,10 +292,10 @@ impl Binder {
 
     /// Just the named volume (newest copy), as the one-entry view a claim
     /// naming it needs.
-    fn volume_view_of(&self, name: &str) -> BTreeMap<String, Arc<PersistentVolume>> {
+    fn volume_view_of(&self, name: &str) -> BTreeMap<Arc<str>, Arc<PersistentVolume>> {
         let informer = self.volume_store.get(&ObjectKey::new("", name));
         newest(informer, self.volumes.get(name))
-            .map(|volume| (name.to_string(), volume))
+            .map(|volume| (Arc::from(name), volume))
             .into_iter()
             .collect()
     }

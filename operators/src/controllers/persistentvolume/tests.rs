@@ -75,11 +75,11 @@ impl FakeApi {
         Ok((self.version.fetch_add(1, Ordering::SeqCst) + 1).to_string())
     }
 
-    fn volume_view(&self) -> BTreeMap<String, Arc<PersistentVolume>> {
+    fn volume_view(&self) -> BTreeMap<Arc<str>, Arc<PersistentVolume>> {
         let volumes = self.volumes.lock().unwrap();
         volumes
             .iter()
-            .map(|(k, v)| (k.clone(), Arc::new(v.clone())))
+            .map(|(k, v)| (Arc::from(k.as_str()), Arc::new(v.clone())))
             .collect()
     }
 

@@ -100,9 +100,10 @@ fn binder(client: Client) -> Binder {
 
 /// As the volume informer would: into its store, then its handler's index.
 fn add_volume(b: &Binder, v: PersistentVolume) {
+    let v = Arc::new(v);
     b.informer_candidates
         .update(v.metadata.name.as_deref().unwrap_or_default(), &v);
-    b.volume_store.insert(Arc::new(v));
+    b.volume_store.insert(v);
 }
 
 fn add_claim(b: &Binder, c: PersistentVolumeClaim) {
@@ -324,14 +325,20 @@ async fn a_claims_match_follows_the_newest_copy_of_each_volume() {
     add_volume(&b, at("mine", "1", "a"));
     let a = claim("a", "uid-a", "1Gi", "", "Pending", None, &[]);
     let view = b.match_view(&a, &HashSet::new());
-    assert_eq!(view.keys().collect::<Vec<_>>(), ["freed", "mine"]);
+    assert_eq!(
+        view.keys().map(|k| &**k).collect::<Vec<_>>(),
+        ["freed", "mine"]
+    );
     assert_eq!(
         view["freed"].metadata.resource_version.as_deref(),
         Some("2")
     );
     let writing = HashSet::from(["freed".to_string()]);
     assert_eq!(
-        b.match_view(&a, &writing).keys().collect::<Vec<_>>(),
+        b.match_view(&a, &writing)
+            .keys()
+            .map(|k| &**k)
+            .collect::<Vec<_>>(),
         ["mine"]
     );
 }
