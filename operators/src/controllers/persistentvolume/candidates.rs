@@ -16,7 +16,7 @@
 //! was half of the binder's CPU.
 
 use std::cmp::Ordering;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
 use k8s_openapi::api::core::v1::PersistentVolume;
@@ -67,20 +67,21 @@ impl Copy {
 
 #[derive(Default)]
 struct Groups {
-    copies: HashMap<Arc<str>, (Group, Copy)>,
-    members: HashMap<Group, BTreeSet<Arc<str>>>,
+    group_of: HashMap<Arc<str>, Group>,
+    /// Each group's copies by name, so that a claim's candidates are read
+    /// in order without a lookup each.
+    members: HashMap<Group, BTreeMap<Arc<str>, Copy>>,
 }
 
 impl Groups {
     fn leave(&mut self, name: &str) -> Option<Arc<str>> {
-        let (old, copy) = self.copies.remove(name)?;
-        if let Some(members) = self.members.get_mut(&old) {
-            members.remove(name);
-            if members.is_empty() {
-                self.members.remove(&old);
-            }
+        let old = self.group_of.remove(name)?;
+        let members = self.members.get_mut(&old)?;
+        let copy = members.remove(name);
+        if members.is_empty() {
+            self.members.remove(&old);
         }
-        Some(copy.name)
+        copy.map(|c| c.name)
     }
 }
 
@@ -101,25 +102,29 @@ impl CandidateIndex {
             .as_deref()
             .and_then(|v| v.parse().ok());
         let mut groups = self.groups.lock().expect("candidate lock");
-        if let Some((current, copy)) = groups.copies.get_mut(name)
-            && *current == group
+        let groups = &mut *groups;
+        if groups.group_of.get(name) == Some(&group)
+            && let Some(copy) = groups
+                .members
+                .get_mut(&group)
+                .and_then(|members| members.get_mut(name))
         {
             copy.version = version;
             copy.volume = volume.clone();
             return;
         }
         let name = groups.leave(name).unwrap_or_else(|| Arc::from(name));
-        groups
-            .members
-            .entry(group.clone())
-            .or_default()
-            .insert(name.clone());
         let copy = Copy {
             name: name.clone(),
             version,
             volume: volume.clone(),
         };
-        groups.copies.insert(name, (group, copy));
+        groups
+            .members
+            .entry(group.clone())
+            .or_default()
+            .insert(name.clone(), copy);
+        groups.group_of.insert(name, group);
     }
 
     pub fn remove(&self, name: &str) {
@@ -134,7 +139,7 @@ impl CandidateIndex {
         let mut out: Vec<Copy> = vec![];
         for group in [&Group::Free, &prebound] {
             if let Some(members) = groups.members.get(group) {
-                out.extend(members.iter().map(|name| groups.copies[name].1.clone()));
+                out.extend(members.values().cloned());
             }
         }
         if groups.members.contains_key(&prebound) {
@@ -146,7 +151,8 @@ impl CandidateIndex {
     /// This source's copy of one volume, whatever its group.
     pub fn copy_of(&self, name: &str) -> Option<Copy> {
         let groups = self.groups.lock().expect("candidate lock");
-        groups.copies.get(name).map(|(_, copy)| copy.clone())
+        let group = groups.group_of.get(name)?;
+        groups.members.get(group)?.get(name).cloned()
     }
 }
 
@@ -243,7 +249,7 @@ mod tests {
         index.remove("v");
         assert_eq!(candidates(&index, "ns", "c"), Vec::<String>::new());
         assert!(index.groups.lock().unwrap().members.is_empty());
-        assert!(index.groups.lock().unwrap().copies.is_empty());
+        assert!(index.groups.lock().unwrap().group_of.is_empty());
     }
 
     #[test]
