@@ -177,8 +177,15 @@ fn http2_stack(
         // ping it, as client-go's ReadIdleTimeout does.
         .http2_keep_alive_interval(Duration::from_secs(30))
         .http2_keep_alive_timeout(Duration::from_secs(15))
-        // Large LISTs (thousands of pods) arrive faster with a window that grows.
-        .http2_adaptive_window(true)
+        // client-go's windows (Go's HTTP/2 transport: 4 MiB a stream, 1 GiB
+        // the connection), not HTTP/2's 64 KiB: a burst of watch events (60
+        // pod deletions) must reach the informers at once, as it reaches
+        // kube-scheduler's, not a window at a time with scheduling attempts
+        // between — a pod retried between two deletions is moved again by
+        // the next one, and retried again. Large LISTs need no window that
+        // grows with these.
+        .http2_initial_stream_window_size(4 << 20)
+        .http2_initial_connection_window_size(1 << 30)
         .build(connector);
     let service = ServiceBuilder::new()
         .layer(rate_limit)

@@ -526,20 +526,8 @@ pub async fn run(
     Ok(rounds)
 }
 
-/// Each round's pace of `of` over the pace of `over` in the same round.
 fn ratios(rounds: &[Vec<(Variant, VariantResult)>], of: Variant, over: Variant) -> Vec<f64> {
-    rounds
-        .iter()
-        .filter_map(|round| {
-            let pace = |want: Variant| {
-                round
-                    .iter()
-                    .find(|(v, _)| *v == want)
-                    .map(|(_, r)| r.pairs_per_second)
-            };
-            Some(pace(of)? / pace(over)?)
-        })
-        .collect()
+    super::ratios_by_round(rounds, of, over, |r| r.pairs_per_second)
 }
 
 /// Over several rounds: each binder's pace against the null binder's and

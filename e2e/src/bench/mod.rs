@@ -94,3 +94,21 @@ pub fn print_request_delta(
         }
     }
 }
+
+/// Each round's pace of the variant `of` over the pace of `over` in the same
+/// round (rounds missing either are skipped): this machine's pace moves by
+/// ±20 % between runs, so variants are compared within a round.
+pub(crate) fn ratios_by_round<V: PartialEq + Copy, R>(
+    rounds: &[Vec<(V, R)>],
+    of: V,
+    over: V,
+    pace: impl Fn(&R) -> f64,
+) -> Vec<f64> {
+    rounds
+        .iter()
+        .filter_map(|round| {
+            let pace_of = |want: V| round.iter().find(|(v, _)| *v == want).map(|(_, r)| pace(r));
+            Some(pace_of(of)? / pace_of(over)?)
+        })
+        .collect()
+}

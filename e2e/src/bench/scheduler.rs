@@ -24,6 +24,7 @@ use understudy_component_base::client::ClientOptions;
 use super::null_scheduler;
 use super::procstat::{self, ProcUsage};
 use super::promtext;
+use super::write_costs::median;
 use crate::controlplane::free_port;
 use crate::kwok_stages::NO_KUBELET_LABEL;
 use crate::probe;
@@ -97,6 +98,8 @@ pub struct Options {
     /// Whether kwok plays the bound pods' kubelet. scheduler_perf runs none:
     /// without, pods are labelled for kwok to leave them Pending.
     pub kubelet: bool,
+    /// Times the whole sequence of variants runs, one after the other.
+    pub rounds: usize,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -563,21 +566,73 @@ async fn run_variant(
     Ok(result)
 }
 
+/// Every variant in turn, `opts.rounds` times; one round's results each.
 pub async fn run(
     state: &ClusterState,
     opts: &Options,
     variants: &[Variant],
-) -> anyhow::Result<Vec<(Variant, VariantResult)>> {
+    node_count: usize,
+) -> anyhow::Result<Vec<Vec<(Variant, VariantResult)>>> {
     let client = wait::client_for(&state.kubeconfig).await?;
     if opts.workload == Workload::Preemption {
         ensure_priority_classes(&client).await?;
     }
     let nodes = super::node_names(&client).await?;
-    let mut results = vec![];
-    for v in variants {
-        results.push((*v, run_variant(*v, state, opts, &client, &nodes).await?));
+    let mut rounds = vec![];
+    for round in 1..=opts.rounds.max(1) {
+        let mut results = vec![];
+        for v in variants {
+            results.push((*v, run_variant(*v, state, opts, &client, &nodes).await?));
+        }
+        if opts.rounds > 1 {
+            // Printed as it comes: a long series is still worth its
+            // finished rounds if it is stopped.
+            println!("round {round}:\n{}", report(&results, node_count, opts));
+        }
+        rounds.push(results);
     }
-    Ok(results)
+    Ok(rounds)
+}
+
+fn ratios(rounds: &[Vec<(Variant, VariantResult)>], of: Variant, over: Variant) -> Vec<f64> {
+    super::ratios_by_round(rounds, of, over, |r| r.pods_per_second)
+}
+
+/// Over several rounds: ours' pace against each other variant's of the
+/// same round, as the median of the per-round ratios (this machine's pace
+/// moves by ±20 % between runs, so one run's ratio says little).
+pub fn summary(rounds: &[Vec<(Variant, VariantResult)>]) -> String {
+    let mut out = format!(
+        "summary of {} rounds (median of per-round ratios):\n",
+        rounds.len()
+    );
+    for (over, what) in [
+        (Variant::Null, "understudy / bind ceiling"),
+        (
+            Variant::NullWithEvents,
+            "understudy / bind+event ceiling (target ≥ 90 %)",
+        ),
+        (
+            Variant::NullWatching,
+            "understudy / watching null scheduler + Events",
+        ),
+        (Variant::KubeScheduler, "understudy / kube-scheduler"),
+    ] {
+        let values = ratios(rounds, Variant::Understudy, over);
+        if values.is_empty() {
+            continue;
+        }
+        let each: Vec<String> = values
+            .iter()
+            .map(|v| format!("{:.0} %", 100.0 * v))
+            .collect();
+        out.push_str(&format!(
+            "- {what}: median {:.0} % (rounds: {})\n",
+            100.0 * median(values.clone()),
+            each.join(", ")
+        ));
+    }
+    out
 }
 
 /// CPU ms per pod between successive samples of (pods bound, CPU seconds).
@@ -719,5 +774,44 @@ mod decile_tests {
         assert_eq!(d.len(), 3);
         assert!((d[0] - 5.0).abs() < 1e-9 && (d[1] - 5.0).abs() < 1e-9);
         assert!((d[2] - 6.0).abs() < 1e-9, "{d:?}");
+    }
+}
+
+#[cfg(test)]
+mod summary_tests {
+    use super::*;
+
+    fn paced(pods_per_second: f64) -> VariantResult {
+        VariantResult {
+            pods_per_second,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn the_summary_takes_the_median_of_each_rounds_own_ratio() {
+        let rounds = vec![
+            vec![
+                (Variant::NullWithEvents, paced(1000.0)),
+                (Variant::Understudy, paced(900.0)),
+            ],
+            vec![
+                (Variant::NullWithEvents, paced(500.0)),
+                (Variant::Understudy, paced(400.0)),
+            ],
+            vec![
+                (Variant::NullWithEvents, paced(600.0)),
+                (Variant::Understudy, paced(510.0)),
+            ],
+        ];
+        let text = summary(&rounds);
+        assert!(
+            text.contains(
+                "understudy / bind+event ceiling (target ≥ 90 %): median 85 % (rounds: 90 %, 80 %, 85 %)"
+            ),
+            "{text}"
+        );
+        // Variants that did not run are left out.
+        assert!(!text.contains("kube-scheduler"), "{text}");
     }
 }

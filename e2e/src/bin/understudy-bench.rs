@@ -50,6 +50,10 @@ enum Command {
         /// default: upstream's scheduler_perf runs no kubelet.
         #[arg(long)]
         kubelet: bool,
+        /// Run the whole sequence this many times on one control plane and
+        /// summarise ours' per-round ratios by their median.
+        #[arg(long, default_value_t = 1)]
+        rounds: usize,
     },
     /// Preemption: nodes full of low-priority pods, high-priority pods arrive;
     /// kube-scheduler and understudy-scheduler.
@@ -503,50 +507,54 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Binder { .. } => return run_binder(cli.command).await,
         _ => {}
     }
-    let (workload, nodes, existing, pods, qps, only, components_dir, kubelet) = match cli.command {
-        Command::Scheduler {
-            nodes,
-            existing,
-            pods,
-            qps,
-            only,
-            components_dir,
-            kubelet,
-        } => (
-            Workload::Basic,
-            nodes,
-            existing,
-            pods,
-            qps,
-            only,
-            components_dir,
-            kubelet,
-        ),
-        Command::Preemption {
-            nodes,
-            existing,
-            pods,
-            qps,
-            only,
-            components_dir,
-            kubelet,
-        } => (
-            Workload::Preemption,
-            nodes,
-            existing,
-            pods,
-            qps,
-            only,
-            components_dir,
-            kubelet,
-        ),
-        Command::Controllers { .. }
-        | Command::WriteCosts { .. }
-        | Command::Proxy { .. }
-        | Command::Binder { .. } => {
-            unreachable!("handled above")
-        }
-    };
+    let (workload, nodes, existing, pods, qps, only, components_dir, kubelet, rounds) =
+        match cli.command {
+            Command::Scheduler {
+                nodes,
+                existing,
+                pods,
+                qps,
+                only,
+                components_dir,
+                kubelet,
+                rounds,
+            } => (
+                Workload::Basic,
+                nodes,
+                existing,
+                pods,
+                qps,
+                only,
+                components_dir,
+                kubelet,
+                rounds,
+            ),
+            Command::Preemption {
+                nodes,
+                existing,
+                pods,
+                qps,
+                only,
+                components_dir,
+                kubelet,
+            } => (
+                Workload::Preemption,
+                nodes,
+                existing,
+                pods,
+                qps,
+                only,
+                components_dir,
+                kubelet,
+                1,
+            ),
+            Command::Controllers { .. }
+            | Command::WriteCosts { .. }
+            | Command::Proxy { .. }
+            | Command::Binder { .. } => {
+                unreachable!("handled above")
+            }
+        };
     let components_dir = resolve_components_dir(components_dir)?;
     let mut variants = vec![];
     for v in only {
@@ -569,12 +577,18 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         qps,
         components_dir,
         kubelet,
+        rounds,
     };
-    let results = with_cluster(lab, |state| {
+    anyhow::ensure!(rounds > 0, "--rounds must be positive");
+    let rounds = with_cluster(lab, |state| {
         let opts = opts.clone();
-        async move { scheduler::run(&state, &opts, &variants).await }
+        async move { scheduler::run(&state, &opts, &variants, nodes).await }
     })
     .await?;
-    println!("{}", scheduler::report(&results, nodes, &opts));
+    if let [results] = rounds.as_slice() {
+        println!("{}", scheduler::report(results, nodes, &opts));
+    } else {
+        println!("{}", scheduler::summary(&rounds));
+    }
     Ok(())
 }
