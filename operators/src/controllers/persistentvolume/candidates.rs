@@ -47,16 +47,16 @@ fn group_of(volume: &PersistentVolume) -> Group {
 
 /// One source's copy of a volume.
 #[derive(Clone, Debug)]
-pub struct Copy {
+pub struct VolumeCopy {
     pub name: Arc<str>,
     /// Its resourceVersion, parsed once; `None` (unparsable) is older than any.
     pub version: Option<u64>,
     pub volume: Arc<PersistentVolume>,
 }
 
-impl Copy {
+impl VolumeCopy {
     /// The newer of two copies of one volume; `self` on a tie.
-    pub fn newer(self, other: Copy) -> Copy {
+    pub fn newer(self, other: VolumeCopy) -> VolumeCopy {
         if other.version > self.version {
             other
         } else {
@@ -70,7 +70,7 @@ struct Groups {
     group_of: HashMap<Arc<str>, Group>,
     /// Each group's copies by name, so that a claim's candidates are read
     /// in order without a lookup each.
-    members: HashMap<Group, BTreeMap<Arc<str>, Copy>>,
+    members: HashMap<Group, BTreeMap<Arc<str>, VolumeCopy>>,
 }
 
 impl Groups {
@@ -114,7 +114,7 @@ impl CandidateIndex {
             return;
         }
         let name = groups.leave(name).unwrap_or_else(|| Arc::from(name));
-        let copy = Copy {
+        let copy = VolumeCopy {
             name: name.clone(),
             version,
             volume: volume.clone(),
@@ -133,10 +133,10 @@ impl CandidateIndex {
 
     /// This source's copies of the volumes free or pre-bound to `claim`, by
     /// name.
-    pub fn candidates(&self, claim: &ObjectKey) -> Vec<Copy> {
+    pub fn candidates(&self, claim: &ObjectKey) -> Vec<VolumeCopy> {
         let groups = self.groups.lock().expect("candidate lock");
         let prebound = Group::PreBound(claim.to_string());
-        let mut out: Vec<Copy> = vec![];
+        let mut out: Vec<VolumeCopy> = vec![];
         for group in [&Group::Free, &prebound] {
             if let Some(members) = groups.members.get(group) {
                 out.extend(members.values().cloned());
@@ -149,7 +149,7 @@ impl CandidateIndex {
     }
 
     /// This source's copy of one volume, whatever its group.
-    pub fn copy_of(&self, name: &str) -> Option<Copy> {
+    pub fn copy_of(&self, name: &str) -> Option<VolumeCopy> {
         let groups = self.groups.lock().expect("candidate lock");
         let group = groups.group_of.get(name)?;
         groups.members.get(group)?.get(name).cloned()
@@ -164,7 +164,7 @@ pub fn newest_candidates(
     informer: &CandidateIndex,
     ours: &CandidateIndex,
     claim: &ObjectKey,
-) -> Vec<Copy> {
+) -> Vec<VolumeCopy> {
     let theirs = informer.candidates(claim);
     let mine = ours.candidates(claim);
     let mut out = Vec::with_capacity(theirs.len().max(mine.len()));
@@ -216,7 +216,7 @@ mod tests {
         versioned(claim_ref, "1")
     }
 
-    fn names(copies: Vec<Copy>) -> Vec<String> {
+    fn names(copies: Vec<VolumeCopy>) -> Vec<String> {
         copies.iter().map(|c| c.name.to_string()).collect()
     }
 
